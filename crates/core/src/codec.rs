@@ -1,0 +1,193 @@
+//! Payload codecs: how a typed message becomes the bytes of an envelope's payload.
+//!
+//! [`MsgPack`] (MessagePack with named fields, so structs can gain and lose fields without
+//! breaking old readers) is the default; [`Json`] is the readable alternative. A consumer
+//! picks the codec from the envelope's content type, see [`decode_payload`].
+
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Turns values into payload bytes and back.
+///
+/// # Example
+/// ```
+/// use tributary_core::codec::{Codec, MsgPack};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct OrderPlaced { id: u64 }
+///
+/// let bytes = MsgPack.encode(&OrderPlaced { id: 7 })?;
+/// assert_eq!(MsgPack.decode::<OrderPlaced>(&bytes)?, OrderPlaced { id: 7 });
+/// # Ok::<(), tributary_core::CodecError>(())
+/// ```
+pub trait Codec: Debug + Clone + Send + Sync + 'static {
+    /// MIME type written into the envelope's `ct` field.
+    fn content_type(&self) -> &str;
+
+    /// Encodes `value`.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the value cannot be represented.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError>;
+
+    /// Decodes a `T` from `bytes`.
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`] when the bytes are not a valid `T`.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// MessagePack via rmp-serde, structs encoded as maps (named fields). The default codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgPack;
+
+impl MsgPack {
+    /// Content type of MessagePack payloads.
+    pub const CONTENT_TYPE: &'static str = "application/msgpack";
+}
+
+impl Codec for MsgPack {
+    fn content_type(&self) -> &str {
+        Self::CONTENT_TYPE
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
+        rmp_serde::to_vec_named(value)
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Encode {
+                content_type: Self::CONTENT_TYPE,
+                source: Box::new(e),
+            })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode {
+            content_type: Self::CONTENT_TYPE,
+            source: Box::new(e),
+        })
+    }
+}
+
+/// JSON via serde_json.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Json;
+
+impl Json {
+    /// Content type of JSON payloads.
+    pub const CONTENT_TYPE: &'static str = "application/json";
+}
+
+impl Codec for Json {
+    fn content_type(&self) -> &str {
+        Self::CONTENT_TYPE
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Encode {
+                content_type: Self::CONTENT_TYPE,
+                source: Box::new(e),
+            })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        serde_json::from_slice(bytes).map_err(|e| CodecError::Decode {
+            content_type: Self::CONTENT_TYPE,
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Decodes a payload with the built-in codec named by `content_type`.
+///
+/// # Errors
+/// [`CodecError::UnsupportedContentType`] for a content type other than MessagePack or JSON
+/// (decode those with your own [`Codec`]); [`CodecError::Decode`] for bad bytes.
+pub fn decode_payload<T: DeserializeOwned>(content_type: &str, bytes: &[u8]) -> Result<T, CodecError> {
+    // Parameters such as `; charset=utf-8` do not change the codec.
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    match base {
+        MsgPack::CONTENT_TYPE | "application/x-msgpack" => MsgPack.decode(bytes),
+        Json::CONTENT_TYPE => Json.decode(bytes),
+        other => Err(CodecError::UnsupportedContentType {
+            content_type: other.chars().take(128).collect(),
+        }),
+    }
+}
+
+/// A payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The value could not be encoded.
+    #[error("could not encode payload as {content_type}")]
+    Encode {
+        /// Content type of the codec.
+        content_type: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: crate::BoxError,
+    },
+    /// The bytes are not a valid value of the requested type.
+    #[error("could not decode {content_type} payload")]
+    Decode {
+        /// Content type of the codec.
+        content_type: &'static str,
+        /// The deserializer's error.
+        #[source]
+        source: crate::BoxError,
+    },
+    /// No built-in codec handles this content type.
+    #[error("unsupported content type `{content_type}`")]
+    UnsupportedContentType {
+        /// The content type found in the envelope (truncated to 128 characters).
+        content_type: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        id: u64,
+        name: String,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        name: String,
+        id: u64,
+        #[serde(default)]
+        note: Option<String>,
+    }
+
+    #[test]
+    fn msgpack_uses_named_fields_so_structs_can_evolve() {
+        let old = MsgPack.encode(&V1 { id: 1, name: "a".into() }).unwrap();
+        let new: V2 = MsgPack.decode(&old).unwrap();
+        assert_eq!(new, V2 { name: "a".into(), id: 1, note: None });
+
+        let newer = MsgPack
+            .encode(&V2 { name: "b".into(), id: 2, note: Some("x".into()) })
+            .unwrap();
+        let back: V1 = MsgPack.decode(&newer).unwrap();
+        assert_eq!(back, V1 { id: 2, name: "b".into() });
+    }
+
+    #[test]
+    fn decode_payload_picks_codec_by_content_type() {
+        let json = Json.encode(&V1 { id: 3, name: "j".into() }).unwrap();
+        let v: V1 = decode_payload("application/json; charset=utf-8", &json).unwrap();
+        assert_eq!(v.id, 3);
+        let err = decode_payload::<V1>("text/csv", b"1,2").unwrap_err();
+        assert!(matches!(err, CodecError::UnsupportedContentType { .. }));
+        let err = decode_payload::<V1>(MsgPack::CONTENT_TYPE, b"\xc1garbage").unwrap_err();
+        assert!(matches!(err, CodecError::Decode { .. }));
+    }
+}

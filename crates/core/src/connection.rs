@@ -1,0 +1,321 @@
+//! Connection set-up, in one place: from a URL or from a fred configuration.
+//!
+//! A [`Connection`] holds one multiplexed client for ordinary commands (XADD, XACK, scripts)
+//! and knows how to open *dedicated* clients for blocking reads: a blocking `XREADGROUP` on a
+//! shared connection would stall every other command behind it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::Builder;
+
+use crate::error::{ErrorKind, RedisError};
+use crate::keys::Namespace;
+use crate::wire::Limits;
+
+/// A connection to Redis (or Redis Cluster) plus the settings every Tributary component
+/// shares: key namespace and wire-format limits.
+///
+/// Cheap to clone; clones share the command connection.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> Result<(), tributary_core::ConnectError> {
+/// use tributary_core::Connection;
+///
+/// let conn = Connection::connect("redis://127.0.0.1:6379").await?;
+/// let custom = Connection::options()
+///     .namespace("billing")
+///     .command_timeout(std::time::Duration::from_secs(2))
+///     .connect("redis://user:secret@127.0.0.1:6379/0")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    builder: Builder,
+    namespace: Namespace,
+    limits: Limits,
+    server: String,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the fred config: it holds the password.
+        f.debug_struct("Connection")
+            .field("server", &self.inner.server)
+            .field("namespace", &self.inner.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects with default options (namespace `tributary`, 5 s command timeout, reconnect
+    /// forever with exponential backoff up to 5 s).
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the URL is invalid or the first connection fails.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::options().connect(url).await
+    }
+
+    /// Options for a connection.
+    pub fn options() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// The client for ordinary (non-blocking) commands: an escape hatch for commands
+    /// Tributary does not wrap.
+    pub fn redis(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.inner.namespace
+    }
+
+    /// Wire-format limits used when encoding and decoding.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The same connection with another namespace (shares the command client).
+    pub fn with_namespace(&self, namespace: Namespace) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: self.inner.client.clone(),
+                builder: self.inner.builder.clone(),
+                namespace,
+                limits: self.inner.limits,
+                server: self.inner.server.clone(),
+            }),
+        }
+    }
+
+    /// Opens a new client on its own connection, for blocking reads. Its command timeout is
+    /// `block + 10 s`, so a blocking read is never cut short by the client (which would leave
+    /// the socket blocked).
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the connection cannot be made.
+    pub async fn dedicated(&self, block: Duration) -> Result<Client, ConnectError> {
+        let mut builder = self.inner.builder.clone();
+        builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
+        let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        client.init().await.map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        Ok(client)
+    }
+
+    /// Closes the command connection.
+    pub async fn quit(&self) {
+        let _ = self.inner.client.quit().await;
+    }
+}
+
+/// Options for [`Connection`]. Created by [`Connection::options`].
+#[derive(Debug, Clone)]
+#[must_use = "options do nothing until `.connect(..)` is called"]
+pub struct ConnectOptions {
+    namespace: Option<String>,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    limits: Limits,
+    reconnect_max_delay: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            limits: Limits::default(),
+            reconnect_max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Key namespace. Defaults to `tributary`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// How long a command may take before it fails with a timeout, including time spent
+    /// waiting for a reconnect. Defaults to 5 s. A publish that times out returns an error:
+    /// nothing is reported sent that Redis did not confirm.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take. Defaults to 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest pause between reconnection attempts (they never stop). Defaults to 5 s.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// Wire-format limits. Defaults to [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connects to `url`: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS
+    /// (with the `tls` feature of fred), `redis-cluster://host:port?node=host:port`,
+    /// `redis-sentinel://...`.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the URL or namespace is invalid or the first connection fails.
+    /// The error text never contains the password.
+    pub async fn connect(self, url: &str) -> Result<Connection, ConnectError> {
+        let server = redact_url(url);
+        let config = Config::from_url(url).map_err(|e| ConnectError::InvalidUrl {
+            url: server.clone(),
+            reason: e.details().to_owned(),
+        })?;
+        self.connect_with(Builder::from_config(config), server).await
+    }
+
+    /// Connects with a fred [`Builder`] you configured yourself (TLS, Sentinel, pools,
+    /// custom timeouts). Tributary still sets a reconnect policy if the builder has none.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the namespace is invalid or the first connection fails.
+    pub async fn connect_with(self, mut builder: Builder, server: String) -> Result<Connection, ConnectError> {
+        let namespace = match self.namespace {
+            Some(ns) => Namespace::new(ns).map_err(|e| ConnectError::InvalidNamespace(e.to_string()))?,
+            None => Namespace::default(),
+        };
+        if builder.get_policy().is_none() {
+            let max = u32::try_from(self.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
+            builder.set_policy(ReconnectPolicy::new_exponential(0, 50, max, 2));
+        }
+        let (command_timeout, connect_timeout) = (self.command_timeout, self.connect_timeout);
+        builder.with_performance_config(|p| p.default_command_timeout = command_timeout);
+        builder.with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.internal_command_timeout = connect_timeout;
+        });
+        let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
+        client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
+        Ok(Connection {
+            inner: Arc::new(Inner { client, builder, namespace, limits: self.limits, server }),
+        })
+    }
+}
+
+/// A connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL could not be parsed.
+    #[error("invalid redis url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The namespace is not a valid key prefix.
+    #[error("{0}")]
+    InvalidNamespace(String),
+    /// Connecting or authenticating failed.
+    #[error("cannot connect to `{server}`")]
+    Redis {
+        /// The server URL with any password replaced by `***`.
+        server: String,
+        /// The failure.
+        #[source]
+        source: RedisError,
+    },
+}
+
+impl ConnectError {
+    fn redis(server: &str, err: fred::error::Error) -> Self {
+        Self::Redis { server: server.to_owned(), source: RedisError::new("CONNECT", err) }
+    }
+
+    /// Classification of the failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidUrl { .. } | Self::InvalidNamespace(_) => ErrorKind::Config,
+            Self::Redis { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// `url` with the password (the part between `:` and `@` of the authority) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.chars().take(256).collect();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') || !userinfo.is_empty() {
+                // `redis://secret@host` puts the password where the user usually is.
+                if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() }
+            } else {
+                String::new()
+            };
+            format!("{}{}@{}", &url[..authority_start], redacted, &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact_url("rediss://:pw@h:1"), "rediss://:***@h:1");
+        assert_eq!(redact_url("redis://pw@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("redis://u:p@ss@h:1?x=@"), "redis://u:***@h:1?x=@");
+    }
+
+    #[tokio::test]
+    async fn invalid_url_error_hides_the_password() {
+        let err = Connection::connect("redis://user:hunter2@[::1").await.unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connection_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = Connection::options()
+            .connect_timeout(Duration::from_secs(1))
+            .connect(&format!("redis://u:hunter2@127.0.0.1:{port}"))
+            .await
+            .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Connection, "{err:?}");
+    }
+}

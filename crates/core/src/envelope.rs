@@ -1,0 +1,237 @@
+//! The message envelope: identity, metadata and payload of one message.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::codec::{Codec, CodecError};
+use crate::id::MessageId;
+use crate::trace::TraceParent;
+
+/// String headers of a message, ordered by name.
+///
+/// Names are case-sensitive. On the wire each header is one field `h:<name>`
+/// (see `docs/wire-format.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value`, returning the previous value.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> Option<String> {
+        self.0.insert(name.into(), value.into())
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Iterates over `(name, value)` in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// One message: what a producer writes to a stream entry and a consumer reads back.
+///
+/// Build one with [`Envelope::encode`] (typed, through a codec) or [`Envelope::new`] (raw
+/// bytes), then chain the `with_*` methods for the optional parts.
+///
+/// # Example
+/// ```
+/// use tributary_core::{codec::MsgPack, Envelope};
+///
+/// #[derive(serde::Serialize)]
+/// struct OrderPlaced { id: u64 }
+///
+/// let env = Envelope::encode(&MsgPack, &OrderPlaced { id: 1 })?
+///     .with_key("customer-42")
+///     .with_header("source", "web");
+/// assert_eq!(env.type_name, "OrderPlaced");
+/// assert_eq!(env.content_type, "application/msgpack");
+/// # Ok::<(), tributary_core::CodecError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// Unique, sortable message id chosen by the publisher.
+    pub id: MessageId,
+    /// Name of the message type, e.g. `OrderPlaced`.
+    pub type_name: String,
+    /// MIME type of the payload, e.g. `application/msgpack`.
+    pub content_type: String,
+    /// When the message was published (millisecond precision on the wire).
+    pub published_at: SystemTime,
+    /// Free-form string headers.
+    pub headers: Headers,
+    /// The encoded message.
+    pub payload: Bytes,
+    /// Partition / ordering key: messages with the same key are handled in order.
+    pub key: Option<String>,
+    /// RPC: id that ties a reply to its request.
+    pub correlation_id: Option<String>,
+    /// RPC: stream the reply must be written to.
+    pub reply_to: Option<String>,
+    /// RPC: absolute time after which the request must not be executed.
+    pub deadline: Option<SystemTime>,
+    /// W3C trace context of the publisher.
+    pub traceparent: Option<TraceParent>,
+}
+
+impl Envelope {
+    /// An envelope around an already encoded payload, with a new id and the current time.
+    pub fn new(type_name: impl Into<String>, content_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            id: MessageId::new(),
+            type_name: type_name.into(),
+            content_type: content_type.into(),
+            published_at: truncate_to_millis(SystemTime::now()),
+            headers: Headers::new(),
+            payload: payload.into(),
+            key: None,
+            correlation_id: None,
+            reply_to: None,
+            deadline: None,
+            traceparent: None,
+        }
+    }
+
+    /// Encodes `message` with `codec`; the type name is the last segment of the Rust type's
+    /// path (`my_app::events::OrderPlaced` becomes `OrderPlaced`).
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the codec cannot encode the value.
+    pub fn encode<C: Codec, T: Serialize + ?Sized>(codec: &C, message: &T) -> Result<Self, CodecError> {
+        let payload = codec.encode(message)?;
+        Ok(Self::new(short_type_name::<T>(), codec.content_type(), payload))
+    }
+
+    /// Sets the type name.
+    pub fn with_type_name(mut self, name: impl Into<String>) -> Self {
+        self.type_name = name.into();
+        self
+    }
+
+    /// Sets the partition / ordering key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Sets the trace context.
+    pub fn with_traceparent(mut self, tp: TraceParent) -> Self {
+        self.traceparent = Some(tp);
+        self
+    }
+
+    /// Sets the correlation id (RPC).
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the reply-to stream (RPC).
+    pub fn with_reply_to(mut self, stream: impl Into<String>) -> Self {
+        self.reply_to = Some(stream.into());
+        self
+    }
+
+    /// Sets the absolute deadline (RPC).
+    pub fn with_deadline(mut self, deadline: SystemTime) -> Self {
+        self.deadline = Some(truncate_to_millis(deadline));
+        self
+    }
+
+    /// Decodes the payload into a `T` with the built-in codec named by the content type.
+    ///
+    /// # Errors
+    /// See [`crate::codec::decode_payload`].
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, CodecError> {
+        crate::codec::decode_payload(&self.content_type, &self.payload)
+    }
+
+    /// True when the deadline is set and has passed at `now`.
+    pub fn is_past_deadline(&self, now: SystemTime) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+}
+
+/// `std::any::type_name` without the module path (generic arguments keep theirs).
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base_end = full.find('<').unwrap_or(full.len());
+    match full[..base_end].rfind("::") {
+        Some(i) => &full[i + 2..],
+        None => full,
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the wire format stores times.
+pub(crate) fn to_millis(t: SystemTime) -> u64 {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub(crate) fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn truncate_to_millis(t: SystemTime) -> SystemTime {
+    from_millis(to_millis(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_type_name_drops_module_path() {
+        struct Local;
+        assert_eq!(short_type_name::<Local>(), "Local");
+        assert_eq!(short_type_name::<u64>(), "u64");
+        assert_eq!(short_type_name::<Vec<String>>(), "Vec<alloc::string::String>");
+    }
+
+    #[test]
+    fn deadline_check() {
+        let now = SystemTime::now();
+        let env = Envelope::new("T", "application/json", "{}").with_deadline(now);
+        assert!(env.is_past_deadline(now + Duration::from_millis(1)));
+        assert!(!env.is_past_deadline(now - Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,85 @@
+//! Error classification shared by every Tributary crate.
+
+/// A boxed error, as used for sources that callers should not match on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Coarse, stable classification of an error, for retry decisions and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Connection refused, dropped or reset: worth retrying once Redis is back.
+    Connection,
+    /// A command or a call timed out: may be retried.
+    Timeout,
+    /// Redis answered with an error reply (wrong type, script error, ...): permanent.
+    Server,
+    /// Authentication or permission failure: permanent until the configuration changes.
+    Auth,
+    /// Configuration or argument error found before talking to Redis: permanent.
+    Config,
+    /// A key, group or stream does not exist.
+    NotFound,
+    /// Bytes could not be decoded (wire format or payload): permanent for those bytes.
+    Decode,
+    /// The component is shutting down.
+    Shutdown,
+    /// A remote handler failed (RPC).
+    Remote,
+}
+
+impl ErrorKind {
+    /// True for kinds where the same operation may succeed if tried again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Connection | Self::Timeout)
+    }
+}
+
+/// A Redis command failed. Carries the command name; the client's error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("redis command `{command}` failed ({kind:?})")]
+pub struct RedisError {
+    command: &'static str,
+    kind: ErrorKind,
+    #[source]
+    source: BoxError,
+}
+
+impl RedisError {
+    /// Wraps a fred error, recording which command failed and classifying it.
+    pub fn new(command: &'static str, err: fred::error::Error) -> Self {
+        use fred::error::ErrorKind as F;
+        let kind = match err.kind() {
+            F::Timeout => ErrorKind::Timeout,
+            F::IO | F::Canceled | F::Backpressure | F::Routing | F::Cluster => ErrorKind::Connection,
+            F::Auth => ErrorKind::Auth,
+            F::Config | F::Url | F::InvalidArgument | F::InvalidCommand => ErrorKind::Config,
+            F::NotFound => ErrorKind::NotFound,
+            _ if err.details().starts_with("NOGROUP") => ErrorKind::NotFound,
+            _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
+            _ => ErrorKind::Server,
+        };
+        Self { command, kind, source: Box::new(err) }
+    }
+
+    /// An error for a reply whose shape was not what the command documents.
+    pub fn unexpected_reply(command: &'static str, what: &'static str) -> Self {
+        Self { command, kind: ErrorKind::Server, source: what.into() }
+    }
+
+    /// The command that failed, e.g. `"XADD"`.
+    pub fn command(&self) -> &'static str {
+        self.command
+    }
+
+    /// Classification of the failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// True when Redis replied with an error starting with `prefix` (e.g. `BUSYGROUP`).
+    pub fn is_server_error(&self, prefix: &str) -> bool {
+        self.source
+            .downcast_ref::<fred::error::Error>()
+            .is_some_and(|e| e.details().starts_with(prefix))
+    }
+}

@@ -1,0 +1,41 @@
+//! Core types of Tributary, durable messaging on Redis Streams: the message [`Envelope`],
+//! ids, [codecs](codec), the versioned [wire format](wire), key names and the Redis
+//! [`Connection`].
+//!
+//! Most applications depend on the `tributary` facade crate instead of this one.
+//!
+//! ```
+//! use tributary_core::{codec::MsgPack, wire, Envelope};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct OrderPlaced { id: u64, total_cents: u64 }
+//!
+//! let env = Envelope::encode(&MsgPack, &OrderPlaced { id: 1, total_cents: 990 })?.with_key("c-42");
+//! let fields = wire::encode(&env, &wire::Limits::default())?;   // what XADD writes
+//! let back = wire::decode(&fields, &wire::Limits::default())?;  // what a consumer reads
+//! assert_eq!(back.decode::<OrderPlaced>()?, OrderPlaced { id: 1, total_cents: 990 });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+pub mod connection;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod trace;
+pub mod wire;
+
+pub use codec::{Codec, CodecError, Json, MsgPack};
+pub use connection::{ConnectError, ConnectOptions, Connection};
+pub use envelope::{Envelope, Headers};
+pub use error::{BoxError, ErrorKind, RedisError};
+pub use id::{EntryId, MessageId};
+pub use keys::{InvalidName, Namespace, Topic, TopicPattern};
+pub use trace::TraceParent;
+pub use wire::{DecodeError, Limits};
+
+/// The Redis client library, re-exported for [`ConnectOptions::connect_with`] and
+/// [`Connection::redis`].
+pub use fred;

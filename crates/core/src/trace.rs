@@ -1,0 +1,125 @@
+//! W3C Trace Context (`traceparent`) carried in envelopes, so one trace follows a message
+//! from the publisher through every consumer and the messages they publish in turn.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A parsed W3C `traceparent` value: `00-<trace-id>-<parent-id>-<flags>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    trace_id: u128,
+    parent_id: u64,
+    flags: u8,
+}
+
+impl TraceParent {
+    /// Starts a new trace (random trace id and parent id, sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: fastrand::u128(1..),
+            parent_id: fastrand::u64(1..),
+            flags: 1,
+        }
+    }
+
+    /// The same trace, with a new parent id: what a hop (a handler publishing onwards)
+    /// writes into the messages it sends.
+    pub fn child(&self) -> Self {
+        Self {
+            parent_id: fastrand::u64(1..),
+            ..*self
+        }
+    }
+
+    /// The 128-bit trace id.
+    pub fn trace_id(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// The 64-bit id of the parent span.
+    pub fn parent_id(&self) -> u64 {
+        self.parent_id
+    }
+
+    /// Trace flags (bit 0: sampled).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// The trace id as 32 lowercase hex digits, as tracing backends show it.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.parent_id, self.flags
+        )
+    }
+}
+
+/// The text is not a valid version-00 `traceparent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid traceparent")]
+pub struct ParseTraceParentError;
+
+impl FromStr for TraceParent {
+    type Err = ParseTraceParentError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let hex = |p: &str, len: usize| {
+            p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        match parts.as_slice() {
+            [version, trace, parent, flags]
+                if *version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) =>
+            {
+                let trace_id = u128::from_str_radix(trace, 16).map_err(|_| ParseTraceParentError)?;
+                let parent_id = u64::from_str_radix(parent, 16).map_err(|_| ParseTraceParentError)?;
+                let flags = u8::from_str_radix(flags, 16).map_err(|_| ParseTraceParentError)?;
+                // All-zero ids are invalid by the specification.
+                if trace_id == 0 || parent_id == 0 {
+                    return Err(ParseTraceParentError);
+                }
+                Ok(Self { trace_id, parent_id, flags })
+            }
+            _ => Err(ParseTraceParentError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_children_keep_the_trace() {
+        let root = TraceParent::new_root();
+        let text = root.to_string();
+        assert_eq!(text.len(), 55);
+        assert_eq!(text.parse::<TraceParent>().unwrap(), root);
+        let child = root.child();
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_ne!(child.parent_id(), root.parent_id());
+    }
+
+    #[test]
+    fn rejects_malformed_values() {
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        ] {
+            assert!(bad.parse::<TraceParent>().is_err(), "{bad}");
+        }
+        let ok = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(ok.parse::<TraceParent>().unwrap().to_string(), ok);
+    }
+}

@@ -1,0 +1,305 @@
+//! Test kit: real `redis-server` processes for Tributary's tests, benchmarks and demos.
+//!
+//! [`TestRedis::start`] starts a private `redis-server` on a free loopback port in a temporary
+//! directory (or, when `REDIS_URL` is set, uses that server) and gives each test its own key
+//! namespace. [`TestRedis::start_private`] always starts a process, which fault tests
+//! [`kill`](TestRedis::kill) and [`restart`](TestRedis::restart) for real. The process is
+//! killed and the directory removed on drop.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tributary_testkit::TestRedis;
+//!
+//! let redis = TestRedis::start_private().await;
+//! let url = redis.url();          // redis://127.0.0.1:<port>
+//! let ns = redis.namespace();     // unique per TestRedis
+//! redis.kill();                   // SIGKILL, like a crash
+//! redis.restart().await;          // same port, same data directory
+//! # }
+//! ```
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Options for a private server.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ServerOptions {
+    appendonly: bool,
+    extra: Vec<String>,
+}
+
+impl ServerOptions {
+    /// Default options: no persistence.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Turns on the append-only file with `appendfsync always`, so a restart after a kill
+    /// keeps every acknowledged write.
+    pub fn durable(mut self) -> Self {
+        self.appendonly = true;
+        self
+    }
+
+    /// Passes an extra `--name value` argument pair to `redis-server`.
+    pub fn arg(mut self, name: &str, value: &str) -> Self {
+        self.extra.push(format!("--{name}"));
+        self.extra.push(value.to_owned());
+        self
+    }
+}
+
+/// A Redis server for one test: a private process, or the server at `REDIS_URL`.
+#[derive(Debug)]
+pub struct TestRedis {
+    url: String,
+    namespace: String,
+    process: Option<Process>,
+}
+
+#[derive(Debug)]
+struct Process {
+    port: u16,
+    dir: tempfile::TempDir,
+    options: ServerOptions,
+    child: Mutex<Option<Child>>,
+}
+
+impl TestRedis {
+    /// A server for a test that does not kill it: the one at `REDIS_URL` if set, else a
+    /// private process.
+    ///
+    /// # Panics
+    /// When no server can be started (the message says how to install `redis-server`).
+    pub async fn start() -> Self {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => Self { url, namespace: unique_namespace(), process: None },
+            _ => Self::start_private().await,
+        }
+    }
+
+    /// A private `redis-server` process with default options.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not come up within 10 s.
+    pub async fn start_private() -> Self {
+        Self::start_with(ServerOptions::new()).await
+    }
+
+    /// A private `redis-server` process with `options`.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not come up within 10 s.
+    pub async fn start_with(options: ServerOptions) -> Self {
+        // Another process may take the port between our probe and redis-server's bind;
+        // retry with a new port when that happens.
+        let mut log = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new().prefix("tributary-redis-").tempdir().expect("create temp dir");
+            let port = free_port();
+            let process = Process { port, dir, options: options.clone(), child: Mutex::new(None) };
+            if process.spawn().await {
+                return Self {
+                    url: format!("redis://127.0.0.1:{port}"),
+                    namespace: unique_namespace(),
+                    process: Some(process),
+                };
+            }
+            log = std::fs::read_to_string(process.dir.path().join("redis.log")).unwrap_or_default();
+        }
+        panic!("redis-server did not start; its log:\n{log}");
+    }
+
+    /// URL of the server.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A key namespace unique to this `TestRedis` (`t<random>`).
+    pub fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
+
+    /// Port of the private server.
+    ///
+    /// # Panics
+    /// When the server is the shared one at `REDIS_URL`.
+    pub fn port(&self) -> u16 {
+        self.process().port
+    }
+
+    /// Data directory of the private server.
+    ///
+    /// # Panics
+    /// When the server is the shared one at `REDIS_URL`.
+    pub fn dir(&self) -> &Path {
+        self.process().dir.path()
+    }
+
+    /// Kills the private server with SIGKILL, like a crash (no save, no goodbye).
+    ///
+    /// # Panics
+    /// When the server is the shared one at `REDIS_URL`.
+    pub fn kill(&self) {
+        let mut child = self.process().child.lock().expect("lock");
+        if let Some(mut c) = child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the private server again on the same port and data directory.
+    ///
+    /// # Panics
+    /// When the server is the shared one, still running, or does not come back.
+    pub async fn restart(&self) {
+        let process = self.process();
+        assert!(process.child.lock().expect("lock").is_none(), "kill() the server before restart()");
+        for _ in 0..50 {
+            if process.spawn().await {
+                return;
+            }
+            // The old socket may linger a moment after a kill.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not restart on port {}", process.port);
+    }
+
+    /// Runs `redis-cli` against the server with `args` and returns its standard output: an
+    /// independent client, to check what Tributary wrote (or to write what it must read).
+    ///
+    /// # Panics
+    /// When `redis-cli` cannot be run or fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-u")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .expect("run redis-cli (install the redis-tools package)");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn process(&self) -> &Process {
+        self.process.as_ref().expect("only a private server (start_private) can be controlled")
+    }
+}
+
+impl Process {
+    /// Starts redis-server and waits until it answers PING. False if it exited (port taken).
+    async fn spawn(&self) -> bool {
+        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no");
+        if self.options.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        }
+        cmd.args(&self.options.extra);
+        let child = match cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot run `{bin}` ({e}). Install Redis 7 (Debian: `apt-get install redis-server`) \
+                 or set REDIS_URL to a server the tests may use."
+            ),
+        };
+        *self.child.lock().expect("lock") = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            {
+                let mut child = self.child.lock().expect("lock");
+                if child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some() {
+                    child.take();
+                    return false;
+                }
+            }
+            if ping(self.port).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(mut child) = self.child.lock() {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if s.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await,
+        Ok(Ok(n)) if buf[..n].starts_with(b"+PONG")
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+fn unique_namespace() -> String {
+    format!("t{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Waits until `condition` returns true, polling every 10 ms, for at most `timeout`.
+///
+/// # Panics
+/// With `what` in the message when the condition does not hold in time.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Path of a binary built by this workspace (`target/<profile>/<name>`), for tests that run
+/// examples or tools as child processes.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("current exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
