@@ -1,0 +1,150 @@
+//! Operations on topics and groups: create a group at a position, move its cursor, look at
+//! what is pending.
+
+use fred::types::Value;
+use tributary_core::{Connection, EntryId, Topic};
+
+use crate::position::Position;
+use crate::redis::{call, call_sub, entry_id_of, pairs, Args};
+use crate::retention::Retention;
+use crate::StreamError;
+
+/// Administrative operations. Cheap to clone.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
+/// use tributary_streams::{Admin, Position};
+///
+/// let admin = Admin::new(conn);
+/// // Create the group at deploy time so nothing published before the first worker start is
+/// // missed, then replay yesterday's traffic into a new group:
+/// admin.create_group("orders", "billing", Position::End).await?;
+/// let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+/// admin.create_group("orders", "audit", Position::Time(yesterday)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Admin {
+    conn: Connection,
+}
+
+/// State of one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupInfo {
+    /// Group name.
+    pub name: String,
+    /// Number of consumers.
+    pub consumers: u64,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// The group's cursor: the last entry delivered to it.
+    pub last_delivered: EntryId,
+    /// Entries not yet delivered to the group, when Redis can tell.
+    pub lag: Option<u64>,
+}
+
+impl Admin {
+    /// Operations on `conn`.
+    pub fn new(conn: Connection) -> Self {
+        Self { conn }
+    }
+
+    fn key(&self, topic: &str) -> Result<String, StreamError> {
+        Ok(self.conn.namespace().topic_stream(&Topic::new(topic)?))
+    }
+
+    /// Creates `group` on `topic` (and the stream if needed), starting at `start`. Returns
+    /// false if the group already existed (it is left unchanged).
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn create_group(&self, topic: &str, group: &str, start: Position) -> Result<bool, StreamError> {
+        let key = self.key(topic)?;
+        let args = Args::new().arg(group).arg(start.group_cursor()).arg("MKSTREAM");
+        match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &key, args).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_server_error("BUSYGROUP") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the cursor of `group` so its next new entry is the one at `position`: a
+    /// deliberate replay (backwards) or skip (forwards). Pending entries are unaffected.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name, a missing group, or a failed command.
+    pub async fn set_group_position(&self, topic: &str, group: &str, position: Position) -> Result<(), StreamError> {
+        let key = self.key(topic)?;
+        let args = Args::new().arg(group).arg(position.group_cursor());
+        call_sub::<Value>(self.conn.redis(), "XGROUP", "SETID", &key, args).await?;
+        Ok(())
+    }
+
+    /// Deletes `group` from `topic`, with its pending entries list.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<bool, StreamError> {
+        let key = self.key(topic)?;
+        let n: i64 = call_sub(self.conn.redis(), "XGROUP", "DESTROY", &key, Args::new().arg(group)).await?;
+        Ok(n == 1)
+    }
+
+    /// The groups of `topic`.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command (a missing stream has no groups).
+    pub async fn groups(&self, topic: &str) -> Result<Vec<GroupInfo>, StreamError> {
+        let key = self.key(topic)?;
+        let reply = match call_sub::<Value>(self.conn.redis(), "XINFO", "GROUPS", &key, Args::new()).await {
+            Ok(v) => v,
+            Err(e) if e.is_server_error("ERR no such key") => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for g in reply.into_array() {
+            let mut info = GroupInfo { name: String::new(), consumers: 0, pending: 0, last_delivered: EntryId::MIN, lag: None };
+            for (k, v) in pairs(g) {
+                match k.as_str() {
+                    "name" => info.name = v.into_string().unwrap_or_default(),
+                    "consumers" => info.consumers = v.as_u64().unwrap_or(0),
+                    "pending" => info.pending = v.as_u64().unwrap_or(0),
+                    "last-delivered-id" => info.last_delivered = entry_id_of("XINFO GROUPS", v)?,
+                    "lag" => info.lag = v.as_u64(),
+                    _ => {}
+                }
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// Number of pending entries of `group` (all consumers).
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn pending_count(&self, topic: &str, group: &str) -> Result<u64, StreamError> {
+        let key = self.key(topic)?;
+        let reply: Value = call(self.conn.redis(), "XPENDING", &key, Args::new().arg(group)).await?;
+        Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
+    }
+
+    /// Number of entries in `topic`'s stream.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn len(&self, topic: &str) -> Result<u64, StreamError> {
+        let key = self.key(topic)?;
+        Ok(call(self.conn.redis(), "XLEN", &key, Args::new()).await?)
+    }
+
+    /// Trims `topic` now with `retention`. Returns the number of entries removed.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn trim(&self, topic: &str, retention: Retention) -> Result<u64, StreamError> {
+        retention.trim(&self.conn, &Topic::new(topic)?).await
+    }
+}

@@ -1,0 +1,149 @@
+//! Settling entries: batched `XACK` after success, and the atomic move to the dead-letter
+//! stream.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::types::Value;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tributary_core::{EntryId, RedisError};
+
+use super::stats::Stats;
+use super::topic::TopicConsumer;
+use crate::redis::{call, Args};
+use crate::scripts::DEAD_LETTER;
+
+/// An entry to acknowledge, with the in-flight slot it occupies until the ack is confirmed.
+pub(crate) type AckRequest = (EntryId, OwnedSemaphorePermit);
+
+/// Why an entry went to the dead-letter stream (the `dlq:reason` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadLetterReason {
+    /// Not a valid envelope.
+    Malformed,
+    /// Failed `max_deliveries` times.
+    MaxDeliveries,
+    /// The handler rejected it as permanently failed.
+    Rejected,
+}
+
+impl DeadLetterReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::MaxDeliveries => "max_deliveries",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Metadata fields written before the original fields of a dead letter, in this order.
+pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] =
+    ["dlq:topic", "dlq:group", "dlq:consumer", "dlq:id", "dlq:reason", "dlq:attempts", "dlq:error", "dlq:at"];
+
+impl TopicConsumer {
+    /// The ack loop: takes whatever acks are queued (up to 512), sends one `XACK` for all of
+    /// them, and frees their slots only once Redis confirmed. Until then the entries count
+    /// as in flight, so `max_in_flight` bounds what Redis holds pending for this consumer.
+    pub(crate) async fn ack_loop(&self, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
+        let mut batch: Vec<AckRequest> = Vec::with_capacity(512);
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, 512) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                _ = self.acks_done.cancelled() => {
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(req) => batch.push(req),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+            }
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let mut args = Args::new().arg(self.group.as_str());
+                for (id, _) in &batch {
+                    args.push(id.to_string());
+                }
+                match call::<i64>(self.conn.redis(), "XACK", &self.key, args).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        // Unacked entries stay pending and would be delivered again; keep
+                        // trying, the connection reconnects on its own.
+                        tracing::warn!(topic = %self.topic, error = %e, "XACK failed; retrying");
+                        if self.hard_stop.is_cancelled() {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            Stats::add(&self.stats.acked, batch.len() as u64);
+            batch.clear();
+        }
+    }
+
+    /// Moves `id` to the dead-letter stream, atomically with its ack.
+    pub(crate) async fn dead_letter(&self, id: EntryId, reason: DeadLetterReason, attempts: u64, error: &str) {
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
+        let values = [
+            self.topic.as_str().to_owned(),
+            self.group.clone(),
+            self.config.consumer_name.clone(),
+            id.to_string(),
+            reason.as_str().to_owned(),
+            attempts.to_string(),
+            error.chars().take(4096).collect(),
+            at,
+        ];
+        let mut args: Vec<Value> = vec![
+            self.group.as_str().into(),
+            id.to_string().into(),
+            Value::from(i64::try_from(self.config.dead_letter_max_len).unwrap_or(i64::MAX)),
+        ];
+        for (name, value) in DEAD_LETTER_FIELDS.iter().zip(values) {
+            args.push((*name).into());
+            args.push(value.into());
+        }
+        let keys = vec![self.key.clone(), self.conn.namespace().dead_letter_stream(&self.topic)];
+        let mut backoff = Duration::from_millis(50);
+        for _ in 0..5 {
+            match DEAD_LETTER.run::<i64>(self.conn.redis(), keys.clone(), args.clone()).await {
+                Ok(moved) => {
+                    if moved == 1 {
+                        Stats::add(&self.stats.dead_lettered, 1);
+                        if reason == DeadLetterReason::Malformed {
+                            Stats::add(&self.stats.malformed, 1);
+                        }
+                        tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id,
+                            reason = reason.as_str(), attempts, error, "entry dead-lettered");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "dead-letter move failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        // Still pending: a later reclaim sees its delivery count and moves it then.
+        tracing::error!(topic = %self.topic, entry_id = %id, "could not dead-letter entry; left pending");
+    }
+
+    /// Acknowledges a pending entry whose data is gone (deleted or trimmed): there is nothing
+    /// to handle, and an unacked tombstone would stay in the PEL forever.
+    pub(crate) async fn ack_tombstone(&self, id: EntryId) -> Result<(), RedisError> {
+        call::<i64>(self.conn.redis(), "XACK", &self.key, Args::new().arg(self.group.as_str()).arg(id.to_string())).await?;
+        Stats::add(&self.stats.tombstones, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Worker configuration, with every default written where it is set.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tributary_core::{Connection, Topic, TopicPattern};
+
+use super::handler::{handler_fn, Context, Handler, HandlerError};
+use super::retry::RetryPolicy;
+use super::Worker;
+use crate::error::BuildError;
+use crate::position::Position;
+
+/// Settings shared by every topic a worker consumes.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerConfig {
+    pub(crate) consumer_name: String,
+    pub(crate) batch_size: usize,
+    pub(crate) block_for: Duration,
+    pub(crate) max_in_flight: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) max_deliveries: u64,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) claim_idle: Duration,
+    pub(crate) claim_interval: Option<Duration>,
+    pub(crate) start: Position,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) consumer_idle_timeout: Option<Duration>,
+    pub(crate) pattern_refresh: Duration,
+    pub(crate) dead_letter_max_len: u64,
+}
+
+impl ConsumerConfig {
+    pub(crate) fn claim_interval(&self) -> Duration {
+        self.claim_interval
+            .unwrap_or(self.claim_idle / 2)
+            .max(Duration::from_millis(50))
+    }
+
+    pub(crate) fn lease_interval(&self) -> Duration {
+        (self.claim_idle / 3).max(Duration::from_millis(20))
+    }
+}
+
+/// The default consumer name: `TRIBUTARY_CONSUMER_NAME`, else the host name. Stable across
+/// restarts, so a restarted instance finds its own pending entries.
+fn default_consumer_name() -> String {
+    std::env::var("TRIBUTARY_CONSUMER_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tributary".to_owned())
+}
+
+/// Configures a [`Worker`]. Created by [`Worker::builder`].
+#[must_use = "builders do nothing until `.build()` is called"]
+pub struct WorkerBuilder {
+    conn: Connection,
+    group: String,
+    config: ConsumerConfig,
+    routes: Vec<(String, Arc<dyn Handler>)>,
+    patterns: Vec<(String, Arc<dyn Handler>)>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("group", &self.group)
+            .field("config", &self.config)
+            .field("topics", &self.routes.iter().map(|r| &r.0).collect::<Vec<_>>())
+            .field("patterns", &self.patterns.iter().map(|r| &r.0).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(conn: Connection, group: String) -> Self {
+        Self {
+            conn,
+            group,
+            config: ConsumerConfig {
+                consumer_name: default_consumer_name(),
+                batch_size: 64,
+                block_for: Duration::from_secs(2),
+                max_in_flight: 256,
+                concurrency: 32,
+                max_deliveries: 5,
+                retry: RetryPolicy::default(),
+                claim_idle: Duration::from_secs(30),
+                claim_interval: None,
+                start: Position::Beginning,
+                shutdown_timeout: Duration::from_secs(30),
+                consumer_idle_timeout: Some(Duration::from_secs(24 * 3600)),
+                pattern_refresh: Duration::from_secs(5),
+                dead_letter_max_len: 100_000,
+            },
+            routes: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+
+    /// Registers `handler` for `topic`.
+    pub fn handler(mut self, topic: impl Into<String>, handler: impl Handler) -> Self {
+        self.routes.push((topic.into(), Arc::new(handler)));
+        self
+    }
+
+    /// Registers an async function of the decoded message for `topic`.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: tributary_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tributary_streams::{Context, HandlerError, Worker};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct OrderPlaced { id: u64 }
+    ///
+    /// let worker = Worker::builder(conn, "billing")
+    ///     .on("orders", |order: OrderPlaced, ctx: Context| async move {
+    ///         println!("order {} (attempt {})", order.id, ctx.attempt());
+    ///         Ok::<_, HandlerError>(())
+    ///     })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on<T, F, Fut>(self, topic: impl Into<String>, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler(topic, handler_fn(f))
+    }
+
+    /// Registers `handler` for every topic matching the glob `pattern` (`orders.*`), including
+    /// topics created after the worker started (found every `pattern_refresh`).
+    pub fn handler_pattern(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
+        self.patterns.push((pattern.into(), Arc::new(handler)));
+        self
+    }
+
+    /// Registers an async function of the decoded message for every topic matching `pattern`.
+    pub fn on_pattern<T, F, Fut>(self, pattern: impl Into<String>, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler_pattern(pattern, handler_fn(f))
+    }
+
+    /// Name of this instance inside the group. Defaults to `TRIBUTARY_CONSUMER_NAME`, else the
+    /// host name. Keep it stable across restarts and distinct between live instances: a
+    /// restarted instance first re-reads the entries its name still holds.
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.config.consumer_name = name.into();
+        self
+    }
+
+    /// Most entries asked for per read (`COUNT`); never more than the free in-flight slots.
+    /// Defaults to 64.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+
+    /// How long one read waits for new entries (`BLOCK`). Defaults to 2 s.
+    pub fn block_for(mut self, d: Duration) -> Self {
+        self.config.block_for = d;
+        self
+    }
+
+    /// Most entries this worker holds unacknowledged at once, across its topics (waiting,
+    /// running, waiting to retry). Memory stays flat however long the backlog. Defaults to 256.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+
+    /// Most handlers running at once. `1` gives strict order per topic. Messages with the
+    /// same key always run one at a time, in order. Defaults to 32.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// Deliveries before a failing message goes to the dead-letter stream. Defaults to 5.
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.config.max_deliveries = n;
+        self
+    }
+
+    /// Backoff between deliveries of a failing message. Defaults to
+    /// [`RetryPolicy::default`] (200 ms doubling up to 30 s, with jitter).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// Entries another consumer has held longer than this are taken over (the holder is
+    /// presumed dead; a live holder renews its entries every third of this). Defaults to 30 s.
+    pub fn claim_idle(mut self, d: Duration) -> Self {
+        self.config.claim_idle = d;
+        self
+    }
+
+    /// How often to look for entries to take over. Defaults to half of `claim_idle`.
+    pub fn claim_interval(mut self, d: Duration) -> Self {
+        self.config.claim_interval = Some(d);
+        self
+    }
+
+    /// Where a group that does not exist yet starts. Defaults to [`Position::Beginning`]:
+    /// everything the stream retains, so nothing published before the first start is missed.
+    pub fn start_from(mut self, start: Position) -> Self {
+        self.config.start = start;
+        self
+    }
+
+    /// How long a graceful shutdown waits for running handlers. Defaults to 30 s.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.config.shutdown_timeout = d;
+        self
+    }
+
+    /// Remove other consumers of the group that hold nothing and were idle this long; `None`
+    /// keeps them. Defaults to 24 h.
+    pub fn consumer_idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.consumer_idle_timeout = d;
+        self
+    }
+
+    /// How often topic patterns look for new topics. Defaults to 5 s.
+    pub fn pattern_refresh(mut self, d: Duration) -> Self {
+        self.config.pattern_refresh = d;
+        self
+    }
+
+    /// Approximate cap on each dead-letter stream (`MAXLEN ~`); 0 for none. Defaults to 100,000.
+    pub fn dead_letter_max_len(mut self, n: u64) -> Self {
+        self.config.dead_letter_max_len = n;
+        self
+    }
+
+    /// Validates the configuration. No I/O: groups are created when the worker starts.
+    ///
+    /// # Errors
+    /// [`BuildError`] for a bad name, a duplicate route, no handlers, or a zero setting.
+    pub fn build(self) -> Result<Worker, BuildError> {
+        let c = &self.config;
+        let positive = |setting, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(BuildError::OutOfRange { setting, requirement: "greater than zero" })
+            }
+        };
+        positive("batch_size", c.batch_size > 0)?;
+        positive("max_in_flight", c.max_in_flight > 0)?;
+        positive("concurrency", c.concurrency > 0)?;
+        positive("max_deliveries", c.max_deliveries > 0)?;
+        positive("block_for", c.block_for >= Duration::from_millis(1))?;
+        positive("claim_idle", c.claim_idle >= Duration::from_millis(1))?;
+        if c.consumer_name.is_empty() || c.consumer_name.len() > 200 {
+            return Err(BuildError::OutOfRange { setting: "consumer_name", requirement: "1 to 200 bytes" });
+        }
+        if self.group.is_empty() || self.group.len() > 200 {
+            return Err(BuildError::OutOfRange { setting: "group", requirement: "1 to 200 bytes" });
+        }
+        if self.routes.is_empty() && self.patterns.is_empty() {
+            return Err(BuildError::NoHandlers);
+        }
+        let mut routes = Vec::new();
+        for (name, handler) in self.routes {
+            let topic = Topic::new(name)?;
+            if routes.iter().any(|(t, _)| *t == topic) {
+                return Err(BuildError::DuplicateRoute(topic.to_string()));
+            }
+            routes.push((topic, handler));
+        }
+        let mut patterns = Vec::new();
+        for (name, handler) in self.patterns {
+            let pattern = TopicPattern::new(name)?;
+            if patterns.iter().any(|(p, _)| *p == pattern) {
+                return Err(BuildError::DuplicateRoute(pattern.to_string()));
+            }
+            patterns.push((pattern, handler));
+        }
+        Ok(Worker { conn: self.conn, group: self.group, config: Arc::new(self.config), routes, patterns })
+    }
+}

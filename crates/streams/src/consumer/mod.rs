@@ -1,0 +1,231 @@
+//! Workers: consumer groups that hand each message to a handler and settle it by the
+//! outcome. See `docs/delivery.md` for exactly what is guaranteed.
+//!
+//! Where things live:
+//! - `topic.rs`: the consumer loop of one topic (group creation, reads, dispatch, drain);
+//! - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
+//! - `retry.rs`: the retry policy (backoff with jitter);
+//! - `claim.rs`: reclaiming entries of dead consumers, lease renewal, consumer clean-up;
+//! - `ack.rs`: batched acks and the dead-letter move;
+//! - `handler.rs`: the `Handler` trait, `Context` and `HandlerError`;
+//! - `builder.rs`: configuration and defaults.
+
+mod ack;
+mod builder;
+mod claim;
+mod handler;
+mod process;
+mod retry;
+mod stats;
+mod topic;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tributary_core::{Connection, RedisError, Topic, TopicPattern};
+
+pub use builder::WorkerBuilder;
+pub use handler::{handler_fn, raw_handler_fn, BoxFuture, Context, FnHandler, Handler, HandlerError, RawFnHandler};
+pub use retry::RetryPolicy;
+pub use stats::WorkerStats;
+
+pub(crate) use ack::DEAD_LETTER_FIELDS;
+use stats::Stats;
+use topic::{Shared, TopicConsumer};
+
+/// A member of one consumer group, consuming one or more topics.
+///
+/// Every message is acknowledged only after its handler returned `Ok`; failures are retried
+/// with backoff and, after `max_deliveries`, moved to the topic's dead-letter stream.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// use tributary_streams::{Context, HandlerError, Worker};
+///
+/// #[derive(serde::Deserialize)]
+/// struct OrderPlaced { id: u64 }
+///
+/// let worker = Worker::builder(conn, "billing")
+///     .on("orders", |order: OrderPlaced, _ctx: Context| async move {
+///         // charge the order ...
+///         Ok::<_, HandlerError>(())
+///     })
+///     .build()?
+///     .start();
+/// // ... later
+/// worker.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    pub(crate) conn: Connection,
+    pub(crate) group: String,
+    pub(crate) config: Arc<builder::ConsumerConfig>,
+    pub(crate) routes: Vec<(Topic, Arc<dyn Handler>)>,
+    pub(crate) patterns: Vec<(TopicPattern, Arc<dyn Handler>)>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("group", &self.group)
+            .field("consumer", &self.config.consumer_name)
+            .field("topics", &self.routes.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+            .field("patterns", &self.patterns.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Configures a worker in consumer group `group` (one group per service: every service
+    /// sees every message, instances of one service share them).
+    pub fn builder(conn: Connection, group: impl Into<String>) -> WorkerBuilder {
+        WorkerBuilder::new(conn, group.into())
+    }
+
+    /// Starts consuming in the background.
+    ///
+    /// Dropping the handle stops everything at once, like a crash: what is unacknowledged
+    /// stays pending, to be recovered at the next start or reclaimed by other consumers. Call
+    /// [`WorkerHandle::shutdown`] for a graceful stop.
+    pub fn start(self) -> WorkerHandle {
+        let stop = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let stats = Arc::new(Stats::default());
+        let shared = Shared {
+            conn: self.conn.clone(),
+            group: self.group.clone(),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
+            running: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            hard_stop: hard_stop.clone(),
+        };
+        let task = tokio::spawn(self.run(shared));
+        WorkerHandle { stop, hard_stop, stats, task: Some(task) }
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully.
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: tributary_streams::Worker) {
+    /// worker.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
+    /// # }
+    /// ```
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let handle = self.start();
+        shutdown.await;
+        handle.shutdown().await;
+    }
+
+    async fn run(self, shared: Shared) {
+        let shared = Arc::new(shared);
+        let mut loops = JoinSet::new();
+        let mut running: HashSet<Topic> = HashSet::new();
+        for (topic, handler) in &self.routes {
+            running.insert(topic.clone());
+            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone()).run());
+        }
+        if !self.patterns.is_empty() {
+            loop {
+                for (pattern, handler) in &self.patterns {
+                    match matching_topics(&self.conn, pattern).await {
+                        Ok(topics) => {
+                            for topic in topics {
+                                if running.insert(topic.clone()) {
+                                    tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
+                                    loops.spawn(TopicConsumer::new(&shared, topic, handler.clone()).run());
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(pattern = %pattern, error = %e, "topic discovery failed"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.pattern_refresh) => {}
+                    _ = shared.stop.cancelled() => break,
+                }
+            }
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+/// Topics of this namespace whose names match `pattern` (streams only).
+// TODO(#8): scan every master on Redis Cluster.
+async fn matching_topics(conn: &Connection, pattern: &TopicPattern) -> Result<Vec<Topic>, RedisError> {
+    let ns = conn.namespace();
+    let matcher = ns.topic_stream_pattern(pattern);
+    let mut cursor = "0".to_owned();
+    let mut found = Vec::new();
+    loop {
+        let args: Vec<Value> = vec![
+            cursor.as_str().into(),
+            "MATCH".into(),
+            matcher.as_str().into(),
+            "COUNT".into(),
+            1000.into(),
+            "TYPE".into(),
+            "stream".into(),
+        ];
+        let reply: Vec<Value> = conn
+            .redis()
+            .custom(CustomCommand::new_static("SCAN", ClusterHash::Random, false), args)
+            .await
+            .map_err(|e| RedisError::new("SCAN", e))?;
+        let mut it = reply.into_iter();
+        cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
+        if let Some(Value::Array(keys)) = it.next() {
+            found.extend(keys.into_iter().filter_map(|k| k.into_string()).filter_map(|k| ns.topic_of_stream(&k)));
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// A running [`Worker`]. Dropping it stops the worker at once (crash-like).
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    stats: Arc<Stats>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Graceful stop: no new reads; running handlers finish (up to `shutdown_timeout`) and
+    /// are acknowledged; entries waiting to retry stay pending for the next start. The
+    /// consumer leaves its group if it holds nothing.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Counters since the worker started.
+    pub fn stats(&self) -> WorkerStats {
+        self.stats.snapshot()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.hard_stop.cancel();
+            self.stop.cancel();
+            task.abort();
+        }
+    }
+}

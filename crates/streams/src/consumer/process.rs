@@ -1,0 +1,146 @@
+//! Handling one message: call the handler, then ack, retry after backoff, or dead-letter.
+//!
+//! Retries are driven from the PEL: a failed entry is not acknowledged, so it stays pending
+//! under this consumer while the task waits out the backoff; then a plain `XCLAIM` to itself
+//! counts the new delivery in Redis (so the attempt count survives a crash) and confirms the
+//! entry is still ours. Waiting in place keeps the entry's position in its key's order.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tracing::Instrument;
+
+use super::ack::DeadLetterReason;
+use super::handler::{Action, Context, ContextInner};
+use super::stats::Stats;
+use super::topic::{Job, JobBody, TopicConsumer};
+use crate::scripts::CLAIM_OWNED;
+use crate::trace::in_trace;
+
+impl TopicConsumer {
+    pub(crate) async fn process(self: Arc<Self>, job: Job) {
+        let id = job.id;
+        self.process_inner(job).await;
+        self.forget(id);
+    }
+
+    async fn process_inner(self: &Arc<Self>, job: Job) {
+        let Some(job) = self.settle_unhandled(job).await else { return };
+        let Job { id, deliveries, permit, body } = job;
+        let JobBody::Message(envelope) = body else { return };
+        let max = self.config.max_deliveries;
+        let mut attempt = deliveries.max(1);
+        if attempt > max {
+            // Delivered before without an outcome: earlier holders crashed while handling it.
+            let error = format!("delivered {attempt} times without completing; earlier consumers may have crashed on it");
+            self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
+            return;
+        }
+        let trace = envelope.traceparent;
+        let ctx_inner = Arc::new(ContextInner {
+            topic: self.topic.to_string(),
+            group: self.group.clone(),
+            consumer: self.config.consumer_name.clone(),
+            entry_id: id,
+            attempt,
+            envelope,
+        });
+        let mut ctx = Context { inner: ctx_inner };
+        loop {
+            let span = tracing::info_span!(
+                "tributary.handle",
+                topic = %self.topic,
+                group = %self.group,
+                consumer = %self.config.consumer_name,
+                entry_id = %id,
+                message_id = %ctx.message_id(),
+                attempt,
+                trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+            );
+            let outcome = {
+                let _slot = self.running.acquire().await.expect("semaphore never closed");
+                Stats::add(&self.stats.delivered, 1);
+                let handler = self.handler.clone();
+                let call = ctx.clone();
+                let run = async move {
+                    // A panic while building the future is a panic too.
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
+                        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                        Err(p) => Err(p),
+                    }
+                };
+                let run = match trace {
+                    Some(tp) => in_trace(tp.child(), run).instrument(span.clone()).await,
+                    None => run.instrument(span.clone()).await,
+                };
+                run
+            };
+            let (error, delay) = match outcome {
+                Ok(Ok(())) => {
+                    self.ack(id, permit);
+                    return;
+                }
+                Ok(Err(e)) => match e.action {
+                    Action::Reject => {
+                        let error = e.to_string();
+                        self.dead_letter(id, DeadLetterReason::Rejected, attempt, &error).await;
+                        return;
+                    }
+                    Action::Retry(after) => (e.to_string(), after.unwrap_or_else(|| self.config.retry.delay(attempt))),
+                },
+                Err(panic) => {
+                    Stats::add(&self.stats.panics, 1);
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_owned());
+                    (format!("handler panicked: {msg}"), self.config.retry.delay(attempt))
+                }
+            };
+            if attempt >= max {
+                self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
+                return;
+            }
+            Stats::add(&self.stats.retried, 1);
+            span.in_scope(|| tracing::info!(error = %error, retry_in = ?delay, "handler failed; will retry"));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Stopping: leave it pending; it is delivered again after the restart.
+                _ = self.stop.cancelled() => return,
+            }
+            let args = vec![
+                self.group.as_str().into(),
+                self.config.consumer_name.as_str().into(),
+                "retry".into(),
+                id.to_string().into(),
+            ];
+            match CLAIM_OWNED.run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args).await {
+                Ok(owned) if !owned.is_empty() => {
+                    attempt += 1;
+                    let inner = &ctx.inner;
+                    ctx = Context {
+                        inner: Arc::new(ContextInner {
+                            topic: inner.topic.clone(),
+                            group: inner.group.clone(),
+                            consumer: inner.consumer.clone(),
+                            entry_id: id,
+                            attempt,
+                            envelope: inner.envelope.clone(),
+                        }),
+                    };
+                }
+                Ok(_) => {
+                    tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
+                    return;
+                }
+                Err(e) => {
+                    // It stays pending here; the reclaim sweep picks it up again.
+                    tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not claim entry for retry");
+                    return;
+                }
+            }
+        }
+    }
+}

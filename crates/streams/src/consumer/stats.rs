@@ -1,0 +1,59 @@
+//! Counters a worker keeps, for tests, health checks and metrics export.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of a worker (all topics).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) reclaimed: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) tombstones: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WorkerStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerStats {
+            delivered: g(&self.delivered),
+            acked: g(&self.acked),
+            retried: g(&self.retried),
+            dead_lettered: g(&self.dead_lettered),
+            malformed: g(&self.malformed),
+            reclaimed: g(&self.reclaimed),
+            panics: g(&self.panics),
+            tombstones: g(&self.tombstones),
+        }
+    }
+}
+
+/// A snapshot of a worker's counters since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Handler invocations (every attempt counts).
+    pub delivered: u64,
+    /// Entries acknowledged after their handler succeeded.
+    pub acked: u64,
+    /// Failed attempts scheduled for another delivery.
+    pub retried: u64,
+    /// Entries moved to a dead-letter stream (any reason).
+    pub dead_lettered: u64,
+    /// Of those, entries that were not valid envelopes.
+    pub malformed: u64,
+    /// Entries taken over from other (presumed dead) consumers, or recovered from this
+    /// consumer's own pending list at start.
+    pub reclaimed: u64,
+    /// Handler panics (each treated as a retryable failure).
+    pub panics: u64,
+    /// Pending entries whose data had been deleted or trimmed; acknowledged and skipped.
+    pub tombstones: u64,
+}

@@ -1,0 +1,385 @@
+//! The consumer loop of one topic: create the group, recover this consumer's own pending
+//! entries, then read new entries with a blocking `XREADGROUP` on a dedicated connection and
+//! hand each to a handler task, never holding more than `max_in_flight` unacknowledged.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_core::{wire, Connection, EntryId, Envelope, RedisError, Topic};
+
+use super::ack::{AckRequest, DeadLetterReason};
+use super::builder::ConsumerConfig;
+use super::handler::Handler;
+use super::stats::Stats;
+use crate::redis::{call_sub, command, parse_read_reply, Args, RawEntry};
+use crate::scripts::DELETE_CONSUMER_IF_EMPTY;
+
+/// Resources one worker shares between its topics.
+pub(crate) struct Shared {
+    pub(crate) conn: Connection,
+    pub(crate) group: String,
+    pub(crate) config: Arc<ConsumerConfig>,
+    pub(crate) stats: Arc<Stats>,
+    /// One permit per unacknowledged entry.
+    pub(crate) in_flight: Arc<Semaphore>,
+    /// One permit per running handler.
+    pub(crate) running: Arc<Semaphore>,
+    /// Graceful stop: no new reads, finish what runs.
+    pub(crate) stop: CancellationToken,
+    /// Immediate stop: drop everything (crash-like; what is unacked stays pending).
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// A message ready to be handled (or settled without a handler).
+pub(crate) struct Job {
+    pub(crate) id: EntryId,
+    pub(crate) deliveries: u64,
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) body: JobBody,
+}
+
+pub(crate) enum JobBody {
+    Message(Envelope),
+    Malformed(String),
+    Tombstone,
+}
+
+/// One topic's consumer. Shared (`Arc`) by its read loop, its handler tasks and its helpers.
+pub(crate) struct TopicConsumer {
+    pub(crate) conn: Connection,
+    pub(crate) topic: Topic,
+    pub(crate) key: String,
+    pub(crate) group: String,
+    pub(crate) config: Arc<ConsumerConfig>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) running: Arc<Semaphore>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) hard_stop: CancellationToken,
+    /// Entries this consumer holds in memory (queued, running or waiting to retry).
+    pub(crate) held: Mutex<HashSet<EntryId>>,
+    /// Per-key queues: a key present here has a task handling its messages in order.
+    lanes: Mutex<HashMap<String, VecDeque<Job>>>,
+    tasks: TaskTracker,
+    ack_tx: mpsc::UnboundedSender<AckRequest>,
+    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<AckRequest>>>,
+    /// Set once no more acks can come: the ack loop flushes its queue and ends.
+    pub(crate) acks_done: CancellationToken,
+}
+
+impl TopicConsumer {
+    pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>) -> Arc<Self> {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            key: shared.conn.namespace().topic_stream(&topic),
+            conn: shared.conn.clone(),
+            topic,
+            group: shared.group.clone(),
+            config: shared.config.clone(),
+            stats: shared.stats.clone(),
+            handler,
+            in_flight: shared.in_flight.clone(),
+            running: shared.running.clone(),
+            stop: shared.stop.clone(),
+            hard_stop: shared.hard_stop.clone(),
+            held: Mutex::new(HashSet::new()),
+            lanes: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            ack_tx,
+            ack_rx: Mutex::new(Some(ack_rx)),
+            acks_done: CancellationToken::new(),
+        })
+    }
+
+    /// Runs until a graceful stop has drained (or a hard stop).
+    pub(crate) async fn run(self: Arc<Self>) {
+        tracing::info!(topic = %self.topic, group = %self.group, consumer = %self.config.consumer_name, "consumer starting");
+        let acker = {
+            let this = self.clone();
+            let rx = self.ack_rx.lock().expect("ack receiver lock").take();
+            tokio::spawn(async move {
+                if let Some(rx) = rx {
+                    this.ack_loop(rx).await;
+                }
+            })
+        };
+        if self.prepare().await {
+            let helpers = {
+                let this = self.clone();
+                tokio::spawn(async move { this.helper_loops().await })
+            };
+            let reader = self.read_loop().await;
+            helpers.abort();
+            self.drain().await;
+            if let Some(reader) = reader {
+                let _ = reader.quit().await;
+            }
+        }
+        // Every handler task is done: let the acker flush what is queued, then end.
+        self.acks_done.cancel();
+        let _ = acker.await;
+        if !self.hard_stop.is_cancelled() {
+            self.leave_group_if_empty().await;
+        }
+        tracing::info!(topic = %self.topic, group = %self.group, "consumer stopped");
+    }
+
+    /// Creates the group and recovers this consumer's own pending entries. False when
+    /// stopped before that succeeded.
+    async fn prepare(self: &Arc<Self>) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let done = async {
+                self.ensure_group().await?;
+                self.recover_own_pending().await
+            };
+            let result = tokio::select! {
+                r = done => r,
+                _ = self.stop.cancelled() => return false,
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, group = %self.group, error = %e, "cannot start consuming; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// `XGROUP CREATE ... MKSTREAM`; an existing group is left as it is.
+    pub(crate) async fn ensure_group(&self) -> Result<(), RedisError> {
+        let args = Args::new().arg(self.group.as_str()).arg(self.config.start.group_cursor()).arg("MKSTREAM");
+        match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &self.key, args).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_server_error("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads new entries until stopped. Returns the reader connection to close.
+    async fn read_loop(self: &Arc<Self>) -> Option<Client> {
+        let mut reader: Option<Client> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Ask only for as many entries as there are free slots: backpressure.
+            let first = tokio::select! {
+                p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = self.stop.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.config.batch_size {
+                match self.in_flight.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let client = match &reader {
+                Some(c) => c.clone(),
+                None => match self.conn.dedicated(self.config.block_for).await {
+                    Ok(c) => {
+                        reader = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot open read connection; retrying");
+                        if self.pause(&mut backoff).await {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+            };
+            // Stopping mid-read drops the reply; entries it carried stay in this consumer's
+            // pending list and are recovered at the next start (or reclaimed by others).
+            let read = tokio::select! {
+                r = self.read_new(&client, permits.len()) => r,
+                _ = self.stop.cancelled() => break,
+            };
+            match read {
+                Ok(entries) => {
+                    backoff = Duration::from_millis(100);
+                    for entry in entries {
+                        let Some(permit) = permits.pop() else {
+                            tracing::error!(topic = %self.topic, "read returned more entries than asked for");
+                            break;
+                        };
+                        self.dispatch(entry, 1, permit);
+                    }
+                }
+                Err(e) if e.is_server_error("NOGROUP") => {
+                    // The stream or group was deleted under us: create it again.
+                    tracing::warn!(topic = %self.topic, group = %self.group, "group missing; re-creating");
+                    if let Err(e) = self.ensure_group().await {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot re-create group");
+                        if self.pause(&mut backoff).await {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
+                    if self.pause(&mut backoff).await {
+                        break;
+                    }
+                }
+            }
+        }
+        reader
+    }
+
+    /// Sleeps for `backoff` (doubling it, up to 5 s). True when stopped meanwhile.
+    async fn pause(&self, backoff: &mut Duration) -> bool {
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(*backoff) => false,
+            _ = self.stop.cancelled() => true,
+        };
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        stopped
+    }
+
+    async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
+        let block_ms = i64::try_from(self.config.block_for.as_millis()).unwrap_or(i64::MAX);
+        let args: Vec<Value> = vec![
+            "GROUP".into(),
+            self.group.as_str().into(),
+            self.config.consumer_name.as_str().into(),
+            "COUNT".into(),
+            Value::from(count as i64),
+            "BLOCK".into(),
+            Value::from(block_ms),
+            "STREAMS".into(),
+            self.key.as_str().into(),
+            ">".into(),
+        ];
+        let reply: Value = client
+            .custom(command("XREADGROUP", &self.key, true), args)
+            .await
+            .map_err(|e| RedisError::new("XREADGROUP", e))?;
+        parse_read_reply("XREADGROUP", reply)
+    }
+
+    /// Decodes `entry` and starts handling it: at once, or after the messages with the same
+    /// key that came before it.
+    pub(crate) fn dispatch(self: &Arc<Self>, entry: RawEntry, deliveries: u64, permit: OwnedSemaphorePermit) {
+        let body = match entry.fields {
+            None => JobBody::Tombstone,
+            Some(fields) => match wire::decode(&fields, self.conn.limits()) {
+                Ok(env) => JobBody::Message(env),
+                Err(e) => JobBody::Malformed(e.to_string()),
+            },
+        };
+        let key = match &body {
+            JobBody::Message(env) => env.key.clone(),
+            _ => None,
+        };
+        self.held.lock().expect("held lock").insert(entry.id);
+        let job = Job { id: entry.id, deliveries, permit, body };
+        let Some(key) = key else {
+            self.spawn(self.clone().process(job));
+            return;
+        };
+        {
+            let mut lanes = self.lanes.lock().expect("lanes lock");
+            if let Some(queue) = lanes.get_mut(&key) {
+                queue.push_back(job);
+                return;
+            }
+            lanes.insert(key.clone(), VecDeque::new());
+        }
+        let this = self.clone();
+        self.spawn(async move { this.run_lane(key, job).await });
+    }
+
+    /// Handles the messages of one key one after another, in the order they were read.
+    async fn run_lane(self: Arc<Self>, key: String, first: Job) {
+        let mut job = first;
+        loop {
+            self.clone().process(job).await;
+            let next = {
+                let mut lanes = self.lanes.lock().expect("lanes lock");
+                match lanes.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some(next) => next,
+                    None => {
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            job = next;
+        }
+    }
+
+    /// Spawns a task that ends at a hard stop, wherever it is.
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let hard = self.hard_stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = hard.cancelled() => {}
+            }
+        });
+    }
+
+    pub(crate) fn forget(&self, id: EntryId) {
+        self.held.lock().expect("held lock").remove(&id);
+    }
+
+    pub(crate) fn ack(&self, id: EntryId, permit: OwnedSemaphorePermit) {
+        // The receiver lives until every handler task finished (see `run`).
+        let _ = self.ack_tx.send((id, permit));
+    }
+
+    /// Waits for handler tasks, up to `shutdown_timeout`; then drops what still runs.
+    async fn drain(&self) {
+        self.tasks.close();
+        let waited = tokio::time::timeout(self.config.shutdown_timeout, self.tasks.wait()).await;
+        if waited.is_err() {
+            tracing::warn!(topic = %self.topic, "shutdown timeout: abandoning running handlers; their entries stay pending");
+            self.hard_stop.cancel();
+            self.tasks.wait().await;
+        }
+    }
+
+    /// On a clean stop, remove this consumer from the group if it holds nothing.
+    async fn leave_group_if_empty(&self) {
+        let args = vec![self.group.as_str().into(), self.config.consumer_name.as_str().into()];
+        match DELETE_CONSUMER_IF_EMPTY.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
+            Ok(1) => tracing::debug!(topic = %self.topic, "left the group (nothing pending)"),
+            Ok(_) => tracing::info!(topic = %self.topic, "entries still pending; keeping consumer for its next start"),
+            Err(e) => tracing::warn!(topic = %self.topic, error = %e, "could not check pending entries at stop"),
+        }
+    }
+
+    /// Dead-letter, acknowledge or skip without calling the handler.
+    pub(crate) async fn settle_unhandled(&self, job: Job) -> Option<Job> {
+        match &job.body {
+            JobBody::Tombstone => {
+                if let Err(e) = self.ack_tombstone(job.id).await {
+                    tracing::warn!(topic = %self.topic, error = %e, "could not ack deleted entry");
+                }
+                None
+            }
+            JobBody::Malformed(reason) => {
+                self.dead_letter(job.id, DeadLetterReason::Malformed, job.deliveries, reason).await;
+                None
+            }
+            JobBody::Message(_) => Some(job),
+        }
+    }
+}

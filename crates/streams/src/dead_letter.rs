@@ -1,0 +1,192 @@
+//! Dead letters: entries a worker gave up on, kept with the reason in the topic's
+//! dead-letter stream (`<ns>:{<topic>}:dlq`), to inspect, replay or purge.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Limits, RedisError, Topic};
+
+use crate::consumer::DEAD_LETTER_FIELDS;
+use crate::redis::{call, command, entry_id_of, parse_entries, Args};
+use crate::scripts::REPLAY_DEAD_LETTER;
+use crate::StreamError;
+
+/// One dead letter.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Id of the entry in the dead-letter stream.
+    pub id: EntryId,
+    /// Topic the entry came from.
+    pub topic: String,
+    /// Group that gave up on it.
+    pub group: String,
+    /// Consumer that moved it.
+    pub consumer: String,
+    /// Its id in the topic's stream.
+    pub original_id: String,
+    /// `malformed`, `max_deliveries` or `rejected`.
+    pub reason: String,
+    /// Deliveries it had.
+    pub attempts: u64,
+    /// The last error.
+    pub error: String,
+    /// When it was moved.
+    pub dead_at: SystemTime,
+    /// The original entry's fields, exactly as they were (empty if it had been trimmed).
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+impl DeadLetter {
+    /// The original envelope, if the original fields are a valid one.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when they are not (e.g. for reason `malformed`).
+    pub fn envelope(&self) -> Result<Envelope, DecodeError> {
+        wire::decode(&self.fields, &Limits::default())
+    }
+
+    fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Option<Self> {
+        if fields.len() < DEAD_LETTER_FIELDS.len()
+            || !fields.iter().zip(DEAD_LETTER_FIELDS).all(|((k, _), want)| k.as_ref() == want.as_bytes())
+        {
+            return None;
+        }
+        let original = fields.split_off(DEAD_LETTER_FIELDS.len());
+        let text = |i: usize| String::from_utf8_lossy(&fields[i].1).into_owned();
+        Some(Self {
+            id,
+            topic: text(0),
+            group: text(1),
+            consumer: text(2),
+            original_id: text(3),
+            reason: text(4),
+            attempts: text(5).parse().unwrap_or(0),
+            error: text(6),
+            dead_at: UNIX_EPOCH + Duration::from_millis(text(7).parse().unwrap_or(0)),
+            fields: original,
+        })
+    }
+}
+
+/// The dead letters of one topic.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
+/// use tributary_streams::DeadLetters;
+///
+/// let dlq = DeadLetters::new(conn, "orders")?;
+/// for letter in dlq.list(100).await? {
+///     println!("{} {} after {} attempts: {}", letter.original_id, letter.reason, letter.attempts, letter.error);
+/// }
+/// dlq.replay_all().await?; // back onto the topic, same message ids
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    conn: Connection,
+    topic_key: String,
+    key: String,
+}
+
+impl DeadLetters {
+    /// The dead letters of `topic`.
+    ///
+    /// # Errors
+    /// [`StreamError::InvalidName`] for a bad topic name.
+    pub fn new(conn: Connection, topic: &str) -> Result<Self, StreamError> {
+        let topic = Topic::new(topic)?;
+        Ok(Self {
+            topic_key: conn.namespace().topic_stream(&topic),
+            key: conn.namespace().dead_letter_stream(&topic),
+            conn,
+        })
+    }
+
+    /// Number of dead letters.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when the command fails.
+    pub async fn len(&self) -> Result<u64, StreamError> {
+        Ok(call(self.conn.redis(), "XLEN", &self.key, Args::new()).await?)
+    }
+
+    /// The oldest `count` dead letters.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when the command fails.
+    pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
+        let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
+        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Puts dead letter `id` back on its topic (original fields, so the same message id) and
+    /// removes it from the dead-letter stream, atomically. Returns the new entry id, or
+    /// `None` if there is no such dead letter.
+    ///
+    /// # Errors
+    /// [`StreamError::NothingToReplay`] when the original entry had been trimmed before it
+    /// was dead-lettered; [`StreamError::Redis`] when the script fails.
+    pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
+        let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
+        match REPLAY_DEAD_LETTER.run::<Value>(self.conn.redis(), vec![self.key.clone(), self.topic_key.clone()], args).await {
+            Ok(Value::Null) => Ok(None),
+            Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
+            Err(e) if e.is_server_error("NOFIELDS") => Err(StreamError::NothingToReplay { id: id.to_string() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replays every dead letter, oldest first. Returns how many went back.
+    ///
+    /// # Errors
+    /// As [`replay`](Self::replay); dead letters without fields are skipped.
+    pub async fn replay_all(&self) -> Result<usize, StreamError> {
+        let mut n = 0;
+        loop {
+            let batch = self.list(100).await?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            let mut progressed = false;
+            for letter in batch {
+                match self.replay(letter.id).await {
+                    Ok(Some(_)) => {
+                        n += 1;
+                        progressed = true;
+                    }
+                    Ok(None) | Err(StreamError::NothingToReplay { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !progressed {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Deletes every dead letter (the whole dead-letter stream). Returns how many there were.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when the command fails.
+    pub async fn purge(&self) -> Result<u64, StreamError> {
+        let pipeline = self.conn.redis().pipeline();
+        let _: () = pipeline
+            .custom(command("XLEN", &self.key, false), vec![Value::from(self.key.as_str())])
+            .await
+            .map_err(|e| RedisError::new("XLEN", e))?;
+        let _: () = pipeline
+            .custom(command("DEL", &self.key, false), vec![Value::from(self.key.as_str())])
+            .await
+            .map_err(|e| RedisError::new("DEL", e))?;
+        let (len, _deleted): (u64, u64) = pipeline.all().await.map_err(|e| RedisError::new("DEL", e))?;
+        Ok(len)
+    }
+}

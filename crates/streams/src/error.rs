@@ -1,0 +1,88 @@
+//! Errors of the streams crate.
+
+use tributary_core::{CodecError, DecodeError, ErrorKind, InvalidName, RedisError};
+
+/// Errors returned by producers, workers and the admin and replay APIs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// A Redis command failed; see [`RedisError::command`] and the source.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The message could not be encoded.
+    #[error("could not encode the message for topic `{topic}`")]
+    Encode {
+        /// Topic published to.
+        topic: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// The envelope breaks the wire-format limits (too large, bad header, ...).
+    #[error("message for topic `{topic}` breaks the wire-format limits")]
+    Limits {
+        /// Topic published to.
+        topic: String,
+        /// What is wrong.
+        #[source]
+        source: DecodeError,
+    },
+    /// A topic, pattern or group name is not valid.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// Part of a pipelined batch was not stored.
+    #[error("{failed} of {total} messages in the batch for topic `{topic}` were not stored")]
+    PartialBatch {
+        /// Topic published to.
+        topic: String,
+        /// Number of messages not stored.
+        failed: usize,
+        /// Batch size.
+        total: usize,
+        /// Entry ids of the stored messages, `None` for the failed ones, in batch order.
+        stored: Vec<Option<tributary_core::EntryId>>,
+        /// The first failure.
+        #[source]
+        source: RedisError,
+    },
+    /// A dead letter has no original fields left to replay.
+    #[error("dead letter `{id}` has no original fields to replay")]
+    NothingToReplay {
+        /// Dead-letter entry id.
+        id: String,
+    },
+}
+
+impl StreamError {
+    /// Coarse classification: [`ErrorKind::is_retryable`] tells whether trying again may help.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Redis(e) | Self::PartialBatch { source: e, .. } => e.kind(),
+            Self::Encode { .. } | Self::Limits { .. } | Self::InvalidName(_) => ErrorKind::Config,
+            Self::NothingToReplay { .. } => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// A worker's configuration is invalid. Returned by `WorkerBuilder::build`, before any I/O.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A topic, pattern or group name is not valid.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// No handler was registered.
+    #[error("the worker has no handlers")]
+    NoHandlers,
+    /// Two handlers were registered for the same topic or pattern.
+    #[error("more than one handler for `{0}`")]
+    DuplicateRoute(String),
+    /// A numeric setting is out of range.
+    #[error("`{setting}` must be {requirement}")]
+    OutOfRange {
+        /// Setting name.
+        setting: &'static str,
+        /// What it must be.
+        requirement: &'static str,
+    },
+}

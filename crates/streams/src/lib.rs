@@ -1,0 +1,56 @@
+//! Durable messaging on Redis Streams: a [`Producer`] that publishes typed messages to
+//! topics, and [`Worker`]s that consume them through consumer groups with at-least-once
+//! delivery, retries with backoff, dead letters, reclaim of crashed consumers' work, and
+//! replay.
+//!
+//! Most applications depend on the `tributary` facade crate instead of this one.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tributary_core::Connection;
+//! use tributary_streams::{Context, HandlerError, Producer, Worker};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced { id: u64 }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = Connection::connect("redis://127.0.0.1:6379").await?;
+//! Producer::new(conn.clone()).publish("orders", &OrderPlaced { id: 1 }).await?;
+//!
+//! let worker = Worker::builder(conn, "billing")
+//!     .on("orders", |order: OrderPlaced, ctx: Context| async move {
+//!         tracing::info!(order = order.id, attempt = ctx.attempt(), "billing");
+//!         Ok::<_, HandlerError>(())
+//!     })
+//!     .max_deliveries(5)
+//!     .claim_idle(Duration::from_secs(30))
+//!     .build()?
+//!     .start();
+//! worker.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod admin;
+pub mod consumer;
+pub mod dead_letter;
+mod error;
+mod position;
+mod producer;
+mod redis;
+pub mod replay;
+mod retention;
+mod scripts;
+pub mod trace;
+
+pub use admin::Admin;
+pub use consumer::{
+    handler_fn, raw_handler_fn, BoxFuture, Context, Handler, HandlerError, RetryPolicy, Worker, WorkerBuilder,
+    WorkerHandle, WorkerStats,
+};
+pub use dead_letter::{DeadLetter, DeadLetters};
+pub use error::{BuildError, StreamError};
+pub use position::Position;
+pub use producer::{Producer, ProducerBuilder, Publish};
+pub use replay::{Received, Replay};
+pub use retention::Retention;

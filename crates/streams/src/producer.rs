@@ -1,0 +1,380 @@
+//! The producer: typed, batched and idempotent publishing to topics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+use serde::Serialize;
+use tributary_core::{wire, Codec, Connection, EntryId, Envelope, MsgPack, RedisError, Topic};
+
+use crate::redis::{command, entry_id_of};
+use crate::retention::Retention;
+use crate::scripts::PUBLISH_IDEMPOTENT;
+use crate::trace::next_traceparent;
+use crate::StreamError;
+
+/// Publishes messages to topics.
+///
+/// A publish returns only after Redis stored the entry and answered with its id; any failure
+/// (connection lost, timeout, error reply) is returned as an error. Clones share the
+/// connection.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
+/// use tributary_streams::Producer;
+///
+/// #[derive(serde::Serialize)]
+/// struct OrderPlaced { id: u64 }
+///
+/// let producer = Producer::new(conn);
+/// let id = producer.publish("orders", &OrderPlaced { id: 1 }).await?;
+/// let again = producer
+///     .message("orders", &OrderPlaced { id: 2 })
+///     .key("customer-7")                 // same key: handled in order
+///     .header("source", "checkout")
+///     .idempotency_key("order-2")        // a retried publish returns the first id
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer<C: Codec = MsgPack> {
+    conn: Connection,
+    codec: C,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    retention: HashMap<Topic, Retention>,
+    dedup_ttl: Duration,
+    safe_trim_every: u64,
+    publishes: AtomicU64,
+}
+
+impl Producer<MsgPack> {
+    /// A producer with default settings: MessagePack, no retention, idempotency keys kept 24 h.
+    pub fn new(conn: Connection) -> Self {
+        Self::builder(conn).build()
+    }
+
+    /// Configures a producer.
+    pub fn builder(conn: Connection) -> ProducerBuilder<MsgPack> {
+        ProducerBuilder {
+            conn,
+            codec: MsgPack,
+            retention: HashMap::new(),
+            dedup_ttl: Duration::from_secs(24 * 3600),
+            safe_trim_every: 100,
+            error: None,
+        }
+    }
+}
+
+/// Configures a [`Producer`]. Created by [`Producer::builder`].
+#[derive(Debug)]
+#[must_use = "builders do nothing until `.build()` is called"]
+pub struct ProducerBuilder<C> {
+    conn: Connection,
+    codec: C,
+    retention: HashMap<Topic, Retention>,
+    dedup_ttl: Duration,
+    safe_trim_every: u64,
+    error: Option<tributary_core::InvalidName>,
+}
+
+impl<C: Codec> ProducerBuilder<C> {
+    /// Encodes payloads with `codec` instead of MessagePack.
+    pub fn codec<C2: Codec>(self, codec: C2) -> ProducerBuilder<C2> {
+        ProducerBuilder {
+            conn: self.conn,
+            codec,
+            retention: self.retention,
+            dedup_ttl: self.dedup_ttl,
+            safe_trim_every: self.safe_trim_every,
+            error: self.error,
+        }
+    }
+
+    /// Retention for `topic`, applied as this producer publishes. Defaults to none (the
+    /// stream grows until trimmed otherwise).
+    pub fn retention(mut self, topic: &str, retention: Retention) -> Self {
+        match Topic::new(topic) {
+            Ok(t) => {
+                self.retention.insert(t, retention);
+            }
+            Err(e) => self.error = Some(e),
+        }
+        self
+    }
+
+    /// How long an idempotency key is remembered. Defaults to 24 h.
+    pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
+    }
+
+    /// With safe retention, trim once every `n` publishes (per producer). Defaults to 100.
+    pub fn safe_trim_every(mut self, n: u64) -> Self {
+        self.safe_trim_every = n.max(1);
+        self
+    }
+
+    /// Builds the producer. No I/O.
+    ///
+    /// # Panics
+    /// When a topic given to [`retention`](Self::retention) is not a valid topic name; use
+    /// [`try_build`](Self::try_build) to get an error instead.
+    pub fn build(self) -> Producer<C> {
+        self.try_build().expect("invalid topic name in producer retention")
+    }
+
+    /// Builds the producer. No I/O.
+    ///
+    /// # Errors
+    /// [`StreamError::InvalidName`] when a retention topic is not a valid topic name.
+    pub fn try_build(self) -> Result<Producer<C>, StreamError> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
+        Ok(Producer {
+            conn: self.conn,
+            codec: self.codec,
+            shared: Arc::new(Shared {
+                retention: self.retention,
+                dedup_ttl: self.dedup_ttl,
+                safe_trim_every: self.safe_trim_every,
+                publishes: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl<C: Codec> Producer<C> {
+    /// The connection this producer uses.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Publishes `message` to `topic` and returns the id Redis gave the entry.
+    ///
+    /// # Errors
+    /// [`StreamError::InvalidName`], [`StreamError::Encode`], [`StreamError::Limits`], or
+    /// [`StreamError::Redis`] when Redis did not confirm the entry.
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, message: &T) -> Result<EntryId, StreamError> {
+        self.message(topic, message).send().await
+    }
+
+    /// A publish with options (key, headers, idempotency key); finish with `.send()`.
+    pub fn message<'a, T: Serialize + ?Sized>(&'a self, topic: &'a str, message: &'a T) -> Publish<'a, C, T> {
+        Publish { producer: self, topic, message, key: None, headers: Vec::new(), idempotency_key: None, type_name: None }
+    }
+
+    /// Publishes an envelope you built yourself (keeps its id, headers and trace context).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_envelope(&self, topic: &str, envelope: &Envelope, idempotency_key: Option<&str>) -> Result<EntryId, StreamError> {
+        let topic = Topic::new(topic)?;
+        let fields = wire::encode(envelope, self.conn.limits())
+            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
+        let key = self.conn.namespace().topic_stream(&topic);
+        let retention = self.shared.retention.get(&topic);
+        let trim = retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
+        let id = match idempotency_key {
+            None => {
+                let mut args = Vec::with_capacity(2 + trim.len() + fields.len() * 2);
+                args.push(Value::from(key.as_str()));
+                args.extend(trim);
+                args.push("*".into());
+                push_fields(&mut args, fields);
+                let reply: Value = self
+                    .conn
+                    .redis()
+                    .custom(command("XADD", &key, false), args)
+                    .await
+                    .map_err(|e| RedisError::new("XADD", e))?;
+                entry_id_of("XADD", reply)?
+            }
+            Some(idem) => {
+                let dedup = self.conn.namespace().dedup_key(&topic, idem);
+                let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+                let mut args = Vec::with_capacity(2 + trim.len() + fields.len() * 2);
+                args.push(Value::from(ttl));
+                args.push(Value::from(trim.len() as i64));
+                args.extend(trim);
+                push_fields(&mut args, fields);
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), vec![key, dedup], args).await?;
+                let first = reply.into_iter().next().unwrap_or(Value::Null);
+                entry_id_of("EVALSHA publish_idempotent", first)?
+            }
+        };
+        self.after_publish(&topic, retention, 1).await;
+        Ok(id)
+    }
+
+    /// Publishes many messages to `topic` in one pipelined round trip.
+    ///
+    /// # Errors
+    /// [`StreamError::PartialBatch`] lists what was stored when some entries failed; encode
+    /// errors are returned before anything is sent.
+    pub async fn publish_batch<'m, T, I>(&self, topic: &str, messages: I) -> Result<Vec<EntryId>, StreamError>
+    where
+        T: Serialize + 'm,
+        I: IntoIterator<Item = &'m T>,
+    {
+        let mut envelopes = Vec::new();
+        for m in messages {
+            envelopes.push(self.envelope(topic, m, None, Vec::new(), None)?);
+        }
+        self.publish_envelopes(topic, &envelopes).await
+    }
+
+    /// Publishes many envelopes to `topic` in one pipelined round trip.
+    ///
+    /// # Errors
+    /// As [`publish_batch`](Self::publish_batch).
+    pub async fn publish_envelopes(&self, topic: &str, envelopes: &[Envelope]) -> Result<Vec<EntryId>, StreamError> {
+        let topic = Topic::new(topic)?;
+        let key = self.conn.namespace().topic_stream(&topic);
+        let retention = self.shared.retention.get(&topic);
+        let now = SystemTime::now();
+        let pipeline = self.conn.redis().pipeline();
+        for env in envelopes {
+            let fields = wire::encode(env, self.conn.limits())
+                .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
+            let mut args = Vec::with_capacity(8 + fields.len() * 2);
+            args.push(Value::from(key.as_str()));
+            if let Some(r) = retention {
+                args.extend(r.xadd_args(now));
+            }
+            args.push("*".into());
+            push_fields(&mut args, fields);
+            let _: () = ClientLike::custom(&pipeline, command("XADD", &key, false), args)
+                .await
+                .map_err(|e| RedisError::new("XADD", e))?;
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let total = results.len();
+        let mut stored = Vec::with_capacity(total);
+        let mut first_error = None;
+        for r in results {
+            match r.map_err(|e| RedisError::new("XADD", e)).and_then(|v| entry_id_of("XADD", v)) {
+                Ok(id) => stored.push(Some(id)),
+                Err(e) => {
+                    stored.push(None);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.after_publish(&topic, retention, total as u64).await;
+        match first_error {
+            None => Ok(stored.into_iter().flatten().collect()),
+            Some(source) => Err(StreamError::PartialBatch {
+                topic: topic.to_string(),
+                failed: stored.iter().filter(|s| s.is_none()).count(),
+                total,
+                stored,
+                source,
+            }),
+        }
+    }
+
+    fn envelope<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        message: &T,
+        key: Option<String>,
+        headers: Vec<(String, String)>,
+        type_name: Option<String>,
+    ) -> Result<Envelope, StreamError> {
+        let mut env = Envelope::encode(&self.codec, message)
+            .map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?
+            .with_traceparent(next_traceparent());
+        env.key = key;
+        for (k, v) in headers {
+            env.headers.insert(k, v);
+        }
+        if let Some(t) = type_name {
+            env.type_name = t;
+        }
+        Ok(env)
+    }
+
+    /// Safe retention trims every `safe_trim_every` publishes; a failed trim is only logged
+    /// (the message is stored, and the next trim catches up).
+    async fn after_publish(&self, topic: &Topic, retention: Option<&Retention>, count: u64) {
+        let Some(r) = retention.filter(|r| r.is_safe()) else { return };
+        let before = self.shared.publishes.fetch_add(count, Ordering::Relaxed);
+        let every = self.shared.safe_trim_every;
+        if before / every != (before + count) / every {
+            if let Err(e) = r.trim(&self.conn, topic).await {
+                tracing::warn!(topic = %topic, error = %e, "safe trim failed");
+            }
+        }
+    }
+}
+
+fn push_fields(args: &mut Vec<Value>, fields: Vec<(Bytes, Bytes)>) {
+    for (k, v) in fields {
+        args.push(Value::Bytes(k));
+        args.push(Value::Bytes(v));
+    }
+}
+
+/// One publish with options. Created by [`Producer::message`]; send it with
+/// [`send`](Self::send).
+#[derive(Debug)]
+#[must_use = "nothing is published until `.send()` is awaited"]
+pub struct Publish<'a, C: Codec, T: ?Sized> {
+    producer: &'a Producer<C>,
+    topic: &'a str,
+    message: &'a T,
+    key: Option<String>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    type_name: Option<String>,
+}
+
+impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
+    /// Partition / ordering key: a worker handles messages with the same key one at a time,
+    /// in publish order.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Makes the publish idempotent: while the key is remembered (the producer's
+    /// `dedup_ttl`), publishing with the same key again stores nothing and returns the first
+    /// entry's id.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Overrides the type name (defaults to the Rust type's name without its path).
+    pub fn type_name(mut self, name: impl Into<String>) -> Self {
+        self.type_name = Some(name.into());
+        self
+    }
+
+    /// Publishes and returns the entry id.
+    ///
+    /// # Errors
+    /// As [`Producer::publish`].
+    pub async fn send(self) -> Result<EntryId, StreamError> {
+        let env = self.producer.envelope(self.topic, self.message, self.key, self.headers, self.type_name)?;
+        self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await
+    }
+}

@@ -1,0 +1,195 @@
+//! Thin helpers over fred: commands routed by their key's hash slot, replies parsed from
+//! plain `Value`s (fred's typed stream helpers fail on nil replies and PEL tombstones).
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+use tributary_core::{EntryId, RedisError};
+
+/// One argument list under construction.
+#[derive(Debug, Default)]
+pub(crate) struct Args(pub(crate) Vec<Value>);
+
+impl Args {
+    pub(crate) fn new() -> Self {
+        Self(Vec::with_capacity(16))
+    }
+
+    pub(crate) fn arg(mut self, v: impl Into<Value>) -> Self {
+        self.0.push(v.into());
+        self
+    }
+
+    pub(crate) fn push(&mut self, v: impl Into<Value>) {
+        self.0.push(v.into());
+    }
+}
+
+/// A command whose cluster slot is the slot of `key` (fred's default would hash the first
+/// argument, which for `XREADGROUP GROUP ...` is the word `GROUP`).
+pub(crate) fn command(name: &'static str, key: &str, blocking: bool) -> CustomCommand {
+    let slot = fred::util::redis_keyslot(key.as_bytes());
+    CustomCommand::new_static(name, ClusterHash::Custom(slot), blocking)
+}
+
+/// Sends `name key args...` and converts the reply.
+pub(crate) async fn call<R: FromValue>(client: &Client, name: &'static str, key: &str, args: Args) -> Result<R, RedisError> {
+    let mut all = Vec::with_capacity(args.0.len() + 1);
+    all.push(Value::from(key));
+    all.extend(args.0);
+    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
+}
+
+/// Sends `name sub key args...` (`XGROUP CREATE key ...`, `XINFO GROUPS key`), routed by `key`.
+pub(crate) async fn call_sub<R: FromValue>(
+    client: &Client,
+    name: &'static str,
+    sub: &'static str,
+    key: &str,
+    args: Args,
+) -> Result<R, RedisError> {
+    let mut all = Vec::with_capacity(args.0.len() + 2);
+    all.push(Value::from(sub));
+    all.push(Value::from(key));
+    all.extend(args.0);
+    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
+}
+
+/// A stream entry as read: id and fields, or `None` fields for a PEL tombstone (the entry was
+/// deleted or trimmed after delivery).
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub(crate) id: EntryId,
+    pub(crate) fields: Option<Vec<(Bytes, Bytes)>>,
+}
+
+fn bytes_of(v: Value) -> Option<Bytes> {
+    match v {
+        Value::String(s) => Some(s.inner().clone()),
+        Value::Bytes(b) => Some(b),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+pub(crate) fn entry_id_of(command: &'static str, v: Value) -> Result<EntryId, RedisError> {
+    bytes_of(v)
+        .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| RedisError::unexpected_reply(command, "expected a stream entry id"))
+}
+
+/// Parses `[[id, [f, v, ...] | nil], ...]` (XRANGE, XCLAIM, one stream of XREADGROUP).
+pub(crate) fn parse_entries(command: &'static str, v: Value) -> Result<Vec<RawEntry>, RedisError> {
+    let bad = || RedisError::unexpected_reply(command, "expected an array of stream entries");
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => return Err(bad()),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        // Redis 7 XCLAIM answers nil in place of an entry deleted meanwhile.
+        let Value::Array(mut pair) = item else {
+            if item.is_null() {
+                continue;
+            }
+            return Err(bad());
+        };
+        if pair.len() != 2 {
+            return Err(bad());
+        }
+        let fields_v = pair.pop().unwrap_or(Value::Null);
+        let id = entry_id_of(command, pair.pop().unwrap_or(Value::Null))?;
+        let fields = match fields_v {
+            Value::Null => None,
+            Value::Array(flat) => {
+                if flat.len() % 2 != 0 {
+                    return Err(bad());
+                }
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    fields.push((bytes_of(k).ok_or_else(bad)?, bytes_of(v).ok_or_else(bad)?));
+                }
+                Some(fields)
+            }
+            _ => return Err(bad()),
+        };
+        out.push(RawEntry { id, fields });
+    }
+    Ok(out)
+}
+
+/// Parses an `XREAD`/`XREADGROUP` reply for a single stream (nil when BLOCK timed out).
+pub(crate) fn parse_read_reply(command: &'static str, v: Value) -> Result<Vec<RawEntry>, RedisError> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(streams) => {
+            let mut out = Vec::new();
+            for s in streams {
+                let Value::Array(mut kv) = s else {
+                    return Err(RedisError::unexpected_reply(command, "expected [stream, entries]"));
+                };
+                let entries = kv.pop().unwrap_or(Value::Null);
+                out.extend(parse_entries(command, entries)?);
+            }
+            Ok(out)
+        }
+        // RESP3 servers answer a map of stream -> entries.
+        Value::Map(map) => {
+            let mut out = Vec::new();
+            for (_, entries) in map.inner() {
+                out.extend(parse_entries(command, entries)?);
+            }
+            Ok(out)
+        }
+        _ => Err(RedisError::unexpected_reply(command, "expected an array of streams")),
+    }
+}
+
+/// One row of `XPENDING key group [IDLE ms] start end count [consumer]`.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEntry {
+    pub(crate) id: EntryId,
+    pub(crate) consumer: String,
+    pub(crate) deliveries: u64,
+}
+
+pub(crate) fn parse_pending(v: Value) -> Result<Vec<PendingEntry>, RedisError> {
+    let bad = || RedisError::unexpected_reply("XPENDING", "expected [id, consumer, idle, deliveries] rows");
+    let Value::Array(rows) = v else {
+        return if v.is_null() { Ok(Vec::new()) } else { Err(bad()) };
+    };
+    rows.into_iter()
+        .map(|row| {
+            let Value::Array(cols) = row else { return Err(bad()) };
+            let mut cols = cols.into_iter();
+            let id = entry_id_of("XPENDING", cols.next().ok_or_else(bad)?)?;
+            let consumer = cols.next().and_then(|v| v.into_string()).ok_or_else(bad)?;
+            let _idle = cols.next();
+            let deliveries = cols.next().and_then(|v| v.as_u64()).ok_or_else(bad)?;
+            Ok(PendingEntry { id, consumer, deliveries })
+        })
+        .collect()
+}
+
+/// Flattens `[k1, v1, k2, v2, ...]` (or a RESP3 map) into pairs of text keys and values.
+pub(crate) fn pairs(v: Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Array(flat) => {
+            let mut it = flat.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k.into_string().unwrap_or_default(), v));
+            }
+            out
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().map(|s| s.to_string()).unwrap_or_default(), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

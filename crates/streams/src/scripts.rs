@@ -1,0 +1,44 @@
+//! The Lua scripts behind multi-step atomic operations, one file per operation in
+//! `scripts/`. Every key a script touches shares one hash tag, so they run on Redis Cluster.
+
+use std::sync::LazyLock;
+
+use fred::clients::Client;
+use fred::types::scripts::Script;
+use fred::types::{FromValue, Value};
+use tributary_core::RedisError;
+
+/// A script with the name used in errors.
+pub(crate) struct Lua {
+    name: &'static str,
+    script: Script,
+}
+
+impl Lua {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Self { name, script: Script::from_lua(source) }
+    }
+
+    /// `EVALSHA`, loading the script first if the server does not know it yet.
+    pub(crate) async fn run<R: FromValue>(&self, client: &Client, keys: Vec<String>, args: Vec<Value>) -> Result<R, RedisError> {
+        self.script
+            .evalsha_with_reload(client, keys, args)
+            .await
+            .map_err(|e| RedisError::new(self.name, e))
+    }
+}
+
+macro_rules! script {
+    ($static:ident, $file:literal) => {
+        pub(crate) static $static: LazyLock<Lua> =
+            LazyLock::new(|| Lua::new(concat!("EVALSHA ", $file), include_str!(concat!("scripts/", $file, ".lua"))));
+    };
+}
+
+script!(PUBLISH_IDEMPOTENT, "publish_idempotent");
+script!(DEAD_LETTER, "dead_letter");
+script!(CLAIM_OWNED, "claim_owned");
+script!(DELETE_IDLE_CONSUMERS, "delete_idle_consumers");
+script!(DELETE_CONSUMER_IF_EMPTY, "delete_consumer_if_empty");
+script!(TRIM_SAFE, "trim_safe");
+script!(REPLAY_DEAD_LETTER, "replay_dead_letter");

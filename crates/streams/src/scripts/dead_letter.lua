@@ -1,0 +1,30 @@
+-- Move one entry to the dead-letter stream: ack it in its group and copy it, with the
+-- reason, to the dead-letter stream, atomically, so it is neither lost nor duplicated.
+-- KEYS[1] topic stream, KEYS[2] dead-letter stream (same hash tag)
+-- ARGV[1] group, ARGV[2] entry id, ARGV[3] dead-letter MAXLEN (0: unbounded)
+-- ARGV[4 ..] metadata field/value pairs, written before the entry's own fields
+-- Returns 1 when moved, 0 when the entry was no longer pending (someone else settled it).
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if acked == 0 then
+  return 0
+end
+local args = {'XADD', KEYS[2]}
+if tonumber(ARGV[3]) > 0 then
+  args[#args + 1] = 'MAXLEN'
+  args[#args + 1] = '~'
+  args[#args + 1] = ARGV[3]
+end
+args[#args + 1] = '*'
+for i = 4, #ARGV do
+  args[#args + 1] = ARGV[i]
+end
+-- The raw fields, exactly as stored: a malformed entry is kept for inspection.
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if entry[1] then
+  local fields = entry[1][2]
+  for i = 1, #fields do
+    args[#args + 1] = fields[i]
+  end
+end
+redis.call(unpack(args))
+return 1

@@ -1,0 +1,52 @@
+//! Shared set-up for the streams integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tributary_core::Connection;
+pub use tributary_testkit::{wait_until, TestRedis};
+
+/// How long a test waits for a condition before failing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub async fn connect(redis: &TestRedis) -> Connection {
+    Connection::options()
+        .namespace(redis.namespace())
+        .connect(&redis.url())
+        .await
+        .expect("connect to test redis")
+}
+
+/// A list shared between a test and its handlers.
+#[derive(Clone, Default)]
+pub struct Seen<T>(pub Arc<Mutex<Vec<T>>>);
+
+impl<T: Clone> Seen<T> {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Vec::new())))
+    }
+    pub fn push(&self, v: T) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    pub fn get(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+    pub async fn wait_for(&self, n: usize, what: &str) {
+        let this = self.clone();
+        wait_until(PATIENCE, what, move || {
+            let ok = this.len() >= n;
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct Order {
+    pub n: u64,
+    pub key: String,
+}

@@ -1,0 +1,234 @@
+//! Retries, dead letters and malformed entries against a real redis-server.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tributary_streams::{Admin, Context, DeadLetters, HandlerError, Producer, RetryPolicy, Worker, WorkerBuilder};
+
+fn fast_retries(b: WorkerBuilder) -> WorkerBuilder {
+    b.retry_policy(RetryPolicy::exponential(Duration::from_millis(10), Duration::from_millis(40)))
+}
+
+#[tokio::test]
+async fn retried_message_succeeds_on_a_later_attempt_with_its_identity() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let id = Producer::new(conn.clone()).publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
+    let attempts = Seen::new();
+    let a = attempts.clone();
+    let worker = fast_retries(Worker::builder(conn.clone(), "g").consumer_name("c1"))
+        .on("jobs", move |_o: Order, ctx: Context| {
+            let a = a.clone();
+            async move {
+                a.push((ctx.attempt(), ctx.entry_id(), ctx.message_id()));
+                if ctx.attempt() < 3 {
+                    return Err(HandlerError::retry("not yet"));
+                }
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    attempts.wait_for(3, "three attempts").await;
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("jobs", "g").await.unwrap() == 0 }).await;
+    let got = attempts.get();
+    assert_eq!(got.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(got.iter().all(|a| a.1 == id && a.2 == got[0].2), "same entry and message id on every attempt");
+    assert_eq!(DeadLetters::new(conn, "jobs").unwrap().len().await.unwrap(), 0);
+    assert_eq!(worker.stats().retried, 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_message_is_dead_lettered_after_max_deliveries_with_reason_and_attempts() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let bad = producer.publish("jobs", &Order { n: 13, key: String::new() }).await.unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let good = Seen::new();
+    let (c, g) = (calls.clone(), good.clone());
+    let worker = fast_retries(Worker::builder(conn.clone(), "g").consumer_name("c1").max_deliveries(4))
+        .on("jobs", move |o: Order, _ctx: Context| {
+            let (c, g) = (c.clone(), g.clone());
+            async move {
+                if o.n == 13 {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    return Err(HandlerError::retry("database says no"));
+                }
+                g.push(o.n);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    producer.publish("jobs", &Order { n: 14, key: String::new() }).await.unwrap();
+    let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "dead letter", || async { dlq.len().await.unwrap() == 1 }).await;
+    good.wait_for(1, "the good message").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let letters = dlq.list(10).await.unwrap();
+    let letter = &letters[0];
+    assert_eq!(letter.reason, "max_deliveries");
+    assert_eq!(letter.attempts, 4);
+    assert_eq!(letter.error, "database says no");
+    assert_eq!(letter.original_id, bad.to_string());
+    assert_eq!((letter.topic.as_str(), letter.group.as_str(), letter.consumer.as_str()), ("jobs", "g", "c1"));
+    assert_eq!(letter.envelope().unwrap().decode::<Order>().unwrap().n, 13);
+    assert_eq!(Admin::new(conn).pending_count("jobs", "g").await.unwrap(), 0, "moved and acked together");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn panic_is_a_retryable_failure_and_the_worker_survives() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
+    let done = Seen::new();
+    let d = done.clone();
+    let worker = fast_retries(Worker::builder(conn.clone(), "g").consumer_name("c1"))
+        .on("jobs", move |o: Order, ctx: Context| {
+            let d = d.clone();
+            async move {
+                if ctx.attempt() == 1 {
+                    panic!("boom on {}", o.n);
+                }
+                d.push((o.n, ctx.attempt()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    done.wait_for(1, "success after the panic").await;
+    producer.publish("jobs", &Order { n: 2, key: String::new() }).await.unwrap();
+    done.wait_for(2, "the worker keeps going").await;
+    assert_eq!(done.get()[0], (1, 2));
+    assert!(worker.stats().panics >= 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejected_message_is_dead_lettered_at_once() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Producer::new(conn.clone()).publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c1")
+        .on("jobs", move |_o: Order, _ctx: Context| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(HandlerError::reject("customer does not exist"))
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "dead letter", || async { dlq.len().await.unwrap() == 1 }).await;
+    let letter = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!((letter.reason.as_str(), letter.attempts), ("rejected", 1));
+    assert_eq!(letter.error, "customer does not exist");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_flow() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let key = format!("{}:{{jobs}}", redis.namespace());
+    let producer = Producer::new(conn.clone());
+    producer.publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
+    // An entry that is not an envelope at all, one of an unknown version, one missing its
+    // payload, and one whose payload is not an Order.
+    redis.cli(&["XADD", &key, "*", "hello", "world"]);
+    redis.cli(&["XADD", &key, "*", "v", "99", "p", "x"]);
+    redis.cli(&[
+        "XADD", &key, "*", "v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Order", "ct",
+        "application/json", "ts", "1700000000000",
+    ]);
+    redis.cli(&[
+        "XADD", &key, "*", "v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ac", "type", "Order", "ct",
+        "application/json", "ts", "1700000000000", "p", "{\"wrong\":true}",
+    ]);
+    producer.publish("jobs", &Order { n: 2, key: String::new() }).await.unwrap();
+
+    let good = Seen::new();
+    let g = good.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c1")
+        .concurrency(1)
+        .on("jobs", move |o: Order, _ctx: Context| {
+            let g = g.clone();
+            async move {
+                g.push(o.n);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    good.wait_for(2, "both good messages").await;
+    assert_eq!(good.get(), vec![1, 2]);
+    let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "four dead letters", || async { dlq.len().await.unwrap() == 4 }).await;
+    let letters = dlq.list(10).await.unwrap();
+    let reasons: Vec<(&str, &str)> = letters.iter().map(|l| (l.reason.as_str(), l.error.as_str())).collect();
+    assert_eq!(reasons[0], ("malformed", "entry has no format version field `v`"));
+    assert!(reasons[1].1.starts_with("unsupported wire format version `99`"), "{reasons:?}");
+    assert_eq!(reasons[2], ("malformed", "required field `p` is missing"));
+    assert_eq!(reasons[3].0, "rejected");
+    assert!(reasons[3].1.contains("does not decode"), "{reasons:?}");
+    // The raw fields are kept.
+    assert_eq!(letters[0].fields, vec![("hello".into(), "world".into())]);
+    assert_eq!(worker.stats().malformed, 3);
+    assert_eq!(Admin::new(conn).pending_count("jobs", "g").await.unwrap(), 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Producer::new(conn.clone()).publish("jobs", &Order { n: 5, key: String::new() }).await.unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seen = Seen::new();
+    let (f, s) = (fail.clone(), seen.clone());
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c1")
+        .on("jobs", move |o: Order, ctx: Context| {
+            let (f, s) = (f.clone(), s.clone());
+            async move {
+                s.push((o.n, ctx.message_id()));
+                if f.load(Ordering::SeqCst) {
+                    return Err(HandlerError::reject("downstream is down"));
+                }
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "dead letter", || async { dlq.len().await.unwrap() == 1 }).await;
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    seen.wait_for(2, "replayed message handled").await;
+    let got = seen.get();
+    assert_eq!(got[0], got[1], "same payload and message id");
+    assert_eq!(dlq.len().await.unwrap(), 0);
+    worker.shutdown().await;
+    assert_eq!(dlq.purge().await.unwrap(), 0);
+}

@@ -1,0 +1,170 @@
+//! Publishing against a real redis-server: what lands in the stream (checked with
+//! redis-cli), batches, idempotency keys, retention.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tributary_core::{wire, EntryId, Json};
+use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay, Retention, Worker};
+
+#[tokio::test]
+async fn published_entry_is_what_the_wire_format_says() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let id = Producer::new(conn.clone())
+        .message("orders", &Order { n: 7, key: "k".into() })
+        .key("customer-1")
+        .header("source", "web")
+        .send()
+        .await
+        .unwrap();
+    // An independent client reads the same entry.
+    let key = format!("{}:{{orders}}", redis.namespace());
+    let out = redis.cli(&["XRANGE", &key, "-", "+"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], id.to_string());
+    let fields: Vec<&str> = lines[1..].iter().step_by(2).copied().collect();
+    assert_eq!(fields, ["v", "id", "type", "ct", "ts", "key", "tp", "h:source", "p"]);
+    assert_eq!(lines[2], "1");
+    assert_eq!(lines[6], "Order");
+    assert_eq!(lines[8], "application/msgpack");
+    assert_eq!(lines[12], "customer-1");
+    assert_eq!(lines[16], "web");
+}
+
+#[tokio::test]
+async fn batch_publish_stores_all_in_order_in_one_round_trip() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let orders: Vec<Order> = (0..500).map(|n| Order { n, key: String::new() }).collect();
+    let ids = Producer::new(conn.clone()).publish_batch("orders", &orders).await.unwrap();
+    assert_eq!(ids.len(), 500);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let read = Replay::new(conn).range("orders", Position::Beginning, Position::End).unwrap().collect(1000).await.unwrap();
+    let ns: Vec<u64> = read.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().n).collect();
+    assert_eq!(ns, (0..500).collect::<Vec<_>>());
+    assert_eq!(read.iter().map(|r| r.entry_id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test]
+async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_millis(400)).build();
+    let send = |n| {
+        let producer = producer.clone();
+        async move {
+            producer.message("payments", &Order { n, key: String::new() }).idempotency_key("pay-1").send().await
+        }
+    };
+    let first = send(1).await.unwrap();
+    let again = send(2).await.unwrap();
+    assert_eq!(first, again);
+    let admin = Admin::new(conn.clone());
+    assert_eq!(admin.len("payments").await.unwrap(), 1);
+    // The dedup key has a TTL and lives in the topic's slot.
+    let dedup = format!("{}:{{payments}}:dedup:pay-1", redis.namespace());
+    let ttl: i64 = redis.cli(&["PTTL", &dedup]).trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 400, "ttl {ttl}");
+    // After the TTL the key is forgotten: a new publish stores a new entry.
+    wait_until(PATIENCE, "dedup key expired", || async { redis.cli(&["EXISTS", &dedup]).trim() == "0" }).await;
+    let third = send(3).await.unwrap();
+    assert!(third > first);
+    assert_eq!(admin.len("payments").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn plain_retention_caps_the_stream() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::builder(conn.clone()).retention("metrics", Retention::max_len(100)).build();
+    let batch: Vec<Order> = (0..1000).map(|n| Order { n, key: String::new() }).collect();
+    producer.publish_batch("metrics", &batch).await.unwrap();
+    let len = Admin::new(conn).len("metrics").await.unwrap();
+    // `~` trims whole nodes (100 entries by default), so a little more may remain.
+    assert!((100..=200).contains(&len), "len {len}");
+}
+
+#[tokio::test]
+async fn safe_retention_never_trims_what_a_group_has_not_acked() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("audit", "slow", Position::Beginning).await.unwrap();
+    let producer = Producer::builder(conn.clone())
+        .retention("audit", Retention::max_len(10).safe())
+        .safe_trim_every(10)
+        .build();
+    let ids: Vec<EntryId> = {
+        let batch: Vec<Order> = (0..100).map(|n| Order { n, key: String::new() }).collect();
+        producer.publish_batch("audit", &batch).await.unwrap()
+    };
+    // Nobody has read anything: nothing may go.
+    assert_eq!(admin.len("audit").await.unwrap(), 100);
+
+    // A consumer reads 60 and acks only the first 50 (the handler holds the next 10).
+    let handled = Seen::new();
+    let h = handled.clone();
+    let worker = Worker::builder(conn.clone(), "slow")
+        .consumer_name("c")
+        .concurrency(1)
+        .max_in_flight(1)
+        .on("audit", move |o: Order, _ctx: Context| {
+            let h = h.clone();
+            async move {
+                if o.n >= 50 {
+                    std::future::pending::<()>().await;
+                }
+                h.push(o.n);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    handled.wait_for(50, "fifty handled").await;
+    wait_until(PATIENCE, "fifty acked", || async { admin.pending_count("audit", "slow").await.unwrap() == 1 }).await;
+    let removed = admin.trim("audit", Retention::max_len(10).safe()).await.unwrap();
+    assert_eq!(removed, 50, "trimmed exactly the acknowledged entries");
+    let first = Replay::new(conn.clone()).range("audit", Position::Beginning, Position::End).unwrap().collect(1).await.unwrap();
+    assert_eq!(first[0].entry_id, ids[50], "the oldest unacked entry survives");
+    drop(worker);
+
+    // Trimming without the safe mode would have cut into unread entries.
+    let removed = admin.trim("audit", Retention::max_len(10)).await.unwrap();
+    assert!(removed > 0);
+}
+
+#[tokio::test]
+async fn json_codec_and_custom_headers_round_trip_through_a_worker() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::builder(conn.clone()).codec(Json).build();
+    producer.message("events", &Order { n: 3, key: "x".into() }).header("tenant", "acme").send().await.unwrap();
+    let seen = Seen::new();
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c")
+        .on("events", move |o: Order, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((o, ctx.headers().get("tenant").map(str::to_owned), ctx.envelope().content_type.clone()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    seen.wait_for(1, "handled").await;
+    let (order, tenant, ct) = seen.get().remove(0);
+    assert_eq!(order, Order { n: 3, key: "x".into() });
+    assert_eq!(tenant.as_deref(), Some("acme"));
+    assert_eq!(ct, "application/json");
+    worker.shutdown().await;
+    // The raw entry is readable JSON for any client.
+    let key = format!("{}:{{events}}", redis.namespace());
+    assert!(redis.cli(&["XRANGE", &key, "-", "+"]).contains(r#"{"n":3,"key":"x"}"#));
+    let _ = wire::WIRE_VERSION;
+}

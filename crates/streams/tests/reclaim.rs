@@ -1,0 +1,162 @@
+//! Crashed consumers: their pending entries are reclaimed by live ones after `claim_idle`,
+//! and a restarted consumer recovers its own.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker};
+
+#[tokio::test]
+async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "g", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let n = 300u64;
+    for i in 0..n {
+        producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
+    }
+    // The first consumer takes a batch and hangs in its handlers, then "crashes".
+    let started = Seen::new();
+    let s = started.clone();
+    let doomed = Worker::builder(conn.clone(), "g")
+        .consumer_name("doomed")
+        .max_in_flight(50)
+        .concurrency(50)
+        .claim_idle(Duration::from_millis(500))
+        .on("orders", move |o: Order, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push(o.n);
+                std::future::pending::<()>().await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    started.wait_for(50, "the doomed consumer holds a batch").await;
+    drop(doomed); // crash: nothing acked, nothing cleaned up
+    assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 50);
+
+    let handled = Seen::new();
+    let h = handled.clone();
+    let rescuer = Worker::builder(conn.clone(), "g")
+        .consumer_name("rescuer")
+        .claim_idle(Duration::from_millis(500))
+        .on("orders", move |o: Order, ctx: Context| {
+            let h = h.clone();
+            async move {
+                h.push((o.n, ctx.attempt()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    wait_until(PATIENCE, "every message handled", || {
+        let distinct: HashSet<u64> = handled.get().iter().map(|h| h.0).collect();
+        async move { distinct.len() == n as usize }
+    })
+    .await;
+    let got = handled.get();
+    let reclaimed: Vec<&(u64, u64)> = got.iter().filter(|h| h.1 > 1).collect();
+    assert_eq!(reclaimed.len(), 50, "the crashed consumer's entries came back as second deliveries");
+    let doomed_set: HashSet<u64> = started.get().into_iter().collect();
+    assert!(reclaimed.iter().all(|h| doomed_set.contains(&h.0)));
+    wait_until(PATIENCE, "all acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    assert_eq!(rescuer.stats().reclaimed, 50);
+    rescuer.shutdown().await;
+}
+
+#[tokio::test]
+async fn restarted_consumer_recovers_its_own_pending_entries_first() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for i in 0..10u64 {
+        producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
+    }
+    let started = Seen::new();
+    let s = started.clone();
+    let first = Worker::builder(conn.clone(), "g")
+        .consumer_name("stable-name")
+        .max_in_flight(3)
+        .concurrency(3)
+        .on("orders", move |o: Order, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push(o.n);
+                std::future::pending::<()>().await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    started.wait_for(3, "three held").await;
+    drop(first);
+
+    let handled = Seen::new();
+    let h = handled.clone();
+    // Long claim_idle: only recovery of its own PEL can bring the three back this quickly.
+    let second = Worker::builder(conn.clone(), "g")
+        .consumer_name("stable-name")
+        .concurrency(1)
+        .claim_idle(Duration::from_secs(600))
+        .on("orders", move |o: Order, ctx: Context| {
+            let h = h.clone();
+            async move {
+                h.push((o.n, ctx.attempt()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    handled.wait_for(10, "all ten").await;
+    let got = handled.get();
+    assert_eq!(got[..3], [(0, 2), (1, 2), (2, 2)], "own pending entries first, as second deliveries");
+    assert_eq!(got[3..].iter().map(|h| h.0).collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_live_slow_handler_keeps_its_entry() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
+    let handled = Seen::new();
+    let mut workers = Vec::new();
+    for name in ["w1", "w2"] {
+        let h = handled.clone();
+        workers.push(
+            Worker::builder(conn.clone(), "g")
+                .consumer_name(name)
+                .claim_idle(Duration::from_millis(300))
+                .on("orders", move |o: Order, ctx: Context| {
+                    let h = h.clone();
+                    async move {
+                        h.push((o.n, ctx.consumer().to_owned()));
+                        // Runs for several claim_idle periods; the lease keeps it ours.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        Ok::<_, HandlerError>(())
+                    }
+                })
+                .build()
+                .unwrap()
+                .start(),
+        );
+    }
+    handled.wait_for(1, "handled").await;
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    assert_eq!(handled.len(), 1, "not taken over while its handler was alive: {:?}", handled.get());
+    for w in workers {
+        w.shutdown().await;
+    }
+}
