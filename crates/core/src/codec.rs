@@ -169,20 +169,47 @@ mod tests {
 
     #[test]
     fn msgpack_uses_named_fields_so_structs_can_evolve() {
-        let old = MsgPack.encode(&V1 { id: 1, name: "a".into() }).unwrap();
+        let old = MsgPack
+            .encode(&V1 {
+                id: 1,
+                name: "a".into(),
+            })
+            .unwrap();
         let new: V2 = MsgPack.decode(&old).unwrap();
-        assert_eq!(new, V2 { name: "a".into(), id: 1, note: None });
+        assert_eq!(
+            new,
+            V2 {
+                name: "a".into(),
+                id: 1,
+                note: None
+            }
+        );
 
         let newer = MsgPack
-            .encode(&V2 { name: "b".into(), id: 2, note: Some("x".into()) })
+            .encode(&V2 {
+                name: "b".into(),
+                id: 2,
+                note: Some("x".into()),
+            })
             .unwrap();
         let back: V1 = MsgPack.decode(&newer).unwrap();
-        assert_eq!(back, V1 { id: 2, name: "b".into() });
+        assert_eq!(
+            back,
+            V1 {
+                id: 2,
+                name: "b".into()
+            }
+        );
     }
 
     #[test]
     fn decode_payload_picks_codec_by_content_type() {
-        let json = Json.encode(&V1 { id: 3, name: "j".into() }).unwrap();
+        let json = Json
+            .encode(&V1 {
+                id: 3,
+                name: "j".into(),
+            })
+            .unwrap();
         let v: V1 = decode_payload("application/json; charset=utf-8", &json).unwrap();
         assert_eq!(v.id, 3);
         let err = decode_payload::<V1>("text/csv", b"1,2").unwrap_err();

@@ -111,8 +111,13 @@ impl Connection {
     pub async fn dedicated(&self, block: Duration) -> Result<Client, ConnectError> {
         let mut builder = self.inner.builder.clone();
         builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
-        let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
-        client.init().await.map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        let client = builder
+            .build()
+            .map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        client
+            .init()
+            .await
+            .map_err(|e| ConnectError::redis(&self.inner.server, e))?;
         Ok(client)
     }
 
@@ -217,7 +222,13 @@ impl ConnectOptions {
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
         Ok(Connection {
-            inner: Arc::new(Inner { client, builder, namespace, limits: self.limits, server }),
+            inner: Arc::new(Inner {
+                client,
+                builder,
+                namespace,
+                limits: self.limits,
+                server,
+            }),
         })
     }
 }
@@ -250,7 +261,10 @@ pub enum ConnectError {
 
 impl ConnectError {
     fn redis(server: &str, err: fred::error::Error) -> Self {
-        Self::Redis { server: server.to_owned(), source: RedisError::new("CONNECT", err) }
+        Self::Redis {
+            server: server.to_owned(),
+            source: RedisError::new("CONNECT", err),
+        }
     }
 
     /// Classification of the failure.
@@ -277,7 +291,11 @@ pub fn redact_url(url: &str) -> String {
             let user = userinfo.split(':').next().unwrap_or("");
             let redacted = if userinfo.contains(':') || !userinfo.is_empty() {
                 // `redis://secret@host` puts the password where the user usually is.
-                if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() }
+                if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    "***".to_owned()
+                }
             } else {
                 String::new()
             };
@@ -309,7 +327,11 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connection_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let err = Connection::options()
             .connect_timeout(Duration::from_secs(1))
             .connect(&format!("redis://u:hunter2@127.0.0.1:{port}"))

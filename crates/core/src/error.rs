@@ -58,12 +58,20 @@ impl RedisError {
             _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
             _ => ErrorKind::Server,
         };
-        Self { command, kind, source: Box::new(err) }
+        Self {
+            command,
+            kind,
+            source: Box::new(err),
+        }
     }
 
     /// An error for a reply whose shape was not what the command documents.
     pub fn unexpected_reply(command: &'static str, what: &'static str) -> Self {
-        Self { command, kind: ErrorKind::Server, source: what.into() }
+        Self {
+            command,
+            kind: ErrorKind::Server,
+            source: what.into(),
+        }
     }
 
     /// The command that failed, e.g. `"XADD"`.

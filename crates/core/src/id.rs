@@ -78,10 +78,7 @@ impl EntryId {
 
     /// The first id at or after `time` (`<ms>-0`); the way to address a stream by time.
     pub fn from_time(time: SystemTime) -> Self {
-        let ms = time
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis();
+        let ms = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis();
         Self::new(u64::try_from(ms).unwrap_or(u64::MAX), 0)
     }
 

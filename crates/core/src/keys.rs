@@ -150,9 +150,14 @@ impl TopicPattern {
         let pattern = pattern.into();
         let ok = !pattern.is_empty()
             && pattern.len() <= 200
-            && pattern.chars().all(|c| is_name_char(c) || matches!(c, '*' | '?' | '[' | ']' | '^'));
+            && pattern
+                .chars()
+                .all(|c| is_name_char(c) || matches!(c, '*' | '?' | '[' | ']' | '^'));
         if !ok {
-            return Err(InvalidName { what: "topic pattern", name: truncate(&pattern) });
+            return Err(InvalidName {
+                what: "topic pattern",
+                name: truncate(&pattern),
+            });
         }
         Ok(Self(pattern))
     }
@@ -187,7 +192,10 @@ fn truncate(s: &str) -> String {
 
 fn validate(what: &'static str, name: &str, max: usize) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > max || !name.chars().all(is_name_char) {
-        return Err(InvalidName { what, name: truncate(name) });
+        return Err(InvalidName {
+            what,
+            name: truncate(name),
+        });
     }
     Ok(())
 }

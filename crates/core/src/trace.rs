@@ -72,9 +72,8 @@ impl FromStr for TraceParent {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('-').collect();
-        let hex = |p: &str, len: usize| {
-            p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
+        let hex =
+            |p: &str, len: usize| p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         match parts.as_slice() {
             [version, trace, parent, flags]
                 if *version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) =>
@@ -86,7 +85,11 @@ impl FromStr for TraceParent {
                 if trace_id == 0 || parent_id == 0 {
                     return Err(ParseTraceParentError);
                 }
-                Ok(Self { trace_id, parent_id, flags })
+                Ok(Self {
+                    trace_id,
+                    parent_id,
+                    flags,
+                })
             }
             _ => Err(ParseTraceParentError),
         }

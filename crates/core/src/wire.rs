@@ -153,7 +153,10 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
     out.push((s(field::ID), Bytes::from(env.id.to_string())));
     out.push((s(field::TYPE), Bytes::from(env.type_name.clone())));
     out.push((s(field::CONTENT_TYPE), Bytes::from(env.content_type.clone())));
-    out.push((s(field::TIMESTAMP), Bytes::from(to_millis(env.published_at).to_string())));
+    out.push((
+        s(field::TIMESTAMP),
+        Bytes::from(to_millis(env.published_at).to_string()),
+    ));
     if let Some(key) = &env.key {
         out.push((s(field::KEY), Bytes::from(key.clone())));
     }
@@ -272,11 +275,17 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
 
     let version = f.version.ok_or(DecodeError::MissingVersion)?;
     if version.as_ref() != WIRE_VERSION.to_string().as_bytes() {
-        return Err(DecodeError::UnsupportedVersion { found: lossy(version, 32) });
+        return Err(DecodeError::UnsupportedVersion {
+            found: lossy(version, 32),
+        });
     }
     let meta = |v: &Bytes, field: &'static str| -> Result<String, DecodeError> {
         if v.len() > limits.max_meta_bytes {
-            return Err(DecodeError::TooLarge { what: field, size: v.len(), limit: limits.max_meta_bytes });
+            return Err(DecodeError::TooLarge {
+                what: field,
+                size: v.len(),
+                limit: limits.max_meta_bytes,
+            });
         }
         utf8(field.as_bytes(), v).map(str::to_owned)
     };
@@ -290,7 +299,11 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     let published_at = from_millis(millis(required(f.timestamp, field::TIMESTAMP)?, field::TIMESTAMP)?);
     let payload = required(f.payload, field::PAYLOAD)?;
     if payload.len() > limits.max_payload {
-        return Err(DecodeError::TooLarge { what: "payload", size: payload.len(), limit: limits.max_payload });
+        return Err(DecodeError::TooLarge {
+            what: "payload",
+            size: payload.len(),
+            limit: limits.max_payload,
+        });
     }
 
     let optional = |v: Option<&Bytes>, field| v.map(|v| meta(v, field)).transpose();
@@ -304,7 +317,10 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
         key: optional(f.key, field::KEY)?,
         correlation_id: optional(f.correlation_id, field::CORRELATION_ID)?,
         reply_to: optional(f.reply_to, field::REPLY_TO)?,
-        deadline: f.deadline.map(|v| millis(v, field::DEADLINE).map(from_millis)).transpose()?,
+        deadline: f
+            .deadline
+            .map(|v| millis(v, field::DEADLINE).map(from_millis))
+            .transpose()?,
         // Trace context is advisory: a bad value is dropped, as W3C asks, rather than
         // dead-lettering an otherwise good message.
         traceparent: f
@@ -334,11 +350,17 @@ struct Fields<'a> {
 }
 
 fn invalid(field: &str, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField { field: field.to_owned(), reason }
+    DecodeError::InvalidField {
+        field: field.to_owned(),
+        reason,
+    }
 }
 
 fn lossy(b: &[u8], max_chars: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max_chars * 4)]).chars().take(max_chars).collect()
+    String::from_utf8_lossy(&b[..b.len().min(max_chars * 4)])
+        .chars()
+        .take(max_chars)
+        .collect()
 }
 
 fn utf8<'b>(field: &[u8], value: &'b [u8]) -> Result<&'b str, DecodeError> {
@@ -364,7 +386,11 @@ fn check_type_name(name: &str, limits: &Limits) -> Result<(), DecodeError> {
         return Err(invalid(field::TYPE, "empty"));
     }
     if name.len() > limits.max_meta_bytes.min(256) {
-        return Err(DecodeError::TooLarge { what: "type name", size: name.len(), limit: limits.max_meta_bytes.min(256) });
+        return Err(DecodeError::TooLarge {
+            what: "type name",
+            size: name.len(),
+            limit: limits.max_meta_bytes.min(256),
+        });
     }
     Ok(())
 }
@@ -374,14 +400,21 @@ fn check_content_type(ct: &str, limits: &Limits) -> Result<(), DecodeError> {
         return Err(invalid(field::CONTENT_TYPE, "empty"));
     }
     if ct.len() > limits.max_meta_bytes.min(128) {
-        return Err(DecodeError::TooLarge { what: "content type", size: ct.len(), limit: limits.max_meta_bytes.min(128) });
+        return Err(DecodeError::TooLarge {
+            what: "content type",
+            size: ct.len(),
+            limit: limits.max_meta_bytes.min(128),
+        });
     }
     Ok(())
 }
 
 fn check_header_name(name: &str) -> Result<(), DecodeError> {
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(invalid(field::HEADER_PREFIX, "header name must be 1..=256 bytes without control characters"));
+        return Err(invalid(
+            field::HEADER_PREFIX,
+            "header name must be 1..=256 bytes without control characters",
+        ));
     }
     Ok(())
 }
@@ -437,7 +470,11 @@ mod tests {
     }
 
     fn with(fields: &[(Bytes, Bytes)], name: &str, value: Option<&[u8]>) -> Vec<(Bytes, Bytes)> {
-        let mut out: Vec<_> = fields.iter().filter(|(k, _)| k.as_ref() != name.as_bytes()).cloned().collect();
+        let mut out: Vec<_> = fields
+            .iter()
+            .filter(|(k, _)| k.as_ref() != name.as_bytes())
+            .cloned()
+            .collect();
         if let Some(v) = value {
             out.insert(0, (Bytes::from(name.to_owned()), Bytes::copy_from_slice(v)));
         }
@@ -449,17 +486,43 @@ mod tests {
         let good = encode(&sample(), &Limits::default()).unwrap();
         let l = Limits::default();
         assert_eq!(decode(&with(&good, "v", None), &l), Err(DecodeError::MissingVersion));
-        assert!(matches!(decode(&with(&good, "v", Some(b"2")), &l), Err(DecodeError::UnsupportedVersion { found }) if found == "2"));
-        assert_eq!(decode(&with(&good, "p", None), &l), Err(DecodeError::MissingField { field: "p" }));
-        assert_eq!(decode(&with(&good, "id", None), &l), Err(DecodeError::MissingField { field: "id" }));
-        assert!(matches!(decode(&with(&good, "id", Some(b"nope")), &l), Err(DecodeError::InvalidField { .. })));
-        assert!(matches!(decode(&with(&good, "ts", Some(b"12a")), &l), Err(DecodeError::InvalidField { .. })));
-        assert!(matches!(decode(&with(&good, "type", Some(b"\xff\xfe")), &l), Err(DecodeError::InvalidField { reason: "not valid UTF-8", .. })));
+        assert!(
+            matches!(decode(&with(&good, "v", Some(b"2")), &l), Err(DecodeError::UnsupportedVersion { found }) if found == "2")
+        );
+        assert_eq!(
+            decode(&with(&good, "p", None), &l),
+            Err(DecodeError::MissingField { field: "p" })
+        );
+        assert_eq!(
+            decode(&with(&good, "id", None), &l),
+            Err(DecodeError::MissingField { field: "id" })
+        );
+        assert!(matches!(
+            decode(&with(&good, "id", Some(b"nope")), &l),
+            Err(DecodeError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            decode(&with(&good, "ts", Some(b"12a")), &l),
+            Err(DecodeError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            decode(&with(&good, "type", Some(b"\xff\xfe")), &l),
+            Err(DecodeError::InvalidField {
+                reason: "not valid UTF-8",
+                ..
+            })
+        ));
         let mut dup = good.clone();
         dup.push((Bytes::from("key"), Bytes::from("again")));
         assert!(matches!(decode(&dup, &l), Err(DecodeError::DuplicateField { field }) if field == "key"));
-        let small = Limits { max_payload: 4, ..Limits::default() };
-        assert!(matches!(decode(&good, &small), Err(DecodeError::TooLarge { what: "payload", .. })));
+        let small = Limits {
+            max_payload: 4,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&good, &small),
+            Err(DecodeError::TooLarge { what: "payload", .. })
+        ));
         // A bad traceparent is dropped, not fatal.
         let env = decode(&with(&good, "tp", Some(b"garbage")), &l).unwrap();
         assert!(env.traceparent.is_none());
@@ -468,7 +531,10 @@ mod tests {
     #[test]
     fn encode_refuses_what_decode_would_refuse() {
         let env = Envelope::new("T", Json::CONTENT_TYPE, vec![0u8; 100]);
-        let small = Limits { max_payload: 10, ..Limits::default() };
+        let small = Limits {
+            max_payload: 10,
+            ..Limits::default()
+        };
         assert!(matches!(encode(&env, &small), Err(DecodeError::TooLarge { .. })));
         let env = Envelope::new("", Json::CONTENT_TYPE, "{}");
         assert!(encode(&env, &Limits::default()).is_err());
@@ -479,8 +545,17 @@ mod tests {
         let mut fields = encode(&sample(), &Limits::default()).unwrap();
         fields.push((Bytes::from("future"), Bytes::from("x")));
         assert!(decode(&fields, &Limits::default()).is_ok());
-        let tight = Limits { max_fields: fields.len() - 1, ..Limits::default() };
-        assert!(matches!(decode(&fields, &tight), Err(DecodeError::TooLarge { what: "field count", .. })));
+        let tight = Limits {
+            max_fields: fields.len() - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&fields, &tight),
+            Err(DecodeError::TooLarge {
+                what: "field count",
+                ..
+            })
+        ));
     }
 
     proptest! {

@@ -105,7 +105,13 @@ impl Admin {
         };
         let mut out = Vec::new();
         for g in reply.into_array() {
-            let mut info = GroupInfo { name: String::new(), consumers: 0, pending: 0, last_delivered: EntryId::MIN, lag: None };
+            let mut info = GroupInfo {
+                name: String::new(),
+                consumers: 0,
+                pending: 0,
+                last_delivered: EntryId::MIN,
+                lag: None,
+            };
             for (k, v) in pairs(g) {
                 match k.as_str() {
                     "name" => info.name = v.into_string().unwrap_or_default(),
@@ -128,7 +134,12 @@ impl Admin {
     pub async fn pending_count(&self, topic: &str, group: &str) -> Result<u64, StreamError> {
         let key = self.key(topic)?;
         let reply: Value = call(self.conn.redis(), "XPENDING", &key, Args::new().arg(group)).await?;
-        Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .next()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0))
     }
 
     /// Number of entries in `topic`'s stream.
@@ -138,6 +149,19 @@ impl Admin {
     pub async fn len(&self, topic: &str) -> Result<u64, StreamError> {
         let key = self.key(topic)?;
         Ok(call(self.conn.redis(), "XLEN", &key, Args::new()).await?)
+    }
+
+    /// Deletes `topic`: its stream (with every group) and its dead-letter stream. Returns the
+    /// number of keys removed. Idempotency keys expire on their own.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn delete_topic(&self, topic: &str) -> Result<u64, StreamError> {
+        let topic = Topic::new(topic)?;
+        let ns = self.conn.namespace();
+        let (stream, dlq) = (ns.topic_stream(&topic), ns.dead_letter_stream(&topic));
+        // Both keys share the topic's hash tag, so one DEL works on Redis Cluster too.
+        Ok(call(self.conn.redis(), "DEL", &stream, Args::new().arg(dlq)).await?)
     }
 
     /// Trims `topic` now with `retention`. Returns the number of entries removed.

@@ -50,7 +50,10 @@ impl DeadLetter {
 
     fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Option<Self> {
         if fields.len() < DEAD_LETTER_FIELDS.len()
-            || !fields.iter().zip(DEAD_LETTER_FIELDS).all(|((k, _), want)| k.as_ref() == want.as_bytes())
+            || !fields
+                .iter()
+                .zip(DEAD_LETTER_FIELDS)
+                .all(|((k, _), want)| k.as_ref() == want.as_bytes())
         {
             return None;
         }
@@ -110,7 +113,7 @@ impl DeadLetters {
     ///
     /// # Errors
     /// [`StreamError::Redis`] when the command fails.
-    pub async fn len(&self) -> Result<u64, StreamError> {
+    pub async fn count(&self) -> Result<u64, StreamError> {
         Ok(call(self.conn.redis(), "XLEN", &self.key, Args::new()).await?)
     }
 
@@ -120,7 +123,10 @@ impl DeadLetters {
     /// [`StreamError::Redis`] when the command fails.
     pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
         let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
-        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        let entries = parse_entries(
+            "XRANGE",
+            call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?,
+        )?;
         Ok(entries
             .into_iter()
             .filter_map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default()))
@@ -136,7 +142,10 @@ impl DeadLetters {
     /// was dead-lettered; [`StreamError::Redis`] when the script fails.
     pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
-        match REPLAY_DEAD_LETTER.run::<Value>(self.conn.redis(), vec![self.key.clone(), self.topic_key.clone()], args).await {
+        match REPLAY_DEAD_LETTER
+            .run::<Value>(self.conn.redis(), vec![self.key.clone(), self.topic_key.clone()], args)
+            .await
+        {
             Ok(Value::Null) => Ok(None),
             Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
             Err(e) if e.is_server_error("NOFIELDS") => Err(StreamError::NothingToReplay { id: id.to_string() }),

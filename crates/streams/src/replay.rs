@@ -82,9 +82,18 @@ impl RangeReader {
     /// # Errors
     /// [`StreamError::Redis`] when the read fails (the reader can be polled again).
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Received>>, StreamError> {
-        let Some(start) = self.next_start.clone() else { return Ok(None) };
-        let args = Args::new().arg(start).arg(self.end.as_str()).arg("COUNT").arg(self.page_size as i64);
-        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        let Some(start) = self.next_start.clone() else {
+            return Ok(None);
+        };
+        let args = Args::new()
+            .arg(start)
+            .arg(self.end.as_str())
+            .arg("COUNT")
+            .arg(self.page_size as i64);
+        let entries = parse_entries(
+            "XRANGE",
+            call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?,
+        )?;
         self.next_start = match entries.last() {
             Some(last) if entries.len() == self.page_size => Some(format!("({}", last.id)),
             _ => None,
@@ -100,7 +109,9 @@ impl RangeReader {
                     entry_id: e.id,
                     envelope: match e.fields {
                         Some(f) => wire::decode(&f, &limits),
-                        None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
+                        None => Err(DecodeError::MalformedEntry {
+                            reason: "entry was deleted",
+                        }),
                     },
                 })
                 .collect(),

@@ -255,7 +255,10 @@ impl WorkerBuilder {
             if ok {
                 Ok(())
             } else {
-                Err(BuildError::OutOfRange { setting, requirement: "greater than zero" })
+                Err(BuildError::OutOfRange {
+                    setting,
+                    requirement: "greater than zero",
+                })
             }
         };
         positive("batch_size", c.batch_size > 0)?;
@@ -265,10 +268,16 @@ impl WorkerBuilder {
         positive("block_for", c.block_for >= Duration::from_millis(1))?;
         positive("claim_idle", c.claim_idle >= Duration::from_millis(1))?;
         if c.consumer_name.is_empty() || c.consumer_name.len() > 200 {
-            return Err(BuildError::OutOfRange { setting: "consumer_name", requirement: "1 to 200 bytes" });
+            return Err(BuildError::OutOfRange {
+                setting: "consumer_name",
+                requirement: "1 to 200 bytes",
+            });
         }
         if self.group.is_empty() || self.group.len() > 200 {
-            return Err(BuildError::OutOfRange { setting: "group", requirement: "1 to 200 bytes" });
+            return Err(BuildError::OutOfRange {
+                setting: "group",
+                requirement: "1 to 200 bytes",
+            });
         }
         if self.routes.is_empty() && self.patterns.is_empty() {
             return Err(BuildError::NoHandlers);
@@ -289,6 +298,12 @@ impl WorkerBuilder {
             }
             patterns.push((pattern, handler));
         }
-        Ok(Worker { conn: self.conn, group: self.group, config: Arc::new(self.config), routes, patterns })
+        Ok(Worker {
+            conn: self.conn,
+            group: self.group,
+            config: Arc::new(self.config),
+            routes,
+            patterns,
+        })
     }
 }

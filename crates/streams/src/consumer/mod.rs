@@ -77,7 +77,10 @@ impl std::fmt::Debug for Worker {
             .field("group", &self.group)
             .field("consumer", &self.config.consumer_name)
             .field("topics", &self.routes.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
-            .field("patterns", &self.patterns.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+            .field(
+                "patterns",
+                &self.patterns.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -109,7 +112,12 @@ impl Worker {
             hard_stop: hard_stop.clone(),
         };
         let task = tokio::spawn(self.run(shared));
-        WorkerHandle { stop, hard_stop, stats, task: Some(task) }
+        WorkerHandle {
+            stop,
+            hard_stop,
+            stats,
+            task: Some(task),
+        }
     }
 
     /// Runs until `shutdown` completes, then stops gracefully.
@@ -181,9 +189,16 @@ async fn matching_topics(conn: &Connection, pattern: &TopicPattern) -> Result<Ve
             .await
             .map_err(|e| RedisError::new("SCAN", e))?;
         let mut it = reply.into_iter();
-        cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
+        cursor = it
+            .next()
+            .and_then(|v| v.into_string())
+            .unwrap_or_else(|| "0".to_owned());
         if let Some(Value::Array(keys)) = it.next() {
-            found.extend(keys.into_iter().filter_map(|k| k.into_string()).filter_map(|k| ns.topic_of_stream(&k)));
+            found.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.into_string())
+                    .filter_map(|k| ns.topic_of_stream(&k)),
+            );
         }
         if cursor == "0" {
             break;

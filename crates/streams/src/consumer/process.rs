@@ -18,24 +18,47 @@ use super::topic::{Job, JobBody, TopicConsumer};
 use crate::scripts::CLAIM_OWNED;
 use crate::trace::in_trace;
 
+/// How handling one entry ended, for the bookkeeping of held entries.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Handed to the ack loop, which forgets the entry once Redis confirmed.
+    AckQueued,
+    /// Settled here (dead-lettered, skipped) or left pending.
+    Done,
+}
+
 impl TopicConsumer {
     pub(crate) async fn process(self: Arc<Self>, job: Job) {
         let id = job.id;
-        self.process_inner(job).await;
-        self.forget(id);
+        // An acked entry stays "held" until the ack loop confirmed it: until then the
+        // reclaim sweep must not mistake it for an abandoned one.
+        if self.process_inner(job).await != Settled::AckQueued {
+            self.forget(&[id]);
+        }
     }
 
-    async fn process_inner(self: &Arc<Self>, job: Job) {
-        let Some(job) = self.settle_unhandled(job).await else { return };
-        let Job { id, deliveries, permit, body } = job;
-        let JobBody::Message(envelope) = body else { return };
+    async fn process_inner(self: &Arc<Self>, job: Job) -> Settled {
+        let Some(job) = self.settle_unhandled(job).await else {
+            return Settled::Done;
+        };
+        let Job {
+            id,
+            deliveries,
+            permit,
+            body,
+        } = job;
+        let JobBody::Message(envelope) = body else {
+            return Settled::Done;
+        };
         let max = self.config.max_deliveries;
         let mut attempt = deliveries.max(1);
         if attempt > max {
             // Delivered before without an outcome: earlier holders crashed while handling it.
-            let error = format!("delivered {attempt} times without completing; earlier consumers may have crashed on it");
-            self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
-            return;
+            let error =
+                format!("delivered {attempt} times without completing; earlier consumers may have crashed on it");
+            self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)
+                .await;
+            return Settled::Done;
         }
         let trace = envelope.traceparent;
         let ctx_inner = Arc::new(ContextInner {
@@ -44,7 +67,7 @@ impl TopicConsumer {
             consumer: self.config.consumer_name.clone(),
             entry_id: id,
             attempt,
-            envelope,
+            envelope: *envelope,
         });
         let mut ctx = Context { inner: ctx_inner };
         loop {
@@ -79,13 +102,13 @@ impl TopicConsumer {
             let (error, delay) = match outcome {
                 Ok(Ok(())) => {
                     self.ack(id, permit);
-                    return;
+                    return Settled::AckQueued;
                 }
                 Ok(Err(e)) => match e.action {
                     Action::Reject => {
                         let error = e.to_string();
                         self.dead_letter(id, DeadLetterReason::Rejected, attempt, &error).await;
-                        return;
+                        return Settled::Done;
                     }
                     Action::Retry(after) => (e.to_string(), after.unwrap_or_else(|| self.config.retry.delay(attempt))),
                 },
@@ -100,15 +123,16 @@ impl TopicConsumer {
                 }
             };
             if attempt >= max {
-                self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
-                return;
+                self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)
+                    .await;
+                return Settled::Done;
             }
             Stats::add(&self.stats.retried, 1);
             span.in_scope(|| tracing::info!(error = %error, retry_in = ?delay, "handler failed; will retry"));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 // Stopping: leave it pending; it is delivered again after the restart.
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => return Settled::Done,
             }
             let args = vec![
                 self.group.as_str().into(),
@@ -116,7 +140,10 @@ impl TopicConsumer {
                 "retry".into(),
                 id.to_string().into(),
             ];
-            match CLAIM_OWNED.run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args).await {
+            match CLAIM_OWNED
+                .run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args)
+                .await
+            {
                 Ok(owned) if !owned.is_empty() => {
                     attempt += 1;
                     let inner = &ctx.inner;
@@ -133,12 +160,12 @@ impl TopicConsumer {
                 }
                 Ok(_) => {
                     tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
-                    return;
+                    return Settled::Done;
                 }
                 Err(e) => {
                     // It stays pending here; the reclaim sweep picks it up again.
                     tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not claim entry for retry");
-                    return;
+                    return Settled::Done;
                 }
             }
         }

@@ -46,7 +46,7 @@ pub(crate) struct Job {
 }
 
 pub(crate) enum JobBody {
-    Message(Envelope),
+    Message(Box<Envelope>),
     Malformed(String),
     Tombstone,
 }
@@ -161,7 +161,10 @@ impl TopicConsumer {
 
     /// `XGROUP CREATE ... MKSTREAM`; an existing group is left as it is.
     pub(crate) async fn ensure_group(&self) -> Result<(), RedisError> {
-        let args = Args::new().arg(self.group.as_str()).arg(self.config.start.group_cursor()).arg("MKSTREAM");
+        let args = Args::new()
+            .arg(self.group.as_str())
+            .arg(self.config.start.group_cursor())
+            .arg("MKSTREAM");
         match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &self.key, args).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_server_error("BUSYGROUP") => Ok(()),
@@ -277,7 +280,7 @@ impl TopicConsumer {
         let body = match entry.fields {
             None => JobBody::Tombstone,
             Some(fields) => match wire::decode(&fields, self.conn.limits()) {
-                Ok(env) => JobBody::Message(env),
+                Ok(env) => JobBody::Message(Box::new(env)),
                 Err(e) => JobBody::Malformed(e.to_string()),
             },
         };
@@ -286,7 +289,12 @@ impl TopicConsumer {
             _ => None,
         };
         self.held.lock().expect("held lock").insert(entry.id);
-        let job = Job { id: entry.id, deliveries, permit, body };
+        let job = Job {
+            id: entry.id,
+            deliveries,
+            permit,
+            body,
+        };
         let Some(key) = key else {
             self.spawn(self.clone().process(job));
             return;
@@ -336,8 +344,11 @@ impl TopicConsumer {
         });
     }
 
-    pub(crate) fn forget(&self, id: EntryId) {
-        self.held.lock().expect("held lock").remove(&id);
+    pub(crate) fn forget(&self, ids: &[EntryId]) {
+        let mut held = self.held.lock().expect("held lock");
+        for id in ids {
+            held.remove(id);
+        }
     }
 
     pub(crate) fn ack(&self, id: EntryId, permit: OwnedSemaphorePermit) {
@@ -359,7 +370,10 @@ impl TopicConsumer {
     /// On a clean stop, remove this consumer from the group if it holds nothing.
     async fn leave_group_if_empty(&self) {
         let args = vec![self.group.as_str().into(), self.config.consumer_name.as_str().into()];
-        match DELETE_CONSUMER_IF_EMPTY.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
+        match DELETE_CONSUMER_IF_EMPTY
+            .run::<i64>(self.conn.redis(), vec![self.key.clone()], args)
+            .await
+        {
             Ok(1) => tracing::debug!(topic = %self.topic, "left the group (nothing pending)"),
             Ok(_) => tracing::info!(topic = %self.topic, "entries still pending; keeping consumer for its next start"),
             Err(e) => tracing::warn!(topic = %self.topic, error = %e, "could not check pending entries at stop"),
@@ -376,7 +390,8 @@ impl TopicConsumer {
                 None
             }
             JobBody::Malformed(reason) => {
-                self.dead_letter(job.id, DeadLetterReason::Malformed, job.deliveries, reason).await;
+                self.dead_letter(job.id, DeadLetterReason::Malformed, job.deliveries, reason)
+                    .await;
                 None
             }
             JobBody::Message(_) => Some(job),

@@ -1,0 +1,28 @@
+#![doc = include_str!("../../../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use tributary_core::{
+    codec, connection, envelope, id, keys, trace as trace_context, wire, BoxError, Codec, CodecError, ConnectError,
+    ConnectOptions, Connection, DecodeError, EntryId, Envelope, ErrorKind, Headers, InvalidName, Json, Limits,
+    MessageId, MsgPack, Namespace, RedisError, Topic, TopicPattern, TraceParent,
+};
+
+/// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`].
+pub use tributary_core::fred;
+
+#[cfg(feature = "streams")]
+#[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
+pub use tributary_streams::{
+    admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
+    DeadLetter, DeadLetters, Handler, HandlerError, Position, Producer, ProducerBuilder, Publish, Received, Replay,
+    Retention, RetryPolicy, StreamError, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+};
+
+/// The names most applications need: `use tributary::prelude::*;`.
+pub mod prelude {
+    pub use tributary_core::{Connection, EntryId, Envelope, MessageId};
+    #[cfg(feature = "streams")]
+    pub use tributary_streams::{
+        Admin, Context, DeadLetters, Handler, HandlerError, Position, Producer, Replay, Retention, RetryPolicy, Worker,
+    };
+}

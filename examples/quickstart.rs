@@ -1,0 +1,119 @@
+//! Quickstart: publish orders, handle them in a worker, watch a failing one get retried and
+//! a poisoned one land in the dead-letter stream.
+//!
+//! Run with `cargo xtask demo` (starts its own redis-server), or against a server you run:
+//! `REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart`.
+#![allow(clippy::print_stdout)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary::prelude::*;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OrderPlaced {
+    id: u64,
+    customer: String,
+    total_cents: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), tributary::BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // A namespace of its own, so the demo never touches other data on the server.
+    let namespace = format!("quickstart-{}", MessageId::new());
+    let conn = Connection::options()
+        .namespace(namespace.as_str())
+        .connect(&url)
+        .await?;
+    println!(
+        "connected to {}, namespace {namespace}",
+        tributary::connection::redact_url(&url)
+    );
+
+    // 1. Publish while nobody listens: the stream keeps everything.
+    let producer = Producer::new(conn.clone());
+    for id in 1..=10 {
+        let order = OrderPlaced {
+            id,
+            customer: format!("customer-{}", id % 3),
+            total_cents: id * 1_000,
+        };
+        let entry = producer
+            .message("orders", &order)
+            .key(order.customer.clone())
+            .send()
+            .await?;
+        println!("published order {id} as entry {entry}");
+    }
+
+    // 2. A worker in group "billing" handles them: order 4 fails once (retried), order 7
+    //    always fails (dead-lettered after 3 deliveries).
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let worker = Worker::builder(conn.clone(), "billing")
+        .consumer_name("billing-1")
+        .max_deliveries(3)
+        .retry_policy(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ))
+        .on("orders", move |order: OrderPlaced, ctx: Context| {
+            let h = h.clone();
+            async move {
+                if order.id == 7 || (order.id == 4 && ctx.attempt() == 1) {
+                    println!(
+                        "  order {} attempt {}: payment service unavailable",
+                        order.id,
+                        ctx.attempt()
+                    );
+                    return Err(HandlerError::retry("payment service unavailable"));
+                }
+                println!(
+                    "  billed order {} ({} cents) for {}, attempt {}",
+                    order.id,
+                    order.total_cents,
+                    order.customer,
+                    ctx.attempt()
+                );
+                h.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()?
+        .start();
+
+    let dead_letters = DeadLetters::new(conn.clone(), "orders")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handled.load(Ordering::SeqCst) < 9 || dead_letters.count().await? < 1 {
+        if tokio::time::Instant::now() > deadline {
+            return Err("demo did not finish in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = worker.stats();
+    worker.shutdown().await;
+
+    for letter in dead_letters.list(10).await? {
+        println!(
+            "dead letter: entry {} reason {} after {} attempts: {}",
+            letter.original_id, letter.reason, letter.attempts, letter.error
+        );
+    }
+    println!(
+        "handled {} orders, {} retries, {} dead-lettered, {} pending",
+        stats.acked,
+        stats.retried,
+        stats.dead_lettered,
+        Admin::new(conn.clone()).pending_count("orders", "billing").await?
+    );
+
+    // Clean up the demo's keys.
+    Admin::new(conn).delete_topic("orders").await?;
+    println!("quickstart finished");
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Project tasks, so a newcomer needs two commands:
+//!
+//! - `cargo xtask test`: install `redis-server` if missing (Debian, as root), then format
+//!   check, clippy, docs, the demo, and the whole test suite;
+//! - `cargo xtask demo`: install `redis-server` if missing, start a private one, run the
+//!   examples against it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "test" => test(),
+        "demo" => demo(),
+        _ => Err("usage: cargo xtask <test|demo>".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test() -> Result<(), String> {
+    ensure_redis()?;
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    demo()?;
+    // Last, so its summary closes the output.
+    cargo(&["test", "--workspace"], &[])
+}
+
+fn demo() -> Result<(), String> {
+    ensure_redis()?;
+    let server = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Server {
+            url,
+            child: None,
+            dir: None,
+        },
+        _ => Server::start()?,
+    };
+    for example in ["quickstart", "offline_replay"] {
+        eprintln!("xtask: running example {example} against {}", server.url);
+        cargo(
+            &["run", "--quiet", "--example", example],
+            &[("REDIS_URL", server.url.as_str())],
+        )?;
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn has(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `redis-server` and `redis-cli` on the PATH, installing Debian's package when possible.
+fn ensure_redis() -> Result<(), String> {
+    if has("redis-server") && has("redis-cli") {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !(is_root && has("apt-get")) {
+        return Err("redis-server (7.0 or later) is not installed. Install it first, e.g. \
+                    `sudo apt-get install redis-server` or `brew install redis`, or set REDIS_URL."
+            .to_owned());
+    }
+    eprintln!("xtask: installing redis-server with apt-get");
+    for args in [
+        &["update"][..],
+        &["install", "-y", "--no-install-recommends", "redis-server"][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!("apt-get {} failed ({status})", args.join(" ")));
+        }
+    }
+    Ok(())
+}
+
+/// A private redis-server on a free port, killed on drop.
+struct Server {
+    url: String,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Server {
+    fn start() -> Result<Self, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let dir = std::env::temp_dir().join(format!("tributary-demo-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child: Some(child),
+            dir: Some(dir),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ok = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "PING"])
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"PONG"));
+            if ok {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("redis-server did not answer within 10 s".to_owned())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
