@@ -51,6 +51,15 @@ pub(crate) enum JobBody {
     Tombstone,
 }
 
+/// A sequence of messages handled one at a time, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Messages with this partition key.
+    Key(String),
+    /// Every message of the topic (`concurrency(1)`).
+    Topic,
+}
+
 /// One topic's consumer. Shared (`Arc`) by its read loop, its handler tasks and its helpers.
 pub(crate) struct TopicConsumer {
     pub(crate) conn: Connection,
@@ -67,7 +76,7 @@ pub(crate) struct TopicConsumer {
     /// Entries this consumer holds in memory (queued, running or waiting to retry).
     pub(crate) held: Mutex<HashSet<EntryId>>,
     /// Per-key queues: a key present here has a task handling its messages in order.
-    lanes: Mutex<HashMap<String, VecDeque<Job>>>,
+    lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
     tasks: TaskTracker,
     ack_tx: mpsc::UnboundedSender<AckRequest>,
     ack_rx: Mutex<Option<mpsc::UnboundedReceiver<AckRequest>>>,
@@ -284,8 +293,11 @@ impl TopicConsumer {
                 Err(e) => JobBody::Malformed(e.to_string()),
             },
         };
-        let key = match &body {
-            JobBody::Message(env) => env.key.clone(),
+        // With one handler at a time, the whole topic is one lane: strict stream order. (Separate
+        // tasks would race for the handler slot and could start in any order.)
+        let lane = match &body {
+            _ if self.config.concurrency == 1 => Some(Lane::Topic),
+            JobBody::Message(env) => env.key.clone().map(Lane::Key),
             _ => None,
         };
         self.held.lock().expect("held lock").insert(entry.id);
@@ -295,7 +307,7 @@ impl TopicConsumer {
             permit,
             body,
         };
-        let Some(key) = key else {
+        let Some(key) = lane else {
             self.spawn(self.clone().process(job));
             return;
         };
@@ -311,8 +323,8 @@ impl TopicConsumer {
         self.spawn(async move { this.run_lane(key, job).await });
     }
 
-    /// Handles the messages of one key one after another, in the order they were read.
-    async fn run_lane(self: Arc<Self>, key: String, first: Job) {
+    /// Handles the messages of one lane one after another, in the order they were read.
+    async fn run_lane(self: Arc<Self>, key: Lane, first: Job) {
         let mut job = first;
         loop {
             self.clone().process(job).await;
