@@ -276,6 +276,15 @@ impl ConnectError {
     }
 }
 
+/// A custom command routed to the cluster slot of `key`.
+///
+/// fred's default routing hashes the first argument, which for `XREADGROUP GROUP ...` or
+/// `XGROUP CREATE key ...` is not the key. Every Tributary command goes through this.
+pub fn keyed_command(name: &'static str, key: &str, blocking: bool) -> fred::types::CustomCommand {
+    let slot = fred::util::redis_keyslot(key.as_bytes());
+    fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Custom(slot), blocking)
+}
+
 /// `url` with the password (the part between `:` and `@` of the authority) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

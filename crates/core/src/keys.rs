@@ -63,9 +63,13 @@ impl Namespace {
         Topic::new(name).ok()
     }
 
-    /// The request stream of RPC service `service`: `<ns>:rpc:{<service>}`.
-    pub fn rpc_request_stream(&self, service: &Topic) -> String {
-        format!("{}:rpc:{{{}}}", self.0, service.0)
+    /// The topic carrying the requests of RPC service `service`: `rpc.<service>`, whose
+    /// stream is `<ns>:{rpc.<service>}`.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when the service name is not a valid topic name.
+    pub fn rpc_topic(&self, service: &str) -> Result<Topic, InvalidName> {
+        Topic::new(format!("{RPC_TOPIC_PREFIX}{service}"))
     }
 
     /// Prefix under which every RPC reply stream lives: `<ns>:reply:`.
@@ -77,6 +81,17 @@ impl Namespace {
     pub fn reply_stream(&self, client_id: &str) -> String {
         format!("{}:reply:{{{}}}", self.0, client_id)
     }
+
+    /// True when `key` is a reply stream of this namespace (`<ns>:reply:{<id>}` with an id of
+    /// `A-Z a-z 0-9 -`): the only keys an RPC server writes replies to.
+    pub fn is_reply_stream(&self, key: &str) -> bool {
+        key.strip_prefix(self.reply_prefix().as_str())
+            .and_then(|rest| rest.strip_prefix('{'))
+            .and_then(|rest| rest.strip_suffix('}'))
+            .is_some_and(|id| {
+                !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    }
 }
 
 impl fmt::Display for Namespace {
@@ -84,6 +99,10 @@ impl fmt::Display for Namespace {
         f.write_str(&self.0)
     }
 }
+
+/// Topics whose names start with this carry RPC requests; topic patterns skip them unless
+/// the pattern itself starts with it.
+pub const RPC_TOPIC_PREFIX: &str = "rpc.";
 
 /// A validated topic name: 1..=200 bytes of `A-Z a-z 0-9 . _ - : /`.
 ///
@@ -214,6 +233,20 @@ mod tests {
         assert_eq!(ns.topic_of_stream("tributary:{orders}"), Some(t));
         assert_eq!(ns.topic_of_stream("tributary:{orders}:dlq"), None);
         assert_eq!(ns.topic_of_stream("other:{orders}"), None);
+        assert_eq!(
+            ns.topic_stream(&ns.rpc_topic("billing").unwrap()),
+            "tributary:{rpc.billing}"
+        );
+        assert!(ns.is_reply_stream(&ns.reply_stream("0193-abc")));
+        for forged in [
+            "tributary:{orders}",
+            "tributary:reply:{x}:more",
+            "tributary:reply:{}",
+            "other:reply:{x}",
+            "tributary:reply:{a b}",
+        ] {
+            assert!(!ns.is_reply_stream(forged), "{forged}");
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum StreamError {
         #[source]
         source: RedisError,
     },
+    /// A dedicated connection could not be opened.
+    #[error("cannot open a connection")]
+    Connect(#[source] tributary_core::ConnectError),
     /// A dead letter has no original fields left to replay.
     #[error("dead letter `{id}` has no original fields to replay")]
     NothingToReplay {
@@ -60,6 +63,7 @@ impl StreamError {
             Self::Redis(e) | Self::PartialBatch { source: e, .. } => e.kind(),
             Self::Encode { .. } | Self::Limits { .. } | Self::InvalidName(_) => ErrorKind::Config,
             Self::NothingToReplay { .. } => ErrorKind::NotFound,
+            Self::Connect(e) => e.kind(),
         }
     }
 }

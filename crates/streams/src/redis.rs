@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+use fred::types::{FromValue, Value};
 use tributary_core::{EntryId, RedisError};
 
 /// One argument list under construction.
@@ -26,12 +26,7 @@ impl Args {
     }
 }
 
-/// A command whose cluster slot is the slot of `key` (fred's default would hash the first
-/// argument, which for `XREADGROUP GROUP ...` is the word `GROUP`).
-pub(crate) fn command(name: &'static str, key: &str, blocking: bool) -> CustomCommand {
-    let slot = fred::util::redis_keyslot(key.as_bytes());
-    CustomCommand::new_static(name, ClusterHash::Custom(slot), blocking)
-}
+pub(crate) use tributary_core::connection::keyed_command as command;
 
 /// Sends `name key args...` and converts the reply.
 pub(crate) async fn call<R: FromValue>(

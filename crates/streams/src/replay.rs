@@ -4,7 +4,7 @@ use fred::types::Value;
 use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Topic};
 
 use crate::position::Position;
-use crate::redis::{call, parse_entries, Args};
+use crate::redis::{call, command, parse_entries, parse_read_reply, Args};
 use crate::StreamError;
 
 /// One entry read by a replay.
@@ -132,5 +132,144 @@ impl RangeReader {
         }
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+/// Follows a stream as entries arrive (`XREAD BLOCK`), without a consumer group: for tools
+/// (`tail`) and for RPC reply streams. Carries the last id it saw, so no entry that arrives
+/// between two reads is missed (it never re-reads from `$`).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
+/// use tributary_streams::{replay::Tail, Position};
+///
+/// let mut tail = Tail::topic(conn, "orders", Position::End)?;
+/// loop {
+///     for entry in tail.next_batch().await? {
+///         println!("{} {:?}", entry.entry_id, entry.envelope.map(|e| e.type_name));
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Tail {
+    conn: Connection,
+    reader: Option<fred::clients::Client>,
+    key: String,
+    start: Option<Position>,
+    last: EntryId,
+    block: std::time::Duration,
+    count: usize,
+}
+
+impl Tail {
+    /// Follows `topic` from `from` (inclusive; [`Position::End`]: entries added after the
+    /// first read starts).
+    ///
+    /// # Errors
+    /// [`StreamError::InvalidName`] for a bad topic name.
+    pub fn topic(conn: Connection, topic: &str, from: Position) -> Result<Self, StreamError> {
+        let key = conn.namespace().topic_stream(&Topic::new(topic)?);
+        Ok(Self::stream_key(conn, key, from))
+    }
+
+    /// Follows the stream at `key` (any stream, e.g. an RPC reply stream).
+    pub fn stream_key(conn: Connection, key: String, from: Position) -> Self {
+        Self {
+            conn,
+            reader: None,
+            key,
+            start: Some(from),
+            last: EntryId::MIN,
+            block: std::time::Duration::from_secs(2),
+            count: 512,
+        }
+    }
+
+    /// How long one read waits for entries. Defaults to 2 s.
+    pub fn block_for(mut self, d: std::time::Duration) -> Self {
+        self.block = d;
+        self
+    }
+
+    /// Most entries per batch. Defaults to 512.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.count = n.max(1);
+        self
+    }
+
+    /// The id of the last entry returned.
+    pub fn last_id(&self) -> EntryId {
+        self.last
+    }
+
+    /// The next entries, waiting up to the block time; empty when none arrived.
+    ///
+    /// # Errors
+    /// [`StreamError`] when the read fails; the tail can be polled again and resumes after
+    /// the last entry it returned.
+    pub async fn next_batch(&mut self) -> Result<Vec<Received>, StreamError> {
+        if let Some(start) = self.start {
+            self.last = match start {
+                Position::Beginning => EntryId::MIN,
+                Position::At(id) => id.predecessor(),
+                Position::Time(t) => EntryId::from_time(t).predecessor(),
+                // Resolve `$` once, to a concrete id.
+                Position::End => {
+                    let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
+                    let newest = call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?;
+                    parse_entries("XREVRANGE", newest)?
+                        .first()
+                        .map_or(EntryId::MIN, |e| e.id)
+                }
+            };
+            self.start = None;
+        }
+        let client = match &self.reader {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.conn.dedicated(self.block).await.map_err(StreamError::Connect)?;
+                self.reader = Some(c.clone());
+                c
+            }
+        };
+        let block_ms = i64::try_from(self.block.as_millis()).unwrap_or(i64::MAX);
+        let args: Vec<Value> = vec![
+            "COUNT".into(),
+            Value::from(self.count as i64),
+            "BLOCK".into(),
+            Value::from(block_ms),
+            "STREAMS".into(),
+            self.key.as_str().into(),
+            self.last.to_string().into(),
+        ];
+        let reply: Value = fred::interfaces::ClientLike::custom(&client, command("XREAD", &self.key, true), args)
+            .await
+            .map_err(|e| tributary_core::RedisError::new("XREAD", e))?;
+        let entries = parse_read_reply("XREAD", reply)?;
+        if let Some(last) = entries.last() {
+            self.last = last.id;
+        }
+        let limits = *self.conn.limits();
+        Ok(entries
+            .into_iter()
+            .map(|e| Received {
+                entry_id: e.id,
+                envelope: match e.fields {
+                    Some(f) => wire::decode(&f, &limits),
+                    None => Err(DecodeError::MalformedEntry {
+                        reason: "entry was deleted",
+                    }),
+                },
+            })
+            .collect())
+    }
+
+    /// Closes the read connection.
+    pub async fn close(self) {
+        if let Some(c) = self.reader {
+            let _ = fred::interfaces::ClientLike::quit(&c).await;
+        }
     }
 }

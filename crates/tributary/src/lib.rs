@@ -18,9 +18,18 @@ pub use tributary_streams::{
     Retention, RetryPolicy, StreamError, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
+#[cfg(feature = "rpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rpc")))]
+pub use tributary_rpc::{
+    protocol as rpc_protocol, RpcClient, RpcClientBuilder, RpcError, RpcHandlerError, RpcServer, RpcServerBuilder,
+    RpcServerHandle,
+};
+
 /// The names most applications need: `use tributary::prelude::*;`.
 pub mod prelude {
     pub use tributary_core::{Connection, EntryId, Envelope, MessageId};
+    #[cfg(feature = "rpc")]
+    pub use tributary_rpc::{RpcClient, RpcError, RpcHandlerError, RpcServer};
     #[cfg(feature = "streams")]
     pub use tributary_streams::{
         Admin, Context, DeadLetters, Handler, HandlerError, Position, Producer, Replay, Retention, RetryPolicy, Worker,

@@ -28,6 +28,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tributary_core::keys::RPC_TOPIC_PREFIX;
 use tributary_core::{Connection, RedisError, Topic, TopicPattern};
 
 pub use builder::WorkerBuilder;
@@ -194,10 +195,13 @@ async fn matching_topics(conn: &Connection, pattern: &TopicPattern) -> Result<Ve
             .and_then(|v| v.into_string())
             .unwrap_or_else(|| "0".to_owned());
         if let Some(Value::Array(keys)) = it.next() {
+            // RPC request topics are not events: only a pattern that names them matches them.
+            let want_rpc = pattern.as_str().starts_with(RPC_TOPIC_PREFIX);
             found.extend(
                 keys.into_iter()
                     .filter_map(|k| k.into_string())
-                    .filter_map(|k| ns.topic_of_stream(&k)),
+                    .filter_map(|k| ns.topic_of_stream(&k))
+                    .filter(|t| want_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX)),
             );
         }
         if cursor == "0" {

@@ -1,0 +1,416 @@
+//! The RPC client: calls multiplexed over one reply stream per client instance.
+//!
+//! Before a request is sent, its pending slot is registered and the reply reader is already
+//! positioned on the reply stream (it started when the client was built and carries its last
+//! id), so a reply that arrives faster than the caller awaits it is never lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::oneshot;
+use tributary_core::connection::keyed_command;
+use tributary_core::{Codec, Connection, EntryId, Envelope, MsgPack, RedisError, TraceParent};
+use tributary_streams::replay::Tail;
+use tributary_streams::{Position, Producer};
+
+use crate::error::RpcError;
+use crate::protocol::{ErrorBody, METHOD_HEADER, STATUS_ERROR, STATUS_HEADER};
+
+/// Calls methods of RPC services.
+///
+/// One client holds one reply stream and one background task reading it; every call made
+/// through it (or its clones) shares them.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_rpc::RpcError> {
+/// use std::time::Duration;
+/// use tributary_rpc::RpcClient;
+///
+/// #[derive(serde::Serialize)]
+/// struct Quote { sku: String }
+/// #[derive(serde::Deserialize)]
+/// struct Price { cents: u64 }
+///
+/// let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(2)).build().await?;
+/// let price: Price = client.call("pricing", "quote", &Quote { sku: "A-1".into() }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RpcClient<C: Codec = MsgPack> {
+    inner: Arc<Inner>,
+    codec: C,
+}
+
+struct Inner {
+    conn: Connection,
+    producer: Producer,
+    reply_key: String,
+    default_timeout: Duration,
+    pending: Mutex<HashMap<String, oneshot::Sender<Envelope>>>,
+    late_replies: AtomicU64,
+    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("reply_stream", &self.reply_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.reader.lock().ok().and_then(|mut r| r.take()) {
+            task.abort();
+        }
+    }
+}
+
+/// Configures an [`RpcClient`]. Created by [`RpcClient::builder`].
+#[derive(Debug)]
+#[must_use = "builders do nothing until `.build()` is awaited"]
+pub struct RpcClientBuilder<C> {
+    conn: Connection,
+    codec: C,
+    default_timeout: Duration,
+    reply_ttl: Duration,
+}
+
+impl RpcClient<MsgPack> {
+    /// Configures a client.
+    pub fn builder(conn: Connection) -> RpcClientBuilder<MsgPack> {
+        RpcClientBuilder {
+            conn,
+            codec: MsgPack,
+            default_timeout: Duration::from_secs(5),
+            reply_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// A client with default settings (MessagePack, 5 s timeout).
+    ///
+    /// # Errors
+    /// As [`RpcClientBuilder::build`].
+    pub async fn new(conn: Connection) -> Result<Self, RpcError> {
+        Self::builder(conn).build().await
+    }
+}
+
+impl<C: Codec> RpcClientBuilder<C> {
+    /// Encodes requests with `codec` (servers answer in the same content type).
+    pub fn codec<C2: Codec>(self, codec: C2) -> RpcClientBuilder<C2> {
+        RpcClientBuilder {
+            conn: self.conn,
+            codec,
+            default_timeout: self.default_timeout,
+            reply_ttl: self.reply_ttl,
+        }
+    }
+
+    /// Timeout of [`RpcClient::call`]. Defaults to 5 s.
+    pub fn default_timeout(mut self, d: Duration) -> Self {
+        self.default_timeout = d;
+        self
+    }
+
+    /// The reply stream expires this long after the client stopped refreshing it (it refreshes
+    /// every third of it while alive), so a crashed client leaves nothing behind for long.
+    /// Defaults to 5 min.
+    pub fn reply_ttl(mut self, d: Duration) -> Self {
+        self.reply_ttl = d.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Starts the reply reader and returns the client.
+    ///
+    /// # Errors
+    /// [`RpcError::Redis`] when the reply stream cannot be read.
+    pub async fn build(self) -> Result<RpcClient<C>, RpcError> {
+        let client_id = uuid::Uuid::now_v7().to_string();
+        let reply_key = self.conn.namespace().reply_stream(&client_id);
+        let inner = Arc::new(Inner {
+            producer: Producer::new(self.conn.clone()),
+            conn: self.conn.clone(),
+            reply_key: reply_key.clone(),
+            default_timeout: self.default_timeout,
+            pending: Mutex::new(HashMap::new()),
+            late_replies: AtomicU64::new(0),
+            reader: Mutex::new(None),
+        });
+        // The stream is new and ours alone: read it from the very beginning, so nothing
+        // written before the first read completes can be missed.
+        let tail =
+            Tail::stream_key(self.conn.clone(), reply_key, Position::Beginning).block_for(Duration::from_secs(2));
+        let task = tokio::spawn(read_replies(Arc::downgrade(&inner), tail, self.reply_ttl));
+        *inner.reader.lock().expect("reader lock") = Some(task);
+        Ok(RpcClient {
+            inner,
+            codec: self.codec,
+        })
+    }
+}
+
+/// The reply reader: routes each reply to its waiting call by correlation id, trims what it
+/// consumed and keeps the stream's expiry fresh.
+async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Duration) {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let mut refreshed = tokio::time::Instant::now() - ttl;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let batch = tail.next_batch().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match batch {
+            Ok(batch) => {
+                backoff = Duration::from_millis(50);
+                for received in batch {
+                    match received.envelope {
+                        Ok(env) => inner.route(env),
+                        Err(e) => {
+                            tracing::warn!(entry_id = %received.entry_id, error = %e, "malformed reply discarded")
+                        }
+                    }
+                }
+                let mut cleanup: Vec<(&'static str, Vec<Value>)> = Vec::new();
+                if tail.last_id() != EntryId::MIN {
+                    // Consumed replies are not needed again.
+                    cleanup.push((
+                        "XTRIM",
+                        vec!["MINID".into(), tail.last_id().successor().to_string().into()],
+                    ));
+                }
+                if refreshed.elapsed() >= ttl / 3 {
+                    cleanup.push(("PEXPIRE", vec![Value::from(ttl_ms)]));
+                    refreshed = tokio::time::Instant::now();
+                }
+                for (cmd, args) in cleanup {
+                    let mut all = vec![Value::from(inner.reply_key.as_str())];
+                    all.extend(args);
+                    if let Err(e) = inner
+                        .conn
+                        .redis()
+                        .custom::<Value, _>(keyed_command(cmd, &inner.reply_key, false), all)
+                        .await
+                    {
+                        tracing::debug!(command = cmd, error = %e, "reply stream maintenance failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(reply_stream = %inner.reply_key, error = %e, "reading replies failed; retrying");
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn route(&self, reply: Envelope) {
+        let correlation_id = reply.correlation_id.clone();
+        let waiting = correlation_id
+            .as_deref()
+            .and_then(|c| self.pending.lock().expect("pending lock").remove(c));
+        let delivered = match waiting {
+            Some(tx) => tx.send(reply).is_ok(),
+            None => false,
+        };
+        if !delivered {
+            // The call timed out or was dropped: nobody waits for this reply.
+            self.late_replies.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(correlation_id = ?correlation_id, "late reply discarded");
+        }
+    }
+}
+
+/// Removes a call's pending slot when the call ends, however it ends (reply, timeout, or the
+/// caller dropping the future).
+struct PendingSlot<'a> {
+    inner: &'a Inner,
+    correlation_id: String,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.remove(&self.correlation_id);
+        }
+    }
+}
+
+impl<C: Codec> RpcClient<C> {
+    /// Calls `service.method` with `request` and the default timeout.
+    ///
+    /// # Errors
+    /// [`RpcError::Timeout`] when no reply came in time, [`RpcError::Remote`] when the server
+    /// answered with an error, others for local failures.
+    pub async fn call<Req, Resp>(&self, service: &str, method: &str, request: &Req) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.call_with_timeout(service, method, request, self.inner.default_timeout)
+            .await
+    }
+
+    /// Calls `service.method` with `request`; fails with [`RpcError::Timeout`] at `timeout`.
+    /// The request carries the absolute deadline: no server executes it after that.
+    ///
+    /// Dropping the returned future cancels the call; a reply that arrives later is
+    /// discarded and counted in [`late_replies`](Self::late_replies).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_with_timeout<Req, Resp>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let started = tokio::time::Instant::now();
+        let deadline = SystemTime::now() + timeout;
+        let topic = self.inner.conn.namespace().rpc_topic(service)?;
+        let correlation_id = uuid::Uuid::now_v7().to_string();
+        let codec_err = |source| RpcError::Codec {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            source,
+        };
+        let envelope = Envelope::encode(&self.codec, request)
+            .map_err(codec_err)?
+            .with_correlation_id(correlation_id.clone())
+            .with_reply_to(self.inner.reply_key.clone())
+            .with_deadline(deadline)
+            .with_header(METHOD_HEADER, method)
+            .with_traceparent(next_traceparent());
+
+        // The slot exists before the request does.
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(correlation_id.clone(), tx);
+        let _slot = PendingSlot {
+            inner: &self.inner,
+            correlation_id: correlation_id.clone(),
+        };
+
+        let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
+        let exchange = async {
+            self.inner
+                .producer
+                .publish_envelope(topic.as_str(), &envelope, None)
+                .await
+                .map_err(|source| RpcError::Send {
+                    service: service.to_owned(),
+                    source,
+                })?;
+            rx.await.map_err(|_| RpcError::Closed)
+        };
+        let reply =
+            match tokio::time::timeout_at(started + timeout, tracing::Instrument::instrument(exchange, span)).await {
+                Ok(reply) => reply?,
+                Err(_) => {
+                    return Err(RpcError::Timeout {
+                        service: service.to_owned(),
+                        method: method.to_owned(),
+                        after: timeout,
+                    })
+                }
+            };
+        if reply.headers.get(STATUS_HEADER) == Some(STATUS_ERROR) {
+            let body: ErrorBody = reply.decode().map_err(codec_err)?;
+            return Err(RpcError::Remote {
+                service: service.to_owned(),
+                method: method.to_owned(),
+                code: body.code,
+                message: body.message,
+                details: body.details,
+            });
+        }
+        reply.decode().map_err(codec_err)
+    }
+
+    /// Sends `request` to `service.method` without waiting for (or asking for) a reply: a
+    /// durable command, executed once a server takes it. Returns the request's entry id.
+    ///
+    /// # Errors
+    /// [`RpcError::Send`] when the request could not be stored.
+    pub async fn send<Req: Serialize + ?Sized>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+    ) -> Result<EntryId, RpcError> {
+        let topic = self.inner.conn.namespace().rpc_topic(service)?;
+        let envelope = Envelope::encode(&self.codec, request)
+            .map_err(|source| RpcError::Codec {
+                service: service.to_owned(),
+                method: method.to_owned(),
+                source,
+            })?
+            .with_header(METHOD_HEADER, method)
+            .with_traceparent(next_traceparent());
+        self.inner
+            .producer
+            .publish_envelope(topic.as_str(), &envelope, None)
+            .await
+            .map_err(|source| RpcError::Send {
+                service: service.to_owned(),
+                source,
+            })
+    }
+
+    /// Replies that arrived after their call had timed out or been dropped.
+    pub fn late_replies(&self) -> u64 {
+        self.inner.late_replies.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting for a reply right now.
+    pub fn pending_calls(&self) -> usize {
+        self.inner.pending.lock().expect("pending lock").len()
+    }
+
+    /// The key of this client's reply stream.
+    pub fn reply_stream(&self) -> &str {
+        &self.inner.reply_key
+    }
+
+    /// Stops the reply reader and deletes the reply stream. Calls still waiting fail with
+    /// [`RpcError::Closed`].
+    ///
+    /// # Errors
+    /// [`RpcError::Redis`] when the reply stream could not be deleted (it expires anyway).
+    pub async fn close(&self) -> Result<(), RpcError> {
+        if let Some(task) = self.inner.reader.lock().expect("reader lock").take() {
+            task.abort();
+        }
+        self.inner.pending.lock().expect("pending lock").clear();
+        let key = self.inner.reply_key.as_str();
+        let _: i64 = self
+            .inner
+            .conn
+            .redis()
+            .custom(keyed_command("DEL", key, false), vec![Value::from(key)])
+            .await
+            .map_err(|e| RedisError::new("DEL", e))?;
+        Ok(())
+    }
+}
+
+fn next_traceparent() -> TraceParent {
+    tributary_streams::trace::current_trace().map_or_else(TraceParent::new_root, |t| t.child())
+}

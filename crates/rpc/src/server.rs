@@ -1,0 +1,398 @@
+//! The RPC server: method handlers of one service, run by a streams [`Worker`] on the
+//! service's request topic, so servers of one service share requests through a consumer
+//! group and reclaim those of a crashed instance.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+use futures::FutureExt;
+use serde::{de::DeserializeOwned, Serialize};
+use tributary_core::codec::decode_payload;
+use tributary_core::connection::keyed_command;
+use tributary_core::{wire, Codec, Connection, Envelope, Json, MsgPack, RedisError, Topic};
+use tributary_streams::{
+    BoxFuture, BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle,
+};
+
+use crate::error::RpcHandlerError;
+use crate::protocol::{code, ErrorBody, METHOD_HEADER, SERVER_GROUP, STATUS_ERROR, STATUS_HEADER, STATUS_OK};
+
+/// One method: decodes the request, runs the user's function, encodes the response in the
+/// request's content type.
+trait Method: Send + Sync + 'static {
+    fn call(&self, ctx: Context) -> BoxFuture<Result<Bytes, ErrorBody>>;
+}
+
+struct FnMethod<Req, Resp, F> {
+    f: F,
+    _types: std::marker::PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> Method for FnMethod<Req, Resp, F>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(Req, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, RpcHandlerError>> + Send + 'static,
+{
+    fn call(&self, ctx: Context) -> BoxFuture<Result<Bytes, ErrorBody>> {
+        let content_type = ctx.envelope().content_type.clone();
+        let request = match decode_payload::<Req>(&content_type, &ctx.envelope().payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let body = error_body(code::BAD_REQUEST, format!("request does not decode: {e}"));
+                return Box::pin(async move { Err(body) });
+            }
+        };
+        let fut = (self.f)(request, ctx);
+        Box::pin(async move {
+            match fut.await {
+                Ok(response) => encode_like(&content_type, &response)
+                    .map(|(bytes, _)| bytes)
+                    .map_err(|e| error_body(code::INTERNAL, format!("response does not encode: {e}"))),
+                Err(e) => Err(ErrorBody {
+                    code: e.code,
+                    message: e.message,
+                    details: e.details,
+                }),
+            }
+        })
+    }
+}
+
+fn error_body(code: &str, message: String) -> ErrorBody {
+    ErrorBody {
+        code: code.to_owned(),
+        message,
+        details: None,
+    }
+}
+
+/// Encodes with the codec the caller used (JSON if it sent JSON, else MessagePack).
+fn encode_like<T: Serialize + ?Sized>(
+    content_type: &str,
+    value: &T,
+) -> Result<(Bytes, &'static str), tributary_core::CodecError> {
+    if content_type.starts_with(Json::CONTENT_TYPE) {
+        Ok((Json.encode(value)?, Json::CONTENT_TYPE))
+    } else {
+        Ok((MsgPack.encode(value)?, MsgPack::CONTENT_TYPE))
+    }
+}
+
+/// Configures an [`RpcServer`]. Created by [`RpcServer::builder`].
+#[must_use = "builders do nothing until `.start()` is called"]
+pub struct RpcServerBuilder {
+    conn: Connection,
+    service: String,
+    methods: HashMap<String, Arc<dyn Method>>,
+    configure: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder + Send>>,
+    reply_ttl: Duration,
+    trim_interval: Duration,
+}
+
+impl std::fmt::Debug for RpcServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServerBuilder")
+            .field("service", &self.service)
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves the methods of one RPC service.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// use tributary_rpc::{RpcHandlerError, RpcServer};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Quote { sku: String }
+/// #[derive(serde::Serialize)]
+/// struct Price { cents: u64 }
+///
+/// let server = RpcServer::builder(conn, "pricing")
+///     .method("quote", |q: Quote, _ctx| async move {
+///         if q.sku.is_empty() {
+///             return Err(RpcHandlerError::new("bad_sku", "empty sku"));
+///         }
+///         Ok(Price { cents: 990 })
+///     })
+///     .start()?;
+/// // ...
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RpcServer;
+
+impl RpcServer {
+    /// Configures a server for `service`.
+    pub fn builder(conn: Connection, service: impl Into<String>) -> RpcServerBuilder {
+        RpcServerBuilder {
+            conn,
+            service: service.into(),
+            methods: HashMap::new(),
+            configure: None,
+            reply_ttl: Duration::from_secs(300),
+            trim_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RpcServerBuilder {
+    /// Registers `method`: an async function of the decoded request returning the response
+    /// or an [`RpcHandlerError`] (which the caller receives as `RpcError::Remote`).
+    pub fn method<Req, Resp, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcHandlerError>> + Send + 'static,
+    {
+        self.methods.insert(
+            method.into(),
+            Arc::new(FnMethod {
+                f,
+                _types: std::marker::PhantomData,
+            }),
+        );
+        self
+    }
+
+    /// Adjusts the underlying worker (consumer name, concurrency, `claim_idle`, ...). RPC
+    /// servers default to `claim_idle` 5 s so requests of a crashed server are answered by
+    /// another within typical deadlines.
+    pub fn configure_worker(mut self, f: impl FnOnce(WorkerBuilder) -> WorkerBuilder + Send + 'static) -> Self {
+        self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Expiry set on reply streams when writing to them (the client refreshes it while it
+    /// lives). Defaults to 5 min.
+    pub fn reply_ttl(mut self, d: Duration) -> Self {
+        self.reply_ttl = d;
+        self
+    }
+
+    /// How often answered requests are trimmed from the request stream. Defaults to 10 s.
+    pub fn trim_interval(mut self, d: Duration) -> Self {
+        self.trim_interval = d;
+        self
+    }
+
+    /// Starts serving.
+    ///
+    /// # Errors
+    /// [`BuildError`] for an invalid service name or worker configuration.
+    pub fn start(self) -> Result<RpcServerHandle, BuildError> {
+        let topic = self.conn.namespace().rpc_topic(&self.service)?;
+        let stats = Arc::new(ServerStats::default());
+        let dispatch = Dispatch(Arc::new(DispatchInner {
+            conn: self.conn.clone(),
+            service: self.service.clone(),
+            methods: self.methods,
+            reply_ttl: self.reply_ttl,
+            stats: stats.clone(),
+        }));
+        let mut builder = Worker::builder(self.conn.clone(), SERVER_GROUP).claim_idle(Duration::from_secs(5));
+        if let Some(configure) = self.configure {
+            builder = configure(builder);
+        }
+        let worker = builder.handler(topic.as_str(), dispatch).build()?.start();
+        let trimmer =
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(trim_answered(self.conn, topic, self.trim_interval)));
+        Ok(RpcServerHandle { worker, trimmer, stats })
+    }
+}
+
+/// Requests stay in the stream only until every group acknowledged them.
+async fn trim_answered(conn: Connection, topic: Topic, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = Retention::max_len(0).safe().trim(&conn, &topic).await {
+            tracing::debug!(topic = %topic, error = %e, "trimming answered requests failed");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ServerStats {
+    answered: AtomicU64,
+    expired: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A running [`RpcServer`]. Dropping it stops the server at once (crash-like).
+#[derive(Debug)]
+pub struct RpcServerHandle {
+    worker: WorkerHandle,
+    trimmer: tokio_util::task::AbortOnDropHandle<()>,
+    stats: Arc<ServerStats>,
+}
+
+impl RpcServerHandle {
+    /// Graceful stop: running requests finish and are answered.
+    pub async fn shutdown(self) {
+        self.trimmer.abort();
+        self.worker.shutdown().await;
+    }
+
+    /// Requests answered (with a response or an error).
+    pub fn answered(&self) -> u64 {
+        self.stats.answered.load(Ordering::Relaxed)
+    }
+
+    /// Requests skipped because their deadline had passed before a server took them.
+    pub fn expired(&self) -> u64 {
+        self.stats.expired.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose handler failed or panicked (answered with an error).
+    pub fn failed(&self) -> u64 {
+        self.stats.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// The handler the worker runs for every request.
+struct Dispatch(Arc<DispatchInner>);
+
+struct DispatchInner {
+    conn: Connection,
+    service: String,
+    methods: HashMap<String, Arc<dyn Method>>,
+    reply_ttl: Duration,
+    stats: Arc<ServerStats>,
+}
+
+impl Handler for Dispatch {
+    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
+        let this = self.0.clone();
+        Box::pin(async move { this.handle(ctx).await })
+    }
+}
+
+impl DispatchInner {
+    async fn handle(&self, ctx: Context) -> Result<(), HandlerError> {
+        let env = ctx.envelope();
+        let reply_to = env.reply_to.clone();
+        let correlation_id = env.correlation_id.clone();
+        if let Some(reply_to) = &reply_to {
+            // Never write where a request says, only under the reply prefix.
+            if !self.conn.namespace().is_reply_stream(reply_to) {
+                let shown: String = reply_to.chars().take(128).collect();
+                return Err(HandlerError::reject(format!(
+                    "reply-to `{shown}` is not a reply stream of this namespace"
+                )));
+            }
+            if env.deadline.is_none() {
+                return Err(HandlerError::reject("request with a reply-to has no deadline"));
+            }
+            if correlation_id.is_none() {
+                return Err(HandlerError::reject("request with a reply-to has no correlation id"));
+            }
+        }
+        if env.is_past_deadline(SystemTime::now()) {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(service = %self.service, correlation_id = ?correlation_id, "deadline passed; request skipped");
+            return Ok(());
+        }
+        let method = env.headers.get(METHOD_HEADER).unwrap_or_default().to_owned();
+        let span = tracing::info_span!("tributary.serve", service = %self.service, method = %method,
+            correlation_id = correlation_id.as_deref().unwrap_or_default());
+        let content_type = env.content_type.clone();
+        let result = match self.methods.get(&method) {
+            None => Err(error_body(
+                code::UNKNOWN_METHOD,
+                format!("service `{}` has no method `{method}`", self.service),
+            )),
+            Some(m) => {
+                let m = m.clone();
+                let run = AssertUnwindSafe(async move { m.call(ctx).await }).catch_unwind();
+                match tracing::Instrument::instrument(run, span.clone()).await {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(error_body(code::INTERNAL, format!("handler panicked: {msg}")))
+                    }
+                }
+            }
+        };
+        if result.is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) else {
+            if let Err(e) = &result {
+                span.in_scope(|| tracing::warn!(code = %e.code, message = %e.message, "command failed"));
+            }
+            return Ok(());
+        };
+        // A failed write is retried (the request stays pending and runs again): at-least-once.
+        self.write_reply(&reply_to, &correlation_id, &content_type, result)
+            .await
+            .map_err(HandlerError::retry)?;
+        self.stats.answered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn write_reply(
+        &self,
+        reply_to: &str,
+        correlation_id: &str,
+        request_content_type: &str,
+        result: Result<Bytes, ErrorBody>,
+    ) -> Result<(), RedisError> {
+        let (payload, content_type, status) = match result {
+            Ok(bytes) => {
+                let ct = if request_content_type.starts_with(Json::CONTENT_TYPE) {
+                    Json::CONTENT_TYPE
+                } else {
+                    MsgPack::CONTENT_TYPE
+                };
+                (bytes, ct, STATUS_OK)
+            }
+            Err(body) => match encode_like(request_content_type, &body) {
+                Ok((bytes, ct)) => (bytes, ct, STATUS_ERROR),
+                Err(_) => (Bytes::new(), MsgPack::CONTENT_TYPE, STATUS_ERROR),
+            },
+        };
+        let reply = Envelope::new("RpcReply", content_type, payload)
+            .with_correlation_id(correlation_id)
+            .with_header(STATUS_HEADER, status);
+        let fields = wire::encode(&reply, self.conn.limits())
+            .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
+        let mut args: Vec<Value> = vec![reply_to.into(), "MAXLEN".into(), "~".into(), 10_000.into(), "*".into()];
+        for (k, v) in fields {
+            args.push(Value::Bytes(k));
+            args.push(Value::Bytes(v));
+        }
+        let ttl_ms = i64::try_from(self.reply_ttl.as_millis()).unwrap_or(i64::MAX);
+        // One round trip; the expiry makes sure a reply stream whose client is gone expires.
+        let pipeline = self.conn.redis().pipeline();
+        let _: () = pipeline
+            .custom(keyed_command("XADD", reply_to, false), args)
+            .await
+            .map_err(|e| RedisError::new("XADD", e))?;
+        let _: () = pipeline
+            .custom(
+                keyed_command("PEXPIRE", reply_to, false),
+                vec![Value::from(reply_to), Value::from(ttl_ms)],
+            )
+            .await
+            .map_err(|e| RedisError::new("PEXPIRE", e))?;
+        let _: Vec<Value> = pipeline.all().await.map_err(|e| RedisError::new("XADD", e))?;
+        Ok(())
+    }
+}
