@@ -45,6 +45,18 @@ pub struct GroupInfo {
     pub lag: Option<u64>,
 }
 
+/// State of one consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// Consumer name.
+    pub name: String,
+    /// Entries it holds unacknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed.
+    pub idle_ms: u64,
+}
+
 impl Admin {
     /// Operations on `conn`.
     pub fn new(conn: Connection) -> Self {
@@ -125,6 +137,35 @@ impl Admin {
             out.push(info);
         }
         Ok(out)
+    }
+
+    /// The consumers of `group` on `topic`.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name, a missing group, or a failed command.
+    pub async fn consumers(&self, topic: &str, group: &str) -> Result<Vec<ConsumerInfo>, StreamError> {
+        let key = self.key(topic)?;
+        let reply: Value = call_sub(self.conn.redis(), "XINFO", "CONSUMERS", &key, Args::new().arg(group)).await?;
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .map(|c| {
+                let mut info = ConsumerInfo {
+                    name: String::new(),
+                    pending: 0,
+                    idle_ms: 0,
+                };
+                for (k, v) in pairs(c) {
+                    match k.as_str() {
+                        "name" => info.name = v.into_string().unwrap_or_default(),
+                        "pending" => info.pending = v.as_u64().unwrap_or(0),
+                        "idle" => info.idle_ms = v.as_u64().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                info
+            })
+            .collect())
     }
 
     /// Number of pending entries of `group` (all consumers).

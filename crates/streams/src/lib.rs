@@ -43,7 +43,7 @@ mod retention;
 mod scripts;
 pub mod trace;
 
-pub use admin::Admin;
+pub use admin::{Admin, ConsumerInfo, GroupInfo};
 pub use consumer::{
     handler_fn, raw_handler_fn, BoxFuture, Context, Handler, HandlerError, RetryPolicy, Worker, WorkerBuilder,
     WorkerHandle, WorkerStats,

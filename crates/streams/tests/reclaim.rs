@@ -209,3 +209,56 @@ async fn a_live_slow_handler_keeps_its_entry() {
         w.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn idle_consumers_holding_nothing_are_removed_and_holders_kept() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "g", Position::Beginning).await.unwrap();
+    Producer::new(conn.clone())
+        .publish(
+            "orders",
+            &Order {
+                n: 1,
+                key: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let key = format!("{}:{{orders}}", redis.namespace());
+    // "holder" read the entry and never acked it; "ghost" never read anything.
+    redis.cli(&["XREADGROUP", "GROUP", "g", "holder", "COUNT", "1", "STREAMS", &key, ">"]);
+    redis.cli(&["XGROUP", "CREATECONSUMER", &key, "g", "ghost"]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // let both become idle longer than the limit
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("live")
+        .claim_idle(Duration::from_secs(600))
+        .claim_interval(Duration::from_millis(50))
+        .consumer_idle_timeout(Some(Duration::from_millis(200)))
+        .on(
+            "orders",
+            |_o: Order, _ctx: Context| async move { Ok::<_, HandlerError>(()) },
+        )
+        .build()
+        .unwrap()
+        .start();
+    wait_until(PATIENCE, "the ghost is removed", || async {
+        let names: Vec<String> = admin
+            .consumers("orders", "g")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        !names.contains(&"ghost".to_owned())
+    })
+    .await;
+    let consumers = admin.consumers("orders", "g").await.unwrap();
+    let holder = consumers
+        .iter()
+        .find(|c| c.name == "holder")
+        .expect("a consumer with pending entries is kept");
+    assert_eq!(holder.pending, 1);
+    worker.shutdown().await;
+}
