@@ -28,13 +28,7 @@ async fn consume(
         .on("readings", move |r: Reading, ctx: Context| {
             let tx = tx.clone();
             async move {
-                println!(
-                    "  [{}] {} = {} (entry {})",
-                    ctx.group(),
-                    r.sensor,
-                    r.value,
-                    ctx.entry_id()
-                );
+                println!("  [{}] {} = {} (entry {})", ctx.group(), r.sensor, r.value, ctx.entry_id());
                 let _ = tx.send(r.value);
                 Ok::<_, HandlerError>(())
             }
@@ -56,10 +50,7 @@ async fn consume(
 async fn main() -> Result<(), tributary::BoxError> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("offline-replay-{}", MessageId::new());
-    let conn = Connection::options()
-        .namespace(namespace.as_str())
-        .connect(&url)
-        .await?;
+    let conn = Connection::options().namespace(namespace.as_str()).connect(&url).await?;
     let admin = Admin::new(conn.clone());
     // The group exists before anything is published (as at deploy time), starting at the end.
     admin.create_group("readings", "dashboard", Position::End).await?;
@@ -67,29 +58,13 @@ async fn main() -> Result<(), tributary::BoxError> {
     let producer = Producer::new(conn.clone());
     println!("worker is down; publishing 5 readings");
     for i in 0..5 {
-        producer
-            .publish(
-                "readings",
-                &Reading {
-                    sensor: "kitchen".into(),
-                    value: f64::from(i),
-                },
-            )
-            .await?;
+        producer.publish("readings", &Reading { sensor: "kitchen".into(), value: f64::from(i) }).await?;
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let checkpoint = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     for i in 5..10 {
-        producer
-            .publish(
-                "readings",
-                &Reading {
-                    sensor: "kitchen".into(),
-                    value: f64::from(i),
-                },
-            )
-            .await?;
+        producer.publish("readings", &Reading { sensor: "kitchen".into(), value: f64::from(i) }).await?;
     }
 
     println!("worker starts and catches up, in order:");
@@ -100,14 +75,9 @@ async fn main() -> Result<(), tributary::BoxError> {
     let replayed = consume(&conn, "backfill", Position::Time(checkpoint), 5).await?;
     assert_eq!(replayed, (5..10).map(f64::from).collect::<Vec<_>>());
 
-    let entries = Replay::new(conn.clone())
-        .range("readings", Position::Time(checkpoint), Position::End)?
-        .collect(100)
-        .await?;
-    println!(
-        "a plain range read from the checkpoint sees {} entries, touching no group",
-        entries.len()
-    );
+    let entries =
+        Replay::new(conn.clone()).range("readings", Position::Time(checkpoint), Position::End)?.collect(100).await?;
+    println!("a plain range read from the checkpoint sees {} entries, touching no group", entries.len());
 
     admin.delete_topic("readings").await?;
     println!("offline_replay finished");

@@ -20,34 +20,18 @@ struct OrderPlaced {
 
 #[tokio::main]
 async fn main() -> Result<(), tributary::BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // A namespace of its own, so the demo never touches other data on the server.
     let namespace = format!("quickstart-{}", MessageId::new());
-    let conn = Connection::options()
-        .namespace(namespace.as_str())
-        .connect(&url)
-        .await?;
-    println!(
-        "connected to {}, namespace {namespace}",
-        tributary::connection::redact_url(&url)
-    );
+    let conn = Connection::options().namespace(namespace.as_str()).connect(&url).await?;
+    println!("connected to {}, namespace {namespace}", tributary::connection::redact_url(&url));
 
     // 1. Publish while nobody listens: the stream keeps everything.
     let producer = Producer::new(conn.clone());
     for id in 1..=10 {
-        let order = OrderPlaced {
-            id,
-            customer: format!("customer-{}", id % 3),
-            total_cents: id * 1_000,
-        };
-        let entry = producer
-            .message("orders", &order)
-            .key(order.customer.clone())
-            .send()
-            .await?;
+        let order = OrderPlaced { id, customer: format!("customer-{}", id % 3), total_cents: id * 1_000 };
+        let entry = producer.message("orders", &order).key(order.customer.clone()).send().await?;
         println!("published order {id} as entry {entry}");
     }
 
@@ -58,19 +42,12 @@ async fn main() -> Result<(), tributary::BoxError> {
     let worker = Worker::builder(conn.clone(), "billing")
         .consumer_name("billing-1")
         .max_deliveries(3)
-        .retry_policy(RetryPolicy::exponential(
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        ))
+        .retry_policy(RetryPolicy::exponential(Duration::from_millis(50), Duration::from_millis(200)))
         .on("orders", move |order: OrderPlaced, ctx: Context| {
             let h = h.clone();
             async move {
                 if order.id == 7 || (order.id == 4 && ctx.attempt() == 1) {
-                    println!(
-                        "  order {} attempt {}: payment service unavailable",
-                        order.id,
-                        ctx.attempt()
-                    );
+                    println!("  order {} attempt {}: payment service unavailable", order.id, ctx.attempt());
                     return Err(HandlerError::retry("payment service unavailable"));
                 }
                 println!(

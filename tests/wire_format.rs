@@ -17,11 +17,7 @@ struct Greeting {
 #[tokio::test]
 async fn entry_written_by_redis_cli_per_the_document_is_handled() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options()
-        .namespace(redis.namespace())
-        .connect(&redis.url())
-        .await
-        .unwrap();
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
     // docs/wire-format.md, "A minimal entry": stream key <namespace>:{<topic>}.
     let key = format!("{}:{{greetings}}", redis.namespace());
     let id = redis.cli(&[
@@ -72,13 +68,7 @@ async fn entry_written_by_redis_cli_per_the_document_is_handled() {
     })
     .await;
     let (greeting, entry, message, key, lang, ts) = seen.lock().unwrap().remove(0);
-    assert_eq!(
-        greeting,
-        Greeting {
-            text: "hello".into(),
-            count: 3
-        }
-    );
+    assert_eq!(greeting, Greeting { text: "hello".into(), count: 3 });
     assert_eq!(entry, id.trim());
     assert_eq!(message, "01932c07-a5d8-7c3e-9d4f-0123456789ab");
     assert_eq!(key.as_deref(), Some("user-7"));

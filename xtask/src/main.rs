@@ -39,19 +39,12 @@ fn test() -> Result<(), String> {
 fn demo() -> Result<(), String> {
     ensure_redis()?;
     let server = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Server {
-            url,
-            child: None,
-            dir: None,
-        },
+        Ok(url) if !url.is_empty() => Server { url, child: None, dir: None },
         _ => Server::start()?,
     };
-    for example in ["quickstart", "offline_replay"] {
+    for example in ["macros_worker", "quickstart", "offline_replay", "macros_service"] {
         eprintln!("xtask: running example {example} against {}", server.url);
-        cargo(
-            &["run", "--quiet", "--example", example],
-            &[("REDIS_URL", server.url.as_str())],
-        )?;
+        cargo(&["run", "--quiet", "--example", example], &[("REDIS_URL", server.url.as_str())])?;
     }
     Ok(())
 }
@@ -91,20 +84,14 @@ fn ensure_redis() -> Result<(), String> {
     if has("redis-server") && has("redis-cli") {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !(is_root && has("apt-get")) {
         return Err("redis-server (7.0 or later) is not installed. Install it first, e.g. \
                     `sudo apt-get install redis-server` or `brew install redis`, or set REDIS_URL."
             .to_owned());
     }
     eprintln!("xtask: installing redis-server with apt-get");
-    for args in [
-        &["update"][..],
-        &["install", "-y", "--no-install-recommends", "redis-server"][..],
-    ] {
+    for args in [&["update"][..], &["install", "-y", "--no-install-recommends", "redis-server"][..]] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -133,26 +120,13 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("tributary-demo-{port}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let server = Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            child: Some(child),
-            dir: Some(dir),
-        };
+        let server = Self { url: format!("redis://127.0.0.1:{port}"), child: Some(child), dir: Some(dir) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let ok = Command::new("redis-cli")

@@ -56,17 +56,12 @@ impl Codec for MsgPack {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
         rmp_serde::to_vec_named(value)
             .map(Bytes::from)
-            .map_err(|e| CodecError::Encode {
-                content_type: Self::CONTENT_TYPE,
-                source: Box::new(e),
-            })
+            .map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode {
-            content_type: Self::CONTENT_TYPE,
-            source: Box::new(e),
-        })
+        rmp_serde::from_slice(bytes)
+            .map_err(|e| CodecError::Decode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 }
 
@@ -87,17 +82,12 @@ impl Codec for Json {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
         serde_json::to_vec(value)
             .map(Bytes::from)
-            .map_err(|e| CodecError::Encode {
-                content_type: Self::CONTENT_TYPE,
-                source: Box::new(e),
-            })
+            .map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError::Decode {
-            content_type: Self::CONTENT_TYPE,
-            source: Box::new(e),
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|e| CodecError::Decode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 }
 
@@ -112,9 +102,7 @@ pub fn decode_payload<T: DeserializeOwned>(content_type: &str, bytes: &[u8]) -> 
     match base {
         MsgPack::CONTENT_TYPE | "application/x-msgpack" => MsgPack.decode(bytes),
         Json::CONTENT_TYPE => Json.decode(bytes),
-        other => Err(CodecError::UnsupportedContentType {
-            content_type: other.chars().take(128).collect(),
-        }),
+        other => Err(CodecError::UnsupportedContentType { content_type: other.chars().take(128).collect() }),
     }
 }
 
@@ -169,47 +157,18 @@ mod tests {
 
     #[test]
     fn msgpack_uses_named_fields_so_structs_can_evolve() {
-        let old = MsgPack
-            .encode(&V1 {
-                id: 1,
-                name: "a".into(),
-            })
-            .unwrap();
+        let old = MsgPack.encode(&V1 { id: 1, name: "a".into() }).unwrap();
         let new: V2 = MsgPack.decode(&old).unwrap();
-        assert_eq!(
-            new,
-            V2 {
-                name: "a".into(),
-                id: 1,
-                note: None
-            }
-        );
+        assert_eq!(new, V2 { name: "a".into(), id: 1, note: None });
 
-        let newer = MsgPack
-            .encode(&V2 {
-                name: "b".into(),
-                id: 2,
-                note: Some("x".into()),
-            })
-            .unwrap();
+        let newer = MsgPack.encode(&V2 { name: "b".into(), id: 2, note: Some("x".into()) }).unwrap();
         let back: V1 = MsgPack.decode(&newer).unwrap();
-        assert_eq!(
-            back,
-            V1 {
-                id: 2,
-                name: "b".into()
-            }
-        );
+        assert_eq!(back, V1 { id: 2, name: "b".into() });
     }
 
     #[test]
     fn decode_payload_picks_codec_by_content_type() {
-        let json = Json
-            .encode(&V1 {
-                id: 3,
-                name: "j".into(),
-            })
-            .unwrap();
+        let json = Json.encode(&V1 { id: 3, name: "j".into() }).unwrap();
         let v: V1 = decode_payload("application/json; charset=utf-8", &json).unwrap();
         assert_eq!(v.id, 3);
         let err = decode_payload::<V1>("text/csv", b"1,2").unwrap_err();

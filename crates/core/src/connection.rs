@@ -111,13 +111,8 @@ impl Connection {
     pub async fn dedicated(&self, block: Duration) -> Result<Client, ConnectError> {
         let mut builder = self.inner.builder.clone();
         builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
-        let client = builder
-            .build()
-            .map_err(|e| ConnectError::redis(&self.inner.server, e))?;
-        client
-            .init()
-            .await
-            .map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
+        client.init().await.map_err(|e| ConnectError::redis(&self.inner.server, e))?;
         Ok(client)
     }
 
@@ -192,10 +187,8 @@ impl ConnectOptions {
     /// The error text never contains the password.
     pub async fn connect(self, url: &str) -> Result<Connection, ConnectError> {
         let server = redact_url(url);
-        let config = Config::from_url(url).map_err(|e| ConnectError::InvalidUrl {
-            url: server.clone(),
-            reason: e.details().to_owned(),
-        })?;
+        let config = Config::from_url(url)
+            .map_err(|e| ConnectError::InvalidUrl { url: server.clone(), reason: e.details().to_owned() })?;
         self.connect_with(Builder::from_config(config), server).await
     }
 
@@ -221,15 +214,7 @@ impl ConnectOptions {
         });
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
-        Ok(Connection {
-            inner: Arc::new(Inner {
-                client,
-                builder,
-                namespace,
-                limits: self.limits,
-                server,
-            }),
-        })
+        Ok(Connection { inner: Arc::new(Inner { client, builder, namespace, limits: self.limits, server }) })
     }
 }
 
@@ -261,10 +246,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     fn redis(server: &str, err: fred::error::Error) -> Self {
-        Self::Redis {
-            server: server.to_owned(),
-            source: RedisError::new("CONNECT", err),
-        }
+        Self::Redis { server: server.to_owned(), source: RedisError::new("CONNECT", err) }
     }
 
     /// Classification of the failure.
@@ -336,11 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connection_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let err = Connection::options()
             .connect_timeout(Duration::from_secs(1))
             .connect(&format!("redis://u:hunter2@127.0.0.1:{port}"))

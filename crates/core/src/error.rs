@@ -58,20 +58,12 @@ impl RedisError {
             _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
             _ => ErrorKind::Server,
         };
-        Self {
-            command,
-            kind,
-            source: Box::new(err),
-        }
+        Self { command, kind, source: Box::new(err) }
     }
 
     /// An error for a reply whose shape was not what the command documents.
     pub fn unexpected_reply(command: &'static str, what: &'static str) -> Self {
-        Self {
-            command,
-            kind: ErrorKind::Server,
-            source: what.into(),
-        }
+        Self { command, kind: ErrorKind::Server, source: what.into() }
     }
 
     /// The command that failed, e.g. `"XADD"`.
@@ -86,8 +78,6 @@ impl RedisError {
 
     /// True when Redis replied with an error starting with `prefix` (e.g. `BUSYGROUP`).
     pub fn is_server_error(&self, prefix: &str) -> bool {
-        self.source
-            .downcast_ref::<fred::error::Error>()
-            .is_some_and(|e| e.details().starts_with(prefix))
+        self.source.downcast_ref::<fred::error::Error>().is_some_and(|e| e.details().starts_with(prefix))
     }
 }

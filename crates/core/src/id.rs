@@ -66,10 +66,7 @@ impl EntryId {
     /// The smallest id (`0-0`).
     pub const MIN: EntryId = EntryId { ms: 0, seq: 0 };
     /// The largest id.
-    pub const MAX: EntryId = EntryId {
-        ms: u64::MAX,
-        seq: u64::MAX,
-    };
+    pub const MAX: EntryId = EntryId { ms: u64::MAX, seq: u64::MAX };
 
     /// An id from its two parts.
     pub const fn new(ms: u64, seq: u64) -> Self {
@@ -135,10 +132,7 @@ impl FromStr for EntryId {
         if !digits(ms) || !digits(seq) {
             return Err(err());
         }
-        Ok(Self::new(
-            ms.parse().map_err(|_| err())?,
-            seq.parse().map_err(|_| err())?,
-        ))
+        Ok(Self::new(ms.parse().map_err(|_| err())?, seq.parse().map_err(|_| err())?))
     }
 }
 

@@ -169,14 +169,9 @@ impl TopicPattern {
         let pattern = pattern.into();
         let ok = !pattern.is_empty()
             && pattern.len() <= 200
-            && pattern
-                .chars()
-                .all(|c| is_name_char(c) || matches!(c, '*' | '?' | '[' | ']' | '^'));
+            && pattern.chars().all(|c| is_name_char(c) || matches!(c, '*' | '?' | '[' | ']' | '^'));
         if !ok {
-            return Err(InvalidName {
-                what: "topic pattern",
-                name: truncate(&pattern),
-            });
+            return Err(InvalidName { what: "topic pattern", name: truncate(&pattern) });
         }
         Ok(Self(pattern))
     }
@@ -211,10 +206,7 @@ fn truncate(s: &str) -> String {
 
 fn validate(what: &'static str, name: &str, max: usize) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > max || !name.chars().all(is_name_char) {
-        return Err(InvalidName {
-            what,
-            name: truncate(name),
-        });
+        return Err(InvalidName { what, name: truncate(name) });
     }
     Ok(())
 }
@@ -233,10 +225,7 @@ mod tests {
         assert_eq!(ns.topic_of_stream("tributary:{orders}"), Some(t));
         assert_eq!(ns.topic_of_stream("tributary:{orders}:dlq"), None);
         assert_eq!(ns.topic_of_stream("other:{orders}"), None);
-        assert_eq!(
-            ns.topic_stream(&ns.rpc_topic("billing").unwrap()),
-            "tributary:{rpc.billing}"
-        );
+        assert_eq!(ns.topic_stream(&ns.rpc_topic("billing").unwrap()), "tributary:{rpc.billing}");
         assert!(ns.is_reply_stream(&ns.reply_stream("0193-abc")));
         for forged in [
             "tributary:{orders}",

@@ -15,20 +15,13 @@ pub struct TraceParent {
 impl TraceParent {
     /// Starts a new trace (random trace id and parent id, sampled).
     pub fn new_root() -> Self {
-        Self {
-            trace_id: fastrand::u128(1..),
-            parent_id: fastrand::u64(1..),
-            flags: 1,
-        }
+        Self { trace_id: fastrand::u128(1..), parent_id: fastrand::u64(1..), flags: 1 }
     }
 
     /// The same trace, with a new parent id: what a hop (a handler publishing onwards)
     /// writes into the messages it sends.
     pub fn child(&self) -> Self {
-        Self {
-            parent_id: fastrand::u64(1..),
-            ..*self
-        }
+        Self { parent_id: fastrand::u64(1..), ..*self }
     }
 
     /// The 128-bit trace id.
@@ -54,11 +47,7 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.parent_id, self.flags
-        )
+        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.parent_id, self.flags)
     }
 }
 
@@ -85,11 +74,7 @@ impl FromStr for TraceParent {
                 if trace_id == 0 || parent_id == 0 {
                     return Err(ParseTraceParentError);
                 }
-                Ok(Self {
-                    trace_id,
-                    parent_id,
-                    flags,
-                })
+                Ok(Self { trace_id, parent_id, flags })
             }
             _ => Err(ParseTraceParentError),
         }

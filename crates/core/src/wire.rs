@@ -153,10 +153,7 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
     out.push((s(field::ID), Bytes::from(env.id.to_string())));
     out.push((s(field::TYPE), Bytes::from(env.type_name.clone())));
     out.push((s(field::CONTENT_TYPE), Bytes::from(env.content_type.clone())));
-    out.push((
-        s(field::TIMESTAMP),
-        Bytes::from(to_millis(env.published_at).to_string()),
-    ));
+    out.push((s(field::TIMESTAMP), Bytes::from(to_millis(env.published_at).to_string())));
     if let Some(key) = &env.key {
         out.push((s(field::KEY), Bytes::from(key.clone())));
     }
@@ -173,10 +170,7 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
         out.push((s(field::TRACEPARENT), Bytes::from(tp.to_string())));
     }
     for (name, value) in env.headers.iter() {
-        out.push((
-            Bytes::from(format!("{}{}", field::HEADER_PREFIX, name)),
-            Bytes::from(value.to_owned()),
-        ));
+        out.push((Bytes::from(format!("{}{}", field::HEADER_PREFIX, name)), Bytes::from(value.to_owned())));
     }
     out.push((s(field::PAYLOAD), env.payload.clone()));
     Ok(out)
@@ -195,11 +189,9 @@ fn check_envelope(env: &Envelope, limits: &Limits) -> Result<(), DecodeError> {
     too_large("field count", 8 + env.headers.len(), limits.max_fields)?;
     check_type_name(&env.type_name, limits)?;
     check_content_type(&env.content_type, limits)?;
-    for (field, value) in [
-        (field::KEY, &env.key),
-        (field::CORRELATION_ID, &env.correlation_id),
-        (field::REPLY_TO, &env.reply_to),
-    ] {
+    for (field, value) in
+        [(field::KEY, &env.key), (field::CORRELATION_ID, &env.correlation_id), (field::REPLY_TO, &env.reply_to)]
+    {
         if let Some(v) = value {
             too_large(field, v.len(), limits.max_meta_bytes)?;
         }
@@ -220,11 +212,7 @@ fn check_envelope(env: &Envelope, limits: &Limits) -> Result<(), DecodeError> {
 /// A [`DecodeError`] naming the first problem found.
 pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, DecodeError> {
     if fields.len() > limits.max_fields {
-        return Err(DecodeError::TooLarge {
-            what: "field count",
-            size: fields.len(),
-            limit: limits.max_fields,
-        });
+        return Err(DecodeError::TooLarge { what: "field count", size: fields.len(), limit: limits.max_fields });
     }
     let mut f = Fields::default();
     let mut headers = Headers::new();
@@ -275,17 +263,11 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
 
     let version = f.version.ok_or(DecodeError::MissingVersion)?;
     if version.as_ref() != WIRE_VERSION.to_string().as_bytes() {
-        return Err(DecodeError::UnsupportedVersion {
-            found: lossy(version, 32),
-        });
+        return Err(DecodeError::UnsupportedVersion { found: lossy(version, 32) });
     }
     let meta = |v: &Bytes, field: &'static str| -> Result<String, DecodeError> {
         if v.len() > limits.max_meta_bytes {
-            return Err(DecodeError::TooLarge {
-                what: field,
-                size: v.len(),
-                limit: limits.max_meta_bytes,
-            });
+            return Err(DecodeError::TooLarge { what: field, size: v.len(), limit: limits.max_meta_bytes });
         }
         utf8(field.as_bytes(), v).map(str::to_owned)
     };
@@ -299,11 +281,7 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     let published_at = from_millis(millis(required(f.timestamp, field::TIMESTAMP)?, field::TIMESTAMP)?);
     let payload = required(f.payload, field::PAYLOAD)?;
     if payload.len() > limits.max_payload {
-        return Err(DecodeError::TooLarge {
-            what: "payload",
-            size: payload.len(),
-            limit: limits.max_payload,
-        });
+        return Err(DecodeError::TooLarge { what: "payload", size: payload.len(), limit: limits.max_payload });
     }
 
     let optional = |v: Option<&Bytes>, field| v.map(|v| meta(v, field)).transpose();
@@ -317,16 +295,10 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
         key: optional(f.key, field::KEY)?,
         correlation_id: optional(f.correlation_id, field::CORRELATION_ID)?,
         reply_to: optional(f.reply_to, field::REPLY_TO)?,
-        deadline: f
-            .deadline
-            .map(|v| millis(v, field::DEADLINE).map(from_millis))
-            .transpose()?,
+        deadline: f.deadline.map(|v| millis(v, field::DEADLINE).map(from_millis)).transpose()?,
         // Trace context is advisory: a bad value is dropped, as W3C asks, rather than
         // dead-lettering an otherwise good message.
-        traceparent: f
-            .traceparent
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok()),
+        traceparent: f.traceparent.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()),
     })
 }
 
@@ -350,24 +322,16 @@ struct Fields<'a> {
 }
 
 fn invalid(field: &str, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField {
-        field: field.to_owned(),
-        reason,
-    }
+    DecodeError::InvalidField { field: field.to_owned(), reason }
 }
 
 fn lossy(b: &[u8], max_chars: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max_chars * 4)])
-        .chars()
-        .take(max_chars)
-        .collect()
+    String::from_utf8_lossy(&b[..b.len().min(max_chars * 4)]).chars().take(max_chars).collect()
 }
 
 fn utf8<'b>(field: &[u8], value: &'b [u8]) -> Result<&'b str, DecodeError> {
-    std::str::from_utf8(value).map_err(|_| DecodeError::InvalidField {
-        field: lossy(field, 64),
-        reason: "not valid UTF-8",
-    })
+    std::str::from_utf8(value)
+        .map_err(|_| DecodeError::InvalidField { field: lossy(field, 64), reason: "not valid UTF-8" })
 }
 
 fn millis(v: &[u8], field: &'static str) -> Result<u64, DecodeError> {
@@ -375,10 +339,7 @@ fn millis(v: &[u8], field: &'static str) -> Result<u64, DecodeError> {
         return Err(invalid(field, "not a decimal number of milliseconds"));
     }
     // At most 20 ASCII digits: the parse can only fail on overflow.
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid(field, "out of range"))
+    std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| invalid(field, "out of range"))
 }
 
 fn check_type_name(name: &str, limits: &Limits) -> Result<(), DecodeError> {
@@ -411,10 +372,7 @@ fn check_content_type(ct: &str, limits: &Limits) -> Result<(), DecodeError> {
 
 fn check_header_name(name: &str) -> Result<(), DecodeError> {
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(invalid(
-            field::HEADER_PREFIX,
-            "header name must be 1..=256 bytes without control characters",
-        ));
+        return Err(invalid(field::HEADER_PREFIX, "header name must be 1..=256 bytes without control characters"));
     }
     Ok(())
 }
@@ -470,11 +428,7 @@ mod tests {
     }
 
     fn with(fields: &[(Bytes, Bytes)], name: &str, value: Option<&[u8]>) -> Vec<(Bytes, Bytes)> {
-        let mut out: Vec<_> = fields
-            .iter()
-            .filter(|(k, _)| k.as_ref() != name.as_bytes())
-            .cloned()
-            .collect();
+        let mut out: Vec<_> = fields.iter().filter(|(k, _)| k.as_ref() != name.as_bytes()).cloned().collect();
         if let Some(v) = value {
             out.insert(0, (Bytes::from(name.to_owned()), Bytes::copy_from_slice(v)));
         }
@@ -489,40 +443,19 @@ mod tests {
         assert!(
             matches!(decode(&with(&good, "v", Some(b"2")), &l), Err(DecodeError::UnsupportedVersion { found }) if found == "2")
         );
-        assert_eq!(
-            decode(&with(&good, "p", None), &l),
-            Err(DecodeError::MissingField { field: "p" })
-        );
-        assert_eq!(
-            decode(&with(&good, "id", None), &l),
-            Err(DecodeError::MissingField { field: "id" })
-        );
-        assert!(matches!(
-            decode(&with(&good, "id", Some(b"nope")), &l),
-            Err(DecodeError::InvalidField { .. })
-        ));
-        assert!(matches!(
-            decode(&with(&good, "ts", Some(b"12a")), &l),
-            Err(DecodeError::InvalidField { .. })
-        ));
+        assert_eq!(decode(&with(&good, "p", None), &l), Err(DecodeError::MissingField { field: "p" }));
+        assert_eq!(decode(&with(&good, "id", None), &l), Err(DecodeError::MissingField { field: "id" }));
+        assert!(matches!(decode(&with(&good, "id", Some(b"nope")), &l), Err(DecodeError::InvalidField { .. })));
+        assert!(matches!(decode(&with(&good, "ts", Some(b"12a")), &l), Err(DecodeError::InvalidField { .. })));
         assert!(matches!(
             decode(&with(&good, "type", Some(b"\xff\xfe")), &l),
-            Err(DecodeError::InvalidField {
-                reason: "not valid UTF-8",
-                ..
-            })
+            Err(DecodeError::InvalidField { reason: "not valid UTF-8", .. })
         ));
         let mut dup = good.clone();
         dup.push((Bytes::from("key"), Bytes::from("again")));
         assert!(matches!(decode(&dup, &l), Err(DecodeError::DuplicateField { field }) if field == "key"));
-        let small = Limits {
-            max_payload: 4,
-            ..Limits::default()
-        };
-        assert!(matches!(
-            decode(&good, &small),
-            Err(DecodeError::TooLarge { what: "payload", .. })
-        ));
+        let small = Limits { max_payload: 4, ..Limits::default() };
+        assert!(matches!(decode(&good, &small), Err(DecodeError::TooLarge { what: "payload", .. })));
         // A bad traceparent is dropped, not fatal.
         let env = decode(&with(&good, "tp", Some(b"garbage")), &l).unwrap();
         assert!(env.traceparent.is_none());
@@ -531,10 +464,7 @@ mod tests {
     #[test]
     fn encode_refuses_what_decode_would_refuse() {
         let env = Envelope::new("T", Json::CONTENT_TYPE, vec![0u8; 100]);
-        let small = Limits {
-            max_payload: 10,
-            ..Limits::default()
-        };
+        let small = Limits { max_payload: 10, ..Limits::default() };
         assert!(matches!(encode(&env, &small), Err(DecodeError::TooLarge { .. })));
         let env = Envelope::new("", Json::CONTENT_TYPE, "{}");
         assert!(encode(&env, &Limits::default()).is_err());
@@ -545,17 +475,8 @@ mod tests {
         let mut fields = encode(&sample(), &Limits::default()).unwrap();
         fields.push((Bytes::from("future"), Bytes::from("x")));
         assert!(decode(&fields, &Limits::default()).is_ok());
-        let tight = Limits {
-            max_fields: fields.len() - 1,
-            ..Limits::default()
-        };
-        assert!(matches!(
-            decode(&fields, &tight),
-            Err(DecodeError::TooLarge {
-                what: "field count",
-                ..
-            })
-        ));
+        let tight = Limits { max_fields: fields.len() - 1, ..Limits::default() };
+        assert!(matches!(decode(&fields, &tight), Err(DecodeError::TooLarge { what: "field count", .. })));
     }
 
     proptest! {

@@ -59,9 +59,7 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcClient")
-            .field("reply_stream", &self.reply_key)
-            .finish_non_exhaustive()
+        f.debug_struct("RpcClient").field("reply_stream", &self.reply_key).finish_non_exhaustive()
     }
 }
 
@@ -106,12 +104,7 @@ impl RpcClient<MsgPack> {
 impl<C: Codec> RpcClientBuilder<C> {
     /// Encodes requests with `codec` (servers answer in the same content type).
     pub fn codec<C2: Codec>(self, codec: C2) -> RpcClientBuilder<C2> {
-        RpcClientBuilder {
-            conn: self.conn,
-            codec,
-            default_timeout: self.default_timeout,
-            reply_ttl: self.reply_ttl,
-        }
+        RpcClientBuilder { conn: self.conn, codec, default_timeout: self.default_timeout, reply_ttl: self.reply_ttl }
     }
 
     /// Timeout of [`RpcClient::call`]. Defaults to 5 s.
@@ -150,10 +143,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             Tail::stream_key(self.conn.clone(), reply_key, Position::Beginning).block_for(Duration::from_secs(2));
         let task = tokio::spawn(read_replies(Arc::downgrade(&inner), tail, self.reply_ttl));
         *inner.reader.lock().expect("reader lock") = Some(task);
-        Ok(RpcClient {
-            inner,
-            codec: self.codec,
-        })
+        Ok(RpcClient { inner, codec: self.codec })
     }
 }
 
@@ -180,10 +170,7 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                 let mut cleanup: Vec<(&'static str, Vec<Value>)> = Vec::new();
                 if tail.last_id() != EntryId::MIN {
                     // Consumed replies are not needed again.
-                    cleanup.push((
-                        "XTRIM",
-                        vec!["MINID".into(), tail.last_id().successor().to_string().into()],
-                    ));
+                    cleanup.push(("XTRIM", vec!["MINID".into(), tail.last_id().successor().to_string().into()]));
                 }
                 if refreshed.elapsed() >= ttl / 3 {
                     cleanup.push(("PEXPIRE", vec![Value::from(ttl_ms)]));
@@ -192,11 +179,8 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                 for (cmd, args) in cleanup {
                     let mut all = vec![Value::from(inner.reply_key.as_str())];
                     all.extend(args);
-                    if let Err(e) = inner
-                        .conn
-                        .redis()
-                        .custom::<Value, _>(keyed_command(cmd, &inner.reply_key, false), all)
-                        .await
+                    if let Err(e) =
+                        inner.conn.redis().custom::<Value, _>(keyed_command(cmd, &inner.reply_key, false), all).await
                     {
                         tracing::debug!(command = cmd, error = %e, "reply stream maintenance failed");
                     }
@@ -215,9 +199,7 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 impl Inner {
     fn route(&self, reply: Envelope) {
         let correlation_id = reply.correlation_id.clone();
-        let waiting = correlation_id
-            .as_deref()
-            .and_then(|c| self.pending.lock().expect("pending lock").remove(c));
+        let waiting = correlation_id.as_deref().and_then(|c| self.pending.lock().expect("pending lock").remove(c));
         let delivered = match waiting {
             Some(tx) => tx.send(reply).is_ok(),
             None => false,
@@ -256,8 +238,7 @@ impl<C: Codec> RpcClient<C> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        self.call_with_timeout(service, method, request, self.inner.default_timeout)
-            .await
+        self.call_with_timeout(service, method, request, self.inner.default_timeout).await
     }
 
     /// Calls `service.method` with `request`; fails with [`RpcError::Timeout`] at `timeout`.
@@ -283,11 +264,7 @@ impl<C: Codec> RpcClient<C> {
         let deadline = SystemTime::now() + timeout;
         let topic = self.inner.conn.namespace().rpc_topic(service)?;
         let correlation_id = uuid::Uuid::now_v7().to_string();
-        let codec_err = |source| RpcError::Codec {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            source,
-        };
+        let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
         let envelope = Envelope::encode(&self.codec, request)
             .map_err(codec_err)?
             .with_correlation_id(correlation_id.clone())
@@ -298,15 +275,8 @@ impl<C: Codec> RpcClient<C> {
 
         // The slot exists before the request does.
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(correlation_id.clone(), tx);
-        let _slot = PendingSlot {
-            inner: &self.inner,
-            correlation_id: correlation_id.clone(),
-        };
+        self.inner.pending.lock().expect("pending lock").insert(correlation_id.clone(), tx);
+        let _slot = PendingSlot { inner: &self.inner, correlation_id: correlation_id.clone() };
 
         let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
         let exchange = async {
@@ -314,10 +284,7 @@ impl<C: Codec> RpcClient<C> {
                 .producer
                 .publish_envelope(topic.as_str(), &envelope, None)
                 .await
-                .map_err(|source| RpcError::Send {
-                    service: service.to_owned(),
-                    source,
-                })?;
+                .map_err(|source| RpcError::Send { service: service.to_owned(), source })?;
             rx.await.map_err(|_| RpcError::Closed)
         };
         let reply =
@@ -357,21 +324,14 @@ impl<C: Codec> RpcClient<C> {
     ) -> Result<EntryId, RpcError> {
         let topic = self.inner.conn.namespace().rpc_topic(service)?;
         let envelope = Envelope::encode(&self.codec, request)
-            .map_err(|source| RpcError::Codec {
-                service: service.to_owned(),
-                method: method.to_owned(),
-                source,
-            })?
+            .map_err(|source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source })?
             .with_header(METHOD_HEADER, method)
             .with_traceparent(next_traceparent());
         self.inner
             .producer
             .publish_envelope(topic.as_str(), &envelope, None)
             .await
-            .map_err(|source| RpcError::Send {
-                service: service.to_owned(),
-                source,
-            })
+            .map_err(|source| RpcError::Send { service: service.to_owned(), source })
     }
 
     /// Replies that arrived after their call had timed out or been dropped.

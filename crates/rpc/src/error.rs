@@ -100,11 +100,7 @@ pub struct RpcHandlerError {
 impl RpcHandlerError {
     /// An error with a machine-readable `code` and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
+        Self { code: code.into(), message: message.into(), details: None }
     }
 
     /// Adds structured details.

@@ -57,22 +57,14 @@ where
                 Ok(response) => encode_like(&content_type, &response)
                     .map(|(bytes, _)| bytes)
                     .map_err(|e| error_body(code::INTERNAL, format!("response does not encode: {e}"))),
-                Err(e) => Err(ErrorBody {
-                    code: e.code,
-                    message: e.message,
-                    details: e.details,
-                }),
+                Err(e) => Err(ErrorBody { code: e.code, message: e.message, details: e.details }),
             }
         })
     }
 }
 
 fn error_body(code: &str, message: String) -> ErrorBody {
-    ErrorBody {
-        code: code.to_owned(),
-        message,
-        details: None,
-    }
+    ErrorBody { code: code.to_owned(), message, details: None }
 }
 
 /// Encodes with the codec the caller used (JSON if it sent JSON, else MessagePack).
@@ -158,13 +150,7 @@ impl RpcServerBuilder {
         F: Fn(Req, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RpcHandlerError>> + Send + 'static,
     {
-        self.methods.insert(
-            method.into(),
-            Arc::new(FnMethod {
-                f,
-                _types: std::marker::PhantomData,
-            }),
-        );
+        self.methods.insert(method.into(), Arc::new(FnMethod { f, _types: std::marker::PhantomData }));
         self
     }
 
@@ -310,10 +296,9 @@ impl DispatchInner {
             correlation_id = correlation_id.as_deref().unwrap_or_default());
         let content_type = env.content_type.clone();
         let result = match self.methods.get(&method) {
-            None => Err(error_body(
-                code::UNKNOWN_METHOD,
-                format!("service `{}` has no method `{method}`", self.service),
-            )),
+            None => {
+                Err(error_body(code::UNKNOWN_METHOD, format!("service `{}` has no method `{method}`", self.service)))
+            }
             Some(m) => {
                 let m = m.clone();
                 let run = AssertUnwindSafe(async move { m.call(ctx).await }).catch_unwind();
@@ -340,9 +325,7 @@ impl DispatchInner {
             return Ok(());
         };
         // A failed write is retried (the request stays pending and runs again): at-least-once.
-        self.write_reply(&reply_to, &correlation_id, &content_type, result)
-            .await
-            .map_err(HandlerError::retry)?;
+        self.write_reply(&reply_to, &correlation_id, &content_type, result).await.map_err(HandlerError::retry)?;
         self.stats.answered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -386,10 +369,7 @@ impl DispatchInner {
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
         let _: () = pipeline
-            .custom(
-                keyed_command("PEXPIRE", reply_to, false),
-                vec![Value::from(reply_to), Value::from(ttl_ms)],
-            )
+            .custom(keyed_command("PEXPIRE", reply_to, false), vec![Value::from(reply_to), Value::from(ttl_ms)])
             .await
             .map_err(|e| RedisError::new("PEXPIRE", e))?;
         let _: Vec<Value> = pipeline.all().await.map_err(|e| RedisError::new("XADD", e))?;

@@ -22,11 +22,7 @@ struct Answer {
 }
 
 async fn connect(redis: &TestRedis) -> Connection {
-    Connection::options()
-        .namespace(redis.namespace())
-        .connect(&redis.url())
-        .await
-        .unwrap()
+    Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap()
 }
 
 fn echo_server(conn: &Connection, name: &str, calls: Arc<AtomicU64>) -> RpcServerHandle {
@@ -53,17 +49,11 @@ fn echo_server(conn: &Connection, name: &str, calls: Arc<AtomicU64>) -> RpcServe
             if true {
                 panic!("handler exploded");
             }
-            Ok::<Answer, RpcHandlerError>(Answer {
-                n: 0,
-                server: String::new(),
-            })
+            Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
         })
         .method("slow", |req: Echo, _ctx| async move {
             tokio::time::sleep(Duration::from_millis(req.n)).await;
-            Ok::<_, RpcHandlerError>(Answer {
-                n: req.n,
-                server: String::new(),
-            })
+            Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
         })
         .start()
         .unwrap()
@@ -76,17 +66,11 @@ async fn a_thousand_concurrent_calls_over_two_servers_each_get_their_own_answer(
     let calls = Arc::new(AtomicU64::new(0));
     let s1 = echo_server(&conn, "s1", calls.clone());
     let s2 = echo_server(&conn, "s2", calls.clone());
-    let client = RpcClient::builder(conn.clone())
-        .default_timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(30)).build().await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..1000u64 {
         let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            client.call::<_, Answer>("echo", "echo", &Echo { n }).await
-        }));
+        tasks.push(tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n }).await }));
     }
     let mut servers = HashSet::new();
     for (n, t) in tasks.into_iter().enumerate() {
@@ -107,11 +91,7 @@ async fn replies_faster_than_the_caller_are_never_lost() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s1", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::builder(conn)
-        .default_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap();
+    let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(10)).build().await.unwrap();
     // A server already blocked on the request stream answers a tiny request within a round
     // trip: in the naive design (subscribe after publishing) many of these replies are lost.
     for n in 0..300 {
@@ -125,11 +105,7 @@ async fn replies_faster_than_the_caller_are_never_lost() {
 async fn a_request_sent_with_no_server_up_is_answered_when_one_starts() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let client = RpcClient::builder(conn.clone())
-        .default_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
     let call = {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 42 }).await })
@@ -138,13 +114,7 @@ async fn a_request_sent_with_no_server_up_is_answered_when_one_starts() {
     assert!(!call.is_finished());
     let server = echo_server(&conn, "late", Arc::new(AtomicU64::new(0)));
     let answer = call.await.unwrap().unwrap();
-    assert_eq!(
-        answer,
-        Answer {
-            n: 42,
-            server: "late".into()
-        }
-    );
+    assert_eq!(answer, Answer { n: 42, server: "late".into() });
     server.shutdown().await;
 }
 
@@ -160,17 +130,11 @@ async fn a_call_times_out_at_its_deadline_and_is_never_executed_afterwards() {
         .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
-    assert!(
-        took >= Duration::from_millis(200) && took < Duration::from_millis(700),
-        "timed out after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_millis(700), "timed out after {took:?}");
 
     let calls = Arc::new(AtomicU64::new(0));
     let server = echo_server(&conn, "s", calls.clone());
-    wait_until(Duration::from_secs(30), "the expired request is skipped", || async {
-        server.expired() == 1
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the expired request is skipped", || async { server.expired() == 1 }).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never ran");
     server.shutdown().await;
 }
@@ -188,39 +152,24 @@ async fn a_request_held_by_a_crashed_server_is_answered_by_another_before_the_de
             async move {
                 e.fetch_add(1, Ordering::SeqCst);
                 std::future::pending::<()>().await;
-                Ok::<Answer, RpcHandlerError>(Answer {
-                    n: 0,
-                    server: String::new(),
-                })
+                Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
             }
         })
         .start()
         .unwrap();
-    let client = RpcClient::builder(conn.clone())
-        .default_timeout(Duration::from_secs(15))
-        .build()
-        .await
-        .unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(15)).build().await.unwrap();
     let call = {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 7 }).await })
     };
-    wait_until(
-        Duration::from_secs(10),
-        "the doomed server took the request",
-        || async { entered.load(Ordering::SeqCst) == 1 },
-    )
+    wait_until(Duration::from_secs(10), "the doomed server took the request", || async {
+        entered.load(Ordering::SeqCst) == 1
+    })
     .await;
     drop(doomed); // crash mid-request
     let rescuer = echo_server(&conn, "rescuer", Arc::new(AtomicU64::new(0)));
     let answer = call.await.unwrap().unwrap();
-    assert_eq!(
-        answer,
-        Answer {
-            n: 7,
-            server: "rescuer".into()
-        }
-    );
+    assert_eq!(answer, Answer { n: 7, server: "rescuer".into() });
     rescuer.shutdown().await;
 }
 
@@ -231,35 +180,20 @@ async fn handler_errors_and_panics_come_back_as_typed_errors() {
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
     let client = RpcClient::new(conn).await.unwrap();
     let started = Instant::now();
-    match client
-        .call::<_, Answer>("echo", "fail", &Echo { n: 9 })
-        .await
-        .unwrap_err()
-    {
-        RpcError::Remote {
-            code, message, details, ..
-        } => {
+    match client.call::<_, Answer>("echo", "fail", &Echo { n: 9 }).await.unwrap_err() {
+        RpcError::Remote { code, message, details, .. } => {
             assert_eq!(code, "out_of_stock");
             assert_eq!(message, "item 9 is gone");
             assert_eq!(details, Some(serde_json::json!({ "n": 9 })));
         }
         other => panic!("expected a remote error, got {other:?}"),
     }
-    let err = client
-        .call::<_, Answer>("echo", "panic", &Echo { n: 1 })
-        .await
-        .unwrap_err();
+    let err = client.call::<_, Answer>("echo", "panic", &Echo { n: 1 }).await.unwrap_err();
     assert_eq!(err.code(), Some("internal"), "{err:?}");
     assert!(err.to_string().contains("handler exploded"), "{err}");
-    let err = client
-        .call::<_, Answer>("echo", "nope", &Echo { n: 1 })
-        .await
-        .unwrap_err();
+    let err = client.call::<_, Answer>("echo", "nope", &Echo { n: 1 }).await.unwrap_err();
     assert_eq!(err.code(), Some("unknown_method"));
-    let err = client
-        .call::<_, Answer>("echo", "echo", &"not an Echo")
-        .await
-        .unwrap_err();
+    let err = client.call::<_, Answer>("echo", "echo", &"not an Echo").await.unwrap_err();
     assert_eq!(err.code(), Some("bad_request"));
     assert!(started.elapsed() < Duration::from_secs(4), "errors, not timeouts");
     assert_eq!(server.failed(), 4);
@@ -273,16 +207,11 @@ async fn a_dropped_call_is_cancelled_and_its_late_reply_discarded() {
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
     let client = RpcClient::new(conn).await.unwrap();
     let slow = client.call::<_, Answer>("echo", "slow", &Echo { n: 300 });
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), slow).await.is_err(),
-        "cancelled by dropping"
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err(), "cancelled by dropping");
     assert_eq!(client.pending_calls(), 0);
-    wait_until(
-        Duration::from_secs(10),
-        "the late reply arrives and is counted",
-        || async { client.late_replies() == 1 },
-    )
+    wait_until(Duration::from_secs(10), "the late reply arrives and is counted", || async {
+        client.late_replies() == 1
+    })
     .await;
     // The client keeps working.
     let answer: Answer = client.call("echo", "echo", &Echo { n: 2 }).await.unwrap();
@@ -331,18 +260,12 @@ async fn a_forged_reply_to_is_rejected_and_nothing_is_written_there() {
         payload,
     ]);
     let dlq = tributary_streams::DeadLetters::new(conn.clone(), "rpc.echo").unwrap();
-    wait_until(Duration::from_secs(30), "the request is dead-lettered", || async {
-        dlq.count().await.unwrap() == 1
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the request is dead-lettered", || async { dlq.count().await.unwrap() == 1 })
+        .await;
     let letter = dlq.list(1).await.unwrap().remove(0);
     assert_eq!(letter.reason, "rejected");
     assert!(letter.error.contains("is not a reply stream"), "{}", letter.error);
-    assert_eq!(
-        redis.cli(&["EXISTS", &victim]).trim(),
-        "0",
-        "nothing written to the forged key"
-    );
+    assert_eq!(redis.cli(&["EXISTS", &victim]).trim(), "0", "nothing written to the forged key");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     server.shutdown().await;
 }
@@ -352,11 +275,7 @@ async fn reply_streams_are_trimmed_as_read_expire_and_are_removed_on_close() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::builder(conn.clone())
-        .reply_ttl(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
+    let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(60)).build().await.unwrap();
     for n in 0..50 {
         let _: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
     }

@@ -117,13 +117,8 @@ impl Admin {
         };
         let mut out = Vec::new();
         for g in reply.into_array() {
-            let mut info = GroupInfo {
-                name: String::new(),
-                consumers: 0,
-                pending: 0,
-                last_delivered: EntryId::MIN,
-                lag: None,
-            };
+            let mut info =
+                GroupInfo { name: String::new(), consumers: 0, pending: 0, last_delivered: EntryId::MIN, lag: None };
             for (k, v) in pairs(g) {
                 match k.as_str() {
                     "name" => info.name = v.into_string().unwrap_or_default(),
@@ -150,11 +145,7 @@ impl Admin {
             .into_array()
             .into_iter()
             .map(|c| {
-                let mut info = ConsumerInfo {
-                    name: String::new(),
-                    pending: 0,
-                    idle_ms: 0,
-                };
+                let mut info = ConsumerInfo { name: String::new(), pending: 0, idle_ms: 0 };
                 for (k, v) in pairs(c) {
                     match k.as_str() {
                         "name" => info.name = v.into_string().unwrap_or_default(),
@@ -175,12 +166,7 @@ impl Admin {
     pub async fn pending_count(&self, topic: &str, group: &str) -> Result<u64, StreamError> {
         let key = self.key(topic)?;
         let reply: Value = call(self.conn.redis(), "XPENDING", &key, Args::new().arg(group)).await?;
-        Ok(reply
-            .into_array()
-            .into_iter()
-            .next()
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0))
+        Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
     }
 
     /// Number of entries in `topic`'s stream.

@@ -50,10 +50,7 @@ impl DeadLetter {
 
     fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Option<Self> {
         if fields.len() < DEAD_LETTER_FIELDS.len()
-            || !fields
-                .iter()
-                .zip(DEAD_LETTER_FIELDS)
-                .all(|((k, _), want)| k.as_ref() == want.as_bytes())
+            || !fields.iter().zip(DEAD_LETTER_FIELDS).all(|((k, _), want)| k.as_ref() == want.as_bytes())
         {
             return None;
         }
@@ -123,14 +120,8 @@ impl DeadLetters {
     /// [`StreamError::Redis`] when the command fails.
     pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
         let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
-        let entries = parse_entries(
-            "XRANGE",
-            call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?,
-        )?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default()))
-            .collect())
+        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        Ok(entries.into_iter().filter_map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
     }
 
     /// Puts dead letter `id` back on its topic (original fields, so the same message id) and

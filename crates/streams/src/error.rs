@@ -81,6 +81,14 @@ pub enum BuildError {
     /// Two handlers were registered for the same topic or pattern.
     #[error("more than one handler for `{0}`")]
     DuplicateRoute(String),
+    /// A handler written for another consumer group was registered.
+    #[error("handler for `{route}` registered on a worker of group `{group}`")]
+    GroupMismatch {
+        /// The topic, and the group the handler names.
+        route: String,
+        /// The worker's group.
+        group: String,
+    },
     /// A numeric setting is out of range.
     #[error("`{setting}` must be {requirement}")]
     OutOfRange {

@@ -45,8 +45,8 @@ pub mod trace;
 
 pub use admin::{Admin, ConsumerInfo, GroupInfo};
 pub use consumer::{
-    handler_fn, raw_handler_fn, BoxFuture, Context, Handler, HandlerError, RetryPolicy, Worker, WorkerBuilder,
-    WorkerHandle, WorkerStats,
+    handler_fn, raw_handler_fn, BoxFuture, Context, Handler, HandlerError, RetryPolicy, Route, RouteOptions, Worker,
+    WorkerBuilder, WorkerHandle, WorkerStats,
 };
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{BuildError, StreamError};

@@ -194,10 +194,8 @@ impl<C: Codec> Producer<C> {
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
         let topic = Topic::new(topic)?;
-        let fields = wire::encode(envelope, self.conn.limits()).map_err(|source| StreamError::Limits {
-            topic: topic.to_string(),
-            source,
-        })?;
+        let fields = wire::encode(envelope, self.conn.limits())
+            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let key = self.conn.namespace().topic_stream(&topic);
         let retention = self.shared.retention.get(&topic);
         let trim = retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
@@ -218,17 +216,13 @@ impl<C: Codec> Producer<C> {
             }
             Some(idem) => {
                 let dedup = self.conn.namespace().dedup_key(&topic, idem);
-                let ttl = i64::try_from(self.shared.dedup_ttl.as_millis())
-                    .unwrap_or(i64::MAX)
-                    .max(1);
+                let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
                 let mut args = Vec::with_capacity(2 + trim.len() + fields.len() * 2);
                 args.push(Value::from(ttl));
                 args.push(Value::from(trim.len() as i64));
                 args.extend(trim);
                 push_fields(&mut args, fields);
-                let reply: Vec<Value> = PUBLISH_IDEMPOTENT
-                    .run(self.conn.redis(), vec![key, dedup], args)
-                    .await?;
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), vec![key, dedup], args).await?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
@@ -265,10 +259,8 @@ impl<C: Codec> Producer<C> {
         let now = SystemTime::now();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
-            let fields = wire::encode(env, self.conn.limits()).map_err(|source| StreamError::Limits {
-                topic: topic.to_string(),
-                source,
-            })?;
+            let fields = wire::encode(env, self.conn.limits())
+                .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
             let mut args = Vec::with_capacity(8 + fields.len() * 2);
             args.push(Value::from(key.as_str()));
             if let Some(r) = retention {
@@ -285,10 +277,7 @@ impl<C: Codec> Producer<C> {
         let mut stored = Vec::with_capacity(total);
         let mut first_error = None;
         for r in results {
-            match r
-                .map_err(|e| RedisError::new("XADD", e))
-                .and_then(|v| entry_id_of("XADD", v))
-            {
+            match r.map_err(|e| RedisError::new("XADD", e)).and_then(|v| entry_id_of("XADD", v)) {
                 Ok(id) => stored.push(Some(id)),
                 Err(e) => {
                     stored.push(None);
@@ -318,10 +307,7 @@ impl<C: Codec> Producer<C> {
         type_name: Option<String>,
     ) -> Result<Envelope, StreamError> {
         let mut env = Envelope::encode(&self.codec, message)
-            .map_err(|source| StreamError::Encode {
-                topic: topic.to_owned(),
-                source,
-            })?
+            .map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?
             .with_traceparent(next_traceparent());
         env.key = key;
         for (k, v) in headers {
@@ -403,11 +389,7 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn send(self) -> Result<EntryId, StreamError> {
-        let env = self
-            .producer
-            .envelope(self.topic, self.message, self.key, self.headers, self.type_name)?;
-        self.producer
-            .publish_envelope(self.topic, &env, self.idempotency_key.as_deref())
-            .await
+        let env = self.producer.envelope(self.topic, self.message, self.key, self.headers, self.type_name)?;
+        self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await
     }
 }

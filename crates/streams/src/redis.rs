@@ -38,10 +38,7 @@ pub(crate) async fn call<R: FromValue>(
     let mut all = Vec::with_capacity(args.0.len() + 1);
     all.push(Value::from(key));
     all.extend(args.0);
-    client
-        .custom(command(name, key, false), all)
-        .await
-        .map_err(|e| RedisError::new(name, e))
+    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
 }
 
 /// Sends `name sub key args...` (`XGROUP CREATE key ...`, `XINFO GROUPS key`), routed by `key`.
@@ -56,10 +53,7 @@ pub(crate) async fn call_sub<R: FromValue>(
     all.push(Value::from(sub));
     all.push(Value::from(key));
     all.extend(args.0);
-    client
-        .custom(command(name, key, false), all)
-        .await
-        .map_err(|e| RedisError::new(name, e))
+    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
 }
 
 /// A stream entry as read: id and fields, or `None` fields for a PEL tombstone (the entry was
@@ -175,11 +169,7 @@ pub(crate) fn parse_pending(v: Value) -> Result<Vec<PendingEntry>, RedisError> {
             let consumer = cols.next().and_then(|v| v.into_string()).ok_or_else(bad)?;
             let _idle = cols.next();
             let deliveries = cols.next().and_then(|v| v.as_u64()).ok_or_else(bad)?;
-            Ok(PendingEntry {
-                id,
-                consumer,
-                deliveries,
-            })
+            Ok(PendingEntry { id, consumer, deliveries })
         })
         .collect()
 }
@@ -195,11 +185,9 @@ pub(crate) fn pairs(v: Value) -> Vec<(String, Value)> {
             }
             out
         }
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .map(|(k, v)| (k.as_str().map(|s| s.to_string()).unwrap_or_default(), v))
-            .collect(),
+        Value::Map(map) => {
+            map.inner().into_iter().map(|(k, v)| (k.as_str().map(|s| s.to_string()).unwrap_or_default(), v)).collect()
+        }
         _ => Vec::new(),
     }
 }

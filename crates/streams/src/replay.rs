@@ -85,15 +85,8 @@ impl RangeReader {
         let Some(start) = self.next_start.clone() else {
             return Ok(None);
         };
-        let args = Args::new()
-            .arg(start)
-            .arg(self.end.as_str())
-            .arg("COUNT")
-            .arg(self.page_size as i64);
-        let entries = parse_entries(
-            "XRANGE",
-            call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?,
-        )?;
+        let args = Args::new().arg(start).arg(self.end.as_str()).arg("COUNT").arg(self.page_size as i64);
+        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
         self.next_start = match entries.last() {
             Some(last) if entries.len() == self.page_size => Some(format!("({}", last.id)),
             _ => None,
@@ -109,9 +102,7 @@ impl RangeReader {
                     entry_id: e.id,
                     envelope: match e.fields {
                         Some(f) => wire::decode(&f, &limits),
-                        None => Err(DecodeError::MalformedEntry {
-                            reason: "entry was deleted",
-                        }),
+                        None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
                     },
                 })
                 .collect(),
@@ -219,9 +210,7 @@ impl Tail {
                 Position::End => {
                     let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
                     let newest = call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?;
-                    parse_entries("XREVRANGE", newest)?
-                        .first()
-                        .map_or(EntryId::MIN, |e| e.id)
+                    parse_entries("XREVRANGE", newest)?.first().map_or(EntryId::MIN, |e| e.id)
                 }
             };
             self.start = None;
@@ -258,9 +247,7 @@ impl Tail {
                 entry_id: e.id,
                 envelope: match e.fields {
                     Some(f) => wire::decode(&f, &limits),
-                    None => Err(DecodeError::MalformedEntry {
-                        reason: "entry was deleted",
-                    }),
+                    None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
                 },
             })
             .collect())

@@ -42,18 +42,12 @@ impl Retention {
     /// Keep about the newest `n` entries (`MAXLEN ~ n`: Redis trims whole nodes, so a few
     /// more may stay).
     pub fn max_len(n: u64) -> Self {
-        Self {
-            limit: Limit::MaxLen(n),
-            safe: false,
-        }
+        Self { limit: Limit::MaxLen(n), safe: false }
     }
 
     /// Keep entries added in the last `age` (`MINID ~ <now - age>`).
     pub fn max_age(age: Duration) -> Self {
-        Self {
-            limit: Limit::MaxAge(age),
-            safe: false,
-        }
+        Self { limit: Limit::MaxAge(age), safe: false }
     }
 
     /// Never trim an entry that some consumer group has not yet delivered or acknowledged.
@@ -91,9 +85,7 @@ impl Retention {
                 Limit::MaxLen(n) => ("maxlen", n.to_string()),
                 Limit::MaxAge(age) => ("minid", min_id(SystemTime::now(), age)),
             };
-            TRIM_SAFE
-                .run(conn.redis(), vec![key], vec![mode.into(), value.into()])
-                .await?
+            TRIM_SAFE.run(conn.redis(), vec![key], vec![mode.into(), value.into()]).await?
         } else {
             let mut args = Args::new();
             for a in self.xadd_args(SystemTime::now()) {

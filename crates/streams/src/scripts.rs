@@ -16,10 +16,7 @@ pub(crate) struct Lua {
 
 impl Lua {
     fn new(name: &'static str, source: &'static str) -> Self {
-        Self {
-            name,
-            script: Script::from_lua(source),
-        }
+        Self { name, script: Script::from_lua(source) }
     }
 
     /// `EVALSHA`, loading the script first if the server does not know it yet.
@@ -29,21 +26,14 @@ impl Lua {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, RedisError> {
-        self.script
-            .evalsha_with_reload(client, keys, args)
-            .await
-            .map_err(|e| RedisError::new(self.name, e))
+        self.script.evalsha_with_reload(client, keys, args).await.map_err(|e| RedisError::new(self.name, e))
     }
 }
 
 macro_rules! script {
     ($static:ident, $file:literal) => {
-        pub(crate) static $static: LazyLock<Lua> = LazyLock::new(|| {
-            Lua::new(
-                concat!("EVALSHA ", $file),
-                include_str!(concat!("scripts/", $file, ".lua")),
-            )
-        });
+        pub(crate) static $static: LazyLock<Lua> =
+            LazyLock::new(|| Lua::new(concat!("EVALSHA ", $file), include_str!(concat!("scripts/", $file, ".lua"))));
     };
 }
 

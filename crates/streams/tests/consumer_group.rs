@@ -18,10 +18,7 @@ async fn offline_consumer_receives_everything_in_publish_order() {
     let producer = Producer::new(conn.clone());
     let mut published = Vec::new();
     for n in 0..1000u64 {
-        let id = producer
-            .publish("orders", &Order { n, key: String::new() })
-            .await
-            .unwrap();
+        let id = producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
         published.push(id);
     }
     assert!(published.windows(2).all(|w| w[0] < w[1]));
@@ -43,16 +40,10 @@ async fn offline_consumer_receives_everything_in_publish_order() {
         .start();
     seen.wait_for(1000, "1000 messages").await;
     let got = seen.get();
-    assert_eq!(
-        got.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        (0..1000).collect::<Vec<_>>()
-    );
+    assert_eq!(got.iter().map(|(n, _)| *n).collect::<Vec<_>>(), (0..1000).collect::<Vec<_>>());
     assert_eq!(got.iter().map(|(_, id)| *id).collect::<Vec<_>>(), published);
     let admin = Admin::new(conn);
-    wait_until(PATIENCE, "all acked", || async {
-        admin.pending_count("orders", "billing").await.unwrap() == 0
-    })
-    .await;
+    wait_until(PATIENCE, "all acked", || async { admin.pending_count("orders", "billing").await.unwrap() == 0 }).await;
     assert_eq!(worker.stats().acked, 1000);
     worker.shutdown().await;
 }
@@ -62,14 +53,8 @@ async fn two_groups_each_see_every_message_and_one_groups_consumers_split_them()
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
-    admin
-        .create_group("events", "audit", tributary_streams::Position::End)
-        .await
-        .unwrap();
-    admin
-        .create_group("events", "billing", tributary_streams::Position::End)
-        .await
-        .unwrap();
+    admin.create_group("events", "audit", tributary_streams::Position::End).await.unwrap();
+    admin.create_group("events", "billing", tributary_streams::Position::End).await.unwrap();
 
     let audit = Seen::new();
     let billing: HashMap<&str, Seen<u64>> = [("b1", Seen::new()), ("b2", Seen::new())].into();
@@ -110,16 +95,7 @@ async fn two_groups_each_see_every_message_and_one_groups_consumers_split_them()
     let producer = Producer::new(conn.clone());
     let n = 400;
     for i in 0..n {
-        producer
-            .publish(
-                "events",
-                &Order {
-                    n: i,
-                    key: String::new(),
-                },
-            )
-            .await
-            .unwrap();
+        producer.publish("events", &Order { n: i, key: String::new() }).await.unwrap();
     }
     audit.wait_for(n as usize, "audit sees all").await;
     let b = billing.clone();
@@ -133,19 +109,10 @@ async fn two_groups_each_see_every_message_and_one_groups_consumers_split_them()
     assert_eq!(audit_got, (0..n).collect::<Vec<_>>());
     let b1 = billing["b1"].get();
     let b2 = billing["b2"].get();
-    assert!(
-        !b1.is_empty() && !b2.is_empty(),
-        "both consumers take work: {} / {}",
-        b1.len(),
-        b2.len()
-    );
+    assert!(!b1.is_empty() && !b2.is_empty(), "both consumers take work: {} / {}", b1.len(), b2.len());
     let mut all: Vec<u64> = b1.iter().chain(b2.iter()).copied().collect();
     all.sort();
-    assert_eq!(
-        all,
-        (0..n).collect::<Vec<_>>(),
-        "no message handled by both, none missed"
-    );
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "no message handled by both, none missed");
     audit_worker.shutdown().await;
     for w in billing_workers {
         w.shutdown().await;
@@ -160,12 +127,7 @@ async fn per_key_order_holds_under_concurrency_and_retries() {
     let keys = ["a", "b", "c", "d"];
     for n in 0..200u64 {
         let key = keys[(n % 4) as usize];
-        producer
-            .message("orders", &Order { n, key: key.to_owned() })
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        producer.message("orders", &Order { n, key: key.to_owned() }).key(key).send().await.unwrap();
     }
     let seen: Seen<(String, u64)> = Seen::new();
     let failed_once = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
@@ -173,10 +135,7 @@ async fn per_key_order_holds_under_concurrency_and_retries() {
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("c1")
         .concurrency(8)
-        .retry_policy(RetryPolicy::exponential(
-            Duration::from_millis(5),
-            Duration::from_millis(20),
-        ))
+        .retry_policy(RetryPolicy::exponential(Duration::from_millis(5), Duration::from_millis(20)))
         .on("orders", move |o: Order, ctx: Context| {
             let s = s.clone();
             let failed_once = failed_once.clone();
@@ -219,10 +178,7 @@ async fn backlog_of_100k_never_holds_more_than_max_in_flight() {
     }
     let admin = Admin::new(conn.clone());
     assert_eq!(admin.len("bulk").await.unwrap(), 100_000);
-    admin
-        .create_group("bulk", "g", tributary_streams::Position::Beginning)
-        .await
-        .unwrap();
+    admin.create_group("bulk", "g", tributary_streams::Position::Beginning).await.unwrap();
 
     let handled = Arc::new(AtomicUsize::new(0));
     let h = handled.clone();
@@ -249,14 +205,8 @@ async fn backlog_of_100k_never_holds_more_than_max_in_flight() {
         assert!(samples < 100_000, "worker did not finish the backlog");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(
-        max_pending <= 64,
-        "held {max_pending} unacked entries with max_in_flight 64"
-    );
-    assert!(
-        max_pending > 0,
-        "sampling saw the worker holding entries ({samples} samples)"
-    );
+    assert!(max_pending <= 64, "held {max_pending} unacked entries with max_in_flight 64");
+    assert!(max_pending > 0, "sampling saw the worker holding entries ({samples} samples)");
     worker.shutdown().await;
     assert_eq!(admin.pending_count("bulk", "g").await.unwrap(), 0);
 }
@@ -267,10 +217,7 @@ async fn graceful_shutdown_finishes_running_handlers_and_acks_them() {
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     for n in 0..20 {
-        producer
-            .publish("slow", &Order { n, key: String::new() })
-            .await
-            .unwrap();
+        producer.publish("slow", &Order { n, key: String::new() }).await.unwrap();
     }
     let started = Seen::new();
     let finished = Seen::new();
@@ -294,18 +241,10 @@ async fn graceful_shutdown_finishes_running_handlers_and_acks_them() {
     started.wait_for(4, "four handlers running").await;
     worker.shutdown().await;
     let (s, f) = (started.get(), finished.get());
-    assert_eq!(
-        s.len(),
-        f.len(),
-        "every started handler finished before shutdown returned"
-    );
+    assert_eq!(s.len(), f.len(), "every started handler finished before shutdown returned");
     assert!(f.len() < 20, "shutdown stopped reading new entries");
     let admin = Admin::new(conn.clone());
-    assert_eq!(
-        admin.pending_count("slow", "g").await.unwrap(),
-        0,
-        "finished work was acked"
-    );
+    assert_eq!(admin.pending_count("slow", "g").await.unwrap(), 0, "finished work was acked");
     let groups = admin.groups("slow").await.unwrap();
     assert_eq!(groups[0].consumers, 0, "a consumer holding nothing leaves the group");
 
@@ -337,18 +276,9 @@ async fn trace_context_follows_a_message_into_what_its_handler_publishes() {
     let conn = connect(&redis).await;
     let root = tributary_core::TraceParent::new_root();
     let producer = Producer::new(conn.clone());
-    tributary_streams::trace::in_trace(
-        root,
-        producer.publish(
-            "first",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        ),
-    )
-    .await
-    .unwrap();
+    tributary_streams::trace::in_trace(root, producer.publish("first", &Order { n: 1, key: String::new() }))
+        .await
+        .unwrap();
     let seen = Seen::new();
     let (s, p) = (seen.clone(), producer.clone());
     let worker = Worker::builder(conn.clone(), "g")
@@ -379,11 +309,7 @@ async fn trace_context_follows_a_message_into_what_its_handler_publishes() {
     let first = got.iter().find(|g| g.0 == "first").unwrap().1.unwrap();
     let second = got.iter().find(|g| g.0 == "second").unwrap().1.unwrap();
     assert_eq!(first.trace_id(), root.trace_id());
-    assert_eq!(
-        second.trace_id(),
-        root.trace_id(),
-        "the second hop joins the same trace"
-    );
+    assert_eq!(second.trace_id(), root.trace_id(), "the second hop joins the same trace");
     assert_ne!(second.parent_id(), first.parent_id());
     worker.shutdown().await;
 }

@@ -10,26 +10,14 @@ use common::*;
 use tributary_streams::{Admin, Context, DeadLetters, HandlerError, Producer, RetryPolicy, Worker, WorkerBuilder};
 
 fn fast_retries(b: WorkerBuilder) -> WorkerBuilder {
-    b.retry_policy(RetryPolicy::exponential(
-        Duration::from_millis(10),
-        Duration::from_millis(40),
-    ))
+    b.retry_policy(RetryPolicy::exponential(Duration::from_millis(10), Duration::from_millis(40)))
 }
 
 #[tokio::test]
 async fn retried_message_succeeds_on_a_later_attempt_with_its_identity() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let id = Producer::new(conn.clone())
-        .publish(
-            "jobs",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    let id = Producer::new(conn.clone()).publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
     let attempts = Seen::new();
     let a = attempts.clone();
     let worker = fast_retries(Worker::builder(conn.clone(), "g").consumer_name("c1"))
@@ -48,16 +36,10 @@ async fn retried_message_succeeds_on_a_later_attempt_with_its_identity() {
         .start();
     attempts.wait_for(3, "three attempts").await;
     let admin = Admin::new(conn.clone());
-    wait_until(PATIENCE, "acked", || async {
-        admin.pending_count("jobs", "g").await.unwrap() == 0
-    })
-    .await;
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("jobs", "g").await.unwrap() == 0 }).await;
     let got = attempts.get();
     assert_eq!(got.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(
-        got.iter().all(|a| a.1 == id && a.2 == got[0].2),
-        "same entry and message id on every attempt"
-    );
+    assert!(got.iter().all(|a| a.1 == id && a.2 == got[0].2), "same entry and message id on every attempt");
     assert_eq!(DeadLetters::new(conn, "jobs").unwrap().count().await.unwrap(), 0);
     assert_eq!(worker.stats().retried, 2);
     worker.shutdown().await;
@@ -68,16 +50,7 @@ async fn failing_message_is_dead_lettered_after_max_deliveries_with_reason_and_a
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
-    let bad = producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 13,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    let bad = producer.publish("jobs", &Order { n: 13, key: String::new() }).await.unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let good = Seen::new();
     let (c, g) = (calls.clone(), good.clone());
@@ -96,16 +69,7 @@ async fn failing_message_is_dead_lettered_after_max_deliveries_with_reason_and_a
         .build()
         .unwrap()
         .start();
-    producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 14,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("jobs", &Order { n: 14, key: String::new() }).await.unwrap();
     let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
     wait_until(PATIENCE, "dead letter", || async { dlq.count().await.unwrap() == 1 }).await;
     good.wait_for(1, "the good message").await;
@@ -116,16 +80,9 @@ async fn failing_message_is_dead_lettered_after_max_deliveries_with_reason_and_a
     assert_eq!(letter.attempts, 4);
     assert_eq!(letter.error, "database says no");
     assert_eq!(letter.original_id, bad.to_string());
-    assert_eq!(
-        (letter.topic.as_str(), letter.group.as_str(), letter.consumer.as_str()),
-        ("jobs", "g", "c1")
-    );
+    assert_eq!((letter.topic.as_str(), letter.group.as_str(), letter.consumer.as_str()), ("jobs", "g", "c1"));
     assert_eq!(letter.envelope().unwrap().decode::<Order>().unwrap().n, 13);
-    assert_eq!(
-        Admin::new(conn).pending_count("jobs", "g").await.unwrap(),
-        0,
-        "moved and acked together"
-    );
+    assert_eq!(Admin::new(conn).pending_count("jobs", "g").await.unwrap(), 0, "moved and acked together");
     worker.shutdown().await;
 }
 
@@ -134,16 +91,7 @@ async fn panic_is_a_retryable_failure_and_the_worker_survives() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
-    producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
     let done = Seen::new();
     let d = done.clone();
     let worker = fast_retries(Worker::builder(conn.clone(), "g").consumer_name("c1"))
@@ -161,16 +109,7 @@ async fn panic_is_a_retryable_failure_and_the_worker_survives() {
         .unwrap()
         .start();
     done.wait_for(1, "success after the panic").await;
-    producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 2,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("jobs", &Order { n: 2, key: String::new() }).await.unwrap();
     done.wait_for(2, "the worker keeps going").await;
     assert_eq!(done.get()[0], (1, 2));
     assert!(worker.stats().panics >= 2);
@@ -181,16 +120,7 @@ async fn panic_is_a_retryable_failure_and_the_worker_survives() {
 async fn rejected_message_is_dead_lettered_at_once() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    Producer::new(conn.clone())
-        .publish(
-            "jobs",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    Producer::new(conn.clone()).publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
     let worker = Worker::builder(conn.clone(), "g")
@@ -220,16 +150,7 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
     let conn = connect(&redis).await;
     let key = format!("{}:{{jobs}}", redis.namespace());
     let producer = Producer::new(conn.clone());
-    producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
     // An entry that is not an envelope at all, one of an unknown version, one missing its
     // payload, and one whose payload is not an Order.
     redis.cli(&["XADD", &key, "*", "hello", "world"]);
@@ -266,16 +187,7 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
         "p",
         "{\"wrong\":true}",
     ]);
-    producer
-        .publish(
-            "jobs",
-            &Order {
-                n: 2,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("jobs", &Order { n: 2, key: String::new() }).await.unwrap();
 
     let good = Seen::new();
     let g = good.clone();
@@ -295,17 +207,11 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
     good.wait_for(2, "both good messages").await;
     assert_eq!(good.get(), vec![1, 2]);
     let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
-    wait_until(PATIENCE, "four dead letters", || async {
-        dlq.count().await.unwrap() == 4
-    })
-    .await;
+    wait_until(PATIENCE, "four dead letters", || async { dlq.count().await.unwrap() == 4 }).await;
     let letters = dlq.list(10).await.unwrap();
     let reasons: Vec<(&str, &str)> = letters.iter().map(|l| (l.reason.as_str(), l.error.as_str())).collect();
     assert_eq!(reasons[0], ("malformed", "entry has no format version field `v`"));
-    assert!(
-        reasons[1].1.starts_with("unsupported wire format version `99`"),
-        "{reasons:?}"
-    );
+    assert!(reasons[1].1.starts_with("unsupported wire format version `99`"), "{reasons:?}");
     assert_eq!(reasons[2], ("malformed", "required field `p` is missing"));
     assert_eq!(reasons[3].0, "rejected");
     assert!(reasons[3].1.contains("does not decode"), "{reasons:?}");
@@ -320,16 +226,7 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
 async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    Producer::new(conn.clone())
-        .publish(
-            "jobs",
-            &Order {
-                n: 5,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    Producer::new(conn.clone()).publish("jobs", &Order { n: 5, key: String::new() }).await.unwrap();
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let seen = Seen::new();
     let (f, s) = (fail.clone(), seen.clone());

@@ -39,22 +39,12 @@ async fn batch_publish_stores_all_in_order_in_one_round_trip() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let orders: Vec<Order> = (0..500).map(|n| Order { n, key: String::new() }).collect();
-    let ids = Producer::new(conn.clone())
-        .publish_batch("orders", &orders)
-        .await
-        .unwrap();
+    let ids = Producer::new(conn.clone()).publish_batch("orders", &orders).await.unwrap();
     assert_eq!(ids.len(), 500);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let read = Replay::new(conn)
-        .range("orders", Position::Beginning, Position::End)
-        .unwrap()
-        .collect(1000)
-        .await
-        .unwrap();
-    let ns: Vec<u64> = read
-        .iter()
-        .map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().n)
-        .collect();
+    let read =
+        Replay::new(conn).range("orders", Position::Beginning, Position::End).unwrap().collect(1000).await.unwrap();
+    let ns: Vec<u64> = read.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().n).collect();
     assert_eq!(ns, (0..500).collect::<Vec<_>>());
     assert_eq!(read.iter().map(|r| r.entry_id).collect::<Vec<_>>(), ids);
 }
@@ -63,18 +53,10 @@ async fn batch_publish_stores_all_in_order_in_one_round_trip() {
 async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone())
-        .dedup_ttl(Duration::from_millis(400))
-        .build();
+    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_millis(400)).build();
     let send = |n| {
         let producer = producer.clone();
-        async move {
-            producer
-                .message("payments", &Order { n, key: String::new() })
-                .idempotency_key("pay-1")
-                .send()
-                .await
-        }
+        async move { producer.message("payments", &Order { n, key: String::new() }).idempotency_key("pay-1").send().await }
     };
     let first = send(1).await.unwrap();
     let again = send(2).await.unwrap();
@@ -86,10 +68,7 @@ async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     let ttl: i64 = redis.cli(&["PTTL", &dedup]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 400, "ttl {ttl}");
     // After the TTL the key is forgotten: a new publish stores a new entry.
-    wait_until(PATIENCE, "dedup key expired", || async {
-        redis.cli(&["EXISTS", &dedup]).trim() == "0"
-    })
-    .await;
+    wait_until(PATIENCE, "dedup key expired", || async { redis.cli(&["EXISTS", &dedup]).trim() == "0" }).await;
     let third = send(3).await.unwrap();
     assert!(third > first);
     assert_eq!(admin.len("payments").await.unwrap(), 2);
@@ -99,9 +78,7 @@ async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
 async fn plain_retention_caps_the_stream() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone())
-        .retention("metrics", Retention::max_len(100))
-        .build();
+    let producer = Producer::builder(conn.clone()).retention("metrics", Retention::max_len(100)).build();
     let batch: Vec<Order> = (0..1000).map(|n| Order { n, key: String::new() }).collect();
     producer.publish_batch("metrics", &batch).await.unwrap();
     let len = Admin::new(conn).len("metrics").await.unwrap();
@@ -115,10 +92,8 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
     admin.create_group("audit", "slow", Position::Beginning).await.unwrap();
-    let producer = Producer::builder(conn.clone())
-        .retention("audit", Retention::max_len(10).safe())
-        .safe_trim_every(10)
-        .build();
+    let producer =
+        Producer::builder(conn.clone()).retention("audit", Retention::max_len(10).safe()).safe_trim_every(10).build();
     let ids: Vec<EntryId> = {
         let batch: Vec<Order> = (0..100).map(|n| Order { n, key: String::new() }).collect();
         producer.publish_batch("audit", &batch).await.unwrap()
@@ -147,18 +122,11 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
         .unwrap()
         .start();
     handled.wait_for(50, "fifty handled").await;
-    wait_until(PATIENCE, "fifty acked", || async {
-        admin.pending_count("audit", "slow").await.unwrap() == 1
-    })
-    .await;
+    wait_until(PATIENCE, "fifty acked", || async { admin.pending_count("audit", "slow").await.unwrap() == 1 }).await;
     let removed = admin.trim("audit", Retention::max_len(10).safe()).await.unwrap();
     assert_eq!(removed, 50, "trimmed exactly the acknowledged entries");
-    let first = Replay::new(conn.clone())
-        .range("audit", Position::Beginning, Position::End)
-        .unwrap()
-        .collect(1)
-        .await
-        .unwrap();
+    let first =
+        Replay::new(conn.clone()).range("audit", Position::Beginning, Position::End).unwrap().collect(1).await.unwrap();
     assert_eq!(first[0].entry_id, ids[50], "the oldest unacked entry survives");
     drop(worker);
 
@@ -172,12 +140,7 @@ async fn json_codec_and_custom_headers_round_trip_through_a_worker() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::builder(conn.clone()).codec(Json).build();
-    producer
-        .message("events", &Order { n: 3, key: "x".into() })
-        .header("tenant", "acme")
-        .send()
-        .await
-        .unwrap();
+    producer.message("events", &Order { n: 3, key: "x".into() }).header("tenant", "acme").send().await.unwrap();
     let seen = Seen::new();
     let s = seen.clone();
     let worker = Worker::builder(conn.clone(), "g")
@@ -185,11 +148,7 @@ async fn json_codec_and_custom_headers_round_trip_through_a_worker() {
         .on("events", move |o: Order, ctx: Context| {
             let s = s.clone();
             async move {
-                s.push((
-                    o,
-                    ctx.headers().get("tenant").map(str::to_owned),
-                    ctx.envelope().content_type.clone(),
-                ));
+                s.push((o, ctx.headers().get("tenant").map(str::to_owned), ctx.envelope().content_type.clone()));
                 Ok::<_, HandlerError>(())
             }
         })

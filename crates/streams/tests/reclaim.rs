@@ -18,16 +18,7 @@ async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
     let producer = Producer::new(conn.clone());
     let n = 300u64;
     for i in 0..n {
-        producer
-            .publish(
-                "orders",
-                &Order {
-                    n: i,
-                    key: String::new(),
-                },
-            )
-            .await
-            .unwrap();
+        producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
     }
     // The first consumer takes a batch and hangs in its handlers, then "crashes".
     let started = Seen::new();
@@ -74,17 +65,10 @@ async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
     .await;
     let got = handled.get();
     let reclaimed: Vec<&(u64, u64)> = got.iter().filter(|h| h.1 > 1).collect();
-    assert_eq!(
-        reclaimed.len(),
-        50,
-        "the crashed consumer's entries came back as second deliveries"
-    );
+    assert_eq!(reclaimed.len(), 50, "the crashed consumer's entries came back as second deliveries");
     let doomed_set: HashSet<u64> = started.get().into_iter().collect();
     assert!(reclaimed.iter().all(|h| doomed_set.contains(&h.0)));
-    wait_until(PATIENCE, "all acked", || async {
-        admin.pending_count("orders", "g").await.unwrap() == 0
-    })
-    .await;
+    wait_until(PATIENCE, "all acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
     assert_eq!(rescuer.stats().reclaimed, 50);
     rescuer.shutdown().await;
 }
@@ -95,16 +79,7 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     for i in 0..10u64 {
-        producer
-            .publish(
-                "orders",
-                &Order {
-                    n: i,
-                    key: String::new(),
-                },
-            )
-            .await
-            .unwrap();
+        producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
     }
     let started = Seen::new();
     let s = started.clone();
@@ -145,15 +120,8 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
         .start();
     handled.wait_for(10, "all ten").await;
     let got = handled.get();
-    assert_eq!(
-        got[..3],
-        [(0, 2), (1, 2), (2, 2)],
-        "own pending entries first, as second deliveries"
-    );
-    assert_eq!(
-        got[3..].iter().map(|h| h.0).collect::<Vec<_>>(),
-        (3..10).collect::<Vec<_>>()
-    );
+    assert_eq!(got[..3], [(0, 2), (1, 2), (2, 2)], "own pending entries first, as second deliveries");
+    assert_eq!(got[3..].iter().map(|h| h.0).collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
     second.shutdown().await;
 }
 
@@ -161,16 +129,7 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
 async fn a_live_slow_handler_keeps_its_entry() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    Producer::new(conn.clone())
-        .publish(
-            "orders",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     let handled = Seen::new();
     let mut workers = Vec::new();
     for name in ["w1", "w2"] {
@@ -195,16 +154,8 @@ async fn a_live_slow_handler_keeps_its_entry() {
     }
     handled.wait_for(1, "handled").await;
     let admin = Admin::new(conn.clone());
-    wait_until(PATIENCE, "acked", || async {
-        admin.pending_count("orders", "g").await.unwrap() == 0
-    })
-    .await;
-    assert_eq!(
-        handled.len(),
-        1,
-        "not taken over while its handler was alive: {:?}",
-        handled.get()
-    );
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    assert_eq!(handled.len(), 1, "not taken over while its handler was alive: {:?}", handled.get());
     for w in workers {
         w.shutdown().await;
     }
@@ -216,16 +167,7 @@ async fn idle_consumers_holding_nothing_are_removed_and_holders_kept() {
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
     admin.create_group("orders", "g", Position::Beginning).await.unwrap();
-    Producer::new(conn.clone())
-        .publish(
-            "orders",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     let key = format!("{}:{{orders}}", redis.namespace());
     // "holder" read the entry and never acked it; "ghost" never read anything.
     redis.cli(&["XREADGROUP", "GROUP", "g", "holder", "COUNT", "1", "STREAMS", &key, ">"]);
@@ -236,29 +178,17 @@ async fn idle_consumers_holding_nothing_are_removed_and_holders_kept() {
         .claim_idle(Duration::from_secs(600))
         .claim_interval(Duration::from_millis(50))
         .consumer_idle_timeout(Some(Duration::from_millis(200)))
-        .on(
-            "orders",
-            |_o: Order, _ctx: Context| async move { Ok::<_, HandlerError>(()) },
-        )
+        .on("orders", |_o: Order, _ctx: Context| async move { Ok::<_, HandlerError>(()) })
         .build()
         .unwrap()
         .start();
     wait_until(PATIENCE, "the ghost is removed", || async {
-        let names: Vec<String> = admin
-            .consumers("orders", "g")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
+        let names: Vec<String> = admin.consumers("orders", "g").await.unwrap().into_iter().map(|c| c.name).collect();
         !names.contains(&"ghost".to_owned())
     })
     .await;
     let consumers = admin.consumers("orders", "g").await.unwrap();
-    let holder = consumers
-        .iter()
-        .find(|c| c.name == "holder")
-        .expect("a consumer with pending entries is kept");
+    let holder = consumers.iter().find(|c| c.name == "holder").expect("a consumer with pending entries is kept");
     assert_eq!(holder.pending, 1);
     worker.shutdown().await;
 }

@@ -11,28 +11,19 @@ use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay
 async fn publish_in_two_waves(conn: &tributary_core::Connection) -> SystemTime {
     let producer = Producer::new(conn.clone());
     for n in 0..10 {
-        producer
-            .publish("orders", &Order { n, key: String::new() })
-            .await
-            .unwrap();
+        producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(20)).await; // two distinct milliseconds of Redis' clock
     let middle = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     for n in 10..20 {
-        producer
-            .publish("orders", &Order { n, key: String::new() })
-            .await
-            .unwrap();
+        producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
     }
     middle
 }
 
 fn numbers(received: &[tributary_streams::Received]) -> Vec<u64> {
-    received
-        .iter()
-        .map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().n)
-        .collect()
+    received.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().n).collect()
 }
 
 #[tokio::test]
@@ -43,38 +34,21 @@ async fn ranges_by_time_and_id_leave_groups_alone() {
     admin.create_group("orders", "g", Position::Beginning).await.unwrap();
     let middle = publish_in_two_waves(&conn).await;
     let replay = Replay::new(conn.clone());
-    let later = replay
-        .range("orders", Position::Time(middle), Position::End)
-        .unwrap()
-        .page_size(3)
-        .collect(100)
-        .await
-        .unwrap();
+    let later =
+        replay.range("orders", Position::Time(middle), Position::End).unwrap().page_size(3).collect(100).await.unwrap();
     assert_eq!(numbers(&later), (10..20).collect::<Vec<_>>());
-    let earlier = replay
-        .range("orders", Position::Beginning, Position::Time(middle))
-        .unwrap()
-        .collect(100)
-        .await
-        .unwrap();
+    let earlier =
+        replay.range("orders", Position::Beginning, Position::Time(middle)).unwrap().collect(100).await.unwrap();
     assert_eq!(numbers(&earlier), (0..10).collect::<Vec<_>>());
     let by_id = replay
-        .range(
-            "orders",
-            Position::At(later[2].entry_id),
-            Position::At(later[4].entry_id),
-        )
+        .range("orders", Position::At(later[2].entry_id), Position::At(later[4].entry_id))
         .unwrap()
         .collect(100)
         .await
         .unwrap();
     assert_eq!(numbers(&by_id), vec![12, 13, 14]);
     let groups = admin.groups("orders").await.unwrap();
-    assert_eq!(
-        (groups[0].pending, groups[0].lag),
-        (0, Some(20)),
-        "replay did not touch the group"
-    );
+    assert_eq!((groups[0].pending, groups[0].lag), (0, Some(20)), "replay did not touch the group");
 }
 
 #[tokio::test]
@@ -103,10 +77,7 @@ async fn a_new_group_can_start_at_a_past_time_and_a_cursor_can_be_moved_back() {
     assert_eq!(seen.get(), (10..20).collect::<Vec<_>>());
 
     // Rewind the group to the beginning: everything is delivered again.
-    Admin::new(conn.clone())
-        .set_group_position("orders", "late-joiner", Position::Beginning)
-        .await
-        .unwrap();
+    Admin::new(conn.clone()).set_group_position("orders", "late-joiner", Position::Beginning).await.unwrap();
     let again = Seen::new();
     let a = again.clone();
     let worker = Worker::builder(conn, "late-joiner")
@@ -132,26 +103,8 @@ async fn a_pattern_subscription_picks_up_topics_created_later() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
-    producer
-        .publish(
-            "sensor.kitchen",
-            &Order {
-                n: 1,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    producer
-        .publish(
-            "other",
-            &Order {
-                n: 99,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("sensor.kitchen", &Order { n: 1, key: String::new() }).await.unwrap();
+    producer.publish("other", &Order { n: 99, key: String::new() }).await.unwrap();
     let seen = Seen::new();
     let s = seen.clone();
     let worker = Worker::builder(conn.clone(), "g")
@@ -168,22 +121,10 @@ async fn a_pattern_subscription_picks_up_topics_created_later() {
         .unwrap()
         .start();
     seen.wait_for(1, "existing topic").await;
-    producer
-        .publish(
-            "sensor.garage",
-            &Order {
-                n: 2,
-                key: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    producer.publish("sensor.garage", &Order { n: 2, key: String::new() }).await.unwrap();
     seen.wait_for(2, "topic created after start").await;
     let mut got = seen.get();
     got.sort();
-    assert_eq!(
-        got,
-        vec![("sensor.garage".to_owned(), 2), ("sensor.kitchen".to_owned(), 1)]
-    );
+    assert_eq!(got, vec![("sensor.garage".to_owned(), 2), ("sensor.kitchen".to_owned(), 1)]);
     worker.shutdown().await;
 }

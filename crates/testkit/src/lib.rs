@@ -77,11 +77,7 @@ impl TestRedis {
     /// When no server can be started (the message says how to install `redis-server`).
     pub async fn start() -> Self {
         match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => Self {
-                url,
-                namespace: unique_namespace(),
-                process: None,
-            },
+            Ok(url) if !url.is_empty() => Self { url, namespace: unique_namespace(), process: None },
             _ => Self::start_private().await,
         }
     }
@@ -103,17 +99,9 @@ impl TestRedis {
         // retry with a new port when that happens.
         let mut log = String::new();
         for _ in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("tributary-redis-")
-                .tempdir()
-                .expect("create temp dir");
+            let dir = tempfile::Builder::new().prefix("tributary-redis-").tempdir().expect("create temp dir");
             let port = free_port();
-            let process = Process {
-                port,
-                dir,
-                options: options.clone(),
-                child: Mutex::new(None),
-            };
+            let process = Process { port, dir, options: options.clone(), child: Mutex::new(None) };
             if process.spawn().await {
                 return Self {
                     url: format!("redis://127.0.0.1:{port}"),
@@ -170,10 +158,7 @@ impl TestRedis {
     /// When the server is the shared one, still running, or does not come back.
     pub async fn restart(&self) {
         let process = self.process();
-        assert!(
-            process.child.lock().expect("lock").is_none(),
-            "kill() the server before restart()"
-        );
+        assert!(process.child.lock().expect("lock").is_none(), "kill() the server before restart()");
         for _ in 0..50 {
             if process.spawn().await {
                 return;
@@ -196,18 +181,12 @@ impl TestRedis {
             .args(args)
             .output()
             .expect("run redis-cli (install the redis-tools package)");
-        assert!(
-            out.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn process(&self) -> &Process {
-        self.process
-            .as_ref()
-            .expect("only a private server (start_private) can be controlled")
+        self.process.as_ref().expect("only a private server (start_private) can be controlled")
     }
 }
 
@@ -232,12 +211,7 @@ impl Process {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         }
         cmd.args(&self.options.extra);
-        let child = match cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
+        let child = match cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
             Ok(c) => c,
             Err(e) => panic!(
                 "cannot run `{bin}` ({e}). Install Redis 7 (Debian: `apt-get install redis-server`) \
@@ -290,10 +264,7 @@ async fn ping(port: u16) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
 }
 
 fn unique_namespace() -> String {
@@ -314,10 +285,7 @@ where
         if condition().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -15,7 +15,7 @@ pub use tributary_core::fred;
 pub use tributary_streams::{
     admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
     DeadLetter, DeadLetters, Handler, HandlerError, Position, Producer, ProducerBuilder, Publish, Received, Replay,
-    Retention, RetryPolicy, StreamError, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    Retention, RetryPolicy, Route, RouteOptions, StreamError, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]
@@ -24,6 +24,29 @@ pub use tributary_rpc::{
     protocol as rpc_protocol, RpcClient, RpcClientBuilder, RpcError, RpcHandlerError, RpcServer, RpcServerBuilder,
     RpcServerHandle,
 };
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use tributary_macros::{handler, service};
+
+/// What the macros expand to. Not public API.
+#[doc(hidden)]
+#[cfg(feature = "rpc")]
+pub mod __private {
+    pub use tributary_core::Connection;
+    pub use tributary_rpc::{RpcClient, RpcError, RpcHandlerError, RpcServer, RpcServerBuilder};
+    pub use tributary_streams::{handler_fn, Context, Handler, HandlerError, RetryPolicy, Route, RouteOptions};
+
+    /// `Result<(), E>` of a `#[handler]` function as a handler result.
+    pub fn into_handler_result<E: Into<HandlerError>>(r: Result<(), E>) -> Result<(), HandlerError> {
+        r.map_err(Into::into)
+    }
+
+    /// `Result<T, E>` of a `#[service]` method as an RPC handler result.
+    pub fn into_rpc_result<T, E: Into<RpcHandlerError>>(r: Result<T, E>) -> Result<T, RpcHandlerError> {
+        r.map_err(Into::into)
+    }
+}
 
 /// The names most applications need: `use tributary::prelude::*;`.
 pub mod prelude {

@@ -37,16 +37,8 @@ impl DeadLetterReason {
 }
 
 /// Metadata fields written before the original fields of a dead letter, in this order.
-pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] = [
-    "dlq:topic",
-    "dlq:group",
-    "dlq:consumer",
-    "dlq:id",
-    "dlq:reason",
-    "dlq:attempts",
-    "dlq:error",
-    "dlq:at",
-];
+pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] =
+    ["dlq:topic", "dlq:group", "dlq:consumer", "dlq:id", "dlq:reason", "dlq:attempts", "dlq:error", "dlq:at"];
 
 impl TopicConsumer {
     /// The ack loop: takes whatever acks are queued (up to 512), sends one `XACK` for all of
@@ -103,11 +95,7 @@ impl TopicConsumer {
 
     /// Moves `id` to the dead-letter stream, atomically with its ack.
     pub(crate) async fn dead_letter(&self, id: EntryId, reason: DeadLetterReason, attempts: u64, error: &str) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .to_string();
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
         let values = [
             self.topic.as_str().to_owned(),
             self.group.clone(),
@@ -130,10 +118,7 @@ impl TopicConsumer {
         let keys = vec![self.key.clone(), self.conn.namespace().dead_letter_stream(&self.topic)];
         let mut backoff = Duration::from_millis(50);
         for _ in 0..5 {
-            match DEAD_LETTER
-                .run::<i64>(self.conn.redis(), keys.clone(), args.clone())
-                .await
-            {
+            match DEAD_LETTER.run::<i64>(self.conn.redis(), keys.clone(), args.clone()).await {
                 Ok(moved) => {
                     if moved == 1 {
                         Stats::add(&self.stats.dead_lettered, 1);
@@ -159,13 +144,8 @@ impl TopicConsumer {
     /// Acknowledges a pending entry whose data is gone (deleted or trimmed): there is nothing
     /// to handle, and an unacked tombstone would stay in the PEL forever.
     pub(crate) async fn ack_tombstone(&self, id: EntryId) -> Result<(), RedisError> {
-        call::<i64>(
-            self.conn.redis(),
-            "XACK",
-            &self.key,
-            Args::new().arg(self.group.as_str()).arg(id.to_string()),
-        )
-        .await?;
+        call::<i64>(self.conn.redis(), "XACK", &self.key, Args::new().arg(self.group.as_str()).arg(id.to_string()))
+            .await?;
         Stats::add(&self.stats.tombstones, 1);
         Ok(())
     }

@@ -9,6 +9,7 @@ use tributary_core::{Connection, Topic, TopicPattern};
 
 use super::handler::{handler_fn, Context, Handler, HandlerError};
 use super::retry::RetryPolicy;
+use super::route::{Route, RouteOptions};
 use super::Worker;
 use crate::error::BuildError;
 use crate::position::Position;
@@ -34,14 +35,22 @@ pub(crate) struct ConsumerConfig {
 
 impl ConsumerConfig {
     pub(crate) fn claim_interval(&self) -> Duration {
-        self.claim_interval
-            .unwrap_or(self.claim_idle / 2)
-            .max(Duration::from_millis(50))
+        self.claim_interval.unwrap_or(self.claim_idle / 2).max(Duration::from_millis(50))
     }
 
     pub(crate) fn lease_interval(&self) -> Duration {
         (self.claim_idle / 3).max(Duration::from_millis(20))
     }
+}
+
+fn check_options(options: &RouteOptions) -> Result<(), BuildError> {
+    if options.concurrency == Some(0) {
+        return Err(BuildError::OutOfRange { setting: "concurrency", requirement: "greater than zero" });
+    }
+    if options.max_deliveries == Some(0) {
+        return Err(BuildError::OutOfRange { setting: "max_deliveries", requirement: "greater than zero" });
+    }
+    Ok(())
 }
 
 /// The default consumer name: `TRIBUTARY_CONSUMER_NAME`, else the host name. Stable across
@@ -62,8 +71,9 @@ pub struct WorkerBuilder {
     conn: Connection,
     group: String,
     config: ConsumerConfig,
-    routes: Vec<(String, Arc<dyn Handler>)>,
-    patterns: Vec<(String, Arc<dyn Handler>)>,
+    routes: Vec<(String, Arc<dyn Handler>, RouteOptions)>,
+    patterns: Vec<(String, Arc<dyn Handler>, RouteOptions)>,
+    group_mismatch: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -100,12 +110,30 @@ impl WorkerBuilder {
             },
             routes: Vec::new(),
             patterns: Vec::new(),
+            group_mismatch: None,
         }
     }
 
     /// Registers `handler` for `topic`.
-    pub fn handler(mut self, topic: impl Into<String>, handler: impl Handler) -> Self {
-        self.routes.push((topic.into(), Arc::new(handler)));
+    pub fn handler(self, topic: impl Into<String>, handler: impl Handler) -> Self {
+        self.handler_with(topic, handler, RouteOptions::default())
+    }
+
+    /// Registers `handler` for `topic` with settings of its own.
+    pub fn handler_with(mut self, topic: impl Into<String>, handler: impl Handler, options: RouteOptions) -> Self {
+        self.routes.push((topic.into(), Arc::new(handler), options));
+        self
+    }
+
+    /// Registers a [`Route`]: a handler that knows its topic, such as a function annotated
+    /// with `#[tributary::handler(topic = "...")]`.
+    pub fn register(mut self, route: impl Route) -> Self {
+        if let Some(group) = route.group() {
+            if group != self.group {
+                self.group_mismatch = Some(format!("{} (handler for group `{group}`)", route.topic()));
+            }
+        }
+        self.routes.push((route.topic().to_owned(), route.handler(), route.options()));
         self
     }
 
@@ -138,7 +166,7 @@ impl WorkerBuilder {
     /// Registers `handler` for every topic matching the glob `pattern` (`orders.*`), including
     /// topics created after the worker started (found every `pattern_refresh`).
     pub fn handler_pattern(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
-        self.patterns.push((pattern.into(), Arc::new(handler)));
+        self.patterns.push((pattern.into(), Arc::new(handler), RouteOptions::default()));
         self
     }
 
@@ -255,10 +283,7 @@ impl WorkerBuilder {
             if ok {
                 Ok(())
             } else {
-                Err(BuildError::OutOfRange {
-                    setting,
-                    requirement: "greater than zero",
-                })
+                Err(BuildError::OutOfRange { setting, requirement: "greater than zero" })
             }
         };
         positive("batch_size", c.batch_size > 0)?;
@@ -268,42 +293,34 @@ impl WorkerBuilder {
         positive("block_for", c.block_for >= Duration::from_millis(1))?;
         positive("claim_idle", c.claim_idle >= Duration::from_millis(1))?;
         if c.consumer_name.is_empty() || c.consumer_name.len() > 200 {
-            return Err(BuildError::OutOfRange {
-                setting: "consumer_name",
-                requirement: "1 to 200 bytes",
-            });
+            return Err(BuildError::OutOfRange { setting: "consumer_name", requirement: "1 to 200 bytes" });
         }
         if self.group.is_empty() || self.group.len() > 200 {
-            return Err(BuildError::OutOfRange {
-                setting: "group",
-                requirement: "1 to 200 bytes",
-            });
+            return Err(BuildError::OutOfRange { setting: "group", requirement: "1 to 200 bytes" });
         }
         if self.routes.is_empty() && self.patterns.is_empty() {
             return Err(BuildError::NoHandlers);
         }
+        if let Some(route) = self.group_mismatch {
+            return Err(BuildError::GroupMismatch { route, group: self.group });
+        }
         let mut routes = Vec::new();
-        for (name, handler) in self.routes {
+        for (name, handler, options) in self.routes {
             let topic = Topic::new(name)?;
-            if routes.iter().any(|(t, _)| *t == topic) {
+            if routes.iter().any(|(t, _, _)| *t == topic) {
                 return Err(BuildError::DuplicateRoute(topic.to_string()));
             }
-            routes.push((topic, handler));
+            check_options(&options)?;
+            routes.push((topic, handler, options));
         }
         let mut patterns = Vec::new();
-        for (name, handler) in self.patterns {
+        for (name, handler, options) in self.patterns {
             let pattern = TopicPattern::new(name)?;
-            if patterns.iter().any(|(p, _)| *p == pattern) {
+            if patterns.iter().any(|(p, _, _)| *p == pattern) {
                 return Err(BuildError::DuplicateRoute(pattern.to_string()));
             }
-            patterns.push((pattern, handler));
+            patterns.push((pattern, handler, options));
         }
-        Ok(Worker {
-            conn: self.conn,
-            group: self.group,
-            config: Arc::new(self.config),
-            routes,
-            patterns,
-        })
+        Ok(Worker { conn: self.conn, group: self.group, config: Arc::new(self.config), routes, patterns })
     }
 }

@@ -72,10 +72,7 @@ impl TopicConsumer {
         }
         // XCLAIM re-checks the idle time atomically, so two consumers sweeping at once never
         // both get an entry; entries deleted meanwhile drop out of the PEL (Redis >= 7).
-        let claimed = parse_entries(
-            "XCLAIM",
-            call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?,
-        )?;
+        let claimed = parse_entries("XCLAIM", call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?)?;
         let count = claimed.len();
         for entry in claimed {
             let row = rows.iter().find(|r| r.id == entry.id);
@@ -132,13 +129,7 @@ impl TopicConsumer {
             return Ok(());
         }
         let idle_ms = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
-        let args = Args::new()
-            .arg(self.group.as_str())
-            .arg("IDLE")
-            .arg(idle_ms)
-            .arg("-")
-            .arg("+")
-            .arg(free as i64);
+        let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(free as i64);
         let rows = parse_pending(call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await?)?;
         let rows: Vec<PendingEntry> = {
             let held = self.held.lock().expect("held lock");
@@ -159,11 +150,8 @@ impl TopicConsumer {
     async fn renew_leases(&self) -> Result<(), RedisError> {
         let held: Vec<EntryId> = self.held.lock().expect("held lock").iter().copied().collect();
         for chunk in held.chunks(256) {
-            let mut args: Vec<Value> = vec![
-                self.group.as_str().into(),
-                self.config.consumer_name.as_str().into(),
-                "lease".into(),
-            ];
+            let mut args: Vec<Value> =
+                vec![self.group.as_str().into(), self.config.consumer_name.as_str().into(), "lease".into()];
             args.extend(chunk.iter().map(|id| Value::from(id.to_string())));
             let owned: Vec<String> = CLAIM_OWNED.run(self.conn.redis(), vec![self.key.clone()], args).await?;
             if owned.len() < chunk.len() {
@@ -183,9 +171,7 @@ impl TopicConsumer {
             Value::from(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)),
             self.config.consumer_name.as_str().into(),
         ];
-        let removed: i64 = DELETE_IDLE_CONSUMERS
-            .run(self.conn.redis(), vec![self.key.clone()], args)
-            .await?;
+        let removed: i64 = DELETE_IDLE_CONSUMERS.run(self.conn.redis(), vec![self.key.clone()], args).await?;
         if removed > 0 {
             tracing::info!(topic = %self.topic, group = %self.group, removed, "removed idle consumers with nothing pending");
         }

@@ -137,26 +137,17 @@ pub(crate) enum Action {
 impl HandlerError {
     /// Retry the message after the worker's backoff.
     pub fn retry(error: impl Into<BoxError>) -> Self {
-        Self {
-            action: Action::Retry(None),
-            error: error.into(),
-        }
+        Self { action: Action::Retry(None), error: error.into() }
     }
 
     /// Retry the message after `delay` instead of the computed backoff.
     pub fn retry_after(error: impl Into<BoxError>, delay: Duration) -> Self {
-        Self {
-            action: Action::Retry(Some(delay)),
-            error: error.into(),
-        }
+        Self { action: Action::Retry(Some(delay)), error: error.into() }
     }
 
     /// Give up on the message now: dead-letter it with this error as the reason.
     pub fn reject(error: impl Into<BoxError>) -> Self {
-        Self {
-            action: Action::Reject,
-            error: error.into(),
-        }
+        Self { action: Action::Reject, error: error.into() }
     }
 
     /// True when the message will be retried (unless it ran out of deliveries).
@@ -178,10 +169,7 @@ impl<E: Into<BoxError>> From<E> for HandlerError {
 
 impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerError")
-            .field("action", &self.action)
-            .field("error", &self.error)
-            .finish()
+        f.debug_struct("HandlerError").field("action", &self.action).field("error", &self.error).finish()
     }
 }
 
@@ -231,10 +219,7 @@ where
     F: Fn(T, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    FnHandler {
-        f,
-        _message: PhantomData,
-    }
+    FnHandler { f, _message: PhantomData }
 }
 
 /// A handler from an async function of the [`Context`] alone (decode it yourself).
@@ -254,9 +239,7 @@ pub struct FnHandler<T, F> {
 
 impl<T, F> fmt::Debug for FnHandler<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FnHandler")
-            .field("message", &std::any::type_name::<T>())
-            .finish()
+        f.debug_struct("FnHandler").field("message", &std::any::type_name::<T>()).finish()
     }
 }
 
@@ -271,11 +254,9 @@ where
             Ok(message) => Box::pin((self.f)(message, ctx)),
             Err(e) => {
                 let type_name = std::any::type_name::<T>();
-                Box::pin(async move {
-                    Err(HandlerError::reject(format!(
-                        "payload does not decode as {type_name}: {e}"
-                    )))
-                })
+                Box::pin(
+                    async move { Err(HandlerError::reject(format!("payload does not decode as {type_name}: {e}"))) },
+                )
             }
         }
     }

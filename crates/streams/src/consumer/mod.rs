@@ -16,6 +16,7 @@ mod claim;
 mod handler;
 mod process;
 mod retry;
+mod route;
 mod stats;
 mod topic;
 
@@ -34,6 +35,7 @@ use tributary_core::{Connection, RedisError, Topic, TopicPattern};
 pub use builder::WorkerBuilder;
 pub use handler::{handler_fn, raw_handler_fn, BoxFuture, Context, FnHandler, Handler, HandlerError, RawFnHandler};
 pub use retry::RetryPolicy;
+pub use route::{Route, RouteOptions};
 pub use stats::WorkerStats;
 
 pub(crate) use ack::DEAD_LETTER_FIELDS;
@@ -68,8 +70,8 @@ pub struct Worker {
     pub(crate) conn: Connection,
     pub(crate) group: String,
     pub(crate) config: Arc<builder::ConsumerConfig>,
-    pub(crate) routes: Vec<(Topic, Arc<dyn Handler>)>,
-    pub(crate) patterns: Vec<(TopicPattern, Arc<dyn Handler>)>,
+    pub(crate) routes: Vec<(Topic, Arc<dyn Handler>, RouteOptions)>,
+    pub(crate) patterns: Vec<(TopicPattern, Arc<dyn Handler>, RouteOptions)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -78,10 +80,7 @@ impl std::fmt::Debug for Worker {
             .field("group", &self.group)
             .field("consumer", &self.config.consumer_name)
             .field("topics", &self.routes.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
-            .field(
-                "patterns",
-                &self.patterns.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
-            )
+            .field("patterns", &self.patterns.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -113,12 +112,7 @@ impl Worker {
             hard_stop: hard_stop.clone(),
         };
         let task = tokio::spawn(self.run(shared));
-        WorkerHandle {
-            stop,
-            hard_stop,
-            stats,
-            task: Some(task),
-        }
+        WorkerHandle { stop, hard_stop, stats, task: Some(task) }
     }
 
     /// Runs until `shutdown` completes, then stops gracefully.
@@ -138,19 +132,19 @@ impl Worker {
         let shared = Arc::new(shared);
         let mut loops = JoinSet::new();
         let mut running: HashSet<Topic> = HashSet::new();
-        for (topic, handler) in &self.routes {
+        for (topic, handler, options) in &self.routes {
             running.insert(topic.clone());
-            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone()).run());
+            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options).run());
         }
         if !self.patterns.is_empty() {
             loop {
-                for (pattern, handler) in &self.patterns {
+                for (pattern, handler, options) in &self.patterns {
                     match matching_topics(&self.conn, pattern).await {
                         Ok(topics) => {
                             for topic in topics {
                                 if running.insert(topic.clone()) {
                                     tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                    loops.spawn(TopicConsumer::new(&shared, topic, handler.clone()).run());
+                                    loops.spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run());
                                 }
                             }
                         }
@@ -190,10 +184,7 @@ async fn matching_topics(conn: &Connection, pattern: &TopicPattern) -> Result<Ve
             .await
             .map_err(|e| RedisError::new("SCAN", e))?;
         let mut it = reply.into_iter();
-        cursor = it
-            .next()
-            .and_then(|v| v.into_string())
-            .unwrap_or_else(|| "0".to_owned());
+        cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
         if let Some(Value::Array(keys)) = it.next() {
             // RPC request topics are not events: only a pattern that names them matches them.
             let want_rpc = pattern.as_str().starts_with(RPC_TOPIC_PREFIX);

@@ -41,12 +41,7 @@ impl TopicConsumer {
         let Some(job) = self.settle_unhandled(job).await else {
             return Settled::Done;
         };
-        let Job {
-            id,
-            deliveries,
-            permit,
-            body,
-        } = job;
+        let Job { id, deliveries, permit, body } = job;
         let JobBody::Message(envelope) = body else {
             return Settled::Done;
         };
@@ -56,8 +51,7 @@ impl TopicConsumer {
             // Delivered before without an outcome: earlier holders crashed while handling it.
             let error =
                 format!("delivered {attempt} times without completing; earlier consumers may have crashed on it");
-            self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)
-                .await;
+            self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
             return Settled::Done;
         }
         let trace = envelope.traceparent;
@@ -123,8 +117,7 @@ impl TopicConsumer {
                 }
             };
             if attempt >= max {
-                self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)
-                    .await;
+                self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
                 return Settled::Done;
             }
             Stats::add(&self.stats.retried, 1);
@@ -140,10 +133,7 @@ impl TopicConsumer {
                 "retry".into(),
                 id.to_string().into(),
             ];
-            match CLAIM_OWNED
-                .run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args)
-                .await
-            {
+            match CLAIM_OWNED.run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args).await {
                 Ok(owned) if !owned.is_empty() => {
                     attempt += 1;
                     let inner = &ctx.inner;

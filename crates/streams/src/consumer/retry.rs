@@ -18,22 +18,14 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 200 ms doubling up to 30 s.
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
-        }
+        Self { initial: Duration::from_millis(200), max: Duration::from_secs(30), multiplier: 2.0 }
     }
 }
 
 impl RetryPolicy {
     /// Exponential backoff from `initial`, doubling, capped at `max`.
     pub fn exponential(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            multiplier: 2.0,
-        }
+        Self { initial, max: max.max(initial), multiplier: 2.0 }
     }
 
     /// Sets the growth factor per attempt (at least 1). Defaults to 2.
@@ -80,10 +72,7 @@ mod tests {
         let mut distinct = std::collections::HashSet::new();
         for _ in 0..1000 {
             let d = p.delay(3);
-            assert!(
-                d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
             distinct.insert(d);
         }
         assert!(distinct.len() > 100, "jitter should spread delays");

@@ -17,6 +17,7 @@ use tributary_core::{wire, Connection, EntryId, Envelope, RedisError, Topic};
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ConsumerConfig;
 use super::handler::Handler;
+use super::route::RouteOptions;
 use super::stats::Stats;
 use crate::redis::{call_sub, command, parse_read_reply, Args, RawEntry};
 use crate::scripts::DELETE_CONSUMER_IF_EMPTY;
@@ -85,18 +86,30 @@ pub(crate) struct TopicConsumer {
 }
 
 impl TopicConsumer {
-    pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>) -> Arc<Self> {
+    pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>, options: &RouteOptions) -> Arc<Self> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let mut config = shared.config.clone();
+        let mut running = shared.running.clone();
+        if options != &RouteOptions::default() {
+            let mut c = (*config).clone();
+            if let Some(n) = options.concurrency {
+                c.concurrency = n;
+                running = Arc::new(Semaphore::new(n));
+            }
+            c.max_deliveries = options.max_deliveries.unwrap_or(c.max_deliveries);
+            c.retry = options.retry.unwrap_or(c.retry);
+            config = Arc::new(c);
+        }
         Arc::new(Self {
             key: shared.conn.namespace().topic_stream(&topic),
             conn: shared.conn.clone(),
             topic,
             group: shared.group.clone(),
-            config: shared.config.clone(),
+            config,
             stats: shared.stats.clone(),
             handler,
             in_flight: shared.in_flight.clone(),
-            running: shared.running.clone(),
+            running,
             stop: shared.stop.clone(),
             hard_stop: shared.hard_stop.clone(),
             held: Mutex::new(HashSet::new()),
@@ -170,10 +183,7 @@ impl TopicConsumer {
 
     /// `XGROUP CREATE ... MKSTREAM`; an existing group is left as it is.
     pub(crate) async fn ensure_group(&self) -> Result<(), RedisError> {
-        let args = Args::new()
-            .arg(self.group.as_str())
-            .arg(self.config.start.group_cursor())
-            .arg("MKSTREAM");
+        let args = Args::new().arg(self.group.as_str()).arg(self.config.start.group_cursor()).arg("MKSTREAM");
         match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &self.key, args).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_server_error("BUSYGROUP") => Ok(()),
@@ -301,12 +311,7 @@ impl TopicConsumer {
             _ => None,
         };
         self.held.lock().expect("held lock").insert(entry.id);
-        let job = Job {
-            id: entry.id,
-            deliveries,
-            permit,
-            body,
-        };
+        let job = Job { id: entry.id, deliveries, permit, body };
         let Some(key) = lane else {
             self.spawn(self.clone().process(job));
             return;
@@ -382,10 +387,7 @@ impl TopicConsumer {
     /// On a clean stop, remove this consumer from the group if it holds nothing.
     async fn leave_group_if_empty(&self) {
         let args = vec![self.group.as_str().into(), self.config.consumer_name.as_str().into()];
-        match DELETE_CONSUMER_IF_EMPTY
-            .run::<i64>(self.conn.redis(), vec![self.key.clone()], args)
-            .await
-        {
+        match DELETE_CONSUMER_IF_EMPTY.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
             Ok(1) => tracing::debug!(topic = %self.topic, "left the group (nothing pending)"),
             Ok(_) => tracing::info!(topic = %self.topic, "entries still pending; keeping consumer for its next start"),
             Err(e) => tracing::warn!(topic = %self.topic, error = %e, "could not check pending entries at stop"),
@@ -402,8 +404,7 @@ impl TopicConsumer {
                 None
             }
             JobBody::Malformed(reason) => {
-                self.dead_letter(job.id, DeadLetterReason::Malformed, job.deliveries, reason)
-                    .await;
+                self.dead_letter(job.id, DeadLetterReason::Malformed, job.deliveries, reason).await;
                 None
             }
             JobBody::Message(_) => Some(job),

@@ -11,11 +11,7 @@ pub use tributary_testkit::{wait_until, TestRedis};
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn connect(redis: &TestRedis) -> Connection {
-    Connection::options()
-        .namespace(redis.namespace())
-        .connect(&redis.url())
-        .await
-        .expect("connect to test redis")
+    Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.expect("connect to test redis")
 }
 
 /// A list shared between a test and its handlers.

@@ -1,0 +1,84 @@
+//! Attribute macros for Tributary. Use them through the `tributary` crate
+//! (`#[tributary::handler]`, `#[tributary::service]`); everything they generate is ordinary
+//! code written against public traits, which you could write by hand.
+//!
+//! - [`macro@handler`] turns an `async fn(message, context)` into a route a worker registers:
+//!   `Worker::builder(conn, "billing").register(place_order)`.
+//! - [`macro@service`] turns a trait of async methods into an RPC service: a typed client
+//!   (`OrdersClient`) and a server builder (`OrdersServer::builder(conn, impl)`).
+//!
+//! Set `TRIBUTARY_MACROS_DEBUG=1` to print every expansion to stderr.
+//!
+//! Docs of the traits involved: <https://docs.rs/tributary/0.1/tributary/trait.Route.html>,
+//! <https://docs.rs/tributary/0.1/tributary/struct.RpcServer.html>.
+
+use proc_macro::TokenStream;
+
+mod attr;
+mod handler;
+mod service;
+
+/// Registers an `async fn` as the handler of a topic.
+///
+/// ```ignore
+/// #[tributary::handler(topic = "orders", group = "billing", concurrency = 8, max_deliveries = 5)]
+/// async fn place_order(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
+///     Ok(())
+/// }
+///
+/// let worker = Worker::builder(conn, "billing").register(place_order).build()?.start();
+/// ```
+///
+/// The function becomes a unit struct of the same name implementing `tributary::Route`; call
+/// the original function as `place_order::call(order, ctx)`. Its first argument is the
+/// message (any `serde::Deserialize` type); the second, optional, is the `Context`. It returns
+/// `Result<(), E>` where `E` converts into `HandlerError` (an `Err` is retried, a
+/// `HandlerError::reject` dead-lettered).
+///
+/// Keys: `topic` (required), `group` (the worker must be of this group), `concurrency`,
+/// `max_deliveries`, `ordered = true` (one message at a time, strict order),
+/// `retry_initial_ms` and `retry_max_ms` (exponential backoff bounds).
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand(handler::expand(args.into(), input.into()))
+}
+
+/// Turns a trait of async methods into an RPC service with a typed client and server.
+///
+/// ```ignore
+/// #[tributary::service(name = "orders")]
+/// trait Orders {
+///     async fn place_order(&self, req: PlaceOrder) -> Result<OrderId, RpcHandlerError>;
+/// }
+///
+/// // server
+/// struct MyOrders;
+/// impl Orders for MyOrders {
+///     async fn place_order(&self, req: PlaceOrder) -> Result<OrderId, RpcHandlerError> { .. }
+/// }
+/// let server = OrdersServer::builder(conn.clone(), MyOrders).start()?;
+/// // client
+/// let orders = OrdersClient::new(RpcClient::new(conn).await?);
+/// let id = orders.place_order(&PlaceOrder { .. }).await?;
+/// ```
+///
+/// Each method takes `&self` and one request argument and returns `Result<Response, E>` with
+/// `E: Into<RpcHandlerError>`. The service name defaults to the trait name in snake case.
+/// Generated: the trait (methods return `Send` futures), `<Trait>Client` and `<Trait>Server`.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand(service::expand(args.into(), input.into()))
+}
+
+/// The one place where macro results become tokens: errors become `compile_error!`s with
+/// their spans, and `TRIBUTARY_MACROS_DEBUG` prints the expansion.
+fn expand(result: syn::Result<proc_macro2::TokenStream>) -> TokenStream {
+    let tokens = match result {
+        Ok(tokens) => tokens,
+        Err(err) => err.into_compile_error(),
+    };
+    if std::env::var_os("TRIBUTARY_MACROS_DEBUG").is_some() {
+        eprintln!("{tokens}");
+    }
+    tokens.into()
+}

@@ -1,0 +1,6 @@
+#[tributary::service]
+trait Orders {
+    async fn place(&self, req: String) -> u64;
+}
+
+fn main() {}
