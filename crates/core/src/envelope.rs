@@ -102,6 +102,8 @@ pub struct Envelope {
     pub reply_to: Option<String>,
     /// RPC: absolute time after which the request must not be executed.
     pub deadline: Option<SystemTime>,
+    /// Time after which the message must not be handled (it is skipped and recorded).
+    pub expires_at: Option<SystemTime>,
     /// W3C trace context of the publisher.
     pub traceparent: Option<TraceParent>,
 }
@@ -120,6 +122,7 @@ impl Envelope {
             correlation_id: None,
             reply_to: None,
             deadline: None,
+            expires_at: None,
             traceparent: None,
         }
     }
@@ -182,6 +185,17 @@ impl Envelope {
     /// See [`crate::codec::decode_payload`].
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, CodecError> {
         crate::codec::decode_payload(&self.content_type, &self.payload)
+    }
+
+    /// Sets the expiry time: consumers skip the message after it.
+    pub fn with_expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(truncate_to_millis(at));
+        self
+    }
+
+    /// True when the expiry is set and has passed at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
     }
 
     /// True when the deadline is set and has passed at `now`.

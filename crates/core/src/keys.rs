@@ -51,6 +51,18 @@ impl Namespace {
         format!("{}:{{{}}}:dedup:{}", self.0, topic.0, idempotency_key)
     }
 
+    /// Scheduled (delayed) messages of `topic`, by due time: `<ns>:{<topic>}:scheduled`
+    /// (sorted set of schedule ids scored by due milliseconds).
+    pub fn scheduled_set(&self, topic: &Topic) -> String {
+        format!("{}:{{{}}}:scheduled", self.0, topic.0)
+    }
+
+    /// The entries of scheduled messages: `<ns>:{<topic>}:scheduled:data` (hash of schedule id
+    /// to the packed entry fields).
+    pub fn scheduled_data(&self, topic: &Topic) -> String {
+        format!("{}:{{{}}}:scheduled:data", self.0, topic.0)
+    }
+
     /// A `SCAN MATCH` pattern for the streams of topics matching the glob `pattern`.
     pub fn topic_stream_pattern(&self, pattern: &TopicPattern) -> String {
         format!("{}:{{{}}}", self.0, pattern.0)

@@ -14,6 +14,7 @@
 //! | `corr` | no | correlation id (RPC) |
 //! | `reply` | no | reply-to stream key (RPC) |
 //! | `dl` | no | deadline, decimal milliseconds since the Unix epoch (RPC) |
+//! | `exp` | no | expiry, decimal milliseconds since the Unix epoch |
 //! | `tp` | no | W3C traceparent (ignored when invalid) |
 //! | `h:<name>` | no, repeatable | header `<name>` |
 //! | `p` | yes | payload bytes, encoded as `ct` says |
@@ -51,6 +52,8 @@ pub mod field {
     pub const REPLY_TO: &str = "reply";
     /// Deadline (ms).
     pub const DEADLINE: &str = "dl";
+    /// Expiry (ms).
+    pub const EXPIRES: &str = "exp";
     /// Trace context.
     pub const TRACEPARENT: &str = "tp";
     /// Prefix of header fields.
@@ -166,6 +169,9 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
     if let Some(dl) = env.deadline {
         out.push((s(field::DEADLINE), Bytes::from(to_millis(dl).to_string())));
     }
+    if let Some(exp) = env.expires_at {
+        out.push((s(field::EXPIRES), Bytes::from(to_millis(exp).to_string())));
+    }
     if let Some(tp) = &env.traceparent {
         out.push((s(field::TRACEPARENT), Bytes::from(tp.to_string())));
     }
@@ -186,7 +192,7 @@ fn check_envelope(env: &Envelope, limits: &Limits) -> Result<(), DecodeError> {
     };
     too_large("payload", env.payload.len(), limits.max_payload)?;
     too_large("header count", env.headers.len(), limits.max_headers)?;
-    too_large("field count", 8 + env.headers.len(), limits.max_fields)?;
+    too_large("field count", 12 + env.headers.len(), limits.max_fields)?;
     check_type_name(&env.type_name, limits)?;
     check_content_type(&env.content_type, limits)?;
     for (field, value) in
@@ -228,6 +234,7 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
             b"corr" => &mut f.correlation_id,
             b"reply" => &mut f.reply_to,
             b"dl" => &mut f.deadline,
+            b"exp" => &mut f.expires,
             b"tp" => &mut f.traceparent,
             b"p" => &mut f.payload,
             n if n.starts_with(field::HEADER_PREFIX.as_bytes()) => {
@@ -296,6 +303,7 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
         correlation_id: optional(f.correlation_id, field::CORRELATION_ID)?,
         reply_to: optional(f.reply_to, field::REPLY_TO)?,
         deadline: f.deadline.map(|v| millis(v, field::DEADLINE).map(from_millis)).transpose()?,
+        expires_at: f.expires.map(|v| millis(v, field::EXPIRES).map(from_millis)).transpose()?,
         // Trace context is advisory: a bad value is dropped, as W3C asks, rather than
         // dead-lettering an otherwise good message.
         traceparent: f.traceparent.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()),
@@ -317,6 +325,7 @@ struct Fields<'a> {
     correlation_id: Option<&'a Bytes>,
     reply_to: Option<&'a Bytes>,
     deadline: Option<&'a Bytes>,
+    expires: Option<&'a Bytes>,
     traceparent: Option<&'a Bytes>,
     payload: Option<&'a Bytes>,
 }
@@ -395,6 +404,7 @@ mod tests {
             .with_correlation_id("c-1")
             .with_reply_to("tributary:rpc:reply:{abc}")
             .with_deadline(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123))
+            .with_expires_at(UNIX_EPOCH + Duration::from_millis(1_700_000_600_000))
             .with_traceparent(TraceParent::new_root())
     }
 
@@ -489,7 +499,7 @@ mod tests {
 
         #[test]
         fn known_field_names_with_arbitrary_values_never_panic(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..48), 12)) {
-            let names = ["v", "id", "type", "ct", "ts", "key", "corr", "reply", "dl", "tp", "h:x", "p"];
+            let names = ["v", "id", "type", "ct", "ts", "key", "corr", "reply", "dl", "exp", "tp", "p"];
             let fields: Vec<(Bytes, Bytes)> = names.iter().zip(values).map(|(k, v)| (Bytes::from(*k), Bytes::from(v))).collect();
             let _ = decode(&fields, &Limits::default());
         }

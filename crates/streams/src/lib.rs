@@ -40,13 +40,14 @@ mod producer;
 mod redis;
 pub mod replay;
 mod retention;
+mod schedule;
 mod scripts;
 pub mod trace;
 
 pub use admin::{Admin, ConsumerInfo, GroupInfo};
 pub use consumer::{
-    handler_fn, raw_handler_fn, BoxFuture, Context, Handler, HandlerError, RetryPolicy, Route, RouteOptions, Worker,
-    WorkerBuilder, WorkerHandle, WorkerStats,
+    handler_fn, raw_handler_fn, BoxFuture, Context, ExpiredPolicy, Handler, HandlerError, RetryPolicy, Route,
+    RouteOptions, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{BuildError, StreamError};
@@ -54,3 +55,4 @@ pub use position::Position;
 pub use producer::{Producer, ProducerBuilder, Publish};
 pub use replay::{Received, Replay};
 pub use retention::Retention;
+pub use schedule::{Scheduled, Scheduler};

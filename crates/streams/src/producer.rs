@@ -13,7 +13,8 @@ use tributary_core::{wire, Codec, Connection, EntryId, Envelope, MsgPack, RedisE
 
 use crate::redis::{command, entry_id_of};
 use crate::retention::Retention;
-use crate::scripts::PUBLISH_IDEMPOTENT;
+use crate::schedule::due_score;
+use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
 use crate::trace::next_traceparent;
 use crate::StreamError;
 
@@ -180,6 +181,7 @@ impl<C: Codec> Producer<C> {
             headers: Vec::new(),
             idempotency_key: None,
             type_name: None,
+            expires_at: None,
         }
     }
 
@@ -231,6 +233,65 @@ impl<C: Codec> Producer<C> {
         Ok(id)
     }
 
+    /// Schedules `message` for `topic` at `at`: it becomes visible to consumer groups then.
+    /// Returns the schedule id.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_at<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        message: &T,
+        at: SystemTime,
+    ) -> Result<String, StreamError> {
+        self.message(topic, message).schedule_at(at).await
+    }
+
+    /// Schedules `message` for `topic` `delay` from now. Returns the schedule id.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_in<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        message: &T,
+        delay: Duration,
+    ) -> Result<String, StreamError> {
+        self.message(topic, message).schedule_at(SystemTime::now() + delay).await
+    }
+
+    /// Schedules an envelope you built (see [`publish_at`](Self::publish_at)); the schedule id
+    /// is the envelope's message id.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn schedule_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        at: SystemTime,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, StreamError> {
+        let topic = Topic::new(topic)?;
+        let fields = wire::encode(envelope, self.conn.limits())
+            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
+        let ns = self.conn.namespace();
+        let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k)).unwrap_or_default();
+        let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut args: Vec<Value> = Vec::with_capacity(3 + fields.len() * 2);
+        args.push(Value::from(due_score(at)));
+        args.push(Value::from(envelope.id.to_string()));
+        args.push(Value::from(ttl));
+        push_fields(&mut args, fields);
+        let keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic), dedup];
+        let reply: Vec<Value> = SCHEDULE.run(self.conn.redis(), keys, args).await?;
+        reply
+            .into_iter()
+            .next()
+            .and_then(|v| v.into_string())
+            .ok_or_else(|| RedisError::unexpected_reply("EVALSHA schedule", "expected a schedule id").into())
+    }
+
     /// Publishes many messages to `topic` in one pipelined round trip.
     ///
     /// # Errors
@@ -243,7 +304,7 @@ impl<C: Codec> Producer<C> {
     {
         let mut envelopes = Vec::new();
         for m in messages {
-            envelopes.push(self.envelope(topic, m, None, Vec::new(), None)?);
+            envelopes.push(self.envelope(topic, m, None, Vec::new(), None, None)?);
         }
         self.publish_envelopes(topic, &envelopes).await
     }
@@ -305,6 +366,7 @@ impl<C: Codec> Producer<C> {
         key: Option<String>,
         headers: Vec<(String, String)>,
         type_name: Option<String>,
+        expires_at: Option<SystemTime>,
     ) -> Result<Envelope, StreamError> {
         let mut env = Envelope::encode(&self.codec, message)
             .map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?
@@ -315,6 +377,9 @@ impl<C: Codec> Producer<C> {
         }
         if let Some(t) = type_name {
             env.type_name = t;
+        }
+        if let Some(at) = expires_at {
+            env = env.with_expires_at(at);
         }
         Ok(env)
     }
@@ -354,9 +419,50 @@ pub struct Publish<'a, C: Codec, T: ?Sized> {
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
     type_name: Option<String>,
+    expires_at: Option<SystemTime>,
 }
 
 impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
+    /// The message expires `ttl` after now: consumers never run a handler on it after that
+    /// (they acknowledge it and record it as expired).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.expires_at = Some(SystemTime::now() + ttl);
+        self
+    }
+
+    /// The message expires at `at` (see [`ttl`](Self::ttl)).
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Schedules the message instead of publishing it now: it becomes visible to consumer
+    /// groups at `at` (not before). Returns the schedule id, for
+    /// [`Scheduler::cancel`](crate::Scheduler::cancel). With an idempotency key, scheduling
+    /// again returns the first id.
+    ///
+    /// # Errors
+    /// As [`Producer::publish`].
+    pub async fn schedule_at(self, at: SystemTime) -> Result<String, StreamError> {
+        let env = self.producer.envelope(
+            self.topic,
+            self.message,
+            self.key,
+            self.headers,
+            self.type_name,
+            self.expires_at,
+        )?;
+        self.producer.schedule_envelope(self.topic, &env, at, self.idempotency_key.as_deref()).await
+    }
+
+    /// Schedules the message for `delay` from now (see [`schedule_at`](Self::schedule_at)).
+    ///
+    /// # Errors
+    /// As [`Producer::publish`].
+    pub async fn schedule_in(self, delay: Duration) -> Result<String, StreamError> {
+        self.schedule_at(SystemTime::now() + delay).await
+    }
+
     /// Partition / ordering key: a worker handles messages with the same key one at a time,
     /// in publish order.
     pub fn key(mut self, key: impl Into<String>) -> Self {
@@ -389,7 +495,14 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn send(self) -> Result<EntryId, StreamError> {
-        let env = self.producer.envelope(self.topic, self.message, self.key, self.headers, self.type_name)?;
+        let env = self.producer.envelope(
+            self.topic,
+            self.message,
+            self.key,
+            self.headers,
+            self.type_name,
+            self.expires_at,
+        )?;
         self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await
     }
 }

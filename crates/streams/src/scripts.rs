@@ -44,3 +44,6 @@ script!(DELETE_IDLE_CONSUMERS, "delete_idle_consumers");
 script!(DELETE_CONSUMER_IF_EMPTY, "delete_consumer_if_empty");
 script!(TRIM_SAFE, "trim_safe");
 script!(REPLAY_DEAD_LETTER, "replay_dead_letter");
+script!(SCHEDULE, "schedule");
+script!(MOVE_DUE, "move_due");
+script!(CANCEL_SCHEDULED, "cancel_scheduled");

@@ -14,8 +14,9 @@ pub use tributary_core::fred;
 #[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
 pub use tributary_streams::{
     admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
-    DeadLetter, DeadLetters, Handler, HandlerError, Position, Producer, ProducerBuilder, Publish, Received, Replay,
-    Retention, RetryPolicy, Route, RouteOptions, StreamError, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    DeadLetter, DeadLetters, ExpiredPolicy, Handler, HandlerError, Position, Producer, ProducerBuilder, Publish,
+    Received, Replay, Retention, RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError, Worker,
+    WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]
@@ -48,6 +49,21 @@ pub mod __private {
     }
 }
 
+/// The guides from `docs/`, so their examples are compiled with the crate.
+pub mod guide {
+    #[doc = include_str!("../../../docs/delivery.md")]
+    pub mod delivery {}
+    #[doc = include_str!("../../../docs/rpc.md")]
+    #[cfg(feature = "rpc")]
+    pub mod rpc {}
+    #[doc = include_str!("../../../docs/time.md")]
+    pub mod time {}
+    #[doc = include_str!("../../../docs/wire-format.md")]
+    pub mod wire_format {}
+    #[doc = include_str!("../../../docs/keys.md")]
+    pub mod keys {}
+}
+
 /// The names most applications need: `use tributary::prelude::*;`.
 pub mod prelude {
     pub use tributary_core::{Connection, EntryId, Envelope, MessageId};
@@ -55,6 +71,7 @@ pub mod prelude {
     pub use tributary_rpc::{RpcClient, RpcError, RpcHandlerError, RpcServer};
     #[cfg(feature = "streams")]
     pub use tributary_streams::{
-        Admin, Context, DeadLetters, Handler, HandlerError, Position, Producer, Replay, Retention, RetryPolicy, Worker,
+        Admin, Context, DeadLetters, Handler, HandlerError, Position, Producer, Replay, Retention, RetryPolicy,
+        Scheduler, Worker,
     };
 }

@@ -24,6 +24,8 @@ pub(crate) enum DeadLetterReason {
     MaxDeliveries,
     /// The handler rejected it as permanently failed.
     Rejected,
+    /// Its expiry passed before it was handled.
+    Expired,
 }
 
 impl DeadLetterReason {
@@ -32,6 +34,7 @@ impl DeadLetterReason {
             Self::Malformed => "malformed",
             Self::MaxDeliveries => "max_deliveries",
             Self::Rejected => "rejected",
+            Self::Expired => "expired",
         }
     }
 }

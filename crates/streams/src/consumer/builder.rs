@@ -31,6 +31,21 @@ pub(crate) struct ConsumerConfig {
     pub(crate) consumer_idle_timeout: Option<Duration>,
     pub(crate) pattern_refresh: Duration,
     pub(crate) dead_letter_max_len: u64,
+    pub(crate) expired: ExpiredPolicy,
+    pub(crate) schedule_poll: Option<Duration>,
+}
+
+/// What a worker does with a message whose expiry passed before it was handled. Either way
+/// the handler does not run, the entry is acknowledged and the worker's `expired` counter
+/// counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExpiredPolicy {
+    /// Keep it in the dead-letter stream with reason `expired` (the default).
+    #[default]
+    DeadLetter,
+    /// Drop it.
+    Drop,
 }
 
 impl ConsumerConfig {
@@ -107,6 +122,8 @@ impl WorkerBuilder {
                 consumer_idle_timeout: Some(Duration::from_secs(24 * 3600)),
                 pattern_refresh: Duration::from_secs(5),
                 dead_letter_max_len: 100_000,
+                expired: ExpiredPolicy::DeadLetter,
+                schedule_poll: Some(Duration::from_millis(100)),
             },
             routes: Vec::new(),
             patterns: Vec::new(),
@@ -270,6 +287,20 @@ impl WorkerBuilder {
     /// Approximate cap on each dead-letter stream (`MAXLEN ~`); 0 for none. Defaults to 100,000.
     pub fn dead_letter_max_len(mut self, n: u64) -> Self {
         self.config.dead_letter_max_len = n;
+        self
+    }
+
+    /// What to do with expired messages. Defaults to [`ExpiredPolicy::DeadLetter`].
+    pub fn expired_messages(mut self, policy: ExpiredPolicy) -> Self {
+        self.config.expired = policy;
+        self
+    }
+
+    /// How often the worker moves due scheduled messages of its topics to their streams
+    /// (at the latest; it wakes earlier for a message due sooner). `None` leaves that to
+    /// other workers or a [`Scheduler`](crate::Scheduler). Defaults to 100 ms.
+    pub fn schedule_poll(mut self, poll: Option<Duration>) -> Self {
+        self.config.schedule_poll = poll;
         self
     }
 

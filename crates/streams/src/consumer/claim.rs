@@ -1,6 +1,6 @@
 //! Taking over pending entries: this consumer's own at start, other (dead) consumers' after
 //! `claim_idle`; renewing the entries this consumer holds so live work is not taken over;
-//! and removing long-idle consumers that hold nothing.
+//! removing long-idle consumers that hold nothing; moving due scheduled messages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use super::stats::Stats;
 use super::topic::TopicConsumer;
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
+use crate::Scheduler;
 
 impl TopicConsumer {
     /// At start, re-deliver what this consumer name still holds from its previous run.
@@ -118,7 +119,16 @@ impl TopicConsumer {
                 }
             }
         };
-        tokio::join!(lease, sweep);
+        let mover = {
+            let this = self.clone();
+            async move {
+                match this.config.schedule_poll {
+                    Some(poll) => Scheduler::new(this.conn.clone()).run(&this.topic, poll).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        tokio::join!(lease, sweep, mover);
     }
 
     /// Takes over entries idle longer than `claim_idle`: held by consumers that died, or by

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::keys::RPC_TOPIC_PREFIX;
 use tributary_core::{Connection, RedisError, Topic, TopicPattern};
 
-pub use builder::WorkerBuilder;
+pub use builder::{ExpiredPolicy, WorkerBuilder};
 pub use handler::{handler_fn, raw_handler_fn, BoxFuture, Context, FnHandler, Handler, HandlerError, RawFnHandler};
 pub use retry::RetryPolicy;
 pub use route::{Route, RouteOptions};

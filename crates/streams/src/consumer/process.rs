@@ -7,11 +7,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::FutureExt;
 use tracing::Instrument;
 
 use super::ack::DeadLetterReason;
+use super::builder::ExpiredPolicy;
 use super::handler::{Action, Context, ContextInner};
 use super::stats::Stats;
 use super::topic::{Job, JobBody, TopicConsumer};
@@ -53,6 +55,19 @@ impl TopicConsumer {
                 format!("delivered {attempt} times without completing; earlier consumers may have crashed on it");
             self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error).await;
             return Settled::Done;
+        }
+        if envelope.is_expired(SystemTime::now()) {
+            Stats::add(&self.stats.expired, 1);
+            return match self.config.expired {
+                ExpiredPolicy::DeadLetter => {
+                    self.dead_letter(id, DeadLetterReason::Expired, attempt, "expired before it was handled").await;
+                    Settled::Done
+                }
+                _ => {
+                    self.ack(id, permit);
+                    Settled::AckQueued
+                }
+            };
         }
         let trace = envelope.traceparent;
         let ctx_inner = Arc::new(ContextInner {

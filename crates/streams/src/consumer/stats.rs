@@ -13,6 +13,7 @@ pub(crate) struct Stats {
     pub(crate) reclaimed: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) tombstones: AtomicU64,
+    pub(crate) expired: AtomicU64,
 }
 
 impl Stats {
@@ -31,6 +32,7 @@ impl Stats {
             reclaimed: g(&self.reclaimed),
             panics: g(&self.panics),
             tombstones: g(&self.tombstones),
+            expired: g(&self.expired),
         }
     }
 }
@@ -56,4 +58,6 @@ pub struct WorkerStats {
     pub panics: u64,
     /// Pending entries whose data had been deleted or trimmed; acknowledged and skipped.
     pub tombstones: u64,
+    /// Messages whose expiry had passed; acknowledged without running the handler.
+    pub expired: u64,
 }

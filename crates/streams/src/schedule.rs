@@ -1,0 +1,222 @@
+//! Delayed delivery: messages kept aside until their due time, then added to the topic
+//! stream by an atomic script that any number of workers run (each message moves once).
+//!
+//! Scheduled messages live in `<ns>:{<topic>}:scheduled` (sorted set by due time) and
+//! `<ns>:{<topic>}:scheduled:data` (their entry fields), both in the topic's hash slot. See
+//! `docs/time.md` for the guarantees and the timing bound.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fred::types::Value;
+use tributary_core::{wire, Connection, DecodeError, Envelope, Topic};
+
+use crate::redis::{call, Args};
+use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE};
+use crate::StreamError;
+
+/// A message waiting for its due time.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Scheduled {
+    /// Schedule id (the message id): what [`Scheduler::cancel`] takes.
+    pub id: String,
+    /// When it becomes visible to consumer groups.
+    pub due: SystemTime,
+    /// The message.
+    pub envelope: Result<Envelope, DecodeError>,
+}
+
+/// Inspects, cancels and moves scheduled messages. Workers move the due messages of the
+/// topics they consume on their own; run [`Scheduler::run`] where no worker consumes a topic
+/// that has scheduled messages.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
+/// use std::time::Duration;
+/// use tributary_streams::{Producer, Scheduler};
+///
+/// let producer = Producer::new(conn.clone());
+/// let id = producer.publish_in("reminders", &"call Ada", Duration::from_secs(3600)).await?;
+/// let scheduler = Scheduler::new(conn);
+/// assert!(scheduler.cancel("reminders", &id).await?); // changed our mind
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    conn: Connection,
+}
+
+impl Scheduler {
+    /// Operations on `conn`.
+    pub fn new(conn: Connection) -> Self {
+        Self { conn }
+    }
+
+    fn keys(&self, topic: &Topic) -> (String, String, String) {
+        let ns = self.conn.namespace();
+        (ns.scheduled_set(topic), ns.scheduled_data(topic), ns.topic_stream(topic))
+    }
+
+    /// Number of messages of `topic` waiting for their time.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn count(&self, topic: &str) -> Result<u64, StreamError> {
+        let (set, _, _) = self.keys(&Topic::new(topic)?);
+        Ok(call(self.conn.redis(), "ZCARD", &set, Args::new()).await?)
+    }
+
+    /// The `count` scheduled messages of `topic` due first.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn list(&self, topic: &str, count: usize) -> Result<Vec<Scheduled>, StreamError> {
+        let (set, data, _) = self.keys(&Topic::new(topic)?);
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let args = Args::new().arg(0).arg(count as i64 - 1).arg("WITHSCORES");
+        let flat: Vec<Value> = call::<Value>(self.conn.redis(), "ZRANGE", &set, args).await?.into_array();
+        let mut ids_due = Vec::new();
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(score)) = (it.next(), it.next()) {
+            let due_ms = score.as_f64().unwrap_or(0.0).max(0.0) as u64;
+            ids_due.push((id.into_string().unwrap_or_default(), UNIX_EPOCH + Duration::from_millis(due_ms)));
+        }
+        if ids_due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Args::new();
+        for (id, _) in &ids_due {
+            args.push(id.as_str());
+        }
+        let packed: Vec<Value> = call::<Value>(self.conn.redis(), "HMGET", &data, args).await?.into_array();
+        let limits = *self.conn.limits();
+        Ok(ids_due
+            .into_iter()
+            .zip(packed)
+            .map(|((id, due), packed)| {
+                let envelope = match packed.into_bytes() {
+                    Some(b) => unpack_fields(&b)
+                        .ok_or(DecodeError::MalformedEntry { reason: "scheduled data is not a field list" })
+                        .and_then(|fields| wire::decode(&fields, &limits)),
+                    None => Err(DecodeError::MalformedEntry { reason: "scheduled data is missing" }),
+                };
+                Scheduled { id, due, envelope }
+            })
+            .collect())
+    }
+
+    /// Cancels scheduled message `id` of `topic`. True when it was still waiting (it will
+    /// never be delivered); false when it was already delivered or never existed.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn cancel(&self, topic: &str, id: &str) -> Result<bool, StreamError> {
+        let (set, data, _) = self.keys(&Topic::new(topic)?);
+        let n: i64 = CANCEL_SCHEDULED.run(self.conn.redis(), vec![set, data], vec![id.into()]).await?;
+        Ok(n == 1)
+    }
+
+    /// Moves up to `max` due messages of `topic` to its stream. Returns how many moved and
+    /// how long until the next one is due (`None`: nothing left).
+    ///
+    /// # Errors
+    /// [`StreamError`] when the script fails.
+    pub async fn move_due(&self, topic: &Topic, max: usize) -> Result<(u64, Option<Duration>), StreamError> {
+        let (set, data, stream) = self.keys(topic);
+        let reply: Vec<i64> =
+            MOVE_DUE.run(self.conn.redis(), vec![set, data, stream], vec![(max as i64).into()]).await?;
+        let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
+        let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
+        Ok((moved, next))
+    }
+
+    /// Moves due messages of `topic` forever, checking at least every `poll`. Workers run
+    /// this for their topics; run it yourself only for topics no worker consumes yet.
+    pub async fn run(&self, topic: &Topic, poll: Duration) {
+        loop {
+            let wait = match self.move_due(topic, 1000).await {
+                // More are due right now: go again at once.
+                Ok((1000.., _)) => Duration::ZERO,
+                Ok((_, Some(next))) => next.min(poll),
+                Ok((_, None)) => poll,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "moving scheduled messages failed");
+                    poll.max(Duration::from_millis(500))
+                }
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Reads the msgpack array of byte strings that `schedule.lua` packed (cmsgpack writes
+/// strings as `str`; `bin` is accepted too).
+fn unpack_fields(mut b: &[u8]) -> Option<Vec<(Bytes, Bytes)>> {
+    use rmp::Marker;
+    let n = rmp::decode::read_array_len(&mut b).ok()? as usize;
+    if n % 2 != 0 || n > 4096 {
+        return None;
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = match rmp::decode::read_marker(&mut b).ok()? {
+            Marker::FixStr(len) => len as usize,
+            Marker::Str8 | Marker::Bin8 => {
+                let len = *b.first()? as usize;
+                b = b.get(1..)?;
+                len
+            }
+            Marker::Str16 | Marker::Bin16 => {
+                let len = u16::from_be_bytes(b.get(..2)?.try_into().ok()?) as usize;
+                b = b.get(2..)?;
+                len
+            }
+            Marker::Str32 | Marker::Bin32 => {
+                let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+                b = b.get(4..)?;
+                len
+            }
+            _ => return None,
+        };
+        items.push(Bytes::copy_from_slice(b.get(..len)?));
+        b = b.get(len..)?;
+    }
+    let mut it = items.into_iter();
+    let mut out = Vec::with_capacity(n / 2);
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Some(out)
+}
+
+/// Due time as a score: milliseconds since the Unix epoch, rounded up so that a message is
+/// never moved before its time (the mover compares with Redis' clock in whole ms).
+pub(crate) fn due_score(t: SystemTime) -> i64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacks_what_cmsgpack_packs_and_rejects_garbage() {
+        // cmsgpack.pack({"v", "1", "p", <300 bytes>}): fixarray, fixstr, fixstr, fixstr, str16.
+        let mut packed = vec![0x94, 0xa1, b'v', 0xa1, b'1', 0xa1, b'p', 0xda, 0x01, 0x2c];
+        packed.extend(std::iter::repeat(0xff).take(300));
+        let fields = unpack_fields(&packed).unwrap();
+        assert_eq!(fields[0], (Bytes::from("v"), Bytes::from("1")));
+        assert_eq!(fields[1].1.len(), 300);
+        assert!(unpack_fields(&packed[..20]).is_none(), "truncated");
+        assert!(unpack_fields(&[0x93, 0xa1, b'a', 0xa1, b'b', 0xa1, b'c']).is_none(), "odd count");
+        assert!(unpack_fields(b"garbage").is_none());
+    }
+}

@@ -1,0 +1,149 @@
+//! Message time against a real redis-server: expiry (TTL) and delayed delivery.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use tributary_streams::{Context, DeadLetters, HandlerError, Producer, Scheduler, Worker, WorkerHandle};
+
+fn collecting_worker(conn: &tributary_core::Connection, name: &str, seen: &Seen<(u64, SystemTime)>) -> WorkerHandle {
+    let s = seen.clone();
+    Worker::builder(conn.clone(), "g")
+        .consumer_name(name)
+        .concurrency(1)
+        .on("events", move |o: Order, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((o.n, SystemTime::now()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+}
+
+#[tokio::test]
+async fn expired_messages_are_skipped_and_accounted_for_the_rest_handled_in_order() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for n in 0..1000u64 {
+        let order = Order { n, key: String::new() };
+        let publish = producer.message("events", &order);
+        // Every odd message is only worth something for 200 ms.
+        let publish = if n % 2 == 1 { publish.ttl(Duration::from_millis(200)) } else { publish };
+        publish.send().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // the consumer comes back after 500 ms
+    let seen = Seen::new();
+    let worker = collecting_worker(&conn, "c", &seen);
+    let dlq = DeadLetters::new(conn.clone(), "events").unwrap();
+    wait_until(PATIENCE, "500 handled and 500 recorded", || async {
+        seen.len() == 500 && dlq.count().await.unwrap() == 500
+    })
+    .await;
+    let handled: Vec<u64> = seen.get().into_iter().map(|s| s.0).collect();
+    assert_eq!(handled, (0..1000).step_by(2).collect::<Vec<_>>(), "exactly the unexpired half, in order");
+    assert_eq!(worker.stats().expired, 500);
+    let letters = dlq.list(1).await.unwrap();
+    assert_eq!(letters[0].reason, "expired");
+    assert_eq!(letters[0].envelope().unwrap().decode::<Order>().unwrap().n, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn delayed_messages_arrive_once_never_early_with_two_movers() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let start = SystemTime::now() + Duration::from_millis(300);
+    let mut due = HashMap::new();
+    for n in 0..1000u64 {
+        let at = start + Duration::from_millis(fastrand::u64(0..3000));
+        producer.publish_at("events", &Order { n, key: String::new() }, at).await.unwrap();
+        due.insert(n, at);
+    }
+    assert_eq!(Scheduler::new(conn.clone()).count("events").await.unwrap(), 1000);
+    // Two workers of the group, both running the mover.
+    let seen = Seen::new();
+    let w1 = collecting_worker(&conn, "w1", &seen);
+    let w2 = collecting_worker(&conn, "w2", &seen);
+    seen.wait_for(1000, "all delayed messages").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a duplicate would show up here
+    let got = seen.get();
+    assert_eq!(got.len(), 1000, "each delivered once");
+    let mut lateness: Vec<Duration> = Vec::new();
+    for (n, at) in &got {
+        let due = due[n];
+        let late = at.duration_since(due).unwrap_or_else(|e| panic!("message {n} arrived {:?} early", e.duration()));
+        lateness.push(late);
+    }
+    lateness.sort();
+    let pct = |p: usize| lateness[(lateness.len() * p / 100).min(lateness.len() - 1)];
+    eprintln!("delayed delivery lateness: p50 {:?}, p99 {:?}, max {:?}", pct(50), pct(99), lateness[999]);
+    assert!(lateness[999] < Duration::from_secs(1), "max lateness {:?}", lateness[999]);
+    assert_eq!(Scheduler::new(conn.clone()).count("events").await.unwrap(), 0);
+    w1.shutdown().await;
+    w2.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_message_is_never_delivered() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let scheduler = Scheduler::new(conn.clone());
+    let keep =
+        producer.publish_in("events", &Order { n: 1, key: String::new() }, Duration::from_millis(300)).await.unwrap();
+    let cancel =
+        producer.publish_in("events", &Order { n: 2, key: String::new() }, Duration::from_millis(300)).await.unwrap();
+    let listed = scheduler.list("events", 10).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![keep.clone(), cancel.clone()]);
+    assert_eq!(listed[1].envelope.as_ref().unwrap().decode::<Order>().unwrap().n, 2);
+    assert!(scheduler.cancel("events", &cancel).await.unwrap());
+    assert!(!scheduler.cancel("events", &cancel).await.unwrap(), "cancelling twice finds nothing");
+    // A message scheduled after the first: when it arrives, the cancelled one would have too.
+    producer.publish_in("events", &Order { n: 3, key: String::new() }, Duration::from_millis(600)).await.unwrap();
+    let seen = Seen::new();
+    let worker = collecting_worker(&conn, "c", &seen);
+    seen.wait_for(2, "the two kept messages").await;
+    assert_eq!(seen.get().iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 3]);
+    assert!(!scheduler.cancel("events", &keep).await.unwrap(), "too late to cancel a delivered message");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn scheduling_with_an_idempotency_key_schedules_once() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let order = Order { n: 1, key: String::new() };
+    let at = SystemTime::now() + Duration::from_secs(60);
+    let first = producer.message("events", &order).idempotency_key("remind-1").schedule_at(at).await.unwrap();
+    let again = producer.message("events", &order).idempotency_key("remind-1").schedule_at(at).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(Scheduler::new(conn).count("events").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn scheduled_messages_survive_a_redis_restart() {
+    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new().durable()).await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for n in 0..50u64 {
+        producer.publish_in("events", &Order { n, key: String::new() }, Duration::from_millis(1500)).await.unwrap();
+    }
+    let seen = Seen::new();
+    let worker = collecting_worker(&conn, "c", &seen);
+    redis.kill();
+    redis.restart().await;
+    // The running worker reconnects on its own and delivers them after the restart.
+    seen.wait_for(50, "all scheduled messages after the restart").await;
+    let mut got: Vec<u64> = seen.get().into_iter().map(|s| s.0).collect();
+    got.sort();
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    worker.shutdown().await;
+}
