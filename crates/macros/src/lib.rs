@@ -20,13 +20,19 @@ mod service;
 
 /// Registers an `async fn` as the handler of a topic.
 ///
-/// ```ignore
+/// ```no_run
+/// use tributary::prelude::*;
+/// # #[derive(serde::Deserialize)] struct OrderPlaced { id: u64 }
+///
 /// #[tributary::handler(topic = "orders", group = "billing", concurrency = 8, max_deliveries = 5)]
 /// async fn place_order(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
+///     let _ = (order.id, ctx.attempt());
 ///     Ok(())
 /// }
 ///
+/// # async fn demo(conn: Connection) -> Result<(), tributary::BoxError> {
 /// let worker = Worker::builder(conn, "billing").register(place_order).build()?.start();
+/// # Ok(()) }
 /// ```
 ///
 /// The function becomes a unit struct of the same name implementing `tributary::Route`; call
@@ -45,21 +51,28 @@ pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// Turns a trait of async methods into an RPC service with a typed client and server.
 ///
-/// ```ignore
+/// ```no_run
+/// use tributary::prelude::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct PlaceOrder { sku: String }
+/// # type OrderId = u64;
+///
 /// #[tributary::service(name = "orders")]
 /// trait Orders {
 ///     async fn place_order(&self, req: PlaceOrder) -> Result<OrderId, RpcHandlerError>;
 /// }
 ///
-/// // server
 /// struct MyOrders;
 /// impl Orders for MyOrders {
-///     async fn place_order(&self, req: PlaceOrder) -> Result<OrderId, RpcHandlerError> { .. }
+///     async fn place_order(&self, req: PlaceOrder) -> Result<OrderId, RpcHandlerError> {
+///         Ok(req.sku.len() as u64)
+///     }
 /// }
+///
+/// # async fn demo(conn: Connection) -> Result<(), tributary::BoxError> {
 /// let server = OrdersServer::builder(conn.clone(), MyOrders).start()?;
-/// // client
 /// let orders = OrdersClient::new(RpcClient::new(conn).await?);
-/// let id = orders.place_order(&PlaceOrder { .. }).await?;
+/// let id = orders.place_order(&PlaceOrder { sku: "A-1".into() }).await?;
+/// # Ok(()) }
 /// ```
 ///
 /// Each method takes `&self` and one request argument and returns `Result<Response, E>` with
