@@ -296,3 +296,17 @@ async fn reply_streams_are_trimmed_as_read_expire_and_are_removed_on_close() {
         .unwrap();
     assert!(removed >= 49, "answered requests trimmed: {removed}");
 }
+
+#[tokio::test]
+async fn json_clients_get_json_replies() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let server = RpcServer::builder(conn.clone(), "calc")
+        .method("add", |req: Vec<i64>, _ctx| async move { Ok::<_, RpcHandlerError>(req.iter().sum::<i64>()) })
+        .start()
+        .unwrap();
+    let client = RpcClient::builder(conn).codec(tributary_core::Json).build().await.unwrap();
+    let sum: i64 = client.call_with_timeout("calc", "add", &vec![1, 2, 3], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(sum, 6);
+    server.shutdown().await;
+}

@@ -1,8 +1,10 @@
 //! Operations on topics and groups: create a group at a position, move its cursor, look at
 //! what is pending.
 
-use fred::types::Value;
-use tributary_core::{Connection, EntryId, Topic};
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use tributary_core::keys::RPC_TOPIC_PREFIX;
+use tributary_core::{Connection, EntryId, RedisError, Topic, TopicPattern};
 
 use crate::position::Position;
 use crate::redis::{call, call_sub, entry_id_of, pairs, Args};
@@ -43,6 +45,20 @@ pub struct GroupInfo {
     pub last_delivered: EntryId,
     /// Entries not yet delivered to the group, when Redis can tell.
     pub lag: Option<u64>,
+}
+
+/// One entry of a group's pending entries list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingInfo {
+    /// Entry id.
+    pub id: EntryId,
+    /// Consumer holding it.
+    pub consumer: String,
+    /// Milliseconds since it was last delivered.
+    pub idle_ms: u64,
+    /// Times it was delivered.
+    pub deliveries: u64,
 }
 
 /// State of one consumer of a group.
@@ -157,6 +173,90 @@ impl Admin {
                 info
             })
             .collect())
+    }
+
+    /// The oldest `count` pending entries of `group`.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name, a missing group, or a failed command.
+    pub async fn pending(&self, topic: &str, group: &str, count: usize) -> Result<Vec<PendingInfo>, StreamError> {
+        let key = self.key(topic)?;
+        let args = Args::new().arg(group).arg("-").arg("+").arg(count as i64);
+        let rows: Value = call(self.conn.redis(), "XPENDING", &key, args).await?;
+        let mut out = Vec::new();
+        for row in rows.into_array() {
+            let mut cols = row.into_array().into_iter();
+            let (Some(id), Some(consumer), Some(idle), Some(deliveries)) =
+                (cols.next(), cols.next(), cols.next(), cols.next())
+            else {
+                continue;
+            };
+            out.push(PendingInfo {
+                id: entry_id_of("XPENDING", id)?,
+                consumer: consumer.into_string().unwrap_or_default(),
+                idle_ms: idle.as_u64().unwrap_or(0),
+                deliveries: deliveries.as_u64().unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Topics of this namespace (RPC request topics `rpc.*` included), sorted.
+    ///
+    /// # Errors
+    /// [`StreamError`] when the scan fails.
+    pub async fn topics(&self) -> Result<Vec<Topic>, StreamError> {
+        self.scan_topics(&TopicPattern::new("*")?, true).await
+    }
+
+    /// Topics of this namespace matching the glob `pattern`, sorted. RPC request topics
+    /// (`rpc.*`) match only a pattern that starts with `rpc.`.
+    ///
+    /// # Errors
+    /// [`StreamError`] when the scan fails.
+    pub async fn topics_matching(&self, pattern: &TopicPattern) -> Result<Vec<Topic>, StreamError> {
+        self.scan_topics(pattern, pattern.as_str().starts_with(RPC_TOPIC_PREFIX)).await
+    }
+
+    // TODO(#8): scan every master on Redis Cluster.
+    async fn scan_topics(&self, pattern: &TopicPattern, with_rpc: bool) -> Result<Vec<Topic>, StreamError> {
+        let ns = self.conn.namespace();
+        let matcher = ns.topic_stream_pattern(pattern);
+        let mut cursor = "0".to_owned();
+        let mut found = Vec::new();
+        loop {
+            let args: Vec<Value> = vec![
+                cursor.as_str().into(),
+                "MATCH".into(),
+                matcher.as_str().into(),
+                "COUNT".into(),
+                1000.into(),
+                "TYPE".into(),
+                "stream".into(),
+            ];
+            let reply: Vec<Value> = self
+                .conn
+                .redis()
+                .custom(CustomCommand::new_static("SCAN", ClusterHash::Random, false), args)
+                .await
+                .map_err(|e| RedisError::new("SCAN", e))?;
+            let mut it = reply.into_iter();
+            cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
+            if let Some(Value::Array(keys)) = it.next() {
+                found.extend(
+                    keys.into_iter()
+                        .filter_map(|k| k.into_string())
+                        .filter_map(|k| ns.topic_of_stream(&k))
+                        .filter(|t| with_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX)),
+                );
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// Number of pending entries of `group` (all consumers).

@@ -44,7 +44,7 @@ mod schedule;
 mod scripts;
 pub mod trace;
 
-pub use admin::{Admin, ConsumerInfo, GroupInfo};
+pub use admin::{Admin, ConsumerInfo, GroupInfo, PendingInfo};
 pub use consumer::{
     handler_fn, raw_handler_fn, BoxFuture, Context, ExpiredPolicy, Handler, HandlerError, RetryPolicy, Route,
     RouteOptions, Worker, WorkerBuilder, WorkerHandle, WorkerStats,

@@ -36,6 +36,7 @@ pub struct Retention {
 enum Limit {
     MaxLen(u64),
     MaxAge(Duration),
+    MinId(EntryId),
 }
 
 impl Retention {
@@ -48,6 +49,11 @@ impl Retention {
     /// Keep entries added in the last `age` (`MINID ~ <now - age>`).
     pub fn max_age(age: Duration) -> Self {
         Self { limit: Limit::MaxAge(age), safe: false }
+    }
+
+    /// Keep entries from `id` on (`MINID ~ id`).
+    pub fn min_id(id: EntryId) -> Self {
+        Self { limit: Limit::MinId(id), safe: false }
     }
 
     /// Never trim an entry that some consumer group has not yet delivered or acknowledged.
@@ -71,6 +77,7 @@ impl Retention {
         match self.limit {
             Limit::MaxLen(n) => vec!["MAXLEN".into(), "~".into(), Value::from(n.min(i64::MAX as u64) as i64)],
             Limit::MaxAge(age) => vec!["MINID".into(), "~".into(), min_id(now, age).into()],
+            Limit::MinId(id) => vec!["MINID".into(), "~".into(), id.to_string().into()],
         }
     }
 
@@ -84,6 +91,7 @@ impl Retention {
             let (mode, value) = match self.limit {
                 Limit::MaxLen(n) => ("maxlen", n.to_string()),
                 Limit::MaxAge(age) => ("minid", min_id(SystemTime::now(), age)),
+                Limit::MinId(id) => ("minid", id.to_string()),
             };
             TRIM_SAFE.run(conn.redis(), vec![key], vec![mode.into(), value.into()]).await?
         } else {

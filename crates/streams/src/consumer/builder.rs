@@ -33,6 +33,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) dead_letter_max_len: u64,
     pub(crate) expired: ExpiredPolicy,
     pub(crate) schedule_poll: Option<Duration>,
+    pub(crate) limit: Option<u64>,
 }
 
 /// What a worker does with a message whose expiry passed before it was handled. Either way
@@ -124,6 +125,7 @@ impl WorkerBuilder {
                 dead_letter_max_len: 100_000,
                 expired: ExpiredPolicy::DeadLetter,
                 schedule_poll: Some(Duration::from_millis(100)),
+                limit: None,
             },
             routes: Vec::new(),
             patterns: Vec::new(),
@@ -301,6 +303,13 @@ impl WorkerBuilder {
     /// other workers or a [`Scheduler`](crate::Scheduler). Defaults to 100 ms.
     pub fn schedule_poll(mut self, poll: Option<Duration>) -> Self {
         self.config.schedule_poll = poll;
+        self
+    }
+
+    /// Take at most `n` entries in all (new, recovered or reclaimed), then read nothing more;
+    /// for tools that handle a fixed number of messages. Defaults to no limit.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.config.limit = Some(n);
         self
     }
 

@@ -60,6 +60,8 @@ impl TopicConsumer {
             };
             permits.push(permit);
         }
+        let granted = self.budget.take(permits.len());
+        permits.truncate(granted);
         if permits.is_empty() {
             return Ok(0);
         }
@@ -75,6 +77,7 @@ impl TopicConsumer {
         // both get an entry; entries deleted meanwhile drop out of the PEL (Redis >= 7).
         let claimed = parse_entries("XCLAIM", call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?)?;
         let count = claimed.len();
+        self.budget.give_back(permits.len().saturating_sub(count));
         for entry in claimed {
             let row = rows.iter().find(|r| r.id == entry.id);
             let deliveries = row.map_or(1, |r| r.deliveries + 1);

@@ -24,13 +24,10 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tributary_core::keys::RPC_TOPIC_PREFIX;
-use tributary_core::{Connection, RedisError, Topic, TopicPattern};
+use tributary_core::{Connection, Topic, TopicPattern};
 
 pub use builder::{ExpiredPolicy, WorkerBuilder};
 pub use handler::{handler_fn, raw_handler_fn, BoxFuture, Context, FnHandler, Handler, HandlerError, RawFnHandler};
@@ -110,6 +107,7 @@ impl Worker {
             stats: stats.clone(),
             stop: stop.clone(),
             hard_stop: hard_stop.clone(),
+            budget: Arc::new(topic::Budget::new(self.config.limit)),
         };
         let task = tokio::spawn(self.run(shared));
         WorkerHandle { stop, hard_stop, stats, task: Some(task) }
@@ -139,7 +137,7 @@ impl Worker {
         if !self.patterns.is_empty() {
             loop {
                 for (pattern, handler, options) in &self.patterns {
-                    match matching_topics(&self.conn, pattern).await {
+                    match crate::Admin::new(self.conn.clone()).topics_matching(pattern).await {
                         Ok(topics) => {
                             for topic in topics {
                                 if running.insert(topic.clone()) {
@@ -159,49 +157,6 @@ impl Worker {
         }
         while loops.join_next().await.is_some() {}
     }
-}
-
-/// Topics of this namespace whose names match `pattern` (streams only).
-// TODO(#8): scan every master on Redis Cluster.
-async fn matching_topics(conn: &Connection, pattern: &TopicPattern) -> Result<Vec<Topic>, RedisError> {
-    let ns = conn.namespace();
-    let matcher = ns.topic_stream_pattern(pattern);
-    let mut cursor = "0".to_owned();
-    let mut found = Vec::new();
-    loop {
-        let args: Vec<Value> = vec![
-            cursor.as_str().into(),
-            "MATCH".into(),
-            matcher.as_str().into(),
-            "COUNT".into(),
-            1000.into(),
-            "TYPE".into(),
-            "stream".into(),
-        ];
-        let reply: Vec<Value> = conn
-            .redis()
-            .custom(CustomCommand::new_static("SCAN", ClusterHash::Random, false), args)
-            .await
-            .map_err(|e| RedisError::new("SCAN", e))?;
-        let mut it = reply.into_iter();
-        cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
-        if let Some(Value::Array(keys)) = it.next() {
-            // RPC request topics are not events: only a pattern that names them matches them.
-            let want_rpc = pattern.as_str().starts_with(RPC_TOPIC_PREFIX);
-            found.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.into_string())
-                    .filter_map(|k| ns.topic_of_stream(&k))
-                    .filter(|t| want_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX)),
-            );
-        }
-        if cursor == "0" {
-            break;
-        }
-    }
-    found.sort();
-    found.dedup();
-    Ok(found)
 }
 
 /// A running [`Worker`]. Dropping it stops the worker at once (crash-like).

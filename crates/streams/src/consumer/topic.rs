@@ -36,6 +36,34 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Immediate stop: drop everything (crash-like; what is unacked stays pending).
     pub(crate) hard_stop: CancellationToken,
+    /// Entries this worker may still take (`WorkerBuilder::limit`), across its topics.
+    pub(crate) budget: Arc<Budget>,
+}
+
+/// How many more entries a worker may take; unlimited unless `WorkerBuilder::limit` was set.
+#[derive(Debug)]
+pub(crate) struct Budget(std::sync::atomic::AtomicU64);
+
+impl Budget {
+    pub(crate) fn new(limit: Option<u64>) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(limit.unwrap_or(u64::MAX)))
+    }
+
+    /// Takes up to `want` from the budget; returns how many were granted.
+    pub(crate) fn take(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut granted = 0;
+        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            granted = left.min(want as u64);
+            Some(left - granted)
+        });
+        granted as usize
+    }
+
+    /// Returns what was granted but not used.
+    pub(crate) fn give_back(&self, n: usize) {
+        self.0.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A message ready to be handled (or settled without a handler).
@@ -74,6 +102,7 @@ pub(crate) struct TopicConsumer {
     pub(crate) running: Arc<Semaphore>,
     pub(crate) stop: CancellationToken,
     pub(crate) hard_stop: CancellationToken,
+    pub(crate) budget: Arc<Budget>,
     /// Entries this consumer holds in memory (queued, running or waiting to retry).
     pub(crate) held: Mutex<HashSet<EntryId>>,
     /// Per-key queues: a key present here has a task handling its messages in order.
@@ -112,6 +141,7 @@ impl TopicConsumer {
             running,
             stop: shared.stop.clone(),
             hard_stop: shared.hard_stop.clone(),
+            budget: shared.budget.clone(),
             held: Mutex::new(HashSet::new()),
             lanes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -208,6 +238,14 @@ impl TopicConsumer {
                     Err(_) => break,
                 }
             }
+            let granted = self.budget.take(permits.len());
+            if granted == 0 {
+                // The worker's limit is reached: read nothing more, wait for the stop.
+                drop(permits);
+                self.stop.cancelled().await;
+                break;
+            }
+            permits.truncate(granted);
             let client = match &reader {
                 Some(c) => c.clone(),
                 None => match self.conn.dedicated(self.config.block_for).await {
@@ -230,6 +268,11 @@ impl TopicConsumer {
                 r = self.read_new(&client, permits.len()) => r,
                 _ = self.stop.cancelled() => break,
             };
+            if let Ok(entries) = &read {
+                self.budget.give_back(permits.len().saturating_sub(entries.len()));
+            } else {
+                self.budget.give_back(permits.len());
+            }
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);

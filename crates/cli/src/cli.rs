@@ -1,0 +1,250 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kcat for Redis Streams: publish, consume, inspect and repair Tributary topics.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version)]
+pub(crate) struct Cli {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub(crate) url: String,
+    /// Key namespace.
+    #[arg(long, global = true, env = "TRIBUTARY_NAMESPACE", default_value = "tributary")]
+    pub(crate) namespace: String,
+    /// Output format: tables for people, JSON lines for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub(crate) output: Output,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned columns.
+    Table,
+    /// One JSON document per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Publish messages: `--json '{..}'`, or one JSON document per line of standard input.
+    Publish(PublishArgs),
+    /// Consume as a member of a consumer group: print each message as a JSON line, then ack it.
+    Consume(ConsumeArgs),
+    /// Follow a topic without a group (nothing is acknowledged).
+    Tail(TailArgs),
+    /// List topics with their length, groups, dead letters and scheduled messages.
+    Topics,
+    /// List the consumer groups of a topic.
+    Groups {
+        /// Topic.
+        topic: String,
+    },
+    /// List the consumers of a group.
+    Consumers {
+        /// Topic.
+        topic: String,
+        /// Group.
+        group: String,
+    },
+    /// List a group's pending (delivered, unacknowledged) entries.
+    Pending {
+        /// Topic.
+        topic: String,
+        /// Group.
+        group: String,
+        /// Most entries to list.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Dead letters: list, replay or purge.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Consumer groups: create, move, delete.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Trim a topic.
+    Trim(TrimArgs),
+    /// Scheduled (delayed) messages: list or cancel.
+    #[command(subcommand)]
+    Scheduled(ScheduledCommand),
+    /// RPC.
+    #[command(subcommand)]
+    Rpc(RpcCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// Topic.
+    pub(crate) topic: String,
+    /// The message as JSON (else: one JSON document per line of standard input).
+    #[arg(long)]
+    pub(crate) json: Option<String>,
+    /// Partition / ordering key.
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Header `name=value` (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub(crate) headers: Vec<String>,
+    /// Idempotency key: publishing again with it returns the first entry id.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+    /// Message type name.
+    #[arg(long = "type", default_value = "Json")]
+    pub(crate) type_name: String,
+    /// Expire the message after this long (`30s`, `10m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) ttl: Option<std::time::Duration>,
+    /// Deliver at this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`) instead of now.
+    #[arg(long, conflicts_with = "delay", value_parser = crate::parse::time)]
+    pub(crate) at: Option<std::time::SystemTime>,
+    /// Deliver after this long (`5s`, `1h`) instead of now.
+    #[arg(long = "in", value_parser = humantime::parse_duration)]
+    pub(crate) delay: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// Topic.
+    pub(crate) topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    pub(crate) group: String,
+    /// Consumer name (stable across restarts, to recover what it held).
+    #[arg(long)]
+    pub(crate) consumer: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Take over entries other consumers held longer than this (`30s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub(crate) claim_idle: std::time::Duration,
+    /// Where a new group starts: `$` (new only), `0` (everything), an entry id or an RFC 3339 time.
+    #[arg(long, default_value = "0", value_parser = crate::parse::position)]
+    pub(crate) from: tributary::Position,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Topic.
+    pub(crate) topic: String,
+    /// Where to start: `$` (new only), `0` (everything), an entry id or an RFC 3339 time.
+    #[arg(long, default_value = "$", value_parser = crate::parse::position)]
+    pub(crate) from: tributary::Position,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Topic.
+        topic: String,
+        /// Most to list.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Put dead letters back on their topic (same message ids).
+    Replay {
+        /// Topic.
+        topic: String,
+        /// The dead letter's id (in the dead-letter stream).
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter of a topic.
+    Purge {
+        /// Topic.
+        topic: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a group (and the topic's stream).
+    Create {
+        /// Topic.
+        topic: String,
+        /// Group.
+        group: String,
+        /// Start: `$`, `0`, an entry id or an RFC 3339 time.
+        #[arg(long, default_value = "$", value_parser = crate::parse::position)]
+        from: tributary::Position,
+    },
+    /// Move a group's cursor: its next new entry is the one at `--to`.
+    Setid {
+        /// Topic.
+        topic: String,
+        /// Group.
+        group: String,
+        /// `$`, `0`, an entry id or an RFC 3339 time.
+        #[arg(long, value_parser = crate::parse::position)]
+        to: tributary::Position,
+    },
+    /// Delete a group and its pending entries list.
+    Delete {
+        /// Topic.
+        topic: String,
+        /// Group.
+        group: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrimArgs {
+    /// Topic.
+    pub(crate) topic: String,
+    /// Keep about this many newest entries.
+    #[arg(long, required_unless_present = "minid", conflicts_with = "minid")]
+    pub(crate) maxlen: Option<u64>,
+    /// Keep entries from this id (or RFC 3339 time) on.
+    #[arg(long, value_parser = crate::parse::entry_id_or_time)]
+    pub(crate) minid: Option<tributary::EntryId>,
+    /// Never trim entries a group has not delivered or acknowledged.
+    #[arg(long)]
+    pub(crate) safe: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduledCommand {
+    /// List scheduled messages, due first.
+    List {
+        /// Topic.
+        topic: String,
+        /// Most to list.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Cancel a scheduled message.
+    Cancel {
+        /// Topic.
+        topic: String,
+        /// Schedule id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RpcCommand {
+    /// Call a method of a running service and print the reply.
+    Call {
+        /// Service.
+        service: String,
+        /// Method.
+        method: String,
+        /// The request as JSON.
+        #[arg(long, default_value = "null")]
+        json: String,
+        /// Give up after this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        timeout: std::time::Duration,
+    },
+}

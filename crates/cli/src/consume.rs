@@ -1,0 +1,77 @@
+//! `tributary consume` (a real group member) and `tributary tail` (no group).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tributary::replay::Tail;
+use tributary::{BoxError, Connection, Context, HandlerError, Worker};
+
+use crate::cli::{ConsumeArgs, TailArgs};
+use crate::output;
+
+/// Prints each message, flushes, then lets the worker acknowledge it: a message is never
+/// acknowledged before it was written out, so a killed consumer loses nothing.
+pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), BoxError> {
+    let printed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (p, d) = (printed.clone(), done.clone());
+    let limit = args.count;
+    let mut builder = Worker::builder(conn, args.group.as_str())
+        .consumer_name(args.consumer.as_str())
+        .concurrency(1)
+        .max_in_flight(16)
+        .claim_idle(args.claim_idle)
+        .start_from(args.from);
+    if let Some(n) = limit {
+        // Take exactly n entries: nothing beyond them is read, so nothing is left half-done.
+        builder = builder.limit(n);
+    }
+    let worker = builder
+        .handler(
+            args.topic.as_str(),
+            tributary::raw_handler_fn(move |ctx: Context| {
+                let (p, d) = (p.clone(), d.clone());
+                async move {
+                    let line = output::message(ctx.entry_id(), ctx.envelope(), Some(ctx.attempt()));
+                    output::message_line(&line).map_err(HandlerError::retry)?;
+                    if Some(p.fetch_add(1, Ordering::SeqCst) + 1) == limit {
+                        d.notify_one();
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .build()?
+        .start();
+    tokio::select! {
+        _ = done.notified() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    worker.shutdown().await;
+    Ok(())
+}
+
+pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxError> {
+    let mut tail = Tail::topic(conn, &args.topic, args.from)?;
+    let limit = args.count.unwrap_or(u64::MAX);
+    let mut n = 0;
+    while n < limit {
+        let batch = tokio::select! {
+            b = tail.next_batch() => b?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        for received in batch {
+            let line = match &received.envelope {
+                Ok(env) => output::message(received.entry_id, env, None),
+                Err(e) => serde_json::json!({ "entry_id": received.entry_id.to_string(), "malformed": e.to_string() }),
+            };
+            output::message_line(&line)?;
+            n += 1;
+            if n >= limit {
+                break;
+            }
+        }
+    }
+    tail.close().await;
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `tributary dlq list | replay | purge`.
+
+use serde_json::json;
+use tributary::{BoxError, Connection, DeadLetters, EntryId};
+
+use crate::cli::{DlqCommand, Output};
+use crate::output;
+
+pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> Result<(), BoxError> {
+    match command {
+        DlqCommand::List { topic, count } => {
+            let rows = DeadLetters::new(conn, &topic)?
+                .list(count)
+                .await?
+                .into_iter()
+                .map(|l| {
+                    let payload = l.envelope().map(|e| output::payload(&e)).unwrap_or(serde_json::Value::Null);
+                    vec![
+                        json!(l.id.to_string()),
+                        json!(l.original_id),
+                        json!(l.group),
+                        json!(l.reason),
+                        json!(l.attempts),
+                        json!(l.error),
+                        json!(humantime::format_rfc3339_millis(l.dead_at).to_string()),
+                        payload,
+                    ]
+                })
+                .collect();
+            output::rows(
+                out,
+                &["id", "original_id", "group", "reason", "attempts", "error", "dead_at", "payload"],
+                rows,
+            );
+        }
+        DlqCommand::Replay { topic, id, all } => {
+            let dlq = DeadLetters::new(conn, &topic)?;
+            if all {
+                let n = dlq.replay_all().await?;
+                output::single(out, "replayed", json!(n));
+            } else if let Some(id) = id {
+                let id: EntryId = id.parse()?;
+                match dlq.replay(id).await? {
+                    Some(new_id) => output::single(out, "entry_id", json!(new_id.to_string())),
+                    None => return Err(format!("no dead letter `{id}` on topic `{topic}`").into()),
+                }
+            }
+        }
+        DlqCommand::Purge { topic } => {
+            let n = DeadLetters::new(conn, &topic)?.purge().await?;
+            output::single(out, "purged", json!(n));
+        }
+    }
+    Ok(())
+}

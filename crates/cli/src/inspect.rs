@@ -1,0 +1,71 @@
+//! `tributary topics | groups | consumers | pending`.
+
+use serde_json::{json, Value};
+use tributary::{Admin, BoxError, Connection, DeadLetters, Scheduler};
+
+use crate::cli::Output;
+use crate::output;
+
+pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError> {
+    let admin = Admin::new(conn.clone());
+    let scheduler = Scheduler::new(conn.clone());
+    let mut rows = Vec::new();
+    for topic in admin.topics().await? {
+        let name = topic.as_str();
+        let groups = admin.groups(name).await?;
+        let dead = DeadLetters::new(conn.clone(), name)?.count().await?;
+        let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
+        rows.push(vec![
+            json!(name),
+            json!(admin.len(name).await?),
+            json!(groups.len()),
+            json!(groups.iter().map(|g| g.pending).sum::<u64>()),
+            json!(lag),
+            json!(dead),
+            json!(scheduler.count(name).await?),
+        ]);
+    }
+    output::rows(out, &["topic", "length", "groups", "pending", "max_lag", "dead_letters", "scheduled"], rows);
+    Ok(())
+}
+
+pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {
+    let rows = Admin::new(conn)
+        .groups(topic)
+        .await?
+        .into_iter()
+        .map(|g| {
+            vec![json!(g.name), json!(g.consumers), json!(g.pending), json!(g.last_delivered.to_string()), json!(g.lag)]
+        })
+        .collect();
+    output::rows(out, &["group", "consumers", "pending", "last_delivered", "lag"], rows);
+    Ok(())
+}
+
+pub(crate) async fn consumers(conn: Connection, out: Output, topic: &str, group: &str) -> Result<(), BoxError> {
+    let rows = Admin::new(conn)
+        .consumers(topic, group)
+        .await?
+        .into_iter()
+        .map(|c| vec![json!(c.name), json!(c.pending), json!(c.idle_ms)])
+        .collect();
+    output::rows(out, &["consumer", "pending", "idle_ms"], rows);
+    Ok(())
+}
+
+pub(crate) async fn pending(
+    conn: Connection,
+    out: Output,
+    topic: &str,
+    group: &str,
+    count: usize,
+) -> Result<(), BoxError> {
+    let rows: Vec<Vec<Value>> = Admin::new(conn)
+        .pending(topic, group, count)
+        .await?
+        .into_iter()
+        .map(|p| vec![json!(p.id.to_string()), json!(p.consumer), json!(p.idle_ms), json!(p.deliveries)])
+        .collect();
+    output::rows(out, &["entry_id", "consumer", "idle_ms", "deliveries"], rows);
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The `tributary` command: publish, consume, inspect and repair Tributary topics from a
+//! shell. See `docs/cli.md`.
+// Printing to standard output is this binary's job.
+#![allow(clippy::print_stdout)]
+
+mod cli;
+mod consume;
+mod dead_letters;
+mod groups;
+mod inspect;
+mod output;
+mod parse;
+mod publish;
+mod rpc;
+mod scheduled;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tributary::{BoxError, Connection};
+
+use cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let mut line = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+                source = s.source();
+            }
+            eprintln!("tributary: {}", line.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    let conn = Connection::options()
+        .namespace(cli.namespace.as_str())
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect(&cli.url)
+        .await?;
+    let out = cli.output;
+    match cli.command {
+        Command::Publish(args) => publish::run(conn, out, args).await,
+        Command::Consume(args) => consume::consume(conn, args).await,
+        Command::Tail(args) => consume::tail(conn, args).await,
+        Command::Topics => inspect::topics(conn, out).await,
+        Command::Groups { topic } => inspect::groups(conn, out, &topic).await,
+        Command::Consumers { topic, group } => inspect::consumers(conn, out, &topic, &group).await,
+        Command::Pending { topic, group, count } => inspect::pending(conn, out, &topic, &group, count).await,
+        Command::Dlq(command) => dead_letters::run(conn, out, command).await,
+        Command::Group(command) => groups::group(conn, out, command).await,
+        Command::Trim(args) => groups::trim(conn, out, args).await,
+        Command::Scheduled(command) => scheduled::run(conn, out, command).await,
+        Command::Rpc(command) => rpc::run(conn, out, command).await,
+    }
+}

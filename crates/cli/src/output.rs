@@ -1,0 +1,103 @@
+//! Printing: tables for people, JSON lines for scripts; messages always as JSON lines.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+use tributary::{EntryId, Envelope, MsgPack};
+
+use crate::cli::Output;
+
+/// Prints rows: aligned columns under `headers`, or one JSON object per row.
+pub(crate) fn rows(output: Output, headers: &[&str], rows: Vec<Vec<Value>>) {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            for row in rows {
+                let obj: Map<String, Value> = headers.iter().map(|h| h.to_string()).zip(row).collect();
+                let _ = writeln!(out, "{}", Value::Object(obj));
+            }
+        }
+        Output::Table => {
+            let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+            let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+            for r in &cells {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let line = |values: Vec<String>| {
+                values
+                    .iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+            };
+            let _ = writeln!(out, "{}", line(headers.iter().map(|h| h.to_uppercase()).collect()));
+            for r in cells {
+                let _ = writeln!(out, "{}", line(r));
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// One line (a single value: an id) in either format.
+pub(crate) fn single(output: Output, name: &str, value: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = match output {
+        Output::Json => writeln!(out, "{}", json!({ name: value })),
+        Output::Table => writeln!(out, "{}", cell(&value)),
+    };
+    let _ = out.flush();
+}
+
+/// The payload as JSON, decoded by its content type (MessagePack and JSON; other content
+/// types as text).
+pub(crate) fn payload(env: &Envelope) -> Value {
+    let ct = env.content_type.split(';').next().unwrap_or("").trim();
+    let decoded = if ct == MsgPack::CONTENT_TYPE {
+        rmp_serde::from_slice::<Value>(&env.payload).ok()
+    } else if ct == tributary::Json::CONTENT_TYPE {
+        serde_json::from_slice::<Value>(&env.payload).ok()
+    } else {
+        None
+    };
+    decoded.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&env.payload).into_owned()))
+}
+
+/// A message as one JSON object.
+pub(crate) fn message(entry_id: EntryId, env: &Envelope, attempt: Option<u64>) -> Value {
+    let headers: Map<String, Value> =
+        env.headers.iter().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
+    let mut m = json!({
+        "entry_id": entry_id.to_string(),
+        "message_id": env.id.to_string(),
+        "type": env.type_name,
+        "key": env.key,
+        "headers": headers,
+        "published_at": humantime::format_rfc3339_millis(env.published_at).to_string(),
+        "payload": payload(env),
+    });
+    if let Some(a) = attempt {
+        m["attempt"] = json!(a);
+    }
+    m
+}
+
+/// Prints one message line and flushes, so a reader sees it before it is acknowledged.
+pub(crate) fn message_line(line: &Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}

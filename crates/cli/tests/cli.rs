@@ -1,0 +1,258 @@
+//! The `tributary` binary against a real redis-server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tributary::prelude::*;
+use tributary_testkit::{wait_until, ServerOptions, TestRedis};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn cli(redis: &TestRedis, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.env("REDIS_URL", redis.url()).env("TRIBUTARY_NAMESPACE", redis.namespace()).args(args);
+    cmd
+}
+
+fn run(redis: &TestRedis, args: &[&str]) -> Output {
+    let out = cli(redis, args).output().expect("run tributary");
+    assert!(out.status.success(), "tributary {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+async fn connect(redis: &TestRedis) -> Connection {
+    Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap()
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Clone)]
+struct Order {
+    id: u64,
+    item: String,
+}
+
+#[tokio::test]
+async fn messages_published_with_the_cli_are_handled_by_a_rust_worker() {
+    let redis = TestRedis::start().await;
+    let out = run(
+        &redis,
+        &["publish", "orders", "--json", r#"{"id":1,"item":"apple"}"#, "--key", "c-1", "--header", "src=cli"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).trim().parse::<EntryId>().is_ok());
+    let mut cmd = cli(&redis, &["--output", "json", "publish", "orders"]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"{\"id\":2,\"item\":\"pear\"}\n\n{\"id\":3,\"item\":\"fig\"}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), 2, "one entry id per stdin line");
+
+    let conn = connect(&redis).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let worker = Worker::builder(conn, "g")
+        .consumer_name("w")
+        .concurrency(1)
+        .on("orders", move |o: Order, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push((o, ctx.key().map(str::to_owned), ctx.headers().get("src").map(str::to_owned)));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    wait_until(PATIENCE, "three handled", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 3 }
+    })
+    .await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got[0], (Order { id: 1, item: "apple".into() }, Some("c-1".into()), Some("cli".into())));
+    assert_eq!(got[2].0, Order { id: 3, item: "fig".into() });
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_published_in_rust_are_consumed_and_acked_by_the_cli() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for id in 0..5 {
+        producer.publish("orders", &Order { id, item: format!("item-{id}") }).await.unwrap();
+    }
+    let out = run(&redis, &["consume", "orders", "--group", "cli", "--consumer", "c1", "--count", "3"]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["payload"], serde_json::json!({"id": 0, "item": "item-0"}));
+    assert_eq!(lines[2]["attempt"], 1);
+    let admin = Admin::new(conn.clone());
+    assert_eq!(admin.pending_count("orders", "cli").await.unwrap(), 0, "acknowledged, nothing left pending");
+    let out = run(&redis, &["consume", "orders", "--group", "cli", "--consumer", "c1", "--count", "2"]);
+    let ids: Vec<u64> = json_lines(&out).iter().map(|l| l["payload"]["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![3, 4], "the next run continues where the group left off");
+    // Inspection commands see the group.
+    let groups = json_lines(&run(&redis, &["--output", "json", "groups", "orders"]));
+    assert_eq!(groups[0]["group"], "cli");
+    assert_eq!(groups[0]["lag"], 0);
+    let topics = json_lines(&run(&redis, &["--output", "json", "topics"]));
+    assert_eq!(topics[0]["topic"], "orders");
+    assert_eq!(topics[0]["length"], 5);
+}
+
+#[tokio::test]
+async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let batch: Vec<Order> = (0..300).map(|id| Order { id, item: String::new() }).collect();
+    Producer::new(conn.clone()).publish_batch("orders", &batch).await.unwrap();
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+
+    // The first consumer is killed after 50 lines; whatever it read but had not acked stays pending.
+    let mut first = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "first", "--claim-idle", "500ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    for _ in 0..50 {
+        let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        seen.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    for line in lines.map_while(Result::ok) {
+        // Lines it wrote before dying count too: they were printed, then acked or not.
+        let line: Value = serde_json::from_str(&line).unwrap();
+        seen.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
+    }
+
+    let mut second =
+        cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "second", "--claim-idle", "500ms"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let out = second.stdout.take().unwrap();
+    let s = seen.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let line: Value = serde_json::from_str(&line).unwrap();
+            s.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
+        }
+    });
+    let admin = Admin::new(conn);
+    wait_until(PATIENCE, "every message printed and nothing pending", || {
+        let all = seen.lock().unwrap().len() == 300;
+        let admin = admin.clone();
+        async move { all && admin.pending_count("orders", "g").await.unwrap() == 0 }
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 300);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_with_the_cli() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let key = format!("{}:{{orders}}", redis.namespace());
+    redis.cli(&["XADD", &key, "*", "not", "an envelope"]);
+    Producer::new(conn.clone()).publish("orders", &Order { id: 9, item: "bad".into() }).await.unwrap();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("w")
+        .on("orders", |o: Order, _ctx: Context| async move {
+            if o.item == "bad" {
+                return Err(HandlerError::reject("bad item"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    wait_until(PATIENCE, "two dead letters", || async { dlq.count().await.unwrap() == 2 }).await;
+    worker.shutdown().await;
+
+    let letters = json_lines(&run(&redis, &["--output", "json", "dlq", "list", "orders"]));
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["reason"], "malformed");
+    assert_eq!(letters[1]["reason"], "rejected");
+    assert_eq!(letters[1]["error"], "bad item");
+    assert_eq!(letters[1]["payload"], serde_json::json!({"id": 9, "item": "bad"}));
+    let table = String::from_utf8(run(&redis, &["dlq", "list", "orders"]).stdout).unwrap();
+    assert!(table.starts_with("ID") && table.contains("rejected"), "{table}");
+
+    let id = letters[1]["id"].as_str().unwrap();
+    let out = run(&redis, &["dlq", "replay", "orders", "--id", id]);
+    let new_id: EntryId = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let replayed = Replay::new(conn.clone())
+        .range("orders", Position::At(new_id), Position::End)
+        .unwrap()
+        .collect(10)
+        .await
+        .unwrap();
+    assert_eq!(replayed[0].envelope.as_ref().unwrap().decode::<Order>().unwrap().id, 9);
+    let purged = json_lines(&run(&redis, &["--output", "json", "dlq", "purge", "orders"]));
+    assert_eq!(purged[0]["purged"], 1, "the malformed one was left to purge");
+}
+
+#[tokio::test]
+async fn scheduled_messages_can_be_listed_and_cancelled_with_the_cli() {
+    let redis = TestRedis::start().await;
+    let out = run(&redis, &["publish", "reminders", "--json", r#"{"text":"call Ada"}"#, "--in", "1h", "--ttl", "2h"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let listed = json_lines(&run(&redis, &["--output", "json", "scheduled", "list", "reminders"]));
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["payload"]["text"], "call Ada");
+    run(&redis, &["scheduled", "cancel", "reminders", &id]);
+    let out = cli(&redis, &["scheduled", "cancel", "reminders", &id]).output().unwrap();
+    assert!(!out.status.success(), "a second cancel finds nothing");
+}
+
+// Multi-threaded: the server runs in this process while the test blocks on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_call_reaches_a_running_service() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let server = RpcServer::builder(conn, "calc")
+        .method("add", |req: Vec<i64>, _ctx| async move { Ok::<_, RpcHandlerError>(req.iter().sum::<i64>()) })
+        .method("fail", |_req: Value, _ctx| async move { Err::<i64, _>(RpcHandlerError::new("nope", "not today")) })
+        .start()
+        .unwrap();
+    let out = run(&redis, &["rpc", "call", "calc", "add", "--json", "[1,2,3]"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    let out = cli(&redis, &["rpc", "call", "calc", "fail"]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "tributary: calc.fail failed with `nope`: not today");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_one_clear_line_without_the_password() {
+    let redis = TestRedis::start_with(ServerOptions::new().arg("requirepass", "s3cret")).await;
+    let port = redis.port();
+    let wrong = format!("redis://default:hunter2@127.0.0.1:{port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary")).args(["--url", &wrong, "topics"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("WRONGPASS") || stderr.contains("Auth"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let right = format!("redis://default:s3cret@127.0.0.1:{port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary")).args(["--url", &right, "topics"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["--url", "redis://127.0.0.1:1", "topics"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to `redis://127.0.0.1:1`"));
+}
