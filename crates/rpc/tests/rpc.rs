@@ -310,3 +310,70 @@ async fn json_clients_get_json_replies() {
     assert_eq!(sum, 6);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_connections_cut_mid_call_and_nothing_stays_pending() {
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+    let mut calls = Vec::new();
+    for n in 0..200u64 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move { (n, client.call::<_, Answer>("echo", "echo", &Echo { n }).await) }));
+        if n % 40 == 20 {
+            // Cut the server's blocked read, the client's reply reader and the command connections.
+            redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        }
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            (n, Ok(answer)) => {
+                assert_eq!(answer.n, n);
+                ok += 1;
+            }
+            // A request cut off before Redis stored it fails at once; never a hang, never a wrong answer.
+            (_, Err(e)) => {
+                assert!(e.kind().is_retryable(), "{e:?}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("client kill during rpc: {ok} answered, {failed} failed fast");
+    assert!(ok >= 150, "most calls complete: {ok}");
+    let admin = tributary_streams::Admin::new(conn.clone());
+    wait_until(Duration::from_secs(30), "no request stuck pending", || async {
+        admin.pending_count("rpc.echo", "rpc-server").await.unwrap() == 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_missing_a_deadline_or_correlation_id_are_rejected() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let server = echo_server(&conn, "s", calls.clone());
+    let ns = redis.namespace();
+    let stream = format!("{ns}:{{rpc.echo}}");
+    let reply = format!("{ns}:reply:{{0193-abc}}");
+    let base = ["v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Echo", "ct", "application/json", "ts", "1"];
+    let mut no_deadline = vec!["XADD", &stream, "*"];
+    no_deadline.extend(base);
+    no_deadline.extend(["corr", "c-1", "reply", &reply, "h:rpc-method", "echo", "p", r#"{"n":1}"#]);
+    redis.cli(&no_deadline);
+    let mut no_corr = vec!["XADD", &stream, "*"];
+    no_corr.extend(base);
+    no_corr.extend(["dl", "99999999999999", "reply", &reply, "h:rpc-method", "echo", "p", r#"{"n":1}"#]);
+    redis.cli(&no_corr);
+    let dlq = tributary_streams::DeadLetters::new(conn.clone(), "rpc.echo").unwrap();
+    wait_until(Duration::from_secs(30), "both rejected", || async { dlq.count().await.unwrap() == 2 }).await;
+    let errors: Vec<String> = dlq.list(2).await.unwrap().into_iter().map(|l| l.error).collect();
+    assert!(errors[0].contains("no deadline"), "{errors:?}");
+    assert!(errors[1].contains("no correlation id"), "{errors:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(redis.cli(&["EXISTS", &reply]).trim(), "0");
+    server.shutdown().await;
+}
