@@ -162,8 +162,8 @@ impl RpcServerBuilder {
         self
     }
 
-    /// Expiry set on reply streams when writing to them (the client refreshes it while it
-    /// lives). Defaults to 5 min.
+    /// Expiry given to a reply stream that has none when a reply is written (the client sets
+    /// and refreshes its own while it lives). Defaults to 5 min.
     pub fn reply_ttl(mut self, d: Duration) -> Self {
         self.reply_ttl = d;
         self
@@ -362,14 +362,15 @@ impl DispatchInner {
             args.push(Value::Bytes(v));
         }
         let ttl_ms = i64::try_from(self.reply_ttl.as_millis()).unwrap_or(i64::MAX);
-        // One round trip; the expiry makes sure a reply stream whose client is gone expires.
+        // One round trip. The expiry (NX: only if it has none, so the client's own, refreshed
+        // expiry wins) makes sure a reply stream whose client is gone expires.
         let pipeline = self.conn.redis().pipeline();
         let _: () = pipeline
             .custom(keyed_command("XADD", reply_to, false), args)
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
         let _: () = pipeline
-            .custom(keyed_command("PEXPIRE", reply_to, false), vec![Value::from(reply_to), Value::from(ttl_ms)])
+            .custom(keyed_command("PEXPIRE", reply_to, false), vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()])
             .await
             .map_err(|e| RedisError::new("PEXPIRE", e))?;
         let _: Vec<Value> = pipeline.all().await.map_err(|e| RedisError::new("XADD", e))?;

@@ -276,14 +276,15 @@ impl<C: Codec> Producer<C> {
         let fields = wire::encode(envelope, self.conn.limits())
             .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let ns = self.conn.namespace();
-        let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k)).unwrap_or_default();
+        let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k));
         let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let mut args: Vec<Value> = Vec::with_capacity(3 + fields.len() * 2);
         args.push(Value::from(due_score(at)));
         args.push(Value::from(envelope.id.to_string()));
         args.push(Value::from(ttl));
         push_fields(&mut args, fields);
-        let keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic), dedup];
+        let mut keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic)];
+        keys.extend(dedup);
         let reply: Vec<Value> = SCHEDULE.run(self.conn.redis(), keys, args).await?;
         reply
             .into_iter()

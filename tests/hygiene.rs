@@ -1,0 +1,136 @@
+//! Key hygiene: after a churn of workers, RPC clients and servers starting and dying, every key
+//! Tributary created in the namespace is a topic or dead-letter stream, a bounded schedule, or
+//! carries a TTL; and consumer lists do not keep the dead.
+
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use tributary::prelude::*;
+use tributary::{fred, WorkerBuilder};
+use tributary_testkit::{wait_until, TestRedis};
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Ping {
+    n: u64,
+}
+
+fn worker(conn: &Connection, name: &str) -> WorkerBuilder {
+    Worker::builder(conn.clone(), "g")
+        .consumer_name(name)
+        .claim_idle(Duration::from_millis(300))
+        .claim_interval(Duration::from_millis(50))
+        .consumer_idle_timeout(Some(Duration::from_millis(300)))
+        .on("events", |_p: Ping, _ctx: Context| async move { Ok::<_, HandlerError>(()) })
+}
+
+async fn raw(conn: &Connection, cmd: &'static str, args: Vec<Value>) -> Value {
+    conn.redis().custom(CustomCommand::new_static(cmd, ClusterHash::FirstKey, false), args).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+
+    for round in 0..6u64 {
+        for n in 0..50 {
+            producer.publish("events", &Ping { n }).await.unwrap();
+        }
+        producer.message("events", &Ping { n: 0 }).idempotency_key(format!("k{round}")).send().await.unwrap();
+        let scheduled = producer.publish_in("events", &Ping { n: 1 }, Duration::from_millis(100)).await.unwrap();
+        if round % 2 == 0 {
+            Scheduler::new(conn.clone()).cancel("events", &scheduled).await.unwrap();
+        }
+        // A worker with a fresh name each round: half stop cleanly, half crash.
+        let w = worker(&conn, &format!("w{round}")).build().unwrap().start();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if round % 2 == 0 {
+            w.shutdown().await;
+        } else {
+            drop(w);
+        }
+        // RPC: a server that crashes, clients that close and clients that just disappear.
+        let server = RpcServer::builder(conn.clone(), "echo")
+            .configure_worker(move |w| {
+                w.consumer_name(format!("s{round}"))
+                    .claim_idle(Duration::from_millis(300))
+                    .claim_interval(Duration::from_millis(50))
+                    .consumer_idle_timeout(Some(Duration::from_millis(300)))
+            })
+            .trim_interval(Duration::from_millis(100))
+            .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
+            .start()
+            .unwrap();
+        let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(2)).build().await.unwrap();
+        let _: u64 = client.call("echo", "echo", &Ping { n: round }).await.unwrap();
+        if round % 2 == 0 {
+            client.close().await.unwrap();
+        }
+        drop(client);
+        drop(server);
+    }
+
+    // One live worker and one live server settle what the dead left behind.
+    let live = worker(&conn, "live").build().unwrap().start();
+    let server = RpcServer::builder(conn.clone(), "echo")
+        .configure_worker(|w| {
+            w.consumer_name("live-server")
+                .claim_idle(Duration::from_millis(300))
+                .claim_interval(Duration::from_millis(50))
+                .consumer_idle_timeout(Some(Duration::from_millis(300)))
+        })
+        .trim_interval(Duration::from_millis(100))
+        .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
+        .start()
+        .unwrap();
+    let admin = Admin::new(conn.clone());
+    wait_until(Duration::from_secs(30), "dead consumers removed, nothing pending", || async {
+        let workers = admin.consumers("events", "g").await.unwrap();
+        let servers = admin.consumers("rpc.echo", "rpc-server").await.unwrap();
+        let names: Vec<String> = workers.iter().chain(&servers).map(|c| c.name.clone()).collect();
+        names.iter().all(|n| n == "live" || n == "live-server")
+            && admin.pending_count("events", "g").await.unwrap() == 0
+            && Scheduler::new(conn.clone()).count("events").await.unwrap() == 0
+    })
+    .await;
+    wait_until(Duration::from_secs(30), "answered requests trimmed", || async {
+        admin.len("rpc.echo").await.unwrap() <= 1
+    })
+    .await;
+
+    // The audit: every key in the namespace.
+    let ns = redis.namespace();
+    let mut cursor = "0".to_owned();
+    let mut keys = Vec::new();
+    loop {
+        let reply = raw(&conn, "SCAN", vec![cursor.as_str().into(), "MATCH".into(), format!("{ns}:*").into(), "COUNT".into(), 1000.into()]).await;
+        let mut it = reply.into_array().into_iter();
+        cursor = it.next().and_then(|v| v.into_string()).unwrap();
+        keys.extend(it.next().unwrap().into_array().into_iter().filter_map(|k| k.into_string()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys.sort();
+    let mut report = Vec::new();
+    for key in &keys {
+        let ttl = raw(&conn, "PTTL", vec![key.as_str().into()]).await.as_i64().unwrap();
+        let kind = raw(&conn, "TYPE", vec![key.as_str().into()]).await.into_string().unwrap();
+        let ok = if key == &format!("{ns}:{{events}}") || key == &format!("{ns}:{{rpc.echo}}") {
+            kind == "stream" // topic streams: retention is the owner's choice; rpc.echo is trimmed (checked above)
+        } else if key.ends_with("}:dlq") {
+            kind == "stream" // capped with MAXLEN ~ on every move
+        } else if key.contains("}:dedup:") || key.starts_with(&format!("{ns}:reply:")) {
+            ttl > 0
+        } else {
+            false
+        };
+        report.push(format!("{key} {kind} ttl={ttl}"));
+        assert!(ok, "unbounded or unknown key `{key}` ({kind}, ttl {ttl}); all keys:\n{}", report.join("\n"));
+    }
+    eprintln!("keys after churn:\n{}", report.join("\n"));
+    live.shutdown().await;
+    server.shutdown().await;
+}
