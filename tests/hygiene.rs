@@ -105,7 +105,12 @@ async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
     let mut cursor = "0".to_owned();
     let mut keys = Vec::new();
     loop {
-        let reply = raw(&conn, "SCAN", vec![cursor.as_str().into(), "MATCH".into(), format!("{ns}:*").into(), "COUNT".into(), 1000.into()]).await;
+        let reply = raw(
+            &conn,
+            "SCAN",
+            vec![cursor.as_str().into(), "MATCH".into(), format!("{ns}:*").into(), "COUNT".into(), 1000.into()],
+        )
+        .await;
         let mut it = reply.into_array().into_iter();
         cursor = it.next().and_then(|v| v.into_string()).unwrap();
         keys.extend(it.next().unwrap().into_array().into_iter().filter_map(|k| k.into_string()));

@@ -103,14 +103,12 @@ impl Write for Captured {
 async fn passwords_never_appear_in_logs_or_errors() {
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("requirepass", "right-horse-battery"))
-        .await;
+    let redis =
+        TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("requirepass", "right-horse-battery")).await;
     let port = redis.port();
     let wrong = Connection::connect(&format!("redis://default:wrong-staple@127.0.0.1:{port}")).await.unwrap_err();
     let texts = vec![format!("{wrong}"), format!("{wrong:?}")];

@@ -256,3 +256,25 @@ async fn errors_are_one_clear_line_without_the_password() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to `redis://127.0.0.1:1`"));
 }
+
+#[tokio::test]
+async fn the_cli_works_against_a_cluster() {
+    let cluster = tributary_testkit::TestCluster::start(3, 0).await;
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .env("REDIS_URL", cluster.url())
+            .env("TRIBUTARY_NAMESPACE", cluster.namespace())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tributary {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    for topic in ["a", "b", "c", "d"] {
+        run(&["publish", topic, "--json", r#"{"id":1,"item":"x"}"#]);
+    }
+    let topics = json_lines(&run(&["--output", "json", "topics"]));
+    assert_eq!(topics.len(), 4, "topics on every primary are listed: {topics:?}");
+    let lines = json_lines(&run(&["consume", "c", "--group", "g", "--consumer", "c1", "--count", "1"]));
+    assert_eq!(lines[0]["payload"]["item"], "x");
+}

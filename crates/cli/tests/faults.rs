@@ -63,7 +63,8 @@ async fn worker_processes_killed_at_random_lose_no_message() {
         })
     };
     let names = ["c0", "c1", "c2"];
-    let mut procs: Vec<(Child, std::thread::JoinHandle<()>)> = names.iter().map(|n| spawn_consumer(&redis, n, &counts)).collect();
+    let mut procs: Vec<(Child, std::thread::JoinHandle<()>)> =
+        names.iter().map(|n| spawn_consumer(&redis, n, &counts)).collect();
     let started = Instant::now();
     let mut kills = 0;
     let admin = Admin::new(conn.clone());

@@ -370,7 +370,10 @@ impl DispatchInner {
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
         let _: () = pipeline
-            .custom(keyed_command("PEXPIRE", reply_to, false), vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()])
+            .custom(
+                keyed_command("PEXPIRE", reply_to, false),
+                vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()],
+            )
             .await
             .map_err(|e| RedisError::new("PEXPIRE", e))?;
         let _: Vec<Value> = pipeline.all().await.map_err(|e| RedisError::new("XADD", e))?;

@@ -359,7 +359,8 @@ async fn requests_missing_a_deadline_or_correlation_id_are_rejected() {
     let ns = redis.namespace();
     let stream = format!("{ns}:{{rpc.echo}}");
     let reply = format!("{ns}:reply:{{0193-abc}}");
-    let base = ["v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Echo", "ct", "application/json", "ts", "1"];
+    let base =
+        ["v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Echo", "ct", "application/json", "ts", "1"];
     let mut no_deadline = vec!["XADD", &stream, "*"];
     no_deadline.extend(base);
     no_deadline.extend(["corr", "c-1", "reply", &reply, "h:rpc-method", "echo", "p", r#"{"n":1}"#]);

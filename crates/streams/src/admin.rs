@@ -2,7 +2,9 @@
 //! what is pending.
 
 use fred::interfaces::ClientLike;
+use fred::types::scan::ScanType;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use futures::StreamExt;
 use tributary_core::keys::RPC_TOPIC_PREFIX;
 use tributary_core::{Connection, EntryId, RedisError, Topic, TopicPattern};
 
@@ -218,17 +220,39 @@ impl Admin {
         self.scan_topics(pattern, pattern.as_str().starts_with(RPC_TOPIC_PREFIX)).await
     }
 
-    // TODO(#8): scan every master on Redis Cluster.
     async fn scan_topics(&self, pattern: &TopicPattern, with_rpc: bool) -> Result<Vec<Topic>, StreamError> {
         let ns = self.conn.namespace();
         let matcher = ns.topic_stream_pattern(pattern);
+        let keys = if self.conn.redis().is_clustered() {
+            // Every primary holds its own part of the keyspace.
+            let scan = self.conn.redis().scan_cluster_buffered(matcher.as_str(), Some(1000), Some(ScanType::Stream));
+            let keys: Vec<Result<fred::types::Key, fred::error::Error>> = scan.collect().await;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.extend(key.map_err(|e| RedisError::new("SCAN", e))?.into_string());
+            }
+            out
+        } else {
+            self.scan_one_node(&matcher).await?
+        };
+        let mut found: Vec<Topic> = keys
+            .into_iter()
+            .filter_map(|k| ns.topic_of_stream(&k))
+            .filter(|t| with_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX))
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn scan_one_node(&self, matcher: &str) -> Result<Vec<String>, StreamError> {
         let mut cursor = "0".to_owned();
         let mut found = Vec::new();
         loop {
             let args: Vec<Value> = vec![
                 cursor.as_str().into(),
                 "MATCH".into(),
-                matcher.as_str().into(),
+                matcher.into(),
                 "COUNT".into(),
                 1000.into(),
                 "TYPE".into(),
@@ -243,20 +267,12 @@ impl Admin {
             let mut it = reply.into_iter();
             cursor = it.next().and_then(|v| v.into_string()).unwrap_or_else(|| "0".to_owned());
             if let Some(Value::Array(keys)) = it.next() {
-                found.extend(
-                    keys.into_iter()
-                        .filter_map(|k| k.into_string())
-                        .filter_map(|k| ns.topic_of_stream(&k))
-                        .filter(|t| with_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX)),
-                );
+                found.extend(keys.into_iter().filter_map(|k| k.into_string()));
             }
             if cursor == "0" {
-                break;
+                return Ok(found);
             }
         }
-        found.sort();
-        found.dedup();
-        Ok(found)
     }
 
     /// Number of pending entries of `group` (all consumers).

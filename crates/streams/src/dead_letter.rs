@@ -144,31 +144,33 @@ impl DeadLetters {
         }
     }
 
-    /// Replays every dead letter, oldest first. Returns how many went back.
+    /// Replays every dead letter there is now, oldest first (letters that arrive meanwhile,
+    /// such as a replayed message failing again, are left for later). Returns how many went
+    /// back.
     ///
     /// # Errors
     /// As [`replay`](Self::replay); dead letters without fields are skipped.
     pub async fn replay_all(&self) -> Result<usize, StreamError> {
+        let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
+        let newest = parse_entries("XREVRANGE", call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?)?;
+        let Some(last) = newest.first().map(|e| e.id) else { return Ok(0) };
+        let mut start = "-".to_owned();
         let mut n = 0;
         loop {
-            let batch = self.list(100).await?;
-            if batch.is_empty() {
-                return Ok(n);
-            }
-            let mut progressed = false;
-            for letter in batch {
-                match self.replay(letter.id).await {
-                    Ok(Some(_)) => {
-                        n += 1;
-                        progressed = true;
-                    }
+            let args = Args::new().arg(start.as_str()).arg(last.to_string()).arg("COUNT").arg(100);
+            let page = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+            let Some(page_last) = page.last().map(|e| e.id) else { return Ok(n) };
+            for entry in &page {
+                match self.replay(entry.id).await {
+                    Ok(Some(_)) => n += 1,
                     Ok(None) | Err(StreamError::NothingToReplay { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
-            if !progressed {
+            if page_last >= last {
                 return Ok(n);
             }
+            start = format!("({page_last}");
         }
     }
 

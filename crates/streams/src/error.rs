@@ -45,6 +45,17 @@ pub enum StreamError {
         #[source]
         source: RedisError,
     },
+    /// The entry was stored on the primary, but fewer replicas than asked acknowledged it in
+    /// time: it may be lost if the primary fails now.
+    #[error("entry {id} was acknowledged by {acked} of {wanted} replicas")]
+    NotReplicated {
+        /// The stored entry.
+        id: tributary_core::EntryId,
+        /// Replicas that acknowledged it.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// A dedicated connection could not be opened.
     #[error("cannot open a connection")]
     Connect(#[source] tributary_core::ConnectError),
@@ -64,6 +75,7 @@ impl StreamError {
             Self::Encode { .. } | Self::Limits { .. } | Self::InvalidName(_) => ErrorKind::Config,
             Self::NothingToReplay { .. } => ErrorKind::NotFound,
             Self::Connect(e) => e.kind(),
+            Self::NotReplicated { .. } => ErrorKind::Timeout,
         }
     }
 }

@@ -182,6 +182,7 @@ impl<C: Codec> Producer<C> {
             idempotency_key: None,
             type_name: None,
             expires_at: None,
+            replicated: None,
         }
     }
 
@@ -231,6 +232,29 @@ impl<C: Codec> Producer<C> {
         };
         self.after_publish(&topic, retention, 1).await;
         Ok(id)
+    }
+
+    /// Waits until `replicas` replicas have everything this connection wrote to `topic`'s
+    /// node, up to `timeout` (`WAIT`, sent to the node that owns the topic).
+    async fn wait_for_replicas(
+        &self,
+        topic: &str,
+        id: EntryId,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<(), StreamError> {
+        let key = self.conn.namespace().topic_stream(&Topic::new(topic)?);
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let acked: i64 = self
+            .conn
+            .redis()
+            .custom(command("WAIT", &key, false), vec![Value::from(i64::from(replicas)), Value::from(ms)])
+            .await
+            .map_err(|e| RedisError::new("WAIT", e))?;
+        if acked < i64::from(replicas) {
+            return Err(StreamError::NotReplicated { id, acked: acked.max(0) as u32, wanted: replicas });
+        }
+        Ok(())
     }
 
     /// Schedules `message` for `topic` at `at`: it becomes visible to consumer groups then.
@@ -421,9 +445,18 @@ pub struct Publish<'a, C: Codec, T: ?Sized> {
     idempotency_key: Option<String>,
     type_name: Option<String>,
     expires_at: Option<SystemTime>,
+    replicated: Option<(u32, Duration)>,
 }
 
 impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
+    /// Returns only once `replicas` replicas acknowledged the write (`WAIT`), or fails with
+    /// [`StreamError::NotReplicated`] after `timeout`. Redis replicates asynchronously: without
+    /// this, a primary that fails right after answering can lose an acknowledged publish.
+    pub fn replicated(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicated = Some((replicas, timeout));
+        self
+    }
+
     /// The message expires `ttl` after now: consumers never run a handler on it after that
     /// (they acknowledge it and record it as expired).
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -504,6 +537,10 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
             self.type_name,
             self.expires_at,
         )?;
-        self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await
+        let id = self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await?;
+        if let Some((replicas, timeout)) = self.replicated {
+            self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;
+        }
+        Ok(id)
     }
 }

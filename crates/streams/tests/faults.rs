@@ -80,7 +80,8 @@ async fn redis_killed_mid_run_loses_no_acknowledged_publish_and_clients_reconnec
         seen.len() - seen.get().into_iter().collect::<HashSet<_>>().len()
     );
     let admin = Admin::new(conn.clone());
-    wait_until(PATIENCE, "nothing left pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    wait_until(PATIENCE, "nothing left pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 })
+        .await;
     worker.shutdown().await;
 }
 
@@ -108,7 +109,8 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
     let total = 2000u64;
     let mut published = 0;
     for round in 0..10 {
-        let batch: Vec<Order> = (0..total / 10).map(|i| Order { n: round * (total / 10) + i, key: String::new() }).collect();
+        let batch: Vec<Order> =
+            (0..total / 10).map(|i| Order { n: round * (total / 10) + i, key: String::new() }).collect();
         // A publish cut off mid-flight may fail; retry it (duplicates are allowed, losses not).
         loop {
             match producer.publish_batch("orders", &batch).await {
@@ -130,7 +132,8 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
     })
     .await;
     let admin = Admin::new(conn.clone());
-    wait_until(PATIENCE, "nothing stuck pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    wait_until(PATIENCE, "nothing stuck pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 })
+        .await;
     eprintln!("client kill: {} deliveries for {total} messages", seen.len());
     worker.shutdown().await;
 }
@@ -161,8 +164,14 @@ async fn hostile_entries_are_dead_lettered_with_a_reason_and_the_group_keeps_mov
         (with_ok(&[]), "required field `p` is missing"),
         (entry(&["v", "1", "type", "Order", "ct", "application/json", "ts", "1", "p", "{}"]), "required field `id`"),
         (with_ok(&["ts", "2", "p", "{}"]), "occurs more than once"),
-        (entry(&["v", "1", "id", "not-a-uuid", "type", "T", "ct", "application/json", "ts", "1", "p", "{}"]), "not a UUID"),
-        (entry(&["v", "1", "id", id, "type", "T", "ct", "application/json", "ts", "yesterday", "p", "{}"]), "milliseconds"),
+        (
+            entry(&["v", "1", "id", "not-a-uuid", "type", "T", "ct", "application/json", "ts", "1", "p", "{}"]),
+            "not a UUID",
+        ),
+        (
+            entry(&["v", "1", "id", id, "type", "T", "ct", "application/json", "ts", "yesterday", "p", "{}"]),
+            "milliseconds",
+        ),
         (entry(&["v", "1", "id", id, "type", "", "ct", "application/json", "ts", "1", "p", "{}"]), "empty"),
         (with_ok(&["h:", "x", "p", "{}"]), "header name"),
         (with_ok(&["dl", "-5", "p", "{}"]), "milliseconds"),
@@ -219,7 +228,10 @@ async fn hostile_entries_are_dead_lettered_with_a_reason_and_the_group_keeps_mov
     good.wait_for(1, "the good message after the garbage").await;
     let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
     let expected = shapes.len() + 2;
-    wait_until(PATIENCE, "every hostile entry dead-lettered", || async { dlq.count().await.unwrap() == expected as u64 }).await;
+    wait_until(PATIENCE, "every hostile entry dead-lettered", || async {
+        dlq.count().await.unwrap() == expected as u64
+    })
+    .await;
     let letters = dlq.list(100).await.unwrap();
     let reasons: Vec<&str> = shapes.iter().map(|s| s.1).chain(["payload is too large"]).collect();
     for (reason, letter) in reasons.iter().zip(&letters) {

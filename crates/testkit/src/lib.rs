@@ -18,6 +18,10 @@
 //! # }
 //! ```
 
+mod cluster;
+
+pub use cluster::TestCluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,11 +66,11 @@ pub struct TestRedis {
 }
 
 #[derive(Debug)]
-struct Process {
-    port: u16,
-    dir: tempfile::TempDir,
-    options: ServerOptions,
-    child: Mutex<Option<Child>>,
+pub(crate) struct Process {
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) options: ServerOptions,
+    pub(crate) child: Mutex<Option<Child>>,
 }
 
 impl TestRedis {
@@ -145,11 +149,7 @@ impl TestRedis {
     /// # Panics
     /// When the server is the shared one at `REDIS_URL`.
     pub fn kill(&self) {
-        let mut child = self.process().child.lock().expect("lock");
-        if let Some(mut c) = child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process().kill();
     }
 
     /// Starts the private server again on the same port and data directory.
@@ -191,8 +191,19 @@ impl TestRedis {
 }
 
 impl Process {
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.lock().expect("lock").is_some()
+    }
+
+    pub(crate) fn kill(&self) {
+        if let Some(mut c) = self.child.lock().expect("lock").take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts redis-server and waits until it answers PING. False if it exited (port taken).
-    async fn spawn(&self) -> bool {
+    pub(crate) async fn spawn(&self) -> bool {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut cmd = Command::new(&bin);
         cmd.arg("--port")
@@ -268,7 +279,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
 }
 
-fn unique_namespace() -> String {
+pub(crate) fn unique_namespace() -> String {
     format!("t{}", uuid::Uuid::now_v7().simple())
 }
 

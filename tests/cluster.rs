@@ -1,0 +1,220 @@
+//! The same code on a real local Redis Cluster (`redis-server --cluster-enabled yes`
+//! processes): no CROSSSLOT anywhere, topic discovery across primaries, and a failover that
+//! consumers, producers and RPC ride through.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tributary::prelude::*;
+use tributary_testkit::{wait_until, TestCluster};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Msg {
+    n: u64,
+}
+
+type Seen = Arc<Mutex<Vec<(String, u64)>>>;
+
+fn recording(seen: &Seen) -> impl Fn(Msg, Context) -> std::future::Ready<Result<(), HandlerError>> + Clone {
+    let seen = seen.clone();
+    move |m: Msg, ctx: Context| {
+        if m.n == 666 {
+            return std::future::ready(Err(HandlerError::reject("the number of the beast")));
+        }
+        seen.lock().unwrap().push((ctx.topic().to_owned(), m.n));
+        std::future::ready(Ok(()))
+    }
+}
+
+fn count(seen: &Seen, topic: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|s| s.0 == topic).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_works_on_a_three_primary_cluster() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_default()).try_init();
+    let cluster = TestCluster::start(3, 0).await;
+    let conn = Connection::options().namespace(cluster.namespace()).connect(&cluster.url()).await.unwrap();
+    let producer =
+        Producer::builder(conn.clone()).retention("audit", Retention::max_len(10).safe()).safe_trim_every(10).build();
+
+    // Offline delivery, in order.
+    for n in 0..300 {
+        producer.publish("orders", &Msg { n }).await.unwrap();
+    }
+    // Topics spread over the primaries, for pattern discovery.
+    let sensors = ["sensor.a", "sensor.b", "sensor.c", "sensor.d", "sensor.e"];
+    let primaries: HashSet<u16> =
+        sensors.iter().map(|t| cluster.primary_of(&format!("{}:{{{t}}}", cluster.namespace()))).collect();
+    for t in sensors {
+        producer.publish(t, &Msg { n: 1 }).await.unwrap();
+    }
+    // Idempotent publish, a dead letter, a scheduled message, safe retention.
+    let a = producer.message("orders", &Msg { n: 300 }).idempotency_key("k").send().await.unwrap();
+    let b = producer.message("orders", &Msg { n: 300 }).idempotency_key("k").send().await.unwrap();
+    assert_eq!(a, b);
+    producer.publish("orders", &Msg { n: 666 }).await.unwrap();
+    producer.publish_in("orders", &Msg { n: 301 }, Duration::from_millis(200)).await.unwrap();
+    // Safe retention protects what groups have not acknowledged: the group exists first.
+    Admin::new(conn.clone()).create_group("audit", "g", Position::Beginning).await.unwrap();
+    producer.publish_batch("audit", &(0..100).map(|n| Msg { n }).collect::<Vec<_>>()).await.unwrap();
+
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("w")
+        .concurrency(1)
+        .pattern_refresh(Duration::from_millis(200))
+        .on("orders", recording(&seen))
+        .on("audit", recording(&seen))
+        .on_pattern("sensor.*", recording(&seen))
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    wait_until(PATIENCE, "everything handled", || {
+        let done = count(&seen, "orders") == 302
+            && count(&seen, "audit") == 100
+            && sensors.iter().all(|t| count(&seen, t) == 1);
+        if !done {
+            tracing::debug!(
+                orders = count(&seen, "orders"),
+                audit = count(&seen, "audit"),
+                sensors = sensors.iter().map(|t| count(&seen, t)).sum::<usize>(),
+                "progress"
+            );
+        }
+        let dlq = dlq.clone();
+        async move { done && dlq.count().await.unwrap() == 1 }
+    })
+    .await;
+    let orders: Vec<u64> = seen.lock().unwrap().iter().filter(|s| s.0 == "orders").map(|s| s.1).collect();
+    assert_eq!(orders, (0..302).collect::<Vec<_>>(), "in order, the scheduled one last");
+    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    assert!(primaries.len() > 1, "the sensor topics live on several primaries");
+    let admin = Admin::new(conn.clone());
+    let topics: Vec<String> = admin.topics().await.unwrap().into_iter().map(|t| t.to_string()).collect();
+    assert!(sensors.iter().all(|t| topics.contains(&t.to_string())), "{topics:?}");
+    wait_until(PATIENCE, "audit acked", || async { admin.pending_count("audit", "g").await.unwrap() == 0 }).await;
+    assert_eq!(admin.trim("audit", Retention::max_len(10).safe()).await.unwrap() + 10, 100);
+
+    // RPC: the request stream and the reply stream live in different slots.
+    let server = RpcServer::builder(conn.clone(), "echo")
+        .method("echo", |m: Msg, _ctx| async move { Ok::<_, RpcHandlerError>(m.n * 2) })
+        .start()
+        .unwrap();
+    let client = RpcClient::new(conn.clone()).await.unwrap();
+    for n in 0..20 {
+        assert_eq!(client.call::<_, u64>("echo", "echo", &Msg { n }).await.unwrap(), n * 2);
+    }
+    client.close().await.unwrap();
+    server.shutdown().await;
+    worker.shutdown().await;
+
+    // Reclaim: a crashed consumer's entries go to a live one.
+    for n in 0..20 {
+        producer.publish("jobs", &Msg { n }).await.unwrap();
+    }
+    let held: Seen = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    let doomed = Worker::builder(conn.clone(), "g")
+        .consumer_name("doomed")
+        .max_in_flight(5)
+        .on("jobs", move |m: Msg, _ctx: Context| {
+            let h = h.clone();
+            async move {
+                h.lock().unwrap().push(("jobs".into(), m.n));
+                std::future::pending::<()>().await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    wait_until(PATIENCE, "the doomed worker holds five", || {
+        let n = held.lock().unwrap().len();
+        async move { n == 5 }
+    })
+    .await;
+    drop(doomed);
+    let rescued: Seen = Arc::new(Mutex::new(Vec::new()));
+    let rescuer = Worker::builder(conn.clone(), "g")
+        .consumer_name("rescuer")
+        .claim_idle(Duration::from_millis(300))
+        .on("jobs", recording(&rescued))
+        .build()
+        .unwrap()
+        .start();
+    wait_until(PATIENCE, "all jobs handled", || {
+        let n = rescued.lock().unwrap().len();
+        async move { n == 20 }
+    })
+    .await;
+    rescuer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_producers_and_rpc_ride_through_a_failover() {
+    let cluster = TestCluster::start(3, 1).await;
+    let ns = cluster.namespace();
+    let conn = Connection::options().namespace(ns.as_str()).connect(&cluster.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let worker =
+        Worker::builder(conn.clone(), "g").consumer_name("w").on("orders", recording(&seen)).build().unwrap().start();
+    let server = RpcServer::builder(conn.clone(), "echo")
+        .method("echo", |m: Msg, _ctx| async move { Ok::<_, RpcHandlerError>(m.n) })
+        .start()
+        .unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+
+    // Before: replicated publishes are confirmed by the primary's replica.
+    let mut confirmed = Vec::new();
+    for n in 0..100 {
+        producer.message("orders", &Msg { n }).replicated(1, Duration::from_secs(2)).send().await.unwrap();
+        confirmed.push(n);
+    }
+    assert_eq!(client.call::<_, u64>("echo", "echo", &Msg { n: 1 }).await.unwrap(), 1);
+    wait_until(PATIENCE, "first hundred handled", || {
+        let n = count(&seen, "orders");
+        async move { n >= 100 }
+    })
+    .await;
+
+    // Kill the primary that owns the topic; its replica takes over.
+    let primary = cluster.primary_of(&format!("{ns}:{{orders}}"));
+    cluster.kill(primary);
+    cluster.wait_until_ok(PATIENCE).await;
+
+    // After: publishing, consuming and RPC continue without restarting anything.
+    for n in 100..200 {
+        loop {
+            match producer.message("orders", &Msg { n }).replicated(0, Duration::from_millis(100)).send().await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(e.kind().is_retryable(), "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        confirmed.push(n);
+    }
+    wait_until(PATIENCE, "every confirmed publish handled", || {
+        let got: HashSet<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+        let all = confirmed.iter().all(|n| got.contains(n));
+        async move { all }
+    })
+    .await;
+    let answer = loop {
+        match client.call::<_, u64>("echo", "echo", &Msg { n: 7 }).await {
+            Ok(a) => break a,
+            Err(e) => assert!(e.kind().is_retryable(), "{e:?}"),
+        }
+    };
+    assert_eq!(answer, 7);
+    client.close().await.unwrap();
+    server.shutdown().await;
+    worker.shutdown().await;
+}
