@@ -53,15 +53,16 @@ impl TestCluster {
         cluster.wait_until_ok(Duration::from_secs(30)).await;
         // Cluster state `ok` does not mean replicas finished their first sync.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while replicas > 0 {
-            let synced = cluster.nodes.iter().all(|n| {
-                let info = node_cli(n.port, &["INFO", "replication"]);
-                if info.contains("role:master") {
-                    info.matches("state=online").count() >= replicas
-                } else {
-                    info.contains("master_link_status:up")
-                }
-            });
+        loop {
+            let synced = replicas == 0
+                || cluster.nodes.iter().all(|n| {
+                    let info = node_cli(n.port, &["INFO", "replication"]);
+                    if info.contains("role:master") {
+                        info.matches("state=online").count() >= replicas
+                    } else {
+                        info.contains("master_link_status:up")
+                    }
+                });
             if synced {
                 break;
             }
