@@ -111,7 +111,7 @@ async fn passwords_never_appear_in_logs_or_errors() {
         TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("requirepass", "right-horse-battery")).await;
     let port = redis.port();
     let wrong = Connection::connect(&format!("redis://default:wrong-staple@127.0.0.1:{port}")).await.unwrap_err();
-    let texts = vec![format!("{wrong}"), format!("{wrong:?}")];
+    let texts = [format!("{wrong}"), format!("{wrong:?}")];
     let conn = Connection::options()
         .namespace(redis.namespace())
         .connect(&format!("redis://default:right-horse-battery@127.0.0.1:{port}"))
