@@ -229,6 +229,7 @@ impl Process {
                  or set REDIS_URL to a server the tests may use."
             ),
         };
+        watch(child.id(), self.port);
         *self.child.lock().expect("lock") = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -257,6 +258,24 @@ impl Drop for Process {
             }
         }
     }
+}
+
+/// Kills the server if the test process dies without running `Drop` (killed by a timeout,
+/// aborted): a small shell loop watches this process and then SIGKILLs the server, after
+/// checking that the pid still belongs to a redis-server on that port.
+fn watch(server_pid: u32, port: u16) {
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+         grep -q 'redis-server.*:{port}' /proc/{server_pid}/cmdline 2>/dev/null && kill -9 {server_pid}"
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 async fn ping(port: u16) -> bool {
