@@ -62,6 +62,12 @@ pub mod guide {
     pub mod wire_format {}
     #[doc = include_str!("../../../docs/keys.md")]
     pub mod keys {}
+    #[doc = include_str!("../../../docs/reliability.md")]
+    pub mod reliability {}
+    #[doc = include_str!("../../../docs/security.md")]
+    pub mod security {}
+    #[doc = include_str!("../../../docs/cli.md")]
+    pub mod cli {}
 }
 
 /// The names most applications need: `use tributary::prelude::*;`.
