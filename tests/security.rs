@@ -136,3 +136,47 @@ async fn passwords_never_appear_in_logs_or_errors() {
     }
     assert!(texts[0].contains("default:***@"), "{}", texts[0]);
 }
+
+#[tokio::test]
+async fn tls_connections_work_end_to_end_and_an_untrusted_certificate_is_refused() {
+    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new().tls()).await;
+    let conn = Connection::options()
+        .namespace(redis.namespace())
+        .tls_root_certificates(redis.ca_pem())
+        .connect(&redis.tls_url())
+        .await
+        .unwrap();
+    Producer::new(conn.clone()).publish("jobs", &Job { n: 5 }).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("w")
+        .on("jobs", move |j: Job, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(j.n);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    wait_until(Duration::from_secs(30), "handled over TLS", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 1 }
+    })
+    .await;
+    worker.shutdown().await;
+    let server = RpcServer::builder(conn.clone(), "echo")
+        .method("echo", |j: Job, _ctx| async move { Ok::<_, RpcHandlerError>(j.n) })
+        .start()
+        .unwrap();
+    let client = RpcClient::new(conn).await.unwrap();
+    assert_eq!(client.call::<_, u64>("echo", "echo", &Job { n: 9 }).await.unwrap(), 9);
+    server.shutdown().await;
+
+    // Without the test CA the server's certificate is not trusted.
+    let err =
+        Connection::options().connect_timeout(Duration::from_secs(2)).connect(&redis.tls_url()).await.unwrap_err();
+    assert_eq!(err.kind(), tributary::ErrorKind::Connection, "{err:?}");
+}

@@ -79,19 +79,29 @@ fn has(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `redis-server` and `redis-cli` on the PATH, installing Debian's package when possible.
+fn has_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `redis-server`, `redis-cli` and `openssl` (for the TLS test's certificates) on the PATH, installing Debian's package when possible.
 fn ensure_redis() -> Result<(), String> {
-    if has("redis-server") && has("redis-cli") {
+    if has("redis-server") && has("redis-cli") && has_openssl() {
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !(is_root && has("apt-get")) {
-        return Err("redis-server (7.0 or later) is not installed. Install it first, e.g. \
-                    `sudo apt-get install redis-server` or `brew install redis`, or set REDIS_URL."
+        return Err("redis-server (7.0 or later) and openssl are needed. Install them first, e.g. \
+                    `sudo apt-get install redis-server openssl` or `brew install redis openssl`."
             .to_owned());
     }
     eprintln!("xtask: installing redis-server with apt-get");
-    for args in [&["update"][..], &["install", "-y", "--no-install-recommends", "redis-server"][..]] {
+    let install = ["install", "-y", "--no-install-recommends", "redis-server", "redis-tools", "openssl"];
+    for args in [&["update"][..], &install[..]] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")

@@ -12,6 +12,9 @@ pub(crate) struct Cli {
     /// Key namespace.
     #[arg(long, global = true, env = "TRIBUTARY_NAMESPACE", default_value = "tributary")]
     pub(crate) namespace: String,
+    /// PEM file of the CA that signed the server's certificate (for `rediss://` with a private CA).
+    #[arg(long, global = true, env = "TRIBUTARY_TLS_CA")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// Output format: tables for people, JSON lines for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,

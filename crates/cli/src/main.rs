@@ -45,11 +45,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
-    let conn = Connection::options()
-        .namespace(cli.namespace.as_str())
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect(&cli.url)
-        .await?;
+    let mut options =
+        Connection::options().namespace(cli.namespace.as_str()).connect_timeout(std::time::Duration::from_secs(3));
+    if let Some(path) = &cli.tls_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read --tls-ca {}: {e}", path.display()))?;
+        options = options.tls_root_certificates(pem);
+    }
+    let conn = options.connect(&cli.url).await?;
     let out = cli.output;
     match cli.command {
         Command::Publish(args) => publish::run(conn, out, args).await,

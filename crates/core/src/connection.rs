@@ -131,6 +131,8 @@ pub struct ConnectOptions {
     connect_timeout: Duration,
     limits: Limits,
     reconnect_max_delay: Duration,
+    #[cfg(feature = "tls")]
+    tls_roots: Option<Vec<u8>>,
 }
 
 impl Default for ConnectOptions {
@@ -141,6 +143,8 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             limits: Limits::default(),
             reconnect_max_delay: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            tls_roots: None,
         }
     }
 }
@@ -178,8 +182,17 @@ impl ConnectOptions {
         self
     }
 
+    /// For `rediss://` URLs: trust the CA certificates in `pem` (PEM text) instead of the
+    /// system's roots, e.g. a private CA. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
     /// Connects to `url`: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS
-    /// (with the `tls` feature of fred), `redis-cluster://host:port?node=host:port`,
+    /// (with the `tls` feature), `redis-cluster://host:port?node=host:port`,
     /// `redis-sentinel://...`.
     ///
     /// # Errors
@@ -187,8 +200,15 @@ impl ConnectOptions {
     /// The error text never contains the password.
     pub async fn connect(self, url: &str) -> Result<Connection, ConnectError> {
         let server = redact_url(url);
-        let config = Config::from_url(url)
+        #[allow(unused_mut)]
+        let mut config = Config::from_url(url)
             .map_err(|e| ConnectError::InvalidUrl { url: server.clone(), reason: e.details().to_owned() })?;
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.tls_roots {
+            if config.tls.is_some() {
+                config.tls = Some(tls::connector(pem).map_err(|reason| ConnectError::InvalidTls { reason })?.into());
+            }
+        }
         self.connect_with(Builder::from_config(config), server).await
     }
 
@@ -233,6 +253,12 @@ pub enum ConnectError {
     /// The namespace is not a valid key prefix.
     #[error("{0}")]
     InvalidNamespace(String),
+    /// The TLS settings could not be used.
+    #[error("invalid TLS settings: {reason}")]
+    InvalidTls {
+        /// What is wrong.
+        reason: String,
+    },
     /// Connecting or authenticating failed.
     #[error("cannot connect to `{server}`")]
     Redis {
@@ -252,9 +278,37 @@ impl ConnectError {
     /// Classification of the failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidUrl { .. } | Self::InvalidNamespace(_) => ErrorKind::Config,
+            Self::InvalidUrl { .. } | Self::InvalidNamespace(_) | Self::InvalidTls { .. } => ErrorKind::Config,
             Self::Redis { source, .. } => source.kind(),
         }
+    }
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::{ClientConfig, RootCertStore};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    /// A rustls connector trusting the certificates in `pem`. The crypto provider is named
+    /// explicitly: another crate enabling a second provider must not change this one.
+    pub(super) fn connector(pem: &[u8]) -> Result<fred::types::config::TlsConnector, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("bad PEM certificate: {e}"))?;
+            roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("no certificate in the PEM text".to_owned());
+        }
+        let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(config.into())
     }
 }
 

@@ -33,7 +33,8 @@ impl TestCluster {
         while nodes.len() < count {
             let port = free_cluster_port();
             let dir = tempfile::Builder::new().prefix("tributary-cluster-").tempdir().expect("create temp dir");
-            let process = Process { port, dir, options: options.clone(), child: std::sync::Mutex::new(None) };
+            let process =
+                Process { port, tls_port: None, dir, options: options.clone(), child: std::sync::Mutex::new(None) };
             if process.spawn().await {
                 nodes.push(process);
             }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 #[must_use]
 pub struct ServerOptions {
     appendonly: bool,
+    tls: bool,
     extra: Vec<String>,
 }
 
@@ -46,6 +47,14 @@ impl ServerOptions {
     /// keeps every acknowledged write.
     pub fn durable(mut self) -> Self {
         self.appendonly = true;
+        self
+    }
+
+    /// Also listens for TLS on a second port, with a certificate for `127.0.0.1` and
+    /// `localhost` signed by a test CA made with `openssl` (see [`TestRedis::tls_url`] and
+    /// [`TestRedis::ca_pem`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -68,6 +77,7 @@ pub struct TestRedis {
 #[derive(Debug)]
 pub(crate) struct Process {
     pub(crate) port: u16,
+    pub(crate) tls_port: Option<u16>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) options: ServerOptions,
     pub(crate) child: Mutex<Option<Child>>,
@@ -105,7 +115,11 @@ impl TestRedis {
         for _ in 0..5 {
             let dir = tempfile::Builder::new().prefix("tributary-redis-").tempdir().expect("create temp dir");
             let port = free_port();
-            let process = Process { port, dir, options: options.clone(), child: Mutex::new(None) };
+            let tls_port = options.tls.then(free_port);
+            if let Some(tls) = tls_port {
+                make_certificates(dir.path(), tls);
+            }
+            let process = Process { port, tls_port, dir, options: options.clone(), child: Mutex::new(None) };
             if process.spawn().await {
                 return Self {
                     url: format!("redis://127.0.0.1:{port}"),
@@ -134,6 +148,22 @@ impl TestRedis {
     /// When the server is the shared one at `REDIS_URL`.
     pub fn port(&self) -> u16 {
         self.process().port
+    }
+
+    /// `rediss://` URL of the private server's TLS port.
+    ///
+    /// # Panics
+    /// When the server was not started with [`ServerOptions::tls`].
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.process().tls_port.expect("started with ServerOptions::tls()"))
+    }
+
+    /// The test CA's certificate (PEM) that signed the TLS server certificate.
+    ///
+    /// # Panics
+    /// When the server was not started with [`ServerOptions::tls`].
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.process().dir.path().join("ca.crt")).expect("started with ServerOptions::tls()")
     }
 
     /// Data directory of the private server.
@@ -221,6 +251,14 @@ impl Process {
         if self.options.appendonly {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         }
+        if let Some(tls) = self.tls_port {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.arg("--tls-port").arg(tls.to_string());
+            cmd.arg("--tls-cert-file").arg(file("server.crt"));
+            cmd.arg("--tls-key-file").arg(file("server.key"));
+            cmd.arg("--tls-ca-cert-file").arg(file("ca.crt"));
+            cmd.args(["--tls-auth-clients", "no"]);
+        }
         cmd.args(&self.options.extra);
         let child = match cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
             Ok(c) => c,
@@ -258,6 +296,49 @@ impl Drop for Process {
             }
         }
     }
+}
+
+/// A test CA and a server certificate for 127.0.0.1/localhost in `dir`, made with `openssl`.
+fn make_certificates(dir: &Path, _port: u16) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca =
+        vec!["req", "-x509", "-days", "2", "-subj", "/CN=tributary test CA", "-keyout", "ca.key", "-out", "ca.crt"];
+    ca.extend(ec);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    run(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"];
+    csr.extend(ec);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "server.ext",
+    ]);
 }
 
 /// Kills the server if the test process dies without running `Drop` (killed by a timeout,
