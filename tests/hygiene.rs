@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::interfaces::ClientLike;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use tributary::prelude::*;
-use tributary::{fred, WorkerBuilder};
+use tributary::{fred, RpcServerHandle, WorkerBuilder};
 use tributary_testkit::{wait_until, TestRedis};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -22,6 +22,21 @@ fn worker(conn: &Connection, name: &str) -> WorkerBuilder {
         .claim_interval(Duration::from_millis(50))
         .consumer_idle_timeout(Some(Duration::from_millis(300)))
         .on("events", |_p: Ping, _ctx: Context| async move { Ok::<_, HandlerError>(()) })
+}
+
+/// An RPC server with the same quick clean-up settings as the workers.
+fn echo_server(conn: &Connection, name: String) -> RpcServerHandle {
+    RpcServer::builder(conn.clone(), "echo")
+        .configure_worker(move |w| {
+            w.consumer_name(name)
+                .claim_idle(Duration::from_millis(300))
+                .claim_interval(Duration::from_millis(50))
+                .consumer_idle_timeout(Some(Duration::from_millis(300)))
+        })
+        .trim_interval(Duration::from_millis(100))
+        .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
+        .start()
+        .unwrap()
 }
 
 async fn raw(conn: &Connection, cmd: &'static str, args: Vec<Value>) -> Value {
@@ -52,17 +67,7 @@ async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
             drop(w);
         }
         // RPC: a server that crashes, clients that close and clients that just disappear.
-        let server = RpcServer::builder(conn.clone(), "echo")
-            .configure_worker(move |w| {
-                w.consumer_name(format!("s{round}"))
-                    .claim_idle(Duration::from_millis(300))
-                    .claim_interval(Duration::from_millis(50))
-                    .consumer_idle_timeout(Some(Duration::from_millis(300)))
-            })
-            .trim_interval(Duration::from_millis(100))
-            .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
-            .start()
-            .unwrap();
+        let server = echo_server(&conn, format!("s{round}"));
         let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(2)).build().await.unwrap();
         let _: u64 = client.call("echo", "echo", &Ping { n: round }).await.unwrap();
         if round % 2 == 0 {
@@ -74,17 +79,7 @@ async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
 
     // One live worker and one live server settle what the dead left behind.
     let live = worker(&conn, "live").build().unwrap().start();
-    let server = RpcServer::builder(conn.clone(), "echo")
-        .configure_worker(|w| {
-            w.consumer_name("live-server")
-                .claim_idle(Duration::from_millis(300))
-                .claim_interval(Duration::from_millis(50))
-                .consumer_idle_timeout(Some(Duration::from_millis(300)))
-        })
-        .trim_interval(Duration::from_millis(100))
-        .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
-        .start()
-        .unwrap();
+    let server = echo_server(&conn, "live-server".to_owned());
     let admin = Admin::new(conn.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

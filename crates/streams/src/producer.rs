@@ -478,15 +478,19 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn schedule_at(self, at: SystemTime) -> Result<String, StreamError> {
-        let env = self.producer.envelope(
+        let env = self.envelope()?;
+        self.producer.schedule_envelope(self.topic, &env, at, self.idempotency_key.as_deref()).await
+    }
+
+    fn envelope(&self) -> Result<Envelope, StreamError> {
+        self.producer.envelope(
             self.topic,
             self.message,
-            self.key,
-            self.headers,
-            self.type_name,
+            self.key.clone(),
+            self.headers.clone(),
+            self.type_name.clone(),
             self.expires_at,
-        )?;
-        self.producer.schedule_envelope(self.topic, &env, at, self.idempotency_key.as_deref()).await
+        )
     }
 
     /// Schedules the message for `delay` from now (see [`schedule_at`](Self::schedule_at)).
@@ -529,14 +533,7 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn send(self) -> Result<EntryId, StreamError> {
-        let env = self.producer.envelope(
-            self.topic,
-            self.message,
-            self.key,
-            self.headers,
-            self.type_name,
-            self.expires_at,
-        )?;
+        let env = self.envelope()?;
         let id = self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await?;
         if let Some((replicas, timeout)) = self.replicated {
             self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;

@@ -1,10 +1,10 @@
 //! Replay: read a range of a topic by id or time without touching any consumer group.
 
 use fred::types::Value;
-use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Topic};
+use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Limits, Topic};
 
 use crate::position::Position;
-use crate::redis::{call, command, parse_entries, parse_read_reply, Args};
+use crate::redis::{call, command, parse_entries, parse_read_reply, Args, RawEntry};
 use crate::StreamError;
 
 /// One entry read by a replay.
@@ -14,6 +14,20 @@ pub struct Received {
     pub entry_id: EntryId,
     /// The envelope, or why the entry is not a valid one.
     pub envelope: Result<Envelope, DecodeError>,
+}
+
+/// Decodes what a read returned; a deleted entry (a pending tombstone) is an error entry.
+fn decode_all(entries: Vec<RawEntry>, limits: &Limits) -> Vec<Received> {
+    entries
+        .into_iter()
+        .map(|e| Received {
+            entry_id: e.id,
+            envelope: match e.fields {
+                Some(f) => wire::decode(&f, limits),
+                None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
+            },
+        })
+        .collect()
 }
 
 /// Reads topics directly (`XRANGE`), for replays, audits and tools. Groups are not touched.
@@ -94,19 +108,7 @@ impl RangeReader {
         if entries.is_empty() {
             return Ok(None);
         }
-        let limits = *self.conn.limits();
-        Ok(Some(
-            entries
-                .into_iter()
-                .map(|e| Received {
-                    entry_id: e.id,
-                    envelope: match e.fields {
-                        Some(f) => wire::decode(&f, &limits),
-                        None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
-                    },
-                })
-                .collect(),
-        ))
+        Ok(Some(decode_all(entries, self.conn.limits())))
     }
 
     /// Reads everything left, up to `limit` entries.
@@ -240,17 +242,7 @@ impl Tail {
         if let Some(last) = entries.last() {
             self.last = last.id;
         }
-        let limits = *self.conn.limits();
-        Ok(entries
-            .into_iter()
-            .map(|e| Received {
-                entry_id: e.id,
-                envelope: match e.fields {
-                    Some(f) => wire::decode(&f, &limits),
-                    None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
-                },
-            })
-            .collect())
+        Ok(decode_all(entries, self.conn.limits()))
     }
 
     /// Closes the read connection.

@@ -59,18 +59,8 @@ async fn two_groups_each_see_every_message_and_one_groups_consumers_split_them()
     let audit = Seen::new();
     let billing: HashMap<&str, Seen<u64>> = [("b1", Seen::new()), ("b2", Seen::new())].into();
     let a = audit.clone();
-    let audit_worker = Worker::builder(conn.clone(), "audit")
-        .consumer_name("a1")
-        .on("events", move |o: Order, _ctx: Context| {
-            let a = a.clone();
-            async move {
-                a.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let audit_worker =
+        Worker::builder(conn.clone(), "audit").consumer_name("a1").on("events", record(&a)).build().unwrap().start();
     let mut billing_workers = Vec::new();
     for (name, seen) in &billing {
         let s = seen.clone();
@@ -251,18 +241,7 @@ async fn graceful_shutdown_finishes_running_handlers_and_acks_them() {
     // The rest is delivered to the next worker.
     let rest = Seen::new();
     let r = rest.clone();
-    let worker = Worker::builder(conn, "g")
-        .consumer_name("c1")
-        .on("slow", move |o: Order, _ctx: Context| {
-            let r = r.clone();
-            async move {
-                r.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let worker = Worker::builder(conn, "g").consumer_name("c1").on("slow", record(&r)).build().unwrap().start();
     rest.wait_for(20 - f.len(), "the remaining messages").await;
     let mut all: Vec<u64> = f.into_iter().chain(rest.get()).collect();
     all.sort();

@@ -194,13 +194,7 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("c1")
         .concurrency(1)
-        .on("jobs", move |o: Order, _ctx: Context| {
-            let g = g.clone();
-            async move {
-                g.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
+        .on("jobs", record(&g))
         .build()
         .unwrap()
         .start();

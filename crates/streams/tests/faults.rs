@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use fred::interfaces::ClientLike;
-use tributary_streams::{Admin, Context, DeadLetters, HandlerError, Producer, Worker};
+use tributary_streams::{Admin, DeadLetters, Producer, Worker};
 use tributary_testkit::ServerOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,18 +20,8 @@ async fn redis_killed_mid_run_loses_no_acknowledged_publish_and_clients_reconnec
     let conn = connect(&redis).await;
     let seen: Seen<u64> = Seen::new();
     let s = seen.clone();
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let worker =
+        Worker::builder(conn.clone(), "g").consumer_name("c").on("orders", record(&s)).build().unwrap().start();
 
     // One producer publishes a numbered sequence throughout, recording what Redis confirmed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -95,13 +85,7 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
         .consumer_name("c")
         .claim_idle(Duration::from_millis(500))
         .block_for(Duration::from_millis(200))
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
+        .on("orders", record(&s))
         .build()
         .unwrap()
         .start();
@@ -213,18 +197,8 @@ async fn hostile_entries_are_dead_lettered_with_a_reason_and_the_group_keeps_mov
 
     let good = Seen::new();
     let g = good.clone();
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .on("orders", move |o: Order, _ctx: Context| {
-            let g = g.clone();
-            async move {
-                g.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let worker =
+        Worker::builder(conn.clone(), "g").consumer_name("c").on("orders", record(&g)).build().unwrap().start();
     good.wait_for(1, "the good message after the garbage").await;
     let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
     let expected = shapes.len() + 2;
@@ -252,20 +226,8 @@ async fn a_topic_key_of_the_wrong_type_does_not_stop_the_worker() {
     let (s1, s2) = (seen.clone(), seen.clone());
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("c")
-        .on("broken", move |o: Order, _ctx: Context| {
-            let s = s1.clone();
-            async move {
-                s.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s2.clone();
-            async move {
-                s.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
+        .on("broken", record(&s1))
+        .on("orders", record(&s2))
         .build()
         .unwrap()
         .start();

@@ -62,13 +62,7 @@ async fn a_new_group_can_start_at_a_past_time_and_a_cursor_can_be_moved_back() {
         .consumer_name("c")
         .concurrency(1)
         .start_from(Position::Time(middle))
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
+        .on("orders", record(&s))
         .build()
         .unwrap()
         .start();
@@ -83,13 +77,7 @@ async fn a_new_group_can_start_at_a_past_time_and_a_cursor_can_be_moved_back() {
     let worker = Worker::builder(conn, "late-joiner")
         .consumer_name("c")
         .concurrency(1)
-        .on("orders", move |o: Order, _ctx: Context| {
-            let a = a.clone();
-            async move {
-                a.push(o.n);
-                Ok::<_, HandlerError>(())
-            }
-        })
+        .on("orders", record(&a))
         .build()
         .unwrap()
         .start();

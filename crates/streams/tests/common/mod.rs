@@ -41,6 +41,21 @@ impl<T: Clone> Seen<T> {
     }
 }
 
+/// A handler that records the number of each order it gets.
+pub fn record(
+    seen: &Seen<u64>,
+) -> impl Fn(Order, tributary_streams::Context) -> std::future::Ready<Result<(), tributary_streams::HandlerError>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let seen = seen.clone();
+    move |o: Order, _ctx| {
+        seen.push(o.n);
+        std::future::ready(Ok(()))
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Order {
     pub n: u64,
