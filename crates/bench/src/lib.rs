@@ -1,0 +1,16 @@
+//! Benchmarks of Tributary against hand-written fred code, each pair
+//! measured side by side in the same run on the same Redis server.
+//!
+//! The binary `tributary-bench` runs one scenario (or `all`) and prints one JSON line per
+//! scenario: the figures of each side, their ratios, the targets and whether they were met.
+//! See `docs/performance.md` for the commands and the latest figures.
+//!
+//! - [`scenarios`]: one module per scenario, and the command-line [`Options`](scenarios::Options);
+//! - [`baseline`]: the hand-written fred code the scenarios compare with;
+//! - [`env`]: the Redis server of a run and the clients both sides use;
+//! - [`report`]: histograms, figures and the JSON line.
+
+pub mod baseline;
+pub mod env;
+pub mod report;
+pub mod scenarios;
