@@ -1,4 +1,4 @@
-//! Benchmarks of Tributary against hand-written fred code, each pair
+//! Benchmarks of Tributary against hand-written fred code (and NATS for RPC), each pair
 //! measured side by side in the same run on the same Redis server.
 //!
 //! The binary `tributary-bench` runs one scenario (or `all`) and prints one JSON line per
@@ -7,10 +7,12 @@
 //!
 //! - [`scenarios`]: one module per scenario, and the command-line [`Options`](scenarios::Options);
 //! - [`baseline`]: the hand-written fred code the scenarios compare with;
+//! - [`nats`]: the NATS request/reply baseline (private `nats-server`);
 //! - [`env`]: the Redis server of a run and the clients both sides use;
 //! - [`report`]: histograms, figures and the JSON line.
 
 pub mod baseline;
 pub mod env;
+pub mod nats;
 pub mod report;
 pub mod scenarios;

@@ -20,7 +20,7 @@ use tributary_bench::env::Env;
 use tributary_bench::scenarios::memory::{self, ChildArgs};
 use tributary_bench::scenarios::{self, Options, Scenario};
 
-/// Benchmarks Tributary against hand-written fred baselines on the same Redis.
+/// Benchmarks Tributary against hand-written fred (and NATS) baselines on the same Redis.
 #[derive(Debug, Parser)]
 #[command(name = "tributary-bench", version)]
 struct Cli {

@@ -5,6 +5,8 @@
 //!   Tributary envelope, built once and re-sent as they are (the cheapest fair XADD).
 //! - [`consume`]: `XREADGROUP COUNT n` on a dedicated connection, with the `XACK` of one
 //!   batch overlapping the read of the next.
+//! - [`rpc`]: request/reply over streams with one reply stream per client and one pipeline
+//!   (replies + one `XACK`) per server read.
 
 use std::time::SystemTime;
 
@@ -13,6 +15,8 @@ use fred::clients::Client;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tributary::{wire, BoxError, Envelope, MsgPack, TraceParent};
+
+pub mod rpc;
 
 /// Entry fields shaped like a Tributary envelope, with constant values.
 #[derive(Debug, Clone)]

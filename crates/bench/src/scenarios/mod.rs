@@ -6,6 +6,7 @@ pub mod e2e_latency;
 pub mod memory;
 pub mod publish;
 pub mod publish_batch;
+pub mod rpc;
 
 use std::future::Future;
 use std::time::Instant;
@@ -28,9 +29,12 @@ pub enum Scenario {
     E2e,
     /// End-to-end latency at a fixed publish rate, vs the same hand-written loop.
     E2eLatency,
+    /// RPC latency and throughput vs hand-written fred request/reply (and NATS).
+    Rpc,
     /// Peak RSS of a consumer process draining a large backlog.
     Memory,
-    /// Every scenario above, in this order: publish, publish-batch, e2e, e2e-latency, memory.
+    /// Every scenario above, in this order: publish, publish-batch, e2e, e2e-latency, rpc,
+    /// memory.
     All,
     /// The consumer process of `memory` (started by it).
     #[value(hide = true)]
@@ -39,8 +43,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order (quick ones first).
-    pub const EVERY: [Scenario; 5] =
-        [Scenario::Publish, Scenario::PublishBatch, Scenario::E2e, Scenario::E2eLatency, Scenario::Memory];
+    pub const EVERY: [Scenario; 6] = [
+        Scenario::Publish,
+        Scenario::PublishBatch,
+        Scenario::E2e,
+        Scenario::E2eLatency,
+        Scenario::Rpc,
+        Scenario::Memory,
+    ];
 
     /// The name on the command line and in the JSON line.
     pub fn name(self) -> &'static str {
@@ -49,6 +59,7 @@ impl Scenario {
             Scenario::PublishBatch => "publish-batch",
             Scenario::E2e => "e2e",
             Scenario::E2eLatency => "e2e-latency",
+            Scenario::Rpc => "rpc",
             Scenario::Memory => "memory",
             Scenario::All => "all",
             Scenario::MemoryChild => "memory-child",
@@ -65,7 +76,7 @@ pub struct Options {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 
-    /// Payload size in bytes (publish, publish-batch, e2e, e2e-latency, memory).
+    /// Payload size in bytes (publish, publish-batch, e2e, e2e-latency, rpc, memory).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
 
@@ -123,6 +134,22 @@ pub struct Options {
     #[arg(long, default_value_t = 500, help_heading = "e2e-latency")]
     pub warmup_ms: u64,
 
+    /// rpc: calls of the single sequential caller, per round and system.
+    #[arg(long, default_value_t = 2_000, help_heading = "rpc")]
+    pub rpc_sequential_calls: u64,
+
+    /// rpc: concurrent callers.
+    #[arg(long, default_value_t = 64, help_heading = "rpc")]
+    pub rpc_callers: usize,
+
+    /// rpc: calls of the concurrent callers together, per round and system.
+    #[arg(long, default_value_t = 20_000, help_heading = "rpc")]
+    pub rpc_concurrent_calls: u64,
+
+    /// rpc: skip the NATS baseline even when `nats-server` is installed.
+    #[arg(long, help_heading = "rpc")]
+    pub no_nats: bool,
+
     /// memory: backlog the consumer drains.
     #[arg(long, default_value_t = 1_000_000, help_heading = "memory")]
     pub memory_backlog: u64,
@@ -143,6 +170,7 @@ pub async fn run(scenario: Scenario, env: &Env, options: &Options) -> Result<Rep
         Scenario::PublishBatch => publish_batch::run(env, options).await,
         Scenario::E2e => e2e::run(env, options).await,
         Scenario::E2eLatency => e2e_latency::run(env, options).await,
+        Scenario::Rpc => rpc::run(env, options).await,
         Scenario::Memory => memory::run(env, options).await,
         Scenario::All | Scenario::MemoryChild => Err(format!("`{}` is not a single scenario", scenario.name()).into()),
     }
