@@ -8,10 +8,12 @@
 //! - [`scenarios`]: one module per scenario, and the command-line [`Options`](scenarios::Options);
 //! - [`baseline`]: the hand-written fred code the scenarios compare with;
 //! - [`nats`]: the NATS request/reply baseline (private `nats-server`);
+//! - [`codec`]: the envelope encode/decode workloads, shared with `benches/codec.rs`;
 //! - [`env`]: the Redis server of a run and the clients both sides use;
 //! - [`report`]: histograms, figures and the JSON line.
 
 pub mod baseline;
+pub mod codec;
 pub mod env;
 pub mod nats;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The scenarios, one module each, and what they share: the command-line options, the
 //! alternation of rounds between the sides, and a closed-loop load generator.
 
+pub mod codec;
 pub mod e2e;
 pub mod e2e_latency;
 pub mod memory;
@@ -33,8 +34,10 @@ pub enum Scenario {
     Rpc,
     /// Peak RSS of a consumer process draining a large backlog.
     Memory,
-    /// Every scenario above, in this order: publish, publish-batch, e2e, e2e-latency, rpc,
-    /// memory.
+    /// Envelope encode/decode vs serde_json.
+    Codec,
+    /// Every scenario above, in this order: codec, publish, publish-batch, e2e, e2e-latency,
+    /// rpc, memory.
     All,
     /// The consumer process of `memory` (started by it).
     #[value(hide = true)]
@@ -43,7 +46,8 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order (quick ones first).
-    pub const EVERY: [Scenario; 6] = [
+    pub const EVERY: [Scenario; 7] = [
+        Scenario::Codec,
         Scenario::Publish,
         Scenario::PublishBatch,
         Scenario::E2e,
@@ -61,6 +65,7 @@ impl Scenario {
             Scenario::E2eLatency => "e2e-latency",
             Scenario::Rpc => "rpc",
             Scenario::Memory => "memory",
+            Scenario::Codec => "codec",
             Scenario::All => "all",
             Scenario::MemoryChild => "memory-child",
         }
@@ -158,6 +163,10 @@ pub struct Options {
     /// context (`--memory-baseline=false` to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, help_heading = "memory")]
     pub memory_baseline: bool,
+
+    /// codec: encodes and decodes per round.
+    #[arg(long, default_value_t = 200_000, help_heading = "codec")]
+    pub codec_iterations: u64,
 }
 
 /// Runs one scenario (not `all`, not the memory child).
@@ -172,6 +181,7 @@ pub async fn run(scenario: Scenario, env: &Env, options: &Options) -> Result<Rep
         Scenario::E2eLatency => e2e_latency::run(env, options).await,
         Scenario::Rpc => rpc::run(env, options).await,
         Scenario::Memory => memory::run(env, options).await,
+        Scenario::Codec => codec::run(options),
         Scenario::All | Scenario::MemoryChild => Err(format!("`{}` is not a single scenario", scenario.name()).into()),
     }
 }
