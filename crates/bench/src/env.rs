@@ -11,6 +11,8 @@ use fred::types::{Builder, Value};
 use tributary::{BoxError, Connection, Topic};
 use tributary_testkit::TestRedis;
 
+use crate::cpu::CpuMeter;
+
 /// The server of this run and the namespace every key of the run lives under.
 #[derive(Debug)]
 pub struct Env {
@@ -50,6 +52,14 @@ impl Env {
     /// When the server cannot be reached.
     pub async fn fred(&self) -> Result<Client, BoxError> {
         fred_client(&self.url()).await
+    }
+
+    /// A CPU meter for this server (on a client of its own).
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub async fn cpu_meter(&self) -> Result<CpuMeter, BoxError> {
+        Ok(CpuMeter::new(self.fred().await?))
     }
 
     /// Key of a stream only the baselines use: `<ns>:raw:{<name>}`.

@@ -10,10 +10,12 @@
 //! - [`nats`]: the NATS request/reply baseline (private `nats-server`);
 //! - [`codec`]: the envelope encode/decode workloads, shared with `benches/codec.rs`;
 //! - [`env`]: the Redis server of a run and the clients both sides use;
+//! - [`cpu`]: CPU time of the benchmark process and of Redis per operation;
 //! - [`report`]: histograms, figures and the JSON line.
 
 pub mod baseline;
 pub mod codec;
+pub mod cpu;
 pub mod env;
 pub mod nats;
 pub mod report;

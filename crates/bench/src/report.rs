@@ -1,10 +1,13 @@
 //! What a scenario prints: figures of each side, ratios, targets and the verdict, as one JSON
 //! line; and the latency histograms and round bookkeeping behind the figures.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::cpu::CpuUse;
 
 /// A latency histogram in nanoseconds: 1 ns to 5 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -61,9 +64,16 @@ pub struct Run {
     pub elapsed: Duration,
     /// Per-operation latency, if measured.
     pub latency: Option<Histogram<u64>>,
+    /// CPU used by this process and by Redis during the run, if metered.
+    pub cpu: Option<CpuUse>,
 }
 
 impl Run {
+    /// A run without CPU figures (see [`crate::cpu::CpuMeter::metered`]).
+    pub fn new(ops: u64, elapsed: Duration, latency: Option<Histogram<u64>>) -> Self {
+        Self { ops, elapsed, latency, cpu: None }
+    }
+
     /// Operations per second.
     pub fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -86,6 +96,16 @@ pub struct Figures {
     /// Latency percentiles over all rounds (merged histograms), in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<Latency>,
+    /// CPU time of the benchmark process per operation, in microseconds (all threads; the
+    /// other side is idle meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_op: Option<f64>,
+    /// CPU time of the Redis server per operation, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_op: Option<f64>,
+    /// Commands the server ran per operation, by command (from `INFO commandstats`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redis_commands_per_op: BTreeMap<String, f64>,
 }
 
 impl Figures {
@@ -99,6 +119,23 @@ impl Figures {
             }
         }
         let rates: Vec<f64> = runs.iter().map(Run::rate).collect();
+        let metered: Vec<(u64, &CpuUse)> = runs.iter().filter_map(|r| r.cpu.as_ref().map(|c| (r.ops, c))).collect();
+        let metered_ops: u64 = metered.iter().map(|(ops, _)| ops).sum();
+        let mut commands: BTreeMap<String, f64> = BTreeMap::new();
+        for (_, used) in &metered {
+            for (name, calls) in &used.commands {
+                *commands.entry(name.clone()).or_default() += *calls as f64;
+            }
+        }
+        for calls in commands.values_mut() {
+            *calls = round3(*calls / metered_ops.max(1) as f64);
+        }
+        // Set-up commands (connecting, creating groups) round to nothing per operation.
+        commands.retain(|_, calls| *calls > 0.0);
+        let per_op = |part: fn(&CpuUse) -> Duration| {
+            let time: Duration = metered.iter().map(|(_, c)| part(c)).sum();
+            (metered_ops > 0).then(|| round2(time.as_secs_f64() * 1e6 / metered_ops as f64))
+        };
         Self {
             name: name.into(),
             ops: runs.iter().map(|r| r.ops).sum(),
@@ -106,6 +143,9 @@ impl Figures {
             per_second: round1(median(&rates)),
             per_second_rounds: rates.into_iter().map(round1).collect(),
             latency_us: merged.as_ref().and_then(Latency::of),
+            client_cpu_us_per_op: per_op(|c| c.client),
+            redis_cpu_us_per_op: per_op(|c| c.redis),
+            redis_commands_per_op: commands,
         }
     }
 
@@ -247,7 +287,7 @@ mod tests {
         let run = |ops, ms, lat_us: u64| {
             let mut h = histogram();
             record(&mut h, Duration::from_micros(lat_us));
-            Run { ops, elapsed: Duration::from_millis(ms), latency: Some(h) }
+            Run::new(ops, Duration::from_millis(ms), Some(h))
         };
         let f = Figures::from_runs("x", &[run(100, 1000, 10), run(300, 1000, 20), run(200, 1000, 30)]);
         assert_eq!(f.per_second, 200.0);

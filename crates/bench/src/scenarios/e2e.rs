@@ -21,6 +21,7 @@ use tributary::{raw_handler_fn, BoxError, Connection, HandlerError, Producer, Wo
 
 use super::{payload, progress, Options};
 use crate::baseline::{consume, ConsumerSettings};
+use crate::cpu::CpuMeter;
 use crate::env::{create_group, delete_keys, pending_count, Env};
 use crate::report::{round3, Figures, Report, Run, Target};
 
@@ -39,6 +40,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let topic_key = env.topic_key(&conn, TOPIC)?;
     let raw_key = env.topic_key(&conn, RAW_TOPIC)?;
     let n = o.backlog;
+    let meter = env.cpu_meter().await?;
     let mut notes = Vec::new();
     let mut shutdowns = Vec::new();
 
@@ -50,15 +52,15 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         create_group(&fred, &topic_key, GROUP).await?;
         create_group(&fred, &raw_key, GROUP).await?;
         if round % 2 == 0 {
-            b_runs.push(drain_baseline(env, &fred, &raw_key, n, o).await?);
-            let (run, stop) = drain_tributary(&conn, n, o).await?;
+            b_runs.push(meter.metered(drain_baseline(env, &fred, &raw_key, n, o)).await?);
+            let (run, stop) = drain_tributary(&meter, &conn, n, o).await?;
             t_runs.push(run);
             shutdowns.push(round3(stop.as_secs_f64()));
         } else {
-            let (run, stop) = drain_tributary(&conn, n, o).await?;
+            let (run, stop) = drain_tributary(&meter, &conn, n, o).await?;
             t_runs.push(run);
             shutdowns.push(round3(stop.as_secs_f64()));
-            b_runs.push(drain_baseline(env, &fred, &raw_key, n, o).await?);
+            b_runs.push(meter.metered(drain_baseline(env, &fred, &raw_key, n, o)).await?);
         }
         for (key, side) in [(&topic_key, "tributary"), (&raw_key, "fred")] {
             let left = pending_count(&fred, key, GROUP).await?;
@@ -138,7 +140,12 @@ fn drain_timeout(n: u64) -> Duration {
 
 /// Starts a worker with a no-op handler and waits until it acknowledged `n` entries.
 /// Returns the run and how long the graceful shutdown took afterwards.
-async fn drain_tributary(conn: &Connection, n: u64, o: &Options) -> Result<(Run, Duration), BoxError> {
+async fn drain_tributary(
+    meter: &CpuMeter,
+    conn: &Connection,
+    n: u64,
+    o: &Options,
+) -> Result<(Run, Duration), BoxError> {
     let worker = Worker::builder(conn.clone(), GROUP)
         .consumer_name("bench-e2e")
         .batch_size(o.read_count)
@@ -146,13 +153,18 @@ async fn drain_tributary(conn: &Connection, n: u64, o: &Options) -> Result<(Run,
         .concurrency(o.worker_concurrency)
         .handler(TOPIC, raw_handler_fn(|_ctx| async { Ok::<(), HandlerError>(()) }))
         .build()?;
-    let start = Instant::now();
-    let handle = worker.start();
-    wait_acked(&handle, n, start + drain_timeout(n)).await?;
-    let elapsed = start.elapsed();
+    let drain = async {
+        let start = Instant::now();
+        let handle = worker.start();
+        wait_acked(&handle, n, start + drain_timeout(n)).await?;
+        Ok::<_, BoxError>((start.elapsed(), handle))
+    };
+    let ((elapsed, handle), cpu) = meter.measure(drain).await?;
     let stop = Instant::now();
     handle.shutdown().await;
-    Ok((Run { ops: n, elapsed, latency: None }, stop.elapsed()))
+    let mut run = Run::new(n, elapsed, None);
+    run.cpu = Some(cpu);
+    Ok((run, stop.elapsed()))
 }
 
 /// Waits until `handle` counts `n` acknowledged entries. The worker has no completion signal,
@@ -205,5 +217,5 @@ async fn drain_baseline(
     tokio::time::timeout(drain_timeout(n), drain).await.map_err(|_| "baseline drain timed out")??;
     let elapsed = start.elapsed();
     let _ = reader.quit().await;
-    Ok(Run { ops: n, elapsed, latency: None })
+    Ok(Run::new(n, elapsed, None))
 }

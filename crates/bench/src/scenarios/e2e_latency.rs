@@ -58,6 +58,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let pad = Bytes::from(vec![b'x'; o.payload_bytes.saturating_sub(18)]);
     let duration = Duration::from_secs_f64(o.latency_seconds);
     let warmup = Duration::from_millis(o.warmup_ms);
+    let meter = env.cpu_meter().await?;
     let side = Side { env, conn: &conn, fred: &fred, base, pad, duration, warmup, rate: o.rate };
 
     let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
@@ -66,11 +67,11 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             create_group(&fred, key, GROUP).await?;
         }
         if round % 2 == 0 {
-            b_runs.push(side.baseline(&raw_key).await?);
-            t_runs.push(side.tributary().await?);
+            b_runs.push(meter.metered(side.baseline(&raw_key)).await?);
+            t_runs.push(meter.metered(side.tributary()).await?);
         } else {
-            t_runs.push(side.tributary().await?);
-            b_runs.push(side.baseline(&raw_key).await?);
+            t_runs.push(meter.metered(side.tributary()).await?);
+            b_runs.push(meter.metered(side.baseline(&raw_key)).await?);
         }
         let p = |r: &Run| r.latency.as_ref().map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
         progress(
@@ -280,6 +281,6 @@ impl Probe {
 
     fn run(&self, sent: u64, duration: Duration) -> Run {
         let latency = self.latency.lock().expect("histogram lock").clone();
-        Run { ops: sent, elapsed: duration, latency: Some(latency) }
+        Run::new(sent, duration, Some(latency))
     }
 }

@@ -71,7 +71,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let mib = |v: &Value| v["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
     let drain = |name: &str, v: &Value| {
         let seconds = v["seconds"].as_f64().unwrap_or(f64::NAN);
-        Figures::from_runs(name, &[Run { ops: n, elapsed: Duration::from_secs_f64(seconds.max(0.0)), latency: None }])
+        Figures::from_runs(name, &[Run::new(n, Duration::from_secs_f64(seconds.max(0.0)), None)])
     };
     let mut report = Report::new(
         "memory",

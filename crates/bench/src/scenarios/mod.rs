@@ -230,7 +230,7 @@ where
     while let Some(done) = tasks.join_next().await {
         latency.add(done??)?;
     }
-    Ok(Run { ops: total, elapsed: start.elapsed(), latency: Some(latency) })
+    Ok(Run::new(total, start.elapsed(), Some(latency)))
 }
 
 /// Progress on stderr (stdout carries only the JSON lines).

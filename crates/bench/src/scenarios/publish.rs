@@ -29,6 +29,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let raw_key = env.raw_key("publish");
     let body = payload(o.payload_bytes);
     let raw = RawFields::like_envelope(encoded(&body));
+    let meter = env.cpu_meter().await?;
 
     let tributary = |n: u64| {
         let (producer, body) = (producer.clone(), body.clone());
@@ -79,15 +80,15 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let (mut conn_runs, mut fresh_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
         if round % 2 == 0 {
-            b_runs.push(baseline(o.publish_messages).await?);
-            t_runs.push(tributary(o.publish_messages).await?);
+            b_runs.push(meter.metered(baseline(o.publish_messages)).await?);
+            t_runs.push(meter.metered(tributary(o.publish_messages)).await?);
         } else {
-            t_runs.push(tributary(o.publish_messages).await?);
-            b_runs.push(baseline(o.publish_messages).await?);
+            t_runs.push(meter.metered(tributary(o.publish_messages)).await?);
+            b_runs.push(meter.metered(baseline(o.publish_messages)).await?);
         }
         if o.breakdown {
-            conn_runs.push(via_conn(o.publish_messages, false).await?);
-            fresh_runs.push(via_conn(o.publish_messages, true).await?);
+            conn_runs.push(meter.metered(via_conn(o.publish_messages, false)).await?);
+            fresh_runs.push(meter.metered(via_conn(o.publish_messages, true)).await?);
         }
         progress(
             "publish",

@@ -32,6 +32,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let size = o.batch_size.max(1);
     let batch = vec![payload(o.payload_bytes); size];
     let raw = RawFields::like_envelope(encoded(&batch[0]));
+    let meter = env.cpu_meter().await?;
 
     let tributary = |messages: u64| {
         let (producer, batch) = (producer.clone(), batch.clone());
@@ -78,11 +79,11 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
         if round % 2 == 0 {
-            b_runs.push(baseline(o.batch_messages).await?);
-            t_runs.push(tributary(o.batch_messages).await?);
+            b_runs.push(meter.metered(baseline(o.batch_messages)).await?);
+            t_runs.push(meter.metered(tributary(o.batch_messages)).await?);
         } else {
-            t_runs.push(tributary(o.batch_messages).await?);
-            b_runs.push(baseline(o.batch_messages).await?);
+            t_runs.push(meter.metered(tributary(o.batch_messages)).await?);
+            b_runs.push(meter.metered(baseline(o.batch_messages)).await?);
         }
         progress(
             "publish-batch",

@@ -118,14 +118,17 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         s.closed_loop(500, 1, &body, &encoded).await?;
         s.closed_loop(2_000, o.rpc_callers, &body, &encoded).await?;
     }
+    let meter = env.cpu_meter().await?;
     let mut sequential: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     let mut concurrent: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     for round in 0..o.rounds {
         // Each system takes its turn first once every `systems.len()` rounds.
         for k in 0..systems.len() {
             let i = (round + k) % systems.len();
-            sequential[i].push(systems[i].closed_loop(o.rpc_sequential_calls, 1, &body, &encoded).await?);
-            concurrent[i].push(systems[i].closed_loop(o.rpc_concurrent_calls, o.rpc_callers, &body, &encoded).await?);
+            let system = &systems[i];
+            sequential[i].push(meter.metered(system.closed_loop(o.rpc_sequential_calls, 1, &body, &encoded)).await?);
+            concurrent[i]
+                .push(meter.metered(system.closed_loop(o.rpc_concurrent_calls, o.rpc_callers, &body, &encoded)).await?);
         }
         let line: Vec<String> = systems
             .iter()
