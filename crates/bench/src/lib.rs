@@ -9,7 +9,7 @@
 //! - [`baseline`]: the hand-written fred code the scenarios compare with;
 //! - [`nats`]: the NATS request/reply baseline (private `nats-server`);
 //! - [`codec`]: the envelope encode/decode workloads, shared with `benches/codec.rs`;
-//! - [`env`]: the Redis server of a run and the clients both sides use;
+//! - [`env`](mod@env): the Redis server of a run and the clients both sides use;
 //! - [`cpu`]: CPU time of the benchmark process and of Redis per operation;
 //! - [`report`]: histograms, figures and the JSON line.
 
