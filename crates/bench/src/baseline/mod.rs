@@ -8,8 +8,6 @@
 //! - [`rpc`]: request/reply over streams with one reply stream per client and one pipeline
 //!   (replies + one `XACK`) per server read.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::StreamsInterface;
@@ -191,9 +189,4 @@ pub async fn consume(
         last.await??;
     }
     Ok(consumed)
-}
-
-/// Milliseconds since the Unix epoch (for keys that must differ between runs).
-pub fn now_ms() -> u128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()
 }
