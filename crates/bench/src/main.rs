@@ -1,0 +1,85 @@
+//! `tributary-bench`: runs a benchmark scenario (or `all`) and prints one JSON line per
+//! scenario on stdout; progress goes to stderr.
+//!
+//! ```text
+//! cargo run --release -p tributary-bench -- publish
+//! cargo run --release -p tributary-bench -- all
+//! cargo run --release -p tributary-bench -- e2e --backlog 1000000
+//! ```
+//!
+//! Without `REDIS_URL` it starts a private `redis-server` (through the test kit) and stops it
+//! at the end; with `REDIS_URL` it uses that server under a namespace unique to the run.
+// The JSON lines on stdout are this program's output (one per scenario), not logging.
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::json;
+use tributary_bench::env::Env;
+use tributary_bench::scenarios::memory::{self, ChildArgs};
+use tributary_bench::scenarios::{self, Options, Scenario};
+
+/// Benchmarks Tributary against hand-written fred (and NATS) baselines on the same Redis.
+#[derive(Debug, Parser)]
+#[command(name = "tributary-bench", version)]
+struct Cli {
+    /// Scenario to run, or `all`.
+    #[arg(value_enum)]
+    scenario: Scenario,
+
+    #[command(flatten)]
+    options: Options,
+
+    #[command(flatten)]
+    child: ChildArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.scenario == Scenario::MemoryChild {
+        return match memory::child(&cli.child, &cli.options).await {
+            Ok(figures) => {
+                println!("{figures}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("memory child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let env = Env::start().await;
+    let redis_version = env.redis_version().await.unwrap_or_else(|e| format!("unknown ({e})"));
+    eprintln!("redis {redis_version} at {}, namespace {}", env.url(), env.namespace());
+    let list: Vec<Scenario> = match cli.scenario {
+        Scenario::All => Scenario::EVERY.to_vec(),
+        one => vec![one],
+    };
+    let mut failed = false;
+    for scenario in list {
+        eprintln!("[{}] running", scenario.name());
+        match scenarios::run(scenario, &env, &cli.options).await {
+            Ok(mut report) => {
+                if let Some(params) = report.params.as_object_mut() {
+                    params.insert("redis_version".to_owned(), json!(redis_version));
+                    params
+                        .insert("cores".to_owned(), json!(std::thread::available_parallelism().map_or(0, |n| n.get())));
+                }
+                println!("{}", report.to_json_line());
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("[{}] failed: {e}", scenario.name());
+                println!("{}", json!({ "scenario": scenario.name(), "error": e.to_string(), "pass": false }));
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,239 @@
+//! The scenarios, one module each, and what they share: the command-line options, the
+//! alternation of rounds between the sides, and a closed-loop load generator.
+
+pub mod codec;
+pub mod e2e;
+pub mod e2e_latency;
+pub mod memory;
+pub mod publish;
+pub mod publish_batch;
+pub mod rpc;
+
+use std::future::Future;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+use tributary::{BoxError, Codec, MsgPack};
+
+use crate::env::Env;
+use crate::report::{histogram, record, Report, Run};
+
+/// A scenario name as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// One publish at a time from many tasks, vs raw fred `XADD`.
+    Publish,
+    /// `Producer::publish_batch` vs a raw fred pipeline of `XADD`s.
+    PublishBatch,
+    /// Drain a backlog with a `Worker` (no-op handler) vs a hand-written `XREADGROUP` loop.
+    E2e,
+    /// End-to-end latency at a fixed publish rate, vs the same hand-written loop.
+    E2eLatency,
+    /// RPC latency and throughput vs hand-written fred request/reply (and NATS).
+    Rpc,
+    /// Peak RSS of a consumer process draining a large backlog.
+    Memory,
+    /// Envelope encode/decode vs serde_json.
+    Codec,
+    /// Every scenario above, in this order: codec, publish, publish-batch, e2e, e2e-latency,
+    /// rpc, memory.
+    All,
+    /// The consumer process of `memory` (started by it).
+    #[value(hide = true)]
+    MemoryChild,
+}
+
+impl Scenario {
+    /// The scenarios `all` runs, in order (quick ones first).
+    pub const EVERY: [Scenario; 7] = [
+        Scenario::Codec,
+        Scenario::Publish,
+        Scenario::PublishBatch,
+        Scenario::E2e,
+        Scenario::E2eLatency,
+        Scenario::Rpc,
+        Scenario::Memory,
+    ];
+
+    /// The name on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Publish => "publish",
+            Scenario::PublishBatch => "publish-batch",
+            Scenario::E2e => "e2e",
+            Scenario::E2eLatency => "e2e-latency",
+            Scenario::Rpc => "rpc",
+            Scenario::Memory => "memory",
+            Scenario::Codec => "codec",
+            Scenario::All => "all",
+            Scenario::MemoryChild => "memory-child",
+        }
+    }
+}
+
+/// Sizes and settings of every scenario. The defaults keep each scenario within a few to
+/// ~30 seconds on a 2-core machine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Rounds per side. The sides alternate (baseline first in even rounds, Tributary first in
+    /// odd ones) so drift on a shared machine hits both; throughput is the median round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+
+    /// Payload size in bytes (publish, publish-batch, e2e, e2e-latency, rpc, memory).
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+
+    /// publish: messages per round and side.
+    #[arg(long, default_value_t = 100_000, help_heading = "publish")]
+    pub publish_messages: u64,
+
+    /// publish: concurrent publishing tasks.
+    #[arg(long, default_value_t = 32, help_heading = "publish")]
+    pub publish_concurrency: usize,
+
+    /// publish: also run intermediate sides that split the gap between fred and Tributary
+    /// (Tributary's own fred client; plus a fresh envelope per message).
+    #[arg(long, help_heading = "publish")]
+    pub breakdown: bool,
+
+    /// publish-batch: messages per round and side.
+    #[arg(long, default_value_t = 200_000, help_heading = "publish-batch")]
+    pub batch_messages: u64,
+
+    /// publish-batch: messages per batch (one pipeline).
+    #[arg(long, default_value_t = 100, help_heading = "publish-batch")]
+    pub batch_size: usize,
+
+    /// publish-batch: concurrent batching tasks.
+    #[arg(long, default_value_t = 4, help_heading = "publish-batch")]
+    pub batch_concurrency: usize,
+
+    /// e2e: backlog drained per round and side (e.g. 1000000).
+    #[arg(long, default_value_t = 200_000, help_heading = "e2e")]
+    pub backlog: u64,
+
+    /// e2e, e2e-latency, memory: entries per read (`Worker::batch_size`, the baseline's
+    /// `COUNT`).
+    #[arg(long, default_value_t = 64, help_heading = "e2e")]
+    pub read_count: usize,
+
+    /// e2e: `Worker::max_in_flight`.
+    #[arg(long, default_value_t = 256, help_heading = "e2e")]
+    pub max_in_flight: usize,
+
+    /// e2e: `Worker::concurrency`.
+    #[arg(long, default_value_t = 32, help_heading = "e2e")]
+    pub worker_concurrency: usize,
+
+    /// e2e-latency: messages per second.
+    #[arg(long, default_value_t = 10_000, help_heading = "e2e-latency")]
+    pub rate: u64,
+
+    /// e2e-latency: seconds of publishing per round and side.
+    #[arg(long, default_value_t = 3.0, help_heading = "e2e-latency")]
+    pub latency_seconds: f64,
+
+    /// e2e-latency: milliseconds at the start of each run not counted.
+    #[arg(long, default_value_t = 500, help_heading = "e2e-latency")]
+    pub warmup_ms: u64,
+
+    /// rpc: calls of the single sequential caller, per round and system.
+    #[arg(long, default_value_t = 2_000, help_heading = "rpc")]
+    pub rpc_sequential_calls: u64,
+
+    /// rpc: concurrent callers.
+    #[arg(long, default_value_t = 64, help_heading = "rpc")]
+    pub rpc_callers: usize,
+
+    /// rpc: calls of the concurrent callers together, per round and system.
+    #[arg(long, default_value_t = 20_000, help_heading = "rpc")]
+    pub rpc_concurrent_calls: u64,
+
+    /// rpc: skip the NATS baseline even when `nats-server` is installed.
+    #[arg(long, help_heading = "rpc")]
+    pub no_nats: bool,
+
+    /// memory: backlog the consumer drains.
+    #[arg(long, default_value_t = 1_000_000, help_heading = "memory")]
+    pub memory_backlog: u64,
+
+    /// memory: also measure a hand-written fred consumer draining the same backlog, for
+    /// context (`--memory-baseline=false` to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, help_heading = "memory")]
+    pub memory_baseline: bool,
+
+    /// codec: encodes and decodes per round.
+    #[arg(long, default_value_t = 200_000, help_heading = "codec")]
+    pub codec_iterations: u64,
+}
+
+/// Runs one scenario (not `all`, not the memory child).
+///
+/// # Errors
+/// When Redis fails, a side errs, or a run does not finish in time.
+pub async fn run(scenario: Scenario, env: &Env, options: &Options) -> Result<Report, BoxError> {
+    match scenario {
+        Scenario::Publish => publish::run(env, options).await,
+        Scenario::PublishBatch => publish_batch::run(env, options).await,
+        Scenario::E2e => e2e::run(env, options).await,
+        Scenario::E2eLatency => e2e_latency::run(env, options).await,
+        Scenario::Rpc => rpc::run(env, options).await,
+        Scenario::Memory => memory::run(env, options).await,
+        Scenario::Codec => codec::run(options),
+        Scenario::All | Scenario::MemoryChild => Err(format!("`{}` is not a single scenario", scenario.name()).into()),
+    }
+}
+
+/// The message every scenario publishes: `n` bytes, published as `bytes::Bytes` (MessagePack
+/// `bin`, so `n + 2` bytes on the wire for `n < 256`).
+pub fn payload(n: usize) -> Bytes {
+    Bytes::from(vec![b'x'; n])
+}
+
+/// `payload` as Tributary encodes it: what the baselines send as their payload field.
+///
+/// # Panics
+/// Never: bytes always encode.
+pub fn encoded(payload: &Bytes) -> Bytes {
+    MsgPack.encode(payload).expect("bytes encode")
+}
+
+/// Closed loop: `concurrency` tasks together perform `total` operations, each task one at a
+/// time; every operation's latency is recorded.
+///
+/// # Errors
+/// The first failed operation.
+pub async fn closed_loop<F, Fut>(total: u64, concurrency: usize, op: F) -> Result<Run, BoxError>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let concurrency = concurrency.max(1) as u64;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..concurrency {
+        let n = total / concurrency + u64::from(i < total % concurrency);
+        let op = op.clone();
+        tasks.spawn(async move {
+            let mut h = histogram();
+            for _ in 0..n {
+                let t = Instant::now();
+                op().await?;
+                record(&mut h, t.elapsed());
+            }
+            Ok::<_, BoxError>(h)
+        });
+    }
+    let mut latency = histogram();
+    while let Some(done) = tasks.join_next().await {
+        latency.add(done??)?;
+    }
+    Ok(Run::new(total, start.elapsed(), Some(latency)))
+}
+
+/// Progress on stderr (stdout carries only the JSON lines).
+pub fn progress(scenario: &str, what: impl std::fmt::Display) {
+    eprintln!("[{scenario}] {what}");
+}
