@@ -152,6 +152,7 @@ impl<C: Codec> RpcClientBuilder<C> {
 async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Duration) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let mut refreshed = tokio::time::Instant::now() - ttl;
+    let (mut consumed, mut trimmed) = (0usize, tokio::time::Instant::now());
     let mut backoff = Duration::from_millis(50);
     loop {
         let batch = tail.next_batch().await;
@@ -159,6 +160,7 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
         match batch {
             Ok(batch) => {
                 backoff = Duration::from_millis(50);
+                let batch_len = batch.len();
                 for received in batch {
                     match received.envelope {
                         Ok(env) => inner.route(env),
@@ -167,10 +169,14 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                         }
                     }
                 }
+                consumed += batch_len;
                 let mut cleanup: Vec<(&'static str, Vec<Value>)> = Vec::new();
-                if tail.last_id() != EntryId::MIN {
-                    // Consumed replies are not needed again.
+                // Consumed replies are not needed again; trimming in bulk keeps the command
+                // off the path of every reply.
+                if consumed > 0 && (consumed >= 256 || trimmed.elapsed() >= Duration::from_secs(1)) {
                     cleanup.push(("XTRIM", vec!["MINID".into(), tail.last_id().successor().to_string().into()]));
+                    consumed = 0;
+                    trimmed = tokio::time::Instant::now();
                 }
                 if refreshed.elapsed() >= ttl / 3 {
                     cleanup.push(("PEXPIRE", vec![Value::from(ttl_ms)]));
@@ -179,11 +185,14 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                 for (cmd, args) in cleanup {
                     let mut all = vec![Value::from(inner.reply_key.as_str())];
                     all.extend(args);
-                    if let Err(e) =
-                        inner.conn.redis().custom::<Value, _>(keyed_command(cmd, &inner.reply_key, false), all).await
-                    {
-                        tracing::debug!(command = cmd, error = %e, "reply stream maintenance failed");
-                    }
+                    // Not awaited here: the next read must not wait for housekeeping.
+                    let client = inner.conn.redis().clone();
+                    let command = keyed_command(cmd, &inner.reply_key, false);
+                    tokio::spawn(async move {
+                        if let Err(e) = client.custom::<Value, _>(command, all).await {
+                            tracing::debug!(command = cmd, error = %e, "reply stream maintenance failed");
+                        }
+                    });
                 }
             }
             Err(e) => {

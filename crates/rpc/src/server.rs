@@ -188,6 +188,7 @@ impl RpcServerBuilder {
             methods: self.methods,
             reply_ttl: self.reply_ttl,
             stats: stats.clone(),
+            expiry_set: std::sync::Mutex::new(HashMap::new()),
         }));
         let mut builder = Worker::builder(self.conn.clone(), SERVER_GROUP).claim_idle(Duration::from_secs(5));
         if let Some(configure) = self.configure {
@@ -257,6 +258,8 @@ struct DispatchInner {
     methods: HashMap<String, Arc<dyn Method>>,
     reply_ttl: Duration,
     stats: Arc<ServerStats>,
+    /// When each reply stream was last given its expiry.
+    expiry_set: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Handler for Dispatch {
@@ -267,6 +270,22 @@ impl Handler for Dispatch {
 }
 
 impl DispatchInner {
+    /// True when `reply_to` has not been given its expiry for a third of the reply TTL.
+    fn expiry_due(&self, reply_to: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut refreshed = self.expiry_set.lock().expect("expiry lock");
+        if refreshed.len() > 10_000 {
+            refreshed.retain(|_, at| now.duration_since(*at) < self.reply_ttl);
+        }
+        match refreshed.get(reply_to) {
+            Some(at) if now.duration_since(*at) < self.reply_ttl / 3 => false,
+            _ => {
+                refreshed.insert(reply_to.to_owned(), now);
+                true
+            }
+        }
+    }
+
     async fn handle(&self, ctx: Context) -> Result<(), HandlerError> {
         let env = ctx.envelope();
         let reply_to = env.reply_to.clone();
@@ -361,22 +380,27 @@ impl DispatchInner {
             args.push(Value::Bytes(k));
             args.push(Value::Bytes(v));
         }
-        let ttl_ms = i64::try_from(self.reply_ttl.as_millis()).unwrap_or(i64::MAX);
-        // One round trip. The expiry (NX: only if it has none, so the client's own, refreshed
-        // expiry wins) makes sure a reply stream whose client is gone expires.
-        let pipeline = self.conn.redis().pipeline();
-        let _: () = pipeline
+        let _: Value = self
+            .conn
+            .redis()
             .custom(keyed_command("XADD", reply_to, false), args)
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
-        let _: () = pipeline
-            .custom(
-                keyed_command("PEXPIRE", reply_to, false),
-                vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()],
-            )
-            .await
-            .map_err(|e| RedisError::new("PEXPIRE", e))?;
-        let _: Vec<Value> = pipeline.all().await.map_err(|e| RedisError::new("XADD", e))?;
+        // Give the stream an expiry (NX: only if it has none, so the client's own, refreshed
+        // expiry wins), so a reply stream whose client is gone expires. Once per third of the
+        // TTL per stream is enough; doing it with every reply cost a command per call.
+        if self.expiry_due(reply_to) {
+            let ttl_ms = i64::try_from(self.reply_ttl.as_millis()).unwrap_or(i64::MAX);
+            let _: Value = self
+                .conn
+                .redis()
+                .custom(
+                    keyed_command("PEXPIRE", reply_to, false),
+                    vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()],
+                )
+                .await
+                .map_err(|e| RedisError::new("PEXPIRE", e))?;
+        }
         Ok(())
     }
 }

@@ -11,6 +11,10 @@ use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker
 
 #[tokio::test]
 async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
+        .with_test_writer()
+        .try_init();
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
@@ -65,7 +69,7 @@ async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
     .await;
     let got = handled.get();
     let reclaimed: Vec<&(u64, u64)> = got.iter().filter(|h| h.1 > 1).collect();
-    assert_eq!(reclaimed.len(), 50, "the crashed consumer's entries came back as second deliveries");
+    assert_eq!(reclaimed.len(), 50, "the crashed consumer's entries came back as second deliveries: {reclaimed:?}");
     let doomed_set: HashSet<u64> = started.get().into_iter().collect();
     assert!(reclaimed.iter().all(|h| doomed_set.contains(&h.0)));
     wait_until(PATIENCE, "all acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;

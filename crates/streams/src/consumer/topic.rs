@@ -11,7 +11,7 @@ use fred::interfaces::ClientLike;
 use fred::types::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tributary_core::{wire, Connection, EntryId, Envelope, RedisError, Topic};
 
 use super::ack::{AckRequest, DeadLetterReason};
@@ -154,19 +154,22 @@ impl TopicConsumer {
     /// Runs until a graceful stop has drained (or a hard stop).
     pub(crate) async fn run(self: Arc<Self>) {
         tracing::info!(topic = %self.topic, group = %self.group, consumer = %self.config.consumer_name, "consumer starting");
+        // Background tasks are aborted when this future is dropped (the worker's handle was
+        // dropped: a crash), so nothing of a "dead" consumer keeps running, e.g. renewing
+        // leases on entries that live consumers must take over.
         let acker = {
             let this = self.clone();
             let rx = self.ack_rx.lock().expect("ack receiver lock").take();
-            tokio::spawn(async move {
+            AbortOnDropHandle::new(tokio::spawn(async move {
                 if let Some(rx) = rx {
                     this.ack_loop(rx).await;
                 }
-            })
+            }))
         };
         if self.prepare().await {
             let helpers = {
                 let this = self.clone();
-                tokio::spawn(async move { this.helper_loops().await })
+                AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
             let reader = self.read_loop().await;
             helpers.abort();
@@ -224,12 +227,14 @@ impl TopicConsumer {
     /// Reads new entries until stopped. Returns the reader connection to close.
     async fn read_loop(self: &Arc<Self>) -> Option<Client> {
         let mut reader: Option<Client> = None;
+        let mut reader_id: Option<i64> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
             // Ask only for as many entries as there are free slots: backpressure.
             let first = tokio::select! {
-                p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
+                biased;
                 _ = self.stop.cancelled() => break,
+                p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let mut permits = vec![first];
             while permits.len() < self.config.batch_size {
@@ -250,6 +255,9 @@ impl TopicConsumer {
                 Some(c) => c.clone(),
                 None => match self.conn.dedicated(self.config.block_for).await {
                     Ok(c) => {
+                        // Its id on the topic's node, to wake a blocked read at stop.
+                        reader_id =
+                            c.custom::<i64, _>(command("CLIENT", &self.key, false), vec![Value::from("ID")]).await.ok();
                         reader = Some(c.clone());
                         c
                     }
@@ -262,11 +270,25 @@ impl TopicConsumer {
                     }
                 },
             };
-            // Stopping mid-read drops the reply; entries it carried stay in this consumer's
-            // pending list and are recovered at the next start (or reclaimed by others).
+            // Never start a read once stopping: its entries would be delivered to a consumer
+            // that is going away.
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let read = self.read_new(&client, permits.len());
+            tokio::pin!(read);
+            let mut stopping = false;
             let read = tokio::select! {
-                r = self.read_new(&client, permits.len()) => r,
-                _ = self.stop.cancelled() => break,
+                biased;
+                r = &mut read => r,
+                _ = self.stop.cancelled() => {
+                    // Wake the blocked read (CLIENT UNBLOCK) and take its reply: entries it
+                    // carries are handled during the drain instead of being stranded. If the
+                    // unblock is not allowed, the read ends at its BLOCK timeout.
+                    stopping = true;
+                    self.unblock(reader_id).await;
+                    read.await
+                }
             };
             if let Ok(entries) = &read {
                 self.budget.give_back(permits.len().saturating_sub(entries.len()));
@@ -301,8 +323,20 @@ impl TopicConsumer {
                     }
                 }
             }
+            if stopping {
+                break;
+            }
         }
         reader
+    }
+
+    /// Sends `CLIENT UNBLOCK` for the reader connection, so a stop does not wait out `BLOCK`.
+    async fn unblock(&self, reader_id: Option<i64>) {
+        let Some(id) = reader_id else { return };
+        let args = vec![Value::from("UNBLOCK"), Value::from(id)];
+        if let Err(e) = self.conn.redis().custom::<Value, _>(command("CLIENT", &self.key, false), args).await {
+            tracing::debug!(topic = %self.topic, error = %e, "CLIENT UNBLOCK failed; the read ends at its timeout");
+        }
     }
 
     /// Sleeps for `backoff` (doubling it, up to 5 s). True when stopped meanwhile.
