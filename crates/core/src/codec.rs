@@ -54,8 +54,10 @@ impl Codec for MsgPack {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
-        rmp_serde::to_vec_named(value)
-            .map(Bytes::from)
+        // Most messages are small: one allocation instead of several doublings.
+        let mut buf = Vec::with_capacity(128);
+        rmp_serde::encode::write_named(&mut buf, value)
+            .map(|()| Bytes::from(buf))
             .map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 

@@ -45,9 +45,31 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The 55 ASCII bytes of the header value, written without allocating.
+    pub fn to_ascii(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        fn put(out: &mut [u8], mut value: u128) {
+            for b in out.iter_mut().rev() {
+                *b = HEX[(value & 0xf) as usize];
+                value >>= 4;
+            }
+        }
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        put(&mut out[3..35], self.trace_id);
+        put(&mut out[36..52], u128::from(self.parent_id));
+        put(&mut out[53..55], u128::from(self.flags));
+        out
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.parent_id, self.flags)
+        let ascii = self.to_ascii();
+        // Only ASCII hex digits and dashes were written.
+        f.write_str(std::str::from_utf8(&ascii).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -84,6 +106,15 @@ impl FromStr for TraceParent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_form_matches_the_formatted_one() {
+        for _ in 0..100 {
+            let tp = TraceParent::new_root();
+            let expected = format!("00-{:032x}-{:016x}-{:02x}", tp.trace_id(), tp.parent_id(), tp.flags());
+            assert_eq!(tp.to_string(), expected);
+        }
+    }
 
     #[test]
     fn round_trips_and_children_keep_the_trace() {

@@ -150,13 +150,23 @@ pub enum DecodeError {
 /// `limits`: a producer refuses to write what consumers would refuse to read.
 pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, DecodeError> {
     check_envelope(env, limits)?;
+    // Fixed names and common values are static; the rest is written without formatting
+    // machinery (this runs once per published message).
     let mut out = Vec::with_capacity(8 + env.headers.len());
     let s = |k: &'static str| Bytes::from_static(k.as_bytes());
-    out.push((s(field::VERSION), Bytes::from(WIRE_VERSION.to_string())));
-    out.push((s(field::ID), Bytes::from(env.id.to_string())));
+    let millis = |t| Bytes::copy_from_slice(itoa::Buffer::new().format(to_millis(t)).as_bytes());
+    const _: () = assert!(WIRE_VERSION == 1, "the static version field below must follow WIRE_VERSION");
+    out.push((s(field::VERSION), Bytes::from_static(b"1")));
+    let mut id = [0u8; 36];
+    out.push((s(field::ID), Bytes::copy_from_slice(env.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes())));
     out.push((s(field::TYPE), Bytes::from(env.type_name.clone())));
-    out.push((s(field::CONTENT_TYPE), Bytes::from(env.content_type.clone())));
-    out.push((s(field::TIMESTAMP), Bytes::from(to_millis(env.published_at).to_string())));
+    let content_type = match env.content_type.as_str() {
+        crate::MsgPack::CONTENT_TYPE => s(crate::MsgPack::CONTENT_TYPE),
+        crate::Json::CONTENT_TYPE => s(crate::Json::CONTENT_TYPE),
+        other => Bytes::from(other.to_owned()),
+    };
+    out.push((s(field::CONTENT_TYPE), content_type));
+    out.push((s(field::TIMESTAMP), millis(env.published_at)));
     if let Some(key) = &env.key {
         out.push((s(field::KEY), Bytes::from(key.clone())));
     }
@@ -167,13 +177,13 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
         out.push((s(field::REPLY_TO), Bytes::from(reply.clone())));
     }
     if let Some(dl) = env.deadline {
-        out.push((s(field::DEADLINE), Bytes::from(to_millis(dl).to_string())));
+        out.push((s(field::DEADLINE), millis(dl)));
     }
     if let Some(exp) = env.expires_at {
-        out.push((s(field::EXPIRES), Bytes::from(to_millis(exp).to_string())));
+        out.push((s(field::EXPIRES), millis(exp)));
     }
     if let Some(tp) = &env.traceparent {
-        out.push((s(field::TRACEPARENT), Bytes::from(tp.to_string())));
+        out.push((s(field::TRACEPARENT), Bytes::copy_from_slice(&tp.to_ascii())));
     }
     for (name, value) in env.headers.iter() {
         out.push((Bytes::from(format!("{}{}", field::HEADER_PREFIX, name)), Bytes::from(value.to_owned())));
