@@ -107,7 +107,6 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
         }
         // Cut every client connection: blocked reads, acks in flight, the command connection.
         redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(published >= total as usize);
     wait_until(PATIENCE, "every message handled", || {

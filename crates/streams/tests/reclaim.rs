@@ -176,7 +176,11 @@ async fn idle_consumers_holding_nothing_are_removed_and_holders_kept() {
     // "holder" read the entry and never acked it; "ghost" never read anything.
     redis.cli(&["XREADGROUP", "GROUP", "g", "holder", "COUNT", "1", "STREAMS", &key, ">"]);
     redis.cli(&["XGROUP", "CREATECONSUMER", &key, "g", "ghost"]);
-    tokio::time::sleep(Duration::from_millis(300)).await; // let both become idle longer than the limit
+    wait_until(PATIENCE, "both idle longer than the limit", || async {
+        let consumers = admin.consumers("orders", "g").await.unwrap();
+        consumers.len() == 2 && consumers.iter().all(|c| c.idle_ms >= 250)
+    })
+    .await;
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("live")
         .claim_idle(Duration::from_secs(600))

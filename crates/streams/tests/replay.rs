@@ -6,16 +6,20 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
+use tributary_core::EntryId;
 use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay, Worker};
 
 async fn publish_in_two_waves(conn: &tributary_core::Connection) -> SystemTime {
     let producer = Producer::new(conn.clone());
+    let mut last = EntryId::MIN;
     for n in 0..10 {
-        producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
+        last = producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(20)).await; // two distinct milliseconds of Redis' clock
+    // The middle must fall strictly between the two waves' milliseconds.
+    let after = |ms: u64| async move { EntryId::from_time(SystemTime::now()).ms() > ms };
+    wait_until(PATIENCE, "the clock passes the first wave", || after(last.ms())).await;
     let middle = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until(PATIENCE, "the clock passes the middle", || after(EntryId::from_time(middle).ms())).await;
     for n in 10..20 {
         producer.publish("orders", &Order { n, key: String::new() }).await.unwrap();
     }

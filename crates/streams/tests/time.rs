@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use tributary_streams::{Context, DeadLetters, HandlerError, Producer, Scheduler, Worker, WorkerHandle};
+use tributary_streams::{Admin, Context, DeadLetters, HandlerError, Producer, Scheduler, Worker, WorkerHandle};
 
 fn collecting_worker(conn: &tributary_core::Connection, name: &str, seen: &Seen<(u64, SystemTime)>) -> WorkerHandle {
     let s = seen.clone();
@@ -72,7 +72,14 @@ async fn delayed_messages_arrive_once_never_early_with_two_movers() {
     let w1 = collecting_worker(&conn, "w1", &seen);
     let w2 = collecting_worker(&conn, "w2", &seen);
     seen.wait_for(1000, "all delayed messages").await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // a duplicate would show up here
+    // Every entry in the stream delivered and acknowledged: a duplicate would be among them.
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "nothing left to deliver", || async {
+        let groups = admin.groups("events").await.unwrap();
+        Scheduler::new(conn.clone()).count("events").await.unwrap() == 0
+            && groups.iter().all(|g| g.pending == 0 && g.lag == Some(0))
+    })
+    .await;
     let got = seen.get();
     assert_eq!(got.len(), 1000, "each delivered once");
     let mut lateness: Vec<Duration> = Vec::new();

@@ -402,6 +402,25 @@ where
     }
 }
 
+/// Waits until `check` returns `Ok`, polling every 10 ms, for at most `timeout`.
+///
+/// # Panics
+/// With the last `Err` text (what was still wrong) when `check` does not succeed in time.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "still not done after {timeout:?}: {why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Path of a binary built by this workspace (`target/<profile>/<name>`), for tests that run
 /// examples or tools as child processes.
 pub fn workspace_binary(name: &str) -> PathBuf {

@@ -29,6 +29,16 @@ const TOPIC: &str = "bench.e2e";
 const RAW_TOPIC: &str = "bench.e2e-raw";
 const GROUP: &str = "bench";
 
+/// How the benchmark's Worker is configured, as reported in the JSON line.
+pub fn worker_params(o: &Options) -> serde_json::Value {
+    json!({
+        "batch_size": o.read_count,
+        "max_in_flight": o.max_in_flight,
+        "concurrency": o.worker_concurrency,
+        "handler": "raw_handler_fn no-op",
+    })
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
@@ -83,12 +93,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             "backlog": n,
             "rounds": o.rounds,
             "payload_bytes": o.payload_bytes,
-            "worker": {
-                "batch_size": o.read_count,
-                "max_in_flight": o.max_in_flight,
-                "concurrency": o.worker_concurrency,
-                "handler": "raw_handler_fn no-op",
-            },
+            "worker": worker_params(o),
             "baseline": format!(
                 "fred XREADGROUP COUNT {} BLOCK 2000 on its own connection, one XACK per batch \
                  overlapping the next read",

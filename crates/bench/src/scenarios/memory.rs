@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tributary::{raw_handler_fn, BoxError, HandlerError, Producer, Worker};
 
-use super::e2e::{fill, wait_acked};
+use super::e2e::{fill, wait_acked, worker_params};
 use super::{progress, Options};
 use crate::baseline::{consume, ConsumerSettings};
 use crate::env::{connect, create_group, delete_keys, fred_client, Env};
@@ -78,12 +78,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         json!({
             "backlog": n,
             "payload_bytes": o.payload_bytes,
-            "worker": {
-                "batch_size": o.read_count,
-                "max_in_flight": o.max_in_flight,
-                "concurrency": o.worker_concurrency,
-                "handler": "raw_handler_fn no-op",
-            },
+            "worker": worker_params(o),
             "measure": "VmHWM of a child process that only consumes",
             "baseline": "none (target is absolute); the fred loop is measured for context",
         }),
