@@ -54,11 +54,27 @@ impl Codec for MsgPack {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
-        // Most messages are small: one allocation instead of several doublings.
-        let mut buf = Vec::with_capacity(128);
-        rmp_serde::encode::write_named(&mut buf, value)
-            .map(|()| Bytes::from(buf))
-            .map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
+        // Encoded into a reused per-thread buffer, then copied into an allocation of exactly
+        // the right size: one allocation per message, where growing a fresh `Vec` took several
+        // and a `Bytes` made from a `Vec` with spare capacity allocates a second header.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let encode = |buf: &mut Vec<u8>| {
+            buf.clear();
+            let done = rmp_serde::encode::write_named(buf, value).map(|()| Bytes::copy_from_slice(buf));
+            if buf.capacity() > 64 * 1024 {
+                // Do not keep a large message's buffer around.
+                *buf = Vec::new();
+            }
+            done
+        };
+        let done = BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => encode(&mut buf),
+            // Re-entered (a `Serialize` impl encoding with MsgPack itself): use a fresh one.
+            Err(_) => encode(&mut Vec::new()),
+        });
+        done.map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {

@@ -60,6 +60,74 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     }
 }
 
+/// An envelope's parts, borrowed: what [`wire::encode_fields`](crate::wire::encode_fields)
+/// writes. A producer fills one from what it already holds (static type and content type
+/// names, its own key and headers), so publishing does not build an owned [`Envelope`] first.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tributary_core::{envelope::EnvelopeRef, wire, Limits};
+///
+/// let payload = Bytes::from_static(b"\x81\xa2id\x01");
+/// let env = EnvelopeRef::new("OrderPlaced", "application/msgpack", &payload);
+/// let mut names = Vec::new();
+/// wire::encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
+/// assert_eq!(names, ["v", "id", "type", "ct", "ts", "p"]);
+/// # Ok::<(), tributary_core::DecodeError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct EnvelopeRef<'a> {
+    /// See [`Envelope::id`].
+    pub id: MessageId,
+    /// See [`Envelope::type_name`].
+    pub type_name: &'a str,
+    /// See [`Envelope::content_type`].
+    pub content_type: &'a str,
+    /// See [`Envelope::published_at`].
+    pub published_at: SystemTime,
+    /// See [`Envelope::headers`].
+    pub headers: &'a Headers,
+    /// See [`Envelope::payload`].
+    pub payload: &'a Bytes,
+    /// See [`Envelope::key`].
+    pub key: Option<&'a str>,
+    /// See [`Envelope::correlation_id`].
+    pub correlation_id: Option<&'a str>,
+    /// See [`Envelope::reply_to`].
+    pub reply_to: Option<&'a str>,
+    /// See [`Envelope::deadline`].
+    pub deadline: Option<SystemTime>,
+    /// See [`Envelope::expires_at`].
+    pub expires_at: Option<SystemTime>,
+    /// See [`Envelope::traceparent`].
+    pub traceparent: Option<TraceParent>,
+}
+
+/// No headers, for envelopes that have none.
+static NO_HEADERS: Headers = Headers(BTreeMap::new());
+
+impl<'a> EnvelopeRef<'a> {
+    /// A new message (fresh id, published now) with no optional parts; set them through the
+    /// public fields.
+    pub fn new(type_name: &'a str, content_type: &'a str, payload: &'a Bytes) -> Self {
+        Self {
+            id: MessageId::new(),
+            type_name,
+            content_type,
+            published_at: SystemTime::now(),
+            headers: &NO_HEADERS,
+            payload,
+            key: None,
+            correlation_id: None,
+            reply_to: None,
+            deadline: None,
+            expires_at: None,
+            traceparent: None,
+        }
+    }
+}
+
 /// One message: what a producer writes to a stream entry and a consumer reads back.
 ///
 /// Build one with [`Envelope::encode`] (typed, through a codec) or [`Envelope::new`] (raw
@@ -179,6 +247,24 @@ impl Envelope {
         self
     }
 
+    /// The envelope's parts, borrowed (for [`wire::encode_fields`](crate::wire::encode_fields)).
+    pub fn view(&self) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            id: self.id,
+            type_name: &self.type_name,
+            content_type: &self.content_type,
+            published_at: self.published_at,
+            headers: &self.headers,
+            payload: &self.payload,
+            key: self.key.as_deref(),
+            correlation_id: self.correlation_id.as_deref(),
+            reply_to: self.reply_to.as_deref(),
+            deadline: self.deadline,
+            expires_at: self.expires_at,
+            traceparent: self.traceparent,
+        }
+    }
+
     /// Decodes the payload into a `T` with the built-in codec named by the content type.
     ///
     /// # Errors
@@ -204,8 +290,9 @@ impl Envelope {
     }
 }
 
-/// `std::any::type_name` without the module path (generic arguments keep theirs).
-fn short_type_name<T: ?Sized>() -> &'static str {
+/// `std::any::type_name` without the module path (generic arguments keep theirs): the
+/// default type name of a message of type `T`.
+pub fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
     let base_end = full.find('<').unwrap_or(full.len());
     match full[..base_end].rfind("::") {

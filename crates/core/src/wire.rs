@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use crate::envelope::{from_millis, to_millis, Envelope, Headers};
+use crate::envelope::{from_millis, to_millis, Envelope, EnvelopeRef, Headers};
 use crate::id::MessageId;
 
 /// The wire format version this crate writes and reads.
@@ -149,50 +149,108 @@ pub enum DecodeError {
 /// [`DecodeError::TooLarge`] or [`DecodeError::InvalidField`] when the envelope breaks
 /// `limits`: a producer refuses to write what consumers would refuse to read.
 pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, DecodeError> {
-    check_envelope(env, limits)?;
-    // Fixed names and common values are static; the rest is written without formatting
-    // machinery (this runs once per published message).
     let mut out = Vec::with_capacity(8 + env.headers.len());
-    let s = |k: &'static str| Bytes::from_static(k.as_bytes());
-    let millis = |t| Bytes::copy_from_slice(itoa::Buffer::new().format(to_millis(t)).as_bytes());
-    const _: () = assert!(WIRE_VERSION == 1, "the static version field below must follow WIRE_VERSION");
-    out.push((s(field::VERSION), Bytes::from_static(b"1")));
-    let mut id = [0u8; 36];
-    out.push((s(field::ID), Bytes::copy_from_slice(env.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes())));
-    out.push((s(field::TYPE), Bytes::from(env.type_name.clone())));
-    let content_type = match env.content_type.as_str() {
-        crate::MsgPack::CONTENT_TYPE => s(crate::MsgPack::CONTENT_TYPE),
-        crate::Json::CONTENT_TYPE => s(crate::Json::CONTENT_TYPE),
-        other => Bytes::from(other.to_owned()),
-    };
-    out.push((s(field::CONTENT_TYPE), content_type));
-    out.push((s(field::TIMESTAMP), millis(env.published_at)));
-    if let Some(key) = &env.key {
-        out.push((s(field::KEY), Bytes::from(key.clone())));
-    }
-    if let Some(corr) = &env.correlation_id {
-        out.push((s(field::CORRELATION_ID), Bytes::from(corr.clone())));
-    }
-    if let Some(reply) = &env.reply_to {
-        out.push((s(field::REPLY_TO), Bytes::from(reply.clone())));
-    }
-    if let Some(dl) = env.deadline {
-        out.push((s(field::DEADLINE), millis(dl)));
-    }
-    if let Some(exp) = env.expires_at {
-        out.push((s(field::EXPIRES), millis(exp)));
-    }
-    if let Some(tp) = &env.traceparent {
-        out.push((s(field::TRACEPARENT), Bytes::copy_from_slice(&tp.to_ascii())));
-    }
-    for (name, value) in env.headers.iter() {
-        out.push((Bytes::from(format!("{}{}", field::HEADER_PREFIX, name)), Bytes::from(value.to_owned())));
-    }
-    out.push((s(field::PAYLOAD), env.payload.clone()));
+    encode_fields(&env.view(), limits, |name, value| out.push((name, value)))?;
     Ok(out)
 }
 
-fn check_envelope(env: &Envelope, limits: &Limits) -> Result<(), DecodeError> {
+/// Encodes `env` field by field, in the documented order: `emit(name, value)` for each.
+/// (What [`encode`] does without collecting; producers push straight into a command.)
+///
+/// # Errors
+/// As [`encode`]; nothing is emitted then.
+pub fn encode_fields(
+    env: &EnvelopeRef<'_>,
+    limits: &Limits,
+    mut emit: impl FnMut(Bytes, Bytes),
+) -> Result<(), DecodeError> {
+    check_envelope(env, limits)?;
+    // This runs once per published message: field names and common values are static, and
+    // every other value is written into one buffer that the fields share (one allocation
+    // instead of one per field, and no formatting machinery).
+    let (mut ts, mut dl, mut exp) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
+    let ts = ts.format(to_millis(env.published_at)).as_bytes();
+    let dl = env.deadline.map(|t| dl.format(to_millis(t)).as_bytes());
+    let exp = env.expires_at.map(|t| exp.format(to_millis(t)).as_bytes());
+    let tp = env.traceparent.map(|t| t.to_ascii());
+    let content_type = match env.content_type {
+        crate::MsgPack::CONTENT_TYPE => Some(crate::MsgPack::CONTENT_TYPE),
+        crate::Json::CONTENT_TYPE => Some(crate::Json::CONTENT_TYPE),
+        _ => None,
+    };
+    let mut id = [0u8; 36];
+    let id = env.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes();
+    let opt = |v: Option<&[u8]>| v.map_or(0, <[u8]>::len);
+    let len = id.len()
+        + env.type_name.len()
+        + content_type.map_or(env.content_type.len(), |_| 0)
+        + ts.len()
+        + opt(env.key.map(str::as_bytes))
+        + opt(env.correlation_id.map(str::as_bytes))
+        + opt(env.reply_to.map(str::as_bytes))
+        + opt(dl)
+        + opt(exp)
+        + tp.map_or(0, |t| t.len())
+        + env.headers.iter().map(|(k, v)| field::HEADER_PREFIX.len() + k.len() + v.len()).sum::<usize>();
+    let mut buf = Vec::with_capacity(len);
+    let mut put = |v: &[u8]| {
+        buf.extend_from_slice(v);
+        v.len()
+    };
+    // The lengths, in the order the values were put; fields are then cut from the buffer.
+    let mut lens = [0usize; 11];
+    lens[0] = put(id);
+    lens[1] = put(env.type_name.as_bytes());
+    lens[2] = if content_type.is_none() { put(env.content_type.as_bytes()) } else { 0 };
+    lens[3] = put(ts);
+    lens[4] = env.key.map_or(0, |k| put(k.as_bytes()));
+    lens[5] = env.correlation_id.map_or(0, |c| put(c.as_bytes()));
+    lens[6] = env.reply_to.map_or(0, |r| put(r.as_bytes()));
+    lens[7] = dl.map_or(0, &mut put);
+    lens[8] = exp.map_or(0, &mut put);
+    lens[9] = tp.as_ref().map_or(0, |t| put(t));
+    for (name, value) in env.headers.iter() {
+        put(field::HEADER_PREFIX.as_bytes());
+        put(name.as_bytes());
+        put(value.as_bytes());
+    }
+    let buf = Bytes::from(buf);
+    let mut at = 0;
+    let mut cut = |n: usize| {
+        at += n;
+        buf.slice(at - n..at)
+    };
+    let s = |k: &'static str| Bytes::from_static(k.as_bytes());
+    const _: () = assert!(WIRE_VERSION == 1, "the static version field below must follow WIRE_VERSION");
+    emit(s(field::VERSION), Bytes::from_static(b"1"));
+    emit(s(field::ID), cut(lens[0]));
+    emit(s(field::TYPE), cut(lens[1]));
+    let ct = cut(lens[2]);
+    emit(s(field::CONTENT_TYPE), content_type.map_or(ct, s));
+    emit(s(field::TIMESTAMP), cut(lens[3]));
+    let optional = [
+        (field::KEY, env.key.is_some()),
+        (field::CORRELATION_ID, env.correlation_id.is_some()),
+        (field::REPLY_TO, env.reply_to.is_some()),
+        (field::DEADLINE, dl.is_some()),
+        (field::EXPIRES, exp.is_some()),
+        (field::TRACEPARENT, tp.is_some()),
+    ];
+    for (i, (name, present)) in optional.into_iter().enumerate() {
+        let value = cut(lens[4 + i]);
+        if present {
+            emit(s(name), value);
+        }
+    }
+    for (name, value) in env.headers.iter() {
+        let name = cut(field::HEADER_PREFIX.len() + name.len());
+        emit(name, cut(value.len()));
+    }
+    emit(s(field::PAYLOAD), env.payload.clone());
+    Ok(())
+}
+
+fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeError> {
     let too_large = |what, size, limit| {
         if size > limit {
             Err(DecodeError::TooLarge { what, size, limit })
@@ -203,10 +261,10 @@ fn check_envelope(env: &Envelope, limits: &Limits) -> Result<(), DecodeError> {
     too_large("payload", env.payload.len(), limits.max_payload)?;
     too_large("header count", env.headers.len(), limits.max_headers)?;
     too_large("field count", 12 + env.headers.len(), limits.max_fields)?;
-    check_type_name(&env.type_name, limits)?;
-    check_content_type(&env.content_type, limits)?;
+    check_type_name(env.type_name, limits)?;
+    check_content_type(env.content_type, limits)?;
     for (field, value) in
-        [(field::KEY, &env.key), (field::CORRELATION_ID, &env.correlation_id), (field::REPLY_TO, &env.reply_to)]
+        [(field::KEY, env.key), (field::CORRELATION_ID, env.correlation_id), (field::REPLY_TO, env.reply_to)]
     {
         if let Some(v) = value {
             too_large(field, v.len(), limits.max_meta_bytes)?;

@@ -2,16 +2,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fred::interfaces::ClientLike;
 use fred::types::Value;
 use serde::Serialize;
-use tributary_core::{wire, Codec, Connection, EntryId, Envelope, MsgPack, RedisError, Topic};
+use tributary_core::connection::slot_command;
+use tributary_core::envelope::short_type_name;
+use tributary_core::{wire, Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, Topic};
 
-use crate::redis::{command, entry_id_of};
+use crate::redis::entry_id_of;
 use crate::retention::Retention;
 use crate::schedule::due_score;
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
@@ -56,7 +58,26 @@ struct Shared {
     dedup_ttl: Duration,
     safe_trim_every: u64,
     publishes: AtomicU64,
+    /// What a publish to each topic needs, computed on its first publish.
+    targets: RwLock<HashMap<String, Arc<Target>>>,
 }
+
+/// Everything about one topic that a publish needs and that never changes: validating the
+/// name, formatting the stream key and hashing its slot once per topic instead of on every
+/// publish.
+#[derive(Debug)]
+struct Target {
+    topic: Topic,
+    key: String,
+    /// The key as a command argument; cloning it only counts a reference.
+    key_arg: Value,
+    slot: u16,
+    retention: Option<Retention>,
+}
+
+/// Topics remembered per producer; beyond this the cache starts over (a producer that
+/// publishes to ever new topic names must not grow without bound).
+const MAX_TARGETS: usize = 4096;
 
 impl Producer<MsgPack> {
     /// A producer with default settings: MessagePack, no retention, idempotency keys kept 24 h.
@@ -151,6 +172,7 @@ impl<C: Codec> ProducerBuilder<C> {
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
                 publishes: AtomicU64::new(0),
+                targets: RwLock::new(HashMap::new()),
             }),
         })
     }
@@ -196,42 +218,77 @@ impl<C: Codec> Producer<C> {
         envelope: &Envelope,
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
-        let topic = Topic::new(topic)?;
-        let fields = wire::encode(envelope, self.conn.limits())
-            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
-        let key = self.conn.namespace().topic_stream(&topic);
-        let retention = self.shared.retention.get(&topic);
-        let trim = retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
+        self.publish_ref(topic, &envelope.view(), idempotency_key).await
+    }
+
+    /// Publishes an envelope given by its borrowed parts (see [`EnvelopeRef`]): what
+    /// [`publish`](Self::publish) does after encoding the payload.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_ref(
+        &self,
+        topic: &str,
+        envelope: &EnvelopeRef<'_>,
+        idempotency_key: Option<&str>,
+    ) -> Result<EntryId, StreamError> {
+        let target = self.target(topic)?;
+        let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
+        let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
+        let fields = 2 * (8 + envelope.headers.len());
         let id = match idempotency_key {
             None => {
-                let mut args = Vec::with_capacity(2 + trim.len() + fields.len() * 2);
-                args.push(Value::from(key.as_str()));
+                let mut args = Vec::with_capacity(2 + trim.len() + fields);
+                args.push(target.key_arg.clone());
                 args.extend(trim);
-                args.push("*".into());
-                push_fields(&mut args, fields);
+                args.push(Value::from_static_str("*"));
+                wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args)).map_err(limits_err)?;
                 let reply: Value = self
                     .conn
                     .redis()
-                    .custom(command("XADD", &key, false), args)
+                    .custom(slot_command("XADD", target.slot, false), args)
                     .await
                     .map_err(|e| RedisError::new("XADD", e))?;
                 entry_id_of("XADD", reply)?
             }
             Some(idem) => {
-                let dedup = self.conn.namespace().dedup_key(&topic, idem);
+                let dedup = self.conn.namespace().dedup_key(&target.topic, idem);
                 let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-                let mut args = Vec::with_capacity(2 + trim.len() + fields.len() * 2);
+                let mut args = Vec::with_capacity(2 + trim.len() + fields);
                 args.push(Value::from(ttl));
                 args.push(Value::from(trim.len() as i64));
                 args.extend(trim);
-                push_fields(&mut args, fields);
-                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), vec![key, dedup], args).await?;
+                wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args)).map_err(limits_err)?;
+                let keys = vec![target.key.clone(), dedup];
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), keys, args).await?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
         };
-        self.after_publish(&topic, retention, 1).await;
+        self.after_publish(&target.topic, target.retention.as_ref(), 1).await;
         Ok(id)
+    }
+
+    /// The cached [`Target`] of `topic`, computed on first use.
+    fn target(&self, topic: &str) -> Result<Arc<Target>, StreamError> {
+        if let Some(t) = self.shared.targets.read().expect("targets lock").get(topic) {
+            return Ok(t.clone());
+        }
+        let valid = Topic::new(topic)?;
+        let key = self.conn.namespace().topic_stream(&valid);
+        let target = Arc::new(Target {
+            key_arg: Value::from(key.as_str()),
+            slot: fred::util::redis_keyslot(key.as_bytes()),
+            retention: self.shared.retention.get(&valid).copied(),
+            topic: valid,
+            key,
+        });
+        let mut targets = self.shared.targets.write().expect("targets lock");
+        if targets.len() >= MAX_TARGETS {
+            targets.clear();
+        }
+        targets.insert(topic.to_owned(), target.clone());
+        Ok(target)
     }
 
     /// Waits until `replicas` replicas have everything this connection wrote to `topic`'s
@@ -243,12 +300,12 @@ impl<C: Codec> Producer<C> {
         replicas: u32,
         timeout: Duration,
     ) -> Result<(), StreamError> {
-        let key = self.conn.namespace().topic_stream(&Topic::new(topic)?);
+        let target = self.target(topic)?;
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let acked: i64 = self
             .conn
             .redis()
-            .custom(command("WAIT", &key, false), vec![Value::from(i64::from(replicas)), Value::from(ms)])
+            .custom(slot_command("WAIT", target.slot, false), vec![Value::from(i64::from(replicas)), Value::from(ms)])
             .await
             .map_err(|e| RedisError::new("WAIT", e))?;
         if acked < i64::from(replicas) {
@@ -296,17 +353,26 @@ impl<C: Codec> Producer<C> {
         at: SystemTime,
         idempotency_key: Option<&str>,
     ) -> Result<String, StreamError> {
+        self.schedule_ref(topic, &envelope.view(), at, idempotency_key).await
+    }
+
+    async fn schedule_ref(
+        &self,
+        topic: &str,
+        envelope: &EnvelopeRef<'_>,
+        at: SystemTime,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, StreamError> {
         let topic = Topic::new(topic)?;
-        let fields = wire::encode(envelope, self.conn.limits())
-            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let ns = self.conn.namespace();
         let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k));
         let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let mut args: Vec<Value> = Vec::with_capacity(3 + fields.len() * 2);
+        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * (8 + envelope.headers.len()));
         args.push(Value::from(due_score(at)));
         args.push(Value::from(envelope.id.to_string()));
         args.push(Value::from(ttl));
-        push_fields(&mut args, fields);
+        wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args))
+            .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let mut keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic)];
         keys.extend(dedup);
         let reply: Vec<Value> = SCHEDULE.run(self.conn.redis(), keys, args).await?;
@@ -327,11 +393,21 @@ impl<C: Codec> Producer<C> {
         T: Serialize + 'm,
         I: IntoIterator<Item = &'m T>,
     {
-        let mut envelopes = Vec::new();
+        let mut payloads = Vec::new();
         for m in messages {
-            envelopes.push(self.envelope(topic, m, None, Vec::new(), None, None)?);
+            payloads
+                .push(self.codec.encode(m).map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?);
         }
-        self.publish_envelopes(topic, &envelopes).await
+        let (type_name, content_type) = (short_type_name::<T>(), self.codec.content_type());
+        let envelopes: Vec<EnvelopeRef<'_>> = payloads
+            .iter()
+            .map(|payload| {
+                let mut env = EnvelopeRef::new(type_name, content_type, payload);
+                env.traceparent = Some(next_traceparent());
+                env
+            })
+            .collect();
+        self.publish_refs(topic, &envelopes).await
     }
 
     /// Publishes many envelopes to `topic` in one pipelined round trip.
@@ -339,22 +415,24 @@ impl<C: Codec> Producer<C> {
     /// # Errors
     /// As [`publish_batch`](Self::publish_batch).
     pub async fn publish_envelopes(&self, topic: &str, envelopes: &[Envelope]) -> Result<Vec<EntryId>, StreamError> {
-        let topic = Topic::new(topic)?;
-        let key = self.conn.namespace().topic_stream(&topic);
-        let retention = self.shared.retention.get(&topic);
+        let envelopes: Vec<EnvelopeRef<'_>> = envelopes.iter().map(Envelope::view).collect();
+        self.publish_refs(topic, &envelopes).await
+    }
+
+    async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
+        let target = self.target(topic)?;
         let now = SystemTime::now();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
-            let fields = wire::encode(env, self.conn.limits())
-                .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
-            let mut args = Vec::with_capacity(8 + fields.len() * 2);
-            args.push(Value::from(key.as_str()));
-            if let Some(r) = retention {
+            let mut args = Vec::with_capacity(8 + 2 * (8 + env.headers.len()));
+            args.push(target.key_arg.clone());
+            if let Some(r) = target.retention {
                 args.extend(r.xadd_args(now));
             }
-            args.push("*".into());
-            push_fields(&mut args, fields);
-            let _: () = ClientLike::custom(&pipeline, command("XADD", &key, false), args)
+            args.push(Value::from_static_str("*"));
+            wire::encode_fields(env, self.conn.limits(), push_field(&mut args))
+                .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
+            let _: () = ClientLike::custom(&pipeline, slot_command("XADD", target.slot, false), args)
                 .await
                 .map_err(|e| RedisError::new("XADD", e))?;
         }
@@ -371,42 +449,17 @@ impl<C: Codec> Producer<C> {
                 }
             }
         }
-        self.after_publish(&topic, retention, total as u64).await;
+        self.after_publish(&target.topic, target.retention.as_ref(), total as u64).await;
         match first_error {
             None => Ok(stored.into_iter().flatten().collect()),
             Some(source) => Err(StreamError::PartialBatch {
-                topic: topic.to_string(),
+                topic: target.topic.to_string(),
                 failed: stored.iter().filter(|s| s.is_none()).count(),
                 total,
                 stored,
                 source,
             }),
         }
-    }
-
-    fn envelope<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        message: &T,
-        key: Option<String>,
-        headers: Vec<(String, String)>,
-        type_name: Option<String>,
-        expires_at: Option<SystemTime>,
-    ) -> Result<Envelope, StreamError> {
-        let mut env = Envelope::encode(&self.codec, message)
-            .map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?
-            .with_traceparent(next_traceparent());
-        env.key = key;
-        for (k, v) in headers {
-            env.headers.insert(k, v);
-        }
-        if let Some(t) = type_name {
-            env.type_name = t;
-        }
-        if let Some(at) = expires_at {
-            env = env.with_expires_at(at);
-        }
-        Ok(env)
     }
 
     /// Safe retention trims every `safe_trim_every` publishes; a failed trim is only logged
@@ -425,10 +478,11 @@ impl<C: Codec> Producer<C> {
     }
 }
 
-fn push_fields(args: &mut Vec<Value>, fields: Vec<(Bytes, Bytes)>) {
-    for (k, v) in fields {
-        args.push(Value::Bytes(k));
-        args.push(Value::Bytes(v));
+/// Appends each encoded field to a command's arguments (for [`wire::encode_fields`]).
+fn push_field(args: &mut Vec<Value>) -> impl FnMut(Bytes, Bytes) + '_ {
+    |name, value| {
+        args.push(Value::Bytes(name));
+        args.push(Value::Bytes(value));
     }
 }
 
@@ -478,19 +532,29 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn schedule_at(self, at: SystemTime) -> Result<String, StreamError> {
-        let env = self.envelope()?;
-        self.producer.schedule_envelope(self.topic, &env, at, self.idempotency_key.as_deref()).await
+        let parts = self.parts()?;
+        let env = self.envelope(&parts);
+        self.producer.schedule_ref(self.topic, &env, at, self.idempotency_key.as_deref()).await
     }
 
-    fn envelope(&self) -> Result<Envelope, StreamError> {
-        self.producer.envelope(
-            self.topic,
-            self.message,
-            self.key.clone(),
-            self.headers.clone(),
-            self.type_name.clone(),
-            self.expires_at,
-        )
+    /// The encoded payload and the headers, which the envelope borrows.
+    fn parts(&self) -> Result<(Bytes, Headers), StreamError> {
+        let payload = self
+            .producer
+            .codec
+            .encode(self.message)
+            .map_err(|source| StreamError::Encode { topic: self.topic.to_owned(), source })?;
+        Ok((payload, self.headers.iter().cloned().collect()))
+    }
+
+    fn envelope<'s>(&'s self, (payload, headers): &'s (Bytes, Headers)) -> EnvelopeRef<'s> {
+        let type_name = self.type_name.as_deref().unwrap_or(short_type_name::<T>());
+        let mut env = EnvelopeRef::new(type_name, self.producer.codec.content_type(), payload);
+        env.headers = headers;
+        env.key = self.key.as_deref();
+        env.expires_at = self.expires_at;
+        env.traceparent = Some(next_traceparent());
+        env
     }
 
     /// Schedules the message for `delay` from now (see [`schedule_at`](Self::schedule_at)).
@@ -533,8 +597,8 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// # Errors
     /// As [`Producer::publish`].
     pub async fn send(self) -> Result<EntryId, StreamError> {
-        let env = self.envelope()?;
-        let id = self.producer.publish_envelope(self.topic, &env, self.idempotency_key.as_deref()).await?;
+        let parts = self.parts()?;
+        let id = self.producer.publish_ref(self.topic, &self.envelope(&parts), self.idempotency_key.as_deref()).await?;
         if let Some((replicas, timeout)) = self.replicated {
             self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;
         }

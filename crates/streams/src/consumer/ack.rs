@@ -44,30 +44,35 @@ pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] =
     ["dlq:topic", "dlq:group", "dlq:consumer", "dlq:id", "dlq:reason", "dlq:attempts", "dlq:error", "dlq:at"];
 
 impl TopicConsumer {
-    /// The ack loop: takes whatever acks are queued (up to 512), sends one `XACK` for all of
-    /// them, and frees their slots only once Redis confirmed. Until then the entries count
+    /// The ack loop: takes whatever acks are queued (about 512 at most), sends one `XACK` for
+    /// all of them, and frees their slots only once Redis confirmed. Until then the entries count
     /// as in flight, so `max_in_flight` bounds what Redis holds pending for this consumer.
-    pub(crate) async fn ack_loop(&self, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
-        let mut batch: Vec<AckRequest> = Vec::with_capacity(512);
+    pub(crate) async fn ack_loop(&self, mut rx: mpsc::UnboundedReceiver<Vec<AckRequest>>) {
+        const MAX: usize = 512;
+        let mut batch: Vec<AckRequest> = Vec::with_capacity(MAX);
         loop {
-            tokio::select! {
+            // Senders queue whole batches; take what is queued, up to about MAX entries.
+            let first = tokio::select! {
                 biased;
-                n = rx.recv_many(&mut batch, 512) => {
-                    if n == 0 {
-                        return;
-                    }
+                acks = rx.recv() => match acks {
+                    Some(acks) => Some(acks),
+                    None => return,
+                },
+                _ = self.acks_done.cancelled() => None,
+            };
+            let waited = first.is_some();
+            batch.extend(first.into_iter().flatten());
+            while batch.len() < MAX {
+                match rx.try_recv() {
+                    Ok(acks) => batch.extend(acks),
+                    Err(_) => break,
                 }
-                _ = self.acks_done.cancelled() => {
-                    while batch.len() < 512 {
-                        match rx.try_recv() {
-                            Ok(req) => batch.push(req),
-                            Err(_) => break,
-                        }
-                    }
-                    if batch.is_empty() {
-                        return;
-                    }
+            }
+            if batch.is_empty() {
+                if waited {
+                    continue;
                 }
+                return;
             }
             let mut backoff = Duration::from_millis(50);
             loop {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fred::types::Value;
 use tributary_core::{EntryId, RedisError};
 
+use super::dispatch::Taken;
 use super::stats::Stats;
 use super::topic::TopicConsumer;
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
@@ -78,6 +79,7 @@ impl TopicConsumer {
         let claimed = parse_entries("XCLAIM", call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?)?;
         let count = claimed.len();
         self.budget.give_back(permits.len().saturating_sub(count));
+        let mut taken = Vec::with_capacity(count);
         for entry in claimed {
             let row = rows.iter().find(|r| r.id == entry.id);
             let deliveries = row.map_or(1, |r| r.deliveries + 1);
@@ -85,8 +87,9 @@ impl TopicConsumer {
                 tracing::debug!(topic = %self.topic, entry_id = %row.id, from = %row.consumer, "claimed entry");
             }
             let Some(permit) = permits.pop() else { break };
-            self.dispatch(entry, deliveries, permit);
+            taken.push(Taken { entry, deliveries, permit });
         }
+        self.dispatch(taken).await;
         Stats::add(&self.stats.reclaimed, count as u64);
         Ok(count)
     }

@@ -14,6 +14,15 @@ use tributary_core::{BoxError, CodecError, EntryId, Envelope, Headers, MessageId
 /// A boxed, sendable future, as returned by [`Handler::call`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Where messages are handled: the same for every message of one topic consumer, so each
+/// message's context shares it instead of copying three strings.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    pub(crate) topic: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+}
+
 /// Everything a handler knows about the message it handles.
 #[derive(Clone)]
 pub struct Context {
@@ -21,9 +30,7 @@ pub struct Context {
 }
 
 pub(crate) struct ContextInner {
-    pub(crate) topic: String,
-    pub(crate) group: String,
-    pub(crate) consumer: String,
+    pub(crate) origin: Arc<Origin>,
     pub(crate) entry_id: EntryId,
     pub(crate) attempt: u64,
     pub(crate) envelope: Envelope,
@@ -32,8 +39,8 @@ pub(crate) struct ContextInner {
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("topic", &self.inner.topic)
-            .field("group", &self.inner.group)
+            .field("topic", &self.inner.origin.topic)
+            .field("group", &self.inner.origin.group)
             .field("entry_id", &self.inner.entry_id)
             .field("message_id", &self.inner.envelope.id)
             .field("attempt", &self.inner.attempt)
@@ -44,17 +51,17 @@ impl fmt::Debug for Context {
 impl Context {
     /// Topic the message came from.
     pub fn topic(&self) -> &str {
-        &self.inner.topic
+        &self.inner.origin.topic
     }
 
     /// Consumer group handling it.
     pub fn group(&self) -> &str {
-        &self.inner.group
+        &self.inner.origin.group
     }
 
     /// Name of this consumer inside the group.
     pub fn consumer(&self) -> &str {
-        &self.inner.consumer
+        &self.inner.origin.consumer
     }
 
     /// Id of the stream entry.

@@ -2,7 +2,8 @@
 //! outcome. See `docs/delivery.md` for exactly what is guaranteed.
 //!
 //! Where things live:
-//! - `topic.rs`: the consumer loop of one topic (group creation, reads, dispatch, drain);
+//! - `topic.rs`: the consumer loop of one topic (group creation, reads, drain);
+//! - `dispatch.rs`: handing read entries to handlers (batches, per-key lanes);
 //! - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
 //! - `retry.rs`: the retry policy (backoff with jitter);
 //! - `claim.rs`: reclaiming entries of dead consumers, lease renewal, consumer clean-up;
@@ -13,6 +14,7 @@
 mod ack;
 mod builder;
 mod claim;
+mod dispatch;
 mod handler;
 mod process;
 mod retry;

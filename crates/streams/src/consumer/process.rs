@@ -12,19 +12,20 @@ use std::time::SystemTime;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::ack::DeadLetterReason;
+use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ExpiredPolicy;
+use super::dispatch::{Job, JobBody};
 use super::handler::{Action, Context, ContextInner};
 use super::stats::Stats;
-use super::topic::{Job, JobBody, TopicConsumer};
+use super::topic::TopicConsumer;
 use crate::scripts::CLAIM_OWNED;
 use crate::trace::in_trace;
 
-/// How handling one entry ended, for the bookkeeping of held entries.
-#[derive(Debug, PartialEq, Eq)]
+/// How handling one entry ended.
 enum Settled {
-    /// Handed to the ack loop, which forgets the entry once Redis confirmed.
-    AckQueued,
+    /// To acknowledge: the caller hands it to the ack loop, which forgets the entry once
+    /// Redis confirmed.
+    Ack(AckRequest),
     /// Settled here (dead-lettered, skipped) or left pending.
     Done,
 }
@@ -33,12 +34,17 @@ enum Settled {
 // awaited inline they made every message's task a ~6 KiB future that was copied around on
 // each spawn and poll (37% of worker CPU in the e2e benchmark); boxed it is under 1 KiB.
 impl TopicConsumer {
-    pub(crate) async fn process(self: Arc<Self>, job: Job) {
+    /// Handles `job`; returns the ack to send when it succeeded (or is to be skipped).
+    pub(crate) async fn process(self: Arc<Self>, job: Job) -> Option<AckRequest> {
         let id = job.id;
-        // An acked entry stays "held" until the ack loop confirmed it: until then the
-        // reclaim sweep must not mistake it for an abandoned one.
-        if self.process_inner(job).await != Settled::AckQueued {
-            self.forget(&[id]);
+        match self.process_inner(job).await {
+            // An acked entry stays "held" until the ack loop confirmed it: until then the
+            // reclaim sweep must not mistake it for an abandoned one.
+            Settled::Ack(ack) => Some(ack),
+            Settled::Done => {
+                self.forget(&[id]);
+                None
+            }
         }
     }
 
@@ -67,21 +73,12 @@ impl TopicConsumer {
                         .await;
                     Settled::Done
                 }
-                _ => {
-                    self.ack(id, permit);
-                    Settled::AckQueued
-                }
+                _ => Settled::Ack((id, permit)),
             };
         }
         let trace = envelope.traceparent;
-        let ctx_inner = Arc::new(ContextInner {
-            topic: self.topic.to_string(),
-            group: self.group.clone(),
-            consumer: self.config.consumer_name.clone(),
-            entry_id: id,
-            attempt,
-            envelope: *envelope,
-        });
+        let ctx_inner =
+            Arc::new(ContextInner { origin: self.origin.clone(), entry_id: id, attempt, envelope: *envelope });
         let mut ctx = Context { inner: ctx_inner };
         loop {
             let span = tracing::info_span!(
@@ -113,10 +110,7 @@ impl TopicConsumer {
                 run
             };
             let (error, delay) = match outcome {
-                Ok(Ok(())) => {
-                    self.ack(id, permit);
-                    return Settled::AckQueued;
-                }
+                Ok(Ok(())) => return Settled::Ack((id, permit)),
                 Ok(Err(e)) => match e.action {
                     Action::Reject => {
                         let error = e.to_string();
@@ -158,9 +152,7 @@ impl TopicConsumer {
                     let inner = &ctx.inner;
                     ctx = Context {
                         inner: Arc::new(ContextInner {
-                            topic: inner.topic.clone(),
-                            group: inner.group.clone(),
-                            consumer: inner.consumer.clone(),
+                            origin: inner.origin.clone(),
                             entry_id: id,
                             attempt,
                             envelope: inner.envelope.clone(),

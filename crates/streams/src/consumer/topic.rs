@@ -1,6 +1,6 @@
 //! The consumer loop of one topic: create the group, recover this consumer's own pending
 //! entries, then read new entries with a blocking `XREADGROUP` on a dedicated connection and
-//! hand each to a handler task, never holding more than `max_in_flight` unacknowledged.
+//! hand them to handlers (`dispatch.rs`), never holding more than `max_in_flight` unacknowledged.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,14 +9,15 @@ use std::time::Duration;
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use fred::types::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
-use tributary_core::{wire, Connection, EntryId, Envelope, RedisError, Topic};
+use tributary_core::{Connection, EntryId, RedisError, Topic};
 
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ConsumerConfig;
-use super::handler::Handler;
+use super::dispatch::{Job, JobBody, Lane, Taken};
+use super::handler::{Handler, Origin};
 use super::route::RouteOptions;
 use super::stats::Stats;
 use crate::redis::{call_sub, command, parse_read_reply, Args, RawEntry};
@@ -66,29 +67,6 @@ impl Budget {
     }
 }
 
-/// A message ready to be handled (or settled without a handler).
-pub(crate) struct Job {
-    pub(crate) id: EntryId,
-    pub(crate) deliveries: u64,
-    pub(crate) permit: OwnedSemaphorePermit,
-    pub(crate) body: JobBody,
-}
-
-pub(crate) enum JobBody {
-    Message(Box<Envelope>),
-    Malformed(String),
-    Tombstone,
-}
-
-/// A sequence of messages handled one at a time, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Lane {
-    /// Messages with this partition key.
-    Key(String),
-    /// Every message of the topic (`concurrency(1)`).
-    Topic,
-}
-
 /// One topic's consumer. Shared (`Arc`) by its read loop, its handler tasks and its helpers.
 pub(crate) struct TopicConsumer {
     pub(crate) conn: Connection,
@@ -98,6 +76,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) config: Arc<ConsumerConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) handler: Arc<dyn Handler>,
+    /// Topic, group and consumer name, shared by every message's `Context`.
+    pub(crate) origin: Arc<Origin>,
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) running: Arc<Semaphore>,
     pub(crate) stop: CancellationToken,
@@ -106,10 +86,11 @@ pub(crate) struct TopicConsumer {
     /// Entries this consumer holds in memory (queued, running or waiting to retry).
     pub(crate) held: Mutex<HashSet<EntryId>>,
     /// Per-key queues: a key present here has a task handling its messages in order.
-    lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
-    tasks: TaskTracker,
-    ack_tx: mpsc::UnboundedSender<AckRequest>,
-    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<AckRequest>>>,
+    pub(crate) lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
+    pub(crate) tasks: TaskTracker,
+    /// Successful entries, a batch per message, to the ack loop.
+    pub(crate) ack_tx: mpsc::UnboundedSender<Vec<AckRequest>>,
+    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<AckRequest>>>>,
     /// Set once no more acks can come: the ack loop flushes its queue and ends.
     pub(crate) acks_done: CancellationToken,
 }
@@ -129,6 +110,11 @@ impl TopicConsumer {
             c.retry = options.retry.unwrap_or(c.retry);
             config = Arc::new(c);
         }
+        let origin = Arc::new(Origin {
+            topic: topic.to_string(),
+            group: shared.group.clone(),
+            consumer: shared.config.consumer_name.clone(),
+        });
         Arc::new(Self {
             key: shared.conn.namespace().topic_stream(&topic),
             conn: shared.conn.clone(),
@@ -137,6 +123,7 @@ impl TopicConsumer {
             config,
             stats: shared.stats.clone(),
             handler,
+            origin,
             in_flight: shared.in_flight.clone(),
             running,
             stop: shared.stop.clone(),
@@ -298,13 +285,15 @@ impl TopicConsumer {
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
-                    for entry in entries {
-                        let Some(permit) = permits.pop() else {
-                            tracing::error!(topic = %self.topic, "read returned more entries than asked for");
-                            break;
-                        };
-                        self.dispatch(entry, 1, permit);
+                    if entries.len() > permits.len() {
+                        tracing::error!(topic = %self.topic, "read returned more entries than asked for");
                     }
+                    let taken = entries
+                        .into_iter()
+                        .zip(permits.drain(..))
+                        .map(|(entry, permit)| Taken { entry, deliveries: 1, permit })
+                        .collect();
+                    self.dispatch(taken).await;
                 }
                 Err(e) if e.is_server_error("NOGROUP") => {
                     // The stream or group was deleted under us: create it again.
@@ -370,84 +359,11 @@ impl TopicConsumer {
         parse_read_reply("XREADGROUP", reply)
     }
 
-    /// Decodes `entry` and starts handling it: at once, or after the messages with the same
-    /// key that came before it.
-    pub(crate) fn dispatch(self: &Arc<Self>, entry: RawEntry, deliveries: u64, permit: OwnedSemaphorePermit) {
-        let body = match entry.fields {
-            None => JobBody::Tombstone,
-            Some(fields) => match wire::decode(&fields, self.conn.limits()) {
-                Ok(env) => JobBody::Message(Box::new(env)),
-                Err(e) => JobBody::Malformed(e.to_string()),
-            },
-        };
-        // With one handler at a time, the whole topic is one lane: strict stream order. (Separate
-        // tasks would race for the handler slot and could start in any order.)
-        let lane = match &body {
-            _ if self.config.concurrency == 1 => Some(Lane::Topic),
-            JobBody::Message(env) => env.key.clone().map(Lane::Key),
-            _ => None,
-        };
-        self.held.lock().expect("held lock").insert(entry.id);
-        let job = Job { id: entry.id, deliveries, permit, body };
-        let Some(key) = lane else {
-            self.spawn(self.clone().process(job));
-            return;
-        };
-        {
-            let mut lanes = self.lanes.lock().expect("lanes lock");
-            if let Some(queue) = lanes.get_mut(&key) {
-                queue.push_back(job);
-                return;
-            }
-            lanes.insert(key.clone(), VecDeque::new());
-        }
-        let this = self.clone();
-        self.spawn(async move { this.run_lane(key, job).await });
-    }
-
-    /// Handles the messages of one lane one after another, in the order they were read.
-    async fn run_lane(self: Arc<Self>, key: Lane, first: Job) {
-        let mut job = first;
-        loop {
-            self.clone().process(job).await;
-            let next = {
-                let mut lanes = self.lanes.lock().expect("lanes lock");
-                match lanes.get_mut(&key).and_then(VecDeque::pop_front) {
-                    Some(next) => next,
-                    None => {
-                        lanes.remove(&key);
-                        return;
-                    }
-                }
-            };
-            job = next;
-        }
-    }
-
-    /// Spawns a task that ends at a hard stop, wherever it is.
-    fn spawn<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let hard = self.hard_stop.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                _ = fut => {}
-                _ = hard.cancelled() => {}
-            }
-        });
-    }
-
     pub(crate) fn forget(&self, ids: &[EntryId]) {
         let mut held = self.held.lock().expect("held lock");
         for id in ids {
             held.remove(id);
         }
-    }
-
-    pub(crate) fn ack(&self, id: EntryId, permit: OwnedSemaphorePermit) {
-        // The receiver lives until every handler task finished (see `run`).
-        let _ = self.ack_tx.send((id, permit));
     }
 
     /// Waits for handler tasks, up to `shutdown_timeout`; then drops what still runs.
