@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fred::interfaces::ClientLike;
@@ -14,7 +14,8 @@ use fred::types::Value;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::oneshot;
 use tributary_core::connection::keyed_command;
-use tributary_core::{Codec, Connection, EntryId, Envelope, MsgPack, RedisError, TraceParent};
+use tributary_core::envelope::short_type_name;
+use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, TraceParent};
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
 
@@ -55,6 +56,8 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<Envelope>>>,
     late_replies: AtomicU64,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Request headers per method name (see `method_headers`).
+    method_headers: RwLock<HashMap<String, Arc<Headers>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -136,6 +139,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             pending: Mutex::new(HashMap::new()),
             late_replies: AtomicU64::new(0),
             reader: Mutex::new(None),
+            method_headers: RwLock::new(HashMap::new()),
         });
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
@@ -206,6 +210,20 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 }
 
 impl Inner {
+    /// The request headers for `method` (just the method name), built once per method.
+    fn method_headers(&self, method: &str) -> Arc<Headers> {
+        if let Some(h) = self.method_headers.read().expect("headers lock").get(method) {
+            return h.clone();
+        }
+        let headers = Arc::new([(METHOD_HEADER, method)].into_iter().collect::<Headers>());
+        let mut cache = self.method_headers.write().expect("headers lock");
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(method.to_owned(), headers.clone());
+        headers
+    }
+
     fn route(&self, reply: Envelope) {
         let correlation_id = reply.correlation_id.clone();
         let waiting = correlation_id.as_deref().and_then(|c| self.pending.lock().expect("pending lock").remove(c));
@@ -274,13 +292,14 @@ impl<C: Codec> RpcClient<C> {
         let topic = self.inner.conn.namespace().rpc_topic(service)?;
         let correlation_id = uuid::Uuid::now_v7().to_string();
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
-        let envelope = Envelope::encode(&self.codec, request)
-            .map_err(codec_err)?
-            .with_correlation_id(correlation_id.clone())
-            .with_reply_to(self.inner.reply_key.clone())
-            .with_deadline(deadline)
-            .with_header(METHOD_HEADER, method)
-            .with_traceparent(next_traceparent());
+        let payload = self.codec.encode(request).map_err(codec_err)?;
+        let headers = self.inner.method_headers(method);
+        let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
+        envelope.correlation_id = Some(&correlation_id);
+        envelope.reply_to = Some(&self.inner.reply_key);
+        envelope.deadline = Some(deadline);
+        envelope.headers = &headers;
+        envelope.traceparent = Some(next_traceparent());
 
         // The slot exists before the request does.
         let (tx, rx) = oneshot::channel();
@@ -291,7 +310,7 @@ impl<C: Codec> RpcClient<C> {
         let exchange = async {
             self.inner
                 .producer
-                .publish_envelope(topic.as_str(), &envelope, None)
+                .publish_ref(topic.as_str(), &envelope, None)
                 .await
                 .map_err(|source| RpcError::Send { service: service.to_owned(), source })?;
             rx.await.map_err(|_| RpcError::Closed)
@@ -332,13 +351,18 @@ impl<C: Codec> RpcClient<C> {
         request: &Req,
     ) -> Result<EntryId, RpcError> {
         let topic = self.inner.conn.namespace().rpc_topic(service)?;
-        let envelope = Envelope::encode(&self.codec, request)
-            .map_err(|source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source })?
-            .with_header(METHOD_HEADER, method)
-            .with_traceparent(next_traceparent());
+        let payload = self.codec.encode(request).map_err(|source| RpcError::Codec {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            source,
+        })?;
+        let headers = self.inner.method_headers(method);
+        let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
+        envelope.headers = &headers;
+        envelope.traceparent = Some(next_traceparent());
         self.inner
             .producer
-            .publish_envelope(topic.as_str(), &envelope, None)
+            .publish_ref(topic.as_str(), &envelope, None)
             .await
             .map_err(|source| RpcError::Send { service: service.to_owned(), source })
     }

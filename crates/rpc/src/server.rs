@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
-use tributary_core::{wire, Codec, Connection, Envelope, Json, MsgPack, RedisError, Topic};
+use tributary_core::{wire, Codec, Connection, EnvelopeRef, Headers, Json, MsgPack, RedisError, Topic};
 use tributary_streams::{
     BoxFuture, BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle,
 };
@@ -43,8 +43,8 @@ where
     Fut: Future<Output = Result<Resp, RpcHandlerError>> + Send + 'static,
 {
     fn call(&self, ctx: Context) -> BoxFuture<Result<Bytes, ErrorBody>> {
-        let content_type = ctx.envelope().content_type.clone();
-        let request = match decode_payload::<Req>(&content_type, &ctx.envelope().payload) {
+        let content_type = answer_content_type(&ctx.envelope().content_type);
+        let request = match decode_payload::<Req>(&ctx.envelope().content_type, &ctx.envelope().payload) {
             Ok(r) => r,
             Err(e) => {
                 let body = error_body(code::BAD_REQUEST, format!("request does not decode: {e}"));
@@ -54,7 +54,7 @@ where
         let fut = (self.f)(request, ctx);
         Box::pin(async move {
             match fut.await {
-                Ok(response) => encode_like(&content_type, &response)
+                Ok(response) => encode_like(content_type, &response)
                     .map(|(bytes, _)| bytes)
                     .map_err(|e| error_body(code::INTERNAL, format!("response does not encode: {e}"))),
                 Err(e) => Err(ErrorBody { code: e.code, message: e.message, details: e.details }),
@@ -67,15 +67,24 @@ fn error_body(code: &str, message: String) -> ErrorBody {
     ErrorBody { code: code.to_owned(), message, details: None }
 }
 
+/// The content type of the answer to a request in `request_content_type`: JSON if the
+/// caller sent JSON, else MessagePack.
+fn answer_content_type(request_content_type: &str) -> &'static str {
+    if request_content_type.starts_with(Json::CONTENT_TYPE) {
+        Json::CONTENT_TYPE
+    } else {
+        MsgPack::CONTENT_TYPE
+    }
+}
+
 /// Encodes with the codec the caller used (JSON if it sent JSON, else MessagePack).
 fn encode_like<T: Serialize + ?Sized>(
     content_type: &str,
     value: &T,
 ) -> Result<(Bytes, &'static str), tributary_core::CodecError> {
-    if content_type.starts_with(Json::CONTENT_TYPE) {
-        Ok((Json.encode(value)?, Json::CONTENT_TYPE))
-    } else {
-        Ok((MsgPack.encode(value)?, MsgPack::CONTENT_TYPE))
+    match answer_content_type(content_type) {
+        Json::CONTENT_TYPE => Ok((Json.encode(value)?, Json::CONTENT_TYPE)),
+        _ => Ok((MsgPack.encode(value)?, MsgPack::CONTENT_TYPE)),
     }
 }
 
@@ -249,6 +258,10 @@ impl RpcServerHandle {
     }
 }
 
+/// The status header of a reply, for either outcome (static: written with every reply).
+static OK_HEADERS: LazyLock<Headers> = LazyLock::new(|| [(STATUS_HEADER, STATUS_OK)].into_iter().collect());
+static ERROR_HEADERS: LazyLock<Headers> = LazyLock::new(|| [(STATUS_HEADER, STATUS_ERROR)].into_iter().collect());
+
 /// The handler the worker runs for every request.
 struct Dispatch(Arc<DispatchInner>);
 
@@ -287,10 +300,11 @@ impl DispatchInner {
     }
 
     async fn handle(&self, ctx: Context) -> Result<(), HandlerError> {
-        let env = ctx.envelope();
-        let reply_to = env.reply_to.clone();
-        let correlation_id = env.correlation_id.clone();
-        if let Some(reply_to) = &reply_to {
+        // The method gets the context; this keeps a handle on the request for the reply.
+        let request = ctx.clone();
+        let env = request.envelope();
+        let (reply_to, correlation_id) = (env.reply_to.as_deref(), env.correlation_id.as_deref());
+        if let Some(reply_to) = reply_to {
             // Never write where a request says, only under the reply prefix.
             if !self.conn.namespace().is_reply_stream(reply_to) {
                 let shown: String = reply_to.chars().take(128).collect();
@@ -310,11 +324,10 @@ impl DispatchInner {
             tracing::debug!(service = %self.service, correlation_id = ?correlation_id, "deadline passed; request skipped");
             return Ok(());
         }
-        let method = env.headers.get(METHOD_HEADER).unwrap_or_default().to_owned();
+        let method = env.headers.get(METHOD_HEADER).unwrap_or_default();
         let span = tracing::info_span!("tributary.serve", service = %self.service, method = %method,
-            correlation_id = correlation_id.as_deref().unwrap_or_default());
-        let content_type = env.content_type.clone();
-        let result = match self.methods.get(&method) {
+            correlation_id = correlation_id.unwrap_or_default());
+        let result = match self.methods.get(method) {
             None => {
                 Err(error_body(code::UNKNOWN_METHOD, format!("service `{}` has no method `{method}`", self.service)))
             }
@@ -344,7 +357,7 @@ impl DispatchInner {
             return Ok(());
         };
         // A failed write is retried (the request stays pending and runs again): at-least-once.
-        self.write_reply(&reply_to, &correlation_id, &content_type, result).await.map_err(HandlerError::retry)?;
+        self.write_reply(reply_to, correlation_id, &env.content_type, result).await.map_err(HandlerError::retry)?;
         self.stats.answered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -357,29 +370,28 @@ impl DispatchInner {
         result: Result<Bytes, ErrorBody>,
     ) -> Result<(), RedisError> {
         let (payload, content_type, status) = match result {
-            Ok(bytes) => {
-                let ct = if request_content_type.starts_with(Json::CONTENT_TYPE) {
-                    Json::CONTENT_TYPE
-                } else {
-                    MsgPack::CONTENT_TYPE
-                };
-                (bytes, ct, STATUS_OK)
-            }
+            Ok(bytes) => (bytes, answer_content_type(request_content_type), STATUS_OK),
             Err(body) => match encode_like(request_content_type, &body) {
                 Ok((bytes, ct)) => (bytes, ct, STATUS_ERROR),
                 Err(_) => (Bytes::new(), MsgPack::CONTENT_TYPE, STATUS_ERROR),
             },
         };
-        let reply = Envelope::new("RpcReply", content_type, payload)
-            .with_correlation_id(correlation_id)
-            .with_header(STATUS_HEADER, status);
-        let fields = wire::encode(&reply, self.conn.limits())
-            .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
-        let mut args: Vec<Value> = vec![reply_to.into(), "MAXLEN".into(), "~".into(), 10_000.into(), "*".into()];
-        for (k, v) in fields {
-            args.push(Value::Bytes(k));
-            args.push(Value::Bytes(v));
-        }
+        let mut reply = EnvelopeRef::new("RpcReply", content_type, &payload);
+        reply.correlation_id = Some(correlation_id);
+        reply.headers = if status == STATUS_OK { &OK_HEADERS } else { &ERROR_HEADERS };
+        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * 8);
+        args.extend([
+            Value::from(reply_to),
+            Value::from_static_str("MAXLEN"),
+            Value::from_static_str("~"),
+            Value::from(10_000),
+            Value::from_static_str("*"),
+        ]);
+        wire::encode_fields(&reply, self.conn.limits(), |name, value| {
+            args.push(Value::Bytes(name));
+            args.push(Value::Bytes(value));
+        })
+        .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
         let _: Value = self
             .conn
             .redis()
