@@ -106,6 +106,10 @@ pub struct Figures {
     /// Commands the server ran per operation, by command (from `INFO commandstats`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub redis_commands_per_op: BTreeMap<String, f64>,
+    /// Socket reads the server processed per operation (`INFO stats`); below the commands per
+    /// operation when clients pipeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_reads_per_op: Option<f64>,
 }
 
 impl Figures {
@@ -146,6 +150,8 @@ impl Figures {
             client_cpu_us_per_op: per_op(|c| c.client),
             redis_cpu_us_per_op: per_op(|c| c.redis),
             redis_commands_per_op: commands,
+            redis_reads_per_op: (metered_ops > 0)
+                .then(|| round3(metered.iter().map(|(_, c)| c.reads).sum::<u64>() as f64 / metered_ops as f64)),
         }
     }
 

@@ -22,8 +22,6 @@
 //! Decoding never panics and never allocates more than the entry already occupies; each
 //! kind of bad input has its own [`DecodeError`] variant.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 
 use crate::envelope::{from_millis, to_millis, Envelope, EnvelopeRef, Headers};
@@ -290,7 +288,6 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     }
     let mut f = Fields::default();
     let mut headers = Headers::new();
-    let mut header_names: HashSet<&[u8]> = HashSet::new();
     for (name, value) in fields {
         let slot = match name.as_ref() {
             b"v" => &mut f.version,
@@ -307,7 +304,8 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
             b"p" => &mut f.payload,
             n if n.starts_with(field::HEADER_PREFIX.as_bytes()) => {
                 let raw_name = &n[field::HEADER_PREFIX.len()..];
-                if !header_names.insert(raw_name) {
+                // Every name in `headers` is valid UTF-8; an invalid one fails below.
+                if std::str::from_utf8(raw_name).is_ok_and(|name| headers.get(name).is_some()) {
                     return Err(DecodeError::DuplicateField { field: lossy(n, 64) });
                 }
                 if headers.len() >= limits.max_headers {
@@ -337,7 +335,8 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     }
 
     let version = f.version.ok_or(DecodeError::MissingVersion)?;
-    if version.as_ref() != WIRE_VERSION.to_string().as_bytes() {
+    const _: () = assert!(WIRE_VERSION == 1, "the version check below must follow WIRE_VERSION");
+    if version.as_ref() != b"1" {
         return Err(DecodeError::UnsupportedVersion { found: lossy(version, 32) });
     }
     let meta = |v: &Bytes, field: &'static str| -> Result<String, DecodeError> {
@@ -347,8 +346,11 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
         utf8(field.as_bytes(), v).map(str::to_owned)
     };
 
-    let id_text = meta(required(f.id, field::ID)?, field::ID)?;
-    let id: MessageId = id_text.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
+    let id_bytes = required(f.id, field::ID)?;
+    if id_bytes.len() > limits.max_meta_bytes {
+        return Err(DecodeError::TooLarge { what: field::ID, size: id_bytes.len(), limit: limits.max_meta_bytes });
+    }
+    let id: MessageId = utf8(field::ID.as_bytes(), id_bytes)?.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
     let type_name = meta(required(f.type_name, field::TYPE)?, field::TYPE)?;
     check_type_name(&type_name, limits)?;
     let content_type = meta(required(f.content_type, field::CONTENT_TYPE)?, field::CONTENT_TYPE)?;
