@@ -30,6 +30,9 @@ pub struct CpuUse {
     /// Socket reads the server processed (`total_reads_processed`): fewer per command means
     /// clients pipelined more, which saves the server CPU.
     pub reads: u64,
+    /// Heap allocations this process made (counted when the binary's global allocator is
+    /// [`Counting`](crate::alloc::Counting); zero otherwise).
+    pub allocations: u64,
 }
 
 /// Takes CPU snapshots of this process and of the Redis server.
@@ -60,6 +63,7 @@ impl CpuMeter {
             redis: Duration::from_secs_f64(redis),
             commands: command_calls(&stats),
             reads,
+            allocations: crate::alloc::allocations(),
         })
     }
 
@@ -85,6 +89,7 @@ impl CpuMeter {
             commands,
             // Not counting the two INFO calls that the second snapshot makes before this one.
             reads: after.reads.saturating_sub(before.reads).saturating_sub(2),
+            allocations: after.allocations.saturating_sub(before.allocations),
         };
         Ok((out, used))
     }

@@ -11,8 +11,10 @@
 //! - [`codec`]: the envelope encode/decode workloads, shared with `benches/codec.rs`;
 //! - [`env`](mod@env): the Redis server of a run and the clients both sides use;
 //! - [`cpu`]: CPU time of the benchmark process and of Redis per operation;
+//! - [`alloc`](mod@alloc): the counting allocator behind the allocations per operation;
 //! - [`report`]: histograms, figures and the JSON line.
 
+pub mod alloc;
 pub mod baseline;
 pub mod codec;
 pub mod cpu;

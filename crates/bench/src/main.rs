@@ -20,6 +20,10 @@ use tributary_bench::env::Env;
 use tributary_bench::scenarios::memory::{self, ChildArgs};
 use tributary_bench::scenarios::{self, Options, Scenario};
 
+/// Counts allocations for the `allocations_per_op` figures.
+#[global_allocator]
+static ALLOCATOR: tributary_bench::alloc::Counting = tributary_bench::alloc::Counting;
+
 /// Benchmarks Tributary against hand-written fred (and NATS) baselines on the same Redis.
 #[derive(Debug, Parser)]
 #[command(name = "tributary-bench", version)]

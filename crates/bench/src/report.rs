@@ -110,6 +110,10 @@ pub struct Figures {
     /// operation when clients pipeline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_reads_per_op: Option<f64>,
+    /// Heap allocations of the benchmark process per operation (all threads; the other side
+    /// is idle meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocations_per_op: Option<f64>,
 }
 
 impl Figures {
@@ -152,6 +156,8 @@ impl Figures {
             redis_commands_per_op: commands,
             redis_reads_per_op: (metered_ops > 0)
                 .then(|| round3(metered.iter().map(|(_, c)| c.reads).sum::<u64>() as f64 / metered_ops as f64)),
+            allocations_per_op: (metered_ops > 0 && metered.iter().any(|(_, c)| c.allocations > 0))
+                .then(|| round2(metered.iter().map(|(_, c)| c.allocations).sum::<u64>() as f64 / metered_ops as f64)),
         }
     }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::ClientLike;
-use fred::types::Value;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::{Key, Value};
 use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
@@ -379,23 +379,17 @@ impl DispatchInner {
         let mut reply = EnvelopeRef::new("RpcReply", content_type, &payload);
         reply.correlation_id = Some(correlation_id);
         reply.headers = if status == STATUS_OK { &OK_HEADERS } else { &ERROR_HEADERS };
-        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * 8);
-        args.extend([
-            Value::from(reply_to),
-            Value::from_static_str("MAXLEN"),
-            Value::from_static_str("~"),
-            Value::from(10_000),
-            Value::from_static_str("*"),
-        ]);
+        let mut fields: Vec<(Key, Value)> = Vec::with_capacity(8);
         wire::encode_fields(&reply, self.conn.limits(), |name, value| {
-            args.push(Value::Bytes(name));
-            args.push(Value::Bytes(value));
+            fields.push((Key::from(name), Value::Bytes(value)))
         })
         .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
+        // fred's typed XADD: a custom command would make the connection flush its socket for
+        // every reply instead of writing the replies of a batch together.
         let _: Value = self
             .conn
             .redis()
-            .custom(keyed_command("XADD", reply_to, false), args)
+            .xadd(reply_to, false, ("MAXLEN", "~", 10_000), "*", fields)
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
         // Give the stream an expiry (NX: only if it has none, so the client's own, refreshed

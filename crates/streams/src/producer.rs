@@ -6,8 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::ClientLike;
-use fred::types::Value;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::streams::XCap;
+use fred::types::{Key, Value};
 use serde::Serialize;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
@@ -70,9 +71,16 @@ struct Target {
     topic: Topic,
     key: String,
     /// The key as a command argument; cloning it only counts a reference.
-    key_arg: Value,
+    key_arg: Key,
     slot: u16,
     retention: Option<Retention>,
+}
+
+impl Target {
+    /// The trimming arguments of an `XADD` to this topic (none without plain retention).
+    fn cap(&self, now: SystemTime) -> XCap {
+        self.retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(now))
+    }
 }
 
 /// Topics remembered per producer; beyond this the cache starts over (a producer that
@@ -234,24 +242,21 @@ impl<C: Codec> Producer<C> {
     ) -> Result<EntryId, StreamError> {
         let target = self.target(topic)?;
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
-        let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
         let fields = 2 * (8 + envelope.headers.len());
         let id = match idempotency_key {
             None => {
-                let mut args = Vec::with_capacity(2 + trim.len() + fields);
-                args.push(target.key_arg.clone());
-                args.extend(trim);
-                args.push(Value::from_static_str("*"));
-                wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args)).map_err(limits_err)?;
+                let mut pairs = Vec::with_capacity(fields / 2);
+                wire::encode_fields(envelope, self.conn.limits(), push_pair(&mut pairs)).map_err(limits_err)?;
                 let reply: Value = self
                     .conn
                     .redis()
-                    .custom(slot_command("XADD", target.slot, false), args)
+                    .xadd(target.key_arg.clone(), false, target.cap(SystemTime::now()), "*", pairs)
                     .await
                     .map_err(|e| RedisError::new("XADD", e))?;
                 entry_id_of("XADD", reply)?
             }
             Some(idem) => {
+                let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
                 let dedup = self.conn.namespace().dedup_key(&target.topic, idem);
                 let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
                 let mut args = Vec::with_capacity(2 + trim.len() + fields);
@@ -277,7 +282,7 @@ impl<C: Codec> Producer<C> {
         let valid = Topic::new(topic)?;
         let key = self.conn.namespace().topic_stream(&valid);
         let target = Arc::new(Target {
-            key_arg: Value::from(key.as_str()),
+            key_arg: Key::from(Bytes::from(key.clone())),
             slot: fred::util::redis_keyslot(key.as_bytes()),
             retention: self.shared.retention.get(&valid).copied(),
             topic: valid,
@@ -424,15 +429,11 @@ impl<C: Codec> Producer<C> {
         let now = SystemTime::now();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
-            let mut args = Vec::with_capacity(8 + 2 * (8 + env.headers.len()));
-            args.push(target.key_arg.clone());
-            if let Some(r) = target.retention {
-                args.extend(r.xadd_args(now));
-            }
-            args.push(Value::from_static_str("*"));
-            wire::encode_fields(env, self.conn.limits(), push_field(&mut args))
+            let mut pairs = Vec::with_capacity(8 + env.headers.len());
+            wire::encode_fields(env, self.conn.limits(), push_pair(&mut pairs))
                 .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
-            let _: () = ClientLike::custom(&pipeline, slot_command("XADD", target.slot, false), args)
+            let _: () = pipeline
+                .xadd(target.key_arg.clone(), false, target.cap(now), "*", pairs)
                 .await
                 .map_err(|e| RedisError::new("XADD", e))?;
         }
@@ -476,6 +477,12 @@ impl<C: Codec> Producer<C> {
             }
         }
     }
+}
+
+/// Appends each encoded field to the field list of a typed `XADD` (for
+/// [`wire::encode_fields`]).
+fn push_pair(pairs: &mut Vec<(Key, Value)>) -> impl FnMut(Bytes, Bytes) + '_ {
+    |name, value| pairs.push((Key::from(name), Value::Bytes(value)))
 }
 
 /// Appends each encoded field to a command's arguments (for [`wire::encode_fields`]).

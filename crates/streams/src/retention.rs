@@ -7,7 +7,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use fred::types::Value;
+use fred::types::streams::{XCap, XCapKind, XCapTrim};
+use fred::types::{StringOrNumber, Value};
 use tributary_core::{Connection, EntryId, Topic};
 
 use crate::redis::{call, Args};
@@ -79,6 +80,19 @@ impl Retention {
             Limit::MaxAge(age) => vec!["MINID".into(), "~".into(), min_id(now, age).into()],
             Limit::MinId(id) => vec!["MINID".into(), "~".into(), id.to_string().into()],
         }
+    }
+
+    /// The same trimming as [`xadd_args`](Self::xadd_args), for fred's typed `XADD`.
+    pub(crate) fn xadd_cap(&self, now: SystemTime) -> XCap {
+        if self.safe {
+            return XCap::from(None);
+        }
+        let (kind, threshold) = match self.limit {
+            Limit::MaxLen(n) => (XCapKind::MaxLen, StringOrNumber::from(n.min(i64::MAX as u64) as i64)),
+            Limit::MaxAge(age) => (XCapKind::MinID, StringOrNumber::from(min_id(now, age))),
+            Limit::MinId(id) => (XCapKind::MinID, StringOrNumber::from(id.to_string())),
+        };
+        XCap::try_from((kind, XCapTrim::AlmostExact, threshold)).unwrap_or_else(|_| XCap::from(None))
     }
 
     /// Trims `topic` now.

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tributary_core::{EntryId, RedisError};
@@ -76,11 +77,11 @@ impl TopicConsumer {
             }
             let mut backoff = Duration::from_millis(50);
             loop {
-                let mut args = Args::new().arg(self.group.as_str());
-                for (id, _) in &batch {
-                    args.push(id.to_string());
-                }
-                match call::<i64>(self.conn.redis(), "XACK", &self.key, args).await {
+                let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+                // fred's typed command: a custom command would make the connection flush
+                // its socket for it alone.
+                let acked = self.conn.redis().xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids).await;
+                match acked.map_err(|e| RedisError::new("XACK", e)) {
                     Ok(_) => break,
                     Err(e) => {
                         // Unacked entries stay pending and would be delivered again; keep
