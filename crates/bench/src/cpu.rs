@@ -33,6 +33,9 @@ pub struct CpuUse {
     /// Heap allocations this process made (counted when the binary's global allocator is
     /// [`Counting`](crate::alloc::Counting); zero otherwise).
     pub allocations: u64,
+    /// Context switches of this process's threads (voluntary and not): mostly a thread going
+    /// to sleep for lack of work and being woken again.
+    pub context_switches: u64,
 }
 
 /// Takes CPU snapshots of this process and of the Redis server.
@@ -64,6 +67,7 @@ impl CpuMeter {
             commands: command_calls(&stats),
             reads,
             allocations: crate::alloc::allocations(),
+            context_switches: context_switches(),
         })
     }
 
@@ -90,6 +94,7 @@ impl CpuMeter {
             // Not counting the two INFO calls that the second snapshot makes before this one.
             reads: after.reads.saturating_sub(before.reads).saturating_sub(2),
             allocations: after.allocations.saturating_sub(before.allocations),
+            context_switches: after.context_switches.saturating_sub(before.context_switches),
         };
         Ok((out, used))
     }
@@ -118,6 +123,24 @@ fn command_calls(stats: &str) -> BTreeMap<String, u64> {
             Some((name.to_owned(), calls))
         })
         .collect()
+}
+
+/// Context switches of every thread of this process so far (0 where `/proc` is missing).
+/// Threads that ended meanwhile drop out of the sum, so measure while the threads live.
+pub fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.ends_with("ctxt_switches").then(|| value.trim().parse::<u64>().ok())?
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// User + system time of this process so far.

@@ -114,6 +114,9 @@ pub struct Figures {
     /// is idle meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocations_per_op: Option<f64>,
+    /// Context switches of the benchmark process's threads per operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_switches_per_op: Option<f64>,
 }
 
 impl Figures {
@@ -158,6 +161,9 @@ impl Figures {
                 .then(|| round3(metered.iter().map(|(_, c)| c.reads).sum::<u64>() as f64 / metered_ops as f64)),
             allocations_per_op: (metered_ops > 0 && metered.iter().any(|(_, c)| c.allocations > 0))
                 .then(|| round2(metered.iter().map(|(_, c)| c.allocations).sum::<u64>() as f64 / metered_ops as f64)),
+            context_switches_per_op: (metered_ops > 0).then(|| {
+                round3(metered.iter().map(|(_, c)| c.context_switches).sum::<u64>() as f64 / metered_ops as f64)
+            }),
         }
     }
 

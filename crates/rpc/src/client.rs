@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use fred::interfaces::ClientLike;
 use fred::types::Value;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::oneshot;
+use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, TraceParent};
+use tributary_core::wire::field;
+use tributary_core::{Codec, Connection, EntryId, EnvelopeRef, Headers, Limits, MsgPack, RedisError, TraceParent};
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
 
@@ -53,7 +56,7 @@ struct Inner {
     producer: Producer,
     reply_key: String,
     default_timeout: Duration,
-    pending: Mutex<HashMap<String, oneshot::Sender<Envelope>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     late_replies: AtomicU64,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
@@ -159,18 +162,16 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
     let (mut consumed, mut trimmed) = (0usize, tokio::time::Instant::now());
     let mut backoff = Duration::from_millis(50);
     loop {
-        let batch = tail.next_batch().await;
+        let batch = tail.next_entries().await;
         let Some(inner) = inner.upgrade() else { return };
         match batch {
             Ok(batch) => {
                 backoff = Duration::from_millis(50);
                 let batch_len = batch.len();
-                for received in batch {
-                    match received.envelope {
-                        Ok(env) => inner.route(env),
-                        Err(e) => {
-                            tracing::warn!(entry_id = %received.entry_id, error = %e, "malformed reply discarded")
-                        }
+                for (entry_id, fields) in batch {
+                    match Reply::from_fields(&fields, inner.conn.limits()) {
+                        Ok((correlation_id, reply)) => inner.route(correlation_id, reply),
+                        Err(reason) => tracing::warn!(entry_id = %entry_id, reason, "malformed reply discarded"),
                     }
                 }
                 consumed += batch_len;
@@ -224,9 +225,8 @@ impl Inner {
         headers
     }
 
-    fn route(&self, reply: Envelope) {
-        let correlation_id = reply.correlation_id.clone();
-        let waiting = correlation_id.as_deref().and_then(|c| self.pending.lock().expect("pending lock").remove(c));
+    fn route(&self, correlation_id: &str, reply: Reply) {
+        let waiting = self.pending.lock().expect("pending lock").remove(correlation_id);
         let delivered = match waiting {
             Some(tx) => tx.send(reply).is_ok(),
             None => false,
@@ -234,8 +234,43 @@ impl Inner {
         if !delivered {
             // The call timed out or was dropped: nobody waits for this reply.
             self.late_replies.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(correlation_id = ?correlation_id, "late reply discarded");
+            tracing::debug!(correlation_id, "late reply discarded");
         }
+    }
+}
+
+/// What a call needs of its reply, taken from the entry's fields without decoding a whole
+/// envelope (the reader does this for every reply).
+#[derive(Debug)]
+struct Reply {
+    content_type: Bytes,
+    is_error: bool,
+    payload: Bytes,
+}
+
+impl Reply {
+    /// The correlation id and the reply in `fields`, or why they are not a reply.
+    fn from_fields<'f>(fields: &'f [(Bytes, Bytes)], limits: &Limits) -> Result<(&'f str, Self), &'static str> {
+        let get = |name: &str| fields.iter().find(|(n, _)| n.as_ref() == name.as_bytes()).map(|(_, v)| v);
+        if get(field::VERSION).map(Bytes::as_ref) != Some(b"1".as_slice()) {
+            return Err("missing or unsupported wire format version");
+        }
+        let correlation_id = get(field::CORRELATION_ID).ok_or("no correlation id")?;
+        let correlation_id = std::str::from_utf8(correlation_id).map_err(|_| "correlation id is not UTF-8")?;
+        let content_type = get(field::CONTENT_TYPE).ok_or("no content type")?.clone();
+        let payload = get(field::PAYLOAD).ok_or("no payload")?.clone();
+        if payload.len() > limits.max_payload {
+            return Err("payload larger than the wire-format limit");
+        }
+        let is_status =
+            |name: &Bytes| name.strip_prefix(field::HEADER_PREFIX.as_bytes()) == Some(STATUS_HEADER.as_bytes());
+        let is_error = fields.iter().any(|(n, v)| is_status(n) && v.as_ref() == STATUS_ERROR.as_bytes());
+        Ok((correlation_id, Self { content_type, is_error, payload }))
+    }
+
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, tributary_core::CodecError> {
+        let content_type = std::str::from_utf8(&self.content_type).unwrap_or_default();
+        decode_payload(content_type, &self.payload)
     }
 }
 
@@ -326,7 +361,7 @@ impl<C: Codec> RpcClient<C> {
                     })
                 }
             };
-        if reply.headers.get(STATUS_HEADER) == Some(STATUS_ERROR) {
+        if reply.is_error {
             let body: ErrorBody = reply.decode().map_err(codec_err)?;
             return Err(RpcError::Remote {
                 service: service.to_owned(),
@@ -406,4 +441,52 @@ impl<C: Codec> RpcClient<C> {
 
 fn next_traceparent() -> TraceParent {
     tributary_streams::trace::current_trace().map_or_else(TraceParent::new_root, |t| t.child())
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::{wire, Envelope, Json};
+
+    use super::*;
+    use crate::protocol::STATUS_OK;
+
+    fn reply_fields(status: &str) -> Vec<(Bytes, Bytes)> {
+        let env = Envelope::new("RpcReply", Json::CONTENT_TYPE, Bytes::from_static(b"{\"n\":7}"))
+            .with_correlation_id("corr-1")
+            .with_header(STATUS_HEADER, status);
+        wire::encode(&env, &Limits::default()).expect("encodes")
+    }
+
+    #[test]
+    fn replies_are_read_from_their_fields() {
+        #[derive(serde::Deserialize)]
+        struct N {
+            n: u32,
+        }
+        let fields = reply_fields(STATUS_OK);
+        let (corr, reply) = Reply::from_fields(&fields, &Limits::default()).expect("a reply");
+        assert_eq!(corr, "corr-1");
+        assert!(!reply.is_error);
+        assert_eq!(reply.decode::<N>().expect("decodes").n, 7);
+
+        let fields = reply_fields(STATUS_ERROR);
+        assert!(Reply::from_fields(&fields, &Limits::default()).expect("a reply").1.is_error);
+    }
+
+    #[test]
+    fn malformed_replies_are_refused_with_a_reason() {
+        let without = |name: &str| -> Vec<(Bytes, Bytes)> {
+            reply_fields(STATUS_OK).into_iter().filter(|(n, _)| n.as_ref() != name.as_bytes()).collect()
+        };
+        for (name, reason) in [
+            (field::VERSION, "missing or unsupported wire format version"),
+            (field::CORRELATION_ID, "no correlation id"),
+            (field::CONTENT_TYPE, "no content type"),
+            (field::PAYLOAD, "no payload"),
+        ] {
+            assert_eq!(Reply::from_fields(&without(name), &Limits::default()).unwrap_err(), reason);
+        }
+        let tiny = Limits { max_payload: 2, ..Limits::default() };
+        assert!(Reply::from_fields(&reply_fields(STATUS_OK), &tiny).is_err());
+    }
 }

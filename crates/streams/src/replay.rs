@@ -1,5 +1,6 @@
 //! Replay: read a range of a topic by id or time without touching any consumer group.
 
+use bytes::Bytes;
 use fred::types::Value;
 use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Limits, Topic};
 
@@ -203,6 +204,20 @@ impl Tail {
     /// [`StreamError`] when the read fails; the tail can be polled again and resumes after
     /// the last entry it returned.
     pub async fn next_batch(&mut self) -> Result<Vec<Received>, StreamError> {
+        let entries = self.read().await?;
+        Ok(decode_all(entries, self.conn.limits()))
+    }
+
+    /// Like [`next_batch`](Self::next_batch), but the entries as Redis returned them (id and
+    /// fields), for readers that look at a few fields instead of decoding whole envelopes.
+    ///
+    /// # Errors
+    /// As [`next_batch`](Self::next_batch).
+    pub async fn next_entries(&mut self) -> Result<Vec<(EntryId, Vec<(Bytes, Bytes)>)>, StreamError> {
+        Ok(self.read().await?.into_iter().map(|e| (e.id, e.fields.unwrap_or_default())).collect())
+    }
+
+    async fn read(&mut self) -> Result<Vec<RawEntry>, StreamError> {
         if let Some(start) = self.start {
             self.last = match start {
                 Position::Beginning => EntryId::MIN,
@@ -242,7 +257,7 @@ impl Tail {
         if let Some(last) = entries.last() {
             self.last = last.id;
         }
-        Ok(decode_all(entries, self.conn.limits()))
+        Ok(entries)
     }
 
     /// Closes the read connection.
