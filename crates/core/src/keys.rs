@@ -97,7 +97,9 @@ impl Namespace {
     /// True when `key` is a reply stream of this namespace (`<ns>:reply:{<id>}` with an id of
     /// `A-Z a-z 0-9 -`): the only keys an RPC server writes replies to.
     pub fn is_reply_stream(&self, key: &str) -> bool {
-        key.strip_prefix(self.reply_prefix().as_str())
+        // `<ns>:reply:` checked piecewise: this runs for every RPC request.
+        key.strip_prefix(self.0.as_str())
+            .and_then(|rest| rest.strip_prefix(":reply:"))
             .and_then(|rest| rest.strip_prefix('{'))
             .and_then(|rest| rest.strip_suffix('}'))
             .is_some_and(|id| {

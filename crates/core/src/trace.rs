@@ -82,12 +82,13 @@ impl FromStr for TraceParent {
     type Err = ParseTraceParentError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('-').collect();
+        let mut parts = s.split('-');
+        let parts = [parts.next(), parts.next(), parts.next(), parts.next(), parts.next()];
         let hex =
             |p: &str, len: usize| p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        match parts.as_slice() {
-            [version, trace, parent, flags]
-                if *version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) =>
+        match parts {
+            [Some(version), Some(trace), Some(parent), Some(flags), None]
+                if version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) =>
             {
                 let trace_id = u128::from_str_radix(trace, 16).map_err(|_| ParseTraceParentError)?;
                 let parent_id = u64::from_str_radix(parent, 16).map_err(|_| ParseTraceParentError)?;

@@ -18,7 +18,9 @@ use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::wire::field;
-use tributary_core::{Codec, Connection, EntryId, EnvelopeRef, Headers, Limits, MsgPack, RedisError, TraceParent};
+use tributary_core::{
+    Codec, Connection, EntryId, EnvelopeRef, Headers, Limits, MsgPack, RedisError, Topic, TraceParent,
+};
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
 
@@ -56,11 +58,13 @@ struct Inner {
     producer: Producer,
     reply_key: String,
     default_timeout: Duration,
-    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<Arc<str>, oneshot::Sender<Reply>>>,
     late_replies: AtomicU64,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
     method_headers: RwLock<HashMap<String, Arc<Headers>>>,
+    /// Request topics per service name (see `request_topic`).
+    request_topics: RwLock<HashMap<String, Arc<Topic>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,6 +147,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             late_replies: AtomicU64::new(0),
             reader: Mutex::new(None),
             method_headers: RwLock::new(HashMap::new()),
+            request_topics: RwLock::new(HashMap::new()),
         });
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
@@ -211,6 +216,20 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 }
 
 impl Inner {
+    /// The request topic of `service` (validated once per service).
+    fn request_topic(&self, service: &str) -> Result<Arc<Topic>, RpcError> {
+        if let Some(t) = self.request_topics.read().expect("topics lock").get(service) {
+            return Ok(t.clone());
+        }
+        let topic = Arc::new(self.conn.namespace().rpc_topic(service)?);
+        let mut cache = self.request_topics.write().expect("topics lock");
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(service.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
     /// The request headers for `method` (just the method name), built once per method.
     fn method_headers(&self, method: &str) -> Arc<Headers> {
         if let Some(h) = self.method_headers.read().expect("headers lock").get(method) {
@@ -278,13 +297,13 @@ impl Reply {
 /// caller dropping the future).
 struct PendingSlot<'a> {
     inner: &'a Inner,
-    correlation_id: String,
+    correlation_id: Arc<str>,
 }
 
 impl Drop for PendingSlot<'_> {
     fn drop(&mut self) {
         if let Ok(mut p) = self.inner.pending.lock() {
-            p.remove(&self.correlation_id);
+            p.remove(&*self.correlation_id);
         }
     }
 }
@@ -324,8 +343,9 @@ impl<C: Codec> RpcClient<C> {
     {
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
-        let topic = self.inner.conn.namespace().rpc_topic(service)?;
-        let correlation_id = uuid::Uuid::now_v7().to_string();
+        let topic = self.inner.request_topic(service)?;
+        let mut id = [0u8; 36];
+        let correlation_id: Arc<str> = Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id));
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);
@@ -385,7 +405,7 @@ impl<C: Codec> RpcClient<C> {
         method: &str,
         request: &Req,
     ) -> Result<EntryId, RpcError> {
-        let topic = self.inner.conn.namespace().rpc_topic(service)?;
+        let topic = self.inner.request_topic(service)?;
         let payload = self.codec.encode(request).map_err(|source| RpcError::Codec {
             service: service.to_owned(),
             method: method.to_owned(),

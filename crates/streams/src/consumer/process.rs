@@ -49,9 +49,11 @@ impl TopicConsumer {
     }
 
     async fn process_inner(self: &Arc<Self>, job: Job) -> Settled {
-        let Some(job) = Box::pin(self.settle_unhandled(job)).await else {
+        if !matches!(job.body, JobBody::Message(_)) {
+            // Tombstones and malformed entries, settled without a handler (boxed: rare).
+            let _ = Box::pin(self.settle_unhandled(job)).await;
             return Settled::Done;
-        };
+        }
         let Job { id, deliveries, permit, body } = job;
         let JobBody::Message(envelope) = body else {
             return Settled::Done;
