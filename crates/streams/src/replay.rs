@@ -151,6 +151,8 @@ pub struct Tail {
     conn: Connection,
     reader: Option<fred::clients::Client>,
     key: String,
+    /// `key` as a command argument, built once.
+    key_arg: Value,
     start: Option<Position>,
     last: EntryId,
     block: std::time::Duration,
@@ -173,6 +175,7 @@ impl Tail {
         Self {
             conn,
             reader: None,
+            key_arg: Value::from(key.as_str()),
             key,
             start: Some(from),
             last: EntryId::MIN,
@@ -242,12 +245,12 @@ impl Tail {
         };
         let block_ms = i64::try_from(self.block.as_millis()).unwrap_or(i64::MAX);
         let args: Vec<Value> = vec![
-            "COUNT".into(),
+            Value::from_static_str("COUNT"),
             Value::from(self.count as i64),
-            "BLOCK".into(),
+            Value::from_static_str("BLOCK"),
             Value::from(block_ms),
-            "STREAMS".into(),
-            self.key.as_str().into(),
+            Value::from_static_str("STREAMS"),
+            self.key_arg.clone(),
             self.last.to_string().into(),
         ];
         let reply: Value = fred::interfaces::ClientLike::custom(&client, command("XREAD", &self.key, true), args)

@@ -78,6 +78,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) handler: Arc<dyn Handler>,
     /// Topic, group and consumer name, shared by every message's `Context`.
     pub(crate) origin: Arc<Origin>,
+    /// Group, consumer name and stream key as arguments of `XREADGROUP`.
+    read_args: [Value; 3],
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) running: Arc<Semaphore>,
     pub(crate) stop: CancellationToken,
@@ -115,8 +117,15 @@ impl TopicConsumer {
             group: shared.group.clone(),
             consumer: shared.config.consumer_name.clone(),
         });
+        let key = shared.conn.namespace().topic_stream(&topic);
+        let read_args = [
+            Value::from(shared.group.as_str()),
+            Value::from(shared.config.consumer_name.as_str()),
+            Value::from(key.as_str()),
+        ];
         Arc::new(Self {
-            key: shared.conn.namespace().topic_stream(&topic),
+            key,
+            read_args,
             conn: shared.conn.clone(),
             topic,
             group: shared.group.clone(),
@@ -216,14 +225,18 @@ impl TopicConsumer {
         let mut reader: Option<Client> = None;
         let mut reader_id: Option<i64> = None;
         let mut backoff = Duration::from_millis(100);
+        // Reused: one read per message when messages trickle in.
+        let mut permits = Vec::with_capacity(self.config.batch_size);
         loop {
+            // Slots not used by the last read are free again.
+            permits.clear();
             // Ask only for as many entries as there are free slots: backpressure.
             let first = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
-            let mut permits = vec![first];
+            permits.push(first);
             while permits.len() < self.config.batch_size {
                 match self.in_flight.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
@@ -340,17 +353,20 @@ impl TopicConsumer {
 
     async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
         let block_ms = i64::try_from(self.config.block_for.as_millis()).unwrap_or(i64::MAX);
+        // Static words and names built once (cloning them counts a reference): one read per
+        // message when messages trickle in.
+        let [group, consumer, key] = self.read_args.clone();
         let args: Vec<Value> = vec![
-            "GROUP".into(),
-            self.group.as_str().into(),
-            self.config.consumer_name.as_str().into(),
-            "COUNT".into(),
+            Value::from_static_str("GROUP"),
+            group,
+            consumer,
+            Value::from_static_str("COUNT"),
             Value::from(count as i64),
-            "BLOCK".into(),
+            Value::from_static_str("BLOCK"),
             Value::from(block_ms),
-            "STREAMS".into(),
-            self.key.as_str().into(),
-            ">".into(),
+            Value::from_static_str("STREAMS"),
+            key,
+            Value::from_static_str(">"),
         ];
         let reply: Value = client
             .custom(command("XREADGROUP", &self.key, true), args)
