@@ -229,6 +229,10 @@ impl WorkerBuilder {
 
     /// Most handlers running at once. `1` gives strict order per topic. Messages with the
     /// same key always run one at a time, in order. Defaults to 32.
+    ///
+    /// Handlers run as futures on the worker's tasks: those of one read batch share a task
+    /// (see `docs/delivery.md`, "Handlers and threads"), so a handler that computes for long
+    /// without awaiting holds up its batch. Put such work in `tokio::task::spawn_blocking`.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
         self
