@@ -19,7 +19,7 @@ use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::wire::field;
 use tributary_core::{
-    Codec, Connection, EntryId, EnvelopeRef, Headers, Limits, MsgPack, RedisError, Topic, TraceParent,
+    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, Limits, MsgPack, RedisError, Topic, TraceParent,
 };
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
@@ -217,7 +217,7 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 
 impl Inner {
     /// The request topic of `service` (validated once per service).
-    fn request_topic(&self, service: &str) -> Result<Arc<Topic>, RpcError> {
+    fn request_topic(&self, service: &str) -> Result<Arc<Topic>, InvalidName> {
         if let Some(t) = self.request_topics.read().expect("topics lock").get(service) {
             return Ok(t.clone());
         }
