@@ -10,7 +10,7 @@ use tributary_core::{EntryId, RedisError};
 
 use super::stats::Stats;
 use super::topic::TopicConsumer;
-use crate::redis::{call, Args};
+use crate::redis::{call, id_args, Args};
 use crate::scripts::DEAD_LETTER;
 
 /// An entry to acknowledge, with the in-flight slot it occupies until the ack is confirmed.
@@ -77,7 +77,7 @@ impl TopicConsumer {
             }
             let mut backoff = Duration::from_millis(50);
             loop {
-                let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+                let ids = id_args(batch.iter().map(|(id, _)| *id));
                 // fred's typed command: a custom command would make the connection flush
                 // its socket for it alone.
                 let acked = self.conn.redis().xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids).await;
