@@ -63,6 +63,11 @@ impl TopicConsumer {
             };
             let waited = first.is_some();
             batch.extend(first.into_iter().flatten());
+            if waited {
+                // Let the tasks that are ready run first (a reply being read, the next
+                // handlers): acks are off the critical path, and more of them come together.
+                tokio::task::yield_now().await;
+            }
             while batch.len() < MAX {
                 match rx.try_recv() {
                     Ok(acks) => batch.extend(acks),
