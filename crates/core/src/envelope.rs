@@ -111,11 +111,13 @@ impl<'a> EnvelopeRef<'a> {
     /// A new message (fresh id, published now) with no optional parts; set them through the
     /// public fields.
     pub fn new(type_name: &'a str, content_type: &'a str, payload: &'a Bytes) -> Self {
+        let id = MessageId::new();
         Self {
-            id: MessageId::new(),
+            id,
             type_name,
             content_type,
-            published_at: SystemTime::now(),
+            // The id's own time: one clock read per message, and the two always agree.
+            published_at: id.created_at().unwrap_or_else(SystemTime::now),
             headers: &NO_HEADERS,
             payload,
             key: None,
@@ -179,11 +181,12 @@ pub struct Envelope {
 impl Envelope {
     /// An envelope around an already encoded payload, with a new id and the current time.
     pub fn new(type_name: impl Into<String>, content_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        let id = MessageId::new();
         Self {
-            id: MessageId::new(),
+            id,
             type_name: type_name.into(),
             content_type: content_type.into(),
-            published_at: truncate_to_millis(SystemTime::now()),
+            published_at: truncate_to_millis(id.created_at().unwrap_or_else(SystemTime::now)),
             headers: Headers::new(),
             payload: payload.into(),
             key: None,

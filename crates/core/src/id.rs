@@ -24,6 +24,13 @@ impl MessageId {
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+
+    /// When the id was created (millisecond precision), for ids made by [`MessageId::new`];
+    /// `None` for a UUID of another version.
+    pub fn created_at(&self) -> Option<SystemTime> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    }
 }
 
 impl Default for MessageId {
@@ -139,6 +146,15 @@ impl FromStr for EntryId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_know_when_they_were_made() {
+        let before = SystemTime::now() - Duration::from_millis(1);
+        let made = MessageId::new().created_at().expect("a v7 id has a time");
+        let after = SystemTime::now();
+        assert!(before <= made && made <= after, "{made:?} not within {before:?}..{after:?}");
+        assert_eq!(MessageId::from(Uuid::nil()).created_at(), None);
+    }
 
     #[test]
     fn entry_ids_order_numerically_not_lexically() {
