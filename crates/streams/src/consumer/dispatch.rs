@@ -5,7 +5,8 @@
 //! polls once right away. Handlers that finish in that first poll cost no task at all and
 //! their acks leave as one message; what is still running continues in one spawned task per
 //! batch. (A task per message cost a spawn, a cross-thread wake-up and an ack-loop wake-up
-//! for every entry: most of the worker's CPU in the `e2e` benchmark.)
+//! for every entry: most of the worker's CPU in the `e2e` benchmark.) A read that returns a
+//! single entry is handled the same way without the set.
 //!
 //! Entries with a key, or every entry with `concurrency(1)`, go through a lane: one task per
 //! key handling that key's entries in stream order.
