@@ -190,15 +190,17 @@ async fn consumers_producers_and_rpc_ride_through_a_failover() {
 
     // After: publishing, consuming and RPC continue without restarting anything.
     for n in 100..200 {
-        loop {
+        // Until the client has the new topology a publish may fail, but only retryably.
+        wait_until(PATIENCE, "a publish accepted after the failover", || async {
             match producer.message("orders", &Msg { n }).replicated(0, Duration::from_millis(100)).send().await {
-                Ok(_) => break,
+                Ok(_) => true,
                 Err(e) => {
                     assert!(e.kind().is_retryable(), "{e:?}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    false
                 }
             }
-        }
+        })
+        .await;
         confirmed.push(n);
     }
     wait_until(PATIENCE, "every confirmed publish handled", || {

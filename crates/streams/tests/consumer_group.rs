@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,18 +61,25 @@ async fn two_groups_each_see_every_message_and_one_groups_consumers_split_them()
     let a = audit.clone();
     let audit_worker =
         Worker::builder(conn.clone(), "audit").consumer_name("a1").on("events", record(&a)).build().unwrap().start();
+    // Each billing consumer holds its first messages until the other one has work too, so
+    // both get a share however the scheduler runs them (each holds at most 10 meanwhile).
+    let billing_started: Seen<&str> = Seen::new();
     let mut billing_workers = Vec::new();
     for (name, seen) in &billing {
-        let s = seen.clone();
+        let (s, started, name) = (seen.clone(), billing_started.clone(), *name);
+        let first = Arc::new(AtomicBool::new(true));
         billing_workers.push(
             Worker::builder(conn.clone(), "billing")
-                .consumer_name(*name)
+                .consumer_name(name)
                 .batch_size(10)
+                .max_in_flight(10)
                 .on("events", move |o: Order, _ctx: Context| {
-                    let s = s.clone();
+                    let (s, started, first) = (s.clone(), started.clone(), first.clone());
                     async move {
-                        // Slow enough that both consumers get a share.
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        if first.swap(false, Ordering::SeqCst) {
+                            started.push(name);
+                        }
+                        started.wait_for(2, "both billing consumers have work").await;
                         s.push(o.n);
                         Ok::<_, HandlerError>(())
                     }
@@ -136,7 +143,8 @@ async fn per_key_order_holds_under_concurrency_and_retries() {
                     assert_eq!(ctx.attempt(), 1);
                     return Err(HandlerError::retry("transient"));
                 }
-                tokio::time::sleep(Duration::from_micros(200)).await;
+                // Let the other handlers run in between: order must hold under interleaving.
+                tokio::task::yield_now().await;
                 s.push((o.key.clone(), o.n));
                 Ok(())
             }
@@ -211,16 +219,18 @@ async fn graceful_shutdown_finishes_running_handlers_and_acks_them() {
     }
     let started = Seen::new();
     let finished = Seen::new();
+    // Handlers run until the test opens the gate, which it does once the shutdown has begun.
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
     let (st, fi) = (started.clone(), finished.clone());
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("c1")
         .concurrency(4)
         .max_in_flight(4)
         .on("slow", move |o: Order, _ctx: Context| {
-            let (st, fi) = (st.clone(), fi.clone());
+            let (st, fi, mut gate) = (st.clone(), fi.clone(), gate_rx.clone());
             async move {
                 st.push(o.n);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                gate.wait_for(|open| *open).await.expect("gate kept open");
                 fi.push(o.n);
                 Ok::<_, HandlerError>(())
             }
@@ -229,7 +239,11 @@ async fn graceful_shutdown_finishes_running_handlers_and_acks_them() {
         .unwrap()
         .start();
     started.wait_for(4, "four handlers running").await;
-    worker.shutdown().await;
+    // The first poll of `shutdown` signals the stop; it cannot end while handlers run.
+    let mut shutdown = Box::pin(worker.shutdown());
+    assert!(futures::poll!(&mut shutdown).is_pending(), "shutdown waits for running handlers");
+    gate.send_replace(true);
+    shutdown.await;
     let (s, f) = (started.get(), finished.get());
     assert_eq!(s.len(), f.len(), "every started handler finished before shutdown returned");
     assert!(f.len() < 20, "shutdown stopped reading new entries");

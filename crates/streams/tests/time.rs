@@ -30,14 +30,21 @@ async fn expired_messages_are_skipped_and_accounted_for_the_rest_handled_in_orde
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
+    let mut last_expiry = SystemTime::now();
     for n in 0..1000u64 {
         let order = Order { n, key: String::new() };
         let publish = producer.message("events", &order);
         // Every odd message is only worth something for 200 ms.
-        let publish = if n % 2 == 1 { publish.ttl(Duration::from_millis(200)) } else { publish };
+        let publish = if n % 2 == 1 {
+            last_expiry = SystemTime::now() + Duration::from_millis(200);
+            publish.expires_at(last_expiry)
+        } else {
+            publish
+        };
         publish.send().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await; // the consumer comes back after 500 ms
+    // The consumer comes back once every message with a TTL has expired.
+    wait_until(PATIENCE, "the last TTL passed", || async { SystemTime::now() > last_expiry }).await;
     let seen = Seen::new();
     let worker = collecting_worker(&conn, "c", &seen);
     let dlq = DeadLetters::new(conn.clone(), "events").unwrap();
