@@ -86,12 +86,12 @@ impl Namespace {
 
     /// Prefix under which every RPC reply stream lives: `<ns>:reply:`.
     pub fn reply_prefix(&self) -> String {
-        format!("{}:reply:", self.0)
+        format!("{}{REPLY_SEGMENT}", self.0)
     }
 
     /// The reply stream of one RPC client instance: `<ns>:reply:{<client-id>}`.
     pub fn reply_stream(&self, client_id: &str) -> String {
-        format!("{}:reply:{{{}}}", self.0, client_id)
+        format!("{}{REPLY_SEGMENT}{{{}}}", self.0, client_id)
     }
 
     /// True when `key` is a reply stream of this namespace (`<ns>:reply:{<id>}` with an id of
@@ -99,7 +99,7 @@ impl Namespace {
     pub fn is_reply_stream(&self, key: &str) -> bool {
         // `<ns>:reply:` checked piecewise: this runs for every RPC request.
         key.strip_prefix(self.0.as_str())
-            .and_then(|rest| rest.strip_prefix(":reply:"))
+            .and_then(|rest| rest.strip_prefix(REPLY_SEGMENT))
             .and_then(|rest| rest.strip_prefix('{'))
             .and_then(|rest| rest.strip_suffix('}'))
             .is_some_and(|id| {
@@ -107,6 +107,9 @@ impl Namespace {
             })
     }
 }
+
+/// What follows the namespace in a reply stream's key.
+const REPLY_SEGMENT: &str = ":reply:";
 
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -18,6 +18,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cache;
 pub mod codec;
 pub mod connection;
 pub mod envelope;

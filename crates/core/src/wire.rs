@@ -30,6 +30,13 @@ use crate::id::MessageId;
 /// The wire format version this crate writes and reads.
 pub const WIRE_VERSION: u32 = 1;
 
+/// [`WIRE_VERSION`] as the `v` field carries it.
+pub const WIRE_VERSION_TEXT: &str = "1";
+const _: () = assert!(
+    WIRE_VERSION < 10 && WIRE_VERSION_TEXT.len() == 1 && WIRE_VERSION_TEXT.as_bytes()[0] == b'0' + WIRE_VERSION as u8,
+    "WIRE_VERSION_TEXT must be WIRE_VERSION written out"
+);
+
 /// Field names of the format, in the order they are written.
 pub mod field {
     /// Format version.
@@ -219,8 +226,7 @@ pub fn encode_fields(
         buf.slice(at - n..at)
     };
     let s = |k: &'static str| Bytes::from_static(k.as_bytes());
-    const _: () = assert!(WIRE_VERSION == 1, "the static version field below must follow WIRE_VERSION");
-    emit(s(field::VERSION), Bytes::from_static(b"1"));
+    emit(s(field::VERSION), s(WIRE_VERSION_TEXT));
     emit(s(field::ID), cut(lens[0]));
     emit(s(field::TYPE), cut(lens[1]));
     let ct = cut(lens[2]);
@@ -246,6 +252,20 @@ pub fn encode_fields(
     }
     emit(s(field::PAYLOAD), env.payload.clone());
     Ok(())
+}
+
+/// `env`'s fields as the field list of fred's typed `XADD`: what producers and RPC servers
+/// write (a typed command, because fred flushes its socket after every custom command).
+///
+/// # Errors
+/// As [`encode`].
+pub fn xadd_fields(
+    env: &EnvelopeRef<'_>,
+    limits: &Limits,
+) -> Result<Vec<(fred::types::Key, fred::types::Value)>, DecodeError> {
+    let mut fields = Vec::with_capacity(8 + env.headers.len());
+    encode_fields(env, limits, |name, value| fields.push((name.into(), fred::types::Value::Bytes(value))))?;
+    Ok(fields)
 }
 
 fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeError> {
@@ -335,8 +355,7 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     }
 
     let version = f.version.ok_or(DecodeError::MissingVersion)?;
-    const _: () = assert!(WIRE_VERSION == 1, "the version check below must follow WIRE_VERSION");
-    if version.as_ref() != b"1" {
+    if version.as_ref() != WIRE_VERSION_TEXT.as_bytes() {
         return Err(DecodeError::UnsupportedVersion { found: lossy(version, 32) });
     }
     let meta = |v: &Bytes, field: &'static str| -> Result<String, DecodeError> {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,10 +14,11 @@ use fred::interfaces::ClientLike;
 use fred::types::Value;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::oneshot;
+use tributary_core::cache::NameCache;
 use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::wire::field;
+use tributary_core::wire::{self, field};
 use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, Limits, MsgPack, RedisError, Topic, TraceParent,
 };
@@ -62,9 +63,9 @@ struct Inner {
     late_replies: AtomicU64,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
-    method_headers: RwLock<HashMap<String, Arc<Headers>>>,
+    method_headers: NameCache<Headers>,
     /// Request topics per service name (see `request_topic`).
-    request_topics: RwLock<HashMap<String, Arc<Topic>>>,
+    request_topics: NameCache<Topic>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -146,8 +147,8 @@ impl<C: Codec> RpcClientBuilder<C> {
             pending: Mutex::new(HashMap::new()),
             late_replies: AtomicU64::new(0),
             reader: Mutex::new(None),
-            method_headers: RwLock::new(HashMap::new()),
-            request_topics: RwLock::new(HashMap::new()),
+            method_headers: NameCache::new(1024),
+            request_topics: NameCache::new(1024),
         });
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
@@ -218,30 +219,12 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 impl Inner {
     /// The request topic of `service` (validated once per service).
     fn request_topic(&self, service: &str) -> Result<Arc<Topic>, InvalidName> {
-        if let Some(t) = self.request_topics.read().expect("topics lock").get(service) {
-            return Ok(t.clone());
-        }
-        let topic = Arc::new(self.conn.namespace().rpc_topic(service)?);
-        let mut cache = self.request_topics.write().expect("topics lock");
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        cache.insert(service.to_owned(), topic.clone());
-        Ok(topic)
+        self.request_topics.get_or_try_insert(service, |s| self.conn.namespace().rpc_topic(s))
     }
 
     /// The request headers for `method` (just the method name), built once per method.
     fn method_headers(&self, method: &str) -> Arc<Headers> {
-        if let Some(h) = self.method_headers.read().expect("headers lock").get(method) {
-            return h.clone();
-        }
-        let headers = Arc::new([(METHOD_HEADER, method)].into_iter().collect::<Headers>());
-        let mut cache = self.method_headers.write().expect("headers lock");
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        cache.insert(method.to_owned(), headers.clone());
-        headers
+        self.method_headers.get_or_insert_with(method, |m| [(METHOD_HEADER, m)].into_iter().collect())
     }
 
     fn route(&self, correlation_id: &str, reply: Reply) {
@@ -271,7 +254,7 @@ impl Reply {
     /// The correlation id and the reply in `fields`, or why they are not a reply.
     fn from_fields<'f>(fields: &'f [(Bytes, Bytes)], limits: &Limits) -> Result<(&'f str, Self), &'static str> {
         let get = |name: &str| fields.iter().find(|(n, _)| n.as_ref() == name.as_bytes()).map(|(_, v)| v);
-        if get(field::VERSION).map(Bytes::as_ref) != Some(b"1".as_slice()) {
+        if get(field::VERSION).map(Bytes::as_ref) != Some(wire::WIRE_VERSION_TEXT.as_bytes()) {
             return Err("missing or unsupported wire format version");
         }
         let correlation_id = get(field::CORRELATION_ID).ok_or("no correlation id")?;

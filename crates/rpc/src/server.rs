@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fred::interfaces::{ClientLike, StreamsInterface};
-use fred::types::{Key, Value};
+use fred::types::Value;
 use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
@@ -379,11 +379,8 @@ impl DispatchInner {
         let mut reply = EnvelopeRef::new("RpcReply", content_type, &payload);
         reply.correlation_id = Some(correlation_id);
         reply.headers = if status == STATUS_OK { &OK_HEADERS } else { &ERROR_HEADERS };
-        let mut fields: Vec<(Key, Value)> = Vec::with_capacity(8);
-        wire::encode_fields(&reply, self.conn.limits(), |name, value| {
-            fields.push((Key::from(name), Value::Bytes(value)))
-        })
-        .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
+        let fields = wire::xadd_fields(&reply, self.conn.limits())
+            .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
         // fred's typed XADD: a custom command would make the connection flush its socket for
         // every reply instead of writing the replies of a batch together.
         let _: Value = self

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{Key, Value};
 use serde::Serialize;
+use tributary_core::cache::NameCache;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::{wire, Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, Topic};
@@ -60,7 +61,7 @@ struct Shared {
     safe_trim_every: u64,
     publishes: AtomicU64,
     /// What a publish to each topic needs, computed on its first publish.
-    targets: RwLock<HashMap<String, Arc<Target>>>,
+    targets: NameCache<Target>,
 }
 
 /// Everything about one topic that a publish needs and that never changes: validating the
@@ -180,7 +181,7 @@ impl<C: Codec> ProducerBuilder<C> {
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
                 publishes: AtomicU64::new(0),
-                targets: RwLock::new(HashMap::new()),
+                targets: NameCache::new(MAX_TARGETS),
             }),
         })
     }
@@ -242,11 +243,9 @@ impl<C: Codec> Producer<C> {
     ) -> Result<EntryId, StreamError> {
         let target = self.target(topic)?;
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
-        let fields = 2 * (8 + envelope.headers.len());
         let id = match idempotency_key {
             None => {
-                let mut pairs = Vec::with_capacity(fields / 2);
-                wire::encode_fields(envelope, self.conn.limits(), push_pair(&mut pairs)).map_err(limits_err)?;
+                let pairs = wire::xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
                 let reply: Value = self
                     .conn
                     .redis()
@@ -259,7 +258,7 @@ impl<C: Codec> Producer<C> {
                 let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
                 let dedup = self.conn.namespace().dedup_key(&target.topic, idem);
                 let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-                let mut args = Vec::with_capacity(2 + trim.len() + fields);
+                let mut args = Vec::with_capacity(2 + trim.len() + 2 * (8 + envelope.headers.len()));
                 args.push(Value::from(ttl));
                 args.push(Value::from(trim.len() as i64));
                 args.extend(trim);
@@ -276,24 +275,17 @@ impl<C: Codec> Producer<C> {
 
     /// The cached [`Target`] of `topic`, computed on first use.
     fn target(&self, topic: &str) -> Result<Arc<Target>, StreamError> {
-        if let Some(t) = self.shared.targets.read().expect("targets lock").get(topic) {
-            return Ok(t.clone());
-        }
-        let valid = Topic::new(topic)?;
-        let key = self.conn.namespace().topic_stream(&valid);
-        let target = Arc::new(Target {
-            key_arg: Key::from(Bytes::from(key.clone())),
-            slot: fred::util::redis_keyslot(key.as_bytes()),
-            retention: self.shared.retention.get(&valid).copied(),
-            topic: valid,
-            key,
-        });
-        let mut targets = self.shared.targets.write().expect("targets lock");
-        if targets.len() >= MAX_TARGETS {
-            targets.clear();
-        }
-        targets.insert(topic.to_owned(), target.clone());
-        Ok(target)
+        self.shared.targets.get_or_try_insert(topic, |name| {
+            let topic = Topic::new(name)?;
+            let key = self.conn.namespace().topic_stream(&topic);
+            Ok(Target {
+                key_arg: Key::from(Bytes::from(key.clone())),
+                slot: fred::util::redis_keyslot(key.as_bytes()),
+                retention: self.shared.retention.get(&topic).copied(),
+                topic,
+                key,
+            })
+        })
     }
 
     /// Waits until `replicas` replicas have everything this connection wrote to `topic`'s
@@ -429,8 +421,7 @@ impl<C: Codec> Producer<C> {
         let now = SystemTime::now();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
-            let mut pairs = Vec::with_capacity(8 + env.headers.len());
-            wire::encode_fields(env, self.conn.limits(), push_pair(&mut pairs))
+            let pairs = wire::xadd_fields(env, self.conn.limits())
                 .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
             let _: () = pipeline
                 .xadd(target.key_arg.clone(), false, target.cap(now), "*", pairs)
@@ -477,12 +468,6 @@ impl<C: Codec> Producer<C> {
             }
         }
     }
-}
-
-/// Appends each encoded field to the field list of a typed `XADD` (for
-/// [`wire::encode_fields`]).
-fn push_pair(pairs: &mut Vec<(Key, Value)>) -> impl FnMut(Bytes, Bytes) + '_ {
-    |name, value| pairs.push((Key::from(name), Value::Bytes(value)))
 }
 
 /// Appends each encoded field to a command's arguments (for [`wire::encode_fields`]).

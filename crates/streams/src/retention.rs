@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use fred::types::streams::{XCap, XCapKind, XCapTrim};
+use fred::types::streams::{XCap, XCapTrim};
 use fred::types::{StringOrNumber, Value};
 use tributary_core::{Connection, EntryId, Topic};
 
@@ -70,29 +70,29 @@ impl Retention {
         self.safe
     }
 
-    /// Trim arguments for `XADD` (plain retention only).
-    pub(crate) fn xadd_args(&self, now: SystemTime) -> Vec<Value> {
+    /// What a publish trims to (plain retention only): `MAXLEN` or `MINID`, and the threshold.
+    fn publish_trim(&self, now: SystemTime) -> Option<(&'static str, Value)> {
         if self.safe {
-            return Vec::new();
+            return None;
         }
-        match self.limit {
-            Limit::MaxLen(n) => vec!["MAXLEN".into(), "~".into(), Value::from(n.min(i64::MAX as u64) as i64)],
-            Limit::MaxAge(age) => vec!["MINID".into(), "~".into(), min_id(now, age).into()],
-            Limit::MinId(id) => vec!["MINID".into(), "~".into(), id.to_string().into()],
-        }
+        Some(match self.limit {
+            Limit::MaxLen(n) => ("MAXLEN", Value::from(n.min(i64::MAX as u64) as i64)),
+            Limit::MaxAge(age) => ("MINID", Value::from(min_id(now, age))),
+            Limit::MinId(id) => ("MINID", Value::from(id.to_string())),
+        })
     }
 
-    /// The same trimming as [`xadd_args`](Self::xadd_args), for fred's typed `XADD`.
+    /// Trim arguments for `XADD` as a script receives them (plain retention only).
+    pub(crate) fn xadd_args(&self, now: SystemTime) -> Vec<Value> {
+        self.publish_trim(now).map_or_else(Vec::new, |(kind, threshold)| vec![kind.into(), "~".into(), threshold])
+    }
+
+    /// The same trimming, for fred's typed `XADD`.
     pub(crate) fn xadd_cap(&self, now: SystemTime) -> XCap {
-        if self.safe {
-            return XCap::from(None);
-        }
-        let (kind, threshold) = match self.limit {
-            Limit::MaxLen(n) => (XCapKind::MaxLen, StringOrNumber::from(n.min(i64::MAX as u64) as i64)),
-            Limit::MaxAge(age) => (XCapKind::MinID, StringOrNumber::from(min_id(now, age))),
-            Limit::MinId(id) => (XCapKind::MinID, StringOrNumber::from(id.to_string())),
-        };
-        XCap::try_from((kind, XCapTrim::AlmostExact, threshold)).unwrap_or_else(|_| XCap::from(None))
+        self.publish_trim(now)
+            .and_then(|(kind, threshold)| StringOrNumber::try_from(threshold).ok().map(|t| (kind, t)))
+            .and_then(|(kind, threshold)| XCap::try_from((kind, XCapTrim::AlmostExact, threshold)).ok())
+            .unwrap_or_else(|| XCap::from(None))
     }
 
     /// Trims `topic` now.

@@ -7,7 +7,25 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker};
+use tributary_core::Connection;
+use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker, WorkerBuilder};
+
+/// A consumer of `orders` in group `g` whose handlers record the message in `started` and never
+/// finish, so it holds up to `n` entries: dropping its handle is a crash mid-handling.
+fn hanging_worker(conn: &Connection, name: &str, n: usize, started: &Seen<u64>) -> WorkerBuilder {
+    let s = started.clone();
+    Worker::builder(conn.clone(), "g").consumer_name(name).max_in_flight(n).concurrency(n).on(
+        "orders",
+        move |o: Order, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push(o.n);
+                std::future::pending::<()>().await;
+                Ok::<_, HandlerError>(())
+            }
+        },
+    )
+}
 
 #[tokio::test]
 async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
@@ -26,23 +44,8 @@ async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
     }
     // The first consumer takes a batch and hangs in its handlers, then "crashes".
     let started = Seen::new();
-    let s = started.clone();
-    let doomed = Worker::builder(conn.clone(), "g")
-        .consumer_name("doomed")
-        .max_in_flight(50)
-        .concurrency(50)
-        .claim_idle(Duration::from_millis(500))
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push(o.n);
-                std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let doomed =
+        hanging_worker(&conn, "doomed", 50, &started).claim_idle(Duration::from_millis(500)).build().unwrap().start();
     started.wait_for(50, "the doomed consumer holds a batch").await;
     drop(doomed); // crash: nothing acked, nothing cleaned up
     assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 50);
@@ -86,22 +89,7 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
         producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
     }
     let started = Seen::new();
-    let s = started.clone();
-    let first = Worker::builder(conn.clone(), "g")
-        .consumer_name("stable-name")
-        .max_in_flight(3)
-        .concurrency(3)
-        .on("orders", move |o: Order, _ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push(o.n);
-                std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let first = hanging_worker(&conn, "stable-name", 3, &started).build().unwrap().start();
     started.wait_for(3, "three held").await;
     drop(first);
 
