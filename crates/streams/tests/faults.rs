@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, TransactionInterface};
 use tributary_streams::{Admin, DeadLetters, Producer, Worker};
 use tributary_testkit::ServerOptions;
 
@@ -118,6 +118,53 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
     wait_until(PATIENCE, "nothing stuck pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 })
         .await;
     eprintln!("client kill: {} deliveries for {total} messages", seen.len());
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_reply_lost_with_its_connection_is_recovered_without_waiting_for_claim_idle() {
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    let seen: Seen<u64> = Seen::new();
+    let s = seen.clone();
+    // Ten minutes: only the recovery after the reconnection, not the sweep, can deliver it.
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c")
+        .claim_idle(Duration::from_secs(600))
+        .block_for(Duration::from_millis(200))
+        .on("orders", record(&s))
+        .build()
+        .unwrap()
+        .start();
+    Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
+    seen.wait_for(1, "the first message").await;
+
+    // What a reply lost on the wire leaves: an entry Redis recorded as delivered to `c`, which
+    // the worker never received. XADD and XREADGROUP in one transaction, so the worker's own
+    // blocked read cannot take it first.
+    let key = format!("{}:{{orders}}", redis.namespace());
+    let custom =
+        |name: &'static str| fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
+    let trx = conn.redis().multi();
+    let fields = ["v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Order", "ct", "application/json"];
+    let mut add: Vec<fred::types::Value> = vec![key.as_str().into(), "*".into()];
+    add.extend(fields.iter().map(|f| fred::types::Value::from(*f)));
+    add.extend(["ts", "1700000000000", "p", r#"{"n":2,"key":""}"#].map(fred::types::Value::from));
+    let _: fred::types::Value = trx.custom(custom("XADD"), add).await.unwrap();
+    let read: Vec<fred::types::Value> =
+        ["GROUP", "g", "c", "COUNT", "10", "STREAMS", key.as_str(), ">"].map(fred::types::Value::from).to_vec();
+    let _: fred::types::Value = trx.custom(custom("XREADGROUP"), read).await.unwrap();
+    let replies: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
+    assert!(!replies[1].is_null(), "the transaction's read took the entry: {replies:?}");
+    let admin = Admin::new(conn.clone());
+    assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 1);
+
+    // The connections drop (as when that reply was lost); the worker reconnects and recovers.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    seen.wait_for(2, "the entry whose reply was lost").await;
+    assert_eq!(seen.get(), vec![1, 2]);
+    wait_until(PATIENCE, "nothing left pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 })
+        .await;
     worker.shutdown().await;
 }
 

@@ -16,7 +16,10 @@ use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 use crate::Scheduler;
 
 impl TopicConsumer {
-    /// At start, re-deliver what this consumer name still holds from its previous run.
+    /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
+    /// its previous run left; after the read connection was lost, entries whose `XREADGROUP`
+    /// reply was lost with it (Redis recorded them as delivered here, the reply never came).
+    /// Entries held in memory (running, waiting to retry or to be acked) are left alone.
     pub(crate) async fn recover_own_pending(self: &Arc<Self>) -> Result<(), RedisError> {
         let mut start = "-".to_owned();
         loop {
@@ -31,7 +34,13 @@ impl TopicConsumer {
             let Some(last) = rows.last() else { return Ok(()) };
             start = format!("({}", last.id);
             let full = rows.len() == page;
-            self.claim_and_dispatch(rows, Duration::ZERO, true).await?;
+            let rows: Vec<PendingEntry> = {
+                let held = self.held.lock().expect("held lock");
+                rows.into_iter().filter(|r| !held.contains(&r.id)).collect()
+            };
+            if !rows.is_empty() {
+                self.claim_and_dispatch(rows, Duration::ZERO, true).await?;
+            }
             if !full {
                 return Ok(());
             }
@@ -77,18 +86,29 @@ impl TopicConsumer {
         // XCLAIM re-checks the idle time atomically, so two consumers sweeping at once never
         // both get an entry; entries deleted meanwhile drop out of the PEL (Redis >= 7).
         let claimed = parse_entries("XCLAIM", call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?)?;
-        let count = claimed.len();
-        self.budget.give_back(permits.len().saturating_sub(count));
-        let mut taken = Vec::with_capacity(count);
-        for entry in claimed {
-            let row = rows.iter().find(|r| r.id == entry.id);
-            let deliveries = row.map_or(1, |r| r.deliveries + 1);
-            if let Some(row) = row.filter(|r| r.consumer != self.config.consumer_name) {
-                tracing::debug!(topic = %self.topic, entry_id = %row.id, from = %row.consumer, "claimed entry");
+        let mut taken = Vec::with_capacity(claimed.len());
+        {
+            // A sweep and a recovery may claim the same entry at once (the first claim resets
+            // its idle time, which the second's zero minimum accepts): the first to mark it
+            // held handles it, the other lets it go.
+            let mut held = self.held.lock().expect("held lock");
+            for entry in claimed {
+                if held.contains(&entry.id) {
+                    continue;
+                }
+                let Some(permit) = permits.pop() else { break };
+                held.insert(entry.id);
+                let row = rows.iter().find(|r| r.id == entry.id);
+                let deliveries = row.map_or(1, |r| r.deliveries + 1);
+                if let Some(row) = row.filter(|r| r.consumer != self.config.consumer_name) {
+                    tracing::debug!(topic = %self.topic, entry_id = %row.id, from = %row.consumer, "claimed entry");
+                }
+                taken.push(Taken { entry, deliveries, permit });
             }
-            let Some(permit) = permits.pop() else { break };
-            taken.push(Taken { entry, deliveries, permit });
         }
+        let count = taken.len();
+        self.budget.give_back(permits.len());
+        drop(permits);
         self.dispatch(taken).await;
         Stats::add(&self.stats.reclaimed, count as u64);
         Ok(count)

@@ -1,14 +1,17 @@
 //! The consumer loop of one topic: create the group, recover this consumer's own pending
 //! entries, then read new entries with a blocking `XREADGROUP` on a dedicated connection and
 //! hand them to handlers (`dispatch.rs`), never holding more than `max_in_flight` unacknowledged.
+//! After the read connection reconnects, own pending entries are recovered again: a read cut
+//! off mid-reply leaves entries Redis counts as delivered here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::Value;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
@@ -224,6 +227,11 @@ impl TopicConsumer {
     async fn read_loop(self: &Arc<Self>) -> Option<Client> {
         let mut reader: Option<Client> = None;
         let mut reader_id: Option<i64> = None;
+        // The reader's reconnections: a read in flight when its connection dropped may have
+        // been served by Redis with the reply lost (fred then sends it again, or fails it).
+        let mut reconnects = None;
+        // Set when a read may have lost its reply: recover own pending entries before reading on.
+        let mut lost_reply = false;
         let mut backoff = Duration::from_millis(100);
         // Reused: one read per message when messages trickle in.
         let mut permits = Vec::with_capacity(self.config.batch_size);
@@ -258,6 +266,7 @@ impl TopicConsumer {
                         // Its id on the topic's node, to wake a blocked read at stop.
                         reader_id =
                             c.custom::<i64, _>(command("CLIENT", &self.key, false), vec![Value::from("ID")]).await.ok();
+                        reconnects = Some(c.reconnect_rx());
                         reader = Some(c.clone());
                         c
                     }
@@ -274,6 +283,30 @@ impl TopicConsumer {
             // that is going away.
             if self.stop.is_cancelled() {
                 break;
+            }
+            if let Some(rx) = &mut reconnects {
+                // Any event (or a lagged receiver, which means several) counts.
+                lost_reply |= !matches!(rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed));
+            }
+            if lost_reply {
+                // Entries Redis recorded as delivered to this consumer whose reply never came:
+                // handle them now, not after `claim_idle` when the sweep would find them idle.
+                // Free this read's slots first; recovery takes its own.
+                self.budget.give_back(permits.len());
+                permits.clear();
+                match self.recover_own_pending().await {
+                    Ok(()) => {
+                        lost_reply = false;
+                        tracing::debug!(topic = %self.topic, "recovered entries of reads cut off by a reconnection");
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot recover own pending entries; retrying");
+                        if self.pause(&mut backoff).await {
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
             let read = self.read_new(&client, permits.len());
             tokio::pin!(read);
@@ -320,6 +353,7 @@ impl TopicConsumer {
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
+                    lost_reply = true;
                     if self.pause(&mut backoff).await {
                         break;
                     }
