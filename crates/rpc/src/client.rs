@@ -9,24 +9,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use fred::interfaces::ClientLike;
 use fred::types::Value;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
-use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::wire::{self, field};
 use tributary_core::{
-    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, Limits, MsgPack, RedisError, Topic, TraceParent,
+    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic, TraceParent,
 };
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
 
 use crate::error::RpcError;
-use crate::protocol::{ErrorBody, METHOD_HEADER, STATUS_ERROR, STATUS_HEADER};
+use crate::protocol::{ErrorBody, METHOD_HEADER};
+use crate::reply::Reply;
 
 /// Calls methods of RPC services.
 ///
@@ -243,41 +241,6 @@ impl Inner {
 
 /// What a call needs of its reply, taken from the entry's fields without decoding a whole
 /// envelope (the reader does this for every reply).
-#[derive(Debug)]
-struct Reply {
-    content_type: Bytes,
-    is_error: bool,
-    payload: Bytes,
-}
-
-impl Reply {
-    /// The correlation id and the reply in `fields`, or why they are not a reply.
-    fn from_fields<'f>(fields: &'f [(Bytes, Bytes)], limits: &Limits) -> Result<(&'f str, Self), &'static str> {
-        let get = |name: &str| fields.iter().find(|(n, _)| n.as_ref() == name.as_bytes()).map(|(_, v)| v);
-        if get(field::VERSION).map(Bytes::as_ref) != Some(wire::WIRE_VERSION_TEXT.as_bytes()) {
-            return Err("missing or unsupported wire format version");
-        }
-        let correlation_id = get(field::CORRELATION_ID).ok_or("no correlation id")?;
-        let correlation_id = std::str::from_utf8(correlation_id).map_err(|_| "correlation id is not UTF-8")?;
-        let content_type = get(field::CONTENT_TYPE).ok_or("no content type")?.clone();
-        let payload = get(field::PAYLOAD).ok_or("no payload")?.clone();
-        if payload.len() > limits.max_payload {
-            return Err("payload larger than the wire-format limit");
-        }
-        let is_status =
-            |name: &Bytes| name.strip_prefix(field::HEADER_PREFIX.as_bytes()) == Some(STATUS_HEADER.as_bytes());
-        let is_error = fields.iter().any(|(n, v)| is_status(n) && v.as_ref() == STATUS_ERROR.as_bytes());
-        Ok((correlation_id, Self { content_type, is_error, payload }))
-    }
-
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, tributary_core::CodecError> {
-        let content_type = std::str::from_utf8(&self.content_type).unwrap_or_default();
-        decode_payload(content_type, &self.payload)
-    }
-}
-
-/// Removes a call's pending slot when the call ends, however it ends (reply, timeout, or the
-/// caller dropping the future).
 struct PendingSlot<'a> {
     inner: &'a Inner,
     correlation_id: Arc<str>,
@@ -444,52 +407,4 @@ impl<C: Codec> RpcClient<C> {
 
 fn next_traceparent() -> TraceParent {
     tributary_streams::trace::current_trace().map_or_else(TraceParent::new_root, |t| t.child())
-}
-
-#[cfg(test)]
-mod tests {
-    use tributary_core::{wire, Envelope, Json};
-
-    use super::*;
-    use crate::protocol::STATUS_OK;
-
-    fn reply_fields(status: &str) -> Vec<(Bytes, Bytes)> {
-        let env = Envelope::new("RpcReply", Json::CONTENT_TYPE, Bytes::from_static(b"{\"n\":7}"))
-            .with_correlation_id("corr-1")
-            .with_header(STATUS_HEADER, status);
-        wire::encode(&env, &Limits::default()).expect("encodes")
-    }
-
-    #[test]
-    fn replies_are_read_from_their_fields() {
-        #[derive(serde::Deserialize)]
-        struct N {
-            n: u32,
-        }
-        let fields = reply_fields(STATUS_OK);
-        let (corr, reply) = Reply::from_fields(&fields, &Limits::default()).expect("a reply");
-        assert_eq!(corr, "corr-1");
-        assert!(!reply.is_error);
-        assert_eq!(reply.decode::<N>().expect("decodes").n, 7);
-
-        let fields = reply_fields(STATUS_ERROR);
-        assert!(Reply::from_fields(&fields, &Limits::default()).expect("a reply").1.is_error);
-    }
-
-    #[test]
-    fn malformed_replies_are_refused_with_a_reason() {
-        let without = |name: &str| -> Vec<(Bytes, Bytes)> {
-            reply_fields(STATUS_OK).into_iter().filter(|(n, _)| n.as_ref() != name.as_bytes()).collect()
-        };
-        for (name, reason) in [
-            (field::VERSION, "missing or unsupported wire format version"),
-            (field::CORRELATION_ID, "no correlation id"),
-            (field::CONTENT_TYPE, "no content type"),
-            (field::PAYLOAD, "no payload"),
-        ] {
-            assert_eq!(Reply::from_fields(&without(name), &Limits::default()).unwrap_err(), reason);
-        }
-        let tiny = Limits { max_payload: 2, ..Limits::default() };
-        assert!(Reply::from_fields(&reply_fields(STATUS_OK), &tiny).is_err());
-    }
 }

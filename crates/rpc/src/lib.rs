@@ -36,6 +36,7 @@
 mod client;
 mod error;
 pub mod protocol;
+mod reply;
 mod server;
 
 pub use client::{RpcClient, RpcClientBuilder};

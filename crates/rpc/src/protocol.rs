@@ -2,8 +2,9 @@
 //!
 //! A request is an envelope on the service's topic `rpc.<service>` with header `rpc-method`,
 //! `corr` (correlation id), `reply` (the caller's reply stream) and `dl` (deadline). A
-//! reply is an envelope on that reply stream with the same `corr` and header `rpc-status`:
-//! `ok` (payload: the response) or `error` (payload: an [`ErrorBody`]).
+//! reply is a short record on that reply stream (`v`, the same `corr`, `ct`, `p`) with header
+//! field `h:rpc-status` `error` when its payload is an [`ErrorBody`]; without it (or with
+//! `ok`, as earlier servers wrote) the payload is the response.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const METHOD_HEADER: &str = "rpc-method";
 /// Header of a reply: `ok` or `error`.
 pub const STATUS_HEADER: &str = "rpc-status";
-/// [`STATUS_HEADER`] value of a success.
+/// [`STATUS_HEADER`] value of a success (earlier servers wrote it; now an ok reply has no
+/// status field).
 pub const STATUS_OK: &str = "ok";
 /// [`STATUS_HEADER`] value of a failure.
 pub const STATUS_ERROR: &str = "error";

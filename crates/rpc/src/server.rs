@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,13 +16,14 @@ use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
 use tributary_core::connection::keyed_command;
-use tributary_core::{wire, Codec, Connection, EnvelopeRef, Headers, Json, MsgPack, RedisError, Topic};
+use tributary_core::{Codec, Connection, Json, MsgPack, RedisError, Topic};
 use tributary_streams::{
     BoxFuture, BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle,
 };
 
 use crate::error::RpcHandlerError;
-use crate::protocol::{code, ErrorBody, METHOD_HEADER, SERVER_GROUP, STATUS_ERROR, STATUS_HEADER, STATUS_OK};
+use crate::protocol::{code, ErrorBody, METHOD_HEADER, SERVER_GROUP};
+use crate::reply::reply_fields;
 
 /// One method: decodes the request, runs the user's function, encodes the response in the
 /// request's content type.
@@ -258,10 +259,6 @@ impl RpcServerHandle {
     }
 }
 
-/// The status header of a reply, for either outcome (static: written with every reply).
-static OK_HEADERS: LazyLock<Headers> = LazyLock::new(|| [(STATUS_HEADER, STATUS_OK)].into_iter().collect());
-static ERROR_HEADERS: LazyLock<Headers> = LazyLock::new(|| [(STATUS_HEADER, STATUS_ERROR)].into_iter().collect());
-
 /// The handler the worker runs for every request.
 struct Dispatch(Arc<DispatchInner>);
 
@@ -369,18 +366,24 @@ impl DispatchInner {
         request_content_type: &str,
         result: Result<Bytes, ErrorBody>,
     ) -> Result<(), RedisError> {
-        let (payload, content_type, status) = match result {
-            Ok(bytes) => (bytes, answer_content_type(request_content_type), STATUS_OK),
+        let limit = self.conn.limits().max_payload;
+        let result = match result {
+            // The caller would refuse it; tell it why instead of retrying a write that
+            // cannot succeed.
+            Ok(bytes) if bytes.len() > limit => Err(error_body(
+                code::INTERNAL,
+                format!("response of {} bytes exceeds the {limit}-byte payload limit", bytes.len()),
+            )),
+            other => other,
+        };
+        let (payload, content_type, is_error) = match result {
+            Ok(bytes) => (bytes, answer_content_type(request_content_type), false),
             Err(body) => match encode_like(request_content_type, &body) {
-                Ok((bytes, ct)) => (bytes, ct, STATUS_ERROR),
-                Err(_) => (Bytes::new(), MsgPack::CONTENT_TYPE, STATUS_ERROR),
+                Ok((bytes, ct)) if bytes.len() <= limit => (bytes, ct, true),
+                _ => (Bytes::new(), MsgPack::CONTENT_TYPE, true),
             },
         };
-        let mut reply = EnvelopeRef::new("RpcReply", content_type, &payload);
-        reply.correlation_id = Some(correlation_id);
-        reply.headers = if status == STATUS_OK { &OK_HEADERS } else { &ERROR_HEADERS };
-        let fields = wire::xadd_fields(&reply, self.conn.limits())
-            .map_err(|_| RedisError::unexpected_reply("XADD", "reply breaks the wire-format limits"))?;
+        let fields = reply_fields(correlation_id, content_type, is_error, payload);
         // fred's typed XADD: a custom command would make the connection flush its socket for
         // every reply instead of writing the replies of a batch together.
         let _: Value = self

@@ -201,6 +201,26 @@ async fn handler_errors_and_panics_come_back_as_typed_errors() {
 }
 
 #[tokio::test]
+async fn a_response_over_the_payload_limit_comes_back_as_an_error_not_a_timeout() {
+    let redis = TestRedis::start().await;
+    let limits = tributary_core::Limits { max_payload: 256, ..Default::default() };
+    let server_conn =
+        Connection::options().namespace(redis.namespace()).limits(limits).connect(&redis.url()).await.unwrap();
+    let server = RpcServer::builder(server_conn, "big")
+        .method("blob", |n: usize, _ctx| async move { Ok::<_, RpcHandlerError>("x".repeat(n)) })
+        .start()
+        .unwrap();
+    let client =
+        RpcClient::builder(connect(&redis).await).default_timeout(Duration::from_secs(4)).build().await.unwrap();
+    let small: String = client.call("big", "blob", &10usize).await.unwrap();
+    assert_eq!(small.len(), 10);
+    let err = client.call::<_, String>("big", "blob", &1000usize).await.unwrap_err();
+    assert_eq!(err.code(), Some("internal"), "{err:?}");
+    assert!(err.to_string().contains("exceeds the 256-byte payload limit"), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_dropped_call_is_cancelled_and_its_late_reply_discarded() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
