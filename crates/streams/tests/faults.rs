@@ -11,8 +11,24 @@ use std::time::Duration;
 
 use common::*;
 use fred::interfaces::{ClientLike, TransactionInterface};
-use tributary_streams::{Admin, DeadLetters, Producer, Worker};
+use tributary_core::Connection;
+use tributary_streams::{Admin, DeadLetters, Producer, Worker, WorkerHandle};
 use tributary_testkit::ServerOptions;
+
+/// Consumer `c` of group `g` on `orders`, recording each order's number; short blocking reads
+/// so cut connections show quickly.
+fn quick_worker(conn: &Connection, claim_idle: Duration) -> (WorkerHandle, Seen<u64>) {
+    let seen: Seen<u64> = Seen::new();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c")
+        .claim_idle(claim_idle)
+        .block_for(Duration::from_millis(200))
+        .on("orders", record(&seen))
+        .build()
+        .unwrap()
+        .start();
+    (worker, seen)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_loses_no_acknowledged_publish_and_clients_reconnect() {
@@ -79,16 +95,7 @@ async fn redis_killed_mid_run_loses_no_acknowledged_publish_and_clients_reconnec
 async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pending() {
     let redis = TestRedis::start_private().await;
     let conn = connect(&redis).await;
-    let seen: Seen<u64> = Seen::new();
-    let s = seen.clone();
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .claim_idle(Duration::from_millis(500))
-        .block_for(Duration::from_millis(200))
-        .on("orders", record(&s))
-        .build()
-        .unwrap()
-        .start();
+    let (worker, seen) = quick_worker(&conn, Duration::from_millis(500));
     let producer = Producer::new(conn.clone());
     let total = 2000u64;
     let mut published = 0;
@@ -125,17 +132,8 @@ async fn connections_cut_during_reads_and_acks_lose_nothing_and_leave_nothing_pe
 async fn a_read_reply_lost_with_its_connection_is_recovered_without_waiting_for_claim_idle() {
     let redis = TestRedis::start_private().await;
     let conn = connect(&redis).await;
-    let seen: Seen<u64> = Seen::new();
-    let s = seen.clone();
     // Ten minutes: only the recovery after the reconnection, not the sweep, can deliver it.
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .claim_idle(Duration::from_secs(600))
-        .block_for(Duration::from_millis(200))
-        .on("orders", record(&s))
-        .build()
-        .unwrap()
-        .start();
+    let (worker, seen) = quick_worker(&conn, Duration::from_secs(600));
     Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     seen.wait_for(1, "the first message").await;
 
