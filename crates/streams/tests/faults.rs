@@ -136,34 +136,49 @@ async fn a_read_reply_lost_with_its_connection_is_recovered_without_waiting_for_
     let (worker, seen) = quick_worker(&conn, Duration::from_secs(600));
     Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     seen.wait_for(1, "the first message").await;
-
-    // What a reply lost on the wire leaves: an entry Redis recorded as delivered to `c`, which
-    // the worker never received. XADD and XREADGROUP in one transaction, so the worker's own
-    // blocked read cannot take it first.
-    let key = format!("{}:{{orders}}", redis.namespace());
-    let custom =
-        |name: &'static str| fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
-    let trx = conn.redis().multi();
-    let fields = ["v", "1", "id", "01932c07-a5d8-7c3e-9d4f-0123456789ab", "type", "Order", "ct", "application/json"];
-    let mut add: Vec<fred::types::Value> = vec![key.as_str().into(), "*".into()];
-    add.extend(fields.iter().map(|f| fred::types::Value::from(*f)));
-    add.extend(["ts", "1700000000000", "p", r#"{"n":2,"key":""}"#].map(fred::types::Value::from));
-    let _: fred::types::Value = trx.custom(custom("XADD"), add).await.unwrap();
-    let read: Vec<fred::types::Value> =
-        ["GROUP", "g", "c", "COUNT", "10", "STREAMS", key.as_str(), ">"].map(fred::types::Value::from).to_vec();
-    let _: fred::types::Value = trx.custom(custom("XREADGROUP"), read).await.unwrap();
-    let replies: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
-    assert!(!replies[1].is_null(), "the transaction's read took the entry: {replies:?}");
     let admin = Admin::new(conn.clone());
-    assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 1);
+    let key = format!("{}:{{orders}}", redis.namespace());
 
-    // The connections drop (as when that reply was lost); the worker reconnects and recovers.
+    // Every connection drops (as when a read's reply was lost): the reader reconnects.
+    deliver_unseen(&conn, &key, 2).await;
+    assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 1);
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
-    seen.wait_for(2, "the entry whose reply was lost").await;
-    assert_eq!(seen.get(), vec![1, 2]);
+    seen.wait_for(2, "the entry whose read reply was lost").await;
+
+    // Only the command connection drops (as when a claim's reply was lost): it reconnects.
+    deliver_unseen(&conn, &key, 3).await;
+    let id: i64 = conn
+        .redis()
+        .custom(fred::types::CustomCommand::new_static("CLIENT", fred::types::ClusterHash::Random, false), vec!["ID"])
+        .await
+        .unwrap();
+    redis.cli(&["CLIENT", "KILL", "ID", &id.to_string()]);
+    seen.wait_for(3, "the entry whose claim reply was lost").await;
+
+    assert_eq!(seen.get(), vec![1, 2, 3]);
     wait_until(PATIENCE, "nothing left pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 })
         .await;
     worker.shutdown().await;
+}
+
+/// Leaves what a reply lost on the wire leaves: order `n` recorded by Redis as delivered to
+/// consumer `c` of group `g`, which the worker never received. `XADD` and `XREADGROUP` in one
+/// transaction, so the worker's own blocked read cannot take it first.
+async fn deliver_unseen(conn: &Connection, key: &str, n: u64) {
+    let custom =
+        |name: &'static str| fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
+    let id = format!("01932c07-a5d8-7c3e-9d4f-{n:012}");
+    let payload = format!(r#"{{"n":{n},"key":""}}"#);
+    let fields = ["v", "1", "id", &id, "type", "Order", "ct", "application/json", "ts", "1700000000000", "p", &payload];
+    let mut add: Vec<fred::types::Value> = vec![key.into(), "*".into()];
+    add.extend(fields.iter().map(|f| fred::types::Value::from(*f)));
+    let read: Vec<fred::types::Value> =
+        ["GROUP", "g", "c", "COUNT", "10", "STREAMS", key, ">"].map(fred::types::Value::from).to_vec();
+    let trx = conn.redis().multi();
+    let _: fred::types::Value = trx.custom(custom("XADD"), add).await.unwrap();
+    let _: fred::types::Value = trx.custom(custom("XREADGROUP"), read).await.unwrap();
+    let replies: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
+    assert!(!replies[1].is_null(), "the transaction's read took the entry: {replies:?}");
 }
 
 #[tokio::test]

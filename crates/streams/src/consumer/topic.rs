@@ -1,8 +1,8 @@
 //! The consumer loop of one topic: create the group, recover this consumer's own pending
 //! entries, then read new entries with a blocking `XREADGROUP` on a dedicated connection and
 //! hand them to handlers (`dispatch.rs`), never holding more than `max_in_flight` unacknowledged.
-//! After the read connection reconnects, own pending entries are recovered again: a read cut
-//! off mid-reply leaves entries Redis counts as delivered here.
+//! After a connection reconnects, own pending entries are recovered again: a read (or claim)
+//! cut off mid-reply leaves entries Redis counts as delivered here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::config::Server;
 use fred::types::Value;
-use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
@@ -227,9 +228,11 @@ impl TopicConsumer {
     async fn read_loop(self: &Arc<Self>) -> Option<Client> {
         let mut reader: Option<Client> = None;
         let mut reader_id: Option<i64> = None;
-        // The reader's reconnections: a read in flight when its connection dropped may have
-        // been served by Redis with the reply lost (fred then sends it again, or fails it).
+        // Reconnections: a read in flight when its connection dropped may have been served by
+        // Redis with the reply lost (fred then sends it again, or fails it); so may a claim
+        // (`XCLAIM`) on the command connection.
         let mut reconnects = None;
+        let mut command_reconnects = self.conn.redis().reconnect_rx();
         // Set when a read may have lost its reply: recover own pending entries before reading on.
         let mut lost_reply = false;
         let mut backoff = Duration::from_millis(100);
@@ -284,9 +287,9 @@ impl TopicConsumer {
             if self.stop.is_cancelled() {
                 break;
             }
+            lost_reply |= reconnected(&mut command_reconnects);
             if let Some(rx) = &mut reconnects {
-                // Any event (or a lagged receiver, which means several) counts.
-                lost_reply |= !matches!(rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed));
+                lost_reply |= reconnected(rx);
             }
             if lost_reply {
                 // Entries Redis recorded as delivered to this consumer whose reply never came:
@@ -451,6 +454,18 @@ impl TopicConsumer {
                 None
             }
             JobBody::Message(_) => Some(job),
+        }
+    }
+}
+
+/// True when `events` saw a reconnection since the last look (a lagged receiver missed
+/// several); takes every queued event.
+fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
+    let mut seen = false;
+    loop {
+        match events.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => seen = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return seen,
         }
     }
 }
