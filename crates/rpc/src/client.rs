@@ -239,8 +239,8 @@ impl Inner {
     }
 }
 
-/// What a call needs of its reply, taken from the entry's fields without decoding a whole
-/// envelope (the reader does this for every reply).
+/// Removes a call's pending slot when the call ends, however it ends (reply, timeout, or the
+/// caller dropping the future).
 struct PendingSlot<'a> {
     inner: &'a Inner,
     correlation_id: Arc<str>,

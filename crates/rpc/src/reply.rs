@@ -19,7 +19,8 @@ use crate::protocol::STATUS_ERROR;
 /// The status header as a field name: `h:` + [`STATUS_HEADER`](crate::protocol::STATUS_HEADER).
 pub(crate) const STATUS_FIELD: &str = "h:rpc-status";
 
-/// A reply as the caller receives it.
+/// What a call needs of its reply, taken from the entry's fields without decoding a whole
+/// envelope (the reader does this for every reply).
 #[derive(Debug)]
 pub(crate) struct Reply {
     content_type: Bytes,

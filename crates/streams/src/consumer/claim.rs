@@ -17,8 +17,9 @@ use crate::Scheduler;
 
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
-    /// its previous run left; after the read connection was lost, entries whose `XREADGROUP`
-    /// reply was lost with it (Redis recorded them as delivered here, the reply never came).
+    /// its previous run left; after a connection was lost, entries whose `XREADGROUP` (or
+    /// `XCLAIM`) reply was lost with it (Redis recorded them as delivered here, the reply never
+    /// came).
     /// Entries held in memory (running, waiting to retry or to be acked) are left alone.
     pub(crate) async fn recover_own_pending(self: &Arc<Self>) -> Result<(), RedisError> {
         let mut start = "-".to_owned();
