@@ -104,13 +104,16 @@ impl Connection {
 
     /// Opens a new client on its own connection, for blocking reads. Its command timeout is
     /// `block + 10 s`, so a blocking read is never cut short by the client (which would leave
-    /// the socket blocked).
+    /// the socket blocked). A read in flight when the connection drops fails instead of being
+    /// sent again after the reconnect: its reply may have been lost, and the caller should
+    /// recover what that read took before reading newer entries (the consumer loop does).
     ///
     /// # Errors
     /// [`ConnectError`] when the connection cannot be made.
     pub async fn dedicated(&self, block: Duration) -> Result<Client, ConnectError> {
         let mut builder = self.inner.builder.clone();
         builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
+        builder.with_connection_config(|c| c.max_command_attempts = 1);
         let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&self.inner.server, e))?;
         Ok(client)
