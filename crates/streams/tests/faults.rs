@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use fred::interfaces::{ClientLike, TransactionInterface};
-use tributary_core::Connection;
+use fred::interfaces::{ClientLike, StreamsInterface, TransactionInterface};
+use tributary_core::{wire, Codec, Connection, Envelope, Json};
 use tributary_streams::{Admin, DeadLetters, Producer, Worker, WorkerHandle};
 use tributary_testkit::ServerOptions;
 
@@ -147,11 +147,9 @@ async fn a_read_reply_lost_with_its_connection_is_recovered_without_waiting_for_
 
     // Only the command connection drops (as when a claim's reply was lost): it reconnects.
     deliver_unseen(&conn, &key, 3).await;
-    let id: i64 = conn
-        .redis()
-        .custom(fred::types::CustomCommand::new_static("CLIENT", fred::types::ClusterHash::Random, false), vec!["ID"])
-        .await
-        .unwrap();
+    // (fred's typed `CLIENT ID` needs its `i-client` feature, which nothing else uses.)
+    let client_id = fred::types::CustomCommand::new_static("CLIENT", fred::types::ClusterHash::Random, false);
+    let id: i64 = conn.redis().custom(client_id, vec!["ID"]).await.unwrap();
     redis.cli(&["CLIENT", "KILL", "ID", &id.to_string()]);
     seen.wait_for(3, "the entry whose claim reply was lost").await;
 
@@ -165,18 +163,11 @@ async fn a_read_reply_lost_with_its_connection_is_recovered_without_waiting_for_
 /// consumer `c` of group `g`, which the worker never received. `XADD` and `XREADGROUP` in one
 /// transaction, so the worker's own blocked read cannot take it first.
 async fn deliver_unseen(conn: &Connection, key: &str, n: u64) {
-    let custom =
-        |name: &'static str| fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
-    let id = format!("01932c07-a5d8-7c3e-9d4f-{n:012}");
-    let payload = format!(r#"{{"n":{n},"key":""}}"#);
-    let fields = ["v", "1", "id", &id, "type", "Order", "ct", "application/json", "ts", "1700000000000", "p", &payload];
-    let mut add: Vec<fred::types::Value> = vec![key.into(), "*".into()];
-    add.extend(fields.iter().map(|f| fred::types::Value::from(*f)));
-    let read: Vec<fred::types::Value> =
-        ["GROUP", "g", "c", "COUNT", "10", "STREAMS", key, ">"].map(fred::types::Value::from).to_vec();
+    let payload = Json.encode(&Order { n, key: String::new() }).unwrap();
+    let fields = wire::encode(&Envelope::new("Order", Json::CONTENT_TYPE, payload), conn.limits()).unwrap();
     let trx = conn.redis().multi();
-    let _: fred::types::Value = trx.custom(custom("XADD"), add).await.unwrap();
-    let _: fred::types::Value = trx.custom(custom("XREADGROUP"), read).await.unwrap();
+    let _: fred::types::Value = trx.xadd(key, false, None, "*", fields).await.unwrap();
+    let _: fred::types::Value = trx.xreadgroup("g", "c", Some(10), None, false, key, ">").await.unwrap();
     let replies: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
     assert!(!replies[1].is_null(), "the transaction's read took the entry: {replies:?}");
 }

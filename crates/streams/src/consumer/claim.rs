@@ -35,10 +35,7 @@ impl TopicConsumer {
             let Some(last) = rows.last() else { return Ok(()) };
             start = format!("({}", last.id);
             let full = rows.len() == page;
-            let rows: Vec<PendingEntry> = {
-                let held = self.held.lock().expect("held lock");
-                rows.into_iter().filter(|r| !held.contains(&r.id)).collect()
-            };
+            let rows = self.not_held(rows);
             if !rows.is_empty() {
                 self.claim_and_dispatch(rows, Duration::ZERO, true).await?;
             }
@@ -46,6 +43,13 @@ impl TopicConsumer {
                 return Ok(());
             }
         }
+    }
+
+    /// `rows` without the entries this consumer holds in memory: claiming one of those again
+    /// would count a delivery that did not happen.
+    fn not_held(&self, rows: Vec<PendingEntry>) -> Vec<PendingEntry> {
+        let held = self.held.lock().expect("held lock");
+        rows.into_iter().filter(|r| !held.contains(&r.id)).collect()
     }
 
     /// Claims `rows` for this consumer (those still idle at least `min_idle`) and dispatches
@@ -168,10 +172,7 @@ impl TopicConsumer {
         let idle_ms = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
         let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(free as i64);
         let rows = parse_pending(call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await?)?;
-        let rows: Vec<PendingEntry> = {
-            let held = self.held.lock().expect("held lock");
-            rows.into_iter().filter(|r| !held.contains(&r.id)).collect()
-        };
+        let rows = self.not_held(rows);
         if rows.is_empty() {
             return Ok(());
         }

@@ -229,8 +229,8 @@ impl TopicConsumer {
         let mut reader: Option<Client> = None;
         let mut reader_id: Option<i64> = None;
         // Reconnections: a read in flight when its connection dropped may have been served by
-        // Redis with the reply lost (fred then sends it again, or fails it); so may a claim
-        // (`XCLAIM`) on the command connection.
+        // Redis with the reply lost (the read then fails: the reader makes one attempt); so
+        // may a claim (`XCLAIM`) on the command connection.
         let mut reconnects = None;
         let mut command_reconnects = self.conn.redis().reconnect_rx();
         // Set when a read may have lost its reply: recover own pending entries before reading on.
@@ -241,6 +241,28 @@ impl TopicConsumer {
         loop {
             // Slots not used by the last read are free again.
             permits.clear();
+            lost_reply |= reconnected(&mut command_reconnects);
+            if let Some(rx) = &mut reconnects {
+                lost_reply |= reconnected(rx);
+            }
+            if lost_reply {
+                // Entries Redis recorded as delivered to this consumer whose reply never came:
+                // handle them now, not after `claim_idle` when the sweep would find them idle.
+                // Recovery takes in-flight slots of its own, so it comes before this read's.
+                match self.recover_own_pending().await {
+                    Ok(()) => {
+                        lost_reply = false;
+                        tracing::debug!(topic = %self.topic, "recovered entries of reads cut off by a reconnection");
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot recover own pending entries; retrying");
+                        if self.pause(&mut backoff).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             // Ask only for as many entries as there are free slots: backpressure.
             let first = tokio::select! {
                 biased;
@@ -286,30 +308,6 @@ impl TopicConsumer {
             // that is going away.
             if self.stop.is_cancelled() {
                 break;
-            }
-            lost_reply |= reconnected(&mut command_reconnects);
-            if let Some(rx) = &mut reconnects {
-                lost_reply |= reconnected(rx);
-            }
-            if lost_reply {
-                // Entries Redis recorded as delivered to this consumer whose reply never came:
-                // handle them now, not after `claim_idle` when the sweep would find them idle.
-                // Free this read's slots first; recovery takes its own.
-                self.budget.give_back(permits.len());
-                permits.clear();
-                match self.recover_own_pending().await {
-                    Ok(()) => {
-                        lost_reply = false;
-                        tracing::debug!(topic = %self.topic, "recovered entries of reads cut off by a reconnection");
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %self.topic, error = %e, "cannot recover own pending entries; retrying");
-                        if self.pause(&mut backoff).await {
-                            break;
-                        }
-                    }
-                }
-                continue;
             }
             let read = self.read_new(&client, permits.len());
             tokio::pin!(read);
