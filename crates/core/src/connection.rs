@@ -15,10 +15,10 @@ use fred::types::Builder;
 
 use crate::error::{ErrorKind, RedisError};
 use crate::keys::Namespace;
-use crate::wire::Limits;
+use crate::wire::{Limits, Version};
 
 /// A connection to Redis (or Redis Cluster) plus the settings every Tributary component
-/// shares: key namespace and wire-format limits.
+/// shares: key namespace, wire-format limits and the wire-format version it writes.
 ///
 /// Cheap to clone; clones share the command connection.
 ///
@@ -45,6 +45,7 @@ struct Inner {
     builder: Builder,
     namespace: Namespace,
     limits: Limits,
+    wire_version: Version,
     server: String,
 }
 
@@ -89,6 +90,12 @@ impl Connection {
         &self.inner.limits
     }
 
+    /// The wire-format version producers on this connection write (readers take every
+    /// version).
+    pub fn wire_version(&self) -> Version {
+        self.inner.wire_version
+    }
+
     /// The same connection with another namespace (shares the command client).
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
         Self {
@@ -97,6 +104,7 @@ impl Connection {
                 builder: self.inner.builder.clone(),
                 namespace,
                 limits: self.inner.limits,
+                wire_version: self.inner.wire_version,
                 server: self.inner.server.clone(),
             }),
         }
@@ -133,6 +141,7 @@ pub struct ConnectOptions {
     command_timeout: Duration,
     connect_timeout: Duration,
     limits: Limits,
+    wire_version: Version,
     reconnect_max_delay: Duration,
     #[cfg(feature = "tls")]
     tls_roots: Option<Vec<u8>>,
@@ -145,6 +154,7 @@ impl Default for ConnectOptions {
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            wire_version: Version::default(),
             reconnect_max_delay: Duration::from_secs(5),
             #[cfg(feature = "tls")]
             tls_roots: None,
@@ -176,6 +186,14 @@ impl ConnectOptions {
     /// Longest pause between reconnection attempts (they never stop). Defaults to 5 s.
     pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// The wire-format version to write. Defaults to the newest ([`Version::V2`]); set
+    /// [`Version::V1`] while consumers of an older Tributary, which read only version 1,
+    /// still consume the topics (upgrade every reader first, then switch).
+    pub fn wire_version(mut self, version: Version) -> Self {
+        self.wire_version = version;
         self
     }
 
@@ -237,7 +255,8 @@ impl ConnectOptions {
         });
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
-        Ok(Connection { inner: Arc::new(Inner { client, builder, namespace, limits: self.limits, server }) })
+        let (limits, wire_version) = (self.limits, self.wire_version);
+        Ok(Connection { inner: Arc::new(Inner { client, builder, namespace, limits, wire_version, server }) })
     }
 }
 

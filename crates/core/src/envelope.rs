@@ -72,6 +72,9 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
 /// let env = EnvelopeRef::new("OrderPlaced", "application/msgpack", &payload);
 /// let mut names = Vec::new();
 /// wire::encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
+/// assert_eq!(names, ["v", "m", "p"]);
+/// names.clear();
+/// wire::Version::V1.encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
 /// assert_eq!(names, ["v", "id", "type", "ct", "ts", "p"]);
 /// # Ok::<(), tributary_core::DecodeError>(())
 /// ```

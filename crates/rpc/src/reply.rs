@@ -11,10 +11,13 @@ use bytes::Bytes;
 use fred::types::{Key, Value};
 use serde::de::DeserializeOwned;
 use tributary_core::codec::decode_payload;
-use tributary_core::wire::{self, field};
+use tributary_core::wire::field;
 use tributary_core::Limits;
 
 use crate::protocol::STATUS_ERROR;
+
+/// The reply record's version (`v`): a record of its own, versioned apart from envelopes.
+const REPLY_VERSION: &str = "1";
 
 /// The status header as a field name: `h:` + [`STATUS_HEADER`](crate::protocol::STATUS_HEADER).
 pub(crate) const STATUS_FIELD: &str = "h:rpc-status";
@@ -35,7 +38,7 @@ impl Reply {
         limits: &Limits,
     ) -> Result<(&'f str, Self), &'static str> {
         let get = |name: &str| fields.iter().find(|(n, _)| n.as_ref() == name.as_bytes()).map(|(_, v)| v);
-        if get(field::VERSION).map(Bytes::as_ref) != Some(wire::WIRE_VERSION_TEXT.as_bytes()) {
+        if get(field::VERSION).map(Bytes::as_ref) != Some(REPLY_VERSION.as_bytes()) {
             return Err("missing or unsupported wire format version");
         }
         let correlation_id = get(field::CORRELATION_ID).ok_or("no correlation id")?;
@@ -65,7 +68,7 @@ pub(crate) fn reply_fields(
     payload: Bytes,
 ) -> Vec<(Key, Value)> {
     let mut fields = Vec::with_capacity(5);
-    fields.push((Key::from_static_str(field::VERSION), Value::from_static_str(wire::WIRE_VERSION_TEXT)));
+    fields.push((Key::from_static_str(field::VERSION), Value::from_static_str(REPLY_VERSION)));
     fields.push((Key::from_static_str(field::CORRELATION_ID), Value::from(correlation_id)));
     fields.push((Key::from_static_str(field::CONTENT_TYPE), Value::from_static_str(content_type)));
     fields.push((Key::from_static_str(field::PAYLOAD), Value::Bytes(payload)));
@@ -96,12 +99,12 @@ mod tests {
             .collect()
     }
 
-    /// A reply as earlier servers wrote it: a full envelope with the status header.
+    /// A reply as earlier servers wrote it: a full (version 1) envelope with the status header.
     fn envelope(status: &str) -> Vec<(Bytes, Bytes)> {
         let env = Envelope::new("RpcReply", Json::CONTENT_TYPE, Bytes::from_static(b"{\"n\":7}"))
             .with_correlation_id("corr-1")
             .with_header(STATUS_HEADER, status);
-        wire::encode(&env, &Limits::default()).expect("encodes")
+        tributary_core::wire::Version::V1.encode(&env, &Limits::default()).expect("encodes")
     }
 
     #[test]

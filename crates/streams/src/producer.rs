@@ -13,7 +13,7 @@ use serde::Serialize;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::{wire, Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, Topic};
+use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, Topic};
 
 use crate::redis::entry_id_of;
 use crate::retention::Retention;
@@ -245,7 +245,7 @@ impl<C: Codec> Producer<C> {
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
         let id = match idempotency_key {
             None => {
-                let pairs = wire::xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
+                let pairs = self.conn.wire_version().xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
                 let reply: Value = self
                     .conn
                     .redis()
@@ -258,11 +258,15 @@ impl<C: Codec> Producer<C> {
                 let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
                 let dedup = self.conn.namespace().dedup_key(&target.topic, idem);
                 let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-                let mut args = Vec::with_capacity(2 + trim.len() + 2 * (8 + envelope.headers.len()));
+                // Names and values of `v`, `m` and `p` (version 2; version 1 grows the vector).
+                let mut args = Vec::with_capacity(2 + trim.len() + 2 * 3);
                 args.push(Value::from(ttl));
                 args.push(Value::from(trim.len() as i64));
                 args.extend(trim);
-                wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args)).map_err(limits_err)?;
+                self.conn
+                    .wire_version()
+                    .encode_fields(envelope, self.conn.limits(), push_field(&mut args))
+                    .map_err(limits_err)?;
                 let keys = vec![target.key.clone(), dedup];
                 let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), keys, args).await?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
@@ -364,11 +368,14 @@ impl<C: Codec> Producer<C> {
         let ns = self.conn.namespace();
         let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k));
         let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * (8 + envelope.headers.len()));
+        // Names and values of `v`, `m` and `p` (version 2; version 1 grows the vector).
+        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * 3);
         args.push(Value::from(due_score(at)));
         args.push(Value::from(envelope.id.to_string()));
         args.push(Value::from(ttl));
-        wire::encode_fields(envelope, self.conn.limits(), push_field(&mut args))
+        self.conn
+            .wire_version()
+            .encode_fields(envelope, self.conn.limits(), push_field(&mut args))
             .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let mut keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic)];
         keys.extend(dedup);
@@ -421,7 +428,10 @@ impl<C: Codec> Producer<C> {
         let now = SystemTime::now();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
-            let pairs = wire::xadd_fields(env, self.conn.limits())
+            let pairs = self
+                .conn
+                .wire_version()
+                .xadd_fields(env, self.conn.limits())
                 .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
             let _: () = pipeline
                 .xadd(target.key_arg.clone(), false, target.cap(now), "*", pairs)
@@ -470,7 +480,7 @@ impl<C: Codec> Producer<C> {
     }
 }
 
-/// Appends each encoded field to a command's arguments (for [`wire::encode_fields`]).
+/// Appends each encoded field to a command's arguments (for [`Version::encode_fields`](tributary_core::wire::Version::encode_fields)).
 fn push_field(args: &mut Vec<Value>) -> impl FnMut(Bytes, Bytes) + '_ {
     |name, value| {
         args.push(Value::Bytes(name));

@@ -6,13 +6,54 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tributary_core::{wire, EntryId, Json};
+use tributary_core::fred::interfaces::StreamsInterface;
+use tributary_core::fred::types::Value;
+use tributary_core::{wire, Connection, EntryId, Json};
 use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay, Retention, Worker};
 
 #[tokio::test]
 async fn published_entry_is_what_the_wire_format_says() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
+    let id = Producer::new(conn.clone())
+        .message("orders", &Order { n: 7, key: "k".into() })
+        .key("customer-1")
+        .header("source", "web")
+        .send()
+        .await
+        .unwrap();
+    // Version 2 (the default): `v`, `m`, `p`, with `m` read here by another MessagePack decoder.
+    let key = format!("{}:{{orders}}", redis.namespace());
+    let reply: Value = conn.redis().xrange(key.as_str(), "-", "+", None).await.unwrap();
+    let entry = reply.into_array().remove(0).into_array();
+    assert_eq!(entry[0].as_string().unwrap(), id.to_string());
+    let fields: Vec<Vec<u8>> =
+        entry[1].clone().into_array().into_iter().map(|v| v.as_bytes().unwrap().to_vec()).collect();
+    let names: Vec<&[u8]> = fields.iter().step_by(2).map(Vec::as_slice).collect();
+    assert_eq!(names, [&b"v"[..], b"m", b"p"]);
+    assert_eq!(fields[1], b"2");
+    let meta: serde_json::Value = rmp_serde::from_slice(&fields[3]).unwrap();
+    let mut keys: Vec<&str> = meta.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["ct", "h", "id", "key", "tp", "ts", "type"]);
+    assert_eq!(meta["type"], "Order");
+    assert_eq!(meta["ct"], "application/msgpack");
+    assert_eq!(meta["key"], "customer-1");
+    assert_eq!(meta["h"], serde_json::json!({"source": "web"}));
+    assert!(meta["ts"].as_u64().unwrap() > 1_700_000_000_000);
+    let order: Order = rmp_serde::from_slice(&fields[5]).unwrap();
+    assert_eq!(order.n, 7);
+}
+
+#[tokio::test]
+async fn a_connection_set_to_version_1_writes_one_field_per_part() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options()
+        .namespace(redis.namespace())
+        .wire_version(wire::Version::V1)
+        .connect(&redis.url())
+        .await
+        .unwrap();
     let id = Producer::new(conn.clone())
         .message("orders", &Order { n: 7, key: "k".into() })
         .key("customer-1")
