@@ -24,7 +24,8 @@ pub struct RawFields {
 
 impl RawFields {
     /// The fields Tributary would write for `payload` (already encoded) published with a
-    /// trace context: `v id type ct ts tp p`. Built once; every XADD re-sends the same bytes.
+    /// trace context, in the current wire format version (`v m p`). Built once; every XADD
+    /// re-sends the same bytes.
     ///
     /// # Panics
     /// When the payload breaks the default wire-format limits (4 MiB).
