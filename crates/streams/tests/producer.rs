@@ -15,13 +15,7 @@ use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay
 async fn published_entry_is_what_the_wire_format_says() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let id = Producer::new(conn.clone())
-        .message("orders", &Order { n: 7, key: "k".into() })
-        .key("customer-1")
-        .header("source", "web")
-        .send()
-        .await
-        .unwrap();
+    let id = publish_keyed_order(&conn).await;
     // Version 2 (the default): `v`, `m`, `p`, with `m` read here by another MessagePack decoder.
     let key = format!("{}:{{orders}}", redis.namespace());
     let reply: Value = conn.redis().xrange(key.as_str(), "-", "+", None).await.unwrap();
@@ -54,13 +48,7 @@ async fn a_connection_set_to_version_1_writes_one_field_per_part() {
         .connect(&redis.url())
         .await
         .unwrap();
-    let id = Producer::new(conn.clone())
-        .message("orders", &Order { n: 7, key: "k".into() })
-        .key("customer-1")
-        .header("source", "web")
-        .send()
-        .await
-        .unwrap();
+    let id = publish_keyed_order(&conn).await;
     // An independent client reads the same entry.
     let key = format!("{}:{{orders}}", redis.namespace());
     let out = redis.cli(&["XRANGE", &key, "-", "+"]);
@@ -73,6 +61,17 @@ async fn a_connection_set_to_version_1_writes_one_field_per_part() {
     assert_eq!(lines[8], "application/msgpack");
     assert_eq!(lines[12], "customer-1");
     assert_eq!(lines[16], "web");
+}
+
+/// Publishes order 7 with key `customer-1` and header `source: web` to `orders`.
+async fn publish_keyed_order(conn: &Connection) -> EntryId {
+    Producer::new(conn.clone())
+        .message("orders", &Order { n: 7, key: "k".into() })
+        .key("customer-1")
+        .header("source", "web")
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
