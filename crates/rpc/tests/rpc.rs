@@ -331,6 +331,29 @@ async fn json_clients_get_json_replies() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn clients_writing_either_wire_format_version_are_answered() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
+    // A client on a connection still writing version 1 (a rolling upgrade) and one writing
+    // the default, calling the same server.
+    let v1 = Connection::options()
+        .namespace(redis.namespace())
+        .wire_version(tributary_core::wire::Version::V1)
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    let old = RpcClient::new(v1).await.unwrap();
+    let new = RpcClient::new(conn.clone()).await.unwrap();
+    for n in 0..20 {
+        let client = if n % 2 == 0 { &old } else { &new };
+        let answer: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
+        assert_eq!(answer, Answer { n, server: "s".into() });
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_survive_connections_cut_mid_call_and_nothing_stays_pending() {
     let redis = TestRedis::start_private().await;
