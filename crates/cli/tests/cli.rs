@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tributary::prelude::*;
-use tributary_testkit::{wait_until, ServerOptions, TestRedis};
+use tributary_testkit::{eventually, wait_until, ServerOptions, TestRedis};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -146,11 +146,20 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
             s.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
         }
     });
-    let admin = Admin::new(conn);
-    wait_until(PATIENCE, "every message printed and nothing pending", || {
-        let all = seen.lock().unwrap().len() == 300;
-        let admin = admin.clone();
-        async move { all && admin.pending_count("orders", "g").await.unwrap() == 0 }
+    let key = format!("{}:{{orders}}", redis.namespace());
+    eventually(PATIENCE, || {
+        let missing: Vec<u64> = (0..300).filter(|id| !seen.lock().unwrap().contains(id)).collect();
+        // On failure: what was never printed, and who holds what (XPENDING with ids,
+        // consumers, idle times and delivery counts).
+        let pending =
+            if missing.is_empty() { redis.cli(&["XPENDING", &key, "g", "-", "+", "20"]) } else { String::new() };
+        async move {
+            match (missing.is_empty(), pending.trim().is_empty()) {
+                (true, true) => Ok(()),
+                (false, _) => Err(format!("{} never printed: {:?}", missing.len(), &missing[..missing.len().min(20)])),
+                (true, false) => Err(format!("all printed, still pending: {pending}")),
+            }
+        }
     })
     .await;
     second.kill().unwrap();
