@@ -81,6 +81,39 @@ async fn entries_of_a_crashed_consumer_are_reclaimed_and_none_is_lost() {
 }
 
 #[tokio::test]
+async fn a_worker_whose_read_holds_every_slot_still_reclaims() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "g", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for i in 0..8 {
+        producer.publish("orders", &Order { n: i, key: String::new() }).await.unwrap();
+    }
+    // Another consumer took everything and died without acknowledging anything.
+    let key = format!("{}:{{orders}}", redis.namespace());
+    redis.cli(&["XREADGROUP", "GROUP", "g", "gone", "COUNT", "100", "STREAMS", &key, ">"]);
+    assert_eq!(admin.pending_count("orders", "g").await.unwrap(), 8);
+    // Fewer in-flight slots than a read asks for: the live worker's blocked read holds all of
+    // them while nothing new arrives, and its sweep must still get to the dead one's entries.
+    let handled = Seen::new();
+    let live = Worker::builder(conn.clone(), "g")
+        .consumer_name("live")
+        .max_in_flight(4)
+        .claim_idle(Duration::from_millis(300))
+        .on("orders", record(&handled))
+        .build()
+        .unwrap()
+        .start();
+    handled.wait_for(8, "the dead consumer's entries handled").await;
+    wait_until(PATIENCE, "all acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    let mut got = handled.get();
+    got.sort_unstable();
+    assert_eq!(got, (0..8).collect::<Vec<u64>>());
+    live.shutdown().await;
+}
+
+#[tokio::test]
 async fn restarted_consumer_recovers_its_own_pending_entries_first() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;

@@ -15,6 +15,15 @@ use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 use crate::Scheduler;
 
+/// How many in-flight slots a claim waits for.
+#[derive(Debug, Clone, Copy)]
+enum Slots {
+    /// One per row: recovery hands back everything this consumer name holds.
+    All,
+    /// The first, then as many as are free: a sweep takes what there is room for now.
+    AtLeastOne,
+}
+
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
     /// its previous run left; after a connection was lost, entries whose `XREADGROUP` (or
@@ -37,7 +46,7 @@ impl TopicConsumer {
             let full = rows.len() == page;
             let rows = self.not_held(rows);
             if !rows.is_empty() {
-                self.claim_and_dispatch(rows, Duration::ZERO, true).await?;
+                self.claim_and_dispatch(rows, Duration::ZERO, Slots::All).await?;
             }
             if !full {
                 return Ok(());
@@ -53,15 +62,19 @@ impl TopicConsumer {
     }
 
     /// Claims `rows` for this consumer (those still idle at least `min_idle`) and dispatches
-    /// them, each counted as one more delivery. Waits for in-flight slots when `wait` is set.
+    /// them, each counted as one more delivery, as many as `slots` gets in-flight slots for.
     async fn claim_and_dispatch(
         self: &Arc<Self>,
         rows: Vec<PendingEntry>,
         min_idle: Duration,
-        wait: bool,
+        slots: Slots,
     ) -> Result<usize, RedisError> {
         let mut permits = Vec::with_capacity(rows.len());
-        for _ in 0..rows.len() {
+        for i in 0..rows.len() {
+            let wait = match slots {
+                Slots::All => true,
+                Slots::AtLeastOne => i == 0,
+            };
             let permit = if wait {
                 tokio::select! {
                     p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -164,19 +177,22 @@ impl TopicConsumer {
 
     /// Takes over entries idle longer than `claim_idle`: held by consumers that died, or by
     /// this one when a read reply was lost on the wire.
+    ///
+    /// It looks even when every in-flight slot is taken, and then waits for one: the read loop
+    /// holds up to `batch_size` slots while its read blocks, so with `max_in_flight` at or below
+    /// `batch_size` a sweep that needed a free slot to start would never run while the topic
+    /// is quiet, and a dead consumer's entries would wait for ever. (The semaphore serves
+    /// waiters in order: the slots the read gives back next go to the sweep.)
     async fn reclaim_idle(self: &Arc<Self>) -> Result<(), RedisError> {
-        let free = self.in_flight.available_permits().min(self.config.batch_size);
-        if free == 0 {
-            return Ok(());
-        }
+        let want = self.config.batch_size.min(self.config.max_in_flight).max(1);
         let idle_ms = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
-        let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(free as i64);
+        let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(want as i64);
         let rows = parse_pending(call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await?)?;
         let rows = self.not_held(rows);
         if rows.is_empty() {
             return Ok(());
         }
-        let n = self.claim_and_dispatch(rows, self.config.claim_idle, false).await?;
+        let n = self.claim_and_dispatch(rows, self.config.claim_idle, Slots::AtLeastOne).await?;
         if n > 0 {
             tracing::info!(topic = %self.topic, group = %self.group, claimed = n, "took over idle pending entries");
         }
