@@ -146,18 +146,20 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
             s.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
         }
     });
-    let key = format!("{}:{{orders}}", redis.namespace());
+    let admin = Admin::new(conn);
     eventually(PATIENCE, || {
         let missing: Vec<u64> = (0..300).filter(|id| !seen.lock().unwrap().contains(id)).collect();
-        // On failure: what was never printed, and who holds what (XPENDING with ids,
-        // consumers, idle times and delivery counts).
-        let pending =
-            if missing.is_empty() { redis.cli(&["XPENDING", &key, "g", "-", "+", "20"]) } else { String::new() };
+        let admin = admin.clone();
         async move {
-            match (missing.is_empty(), pending.trim().is_empty()) {
-                (true, true) => Ok(()),
-                (false, _) => Err(format!("{} never printed: {:?}", missing.len(), &missing[..missing.len().min(20)])),
-                (true, false) => Err(format!("all printed, still pending: {pending}")),
+            if !missing.is_empty() {
+                return Err(format!("{} never printed: {:?}", missing.len(), &missing[..missing.len().min(20)]));
+            }
+            // On failure: who holds what (ids, consumers, idle times and delivery counts).
+            let pending = admin.pending("orders", "g", 20).await.map_err(|e| e.to_string())?;
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("all printed, still pending: {pending:?}"))
             }
         }
     })

@@ -391,29 +391,20 @@ fn utf8<'b>(field: &[u8], value: &'b [u8]) -> Result<&'b str, DecodeError> {
 }
 
 fn check_type_name(name: &str, limits: &Limits) -> Result<(), DecodeError> {
-    if name.is_empty() {
-        return Err(invalid(field::TYPE, "empty"));
-    }
-    if name.len() > limits.max_meta_bytes.min(256) {
-        return Err(DecodeError::TooLarge {
-            what: "type name",
-            size: name.len(),
-            limit: limits.max_meta_bytes.min(256),
-        });
-    }
-    Ok(())
+    check_name(name, field::TYPE, "type name", limits.max_meta_bytes.min(256))
 }
 
 fn check_content_type(ct: &str, limits: &Limits) -> Result<(), DecodeError> {
-    if ct.is_empty() {
-        return Err(invalid(field::CONTENT_TYPE, "empty"));
+    check_name(ct, field::CONTENT_TYPE, "content type", limits.max_meta_bytes.min(128))
+}
+
+/// `value` of `field` is not empty and at most `limit` bytes (`what` names it in the error).
+fn check_name(value: &str, field: &str, what: &'static str, limit: usize) -> Result<(), DecodeError> {
+    if value.is_empty() {
+        return Err(invalid(field, "empty"));
     }
-    if ct.len() > limits.max_meta_bytes.min(128) {
-        return Err(DecodeError::TooLarge {
-            what: "content type",
-            size: ct.len(),
-            limit: limits.max_meta_bytes.min(128),
-        });
+    if value.len() > limit {
+        return Err(DecodeError::TooLarge { what, size: value.len(), limit });
     }
     Ok(())
 }
