@@ -77,8 +77,10 @@ impl Scenario {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Rounds per side. The sides alternate (baseline first in even rounds, Tributary first in
-    /// odd ones) so drift on a shared machine hits both; throughput is the median round.
-    #[arg(long, default_value_t = 3)]
+    /// odd ones) so drift on a shared machine hits both; throughput is the median round. Keep
+    /// it even: the side that goes second in a round runs measurably slower, and an odd count
+    /// puts the baseline first once more than Tributary.
+    #[arg(long, default_value_t = 4)]
     pub rounds: usize,
 
     /// Payload size in bytes (publish, publish-batch, e2e, e2e-latency, rpc, memory).
