@@ -15,13 +15,13 @@ pub struct TraceParent {
 impl TraceParent {
     /// Starts a new trace (random trace id and parent id, sampled).
     pub fn new_root() -> Self {
-        Self { trace_id: fastrand::u128(1..), parent_id: fastrand::u64(1..), flags: 1 }
+        Self { trace_id: nonzero(fastrand::u128(..)), parent_id: nonzero(fastrand::u64(..)), flags: 1 }
     }
 
     /// The same trace, with a new parent id: what a hop (a handler publishing onwards)
     /// writes into the messages it sends.
     pub fn child(&self) -> Self {
-        Self { parent_id: fastrand::u64(1..), ..*self }
+        Self { parent_id: nonzero(fastrand::u64(..)), ..*self }
     }
 
     /// The 128-bit trace id.
@@ -49,19 +49,30 @@ impl TraceParent {
     /// The 55 ASCII bytes of the header value, written without allocating.
     pub fn to_ascii(&self) -> [u8; 55] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        fn put(out: &mut [u8], mut value: u128) {
-            for b in out.iter_mut().rev() {
-                *b = HEX[(value & 0xf) as usize];
-                value >>= 4;
+        // Two digits per byte, most significant first.
+        fn put(out: &mut [u8], bytes: &[u8]) {
+            for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = HEX[usize::from(b >> 4)];
+                pair[1] = HEX[usize::from(b & 0xf)];
             }
         }
         let mut out = [b'-'; 55];
         out[0] = b'0';
         out[1] = b'0';
-        put(&mut out[3..35], self.trace_id);
-        put(&mut out[36..52], u128::from(self.parent_id));
-        put(&mut out[53..55], u128::from(self.flags));
+        put(&mut out[3..35], &self.trace_id.to_be_bytes());
+        put(&mut out[36..52], &self.parent_id.to_be_bytes());
+        put(&mut out[53..55], &[self.flags]);
         out
+    }
+}
+
+/// `value`, or 1 in its place when it is 0 (all-zero ids are invalid). Cheaper than drawing
+/// from `1..`, which takes a 128-bit division; the bias (one value in 2^64 or 2^128) is nil.
+fn nonzero<T: Default + PartialEq + From<u8>>(value: T) -> T {
+    if value == T::default() {
+        T::from(1)
+    } else {
+        value
     }
 }
 

@@ -17,7 +17,7 @@ use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::{
-    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic, TraceParent,
+    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic, TraceParent,
 };
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
@@ -291,7 +291,7 @@ impl<C: Codec> RpcClient<C> {
         let deadline = SystemTime::now() + timeout;
         let topic = self.inner.request_topic(service)?;
         let mut id = [0u8; 36];
-        let correlation_id: Arc<str> = Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id));
+        let correlation_id: Arc<str> = Arc::from(&*MessageId::new().as_uuid().hyphenated().encode_lower(&mut id));
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);

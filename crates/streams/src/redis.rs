@@ -99,7 +99,7 @@ fn bytes_of(v: Value) -> Option<Bytes> {
 
 pub(crate) fn entry_id_of(command: &'static str, v: Value) -> Result<EntryId, RedisError> {
     bytes_of(v)
-        .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()))
+        .and_then(|b| EntryId::from_ascii(&b))
         .ok_or_else(|| RedisError::unexpected_reply(command, "expected a stream entry id"))
 }
 

@@ -20,12 +20,11 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     let mut id = [0u8; 36];
     let id = &*env.id.as_uuid().hyphenated().encode_lower(&mut id);
     let tp = env.traceparent.map(|t| t.to_ascii());
-    let tp = tp.as_ref().and_then(|t| std::str::from_utf8(t).ok());
     let strings = [
-        (field::KEY, env.key),
-        (field::CORRELATION_ID, env.correlation_id),
-        (field::REPLY_TO, env.reply_to),
-        (field::TRACEPARENT, tp),
+        (field::KEY, env.key.map(str::as_bytes)),
+        (field::CORRELATION_ID, env.correlation_id.map(str::as_bytes)),
+        (field::REPLY_TO, env.reply_to.map(str::as_bytes)),
+        (field::TRACEPARENT, tp.as_ref().map(|t| &t[..])),
     ];
     let times = [(field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
     // Every key and value with its longest header (5 bytes for strings, 9 for integers).
@@ -52,7 +51,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     for (name, value) in strings {
         if let Some(value) = value {
             put_str(&mut m, name);
-            put_str(&mut m, value);
+            put_str_bytes(&mut m, value);
         }
     }
     for (name, value) in times {
@@ -176,6 +175,11 @@ fn put_map_len(out: &mut Vec<u8>, len: usize) {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_str_bytes(out, s.as_bytes());
+}
+
+/// [`put_str`] for text known to be UTF-8 (ASCII the encoder wrote itself).
+fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     // Checked lengths (metadata 1 KiB, headers 8 KiB by default) never reach u32::MAX.
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     match len {
@@ -190,7 +194,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
             out.extend_from_slice(&len.to_be_bytes());
         }
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 fn put_uint(out: &mut Vec<u8>, v: u64) {
