@@ -122,9 +122,11 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let mut sequential: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     let mut concurrent: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     for round in 0..o.rounds {
-        // Each system takes its turn first once every `systems.len()` rounds.
+        // Even rounds in the order of `systems`, odd rounds in reverse: with an even number of
+        // rounds every pair of systems runs in either order equally often (the second to run
+        // in a round is measurably slower on a shared machine).
         for k in 0..systems.len() {
-            let i = (round + k) % systems.len();
+            let i = if round % 2 == 0 { k } else { systems.len() - 1 - k };
             let system = &systems[i];
             sequential[i].push(meter.metered(system.closed_loop(o.rpc_sequential_calls, 1, &body, &encoded)).await?);
             concurrent[i]
