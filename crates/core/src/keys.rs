@@ -103,7 +103,7 @@ impl Namespace {
             .and_then(|rest| rest.strip_prefix('{'))
             .and_then(|rest| rest.strip_suffix('}'))
             .is_some_and(|id| {
-                !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
             })
     }
 }

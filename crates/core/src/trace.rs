@@ -76,6 +76,35 @@ fn nonzero<T: Default + PartialEq + From<u8>>(value: T) -> T {
     }
 }
 
+impl TraceParent {
+    /// Parses the 55 bytes of a version-00 value (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase
+    /// hex, ids not all zero) from a field's bytes: what decoding an envelope does for every
+    /// message, so it reads the fixed positions directly.
+    pub fn from_ascii(s: &[u8]) -> Option<Self> {
+        fn hex(digits: &[u8]) -> Option<u128> {
+            digits.iter().try_fold(0u128, |n, &b| {
+                let v = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => return None,
+                };
+                Some((n << 4) | u128::from(v))
+            })
+        }
+        if s.len() != 55 || &s[..3] != b"00-" || s[35] != b'-' || s[52] != b'-' {
+            return None;
+        }
+        let trace_id = hex(&s[3..35])?;
+        let parent_id = u64::try_from(hex(&s[36..52])?).ok()?;
+        let flags = u8::try_from(hex(&s[53..55])?).ok()?;
+        // All-zero ids are invalid by the specification.
+        if trace_id == 0 || parent_id == 0 {
+            return None;
+        }
+        Some(Self { trace_id, parent_id, flags })
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ascii = self.to_ascii();
@@ -93,25 +122,7 @@ impl FromStr for TraceParent {
     type Err = ParseTraceParentError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split('-');
-        let parts = [parts.next(), parts.next(), parts.next(), parts.next(), parts.next()];
-        let hex =
-            |p: &str, len: usize| p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        match parts {
-            [Some(version), Some(trace), Some(parent), Some(flags), None]
-                if version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) =>
-            {
-                let trace_id = u128::from_str_radix(trace, 16).map_err(|_| ParseTraceParentError)?;
-                let parent_id = u64::from_str_radix(parent, 16).map_err(|_| ParseTraceParentError)?;
-                let flags = u8::from_str_radix(flags, 16).map_err(|_| ParseTraceParentError)?;
-                // All-zero ids are invalid by the specification.
-                if trace_id == 0 || parent_id == 0 {
-                    return Err(ParseTraceParentError);
-                }
-                Ok(Self { trace_id, parent_id, flags })
-            }
-            _ => Err(ParseTraceParentError),
-        }
+        Self::from_ascii(s.as_bytes()).ok_or(ParseTraceParentError)
     }
 }
 
@@ -147,6 +158,12 @@ mod tests {
             "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-",
+            "00-0af7651916cd43dd8448eb211c80319cb-7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01",
+            "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         ] {
             assert!(bad.parse::<TraceParent>().is_err(), "{bad}");
         }

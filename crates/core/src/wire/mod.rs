@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::envelope::{from_millis, Envelope, EnvelopeRef, Headers};
 use crate::id::MessageId;
+use crate::trace::TraceParent;
 
 mod v1;
 mod v2;
@@ -368,7 +369,7 @@ impl Parts<'_> {
             expires_at: self.expires.map(from_millis),
             // Trace context is advisory: a bad value is dropped, as W3C asks, rather than
             // dead-lettering an otherwise good message.
-            traceparent: self.traceparent.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()),
+            traceparent: self.traceparent.and_then(TraceParent::from_ascii),
         })
     }
 }
