@@ -81,23 +81,35 @@ impl TraceParent {
     /// hex, ids not all zero) from a field's bytes: what decoding an envelope does for every
     /// message, so it reads the fixed positions directly.
     pub fn from_ascii(s: &[u8]) -> Option<Self> {
-        fn hex(digits: &[u8]) -> Option<u128> {
-            digits.iter().try_fold(0u128, |n, &b| {
-                let v = match b {
-                    b'0'..=b'9' => b - b'0',
-                    b'a'..=b'f' => b - b'a' + 10,
-                    _ => return None,
-                };
-                Some((n << 4) | u128::from(v))
-            })
+        /// The value of each lowercase hex digit; 0xff for every other byte.
+        const HEX: [u8; 256] = {
+            let mut t = [0xff; 256];
+            let mut i = 0;
+            while i < 16 {
+                t[b"0123456789abcdef"[i] as usize] = i as u8;
+                i += 1;
+            }
+            t
+        };
+        // Up to 16 digits: one table load and one check per digit.
+        fn hex(digits: &[u8]) -> Option<u64> {
+            let mut n = 0u64;
+            for &b in digits {
+                let v = HEX[usize::from(b)];
+                if v == 0xff {
+                    return None;
+                }
+                n = (n << 4) | u64::from(v);
+            }
+            Some(n)
         }
         if s.len() != 55 || &s[..3] != b"00-" || s[35] != b'-' || s[52] != b'-' {
             return None;
         }
-        let trace_id = hex(&s[3..35])?;
-        let parent_id = u64::try_from(hex(&s[36..52])?).ok()?;
-        let flags = u8::try_from(hex(&s[53..55])?).ok()?;
-        // All-zero ids are invalid by the specification.
+        let trace_id = (u128::from(hex(&s[3..19])?) << 64) | u128::from(hex(&s[19..35])?);
+        let parent_id = hex(&s[36..52])?;
+        let flags = hex(&s[53..55])? as u8; // two digits
+                                            // All-zero ids are invalid by the specification.
         if trace_id == 0 || parent_id == 0 {
             return None;
         }
