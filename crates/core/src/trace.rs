@@ -108,8 +108,9 @@ impl TraceParent {
         }
         let trace_id = (u128::from(hex(&s[3..19])?) << 64) | u128::from(hex(&s[19..35])?);
         let parent_id = hex(&s[36..52])?;
-        let flags = hex(&s[53..55])? as u8; // two digits
-                                            // All-zero ids are invalid by the specification.
+        // Two digits: always within a u8.
+        let flags = hex(&s[53..55])? as u8;
+        // All-zero ids are invalid by the specification.
         if trace_id == 0 || parent_id == 0 {
             return None;
         }
