@@ -52,7 +52,9 @@ impl MessageId {
 /// The millisecond and counter of each new [`MessageId`], shared by the whole process so that
 /// its ids sort in creation order (RFC 9562, section 6.2, method 1: a counter in the bits after
 /// the time). It replaces `Uuid::now_v7`, whose shared context is a mutex and whose random bits
-/// come from a ChaCha generator: together about four times the cost of this.
+/// come from a ChaCha generator: together about four times the cost of this. A process that
+/// forks without `exec` hands the child this counter and the thread's `fastrand` state, so
+/// parent and child should not both make ids in the same millisecond right after the fork.
 mod v7_clock {
     use std::sync::atomic::{AtomicU64, Ordering};
 
