@@ -237,6 +237,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a run that measured one side (`--only`): the figures of the sides that
+    /// ran, no ratios, no targets, and a note saying so.
+    pub fn one_side(mut self, only: crate::scenarios::Only, figures: Vec<Figures>) -> Self {
+        self.results = figures.into_iter().filter(|f| f.ops > 0).collect();
+        self.notes.push(format!("--only {}: one side measured, so no ratios and no targets", only.name()));
+        self
+    }
+
     /// A report with no figures yet.
     pub fn new(scenario: &'static str, params: serde_json::Value) -> Self {
         Self {

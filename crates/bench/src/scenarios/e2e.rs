@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tributary::{raw_handler_fn, BoxError, Connection, HandlerError, Producer, Worker};
 
-use super::{payload, progress, Options};
+use super::{payload, progress, rate_of, round_of, Options};
 use crate::baseline::{consume, ConsumerSettings};
 use crate::cpu::CpuMeter;
 use crate::env::{create_group, delete_keys, pending_count, Env};
@@ -57,31 +57,36 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
         progress("e2e", format!("round {}: publishing 2 x {n} entries", round + 1));
-        fill(&producer, TOPIC, n, o.payload_bytes).await?;
-        fill(&producer, RAW_TOPIC, n, o.payload_bytes).await?;
+        if o.runs_tributary() {
+            fill(&producer, TOPIC, n, o.payload_bytes).await?;
+        }
+        if o.runs_baseline() {
+            fill(&producer, RAW_TOPIC, n, o.payload_bytes).await?;
+        }
         create_group(&fred, &topic_key, GROUP).await?;
         create_group(&fred, &raw_key, GROUP).await?;
-        if round % 2 == 0 {
-            b_runs.push(meter.metered(drain_baseline(env, &fred, &raw_key, n, o)).await?);
-            let (run, stop) = drain_tributary(&meter, &conn, n, o).await?;
-            t_runs.push(run);
+        let (t, b) = round_of(
+            o,
+            round,
+            drain_tributary(&meter, &conn, n, o),
+            meter.metered(drain_baseline(env, &fred, &raw_key, n, o)),
+        )
+        .await?;
+        let t = t.map(|(run, stop)| {
             shutdowns.push(round3(stop.as_secs_f64()));
-        } else {
-            let (run, stop) = drain_tributary(&meter, &conn, n, o).await?;
-            t_runs.push(run);
-            shutdowns.push(round3(stop.as_secs_f64()));
-            b_runs.push(meter.metered(drain_baseline(env, &fred, &raw_key, n, o)).await?);
-        }
-        for (key, side) in [(&topic_key, "tributary"), (&raw_key, "fred")] {
+            run
+        });
+        let rates = format!("tributary {}, fred {}", rate_of(t.as_ref()), rate_of(b.as_ref()));
+        t_runs.extend(t);
+        b_runs.extend(b);
+        let drained = [(&topic_key, "tributary", o.runs_tributary()), (&raw_key, "fred", o.runs_baseline())];
+        for (key, side, _) in drained.into_iter().filter(|(_, _, ran)| *ran) {
             let left = pending_count(&fred, key, GROUP).await?;
             if left != 0 {
                 notes.push(format!("round {}: {left} entries still pending after the {side} drain", round + 1));
             }
         }
-        progress(
-            "e2e",
-            format!("round {}: tributary {:.0}/s, fred {:.0}/s", round + 1, t_runs[round].rate(), b_runs[round].rate()),
-        );
+        progress("e2e", format!("round {}: {rates}", round + 1));
         delete_keys(&fred, &[topic_key.clone(), raw_key.clone()]).await;
     }
 
@@ -101,11 +106,14 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             ),
         }),
     );
+    report.measured = json!({ "worker_shutdown_seconds": shutdowns });
+    report.notes = notes;
+    if let Some(only) = o.only {
+        return Ok(report.one_side(only, vec![t, b]));
+    }
     let throughput = report.ratio("throughput tributary/fred", t.per_second, b.per_second);
     report.target(Target::at_least("throughput tributary/fred", throughput, 0.9));
     report.results = vec![t, b];
-    report.measured = json!({ "worker_shutdown_seconds": shutdowns });
-    report.notes = notes;
     Ok(report)
 }
 

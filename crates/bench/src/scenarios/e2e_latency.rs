@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tributary::{handler_fn, BoxError, Connection, Context, HandlerError, Producer, Worker};
 
-use super::{progress, Options};
+use super::{progress, round_of, Options};
 use crate::baseline::{consume, field, xadd, ConsumerSettings, RawFields};
 use crate::env::{create_group, delete_keys, Env};
 use crate::report::{histogram, Figures, Report, Run, Target};
@@ -66,18 +66,18 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         for key in [&topic_key, &raw_key] {
             create_group(&fred, key, GROUP).await?;
         }
-        if round % 2 == 0 {
-            b_runs.push(meter.metered(side.baseline(&raw_key)).await?);
-            t_runs.push(meter.metered(side.tributary()).await?);
-        } else {
-            t_runs.push(meter.metered(side.tributary()).await?);
-            b_runs.push(meter.metered(side.baseline(&raw_key)).await?);
-        }
-        let p = |r: &Run| r.latency.as_ref().map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
+        let (t, b) =
+            round_of(o, round, meter.metered(side.tributary()), meter.metered(side.baseline(&raw_key))).await?;
+        let p99 = |r: Option<&Run>| {
+            r.and_then(|r| r.latency.as_ref())
+                .map_or_else(|| "-".to_owned(), |h| format!("{:.0} us", h.value_at_quantile(0.99) as f64 / 1000.0))
+        };
         progress(
             "e2e-latency",
-            format!("round {}: p99 tributary {:.0} us, fred {:.0} us", round + 1, p(&t_runs[round]), p(&b_runs[round])),
+            format!("round {}: p99 tributary {}, fred {}", round + 1, p99(t.as_ref()), p99(b.as_ref())),
         );
+        t_runs.extend(t);
+        b_runs.extend(b);
         delete_keys(&fred, &[topic_key.clone(), raw_key.clone()]).await;
     }
 
@@ -97,6 +97,9 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
                          connection, one XACK per batch overlapping the next read",
         }),
     );
+    if let Some(only) = o.only {
+        return Ok(report.one_side(only, vec![t, b]));
+    }
     report.ratio("p50 latency tributary/fred", t.p50(), b.p50());
     let p99 = report.ratio("p99 latency tributary/fred", t.p99(), b.p99());
     report.target(Target::at_most("p99 latency tributary/fred", p99, 1.2));

@@ -83,6 +83,13 @@ pub struct Options {
     #[arg(long, default_value_t = 4)]
     pub rounds: usize,
 
+    /// Measure one side only (publish, publish-batch, e2e, e2e-latency, rpc; `baseline` is the
+    /// fred loop and, in rpc, NATS): for profiling one side at a time, e.g. under
+    /// `valgrind --tool=callgrind`. The other side does not run at all, not even its warm-up;
+    /// the JSON line then has that side's figures and no ratios or targets.
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
+
     /// Payload size in bytes (publish, publish-batch, e2e, e2e-latency, rpc, memory).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -169,6 +176,72 @@ pub struct Options {
     /// codec: encodes and decodes per round.
     #[arg(long, default_value_t = 200_000, help_heading = "codec")]
     pub codec_iterations: u64,
+}
+
+/// The side `--only` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Tributary's side.
+    Tributary,
+    /// The hand-written side(s).
+    Baseline,
+}
+
+impl Only {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Only::Tributary => "tributary",
+            Only::Baseline => "baseline",
+        }
+    }
+}
+
+impl Options {
+    /// Whether Tributary's side runs.
+    pub fn runs_tributary(&self) -> bool {
+        self.only != Some(Only::Baseline)
+    }
+
+    /// Whether the baseline side runs.
+    pub fn runs_baseline(&self) -> bool {
+        self.only != Some(Only::Tributary)
+    }
+}
+
+/// One round of the two sides: the baseline first in even rounds, Tributary first in odd ones,
+/// leaving out the side `--only` drops (futures do nothing until awaited, so it never runs).
+///
+/// # Errors
+/// The first side that fails.
+pub async fn round_of<T, B>(
+    o: &Options,
+    round: usize,
+    tributary: impl Future<Output = Result<T, BoxError>>,
+    baseline: impl Future<Output = Result<B, BoxError>>,
+) -> Result<(Option<T>, Option<B>), BoxError> {
+    let (mut t, mut b) = (None, None);
+    if round % 2 == 0 {
+        if o.runs_baseline() {
+            b = Some(baseline.await?);
+        }
+        if o.runs_tributary() {
+            t = Some(tributary.await?);
+        }
+    } else {
+        if o.runs_tributary() {
+            t = Some(tributary.await?);
+        }
+        if o.runs_baseline() {
+            b = Some(baseline.await?);
+        }
+    }
+    Ok((t, b))
+}
+
+/// `run`'s rate for a progress line, or `-` for a side that did not run.
+pub fn rate_of(run: Option<&Run>) -> String {
+    run.map_or_else(|| "-".to_owned(), |r| format!("{:.0}/s", r.rate()))
 }
 
 /// Runs one scenario (not `all`, not the memory child).

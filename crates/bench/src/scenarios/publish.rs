@@ -10,7 +10,7 @@
 use serde_json::json;
 use tributary::{wire, BoxError, Envelope, MsgPack, Producer, TraceParent};
 
-use super::{closed_loop, encoded, payload, progress, Options};
+use super::{closed_loop, encoded, payload, progress, rate_of, round_of, Options};
 use crate::baseline::{xadd, RawFields};
 use crate::env::{delete_keys, Env};
 use crate::report::{Figures, Report, Run, Target};
@@ -74,26 +74,33 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     };
 
     progress("publish", "warm-up");
-    tributary(2_000).await?;
-    baseline(2_000).await?;
+    if o.runs_tributary() {
+        tributary(2_000).await?;
+    }
+    if o.runs_baseline() {
+        baseline(2_000).await?;
+    }
+    let breakdown = o.breakdown && o.only.is_none();
     let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     let (mut conn_runs, mut fresh_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        if round % 2 == 0 {
-            b_runs.push(meter.metered(baseline(o.publish_messages)).await?);
-            t_runs.push(meter.metered(tributary(o.publish_messages)).await?);
-        } else {
-            t_runs.push(meter.metered(tributary(o.publish_messages)).await?);
-            b_runs.push(meter.metered(baseline(o.publish_messages)).await?);
-        }
-        if o.breakdown {
+        let (t, b) = round_of(
+            o,
+            round,
+            meter.metered(tributary(o.publish_messages)),
+            meter.metered(baseline(o.publish_messages)),
+        )
+        .await?;
+        progress(
+            "publish",
+            format!("round {}: tributary {}, fred {}", round + 1, rate_of(t.as_ref()), rate_of(b.as_ref())),
+        );
+        t_runs.extend(t);
+        b_runs.extend(b);
+        if breakdown {
             conn_runs.push(meter.metered(via_conn(o.publish_messages, false)).await?);
             fresh_runs.push(meter.metered(via_conn(o.publish_messages, true)).await?);
         }
-        progress(
-            "publish",
-            format!("round {}: tributary {:.0}/s, fred {:.0}/s", round + 1, t_runs[round].rate(), b_runs[round].rate()),
-        );
         delete_keys(&fred, &[topic_key.clone(), raw_key.clone()]).await;
     }
 
@@ -113,13 +120,16 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             ),
         }),
     );
+    if let Some(only) = o.only {
+        return Ok(report.one_side(only, vec![t, b]));
+    }
     let throughput = report.ratio("throughput tributary/fred", t.per_second, b.per_second);
     let p50 = report.ratio("p50 latency tributary/fred", t.p50(), b.p50());
     report.ratio("p99 latency tributary/fred", t.p99(), b.p99());
     report.target(Target::at_least("throughput tributary/fred", throughput, 0.9));
     report.target(Target::at_most("p50 latency tributary/fred", p50, 1.1));
     report.results = vec![t, b];
-    if o.breakdown {
+    if breakdown {
         let c = Figures::from_runs("fred via Tributary's client", &conn_runs);
         let f = Figures::from_runs("fred via Tributary's client, fresh envelope per message", &fresh_runs);
         report.ratio("throughput (fred via Tributary's client)/fred", c.per_second, report.results[1].per_second);

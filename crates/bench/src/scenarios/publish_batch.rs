@@ -12,7 +12,7 @@ use fred::types::Value;
 use serde_json::json;
 use tributary::{BoxError, Producer};
 
-use super::{closed_loop, encoded, payload, progress, Options};
+use super::{closed_loop, encoded, payload, progress, rate_of, round_of, Options};
 use crate::baseline::RawFields;
 use crate::env::{delete_keys, Env};
 use crate::report::{Figures, Report, Run, Target};
@@ -74,21 +74,23 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     };
 
     progress("publish-batch", "warm-up");
-    tributary(10 * size as u64).await?;
-    baseline(10 * size as u64).await?;
+    if o.runs_tributary() {
+        tributary(10 * size as u64).await?;
+    }
+    if o.runs_baseline() {
+        baseline(10 * size as u64).await?;
+    }
     let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        if round % 2 == 0 {
-            b_runs.push(meter.metered(baseline(o.batch_messages)).await?);
-            t_runs.push(meter.metered(tributary(o.batch_messages)).await?);
-        } else {
-            t_runs.push(meter.metered(tributary(o.batch_messages)).await?);
-            b_runs.push(meter.metered(baseline(o.batch_messages)).await?);
-        }
+        let (t, b) =
+            round_of(o, round, meter.metered(tributary(o.batch_messages)), meter.metered(baseline(o.batch_messages)))
+                .await?;
         progress(
             "publish-batch",
-            format!("round {}: tributary {:.0}/s, fred {:.0}/s", round + 1, t_runs[round].rate(), b_runs[round].rate()),
+            format!("round {}: tributary {}, fred {}", round + 1, rate_of(t.as_ref()), rate_of(b.as_ref())),
         );
+        t_runs.extend(t);
+        b_runs.extend(b);
         delete_keys(&fred, &[topic_key.clone(), raw_key.clone()]).await;
     }
 
@@ -110,6 +112,9 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             ),
         }),
     );
+    if let Some(only) = o.only {
+        return Ok(report.one_side(only, vec![t, b]));
+    }
     let throughput = report.ratio("throughput tributary/fred", t.per_second, b.per_second);
     report.ratio("p50 batch latency tributary/fred", t.p50(), b.p50());
     report.target(Target::at_least("throughput tributary/fred", throughput, 0.85));

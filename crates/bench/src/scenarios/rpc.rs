@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use tributary::{BoxError, RpcClient, RpcHandlerError, RpcServer};
+use tributary::{BoxError, RpcClient, RpcHandlerError, RpcServer, RpcServerHandle};
 
 use super::{closed_loop, encoded, payload, progress, Options};
 use crate::baseline::rpc as fred_rpc;
@@ -113,6 +113,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         }
     };
 
+    systems.retain(|s| match s {
+        System::Tributary(_) => o.runs_tributary(),
+        _ => o.runs_baseline(),
+    });
     progress("rpc", "warm-up");
     for s in &systems {
         s.closed_loop(500, 1, &body, &encoded).await?;
@@ -170,6 +174,13 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         results.push(Figures::from_runs(format!("{}/1-caller", s.name()), &sequential[i]));
         results.push(Figures::from_runs(format!("{}/{callers}-callers", s.name()), &concurrent[i]));
     }
+    if let Some(only) = o.only {
+        report.notes = notes;
+        let report = report.one_side(only, results);
+        shut_down(env, server, client, fred_server, nats_server, [request_key, fred_request_key, fred_reply_key])
+            .await?;
+        return Ok(report);
+    }
     let find = |name: String| results.iter().find(|f| f.name == name).cloned();
     for mode in ["1-caller".to_owned(), format!("{callers}-callers")] {
         let t = find(format!("tributary/{mode}")).ok_or("tributary figures")?;
@@ -184,12 +195,24 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     }
     report.results = results;
     report.notes = notes;
+    shut_down(env, server, client, fred_server, nats_server, [request_key, fred_request_key, fred_reply_key]).await?;
+    Ok(report)
+}
 
+/// Stops the servers and clients of the scenario and deletes its keys.
+async fn shut_down<S, N>(
+    env: &Env,
+    server: RpcServerHandle,
+    client: RpcClient,
+    fred_server: S,
+    nats_server: N,
+    keys: [String; 3],
+) -> Result<(), BoxError> {
     server.shutdown().await;
     let _ = client.close().await;
     drop(fred_server);
     drop(nats_server);
     let cleanup = env.fred().await?;
-    delete_keys(&cleanup, &[request_key, fred_request_key, fred_reply_key]).await;
-    Ok(report)
+    delete_keys(&cleanup, &keys).await;
+    Ok(())
 }
