@@ -78,9 +78,10 @@ struct Target {
 }
 
 impl Target {
-    /// The trimming arguments of an `XADD` to this topic (none without plain retention).
-    fn cap(&self, now: SystemTime) -> XCap {
-        self.retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(now))
+    /// The trimming arguments of an `XADD` to this topic now (none without plain retention;
+    /// the clock is read only with retention).
+    fn cap(&self) -> XCap {
+        self.retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(SystemTime::now()))
     }
 }
 
@@ -201,11 +202,21 @@ impl<C: Codec> Producer<C> {
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, message: &T) -> Result<EntryId, StreamError> {
         // What `self.message(topic, message).send()` does without options, one future less
         // deep: every level copies the fred command future it holds (about 5 KiB).
-        let payload =
-            self.codec.encode(message).map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?;
-        let mut env = EnvelopeRef::new(short_type_name::<T>(), self.codec.content_type(), &payload);
+        let payload = self.encode_payload(topic, message)?;
+        self.publish_ref(topic, &self.new_envelope(short_type_name::<T>(), &payload), None).await
+    }
+
+    /// `message` encoded with this producer's codec.
+    fn encode_payload<T: Serialize + ?Sized>(&self, topic: &str, message: &T) -> Result<Bytes, StreamError> {
+        self.codec.encode(message).map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })
+    }
+
+    /// A new message (fresh id, now) of `type_name` around `payload`, in this producer's
+    /// content type and the task's trace.
+    fn new_envelope<'a>(&'a self, type_name: &'a str, payload: &'a Bytes) -> EnvelopeRef<'a> {
+        let mut env = EnvelopeRef::new(type_name, self.codec.content_type(), payload);
         env.traceparent = Some(next_traceparent());
-        self.publish_ref(topic, &env, None).await
+        env
     }
 
     /// A publish with options (key, headers, idempotency key); finish with `.send()`.
@@ -255,7 +266,7 @@ impl<C: Codec> Producer<C> {
                 let reply: Value = self
                     .conn
                     .redis()
-                    .xadd(target.key_arg.clone(), false, target.cap(SystemTime::now()), "*", pairs)
+                    .xadd(target.key_arg.clone(), false, target.cap(), "*", pairs)
                     .await
                     .map_err(|e| RedisError::new("XADD", e))?;
                 entry_id_of("XADD", reply)?
@@ -403,20 +414,9 @@ impl<C: Codec> Producer<C> {
         T: Serialize + 'm,
         I: IntoIterator<Item = &'m T>,
     {
-        let mut payloads = Vec::new();
-        for m in messages {
-            payloads
-                .push(self.codec.encode(m).map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })?);
-        }
-        let (type_name, content_type) = (short_type_name::<T>(), self.codec.content_type());
-        let envelopes: Vec<EnvelopeRef<'_>> = payloads
-            .iter()
-            .map(|payload| {
-                let mut env = EnvelopeRef::new(type_name, content_type, payload);
-                env.traceparent = Some(next_traceparent());
-                env
-            })
-            .collect();
+        let payloads = messages.into_iter().map(|m| self.encode_payload(topic, m)).collect::<Result<Vec<_>, _>>()?;
+        let type_name = short_type_name::<T>();
+        let envelopes: Vec<EnvelopeRef<'_>> = payloads.iter().map(|p| self.new_envelope(type_name, p)).collect();
         self.publish_refs(topic, &envelopes).await
     }
 
@@ -431,7 +431,7 @@ impl<C: Codec> Producer<C> {
 
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
-        let now = SystemTime::now();
+        let cap = target.cap();
         let pipeline = self.conn.redis().pipeline();
         for env in envelopes {
             let pairs = self
@@ -440,7 +440,7 @@ impl<C: Codec> Producer<C> {
                 .xadd_fields(env, self.conn.limits())
                 .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
             let _: () = pipeline
-                .xadd(target.key_arg.clone(), false, target.cap(now), "*", pairs)
+                .xadd(target.key_arg.clone(), false, cap.clone(), "*", pairs)
                 .await
                 .map_err(|e| RedisError::new("XADD", e))?;
         }
@@ -547,21 +547,16 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
 
     /// The encoded payload and the headers, which the envelope borrows.
     fn parts(&self) -> Result<(Bytes, Headers), StreamError> {
-        let payload = self
-            .producer
-            .codec
-            .encode(self.message)
-            .map_err(|source| StreamError::Encode { topic: self.topic.to_owned(), source })?;
+        let payload = self.producer.encode_payload(self.topic, self.message)?;
         Ok((payload, self.headers.iter().cloned().collect()))
     }
 
     fn envelope<'s>(&'s self, (payload, headers): &'s (Bytes, Headers)) -> EnvelopeRef<'s> {
         let type_name = self.type_name.as_deref().unwrap_or(short_type_name::<T>());
-        let mut env = EnvelopeRef::new(type_name, self.producer.codec.content_type(), payload);
+        let mut env = self.producer.new_envelope(type_name, payload);
         env.headers = headers;
         env.key = self.key.as_deref();
         env.expires_at = self.expires_at;
-        env.traceparent = Some(next_traceparent());
         env
     }
 

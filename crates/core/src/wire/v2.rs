@@ -163,14 +163,8 @@ fn put_map_len(out: &mut Vec<u8>, len: usize) {
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     match len {
         0..=15 => out.push(0x80 | len as u8),
-        16..=0xffff => {
-            out.push(0xde);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdf);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
+        16..=0xffff => put_head(out, 0xde, &(len as u16).to_be_bytes()),
+        _ => put_head(out, 0xdf, &len.to_be_bytes()),
     }
 }
 
@@ -184,15 +178,9 @@ fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     match len {
         0..=31 => out.push(0xa0 | len as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, len as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
+        32..=0xff => put_head(out, 0xd9, &[len as u8]),
+        0x100..=0xffff => put_head(out, 0xda, &(len as u16).to_be_bytes()),
+        _ => put_head(out, 0xdb, &len.to_be_bytes()),
     }
     out.extend_from_slice(s);
 }
@@ -200,20 +188,17 @@ fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
 fn put_uint(out: &mut Vec<u8>, v: u64) {
     match v {
         0..=0x7f => out.push(v as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0xce);
-            out.extend_from_slice(&(v as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
+        0x80..=0xff => put_head(out, 0xcc, &[v as u8]),
+        0x100..=0xffff => put_head(out, 0xcd, &(v as u16).to_be_bytes()),
+        0x1_0000..=0xffff_ffff => put_head(out, 0xce, &(v as u32).to_be_bytes()),
+        _ => put_head(out, 0xcf, &v.to_be_bytes()),
     }
+}
+
+/// A MessagePack marker byte followed by its big-endian length or value.
+fn put_head(out: &mut Vec<u8>, marker: u8, be_bytes: &[u8]) {
+    out.push(marker);
+    out.extend_from_slice(be_bytes);
 }
 
 /// One MessagePack value's head: scalars whole, strings as their bytes, containers as their

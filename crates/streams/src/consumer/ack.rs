@@ -101,15 +101,14 @@ impl TopicConsumer {
                 }
             }
             Stats::add(&self.stats.acked, batch.len() as u64);
-            let ids: Vec<EntryId> = batch.iter().map(|(id, _)| *id).collect();
-            self.forget(&ids);
+            self.forget(batch.iter().map(|(id, _)| *id));
             // One permit for the batch, so the slots go back under one lock of the semaphore
             // rather than one each.
-            let mut permits = batch.drain(..).map(|(_, permit)| permit);
-            if let Some(mut all) = permits.next() {
-                permits.for_each(|p| all.merge(p));
-                drop(all);
-            }
+            let all = batch.drain(..).map(|(_, permit)| permit).reduce(|mut all, permit| {
+                all.merge(permit);
+                all
+            });
+            drop(all);
         }
     }
 

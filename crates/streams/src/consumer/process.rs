@@ -42,7 +42,7 @@ impl TopicConsumer {
             // reclaim sweep must not mistake it for an abandoned one.
             Settled::Ack(ack) => Some(ack),
             Settled::Done => {
-                self.forget(&[id]);
+                self.forget([id]);
                 None
             }
         }

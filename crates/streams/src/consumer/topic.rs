@@ -411,10 +411,10 @@ impl TopicConsumer {
         parse_read_reply("XREADGROUP", reply)
     }
 
-    pub(crate) fn forget(&self, ids: &[EntryId]) {
+    pub(crate) fn forget(&self, ids: impl IntoIterator<Item = EntryId>) {
         let mut held = self.held.lock().expect("held lock");
         for id in ids {
-            held.remove(id);
+            held.remove(&id);
         }
     }
 
