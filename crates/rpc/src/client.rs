@@ -5,6 +5,7 @@
 //! id), so a reply that arrives faster than the caller awaits it is never lost.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -16,8 +17,9 @@ use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
+use tributary_core::id::IdHasher;
 use tributary_core::{
-    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic, TraceParent,
+    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic, TraceParent,
 };
 use tributary_streams::replay::Tail;
 use tributary_streams::{Position, Producer};
@@ -52,12 +54,16 @@ pub struct RpcClient<C: Codec = MsgPack> {
     codec: C,
 }
 
+/// Calls waiting for their reply, by correlation id: the request's message id, as a number
+/// (routing a reply parses its `corr` once; no string is allocated or SipHashed per call).
+type PendingCalls = HashMap<u128, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>;
+
 struct Inner {
     conn: Connection,
     producer: Producer,
     reply_key: String,
     default_timeout: Duration,
-    pending: Mutex<HashMap<Arc<str>, oneshot::Sender<Reply>>>,
+    pending: Mutex<PendingCalls>,
     late_replies: AtomicU64,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
@@ -142,7 +148,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             conn: self.conn.clone(),
             reply_key: reply_key.clone(),
             default_timeout: self.default_timeout,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingCalls::default()),
             late_replies: AtomicU64::new(0),
             reader: Mutex::new(None),
             method_headers: NameCache::new(1024),
@@ -226,7 +232,10 @@ impl Inner {
     }
 
     fn route(&self, correlation_id: &str, reply: Reply) {
-        let waiting = self.pending.lock().expect("pending lock").remove(correlation_id);
+        // A correlation id that is not a UUID is not one of ours: nobody waits for it.
+        let waiting = uuid::Uuid::try_parse_ascii(correlation_id.as_bytes())
+            .ok()
+            .and_then(|id| self.pending.lock().expect("pending lock").remove(&id.as_u128()));
         let delivered = match waiting {
             Some(tx) => tx.send(reply).is_ok(),
             None => false,
@@ -239,17 +248,20 @@ impl Inner {
     }
 }
 
-/// Removes a call's pending slot when the call ends, however it ends (reply, timeout, or the
-/// caller dropping the future).
+/// Removes a call's pending slot when the call ends without its reply (timeout, or the caller
+/// dropping the future); the reader removed it already when the reply came.
 struct PendingSlot<'a> {
     inner: &'a Inner,
-    correlation_id: Arc<str>,
+    key: u128,
+    answered: bool,
 }
 
 impl Drop for PendingSlot<'_> {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.inner.pending.lock() {
-            p.remove(&*self.correlation_id);
+        if !self.answered {
+            if let Ok(mut p) = self.inner.pending.lock() {
+                p.remove(&self.key);
+            }
         }
     }
 }
@@ -290,13 +302,16 @@ impl<C: Codec> RpcClient<C> {
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
         let topic = self.inner.request_topic(service)?;
-        let mut id = [0u8; 36];
-        let correlation_id: Arc<str> = Arc::from(&*MessageId::new().as_uuid().hyphenated().encode_lower(&mut id));
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);
         let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
-        envelope.correlation_id = Some(&correlation_id);
+        // The request's own id is its correlation id: unique, already made, and a number to
+        // key the pending call by.
+        let key = envelope.id.as_uuid().as_u128();
+        let mut id = [0u8; 36];
+        let correlation_id = &*envelope.id.as_uuid().hyphenated().encode_lower(&mut id);
+        envelope.correlation_id = Some(correlation_id);
         envelope.reply_to = Some(&self.inner.reply_key);
         envelope.deadline = Some(deadline);
         envelope.headers = &headers;
@@ -304,21 +319,28 @@ impl<C: Codec> RpcClient<C> {
 
         // The slot exists before the request does.
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("pending lock").insert(correlation_id.clone(), tx);
-        let _slot = PendingSlot { inner: &self.inner, correlation_id: correlation_id.clone() };
+        self.inner.pending.lock().expect("pending lock").insert(key, tx);
+        let mut slot = PendingSlot { inner: &self.inner, key, answered: false };
 
         let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
-        let exchange = async {
+        // Boxed: fred's command future is about 5 KiB, and unboxed it made this future 6.5 KiB,
+        // copied whole at every move (into the timeout, into the caller's state): more
+        // instructions than the allocation (callgrind, `rpc` in docs/performance.md).
+        let exchange = Box::pin(async {
             self.inner
                 .producer
                 .publish_ref(topic.as_str(), &envelope, None)
                 .await
                 .map_err(|source| RpcError::Send { service: service.to_owned(), source })?;
             rx.await.map_err(|_| RpcError::Closed)
-        };
+        });
         let reply =
             match tokio::time::timeout_at(started + timeout, tracing::Instrument::instrument(exchange, span)).await {
-                Ok(reply) => reply?,
+                Ok(reply) => {
+                    let reply = reply?;
+                    slot.answered = true;
+                    reply
+                }
                 Err(_) => {
                     return Err(RpcError::Timeout {
                         service: service.to_owned(),

@@ -421,3 +421,33 @@ async fn requests_missing_a_deadline_or_correlation_id_are_rejected() {
     assert_eq!(redis.cli(&["EXISTS", &reply]).trim(), "0");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_correlation_id_is_the_request_id_and_stray_replies_are_counted_not_routed() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let server = RpcServer::builder(conn.clone(), "ids")
+        .method("ids", |_req: Echo, ctx| async move {
+            let env = ctx.envelope();
+            Ok::<_, RpcHandlerError>((env.id.to_string(), env.correlation_id.clone().unwrap_or_default()))
+        })
+        .start()
+        .unwrap();
+    let client = RpcClient::new(conn).await.unwrap();
+    let (id, corr): (String, String) = client.call("ids", "ids", &Echo { n: 1 }).await.unwrap();
+    assert_eq!(corr, id, "a request is correlated by its own message id");
+
+    // Replies for calls nobody made: a UUID no call waits for, and a value that is no UUID.
+    // Both are discarded and counted; neither disturbs the calls that follow.
+    let stray = uuid::Uuid::now_v7().to_string();
+    for corr in [stray.as_str(), "not-a-uuid"] {
+        redis.cli(&["XADD", client.reply_stream(), "*", "v", "1", "corr", corr, "ct", "application/json", "p", "{}"]);
+    }
+    wait_until(Duration::from_secs(10), "both stray replies are counted", || async { client.late_replies() == 2 })
+        .await;
+    let (id2, corr2): (String, String) = client.call("ids", "ids", &Echo { n: 2 }).await.unwrap();
+    assert_eq!(corr2, id2);
+    assert_ne!(id2, id);
+    assert_eq!(client.pending_calls(), 0);
+    server.shutdown().await;
+}

@@ -5,7 +5,7 @@
 //! cut off mid-reply leaves entries Redis counts as delivered here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tributary_core::id::IdHasher;
 use tributary_core::{Connection, EntryId, RedisError, Topic};
 
 use super::ack::{AckRequest, DeadLetterReason};
@@ -471,31 +472,9 @@ fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
 
 /// The entries a consumer holds, hashed by [`IdHasher`]: the set is touched twice per message
 /// (held when dispatched, forgotten once acknowledged), where SipHash cost about 400
-/// instructions per message (callgrind, `e2e`).
+/// instructions per message (callgrind, `e2e`). Not resistant to chosen keys, which is fine
+/// here: it holds at most `max_in_flight` ids, all of them handed out by Redis to this consumer.
 pub(crate) type HeldSet = HashSet<EntryId, BuildHasherDefault<IdHasher>>;
-
-/// A multiply-rotate hash of an entry id's two numbers (the scheme of rustc's `FxHasher`).
-/// Not resistant to chosen keys, which is fine here: the set holds at most `max_in_flight`
-/// ids, all of them handed out by Redis to this consumer.
-#[derive(Debug, Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(K);
-    }
-}
 
 #[cfg(test)]
 mod tests {
