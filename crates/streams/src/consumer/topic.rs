@@ -238,11 +238,7 @@ impl TopicConsumer {
         // Set when a read may have lost its reply: recover own pending entries before reading on.
         let mut lost_reply = false;
         let mut backoff = Duration::from_millis(100);
-        // Reused: one read per message when messages trickle in.
-        let mut permits = Vec::with_capacity(self.config.batch_size);
         loop {
-            // Slots not used by the last read are free again.
-            permits.clear();
             lost_reply |= reconnected(&mut command_reconnects);
             if let Some(rx) = &mut reconnects {
                 lost_reply |= reconnected(rx);
@@ -265,27 +261,26 @@ impl TopicConsumer {
                     }
                 }
             }
-            // Ask only for as many entries as there are free slots: backpressure.
-            let first = tokio::select! {
+            // Ask only for as many entries as there are free slots: backpressure. The slots
+            // are taken together and split off one per entry read; those the read did not use
+            // go back together when `permits` drops (one semaphore lock, not one per slot).
+            let mut permits = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
-            permits.push(first);
-            while permits.len() < self.config.batch_size {
-                match self.in_flight.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
+            let more = self.in_flight.available_permits().min(self.config.batch_size - 1);
+            if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
+                permits.merge(more);
             }
-            let granted = self.budget.take(permits.len());
+            let granted = self.budget.take(permits.num_permits());
             if granted == 0 {
                 // The worker's limit is reached: read nothing more, wait for the stop.
                 drop(permits);
                 self.stop.cancelled().await;
                 break;
             }
-            permits.truncate(granted);
+            drop(permits.split(permits.num_permits() - granted));
             let client = match &reader {
                 Some(c) => c.clone(),
                 None => match self.conn.dedicated(self.config.block_for).await {
@@ -311,7 +306,7 @@ impl TopicConsumer {
             if self.stop.is_cancelled() {
                 break;
             }
-            let read = self.read_new(&client, permits.len());
+            let read = self.read_new(&client, permits.num_permits());
             tokio::pin!(read);
             let mut stopping = false;
             let read = tokio::select! {
@@ -327,20 +322,19 @@ impl TopicConsumer {
                 }
             };
             if let Ok(entries) = &read {
-                self.budget.give_back(permits.len().saturating_sub(entries.len()));
+                self.budget.give_back(permits.num_permits().saturating_sub(entries.len()));
             } else {
-                self.budget.give_back(permits.len());
+                self.budget.give_back(permits.num_permits());
             }
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
-                    if entries.len() > permits.len() {
+                    if entries.len() > permits.num_permits() {
                         tracing::error!(topic = %self.topic, "read returned more entries than asked for");
                     }
                     let taken = entries
                         .into_iter()
-                        .zip(permits.drain(..))
-                        .map(|(entry, permit)| Taken { entry, deliveries: 1, permit })
+                        .map_while(|entry| Some(Taken { entry, deliveries: 1, permit: permits.split(1)? }))
                         .collect();
                     self.dispatch(taken).await;
                 }
