@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fred::interfaces::ClientLike;
-use fred::types::Value;
+use fred::clients::{Client, WithOptions};
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::config::Options;
+use fred::types::{Key, Value};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
@@ -22,7 +24,7 @@ use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic, TraceParent,
 };
 use tributary_streams::replay::Tail;
-use tributary_streams::{Position, Producer};
+use tributary_streams::{Position, Producer, StreamError};
 
 use crate::error::RpcError;
 use crate::protocol::{ErrorBody, METHOD_HEADER};
@@ -61,6 +63,10 @@ type PendingCalls = HashMap<u128, oneshot::Sender<Reply>, BuildHasherDefault<IdH
 struct Inner {
     conn: Connection,
     producer: Producer,
+    /// The connection's client without its command timeout, for the requests of calls: the
+    /// call's own timeout bounds them, and a second timer per call cost about a thousand
+    /// instructions (callgrind, `rpc` in docs/performance.md).
+    untimed: WithOptions<Client>,
     reply_key: String,
     default_timeout: Duration,
     pending: Mutex<PendingCalls>,
@@ -68,8 +74,8 @@ struct Inner {
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
     method_headers: NameCache<Headers>,
-    /// Request topics per service name (see `request_topic`).
-    request_topics: NameCache<Topic>,
+    /// Request streams per service name (see `request_stream`).
+    request_streams: NameCache<RequestStream>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -145,6 +151,7 @@ impl<C: Codec> RpcClientBuilder<C> {
         let reply_key = self.conn.namespace().reply_stream(&client_id);
         let inner = Arc::new(Inner {
             producer: Producer::new(self.conn.clone()),
+            untimed: self.conn.redis().with_options(&Options { timeout: Some(Duration::ZERO), ..Options::default() }),
             conn: self.conn.clone(),
             reply_key: reply_key.clone(),
             default_timeout: self.default_timeout,
@@ -152,7 +159,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             late_replies: AtomicU64::new(0),
             reader: Mutex::new(None),
             method_headers: NameCache::new(1024),
-            request_topics: NameCache::new(1024),
+            request_streams: NameCache::new(1024),
         });
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
@@ -221,9 +228,13 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
 }
 
 impl Inner {
-    /// The request topic of `service` (validated once per service).
-    fn request_topic(&self, service: &str) -> Result<Arc<Topic>, InvalidName> {
-        self.request_topics.get_or_try_insert(service, |s| self.conn.namespace().rpc_topic(s))
+    /// The request stream of `service` (validated once per service).
+    fn request_stream(&self, service: &str) -> Result<Arc<RequestStream>, InvalidName> {
+        self.request_streams.get_or_try_insert(service, |s| {
+            let topic = self.conn.namespace().rpc_topic(s)?;
+            let key = Key::from(self.conn.namespace().topic_stream(&topic));
+            Ok(RequestStream { topic, key })
+        })
     }
 
     /// The request headers for `method` (just the method name), built once per method.
@@ -301,8 +312,9 @@ impl<C: Codec> RpcClient<C> {
     {
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
-        let topic = self.inner.request_topic(service)?;
+        let stream = self.inner.request_stream(service)?;
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
+        let send_err = |source| RpcError::Send { service: service.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);
         let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
@@ -316,6 +328,8 @@ impl<C: Codec> RpcClient<C> {
         envelope.deadline = Some(deadline);
         envelope.headers = &headers;
         envelope.traceparent = Some(next_traceparent());
+        let fields = (self.inner.conn.wire_version().xadd_fields(&envelope, self.inner.conn.limits()))
+            .map_err(|source| send_err(StreamError::Limits { topic: stream.topic.to_string(), source }))?;
 
         // The slot exists before the request does.
         let (tx, rx) = oneshot::channel();
@@ -327,11 +341,8 @@ impl<C: Codec> RpcClient<C> {
         // copied whole at every move (into the timeout, into the caller's state): more
         // instructions than the allocation (callgrind, `rpc` in docs/performance.md).
         let exchange = Box::pin(async {
-            self.inner
-                .producer
-                .publish_ref(topic.as_str(), &envelope, None)
-                .await
-                .map_err(|source| RpcError::Send { service: service.to_owned(), source })?;
+            let _: Value = (self.inner.untimed.xadd(stream.key.clone(), false, None, "*", fields).await)
+                .map_err(|e| send_err(RedisError::new("XADD", e).into()))?;
             rx.await.map_err(|_| RpcError::Closed)
         });
         let reply =
@@ -373,7 +384,7 @@ impl<C: Codec> RpcClient<C> {
         method: &str,
         request: &Req,
     ) -> Result<EntryId, RpcError> {
-        let topic = self.inner.request_topic(service)?;
+        let stream = self.inner.request_stream(service)?;
         let payload = self.codec.encode(request).map_err(|source| RpcError::Codec {
             service: service.to_owned(),
             method: method.to_owned(),
@@ -385,7 +396,7 @@ impl<C: Codec> RpcClient<C> {
         envelope.traceparent = Some(next_traceparent());
         self.inner
             .producer
-            .publish_ref(topic.as_str(), &envelope, None)
+            .publish_ref(stream.topic.as_str(), &envelope, None)
             .await
             .map_err(|source| RpcError::Send { service: service.to_owned(), source })
     }
@@ -425,6 +436,14 @@ impl<C: Codec> RpcClient<C> {
             .map_err(|e| RedisError::new("DEL", e))?;
         Ok(())
     }
+}
+
+/// A service's request stream: its topic, and its key as a command argument (cloning it only
+/// counts a reference).
+#[derive(Debug)]
+struct RequestStream {
+    topic: Topic,
+    key: Key,
 }
 
 fn next_traceparent() -> TraceParent {

@@ -451,3 +451,20 @@ async fn the_correlation_id_is_the_request_id_and_stray_replies_are_counted_not_
     assert_eq!(client.pending_calls(), 0);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_ends_at_its_deadline_while_redis_is_down() {
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    let client = RpcClient::new(conn).await.unwrap();
+    redis.kill();
+    // The request's command has no timeout of its own: the call's bounds it.
+    let started = Instant::now();
+    let result =
+        client.call_with_timeout::<_, Answer>("echo", "echo", &Echo { n: 1 }, Duration::from_millis(300)).await;
+    let took = started.elapsed();
+    let err = result.unwrap_err();
+    assert!(matches!(err, RpcError::Timeout { .. } | RpcError::Send { .. }), "{err:?}");
+    assert!(took < Duration::from_secs(3), "ended after {took:?}, not at its 300 ms deadline");
+    assert_eq!(client.pending_calls(), 0);
+}
