@@ -336,6 +336,8 @@ impl TopicConsumer {
                         .into_iter()
                         .map_while(|entry| Some(Taken { entry, deliveries: 1, permit: permits.split(1)? }))
                         .collect();
+                    // Slots the read did not fill are free again before the handlers start.
+                    drop(permits);
                     self.dispatch(taken).await;
                 }
                 Err(e) if e.is_server_error("NOGROUP") => {
