@@ -20,10 +20,9 @@ use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::id::IdHasher;
-use tributary_core::{
-    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic, TraceParent,
-};
+use tributary_core::{Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic};
 use tributary_streams::replay::Tail;
+use tributary_streams::trace::next_traceparent;
 use tributary_streams::{Position, Producer, StreamError};
 
 use crate::error::RpcError;
@@ -445,8 +444,4 @@ impl<C: Codec> RpcClient<C> {
 struct RequestStream {
     topic: Topic,
     key: Key,
-}
-
-fn next_traceparent() -> TraceParent {
-    tributary_streams::trace::current_trace().map_or_else(TraceParent::new_root, |t| t.child())
 }

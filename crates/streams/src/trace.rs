@@ -22,7 +22,7 @@ pub async fn in_trace<F: Future>(tp: TraceParent, fut: F) -> F::Output {
 }
 
 /// The `traceparent` for a message published now: a child of the current trace, or a new
-/// trace.
-pub(crate) fn next_traceparent() -> TraceParent {
+/// trace. What producers write, and the RPC client into its requests.
+pub fn next_traceparent() -> TraceParent {
     current_trace().map_or_else(TraceParent::new_root, |t| t.child())
 }

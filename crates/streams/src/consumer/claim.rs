@@ -10,19 +10,10 @@ use tributary_core::{EntryId, RedisError};
 
 use super::dispatch::Taken;
 use super::stats::Stats;
-use super::topic::TopicConsumer;
+use super::topic::{Slots, TopicConsumer};
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 use crate::Scheduler;
-
-/// How many in-flight slots a claim waits for.
-#[derive(Debug, Clone, Copy)]
-enum Slots {
-    /// One per row: recovery hands back everything this consumer name holds.
-    All,
-    /// The first, then as many as are free: a sweep takes what there is room for now.
-    AtLeastOne,
-}
 
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
@@ -69,31 +60,8 @@ impl TopicConsumer {
         min_idle: Duration,
         slots: Slots,
     ) -> Result<usize, RedisError> {
-        let mut permits = Vec::with_capacity(rows.len());
-        for i in 0..rows.len() {
-            let wait = match slots {
-                Slots::All => true,
-                Slots::AtLeastOne => i == 0,
-            };
-            let permit = if wait {
-                tokio::select! {
-                    p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
-                    _ = self.stop.cancelled() => break,
-                }
-            } else {
-                match self.in_flight.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => break,
-                }
-            };
-            permits.push(permit);
-        }
-        let granted = self.budget.take(permits.len());
-        permits.truncate(granted);
-        if permits.is_empty() {
-            return Ok(0);
-        }
-        let rows = &rows[..permits.len()];
+        let Some(mut permits) = self.take_slots(rows.len(), slots).await else { return Ok(0) };
+        let rows = &rows[..permits.num_permits()];
         let mut args = Args::new()
             .arg(self.group.as_str())
             .arg(self.config.consumer_name.as_str())
@@ -114,7 +82,7 @@ impl TopicConsumer {
                 if held.contains(&entry.id) {
                     continue;
                 }
-                let Some(permit) = permits.pop() else { break };
+                let Some(permit) = permits.split(1) else { break };
                 held.insert(entry.id);
                 let row = rows.iter().find(|r| r.id == entry.id);
                 let deliveries = row.map_or(1, |r| r.deliveries + 1);
@@ -125,7 +93,7 @@ impl TopicConsumer {
             }
         }
         let count = taken.len();
-        self.budget.give_back(permits.len());
+        self.budget.give_back(permits.num_permits());
         drop(permits);
         self.dispatch(taken).await;
         Stats::add(&self.stats.reclaimed, count as u64);

@@ -14,7 +14,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::Server;
 use fred::types::Value;
 use tokio::sync::broadcast::{self, error::TryRecvError};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tributary_core::id::IdHasher;
@@ -71,6 +71,15 @@ impl Budget {
     pub(crate) fn give_back(&self, n: usize) {
         self.0.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// How many in-flight slots [`TopicConsumer::take_slots`] waits for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slots {
+    /// One per entry: recovery hands back everything this consumer name holds.
+    All,
+    /// The first, then as many as are free: a read or a sweep takes what there is room for now.
+    AtLeastOne,
 }
 
 /// One topic's consumer. Shared (`Arc`) by its read loop, its handler tasks and its helpers.
@@ -261,26 +270,12 @@ impl TopicConsumer {
                     }
                 }
             }
-            // Ask only for as many entries as there are free slots: backpressure. The slots
-            // are taken together and split off one per entry read; those the read did not use
-            // go back together when `permits` drops (one semaphore lock, not one per slot).
-            let mut permits = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break,
-                p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
-            };
-            let more = self.in_flight.available_permits().min(self.config.batch_size - 1);
-            if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
-                permits.merge(more);
-            }
-            let granted = self.budget.take(permits.num_permits());
-            if granted == 0 {
-                // The worker's limit is reached: read nothing more, wait for the stop.
-                drop(permits);
+            // Ask only for as many entries as there are free slots: backpressure.
+            let Some(mut permits) = self.take_slots(self.config.batch_size, Slots::AtLeastOne).await else {
+                // Stopping, or the worker's limit is reached: read nothing more, wait for the stop.
                 self.stop.cancelled().await;
                 break;
-            }
-            drop(permits.split(permits.num_permits() - granted));
+            };
             let client = match &reader {
                 Some(c) => c.clone(),
                 None => match self.conn.dedicated(self.config.block_for).await {
@@ -382,6 +377,41 @@ impl TopicConsumer {
         };
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
         stopped
+    }
+
+    /// In-flight slots for up to `want` entries, within the worker's budget, as one permit to
+    /// split off one per entry taken: unused slots then go back together (one semaphore lock,
+    /// not one per slot). Waits for the first slot; `None` when stopped first or when the budget
+    /// is spent.
+    pub(crate) async fn take_slots(&self, want: usize, slots: Slots) -> Option<OwnedSemaphorePermit> {
+        let mut permits = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return None,
+            p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        match slots {
+            Slots::AtLeastOne => {
+                let more = self.in_flight.available_permits().min(want.saturating_sub(1));
+                let more = u32::try_from(more).unwrap_or(u32::MAX);
+                if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(more) {
+                    permits.merge(more);
+                }
+            }
+            Slots::All => {
+                while permits.num_permits() < want {
+                    tokio::select! {
+                        p = self.in_flight.clone().acquire_owned() => permits.merge(p.expect("semaphore never closed")),
+                        _ = self.stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        let granted = self.budget.take(permits.num_permits());
+        if granted == 0 {
+            return None;
+        }
+        drop(permits.split(permits.num_permits() - granted));
+        Some(permits)
     }
 
     async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
