@@ -23,6 +23,10 @@ pub enum ErrorKind {
     Decode,
     /// The component is shutting down.
     Shutdown,
+    /// Redis refused the command for now: out of memory (`OOM`), loading its data set
+    /// (`LOADING`), running a long script (`BUSY`), or a cluster or replica that is failing over
+    /// (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`). Worth retrying once the condition clears.
+    Unavailable,
     /// A remote handler failed (RPC).
     Remote,
 }
@@ -30,19 +34,34 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// True for kinds where the same operation may succeed if tried again later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Connection | Self::Timeout)
+        matches!(self, Self::Connection | Self::Timeout | Self::Unavailable)
     }
 }
 
-/// A Redis command failed. Carries the command name; the client's error is the source.
+/// A Redis command failed. Carries the command name, its classification and what Redis (or
+/// the client) said, e.g. ``redis command `XACK` failed (NotFound): NOGROUP No such key ...``.
+///
+/// The client's message is part of the text rather than a `source()`: it is the end of the
+/// chain (nothing further to walk), and a log line with `%error` then says why.
 #[derive(Debug, thiserror::Error)]
-#[error("redis command `{command}` failed ({kind:?})")]
+#[error("redis command `{command}` failed ({kind:?}): {}", .detail.message)]
 pub struct RedisError {
     command: &'static str,
     kind: ErrorKind,
-    #[source]
-    source: BoxError,
+    /// Boxed: errors of every crate embed this one, and stay small.
+    detail: Box<Detail>,
 }
+
+#[derive(Debug)]
+struct Detail {
+    /// What Redis or the client said.
+    message: String,
+    /// The client's error, kept to match on the reply (`is_server_error`).
+    cause: BoxError,
+}
+
+/// Error reply prefixes that mean "not now" rather than "never" (see [`ErrorKind::Unavailable`]).
+const UNAVAILABLE: [&str; 6] = ["OOM", "LOADING", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"];
 
 impl RedisError {
     /// Wraps a fred error, recording which command failed and classifying it.
@@ -56,14 +75,20 @@ impl RedisError {
             F::NotFound => ErrorKind::NotFound,
             _ if err.details().starts_with("NOGROUP") => ErrorKind::NotFound,
             _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
+            _ if UNAVAILABLE.iter().any(|p| err.details().starts_with(p)) => ErrorKind::Unavailable,
             _ => ErrorKind::Server,
         };
-        Self { command, kind, source: Box::new(err) }
+        let message = if err.details().is_empty() { format!("{:?}", err.kind()) } else { err.details().to_owned() };
+        Self { command, kind, detail: Box::new(Detail { message, cause: Box::new(err) }) }
     }
 
     /// An error for a reply whose shape was not what the command documents.
     pub fn unexpected_reply(command: &'static str, what: &'static str) -> Self {
-        Self { command, kind: ErrorKind::Server, source: what.into() }
+        Self {
+            command,
+            kind: ErrorKind::Server,
+            detail: Box::new(Detail { message: what.to_owned(), cause: what.into() }),
+        }
     }
 
     /// The command that failed, e.g. `"XADD"`.
@@ -78,6 +103,6 @@ impl RedisError {
 
     /// True when Redis replied with an error starting with `prefix` (e.g. `BUSYGROUP`).
     pub fn is_server_error(&self, prefix: &str) -> bool {
-        self.source.downcast_ref::<fred::error::Error>().is_some_and(|e| e.details().starts_with(prefix))
+        self.detail.cause.downcast_ref::<fred::error::Error>().is_some_and(|e| e.details().starts_with(prefix))
     }
 }

@@ -248,7 +248,8 @@ impl RpcServerHandle {
         self.stats.answered.load(Ordering::Relaxed)
     }
 
-    /// Requests skipped because their deadline had passed before a server took them.
+    /// Requests skipped because their deadline had passed before a server took them, or
+    /// cancelled because it passed while their method ran.
     pub fn expired(&self) -> u64 {
         self.stats.expired.load(Ordering::Relaxed)
     }
@@ -331,7 +332,24 @@ impl DispatchInner {
             Some(m) => {
                 let m = m.clone();
                 let run = AssertUnwindSafe(async move { m.call(ctx).await }).catch_unwind();
-                match tracing::Instrument::instrument(run, span.clone()).await {
+                let run = tracing::Instrument::instrument(run, span.clone());
+                // The caller stops waiting at the deadline: so does the method (its future is
+                // dropped), and nobody is answered.
+                let left = env.deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+                let outcome = match left {
+                    Some(left) => match tokio::time::timeout(left, run).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                            span.in_scope(|| {
+                                tracing::info!("deadline reached while the method ran; cancelled, no reply")
+                            });
+                            return Ok(());
+                        }
+                    },
+                    None => run.await,
+                };
+                match outcome {
                     Ok(r) => r,
                     Err(panic) => {
                         let msg = panic

@@ -468,3 +468,38 @@ async fn a_call_ends_at_its_deadline_while_redis_is_down() {
     assert!(took < Duration::from_secs(3), "ended after {took:?}, not at its 300 ms deadline");
     assert_eq!(client.pending_calls(), 0);
 }
+
+#[tokio::test]
+async fn a_method_still_running_at_the_deadline_is_cancelled() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    struct OnDrop(Arc<AtomicU64>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicU64::new(0));
+    let d = dropped.clone();
+    let server = RpcServer::builder(conn.clone(), "stuck")
+        .method("wait", move |_req: Echo, _ctx| {
+            let guard = OnDrop(d.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
+            }
+        })
+        .start()
+        .unwrap();
+    let client = RpcClient::new(conn.clone()).await.unwrap();
+    let err = client
+        .call_with_timeout::<_, Answer>("stuck", "wait", &Echo { n: 1 }, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
+    // The method's future is dropped at the deadline, not left holding a handler slot.
+    wait_until(Duration::from_secs(30), "the method cancelled", || async { dropped.load(Ordering::SeqCst) == 1 }).await;
+    wait_until(Duration::from_secs(30), "counted as expired", || async { server.expired() == 1 }).await;
+    server.shutdown().await;
+}

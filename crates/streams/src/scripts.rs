@@ -40,6 +40,7 @@ macro_rules! script {
 script!(PUBLISH_IDEMPOTENT, "publish_idempotent");
 script!(DEAD_LETTER, "dead_letter");
 script!(CLAIM_OWNED, "claim_owned");
+script!(RELEASE_OWNED, "release_owned");
 script!(DELETE_IDLE_CONSUMERS, "delete_idle_consumers");
 script!(DELETE_CONSUMER_IF_EMPTY, "delete_consumer_if_empty");
 script!(TRIM_SAFE, "trim_safe");

@@ -22,6 +22,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) block_for: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) concurrency: usize,
+    pub(crate) prefetch: usize,
+    pub(crate) handler_timeout: Option<Duration>,
     pub(crate) max_deliveries: u64,
     pub(crate) retry: RetryPolicy,
     pub(crate) claim_idle: Duration,
@@ -63,22 +65,32 @@ fn check_options(options: &RouteOptions) -> Result<(), BuildError> {
     if options.concurrency == Some(0) {
         return Err(BuildError::OutOfRange { setting: "concurrency", requirement: "greater than zero" });
     }
+    if options.timeout.is_some_and(|d| d.is_zero()) {
+        return Err(BuildError::OutOfRange { setting: "timeout", requirement: "greater than zero" });
+    }
     if options.max_deliveries == Some(0) {
         return Err(BuildError::OutOfRange { setting: "max_deliveries", requirement: "greater than zero" });
     }
     Ok(())
 }
 
-/// The default consumer name: `TRIBUTARY_CONSUMER_NAME`, else the host name. Stable across
-/// restarts, so a restarted instance finds its own pending entries.
+/// The default consumer name: `TRIBUTARY_CONSUMER_NAME` if set (a stable name, chosen by the
+/// operator), else `<host>-<pid>-<random>`: unique to this worker, so two processes on one host
+/// (or two workers of one group in a process) never take each other's entries for their own.
+/// The trade-off is in `docs/delivery.md` ("Consumer names").
 fn default_consumer_name() -> String {
-    std::env::var("TRIBUTARY_CONSUMER_NAME")
+    if let Some(name) = std::env::var("TRIBUTARY_CONSUMER_NAME").ok().map(|s| s.trim().to_owned()) {
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "tributary".to_owned())
+        .unwrap_or_else(|| "tributary".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// Configures a [`Worker`]. Created by [`Worker::builder`].
@@ -114,6 +126,8 @@ impl WorkerBuilder {
                 block_for: Duration::from_secs(2),
                 max_in_flight: 256,
                 concurrency: 32,
+                prefetch: 16,
+                handler_timeout: None,
                 max_deliveries: 5,
                 retry: RetryPolicy::default(),
                 claim_idle: Duration::from_secs(30),
@@ -199,9 +213,11 @@ impl WorkerBuilder {
         self.handler_pattern(pattern, handler_fn(f))
     }
 
-    /// Name of this instance inside the group. Defaults to `TRIBUTARY_CONSUMER_NAME`, else the
-    /// host name. Keep it stable across restarts and distinct between live instances: a
-    /// restarted instance first re-reads the entries its name still holds.
+    /// Name of this instance inside the group. Defaults to `TRIBUTARY_CONSUMER_NAME`, else
+    /// `<host>-<pid>-<random>`, unique to this worker. Set a name that is stable across
+    /// restarts (and distinct between live instances) to have a restarted instance re-read the
+    /// entries its name still holds at once, instead of others taking them over after
+    /// `claim_idle`.
     pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
         self.config.consumer_name = name.into();
         self
@@ -220,21 +236,42 @@ impl WorkerBuilder {
         self
     }
 
-    /// Most entries this worker holds unacknowledged at once, across its topics (waiting,
-    /// running, waiting to retry). Memory stays flat however long the backlog. Defaults to 256.
+    /// Most entries each topic of this worker holds unacknowledged at once (waiting, running,
+    /// waiting to retry, being acknowledged). Memory stays flat however long the backlog.
+    /// Each topic has its own, so a saturated topic never holds up another. Defaults to 256.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.config.max_in_flight = n;
         self
     }
 
-    /// Most handlers running at once. `1` gives strict order per topic. Messages with the
-    /// same key always run one at a time, in order. Defaults to 32.
+    /// Most handlers running at once, per topic (`RouteOptions::concurrency` overrides it for
+    /// one topic). `1` gives strict order per topic. Messages with the same key always run one
+    /// at a time, in order. Defaults to 32.
     ///
     /// Handlers run as futures on the worker's tasks: those of one read batch share a task
     /// (see `docs/delivery.md`, "Handlers and threads"), so a handler that computes for long
     /// without awaiting holds up its batch. Put such work in `tokio::task::spawn_blocking`.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
+        self
+    }
+
+    /// Most entries a topic reads ahead of its handlers: read but not yet started, beyond those
+    /// `concurrency` can run. Entries waiting here are not someone else's to take, so keep it
+    /// small: a wedged instance then holds only its running handlers and this many. An entry
+    /// that waited longer than `claim_idle` is no longer renewed (a live instance may take it)
+    /// and is checked to be still this consumer's before it starts. Defaults to 16.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.config.prefetch = n;
+        self
+    }
+
+    /// Longest a handler may run. Past it the handler's future is dropped (cancelled at its
+    /// next `.await`) and the attempt counts as a retryable failure ("handler timed out"), so a
+    /// handler stuck on a dead dependency does not hold its slot for ever.
+    /// `RouteOptions::timeout` overrides it for one topic. Defaults to none.
+    pub fn handler_timeout(mut self, d: Duration) -> Self {
+        self.config.handler_timeout = Some(d);
         self
     }
 
@@ -336,6 +373,7 @@ impl WorkerBuilder {
         positive("max_deliveries", c.max_deliveries > 0)?;
         positive("block_for", c.block_for >= Duration::from_millis(1))?;
         positive("claim_idle", c.claim_idle >= Duration::from_millis(1))?;
+        positive("handler_timeout", !matches!(c.handler_timeout, Some(d) if d.is_zero()))?;
         if c.consumer_name.is_empty() || c.consumer_name.len() > 200 {
             return Err(BuildError::OutOfRange { setting: "consumer_name", requirement: "1 to 200 bytes" });
         }

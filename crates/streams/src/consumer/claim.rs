@@ -3,14 +3,14 @@
 //! removing long-idle consumers that hold nothing; moving due scheduled messages.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::types::Value;
 use tributary_core::{EntryId, RedisError};
 
 use super::dispatch::Taken;
 use super::stats::Stats;
-use super::topic::{Slots, TopicConsumer};
+use super::topic::{Held, TopicConsumer};
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 use crate::Scheduler;
@@ -19,25 +19,37 @@ impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
     /// its previous run left; after a connection was lost, entries whose `XREADGROUP` (or
     /// `XCLAIM`) reply was lost with it (Redis recorded them as delivered here, the reply never
-    /// came).
-    /// Entries held in memory (running, waiting to retry or to be acked) are left alone.
+    /// came). Entries held in memory (running, waiting to retry or to be acked) are left alone.
+    ///
+    /// Page by page, each as far as there are free slots: however many entries the name holds
+    /// (more than `max_in_flight`, say), they go through the handlers a slot at a time.
     pub(crate) async fn recover_own_pending(self: &Arc<Self>) -> Result<(), RedisError> {
+        let page = self.config.batch_size.min(self.config.max_in_flight).max(1);
         let mut start = "-".to_owned();
         loop {
-            let page = self.config.batch_size;
             let args = Args::new()
                 .arg(self.group.as_str())
                 .arg(start.as_str())
                 .arg("+")
                 .arg(page as i64)
                 .arg(self.config.consumer_name.as_str());
-            let rows = parse_pending(call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await?)?;
+            let rows = match call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await {
+                Ok(reply) => parse_pending(reply)?,
+                Err(e) if Self::is_group_lost(&e) => {
+                    // Nothing of this consumer's survives with the group.
+                    return self.restore_group().await;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(last) = rows.last() else { return Ok(()) };
             start = format!("({}", last.id);
             let full = rows.len() == page;
-            let rows = self.not_held(rows);
-            if !rows.is_empty() {
-                self.claim_and_dispatch(rows, Duration::ZERO, Slots::All).await?;
+            let mut rows = self.not_held(rows);
+            while !rows.is_empty() {
+                let Some((done, _)) = self.claim_and_dispatch(&rows, Duration::ZERO).await? else {
+                    return Ok(()); // stopping, or the worker's limit is reached
+                };
+                rows.drain(..done);
             }
             if !full {
                 return Ok(());
@@ -49,19 +61,20 @@ impl TopicConsumer {
     /// would count a delivery that did not happen.
     fn not_held(&self, rows: Vec<PendingEntry>) -> Vec<PendingEntry> {
         let held = self.held.lock().expect("held lock");
-        rows.into_iter().filter(|r| !held.contains(&r.id)).collect()
+        rows.into_iter().filter(|r| !held.contains_key(&r.id)).collect()
     }
 
-    /// Claims `rows` for this consumer (those still idle at least `min_idle`) and dispatches
-    /// them, each counted as one more delivery, as many as `slots` gets in-flight slots for.
+    /// Claims the first of `rows` for this consumer, as many as there are free slots for
+    /// (waiting for one), those still idle at least `min_idle`, and dispatches them, each
+    /// counted as one more delivery. Returns how many rows it dealt with (claimed or not) and
+    /// how many it claimed, or `None` when stopped first.
     async fn claim_and_dispatch(
         self: &Arc<Self>,
-        rows: Vec<PendingEntry>,
+        rows: &[PendingEntry],
         min_idle: Duration,
-        slots: Slots,
-    ) -> Result<usize, RedisError> {
-        let Some(mut permits) = self.take_slots(rows.len(), slots).await else { return Ok(0) };
-        let rows = &rows[..permits.num_permits()];
+    ) -> Result<Option<(usize, usize)>, RedisError> {
+        let Some(mut slots) = self.take_slots(rows.len()).await else { return Ok(None) };
+        let rows = &rows[..slots.len()];
         let mut args = Args::new()
             .arg(self.group.as_str())
             .arg(self.config.consumer_name.as_str())
@@ -71,36 +84,49 @@ impl TopicConsumer {
         }
         // XCLAIM re-checks the idle time atomically, so two consumers sweeping at once never
         // both get an entry; entries deleted meanwhile drop out of the PEL (Redis >= 7).
-        let claimed = parse_entries("XCLAIM", call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await?)?;
+        let claimed = match call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await {
+            Ok(reply) => parse_entries("XCLAIM", reply),
+            Err(e) => Err(e),
+        };
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.budget.give_back(slots.len());
+                return Err(e);
+            }
+        };
         let mut taken = Vec::with_capacity(claimed.len());
         {
             // A sweep and a recovery may claim the same entry at once (the first claim resets
             // its idle time, which the second's zero minimum accepts): the first to mark it
             // held handles it, the other lets it go.
+            let now = Instant::now();
             let mut held = self.held.lock().expect("held lock");
             for entry in claimed {
-                if held.contains(&entry.id) {
+                if held.contains_key(&entry.id) {
                     continue;
                 }
-                let Some(permit) = permits.split(1) else { break };
-                held.insert(entry.id);
+                let Some((permit, admit)) = slots.take_one() else { break };
+                held.insert(entry.id, Held { since: now, started: false, lost: false });
                 let row = rows.iter().find(|r| r.id == entry.id);
                 let deliveries = row.map_or(1, |r| r.deliveries + 1);
                 if let Some(row) = row.filter(|r| r.consumer != self.config.consumer_name) {
                     tracing::debug!(topic = %self.topic, entry_id = %row.id, from = %row.consumer, "claimed entry");
                 }
-                taken.push(Taken { entry, deliveries, permit });
+                taken.push(Taken { entry, deliveries, permit, admit });
             }
         }
         let count = taken.len();
-        self.budget.give_back(permits.num_permits());
-        drop(permits);
+        self.budget.give_back(slots.len());
+        drop(slots);
         self.dispatch(taken).await;
         Stats::add(&self.stats.reclaimed, count as u64);
-        Ok(count)
+        Ok(Some((rows.len(), count)))
     }
 
-    /// Background duties while consuming: reclaim sweeps, lease renewal, consumer clean-up.
+    /// Background duties while consuming. Reclaim sweeps, consumer clean-up and moving due
+    /// scheduled messages end at a graceful stop; lease renewal goes on until the caller
+    /// aborts it, once running handlers are done.
     pub(crate) async fn helper_loops(self: Arc<Self>) {
         let lease = {
             let this = self.clone();
@@ -118,7 +144,9 @@ impl TopicConsumer {
             async move {
                 let mut rounds: u64 = 0;
                 loop {
-                    tokio::time::sleep(this.config.claim_interval()).await;
+                    if this.pause_for(this.config.claim_interval()).await {
+                        return;
+                    }
                     if let Err(e) = this.reclaim_idle().await {
                         tracing::warn!(topic = %this.topic, error = %e, "reclaim sweep failed");
                     }
@@ -134,20 +162,31 @@ impl TopicConsumer {
         let mover = {
             let this = self.clone();
             async move {
-                match this.config.schedule_poll {
-                    Some(poll) => Scheduler::new(this.conn.clone()).run(&this.topic, poll).await,
-                    None => std::future::pending().await,
+                if let Some(poll) = this.config.schedule_poll {
+                    let scheduler = Scheduler::new(this.conn.clone());
+                    tokio::select! {
+                        _ = scheduler.run(&this.topic, poll) => {}
+                        _ = this.stop.cancelled() => {}
+                    }
                 }
             }
         };
         tokio::join!(lease, sweep, mover);
     }
 
-    /// Takes over entries idle longer than `claim_idle`: held by consumers that died, or by
-    /// this one when a read reply was lost on the wire.
+    /// Sleeps for `d`; true when stopped meanwhile.
+    async fn pause_for(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.stop.cancelled() => true,
+        }
+    }
+
+    /// Takes over entries idle longer than `claim_idle`: held by consumers that died, handed
+    /// back at a graceful stop, or held by this one when a read reply was lost on the wire.
     ///
-    /// It looks even when every in-flight slot is taken, and then waits for one: the read loop
-    /// holds up to `batch_size` slots while its read blocks, so with `max_in_flight` at or below
+    /// It looks even when every slot is taken, and then waits for one: the read loop holds
+    /// up to `batch_size` slots while its read blocks, so with `max_in_flight` at or below
     /// `batch_size` a sweep that needed a free slot to start would never run while the topic
     /// is quiet, and a dead consumer's entries would wait for ever. (The semaphore serves
     /// waiters in order: the slots the read gives back next go to the sweep.)
@@ -155,30 +194,56 @@ impl TopicConsumer {
         let want = self.config.batch_size.min(self.config.max_in_flight).max(1);
         let idle_ms = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
         let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(want as i64);
-        let rows = parse_pending(call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await?)?;
+        let rows = match call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await {
+            Ok(reply) => parse_pending(reply)?,
+            Err(e) if Self::is_group_lost(&e) => return self.restore_group().await,
+            Err(e) => return Err(e),
+        };
         let rows = self.not_held(rows);
         if rows.is_empty() {
             return Ok(());
         }
-        let n = self.claim_and_dispatch(rows, self.config.claim_idle, Slots::AtLeastOne).await?;
+        let n = self.claim_and_dispatch(&rows, self.config.claim_idle).await?.map_or(0, |(_, claimed)| claimed);
         if n > 0 {
             tracing::info!(topic = %self.topic, group = %self.group, claimed = n, "took over idle pending entries");
         }
         Ok(())
     }
 
-    /// Resets the idle time of every entry this consumer holds, so others do not take over
-    /// work that is running or waiting to retry.
+    /// Resets the idle time of the entries this consumer holds, so others do not take over
+    /// work that is running, waiting to retry or being acknowledged. An entry that was read but
+    /// has not started within `claim_idle` is not renewed: a wedged instance must not keep
+    /// work a live one could do (it is checked again before it starts).
     async fn renew_leases(&self) -> Result<(), RedisError> {
-        let held: Vec<EntryId> = self.held.lock().expect("held lock").iter().copied().collect();
+        let held: Vec<EntryId> = {
+            let held = self.held.lock().expect("held lock");
+            held.iter()
+                .filter(|(_, h)| !h.lost && (h.started || h.since.elapsed() < self.config.claim_idle))
+                .map(|(id, _)| *id)
+                .collect()
+        };
         for chunk in held.chunks(256) {
             let mut args: Vec<Value> =
                 vec![self.group.as_str().into(), self.config.consumer_name.as_str().into(), "lease".into()];
             args.extend(chunk.iter().map(|id| Value::from(id.to_string())));
-            let owned: Vec<String> = CLAIM_OWNED.run(self.conn.redis(), vec![self.key.clone()], args).await?;
-            if owned.len() < chunk.len() {
-                tracing::warn!(topic = %self.topic, lost = chunk.len() - owned.len(),
-                    "entries held here were taken over by another consumer (this one was presumed dead)");
+            let reply = CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(self.conn.redis(), vec![self.key.clone()], args);
+            let (_, taken) = match reply.await {
+                Ok(reply) => reply,
+                Err(e) if Self::is_group_lost(&e) => return self.restore_group().await,
+                Err(e) => return Err(e),
+            };
+            // Entries not renewed because another consumer holds them now. (Entries acked or
+            // deleted meanwhile are simply no longer pending: not worth a word.)
+            for pair in taken.chunks(2) {
+                let [id, by] = pair else { continue };
+                let Ok(id) = id.parse::<EntryId>() else { continue };
+                let mut held = self.held.lock().expect("held lock");
+                if let Some(h) = held.get_mut(&id).filter(|h| !h.lost) {
+                    h.lost = true;
+                    tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id, by = %by,
+                        started = h.started, "entry held here was taken over by another consumer (this one was \
+                        presumed dead: its leases lapsed for claim_idle)");
+                }
             }
         }
         Ok(())

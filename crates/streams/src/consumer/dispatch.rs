@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -28,7 +29,10 @@ use crate::redis::RawEntry;
 pub(crate) struct Job {
     pub(crate) id: EntryId,
     pub(crate) deliveries: u64,
+    /// Its in-flight slot, until acknowledged.
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Its read-ahead slot, until its handler first returns.
+    pub(crate) admit: OwnedSemaphorePermit,
     pub(crate) body: JobBody,
 }
 
@@ -47,12 +51,13 @@ pub(crate) enum Lane {
     Topic,
 }
 
-/// An entry taken from Redis (read or claimed): its delivery count and the in-flight slot it
-/// occupies until it is settled.
+/// An entry taken from Redis (read or claimed): its delivery count and the slots it occupies
+/// (in flight until settled, read-ahead until its handler first returns).
 pub(crate) struct Taken {
     pub(crate) entry: RawEntry,
     pub(crate) deliveries: u64,
     pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) admit: OwnedSemaphorePermit,
 }
 
 impl TopicConsumer {
@@ -60,13 +65,8 @@ impl TopicConsumer {
     /// (see the module docs). Returns once every entry is running or done.
     pub(crate) async fn dispatch(self: &Arc<Self>, taken: Vec<Taken>) {
         let mut free = Vec::with_capacity(taken.len());
-        {
-            let mut held = self.held.lock().expect("held lock");
-            for t in &taken {
-                held.insert(t.entry.id);
-            }
-        }
-        for Taken { entry, deliveries, permit } in taken {
+        self.hold(taken.iter().map(|t| t.entry.id), Instant::now());
+        for Taken { entry, deliveries, permit, admit } in taken {
             let body = match entry.fields {
                 None => JobBody::Tombstone,
                 Some(fields) => match wire::decode(&fields, self.conn.limits()) {
@@ -81,7 +81,7 @@ impl TopicConsumer {
                 JobBody::Message(env) => env.key.clone().map(Lane::Key),
                 _ => None,
             };
-            let job = Job { id: entry.id, deliveries, permit, body };
+            let job = Job { id: entry.id, deliveries, permit, admit, body };
             match lane {
                 None => free.push(job),
                 Some(lane) => self.enqueue(lane, job),
@@ -131,7 +131,8 @@ impl TopicConsumer {
         self.spawn(async move { this.run_lane(lane, job).await });
     }
 
-    /// Handles the messages of one lane one after another, in the order they were read.
+    /// Handles the messages of one lane one after another, in the order they were read. Once
+    /// stopping, what is still queued is handed back unstarted.
     async fn run_lane(self: Arc<Self>, lane: Lane, first: Job) {
         let mut job = first;
         loop {
@@ -139,15 +140,25 @@ impl TopicConsumer {
             self.send_acks(vec![ack]);
             let next = {
                 let mut lanes = self.lanes.lock().expect("lanes lock");
-                match lanes.get_mut(&lane).and_then(VecDeque::pop_front) {
-                    Some(next) => next,
-                    None => {
-                        lanes.remove(&lane);
-                        return;
+                let next = match lanes.get_mut(&lane) {
+                    Some(queue) if self.stop.is_cancelled() => {
+                        for queued in queue.drain(..) {
+                            self.release(queued.id, queued.deliveries.saturating_sub(1));
+                        }
+                        None
                     }
+                    Some(queue) => queue.pop_front(),
+                    None => None,
+                };
+                if next.is_none() {
+                    lanes.remove(&lane);
                 }
+                next
             };
-            job = next;
+            match next {
+                Some(next) => job = next,
+                None => return,
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod ack;
 mod builder;
 mod claim;
 mod dispatch;
+mod group;
 mod handler;
 mod process;
 mod retry;
@@ -24,9 +25,9 @@ mod topic;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::{Connection, Topic, TopicPattern};
@@ -91,6 +92,11 @@ impl Worker {
         WorkerBuilder::new(conn, group.into())
     }
 
+    /// This worker's consumer name in its group (see [`WorkerBuilder::consumer_name`]).
+    pub fn consumer_name(&self) -> &str {
+        &self.config.consumer_name
+    }
+
     /// Starts consuming in the background.
     ///
     /// Dropping the handle stops everything at once, like a crash: what is unacknowledged
@@ -100,19 +106,21 @@ impl Worker {
         let stop = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let stats = Arc::new(Stats::default());
+        let stopped_at = Arc::new(OnceLock::new());
         let shared = Shared {
             conn: self.conn.clone(),
             group: self.group.clone(),
-            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
-            running: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            stopped_at: stopped_at.clone(),
             hard_stop: hard_stop.clone(),
             budget: Arc::new(topic::Budget::new(self.config.limit)),
         };
+        let consumer = self.config.consumer_name.clone();
+        let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;
         let task = tokio::spawn(self.run(shared));
-        WorkerHandle { stop, hard_stop, stats, task: Some(task) }
+        WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, task: Some(task) }
     }
 
     /// Runs until `shutdown` completes, then stops gracefully.
@@ -161,24 +169,49 @@ impl Worker {
     }
 }
 
+/// How long a graceful stop may take beyond `shutdown_timeout`: the final acknowledgements,
+/// handing back unstarted entries and leaving the group, each bounded on its own.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// A running [`Worker`]. Dropping it stops the worker at once (crash-like).
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: CancellationToken,
+    stopped_at: Arc<OnceLock<Instant>>,
     hard_stop: CancellationToken,
     stats: Arc<Stats>,
+    consumer: String,
+    shutdown_bound: Duration,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WorkerHandle {
-    /// Graceful stop: no new reads; running handlers finish (up to `shutdown_timeout`) and
-    /// are acknowledged; entries waiting to retry stay pending for the next start. The
-    /// consumer leaves its group if it holds nothing.
+    /// Graceful stop, as for a deploy:
+    /// - no new reads, and no entry that has not started yet is started: those are handed back
+    ///   (left pending, marked idle) for another instance or the next start;
+    /// - running handlers finish, up to `shutdown_timeout`, keeping their leases meanwhile so
+    ///   no other instance takes them over, and are acknowledged;
+    /// - entries waiting to retry stay pending;
+    /// - the consumer leaves its group if it holds nothing.
+    ///
+    /// Returns within `shutdown_timeout` plus a few seconds whatever Redis does: if Redis is
+    /// unreachable, what could not be acknowledged stays pending and is delivered again.
     pub async fn shutdown(mut self) {
+        let _ = self.stopped_at.set(Instant::now());
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(self.shutdown_bound, &mut task).await.is_err() {
+                tracing::warn!(consumer = %self.consumer, bound = ?self.shutdown_bound,
+                    "graceful stop did not finish in time; stopping at once (unacknowledged entries stay pending)");
+                self.hard_stop.cancel();
+                task.abort();
+            }
         }
+    }
+
+    /// This worker's consumer name in its group.
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer
     }
 
     /// Counters since the worker started.

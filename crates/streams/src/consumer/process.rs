@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
+use tributary_core::EntryId;
 
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ExpiredPolicy;
@@ -54,7 +56,7 @@ impl TopicConsumer {
             let _ = Box::pin(self.settle_unhandled(job)).await;
             return Settled::Done;
         }
-        let Job { id, deliveries, permit, body } = job;
+        let Job { id, deliveries, permit, admit, body } = job;
         let JobBody::Message(envelope) = body else {
             return Settled::Done;
         };
@@ -68,16 +70,22 @@ impl TopicConsumer {
             return Settled::Done;
         }
         if envelope.is_expired(SystemTime::now()) {
-            Stats::add(&self.stats.expired, 1);
-            return match self.config.expired {
-                ExpiredPolicy::DeadLetter => {
-                    Box::pin(self.dead_letter(id, DeadLetterReason::Expired, attempt, "expired before it was handled"))
-                        .await;
-                    Settled::Done
-                }
-                _ => Settled::Ack((id, permit)),
-            };
+            return Box::pin(self.settle_expired(id, attempt, permit)).await;
         }
+        // Start it, unless stopping: then it goes back unstarted, for another consumer.
+        let Some(first_slot) = self.handler_slot().await else {
+            self.release(id, attempt - 1);
+            return Settled::Done;
+        };
+        let waited = self.start(id);
+        if waited >= self.config.claim_idle && !Box::pin(self.still_owned(id)).await {
+            // It waited so long that its lease lapsed, and a live consumer took it over.
+            tracing::info!(topic = %self.topic, entry_id = %id, waited = ?waited,
+                "entry taken over by another consumer before it started here");
+            return Settled::Done;
+        }
+        let mut slot = Some(first_slot);
+        let mut admit = Some(admit);
         let trace = envelope.traceparent;
         let ctx_inner =
             Arc::new(ContextInner { origin: self.origin.clone(), entry_id: id, attempt, envelope: *envelope });
@@ -94,7 +102,17 @@ impl TopicConsumer {
                 trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
             );
             let outcome = {
-                let _slot = self.running.acquire().await.expect("semaphore never closed");
+                let _slot = match slot.take() {
+                    Some(s) => s,
+                    None => match self.handler_slot().await {
+                        Some(s) => s,
+                        None => {
+                            // Claimed for this attempt, which now will not run here.
+                            self.release(id, attempt - 1);
+                            return Settled::Done;
+                        }
+                    },
+                };
                 Stats::add(&self.stats.delivered, 1);
                 let handler = self.handler.clone();
                 let call = ctx.clone();
@@ -105,15 +123,23 @@ impl TopicConsumer {
                         Err(p) => Err(p),
                     }
                 };
-                let run = match trace {
-                    Some(tp) => in_trace(tp.child(), run).instrument(span.clone()).await,
-                    None => run.instrument(span.clone()).await,
+                let run = async {
+                    match trace {
+                        Some(tp) => in_trace(tp.child(), run).instrument(span.clone()).await,
+                        None => run.instrument(span.clone()).await,
+                    }
                 };
-                run
+                match self.config.handler_timeout {
+                    None => Some(run.await),
+                    // Boxed: the timer would make every message's future larger.
+                    Some(limit) => Box::pin(tokio::time::timeout(limit, run)).await.ok(),
+                }
             };
+            // The handler returned once: room for the next entry to be read.
+            drop(admit.take());
             let (error, delay) = match outcome {
-                Ok(Ok(())) => return Settled::Ack((id, permit)),
-                Ok(Err(e)) => match e.action {
+                Some(Ok(Ok(()))) => return Settled::Ack((id, permit)),
+                Some(Ok(Err(e))) => match e.action {
                     Action::Reject => {
                         let error = e.to_string();
                         Box::pin(self.dead_letter(id, DeadLetterReason::Rejected, attempt, &error)).await;
@@ -121,7 +147,7 @@ impl TopicConsumer {
                     }
                     Action::Retry(after) => (e.to_string(), after.unwrap_or_else(|| self.config.retry.delay(attempt))),
                 },
-                Err(panic) => {
+                Some(Err(panic)) => {
                     Stats::add(&self.stats.panics, 1);
                     let msg = panic
                         .downcast_ref::<&str>()
@@ -129,6 +155,11 @@ impl TopicConsumer {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "non-string panic payload".to_owned());
                     (format!("handler panicked: {msg}"), self.config.retry.delay(attempt))
+                }
+                None => {
+                    Stats::add(&self.stats.timed_out, 1);
+                    let limit = self.config.handler_timeout.unwrap_or_default();
+                    (format!("handler timed out after {limit:?} and was cancelled"), self.config.retry.delay(attempt))
                 }
             };
             if attempt >= max {
@@ -139,8 +170,15 @@ impl TopicConsumer {
             span.in_scope(|| tracing::info!(error = %error, retry_in = ?delay, "handler failed; will retry"));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                // Stopping: leave it pending; it is delivered again after the restart.
-                _ = self.stop.cancelled() => return Settled::Done,
+                // Stopping: leave it pending, handed back, for another consumer or the restart.
+                _ = self.stop.cancelled() => {
+                    self.release(id, attempt);
+                    return Settled::Done;
+                }
+            }
+            // Its expiry may have passed while it waited: it never reaches the handler then.
+            if ctx.envelope().is_expired(SystemTime::now()) {
+                return Box::pin(self.settle_expired(id, attempt, permit)).await;
             }
             let args = vec![
                 self.group.as_str().into(),
@@ -148,8 +186,14 @@ impl TopicConsumer {
                 "retry".into(),
                 id.to_string().into(),
             ];
-            match Box::pin(CLAIM_OWNED.run::<Vec<String>>(self.conn.redis(), vec![self.key.clone()], args)).await {
-                Ok(owned) if !owned.is_empty() => {
+            let claimed = Box::pin(CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(
+                self.conn.redis(),
+                vec![self.key.clone()],
+                args,
+            ))
+            .await;
+            match claimed {
+                Ok((owned, _)) if !owned.is_empty() => {
                     attempt += 1;
                     let inner = &ctx.inner;
                     ctx = Context {
@@ -165,12 +209,64 @@ impl TopicConsumer {
                     tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
                     return Settled::Done;
                 }
+                Err(e) if Self::is_group_lost(&e) => {
+                    // The group is gone, and the entry with it.
+                    if let Err(e) = Box::pin(self.restore_group()).await {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot re-create the consumer group");
+                    }
+                    return Settled::Done;
+                }
                 Err(e) => {
                     // It stays pending here; the reclaim sweep picks it up again.
                     tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not claim entry for retry");
                     return Settled::Done;
                 }
             }
+        }
+    }
+
+    /// A handler slot, or `None` once stopping: nothing starts after a graceful stop.
+    async fn handler_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        if let Ok(slot) = self.running.try_acquire() {
+            return Some(slot);
+        }
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            slot = self.running.acquire() => Some(slot.expect("semaphore never closed")),
+        }
+    }
+
+    /// True when `id` is still pending under this consumer (renewing its lease). On an error,
+    /// true: the entry runs rather than waits (at-least-once).
+    async fn still_owned(&self, id: EntryId) -> bool {
+        let args = vec![
+            self.group.as_str().into(),
+            self.config.consumer_name.as_str().into(),
+            "lease".into(),
+            id.to_string().into(),
+        ];
+        match CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(self.conn.redis(), vec![self.key.clone()], args).await {
+            Ok((owned, _)) => !owned.is_empty(),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not check the entry is still ours; running it");
+                true
+            }
+        }
+    }
+
+    /// An expired message: counted, then dead-lettered or acknowledged (`ExpiredPolicy`).
+    async fn settle_expired(&self, id: EntryId, attempt: u64, permit: OwnedSemaphorePermit) -> Settled {
+        Stats::add(&self.stats.expired, 1);
+        match self.config.expired {
+            ExpiredPolicy::DeadLetter => {
+                self.dead_letter(id, DeadLetterReason::Expired, attempt, "expired before it was handled").await;
+                Settled::Done
+            }
+            _ => Settled::Ack((id, permit)),
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct RouteOptions {
     pub max_deliveries: Option<u64>,
     /// Backoff between deliveries.
     pub retry: Option<RetryPolicy>,
+    /// Longest a handler of this topic may run (see `WorkerBuilder::handler_timeout`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RouteOptions {
@@ -45,6 +47,13 @@ impl RouteOptions {
     /// Sets the topic's retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Sets the longest a handler of this topic may run; past it, it is cancelled and the
+    /// attempt counts as a retryable failure.
+    pub fn timeout(mut self, d: std::time::Duration) -> Self {
+        self.timeout = Some(d);
         self
     }
 }

@@ -14,6 +14,9 @@ pub(crate) struct Stats {
     pub(crate) panics: AtomicU64,
     pub(crate) tombstones: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) groups_recreated: AtomicU64,
 }
 
 impl Stats {
@@ -33,6 +36,9 @@ impl Stats {
             panics: g(&self.panics),
             tombstones: g(&self.tombstones),
             expired: g(&self.expired),
+            timed_out: g(&self.timed_out),
+            released: g(&self.released),
+            groups_recreated: g(&self.groups_recreated),
         }
     }
 }
@@ -60,4 +66,12 @@ pub struct WorkerStats {
     pub tombstones: u64,
     /// Messages whose expiry had passed; acknowledged without running the handler.
     pub expired: u64,
+    /// Handler attempts cancelled at their timeout (each a retryable failure).
+    pub timed_out: u64,
+    /// Entries handed back unstarted at a graceful stop (left pending, idle, for another
+    /// consumer or the next start).
+    pub released: u64,
+    /// Times this worker found its consumer group gone (Redis restarted without persistence,
+    /// the group or topic deleted, a failover to a replica without it) and created it again.
+    pub groups_recreated: u64,
 }

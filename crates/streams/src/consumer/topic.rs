@@ -1,13 +1,15 @@
 //! The consumer loop of one topic: create the group, recover this consumer's own pending
 //! entries, then read new entries with a blocking `XREADGROUP` on a dedicated connection and
-//! hand them to handlers (`dispatch.rs`), never holding more than `max_in_flight` unacknowledged.
+//! hand them to handlers (`dispatch.rs`), never holding more than `max_in_flight`
+//! unacknowledged nor reading more than `prefetch` ahead of the handlers.
 //! After a connection reconnects, own pending entries are recovered again: a read (or claim)
-//! cut off mid-reply leaves entries Redis counts as delivered here.
+//! cut off mid-reply leaves entries Redis counts as delivered here. A group found missing is
+//! created again (`group.rs`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface};
@@ -26,8 +28,14 @@ use super::dispatch::{Job, JobBody, Lane, Taken};
 use super::handler::{Handler, Origin};
 use super::route::RouteOptions;
 use super::stats::Stats;
-use crate::redis::{call_sub, command, parse_read_reply, Args, RawEntry};
-use crate::scripts::DELETE_CONSUMER_IF_EMPTY;
+use crate::redis::{command, parse_read_reply, RawEntry};
+use crate::scripts::{DELETE_CONSUMER_IF_EMPTY, RELEASE_OWNED};
+
+/// Bounds on a graceful stop's own steps, for when Redis is unreachable: ending the blocked
+/// read takes at most this; flushing acks, handing back unstarted entries and leaving the group
+/// take at most twice this together. (`WorkerHandle::shutdown` allows 3 s beyond
+/// `shutdown_timeout`.)
+const STOP_STEP: Duration = Duration::from_millis(750);
 
 /// Resources one worker shares between its topics.
 pub(crate) struct Shared {
@@ -35,12 +43,10 @@ pub(crate) struct Shared {
     pub(crate) group: String,
     pub(crate) config: Arc<ConsumerConfig>,
     pub(crate) stats: Arc<Stats>,
-    /// One permit per unacknowledged entry.
-    pub(crate) in_flight: Arc<Semaphore>,
-    /// One permit per running handler.
-    pub(crate) running: Arc<Semaphore>,
-    /// Graceful stop: no new reads, finish what runs.
+    /// Graceful stop: no new reads, start nothing new, finish what runs.
     pub(crate) stop: CancellationToken,
+    /// When the graceful stop was asked for: `shutdown_timeout` counts from there.
+    pub(crate) stopped_at: Arc<OnceLock<Instant>>,
     /// Immediate stop: drop everything (crash-like; what is unacked stays pending).
     pub(crate) hard_stop: CancellationToken,
     /// Entries this worker may still take (`WorkerBuilder::limit`), across its topics.
@@ -73,13 +79,43 @@ impl Budget {
     }
 }
 
-/// How many in-flight slots [`TopicConsumer::take_slots`] waits for.
+/// Room for some entries, taken together by [`TopicConsumer::take_slots`]: an in-flight slot
+/// each (until acknowledged) and a read-ahead slot each (until its handler first returns).
+/// One permit per kind, split off per entry, so unused slots go back under one lock.
+pub(crate) struct Slots {
+    in_flight: OwnedSemaphorePermit,
+    admit: OwnedSemaphorePermit,
+}
+
+impl Slots {
+    pub(crate) fn len(&self) -> usize {
+        self.in_flight.num_permits()
+    }
+
+    /// The slots of one entry.
+    pub(crate) fn take_one(&mut self) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        Some((self.in_flight.split(1)?, self.admit.split(1)?))
+    }
+}
+
+/// How asking Redis to end a blocked read went.
+enum Unblock {
+    Done,
+    /// Redis answered with an error (no permission, no such client): the read ends at `BLOCK`.
+    Refused,
+    /// No answer: Redis is unreachable.
+    NoAnswer,
+}
+
+/// What this consumer knows of an entry it holds.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Slots {
-    /// One per entry: recovery hands back everything this consumer name holds.
-    All,
-    /// The first, then as many as are free: a read or a sweep takes what there is room for now.
-    AtLeastOne,
+pub(crate) struct Held {
+    /// When it was read or claimed.
+    pub(crate) since: Instant,
+    /// Its handler started (it may be running, waiting to retry or being acknowledged).
+    pub(crate) started: bool,
+    /// Another consumer took it over; no longer renewed.
+    pub(crate) lost: bool,
 }
 
 /// One topic's consumer. Shared (`Arc`) by its read loop, its handler tasks and its helpers.
@@ -95,13 +131,19 @@ pub(crate) struct TopicConsumer {
     pub(crate) origin: Arc<Origin>,
     /// Group, consumer name and stream key as arguments of `XREADGROUP`.
     read_args: [Value; 3],
+    /// One permit per unacknowledged entry (`max_in_flight`, this topic's own).
     pub(crate) in_flight: Arc<Semaphore>,
+    /// One permit per entry read whose handler has not yet returned once
+    /// (`concurrency + prefetch`): bounds what waits unstarted.
+    pub(crate) admit: Arc<Semaphore>,
+    /// One permit per running handler (`concurrency`, this topic's own).
     pub(crate) running: Arc<Semaphore>,
     pub(crate) stop: CancellationToken,
+    stopped_at: Arc<OnceLock<Instant>>,
     pub(crate) hard_stop: CancellationToken,
     pub(crate) budget: Arc<Budget>,
-    /// Entries this consumer holds in memory (queued, running or waiting to retry).
-    pub(crate) held: Mutex<HeldSet>,
+    /// Entries this consumer holds in memory (queued, running, waiting to retry or acking).
+    pub(crate) held: Mutex<HeldMap>,
     /// Per-key queues: a key present here has a task handling its messages in order.
     pub(crate) lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
     pub(crate) tasks: TaskTracker,
@@ -110,21 +152,24 @@ pub(crate) struct TopicConsumer {
     ack_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<AckRequest>>>>,
     /// Set once no more acks can come: the ack loop flushes its queue and ends.
     pub(crate) acks_done: CancellationToken,
+    /// The newest entry this consumer knows its group had delivered: where a group that
+    /// vanished is created again (`group.rs`).
+    pub(crate) last_read: Mutex<EntryId>,
+    /// Entries not started (or waiting to retry) at a graceful stop, with the delivery count
+    /// to leave them at: handed back once handlers are done.
+    pub(crate) released: Mutex<Vec<(EntryId, u64)>>,
 }
 
 impl TopicConsumer {
     pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>, options: &RouteOptions) -> Arc<Self> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let mut config = shared.config.clone();
-        let mut running = shared.running.clone();
         if options != &RouteOptions::default() {
             let mut c = (*config).clone();
-            if let Some(n) = options.concurrency {
-                c.concurrency = n;
-                running = Arc::new(Semaphore::new(n));
-            }
+            c.concurrency = options.concurrency.unwrap_or(c.concurrency);
             c.max_deliveries = options.max_deliveries.unwrap_or(c.max_deliveries);
             c.retry = options.retry.unwrap_or(c.retry);
+            c.handler_timeout = options.timeout.or(c.handler_timeout);
             config = Arc::new(c);
         }
         let origin = Arc::new(Origin {
@@ -144,21 +189,25 @@ impl TopicConsumer {
             conn: shared.conn.clone(),
             topic,
             group: shared.group.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            admit: Arc::new(Semaphore::new(config.concurrency + config.prefetch)),
+            running: Arc::new(Semaphore::new(config.concurrency)),
             config,
             stats: shared.stats.clone(),
             handler,
             origin,
-            in_flight: shared.in_flight.clone(),
-            running,
             stop: shared.stop.clone(),
+            stopped_at: shared.stopped_at.clone(),
             hard_stop: shared.hard_stop.clone(),
             budget: shared.budget.clone(),
-            held: Mutex::new(HeldSet::default()),
+            held: Mutex::new(HeldMap::default()),
             lanes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             ack_tx,
             ack_rx: Mutex::new(Some(ack_rx)),
             acks_done: CancellationToken::new(),
+            last_read: Mutex::new(EntryId::MIN),
+            released: Mutex::new(Vec::new()),
         })
     }
 
@@ -168,7 +217,7 @@ impl TopicConsumer {
         // Background tasks are aborted when this future is dropped (the worker's handle was
         // dropped: a crash), so nothing of a "dead" consumer keeps running, e.g. renewing
         // leases on entries that live consumers must take over.
-        let acker = {
+        let mut acker = {
             let this = self.clone();
             let rx = self.ack_rx.lock().expect("ack receiver lock").take();
             AbortOnDropHandle::new(tokio::spawn(async move {
@@ -178,22 +227,38 @@ impl TopicConsumer {
             }))
         };
         if self.prepare().await {
+            // Lease renewal goes on until the running handlers are done: a handler that runs
+            // through a graceful stop must not be taken over (and run twice) meanwhile.
             let helpers = {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
             let reader = self.read_loop().await;
-            helpers.abort();
             self.drain().await;
+            helpers.abort();
             if let Some(reader) = reader {
-                let _ = reader.quit().await;
+                let _ = tokio::time::timeout(STOP_STEP, reader.quit()).await;
             }
         }
-        // Every handler task is done: let the acker flush what is queued, then end.
+        // Every handler task is done: let the acker flush what is queued, then hand back what
+        // was not started and leave the group. Bounded together: with Redis unreachable, what
+        // is not acknowledged stays pending and runs again.
+        let finish_by = tokio::time::Instant::now() + STOP_STEP * 2;
         self.acks_done.cancel();
-        let _ = acker.await;
+        if tokio::time::timeout_at(finish_by, &mut acker).await.is_err() {
+            tracing::warn!(topic = %self.topic, group = %self.group,
+                "could not acknowledge every finished entry before stopping; they stay pending and run again");
+            acker.abort();
+        }
         if !self.hard_stop.is_cancelled() {
-            self.leave_group_if_empty().await;
+            let finish = async {
+                self.release_unstarted().await;
+                self.leave_group_if_empty().await;
+            };
+            if tokio::time::timeout_at(finish_by, finish).await.is_err() {
+                tracing::warn!(topic = %self.topic, group = %self.group,
+                    "Redis did not answer at stop; entries not started stay with this consumer until others take them after claim_idle");
+            }
         }
         tracing::info!(topic = %self.topic, group = %self.group, "consumer stopped");
     }
@@ -215,23 +280,11 @@ impl TopicConsumer {
                 Ok(()) => return true,
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, group = %self.group, error = %e, "cannot start consuming; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stop.cancelled() => return false,
+                    if self.pause(&mut backoff).await {
+                        return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        }
-    }
-
-    /// `XGROUP CREATE ... MKSTREAM`; an existing group is left as it is.
-    pub(crate) async fn ensure_group(&self) -> Result<(), RedisError> {
-        let args = Args::new().arg(self.group.as_str()).arg(self.config.start.group_cursor()).arg("MKSTREAM");
-        match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &self.key, args).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_server_error("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -271,7 +324,7 @@ impl TopicConsumer {
                 }
             }
             // Ask only for as many entries as there are free slots: backpressure.
-            let Some(mut permits) = self.take_slots(self.config.batch_size, Slots::AtLeastOne).await else {
+            let Some(mut slots) = self.take_slots(self.config.batch_size).await else {
                 // Stopping, or the worker's limit is reached: read nothing more, wait for the stop.
                 self.stop.cancelled().await;
                 break;
@@ -289,6 +342,7 @@ impl TopicConsumer {
                     }
                     Err(e) => {
                         tracing::warn!(topic = %self.topic, error = %e, "cannot open read connection; retrying");
+                        self.budget.give_back(slots.len());
                         if self.pause(&mut backoff).await {
                             break;
                         }
@@ -299,53 +353,61 @@ impl TopicConsumer {
             // Never start a read once stopping: its entries would be delivered to a consumer
             // that is going away.
             if self.stop.is_cancelled() {
+                self.budget.give_back(slots.len());
                 break;
             }
-            let read = self.read_new(&client, permits.num_permits());
+            let read = self.read_new(&client, slots.len());
             tokio::pin!(read);
             let mut stopping = false;
             let read = tokio::select! {
                 biased;
                 r = &mut read => r,
                 _ = self.stop.cancelled() => {
-                    // Wake the blocked read (CLIENT UNBLOCK) and take its reply: entries it
-                    // carries are handled during the drain instead of being stranded. If the
-                    // unblock is not allowed, the read ends at its BLOCK timeout.
+                    // Wake the blocked read (CLIENT UNBLOCK) and take its reply, so its entries
+                    // are known here and handed back. If Redis refused the unblock, the read ends
+                    // at its BLOCK timeout; if Redis does not answer, the read is given up (what
+                    // it may have delivered stays pending, for others after `claim_idle`).
                     stopping = true;
-                    self.unblock(reader_id).await;
-                    read.await
+                    let wait = match self.unblock(reader_id).await {
+                        Unblock::Refused => self.config.block_for + STOP_STEP,
+                        Unblock::Done | Unblock::NoAnswer => STOP_STEP,
+                    };
+                    tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
                 }
             };
-            if let Ok(entries) = &read {
-                self.budget.give_back(permits.num_permits().saturating_sub(entries.len()));
-            } else {
-                self.budget.give_back(permits.num_permits());
-            }
+            let used = read.as_ref().map_or(0, Vec::len);
+            self.budget.give_back(slots.len().saturating_sub(used));
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
-                    if entries.len() > permits.num_permits() {
+                    if entries.len() > slots.len() {
                         tracing::error!(topic = %self.topic, "read returned more entries than asked for");
+                    }
+                    if let Some(last) = entries.last() {
+                        *self.last_read.lock().expect("last read lock") = last.id;
                     }
                     let taken = entries
                         .into_iter()
-                        .map_while(|entry| Some(Taken { entry, deliveries: 1, permit: permits.split(1)? }))
+                        .map_while(|entry| {
+                            let (permit, admit) = slots.take_one()?;
+                            Some(Taken { entry, deliveries: 1, permit, admit })
+                        })
                         .collect();
                     // Slots the read did not fill are free again before the handlers start.
-                    drop(permits);
+                    drop(slots);
                     self.dispatch(taken).await;
                 }
                 Err(e) if e.is_server_error("NOGROUP") => {
-                    // The stream or group was deleted under us: create it again.
-                    tracing::warn!(topic = %self.topic, group = %self.group, "group missing; re-creating");
-                    if let Err(e) = self.ensure_group().await {
-                        tracing::warn!(topic = %self.topic, error = %e, "cannot re-create group");
+                    drop(slots);
+                    if let Err(e) = self.restore_group().await {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot re-create the consumer group; retrying");
                         if self.pause(&mut backoff).await {
                             break;
                         }
                     }
                 }
                 Err(e) => {
+                    drop(slots);
                     tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
                     lost_reply = true;
                     if self.pause(&mut backoff).await {
@@ -361,16 +423,25 @@ impl TopicConsumer {
     }
 
     /// Sends `CLIENT UNBLOCK` for the reader connection, so a stop does not wait out `BLOCK`.
-    async fn unblock(&self, reader_id: Option<i64>) {
-        let Some(id) = reader_id else { return };
+    async fn unblock(&self, reader_id: Option<i64>) -> Unblock {
+        let Some(id) = reader_id else { return Unblock::Refused };
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];
-        if let Err(e) = self.conn.redis().custom::<Value, _>(command("CLIENT", &self.key, false), args).await {
-            tracing::debug!(topic = %self.topic, error = %e, "CLIENT UNBLOCK failed; the read ends at its timeout");
+        let unblock = self.conn.redis().custom::<Value, _>(command("CLIENT", &self.key, false), args);
+        match tokio::time::timeout(STOP_STEP, unblock).await {
+            Ok(Ok(_)) => Unblock::Done,
+            Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::IO || e.kind() == &fred::error::ErrorKind::Timeout => {
+                Unblock::NoAnswer
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(topic = %self.topic, error = %e, "CLIENT UNBLOCK refused; the read ends at its timeout");
+                Unblock::Refused
+            }
+            Err(_) => Unblock::NoAnswer,
         }
     }
 
     /// Sleeps for `backoff` (doubling it, up to 5 s). True when stopped meanwhile.
-    async fn pause(&self, backoff: &mut Duration) -> bool {
+    pub(crate) async fn pause(&self, backoff: &mut Duration) -> bool {
         let stopped = tokio::select! {
             _ = tokio::time::sleep(*backoff) => false,
             _ = self.stop.cancelled() => true,
@@ -379,39 +450,54 @@ impl TopicConsumer {
         stopped
     }
 
-    /// In-flight slots for up to `want` entries, within the worker's budget, as one permit to
-    /// split off one per entry taken: unused slots then go back together (one semaphore lock,
-    /// not one per slot). Waits for the first slot; `None` when stopped first or when the budget
-    /// is spent.
-    pub(crate) async fn take_slots(&self, want: usize, slots: Slots) -> Option<OwnedSemaphorePermit> {
-        let mut permits = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return None,
-            p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
-        match slots {
-            Slots::AtLeastOne => {
-                let more = self.in_flight.available_permits().min(want.saturating_sub(1));
-                let more = u32::try_from(more).unwrap_or(u32::MAX);
-                if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(more) {
-                    permits.merge(more);
-                }
-            }
-            Slots::All => {
-                while permits.num_permits() < want {
-                    tokio::select! {
-                        p = self.in_flight.clone().acquire_owned() => permits.merge(p.expect("semaphore never closed")),
-                        _ = self.stop.cancelled() => break,
-                    }
-                }
-            }
+    /// Room for up to `want` entries: in-flight and read-ahead slots, within the worker's
+    /// budget. Waits for the first of each (saying so at `warn` while nothing frees one), then
+    /// takes as many more as are free now. `None` when stopped first or the budget is spent.
+    pub(crate) async fn take_slots(&self, want: usize) -> Option<Slots> {
+        let mut in_flight = self.wait_for_slot(&self.in_flight, "in-flight (unacknowledged) entries", want).await?;
+        let mut admit =
+            self.wait_for_slot(&self.admit, "read-ahead entries (read, handler not yet returned)", want).await?;
+        let more = self.in_flight.available_permits().min(want.saturating_sub(1));
+        if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
+            in_flight.merge(more);
         }
-        let granted = self.budget.take(permits.num_permits());
+        let more = self.admit.available_permits().min(in_flight.num_permits() - 1);
+        if let Ok(more) = self.admit.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
+            admit.merge(more);
+        }
+        let n = in_flight.num_permits().min(admit.num_permits());
+        let granted = self.budget.take(n);
         if granted == 0 {
             return None;
         }
-        drop(permits.split(permits.num_permits() - granted));
-        Some(permits)
+        drop(in_flight.split(in_flight.num_permits() - granted));
+        drop(admit.split(admit.num_permits() - granted));
+        Some(Slots { in_flight, admit })
+    }
+
+    /// One permit of `semaphore`, or `None` when stopped first. While none frees up, says at
+    /// `warn`, every `claim_idle` (at least 10 s), what it waits for and what holds the slots.
+    async fn wait_for_slot(&self, semaphore: &Arc<Semaphore>, what: &str, want: usize) -> Option<OwnedSemaphorePermit> {
+        let acquire = semaphore.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let every = self.config.claim_idle.max(Duration::from_secs(10));
+        let since = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                p = &mut acquire => return Some(p.expect("semaphore never closed")),
+                _ = tokio::time::sleep(every) => {
+                    let (held, started) = {
+                        let held = self.held.lock().expect("held lock");
+                        (held.len(), held.values().filter(|h| h.started).count())
+                    };
+                    let running = self.config.concurrency - self.running.available_permits();
+                    tracing::warn!(topic = %self.topic, group = %self.group, waiting = ?since.elapsed(), want,
+                        held, started, running, "no free slot for {what}: handlers are slow or stuck (see handler_timeout)");
+                }
+            }
+        }
     }
 
     async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
@@ -438,6 +524,14 @@ impl TopicConsumer {
         parse_read_reply("XREADGROUP", reply)
     }
 
+    /// Records entries as held since `at`.
+    pub(crate) fn hold(&self, ids: impl IntoIterator<Item = EntryId>, at: Instant) {
+        let mut held = self.held.lock().expect("held lock");
+        for id in ids {
+            held.insert(id, Held { since: at, started: false, lost: false });
+        }
+    }
+
     pub(crate) fn forget(&self, ids: impl IntoIterator<Item = EntryId>) {
         let mut held = self.held.lock().expect("held lock");
         for id in ids {
@@ -445,14 +539,65 @@ impl TopicConsumer {
         }
     }
 
-    /// Waits for handler tasks, up to `shutdown_timeout`; then drops what still runs.
+    /// Marks `id` started; returns how long it waited since it was read or claimed.
+    pub(crate) fn start(&self, id: EntryId) -> Duration {
+        let mut held = self.held.lock().expect("held lock");
+        match held.get_mut(&id) {
+            Some(h) => {
+                h.started = true;
+                h.since.elapsed()
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Notes `id` to hand back at the end of a graceful stop, leaving its delivery count at
+    /// `deliveries` (what was attempted), and stops holding it.
+    pub(crate) fn release(&self, id: EntryId, deliveries: u64) {
+        self.released.lock().expect("released lock").push((id, deliveries));
+        self.forget([id]);
+    }
+
+    /// Waits for handler tasks until `shutdown_timeout` after the stop; then drops what still
+    /// runs (its entries stay pending).
     async fn drain(&self) {
         self.tasks.close();
-        let waited = tokio::time::timeout(self.config.shutdown_timeout, self.tasks.wait()).await;
-        if waited.is_err() {
-            tracing::warn!(topic = %self.topic, "shutdown timeout: abandoning running handlers; their entries stay pending");
+        let since = self.stopped_at.get().map_or(Duration::ZERO, Instant::elapsed);
+        let left = self.config.shutdown_timeout.saturating_sub(since);
+        if tokio::time::timeout(left, self.tasks.wait()).await.is_err() {
+            tracing::warn!(topic = %self.topic, timeout = ?self.config.shutdown_timeout,
+                "shutdown timeout: abandoning running handlers; their entries stay pending");
             self.hard_stop.cancel();
             self.tasks.wait().await;
+        }
+    }
+
+    /// Hands back what was read but not started (or was waiting to retry) at the stop: still
+    /// pending under this consumer, but marked idle for `claim_idle`, so a live consumer's
+    /// next sweep takes it over instead of it waiting `claim_idle` more; delivery counts are
+    /// set to what was attempted. The next start of this consumer name recovers it too.
+    async fn release_unstarted(&self) {
+        let released = std::mem::take(&mut *self.released.lock().expect("released lock"));
+        if released.is_empty() {
+            return;
+        }
+        let idle = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
+        for chunk in released.chunks(256) {
+            let mut args: Vec<Value> =
+                vec![self.group.as_str().into(), self.config.consumer_name.as_str().into(), Value::from(idle)];
+            for (id, deliveries) in chunk {
+                args.push(id.to_string().into());
+                args.push(Value::from(i64::try_from(*deliveries).unwrap_or(i64::MAX)));
+            }
+            match RELEASE_OWNED.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
+                Ok(n) => {
+                    Stats::add(&self.stats.released, n as u64);
+                    tracing::info!(topic = %self.topic, group = %self.group, released = n,
+                        "handed back entries not started before the stop");
+                }
+                Err(e) => tracing::warn!(topic = %self.topic, error = %e,
+                    "could not hand back unstarted entries; others take them after claim_idle"),
+            }
         }
     }
 
@@ -496,20 +641,22 @@ fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
     }
 }
 
-/// The entries a consumer holds, hashed by [`IdHasher`]: the set is touched twice per message
-/// (held when dispatched, forgotten once acknowledged), where SipHash cost about 400
-/// instructions per message (callgrind, `e2e`). Not resistant to chosen keys, which is fine
-/// here: it holds at most `max_in_flight` ids, all of them handed out by Redis to this consumer.
-pub(crate) type HeldSet = HashSet<EntryId, BuildHasherDefault<IdHasher>>;
+/// The entries a consumer holds, hashed by [`IdHasher`]: the map is touched three times per
+/// message (held when dispatched, started, forgotten once acknowledged), where SipHash cost
+/// about 400 instructions per message (callgrind, `e2e`). Not resistant to chosen keys, which is
+/// fine here: it holds at most `max_in_flight` ids, all of them handed out by Redis to this
+/// consumer.
+pub(crate) type HeldMap = HashMap<EntryId, Held, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::hash::BuildHasher;
 
     use super::*;
 
     #[test]
-    fn held_ids_hash_apart_and_the_set_behaves_as_a_set() {
+    fn held_ids_hash_apart_and_the_map_behaves_as_a_map() {
         let build = BuildHasherDefault::<IdHasher>::default();
         let mut hashes = HashSet::new();
         for ms in 1_764_400_000_000..1_764_400_000_100u64 {
@@ -517,10 +664,11 @@ mod tests {
                 assert!(hashes.insert(build.hash_one(EntryId::new(ms, seq))), "{ms}-{seq} collides");
             }
         }
-        let mut held = HeldSet::default();
-        assert!(held.insert(EntryId::new(5, 1)));
-        assert!(!held.insert(EntryId::new(5, 1)));
-        assert!(held.contains(&EntryId::new(5, 1)) && !held.contains(&EntryId::new(1, 5)));
-        assert!(held.remove(&EntryId::new(5, 1)) && held.is_empty());
+        let mut held = HeldMap::default();
+        let h = Held { since: Instant::now(), started: false, lost: false };
+        assert!(held.insert(EntryId::new(5, 1), h).is_none());
+        assert!(held.insert(EntryId::new(5, 1), h).is_some());
+        assert!(held.contains_key(&EntryId::new(5, 1)) && !held.contains_key(&EntryId::new(1, 5)));
+        assert!(held.remove(&EntryId::new(5, 1)).is_some() && held.is_empty());
     }
 }
