@@ -18,6 +18,13 @@ pub(crate) struct Cli {
     /// Output format: tables for people, JSON lines for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,
+    /// More log lines on standard error: `-v` info, `-vv` debug, `-vvv` trace. (Warnings and
+    /// errors are always shown; `RUST_LOG` overrides both flags.)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Only errors on standard error.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -289,3 +289,28 @@ async fn the_cli_works_against_a_cluster() {
     let lines = json_lines(&run(&["consume", "c", "--group", "g", "--consumer", "c1", "--count", "1"]));
     assert_eq!(lines[0]["payload"]["item"], "x");
 }
+
+#[tokio::test]
+async fn a_cli_consumer_says_on_stderr_when_its_group_vanishes_and_keeps_consuming() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish("orders", &Order { id: 0, item: String::new() }).await.unwrap();
+    let mut child = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["payload"]["id"], 0);
+    // An operator (or a restart without persistence) removes the group under the consumer.
+    assert!(Admin::new(conn.clone()).delete_group("orders", "g").await.unwrap());
+    producer.publish("orders", &Order { id: 1, item: String::new() }).await.unwrap();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["payload"]["id"], 1, "only what was published after: no history replayed");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("consumer group was missing"), "the library's error reaches stderr: {stderr}");
+}

@@ -503,3 +503,28 @@ async fn a_method_still_running_at_the_deadline_is_cancelled() {
     wait_until(Duration::from_secs(30), "counted as expired", || async { server.expired() == 1 }).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_answered_again_after_redis_restarts_without_persistence() {
+    let redis = TestRedis::start_private().await; // no persistence: a restart loses every key
+    let conn = connect(&redis).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let server = echo_server(&conn, "s", calls.clone());
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(2)).build().await.unwrap();
+    let answer: Answer = client.call("echo", "echo", &Echo { n: 1 }).await.unwrap();
+    assert_eq!(answer.n, 1);
+
+    redis.kill();
+    redis.restart().await; // the request stream, its group and the reply stream are gone
+                           // Calls during the reconnection may fail; once one is answered, every later one is.
+    wait_until(Duration::from_secs(30), "a call answered after the restart", || {
+        let client = client.clone();
+        async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 2 }).await.is_ok() }
+    })
+    .await;
+    for n in 10..30 {
+        let answer: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
+        assert_eq!(answer.n, n);
+    }
+    server.shutdown().await;
+}
