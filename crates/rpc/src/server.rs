@@ -98,6 +98,8 @@ pub struct RpcServerBuilder {
     configure: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder + Send>>,
     reply_ttl: Duration,
     trim_interval: Duration,
+    /// The first registration mistake, reported by `start`.
+    mistake: Option<BuildError>,
 }
 
 impl std::fmt::Debug for RpcServerBuilder {
@@ -146,6 +148,7 @@ impl RpcServer {
             configure: None,
             reply_ttl: Duration::from_secs(300),
             trim_interval: Duration::from_secs(10),
+            mistake: None,
         }
     }
 }
@@ -160,14 +163,26 @@ impl RpcServerBuilder {
         F: Fn(Req, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RpcHandlerError>> + Send + 'static,
     {
-        self.methods.insert(method.into(), Arc::new(FnMethod { f, _types: std::marker::PhantomData }));
+        let method = method.into();
+        if self.methods.contains_key(&method) {
+            self.mistake.get_or_insert(BuildError::DuplicateMethod(method));
+            return self;
+        }
+        self.methods.insert(method, Arc::new(FnMethod { f, _types: std::marker::PhantomData }));
         self
     }
 
     /// Adjusts the underlying worker (consumer name, concurrency, `claim_idle`, ...). RPC
     /// servers default to `claim_idle` 5 s so requests of a crashed server are answered by
     /// another within typical deadlines.
+    ///
+    /// Call it once: a second call is an error at [`start`](Self::start), since it would
+    /// silently replace the first.
     pub fn configure_worker(mut self, f: impl FnOnce(WorkerBuilder) -> WorkerBuilder + Send + 'static) -> Self {
+        if self.configure.is_some() {
+            self.mistake.get_or_insert(BuildError::SetTwice("configure_worker"));
+            return self;
+        }
         self.configure = Some(Box::new(f));
         self
     }
@@ -188,8 +203,12 @@ impl RpcServerBuilder {
     /// Starts serving.
     ///
     /// # Errors
-    /// [`BuildError`] for an invalid service name or worker configuration.
+    /// [`BuildError`] for an invalid service name or worker configuration, two handlers for
+    /// one method, or `configure_worker` called twice.
     pub fn start(self) -> Result<RpcServerHandle, BuildError> {
+        if let Some(mistake) = self.mistake {
+            return Err(mistake);
+        }
         let topic = self.conn.namespace().rpc_topic(&self.service)?;
         let stats = Arc::new(ServerStats::default());
         let dispatch = Dispatch(Arc::new(DispatchInner {

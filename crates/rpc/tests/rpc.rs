@@ -528,3 +528,20 @@ async fn calls_are_answered_again_after_redis_restarts_without_persistence() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn registration_mistakes_are_errors_not_silent_overwrites() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let ok = |_req: Echo, _ctx| async move { Ok::<_, RpcHandlerError>(Answer { n: 0, server: String::new() }) };
+    let err = RpcServer::builder(conn.clone(), "svc").method("a", ok).method("a", ok).start().unwrap_err();
+    assert!(matches!(&err, tributary_streams::BuildError::DuplicateMethod(m) if m == "a"), "{err:?}");
+    let err = RpcServer::builder(conn.clone(), "svc")
+        .method("a", ok)
+        .configure_worker(|w| w.concurrency(4))
+        .configure_worker(|w| w.consumer_name("x"))
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, tributary_streams::BuildError::SetTwice("configure_worker")), "{err:?}");
+    assert!(err.to_string().contains("configure_worker"));
+}

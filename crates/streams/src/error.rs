@@ -101,6 +101,13 @@ pub enum BuildError {
         /// The worker's group.
         group: String,
     },
+    /// Two handlers were registered for the same RPC method.
+    #[error("more than one handler for method `{0}`")]
+    DuplicateMethod(String),
+    /// A setting that takes one value was given twice: the second would silently replace
+    /// the first.
+    #[error("`{0}` was set twice; combine both into one call")]
+    SetTwice(&'static str),
     /// A numeric setting is out of range.
     #[error("`{setting}` must be {requirement}")]
     OutOfRange {

@@ -250,3 +250,36 @@ async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
     worker.shutdown().await;
     assert_eq!(dlq.purge().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_written_leaves_the_entry_pending_until_it_can() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    // The dead-letter key is not a stream: every append to it fails with WRONGTYPE.
+    let dlq_key = format!("{}:{{jobs}}:dlq", redis.namespace());
+    redis.cli(&["SET", &dlq_key, "not a stream"]);
+    Producer::new(conn.clone()).publish("jobs", &Order { n: 1, key: String::new() }).await.unwrap();
+    let calls = Seen::new();
+    let c = calls.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .claim_idle(Duration::from_millis(300))
+        .on("jobs", move |o: Order, _ctx: Context| {
+            c.push(o.n);
+            async move { Err::<(), _>(HandlerError::reject("cannot ever work")) }
+        })
+        .build()
+        .unwrap()
+        .start();
+    // The failed move did not acknowledge it: it stayed pending, so it is taken up again.
+    calls.wait_for(2, "the entry taken up again after the failed move").await;
+    let admin = Admin::new(conn.clone());
+    assert_eq!(admin.pending_count("jobs", "g").await.unwrap(), 1, "still pending after the failed move");
+    assert_eq!(worker.stats().dead_lettered, 0);
+    assert_eq!(redis.cli(&["TYPE", &dlq_key]).trim(), "string");
+    // Once the key is fixed, the entry is taken up again and moved.
+    redis.cli(&["DEL", &dlq_key]);
+    let dead = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "moved once the key is fixed", || async { dead.count().await.unwrap() == 1 }).await;
+    wait_until(PATIENCE, "acknowledged", || async { admin.pending_count("jobs", "g").await.unwrap() == 0 }).await;
+    worker.shutdown().await;
+}

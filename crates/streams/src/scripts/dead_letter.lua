@@ -1,11 +1,13 @@
--- Move one entry to the dead-letter stream: ack it in its group and copy it, with the
--- reason, to the dead-letter stream, atomically, so it is neither lost nor duplicated.
+-- Move one entry to the dead-letter stream: copy it, with the reason, to the dead-letter
+-- stream, then ack it in its group, atomically, so it is neither lost nor duplicated.
+-- The append comes first: if it fails (a dead-letter key of the wrong type, out of memory),
+-- the script stops before the ack and the entry stays pending, to be moved later.
 -- KEYS[1] topic stream, KEYS[2] dead-letter stream (same hash tag)
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] dead-letter MAXLEN (0: unbounded)
 -- ARGV[4 ..] metadata field/value pairs, written before the entry's own fields
 -- Returns 1 when moved, 0 when the entry was no longer pending (someone else settled it).
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not pending[1] then
   return 0
 end
 local args = {'XADD', KEYS[2]}
@@ -27,4 +29,5 @@ if entry[1] then
   end
 end
 redis.call(unpack(args))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
