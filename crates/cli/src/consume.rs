@@ -11,10 +11,13 @@ use crate::output;
 
 /// Prints each message, flushes, then lets the worker acknowledge it: a message is never
 /// acknowledged before it was written out, so a killed consumer loses nothing.
+///
+/// With `--count N` it takes exactly N entries and exits once all N are settled: printed and
+/// acknowledged, or settled without a print (dead-lettered as malformed or expired, deleted
+/// before it was read), which a line on standard error reports.
 pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), BoxError> {
     let printed = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(tokio::sync::Notify::new());
-    let (p, d) = (printed.clone(), done.clone());
+    let p = printed.clone();
     let limit = args.count;
     let mut builder = Worker::builder(conn, args.group.as_str())
         .consumer_name(args.consumer.as_str())
@@ -30,24 +33,47 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
         .handler(
             args.topic.as_str(),
             tributary::raw_handler_fn(move |ctx: Context| {
-                let (p, d) = (p.clone(), d.clone());
+                let p = p.clone();
                 async move {
                     let line = output::message(ctx.entry_id(), ctx.envelope(), Some(ctx.attempt()));
                     output::message_line(&line).map_err(HandlerError::retry)?;
-                    if Some(p.fetch_add(1, Ordering::SeqCst) + 1) == limit {
-                        d.notify_one();
-                    }
+                    p.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 }
             }),
         )
         .build()?
         .start();
+    let all_settled = async {
+        let Some(n) = limit else { return std::future::pending().await };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let s = worker.stats();
+            if s.acked + s.dead_lettered + s.tombstones >= n {
+                return;
+            }
+        }
+    };
     tokio::select! {
-        _ = done.notified() => {}
+        _ = all_settled => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    let stats = worker.stats();
     worker.shutdown().await;
+    let printed = printed.load(Ordering::SeqCst);
+    if let Some(n) = limit.filter(|n| printed < *n) {
+        // The CLI's worker keeps expired messages as dead letters (the default policy).
+        eprintln!(
+            "tributary: {} of {n} entries taken were not printed: {} dead-lettered ({} malformed, {} expired), \
+             {} deleted before they were read",
+            n - printed,
+            stats.dead_lettered,
+            stats.malformed,
+            stats.expired,
+            stats.tombstones,
+        );
+    }
     Ok(())
 }
 

@@ -314,3 +314,23 @@ async fn a_cli_consumer_says_on_stderr_when_its_group_vanishes_and_keeps_consumi
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("consumer group was missing"), "the library's error reaches stderr: {stderr}");
 }
+
+#[tokio::test]
+async fn consume_count_counts_entries_settled_without_a_print_and_says_so() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish("orders", &Order { id: 0, item: String::new() }).await.unwrap();
+    // Not an envelope: dead-lettered as malformed, never printed.
+    redis.cli(&["XADD", &format!("{}:{{orders}}", redis.namespace()), "*", "hello", "world"]);
+    producer.publish("orders", &Order { id: 2, item: String::new() }).await.unwrap();
+    let mut cmd = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c", "--count", "3"]);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success());
+    let ids: Vec<u64> = json_lines(&out).iter().map(|l| l["payload"]["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![0, 2]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of 3 entries taken were not printed: 1 dead-lettered (1 malformed"), "{stderr}");
+    assert_eq!(Admin::new(conn).pending_count("orders", "g").await.unwrap(), 0);
+}
