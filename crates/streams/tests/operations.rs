@@ -461,3 +461,84 @@ async fn out_of_memory_is_retryable_and_errors_carry_what_redis_said() {
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
     producer.publish("orders", &Order { n: 2, key: String::new() }).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_recovery_of_own_entries_still_lets_running_handlers_finish() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "g", Position::Beginning).await.unwrap();
+    publish_range(&Producer::new(conn.clone()), "orders", 0..40).await;
+    // A previous run of `c` left 40 entries pending: recovering them takes a while.
+    let key = format!("{}:{{orders}}", redis.namespace());
+    redis.cli(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "100", "STREAMS", &key, ">"]);
+    let (started, finished) = (Seen::<u64>::new(), Seen::<u64>::new());
+    let (s, f) = (started.clone(), finished.clone());
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("c")
+        .max_in_flight(4)
+        .on("orders", move |o: Order, _ctx: Context| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                s.push(o.n);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                f.push(o.n);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    started.wait_for(6, "recovery under way").await;
+    worker.shutdown().await;
+    assert_eq!(started.len(), finished.len(), "every handler that started finished before shutdown returned");
+    let pending = admin.pending_count("orders", "g").await.unwrap();
+    assert_eq!(pending as usize, 40 - finished.len(), "the finished ones are acknowledged, the rest pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_queued_behind_their_key_keep_their_lease_while_the_key_makes_progress() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "g", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    // Ten messages of one key: they run one at a time, 2 s in all, against a claim_idle of 500 ms.
+    for n in 0..10 {
+        producer.message("orders", &Order { n, key: "acct-1".into() }).key("acct-1").send().await.unwrap();
+    }
+    let seen: Seen<(&'static str, u64)> = Seen::new();
+    let worker = |name: &'static str| {
+        let seen = seen.clone();
+        Worker::builder(conn.clone(), "g")
+            .consumer_name(name)
+            .claim_idle(Duration::from_millis(500))
+            // Short reads: a blocked read holds the read-ahead slots a sweep needs to claim.
+            .block_for(Duration::from_millis(100))
+            .on("orders", move |o: Order, _ctx: Context| {
+                let seen = seen.clone();
+                async move {
+                    seen.push((name, o.n));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, HandlerError>(())
+                }
+            })
+            .build()
+            .unwrap()
+            .start()
+    };
+    let first = worker("first");
+    wait_until(PATIENCE, "the first instance holding the key", || async {
+        admin.pending_count("orders", "g").await.unwrap() == 10
+    })
+    .await;
+    let second = worker("second"); // a live peer, sweeping every 250 ms
+    seen.wait_for(10, "all ten").await;
+    // A peer's takeover would show as a run on `second` (which starts what it claims at once).
+    let got = seen.get();
+    assert_eq!(got.len(), 10, "no message of the key ran twice: {got:?}");
+    assert!(got.iter().all(|(w, _)| *w == "first"), "the key stayed with one instance: {got:?}");
+    assert_eq!(got.iter().map(|(_, n)| *n).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>(), "in order");
+    first.shutdown().await;
+    second.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! `claim_idle`; renewing the entries this consumer holds so live work is not taken over;
 //! removing long-idle consumers that hold nothing; moving due scheduled messages.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,11 @@ impl TopicConsumer {
             Ok(claimed) => claimed,
             Err(e) => {
                 self.budget.give_back(slots.len());
+                if Self::is_group_lost(&e) {
+                    // Gone between the look and the claim: nothing left to claim.
+                    self.restore_group().await?;
+                    return Ok(None);
+                }
                 return Err(e);
             }
         };
@@ -107,7 +113,7 @@ impl TopicConsumer {
                     continue;
                 }
                 let Some((permit, admit)) = slots.take_one() else { break };
-                held.insert(entry.id, Held { since: now, started: false, lost: false });
+                held.insert(entry.id, Held { since: now, waiting: false, lost: false });
                 let row = rows.iter().find(|r| r.id == entry.id);
                 let deliveries = row.map_or(1, |r| r.deliveries + 1);
                 if let Some(row) = row.filter(|r| r.consumer != self.config.consumer_name) {
@@ -124,21 +130,28 @@ impl TopicConsumer {
         Ok(Some((rows.len(), count)))
     }
 
-    /// Background duties while consuming. Reclaim sweeps, consumer clean-up and moving due
-    /// scheduled messages end at a graceful stop; lease renewal goes on until the caller
-    /// aborts it, once running handlers are done.
-    pub(crate) async fn helper_loops(self: Arc<Self>) {
-        let lease = {
-            let this = self.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(this.config.lease_interval()).await;
-                    if let Err(e) = this.renew_leases().await {
-                        tracing::warn!(topic = %this.topic, error = %e, "lease renewal failed");
-                    }
-                }
+    /// Lease renewal, every `claim_idle / 3`, from the start until the caller aborts it (once
+    /// the running handlers are done at a stop). It also watches whether handlers return at
+    /// all: see `renew_leases`.
+    pub(crate) async fn lease_loop(self: Arc<Self>) {
+        let mut returned = self.returned.load(Ordering::Relaxed);
+        let mut progress_at = Instant::now();
+        loop {
+            tokio::time::sleep(self.config.lease_interval()).await;
+            let now = self.returned.load(Ordering::Relaxed);
+            if now != returned {
+                (returned, progress_at) = (now, Instant::now());
             }
-        };
+            let progressing = progress_at.elapsed() < self.config.claim_idle;
+            if let Err(e) = self.renew_leases(progressing).await {
+                tracing::warn!(topic = %self.topic, error = %e, "lease renewal failed");
+            }
+        }
+    }
+
+    /// Background duties while consuming, all ending at a graceful stop: reclaim sweeps (with
+    /// a look at the group's cursor), consumer clean-up, moving due scheduled messages.
+    pub(crate) async fn helper_loops(self: Arc<Self>) {
         let sweep = {
             let this = self.clone();
             async move {
@@ -149,6 +162,9 @@ impl TopicConsumer {
                     }
                     if let Err(e) = this.reclaim_idle().await {
                         tracing::warn!(topic = %this.topic, error = %e, "reclaim sweep failed");
+                    }
+                    if let Err(e) = this.note_group_cursor().await {
+                        tracing::debug!(topic = %this.topic, error = %e, "could not read the group's cursor");
                     }
                     rounds += 1;
                     if rounds % 20 == 1 {
@@ -171,7 +187,7 @@ impl TopicConsumer {
                 }
             }
         };
-        tokio::join!(lease, sweep, mover);
+        tokio::join!(sweep, mover);
     }
 
     /// Sleeps for `d`; true when stopped meanwhile.
@@ -211,14 +227,16 @@ impl TopicConsumer {
     }
 
     /// Resets the idle time of the entries this consumer holds, so others do not take over
-    /// work that is running, waiting to retry or being acknowledged. An entry that was read but
-    /// has not started within `claim_idle` is not renewed: a wedged instance must not keep
-    /// work a live one could do (it is checked again before it starts).
-    async fn renew_leases(&self) -> Result<(), RedisError> {
+    /// work that is running, waiting to retry, being acknowledged, or queued here while the
+    /// topic makes progress. When no handler of the topic has returned for `claim_idle`
+    /// (`progressing` false: the instance looks wedged), entries that have waited to start for
+    /// `claim_idle` are no longer renewed: a wedged instance must not keep work a live one
+    /// could do. Such an entry is checked to be still this consumer's before it starts.
+    async fn renew_leases(&self, progressing: bool) -> Result<(), RedisError> {
         let held: Vec<EntryId> = {
             let held = self.held.lock().expect("held lock");
             held.iter()
-                .filter(|(_, h)| !h.lost && (h.started || h.since.elapsed() < self.config.claim_idle))
+                .filter(|(_, h)| !h.lost && (!h.waiting || progressing || h.since.elapsed() < self.config.claim_idle))
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -241,7 +259,7 @@ impl TopicConsumer {
                 if let Some(h) = held.get_mut(&id).filter(|h| !h.lost) {
                     h.lost = true;
                     tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id, by = %by,
-                        started = h.started, "entry held here was taken over by another consumer (this one was \
+                        waiting = h.waiting, "entry held here was taken over by another consumer (this one was \
                         presumed dead: its leases lapsed for claim_idle)");
                 }
             }

@@ -32,8 +32,17 @@ pub(crate) struct Job {
     /// Its in-flight slot, until acknowledged.
     pub(crate) permit: OwnedSemaphorePermit,
     /// Its read-ahead slot, until its handler first returns.
-    pub(crate) admit: OwnedSemaphorePermit,
+    pub(crate) admit: Option<OwnedSemaphorePermit>,
+    /// It waited in its key's queue (and is marked waiting in the held map).
+    pub(crate) queued: bool,
     pub(crate) body: JobBody,
+}
+
+/// What handling a job leaves to settle: the ack to send, and the read-ahead slot to free. The
+/// slots of a batch go back together, under one lock of the semaphore.
+pub(crate) struct Settlement {
+    pub(crate) ack: Option<AckRequest>,
+    pub(crate) admit: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) enum JobBody {
@@ -81,7 +90,7 @@ impl TopicConsumer {
                 JobBody::Message(env) => env.key.clone().map(Lane::Key),
                 _ => None,
             };
-            let job = Job { id: entry.id, deliveries, permit, admit, body };
+            let job = Job { id: entry.id, deliveries, permit, admit: Some(admit), queued: false, body };
             match lane {
                 None => free.push(job),
                 Some(lane) => self.enqueue(lane, job),
@@ -92,12 +101,12 @@ impl TopicConsumer {
             if let Some(job) = free.pop() {
                 let mut handling = Box::pin(self.clone().process(job));
                 match std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await {
-                    Poll::Ready(ack) => self.send_acks(vec![ack]),
+                    Poll::Ready(done) => self.settle(vec![done]),
                     Poll::Pending => {
                         let this = self.clone();
                         self.spawn(async move {
-                            let ack = handling.await;
-                            this.send_acks(vec![ack]);
+                            let done = handling.await;
+                            this.settle(vec![done]);
                         });
                     }
                 }
@@ -105,23 +114,25 @@ impl TopicConsumer {
             return;
         }
         let mut running: FuturesUnordered<_> = free.into_iter().map(|job| self.clone().process(job)).collect();
-        self.send_acks(take_ready(&mut running, false).await);
+        self.settle(take_ready(&mut running, false).await);
         if running.is_empty() {
             return;
         }
         let this = self.clone();
         self.spawn(async move {
             while !running.is_empty() {
-                this.send_acks(take_ready(&mut running, true).await);
+                this.settle(take_ready(&mut running, true).await);
             }
         });
     }
 
     /// Queues `job` behind earlier messages of its lane, or starts the lane's task.
-    fn enqueue(self: &Arc<Self>, lane: Lane, job: Job) {
+    fn enqueue(self: &Arc<Self>, lane: Lane, mut job: Job) {
         {
             let mut lanes = self.lanes.lock().expect("lanes lock");
             if let Some(queue) = lanes.get_mut(&lane) {
+                self.mark_waiting(job.id);
+                job.queued = true;
                 queue.push_back(job);
                 return;
             }
@@ -136,20 +147,15 @@ impl TopicConsumer {
     async fn run_lane(self: Arc<Self>, lane: Lane, first: Job) {
         let mut job = first;
         loop {
-            let ack = self.clone().process(job).await;
-            self.send_acks(vec![ack]);
+            let done = self.clone().process(job).await;
+            self.settle(vec![done]);
+            if self.stop.is_cancelled() {
+                // What is still queued goes back unstarted.
+                self.release_queued();
+            }
             let next = {
                 let mut lanes = self.lanes.lock().expect("lanes lock");
-                let next = match lanes.get_mut(&lane) {
-                    Some(queue) if self.stop.is_cancelled() => {
-                        for queued in queue.drain(..) {
-                            self.release(queued.id, queued.deliveries.saturating_sub(1));
-                        }
-                        None
-                    }
-                    Some(queue) => queue.pop_front(),
-                    None => None,
-                };
+                let next = lanes.get_mut(&lane).and_then(VecDeque::pop_front);
                 if next.is_none() {
                     lanes.remove(&lane);
                 }
@@ -162,23 +168,35 @@ impl TopicConsumer {
         }
     }
 
-    /// Spawns a task that ends at a hard stop, wherever it is.
+    /// Spawns a task that ends when the topic's handlers are abandoned (a hard stop, or its
+    /// drain timed out), wherever it is.
     pub(crate) fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let hard = self.hard_stop.clone();
+        let abandon = self.abandon.clone();
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = fut => {}
-                _ = hard.cancelled() => {}
+                _ = abandon.cancelled() => {}
             }
         });
     }
 
-    /// Hands successful entries to the ack loop, as one message.
-    fn send_acks(&self, acks: Vec<Option<AckRequest>>) {
-        let acks: Vec<AckRequest> = acks.into_iter().flatten().collect();
+    /// Frees the read-ahead slots of `done` together and hands its successful entries to the
+    /// ack loop, as one message.
+    fn settle(&self, done: Vec<Settlement>) {
+        let mut admits: Option<OwnedSemaphorePermit> = None;
+        let mut acks = Vec::with_capacity(done.len());
+        for Settlement { ack, admit } in done {
+            acks.extend(ack);
+            match (&mut admits, admit) {
+                (Some(all), Some(one)) => all.merge(one),
+                (all @ None, one) => *all = one,
+                (Some(_), None) => {}
+            }
+        }
+        drop(admits);
         if !acks.is_empty() {
             // The receiver lives until every handler task finished (see `TopicConsumer::run`).
             let _ = self.ack_tx.send(acks);

@@ -18,9 +18,23 @@ use crate::redis::{call_sub, entry_id_of, pairs, Args};
 
 impl TopicConsumer {
     /// `XGROUP CREATE ... MKSTREAM` at the configured start; an existing group is left as it
-    /// is. Then notes the group's cursor, where it would be re-created if it vanished.
+    /// is. Then notes the group's cursor, where it would be re-created if it vanished. Once
+    /// this consumer knows a position (a retried start, after a loss), a missing group is
+    /// re-created by the rule for lost groups instead.
     pub(crate) async fn ensure_group(&self) -> Result<(), RedisError> {
-        self.create_group(&self.config.start.group_cursor()).await?;
+        if *self.last_read.lock().expect("last read lock") > EntryId::MIN {
+            if self.group_cursor().await?.is_none() {
+                self.restore_group().await?;
+            }
+        } else {
+            self.create_group(&self.config.start.group_cursor()).await?;
+        }
+        self.note_group_cursor().await
+    }
+
+    /// Notes the group's cursor as the newest entry known delivered, so that a re-creation
+    /// starts after what other consumers of the group read too (every sweep does this).
+    pub(crate) async fn note_group_cursor(&self) -> Result<(), RedisError> {
         if let Some(cursor) = self.group_cursor().await? {
             let mut last = self.last_read.lock().expect("last read lock");
             *last = (*last).max(cursor);

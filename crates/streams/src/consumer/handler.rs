@@ -49,6 +49,21 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
+    /// The same message at another attempt.
+    pub(crate) fn with_attempt(&self, attempt: u64) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(ContextInner {
+                origin: inner.origin.clone(),
+                entry_id: inner.entry_id,
+                attempt,
+                envelope: inner.envelope.clone(),
+            }),
+        }
+    }
+}
+
+impl Context {
     /// Topic the message came from.
     pub fn topic(&self) -> &str {
         &self.inner.origin.topic

@@ -16,7 +16,7 @@ use tributary_core::EntryId;
 
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ExpiredPolicy;
-use super::dispatch::{Job, JobBody};
+use super::dispatch::{Job, JobBody, Settlement};
 use super::handler::{Action, Context, ContextInner};
 use super::stats::Stats;
 use super::topic::TopicConsumer;
@@ -36,10 +36,12 @@ enum Settled {
 // awaited inline they made every message's task a ~6 KiB future that was copied around on
 // each spawn and poll (37% of worker CPU in the e2e benchmark); boxed it is under 1 KiB.
 impl TopicConsumer {
-    /// Handles `job`; returns the ack to send when it succeeded (or is to be skipped).
-    pub(crate) async fn process(self: Arc<Self>, job: Job) -> Option<AckRequest> {
+    /// Handles `job`; returns the ack to send when it succeeded (or is to be skipped), and its
+    /// read-ahead slot if it still holds it, for the caller to free with its batch's.
+    pub(crate) async fn process(self: Arc<Self>, mut job: Job) -> Settlement {
         let id = job.id;
-        match self.process_inner(job).await {
+        let mut admit = job.admit.take();
+        let ack = match self.process_inner(job, &mut admit).await {
             // An acked entry stays "held" until the ack loop confirmed it: until then the
             // reclaim sweep must not mistake it for an abandoned one.
             Settled::Ack(ack) => Some(ack),
@@ -47,16 +49,19 @@ impl TopicConsumer {
                 self.forget([id]);
                 None
             }
-        }
+        };
+        Settlement { ack, admit }
     }
 
-    async fn process_inner(self: &Arc<Self>, job: Job) -> Settled {
+    /// Handles `job`. Frees `admit` itself only when the first attempt failed (the entry then
+    /// waits to retry without taking read-ahead room).
+    async fn process_inner(self: &Arc<Self>, job: Job, admit: &mut Option<OwnedSemaphorePermit>) -> Settled {
         if !matches!(job.body, JobBody::Message(_)) {
             // Tombstones and malformed entries, settled without a handler (boxed: rare).
             let _ = Box::pin(self.settle_unhandled(job)).await;
             return Settled::Done;
         }
-        let Job { id, deliveries, permit, admit, body } = job;
+        let Job { id, deliveries, permit, queued, body, .. } = job;
         let JobBody::Message(envelope) = body else {
             return Settled::Done;
         };
@@ -69,23 +74,40 @@ impl TopicConsumer {
             Box::pin(self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)).await;
             return Settled::Done;
         }
-        if envelope.is_expired(SystemTime::now()) {
-            return Box::pin(self.settle_expired(id, attempt, permit)).await;
-        }
         // Start it, unless stopping: then it goes back unstarted, for another consumer.
-        let Some(first_slot) = self.handler_slot().await else {
+        if self.stop.is_cancelled() {
             self.release(id, attempt - 1);
             return Settled::Done;
+        }
+        let first_slot = match self.running.try_acquire() {
+            // The common case: it starts as soon as it was read.
+            Ok(slot) if !queued => slot,
+            free => {
+                if !queued {
+                    self.mark_waiting(id);
+                }
+                let slot = match free {
+                    Ok(slot) => slot,
+                    Err(_) => match self.handler_slot().await {
+                        Some(slot) => slot,
+                        None => {
+                            self.release(id, attempt - 1);
+                            return Settled::Done;
+                        }
+                    },
+                };
+                if !Box::pin(self.still_ours_after_wait(id)).await {
+                    return Settled::Done;
+                }
+                slot
+            }
         };
-        let waited = self.start(id);
-        if waited >= self.config.claim_idle && !Box::pin(self.still_owned(id)).await {
-            // It waited so long that its lease lapsed, and a live consumer took it over.
-            tracing::info!(topic = %self.topic, entry_id = %id, waited = ?waited,
-                "entry taken over by another consumer before it started here");
-            return Settled::Done;
+        // Its expiry may have passed while it waited for a slot.
+        if envelope.is_expired(SystemTime::now()) {
+            drop(first_slot);
+            return Box::pin(self.settle_expired(id, attempt, permit)).await;
         }
         let mut slot = Some(first_slot);
-        let mut admit = Some(admit);
         let trace = envelope.traceparent;
         let ctx_inner =
             Arc::new(ContextInner { origin: self.origin.clone(), entry_id: id, attempt, envelope: *envelope });
@@ -135,8 +157,7 @@ impl TopicConsumer {
                     Some(limit) => Box::pin(tokio::time::timeout(limit, run)).await.ok(),
                 }
             };
-            // The handler returned once: room for the next entry to be read.
-            drop(admit.take());
+            self.returned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (error, delay) = match outcome {
                 Some(Ok(Ok(()))) => return Settled::Ack((id, permit)),
                 Some(Ok(Err(e))) => match e.action {
@@ -166,6 +187,8 @@ impl TopicConsumer {
                 Box::pin(self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)).await;
                 return Settled::Done;
             }
+            // Waiting to retry takes no read-ahead room: the next entries may be read meanwhile.
+            drop(admit.take());
             Stats::add(&self.stats.retried, 1);
             span.in_scope(|| tracing::info!(error = %error, retry_in = ?delay, "handler failed; will retry"));
             tokio::select! {
@@ -195,26 +218,20 @@ impl TopicConsumer {
             match claimed {
                 Ok((owned, _)) if !owned.is_empty() => {
                     attempt += 1;
-                    let inner = &ctx.inner;
-                    ctx = Context {
-                        inner: Arc::new(ContextInner {
-                            origin: inner.origin.clone(),
-                            entry_id: id,
-                            attempt,
-                            envelope: inner.envelope.clone(),
-                        }),
-                    };
+                    ctx = ctx.with_attempt(attempt);
                 }
                 Ok(_) => {
                     tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
                     return Settled::Done;
                 }
                 Err(e) if Self::is_group_lost(&e) => {
-                    // The group is gone, and the entry with it.
+                    // The group is gone, and Redis' record of the entry with it: retry it from
+                    // memory rather than drop it (its ack then finds nothing to acknowledge).
                     if let Err(e) = Box::pin(self.restore_group()).await {
                         tracing::warn!(topic = %self.topic, error = %e, "cannot re-create the consumer group");
                     }
-                    return Settled::Done;
+                    attempt += 1;
+                    ctx = ctx.with_attempt(attempt);
                 }
                 Err(e) => {
                     // It stays pending here; the reclaim sweep picks it up again.
@@ -230,14 +247,26 @@ impl TopicConsumer {
         if self.stop.is_cancelled() {
             return None;
         }
-        if let Ok(slot) = self.running.try_acquire() {
-            return Some(slot);
-        }
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => None,
             slot = self.running.acquire() => Some(slot.expect("semaphore never closed")),
         }
+    }
+
+    /// After `id` waited to start: false when another consumer took it over meanwhile (known
+    /// from lease renewal, or, after a wait of `claim_idle` or more, asked of Redis).
+    async fn still_ours_after_wait(&self, id: EntryId) -> bool {
+        let Some(waited) = self.start_after_wait(id) else {
+            tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over by another consumer before it started here");
+            return false;
+        };
+        if waited >= self.config.claim_idle && !self.still_owned(id).await {
+            tracing::info!(topic = %self.topic, entry_id = %id, waited = ?waited,
+                "entry taken over by another consumer before it started here");
+            return false;
+        }
+        true
     }
 
     /// True when `id` is still pending under this consumer (renewing its lease). On an error,

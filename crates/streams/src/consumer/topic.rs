@@ -112,9 +112,10 @@ enum Unblock {
 pub(crate) struct Held {
     /// When it was read or claimed.
     pub(crate) since: Instant,
-    /// Its handler started (it may be running, waiting to retry or being acknowledged).
-    pub(crate) started: bool,
-    /// Another consumer took it over; no longer renewed.
+    /// It waits to start: queued behind its key, or for a handler slot. (Entries that start
+    /// at once, the common case, are never marked: no lock per message for it.)
+    pub(crate) waiting: bool,
+    /// Another consumer took it over; no longer renewed, and not started here.
     pub(crate) lost: bool,
 }
 
@@ -140,8 +141,14 @@ pub(crate) struct TopicConsumer {
     pub(crate) running: Arc<Semaphore>,
     pub(crate) stop: CancellationToken,
     stopped_at: Arc<OnceLock<Instant>>,
+    /// The worker's immediate stop (its handle dropped).
     pub(crate) hard_stop: CancellationToken,
+    /// This topic's handler tasks end: at a hard stop, or when this topic's drain timed out.
+    pub(crate) abandon: CancellationToken,
     pub(crate) budget: Arc<Budget>,
+    /// Handler attempts that returned (any outcome), for telling a slow topic from a wedged
+    /// one: see `renew_leases`.
+    pub(crate) returned: std::sync::atomic::AtomicU64,
     /// Entries this consumer holds in memory (queued, running, waiting to retry or acking).
     pub(crate) held: Mutex<HeldMap>,
     /// Per-key queues: a key present here has a task handling its messages in order.
@@ -199,7 +206,9 @@ impl TopicConsumer {
             stop: shared.stop.clone(),
             stopped_at: shared.stopped_at.clone(),
             hard_stop: shared.hard_stop.clone(),
+            abandon: shared.hard_stop.child_token(),
             budget: shared.budget.clone(),
+            returned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(HeldMap::default()),
             lanes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -226,20 +235,31 @@ impl TopicConsumer {
                 }
             }))
         };
+        // Lease renewal runs from the first entry taken (recovery included) until the running
+        // handlers are done: a handler that runs through a graceful stop must not be taken
+        // over (and run twice) meanwhile.
+        let lease = {
+            let this = self.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
+        };
         if self.prepare().await {
-            // Lease renewal goes on until the running handlers are done: a handler that runs
-            // through a graceful stop must not be taken over (and run twice) meanwhile.
             let helpers = {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
             let reader = self.read_loop().await;
-            self.drain().await;
             helpers.abort();
             if let Some(reader) = reader {
-                let _ = tokio::time::timeout(STOP_STEP, reader.quit()).await;
+                // Not waited for: with Redis gone, QUIT would wait for a reconnection.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(STOP_STEP, reader.quit()).await;
+                });
             }
         }
+        // Stopping: what waits in per-key queues will not start here.
+        self.release_queued();
+        self.drain().await;
+        lease.abort();
         // Every handler task is done: let the acker flush what is queued, then hand back what
         // was not started and leave the group. Bounded together: with Redis unreachable, what
         // is not acknowledged stays pending and runs again.
@@ -309,7 +329,11 @@ impl TopicConsumer {
                 // Entries Redis recorded as delivered to this consumer whose reply never came:
                 // handle them now, not after `claim_idle` when the sweep would find them idle.
                 // Recovery takes in-flight slots of its own, so it comes before this read's.
-                match self.recover_own_pending().await {
+                let recovered = tokio::select! {
+                    r = self.recover_own_pending() => r,
+                    _ = self.stop.cancelled() => break,
+                };
+                match recovered {
                     Ok(()) => {
                         lost_reply = false;
                         tracing::debug!(topic = %self.topic, "recovered entries of reads cut off by a reconnection");
@@ -331,7 +355,13 @@ impl TopicConsumer {
             };
             let client = match &reader {
                 Some(c) => c.clone(),
-                None => match self.conn.dedicated(self.config.block_for).await {
+                None => match tokio::select! {
+                    c = self.conn.dedicated(self.config.block_for) => c,
+                    _ = self.stop.cancelled() => {
+                        self.budget.give_back(slots.len());
+                        break;
+                    }
+                } {
                     Ok(c) => {
                         // Its id on the topic's node, to wake a blocked read at stop.
                         reader_id =
@@ -369,7 +399,8 @@ impl TopicConsumer {
                     // it may have delivered stays pending, for others after `claim_idle`).
                     stopping = true;
                     let wait = match self.unblock(reader_id).await {
-                        Unblock::Refused => self.config.block_for + STOP_STEP,
+                        // Within what is left of `shutdown_timeout`: the stop's bound holds.
+                        Unblock::Refused => (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP)),
                         Unblock::Done | Unblock::NoAnswer => STOP_STEP,
                     };
                     tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
@@ -397,9 +428,13 @@ impl TopicConsumer {
                     drop(slots);
                     self.dispatch(taken).await;
                 }
-                Err(e) if e.is_server_error("NOGROUP") => {
+                Err(e) if Self::is_group_lost(&e) => {
                     drop(slots);
-                    if let Err(e) = self.restore_group().await {
+                    let restored = tokio::select! {
+                        r = self.restore_group() => r,
+                        _ = self.stop.cancelled() => break,
+                    };
+                    if let Err(e) = restored {
                         tracing::warn!(topic = %self.topic, error = %e, "cannot re-create the consumer group; retrying");
                         if self.pause(&mut backoff).await {
                             break;
@@ -451,20 +486,13 @@ impl TopicConsumer {
     }
 
     /// Room for up to `want` entries: in-flight and read-ahead slots, within the worker's
-    /// budget. Waits for the first of each (saying so at `warn` while nothing frees one), then
-    /// takes as many more as are free now. `None` when stopped first or the budget is spent.
+    /// budget. Takes as many of each as are free now, waiting for the first if none is (and
+    /// saying so at `warn` while nothing frees one). `None` when stopped first or the budget
+    /// is spent.
     pub(crate) async fn take_slots(&self, want: usize) -> Option<Slots> {
-        let mut in_flight = self.wait_for_slot(&self.in_flight, "in-flight (unacknowledged) entries", want).await?;
-        let mut admit =
-            self.wait_for_slot(&self.admit, "read-ahead entries (read, handler not yet returned)", want).await?;
-        let more = self.in_flight.available_permits().min(want.saturating_sub(1));
-        if let Ok(more) = self.in_flight.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
-            in_flight.merge(more);
-        }
-        let more = self.admit.available_permits().min(in_flight.num_permits() - 1);
-        if let Ok(more) = self.admit.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
-            admit.merge(more);
-        }
+        let mut in_flight = self.slots_of(&self.in_flight, want, "in-flight (unacknowledged) entries").await?;
+        let admit_what = "read-ahead entries (read, handler not yet returned)";
+        let mut admit = self.slots_of(&self.admit, in_flight.num_permits(), admit_what).await?;
         let n = in_flight.num_permits().min(admit.num_permits());
         let granted = self.budget.take(n);
         if granted == 0 {
@@ -475,29 +503,47 @@ impl TopicConsumer {
         Some(Slots { in_flight, admit })
     }
 
-    /// One permit of `semaphore`, or `None` when stopped first. While none frees up, says at
-    /// `warn`, every `claim_idle` (at least 10 s), what it waits for and what holds the slots.
-    async fn wait_for_slot(&self, semaphore: &Arc<Semaphore>, what: &str, want: usize) -> Option<OwnedSemaphorePermit> {
+    /// Up to `want` permits of `semaphore` as one: those free now (one semaphore operation in
+    /// the common case), else the first to come free and what is free then. `None` when
+    /// stopped first. While none frees up, says at `warn`, every `claim_idle` (at least 10 s),
+    /// what it waits for and what holds the slots.
+    async fn slots_of(&self, semaphore: &Arc<Semaphore>, want: usize, what: &str) -> Option<OwnedSemaphorePermit> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let free = semaphore.available_permits().min(want);
+        if free > 0 {
+            if let Ok(p) = semaphore.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)) {
+                return Some(p);
+            }
+        }
         let acquire = semaphore.clone().acquire_owned();
         tokio::pin!(acquire);
         let every = self.config.claim_idle.max(Duration::from_secs(10));
         let since = Instant::now();
-        loop {
+        let mut first = loop {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return None,
-                p = &mut acquire => return Some(p.expect("semaphore never closed")),
+                p = &mut acquire => break p.expect("semaphore never closed"),
                 _ = tokio::time::sleep(every) => {
-                    let (held, started) = {
+                    let (held, waiting) = {
                         let held = self.held.lock().expect("held lock");
-                        (held.len(), held.values().filter(|h| h.started).count())
+                        (held.len(), held.values().filter(|h| h.waiting).count())
                     };
                     let running = self.config.concurrency - self.running.available_permits();
-                    tracing::warn!(topic = %self.topic, group = %self.group, waiting = ?since.elapsed(), want,
-                        held, started, running, "no free slot for {what}: handlers are slow or stuck (see handler_timeout)");
+                    tracing::warn!(topic = %self.topic, group = %self.group, waiting_for = ?since.elapsed(), want,
+                        held, waiting, running, "no free slot for {what}: handlers are slow or stuck (see handler_timeout)");
                 }
             }
+        };
+        let more = semaphore.available_permits().min(want - 1);
+        if more > 0 {
+            if let Ok(p) = semaphore.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
+                first.merge(p);
+            }
         }
+        Some(first)
     }
 
     async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
@@ -528,7 +574,14 @@ impl TopicConsumer {
     pub(crate) fn hold(&self, ids: impl IntoIterator<Item = EntryId>, at: Instant) {
         let mut held = self.held.lock().expect("held lock");
         for id in ids {
-            held.insert(id, Held { since: at, started: false, lost: false });
+            held.insert(id, Held { since: at, waiting: false, lost: false });
+        }
+    }
+
+    /// Marks `id` as waiting to start.
+    pub(crate) fn mark_waiting(&self, id: EntryId) {
+        if let Some(h) = self.held.lock().expect("held lock").get_mut(&id) {
+            h.waiting = true;
         }
     }
 
@@ -539,16 +592,13 @@ impl TopicConsumer {
         }
     }
 
-    /// Marks `id` started; returns how long it waited since it was read or claimed.
-    pub(crate) fn start(&self, id: EntryId) -> Duration {
+    /// Marks `id`, which waited, as starting; returns how long it waited since it was read or
+    /// claimed, or `None` if another consumer took it over meanwhile.
+    pub(crate) fn start_after_wait(&self, id: EntryId) -> Option<Duration> {
         let mut held = self.held.lock().expect("held lock");
-        match held.get_mut(&id) {
-            Some(h) => {
-                h.started = true;
-                h.since.elapsed()
-            }
-            None => Duration::ZERO,
-        }
+        let h = held.get_mut(&id)?;
+        h.waiting = false;
+        (!h.lost).then(|| h.since.elapsed())
     }
 
     /// Notes `id` to hand back at the end of a graceful stop, leaving its delivery count at
@@ -558,16 +608,30 @@ impl TopicConsumer {
         self.forget([id]);
     }
 
+    /// Hands back every entry queued behind its key (each lane's running entry finishes).
+    pub(crate) fn release_queued(&self) {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        for queue in lanes.values_mut() {
+            for queued in queue.drain(..) {
+                self.release(queued.id, queued.deliveries.saturating_sub(1));
+            }
+        }
+    }
+
+    /// What is left of `shutdown_timeout` since the graceful stop was asked for.
+    fn stop_time_left(&self) -> Duration {
+        let since = self.stopped_at.get().map_or(Duration::ZERO, Instant::elapsed);
+        self.config.shutdown_timeout.saturating_sub(since)
+    }
+
     /// Waits for handler tasks until `shutdown_timeout` after the stop; then drops what still
     /// runs (its entries stay pending).
     async fn drain(&self) {
         self.tasks.close();
-        let since = self.stopped_at.get().map_or(Duration::ZERO, Instant::elapsed);
-        let left = self.config.shutdown_timeout.saturating_sub(since);
-        if tokio::time::timeout(left, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.stop_time_left(), self.tasks.wait()).await.is_err() {
             tracing::warn!(topic = %self.topic, timeout = ?self.config.shutdown_timeout,
                 "shutdown timeout: abandoning running handlers; their entries stay pending");
-            self.hard_stop.cancel();
+            self.abandon.cancel();
             self.tasks.wait().await;
         }
     }
@@ -641,8 +705,8 @@ fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
     }
 }
 
-/// The entries a consumer holds, hashed by [`IdHasher`]: the map is touched three times per
-/// message (held when dispatched, started, forgotten once acknowledged), where SipHash cost
+/// The entries a consumer holds, hashed by [`IdHasher`]: the map is touched twice per
+/// message (held when dispatched, forgotten once acknowledged), where SipHash cost
 /// about 400 instructions per message (callgrind, `e2e`). Not resistant to chosen keys, which is
 /// fine here: it holds at most `max_in_flight` ids, all of them handed out by Redis to this
 /// consumer.
@@ -665,7 +729,7 @@ mod tests {
             }
         }
         let mut held = HeldMap::default();
-        let h = Held { since: Instant::now(), started: false, lost: false };
+        let h = Held { since: Instant::now(), waiting: false, lost: false };
         assert!(held.insert(EntryId::new(5, 1), h).is_none());
         assert!(held.insert(EntryId::new(5, 1), h).is_some());
         assert!(held.contains_key(&EntryId::new(5, 1)) && !held.contains_key(&EntryId::new(1, 5)));
