@@ -126,7 +126,7 @@ impl WorkerBuilder {
                 block_for: Duration::from_secs(2),
                 max_in_flight: 256,
                 concurrency: 32,
-                prefetch: 16,
+                prefetch: 32,
                 handler_timeout: None,
                 max_deliveries: 5,
                 retry: RetryPolicy::default(),
@@ -258,9 +258,11 @@ impl WorkerBuilder {
 
     /// Most entries a topic reads ahead of its handlers: read but not yet started, beyond those
     /// `concurrency` can run. Entries waiting here are not someone else's to take, so keep it
-    /// small: a wedged instance then holds only its running handlers and this many. An entry
-    /// that waited longer than `claim_idle` is no longer renewed (a live instance may take it)
-    /// and is checked to be still this consumer's before it starts. Defaults to 16.
+    /// small: a wedged instance then holds only its running handlers and this many. When no
+    /// handler of the topic returned for `claim_idle`, an entry that waited that long is no
+    /// longer renewed (a live instance may take it), and it is checked to be still this
+    /// consumer's before it starts. Keep `concurrency + prefetch`
+    /// at or above `batch_size`, or reads come back smaller than a batch. Defaults to 32.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.config.prefetch = n;
         self
