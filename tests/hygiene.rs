@@ -139,3 +139,90 @@ async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
     live.shutdown().await;
     server.shutdown().await;
 }
+
+/// Client connections the server has open, not counting the `redis-cli` that asks.
+fn connections(redis: &TestRedis) -> usize {
+    redis.cli(&["CLIENT", "LIST", "TYPE", "normal"]).lines().count().saturating_sub(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_that_opens_a_connection_closes_it_on_close_and_on_drop() {
+    let redis = TestRedis::start_private().await; // nobody else's connections
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    producer.publish("events", &Ping { n: 0 }).await.unwrap();
+    let server = echo_server(&conn, "server".to_owned());
+    server.ready().await;
+    let baseline = connections(&redis);
+    // Each cycle opens one thing, waits until its connection shows, then closes or drops it.
+    let opened = || {
+        let redis = &redis;
+        async move {
+            wait_until(Duration::from_secs(30), "a connection opened", || async { connections(redis) > baseline }).await
+        }
+    };
+    let back_to_baseline = |what: &'static str| {
+        let redis = &redis;
+        async move {
+            eventually(Duration::from_secs(30), || async move {
+                let now = connections(redis);
+                if now <= baseline {
+                    Ok(())
+                } else {
+                    Err(format!("{what}: {now} connections, {baseline} before:\n{}", redis.cli(&["CLIENT", "LIST"])))
+                }
+            })
+            .await;
+        }
+    };
+    for i in 0..100 {
+        let client = RpcClient::new(conn.clone()).await.unwrap();
+        let _: u64 = client.call("echo", "echo", &Ping { n: i }).await.unwrap(); // its reader is up
+        if i % 2 == 0 {
+            client.close().await.unwrap();
+        } else {
+            drop(client);
+        }
+    }
+    back_to_baseline("100 RPC clients closed or dropped").await;
+    for i in 0..100 {
+        let w = worker(&conn, &format!("w{i}")).build().unwrap().start();
+        opened().await;
+        if i % 2 == 0 {
+            w.shutdown().await;
+        } else {
+            drop(w);
+        }
+    }
+    back_to_baseline("100 workers stopped or dropped").await;
+    for i in 0..100 {
+        let mut tail = tributary::replay::Tail::topic(conn.clone(), "events", Position::Beginning).unwrap();
+        assert!(!tail.next_batch().await.unwrap().is_empty());
+        if i % 2 == 0 {
+            tail.close().await;
+        } else {
+            drop(tail);
+        }
+    }
+    back_to_baseline("100 tails closed or dropped").await;
+    for i in 0..100 {
+        let s = echo_server(&conn, format!("s{i}"));
+        opened().await;
+        if i % 2 == 0 {
+            s.shutdown().await;
+        } else {
+            drop(s);
+        }
+    }
+    back_to_baseline("100 RPC servers stopped or dropped").await;
+    for i in 0..100 {
+        let c = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+        Producer::new(c.clone()).publish("events", &Ping { n: i }).await.unwrap();
+        if i % 2 == 0 {
+            c.quit().await;
+        }
+        drop(c);
+    }
+    back_to_baseline("100 connections quit or dropped").await;
+    server.shutdown().await;
+}

@@ -11,7 +11,7 @@ use tributary_testkit::{wait_until, TestRedis};
 /// The ACL rules of docs/security.md, for a namespace `ns`.
 fn acl_rules(ns: &str) -> Vec<String> {
     let commands = "xadd xreadgroup xread xack xclaim xpending xgroup xinfo xrange xrevrange xtrim xlen xdel \
-                    del get set pexpire evalsha script|load scan zadd zrange zrangebyscore zrem zcard \
+                    del exists get set pexpire evalsha script|load scan zadd zrange zrangebyscore zrem zcard \
                     hset hget hmget hdel time ping client|id client|unblock";
     let mut rules = vec!["on".to_owned(), ">app-secret".to_owned(), "resetkeys".to_owned(), format!("~{ns}:*")];
     rules.push("resetchannels".to_owned());

@@ -42,7 +42,7 @@ fn demo() -> Result<(), String> {
         Ok(url) if !url.is_empty() => Server { url, child: None, dir: None },
         _ => Server::start()?,
     };
-    for example in ["macros_worker", "quickstart", "offline_replay", "macros_service"] {
+    for example in ["macros_worker", "quickstart", "offline_replay", "macros_service", "rpc"] {
         eprintln!("xtask: running example {example} against {}", server.url);
         cargo(&["run", "--quiet", "--example", example], &[("REDIS_URL", server.url.as_str())])?;
     }

@@ -41,7 +41,8 @@ pub struct Connection {
 }
 
 struct Inner {
-    client: Client,
+    /// Shared with `with_namespace` copies; closed when the last of them is dropped.
+    client: Arc<Dedicated>,
     builder: Builder,
     namespace: Namespace,
     limits: Limits,
@@ -118,18 +119,85 @@ impl Connection {
     ///
     /// # Errors
     /// [`ConnectError`] when the connection cannot be made.
-    pub async fn dedicated(&self, block: Duration) -> Result<Client, ConnectError> {
+    pub async fn dedicated(&self, block: Duration) -> Result<Dedicated, ConnectError> {
         let mut builder = self.inner.builder.clone();
         builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
         builder.with_connection_config(|c| c.max_command_attempts = 1);
         let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
-        client.init().await.map_err(|e| ConnectError::redis(&self.inner.server, e))?;
-        Ok(client)
+        // Connected in a task of its own: a caller dropped while connecting (a worker stopped
+        // or dropped meanwhile) must not leave the connection behind. fred ignores a `QUIT`
+        // sent before the connection is up, so the task closes it once it is.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let client = Dedicated::new(client);
+            let connected = client.init().await.map(|_| client);
+            // A receiver gone: the client is dropped here, connected, and so closed.
+            let _ = tx.send(connected);
+        });
+        match rx.await {
+            Ok(connected) => connected.map_err(|e| ConnectError::redis(&self.inner.server, e)),
+            Err(_) => Err(ConnectError::redis(
+                &self.inner.server,
+                fred::error::Error::new(fred::error::ErrorKind::Canceled, "connecting was cancelled"),
+            )),
+        }
     }
 
     /// Closes the command connection.
     pub async fn quit(&self) {
         let _ = self.inner.client.quit().await;
+    }
+}
+
+/// A client on a connection of its own, closed when this is dropped.
+///
+/// A fred client keeps its connection open (and reconnects for ever) until `QUIT`, however many
+/// of its handles are gone: a reader dropped without closing would leak a server connection.
+/// Dropping this sends `QUIT` from a background task (bounded by 5 s); nothing is sent when
+/// no Tokio runtime is running.
+pub struct Dedicated {
+    client: Client,
+    /// False once closed explicitly: nothing to do at drop.
+    open: bool,
+}
+
+impl Dedicated {
+    fn new(client: Client) -> Self {
+        Self { client, open: true }
+    }
+
+    /// Closes the connection now (`QUIT`, bounded by 5 s), instead of in the background at drop.
+    pub async fn close(mut self) {
+        self.open = false;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.quit()).await;
+    }
+}
+
+impl std::ops::Deref for Dedicated {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl fmt::Debug for Dedicated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedicated").field("id", &self.client.id()).field("open", &self.open).finish()
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+            });
+        }
     }
 }
 
@@ -256,6 +324,7 @@ impl ConnectOptions {
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
         let (limits, wire_version) = (self.limits, self.wire_version);
+        let client = Arc::new(Dedicated::new(client));
         Ok(Connection { inner: Arc::new(Inner { client, builder, namespace, limits, wire_version, server }) })
     }
 }

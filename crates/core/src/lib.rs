@@ -29,7 +29,7 @@ pub mod trace;
 pub mod wire;
 
 pub use codec::{Codec, CodecError, Json, MsgPack};
-pub use connection::{ConnectError, ConnectOptions, Connection};
+pub use connection::{ConnectError, ConnectOptions, Connection, Dedicated};
 pub use envelope::{Envelope, EnvelopeRef, Headers};
 pub use error::{BoxError, ErrorKind, RedisError};
 pub use id::{EntryId, MessageId};

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fred::clients::{Client, WithOptions};
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::{ClientLike, EventInterface, StreamsInterface};
 use fred::types::config::Options;
 use fred::types::{Key, Value};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
@@ -161,6 +162,8 @@ impl<C: Codec> RpcClientBuilder<C> {
             method_headers: NameCache::new(1024),
             request_streams: NameCache::new(1024),
         });
+        // Servers only write to a reply stream that exists: create it (with its expiry) first.
+        keep_reply_stream(&inner, self.reply_ttl).await?;
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
         let tail =
@@ -171,11 +174,31 @@ impl<C: Codec> RpcClientBuilder<C> {
     }
 }
 
-/// The reply reader: routes each reply to its waiting call by correlation id, trims what it
-/// consumed and keeps the stream's expiry fresh.
-async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Duration) {
+/// Creates the reply stream if it is missing and sets its expiry (`keep_reply_stream.lua`).
+async fn keep_reply_stream(inner: &Inner, ttl: Duration) -> Result<(), RedisError> {
+    static SCRIPT: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+        fred::types::scripts::Script::from_lua(include_str!("scripts/keep_reply_stream.lua"))
+    });
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-    let mut refreshed = tokio::time::Instant::now() - ttl;
+    let created: i64 = SCRIPT
+        .evalsha_with_reload(inner.conn.redis(), vec![inner.reply_key.clone()], vec![Value::from(ttl_ms)])
+        .await
+        .map_err(|e| RedisError::new("EVALSHA keep_reply_stream", e))?;
+    if created == 1 {
+        tracing::debug!(reply_stream = %inner.reply_key, "reply stream created");
+    }
+    Ok(())
+}
+
+/// The reply reader: routes each reply to its waiting call by correlation id, trims what it
+/// consumed, keeps the stream's expiry fresh, and creates the stream again if Redis lost it
+/// (checked after every reconnection).
+async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Duration) {
+    let mut refreshed = tokio::time::Instant::now();
+    let mut reconnects = match inner.upgrade() {
+        Some(inner) => inner.conn.redis().reconnect_rx(),
+        None => return,
+    };
     let (mut consumed, mut trimmed) = (0usize, tokio::time::Instant::now());
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -200,9 +223,18 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                     consumed = 0;
                     trimmed = tokio::time::Instant::now();
                 }
-                if refreshed.elapsed() >= ttl / 3 {
-                    cleanup.push(("PEXPIRE", vec![Value::from(ttl_ms)]));
+                let mut reconnected = false;
+                while let Ok(_) | Err(TryRecvError::Lagged(_)) = reconnects.try_recv() {
+                    reconnected = true;
+                }
+                if reconnected || refreshed.elapsed() >= ttl / 3 {
                     refreshed = tokio::time::Instant::now();
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = keep_reply_stream(&inner, ttl).await {
+                            tracing::warn!(reply_stream = %inner.reply_key, error = %e, "could not keep the reply stream");
+                        }
+                    });
                 }
                 for (cmd, args) in cleanup {
                     let mut all = vec![Value::from(inner.reply_key.as_str())];

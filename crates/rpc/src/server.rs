@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
-use tributary_core::connection::keyed_command;
 use tributary_core::{Codec, Connection, Json, MsgPack, RedisError, Topic};
 use tributary_streams::{
     BoxFuture, BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle,
@@ -96,7 +95,6 @@ pub struct RpcServerBuilder {
     service: String,
     methods: HashMap<String, Arc<dyn Method>>,
     configure: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder + Send>>,
-    reply_ttl: Duration,
     trim_interval: Duration,
     /// The first registration mistake, reported by `start`.
     mistake: Option<BuildError>,
@@ -146,7 +144,6 @@ impl RpcServer {
             service: service.into(),
             methods: HashMap::new(),
             configure: None,
-            reply_ttl: Duration::from_secs(300),
             trim_interval: Duration::from_secs(10),
             mistake: None,
         }
@@ -187,13 +184,6 @@ impl RpcServerBuilder {
         self
     }
 
-    /// Expiry given to a reply stream that has none when a reply is written (the client sets
-    /// and refreshes its own while it lives). Defaults to 5 min.
-    pub fn reply_ttl(mut self, d: Duration) -> Self {
-        self.reply_ttl = d;
-        self
-    }
-
     /// How often answered requests are trimmed from the request stream. Defaults to 10 s.
     pub fn trim_interval(mut self, d: Duration) -> Self {
         self.trim_interval = d;
@@ -215,9 +205,7 @@ impl RpcServerBuilder {
             conn: self.conn.clone(),
             service: self.service.clone(),
             methods: self.methods,
-            reply_ttl: self.reply_ttl,
             stats: stats.clone(),
-            expiry_set: std::sync::Mutex::new(HashMap::new()),
         }));
         let mut builder = Worker::builder(self.conn.clone(), SERVER_GROUP).claim_idle(Duration::from_secs(5));
         if let Some(configure) = self.configure {
@@ -243,6 +231,8 @@ async fn trim_answered(conn: Connection, topic: Topic, every: Duration) {
 #[derive(Debug, Default)]
 struct ServerStats {
     answered: AtomicU64,
+    /// Replies for clients whose reply stream no longer exists.
+    unclaimed_replies: AtomicU64,
     expired: AtomicU64,
     failed: AtomicU64,
 }
@@ -256,6 +246,15 @@ pub struct RpcServerHandle {
 }
 
 impl RpcServerHandle {
+    /// Waits until the server takes requests: its consumer group on the request stream
+    /// exists and what this server name left pending was taken back. `start()` returns before
+    /// that; a request sent meanwhile is not lost either (it waits in the stream), this is for
+    /// health checks and tests. Waits for ever if Redis is unreachable: bound it with
+    /// `tokio::time::timeout`.
+    pub async fn ready(&self) {
+        self.worker.ready().await;
+    }
+
     /// Graceful stop: running requests finish and are answered.
     pub async fn shutdown(self) {
         self.trimmer.abort();
@@ -273,6 +272,12 @@ impl RpcServerHandle {
         self.stats.expired.load(Ordering::Relaxed)
     }
 
+    /// Replies not written because their client's reply stream was gone (the client closed or
+    /// expired before the answer came).
+    pub fn unclaimed_replies(&self) -> u64 {
+        self.stats.unclaimed_replies.load(Ordering::Relaxed)
+    }
+
     /// Requests whose handler failed or panicked (answered with an error).
     pub fn failed(&self) -> u64 {
         self.stats.failed.load(Ordering::Relaxed)
@@ -286,10 +291,7 @@ struct DispatchInner {
     conn: Connection,
     service: String,
     methods: HashMap<String, Arc<dyn Method>>,
-    reply_ttl: Duration,
     stats: Arc<ServerStats>,
-    /// When each reply stream was last given its expiry.
-    expiry_set: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Handler for Dispatch {
@@ -300,22 +302,6 @@ impl Handler for Dispatch {
 }
 
 impl DispatchInner {
-    /// True when `reply_to` has not been given its expiry for a third of the reply TTL.
-    fn expiry_due(&self, reply_to: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut refreshed = self.expiry_set.lock().expect("expiry lock");
-        if refreshed.len() > 10_000 {
-            refreshed.retain(|_, at| now.duration_since(*at) < self.reply_ttl);
-        }
-        match refreshed.get(reply_to) {
-            Some(at) if now.duration_since(*at) < self.reply_ttl / 3 => false,
-            _ => {
-                refreshed.insert(reply_to.to_owned(), now);
-                true
-            }
-        }
-    }
-
     async fn handle(&self, ctx: Context) -> Result<(), HandlerError> {
         // The method gets the context; this keeps a handle on the request for the reply.
         let request = ctx.clone();
@@ -421,28 +407,19 @@ impl DispatchInner {
             },
         };
         let fields = reply_fields(correlation_id, content_type, is_error, payload);
-        // fred's typed XADD: a custom command would make the connection flush its socket for
-        // every reply instead of writing the replies of a batch together.
-        let _: Value = self
+        // NOMKSTREAM: the client creates its reply stream (with an expiry it keeps fresh) and
+        // deletes it at `close()`; a reply to a client that is gone must not create a key that
+        // nobody reads or expires. (fred's typed XADD: a custom command would make the
+        // connection flush its socket for every reply instead of writing a batch together.)
+        let written: Value = self
             .conn
             .redis()
-            .xadd(reply_to, false, ("MAXLEN", "~", 10_000), "*", fields)
+            .xadd(reply_to, true, ("MAXLEN", "~", 10_000), "*", fields)
             .await
             .map_err(|e| RedisError::new("XADD", e))?;
-        // Give the stream an expiry (NX: only if it has none, so the client's own, refreshed
-        // expiry wins), so a reply stream whose client is gone expires. Once per third of the
-        // TTL per stream is enough; doing it with every reply cost a command per call.
-        if self.expiry_due(reply_to) {
-            let ttl_ms = i64::try_from(self.reply_ttl.as_millis()).unwrap_or(i64::MAX);
-            let _: Value = self
-                .conn
-                .redis()
-                .custom(
-                    keyed_command("PEXPIRE", reply_to, false),
-                    vec![Value::from(reply_to), Value::from(ttl_ms), "NX".into()],
-                )
-                .await
-                .map_err(|e| RedisError::new("PEXPIRE", e))?;
+        if written.is_null() {
+            self.stats.unclaimed_replies.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(service = %self.service, reply_to, "reply stream gone (client closed); reply dropped");
         }
         Ok(())
     }

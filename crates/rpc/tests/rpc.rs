@@ -545,3 +545,37 @@ async fn registration_mistakes_are_errors_not_silent_overwrites() {
     assert!(matches!(err, tributary_streams::BuildError::SetTwice("configure_worker")), "{err:?}");
     assert!(err.to_string().contains("configure_worker"));
 }
+
+#[tokio::test]
+async fn a_late_reply_to_a_closed_client_creates_no_key() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let entered = Arc::new(AtomicU64::new(0));
+    let e = entered.clone();
+    let server = RpcServer::builder(conn.clone(), "slow")
+        .method("wait", move |req: Echo, _ctx| {
+            let e = e.clone();
+            async move {
+                e.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
+            }
+        })
+        .start()
+        .unwrap();
+    let client = RpcClient::new(conn.clone()).await.unwrap();
+    let reply_key = client.reply_stream().to_owned();
+    assert_eq!(redis.cli(&["EXISTS", &reply_key]).trim(), "1", "the client creates its reply stream");
+    assert!(redis.cli(&["PTTL", &reply_key]).trim().parse::<i64>().unwrap() > 0, "with an expiry");
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, Answer>("slow", "wait", &Echo { n: 1 }).await })
+    };
+    wait_until(Duration::from_secs(30), "the method running", || async { entered.load(Ordering::SeqCst) == 1 }).await;
+    client.close().await.unwrap();
+    let _ = call.await.unwrap(); // fails: the client closed
+    wait_until(Duration::from_secs(30), "the late reply dropped", || async { server.unclaimed_replies() == 1 }).await;
+    assert_eq!(redis.cli(&["EXISTS", &reply_key]).trim(), "0", "no key re-created for a closed client");
+    assert_eq!(server.answered(), 1, "answered once; nothing retried");
+    server.shutdown().await;
+}

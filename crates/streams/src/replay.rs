@@ -149,7 +149,7 @@ impl RangeReader {
 #[derive(Debug)]
 pub struct Tail {
     conn: Connection,
-    reader: Option<fred::clients::Client>,
+    reader: Option<tributary_core::Dedicated>,
     key: String,
     /// `key` as a command argument, built once.
     key_arg: Value,
@@ -235,13 +235,9 @@ impl Tail {
             };
             self.start = None;
         }
-        let client = match &self.reader {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.conn.dedicated(self.block).await.map_err(StreamError::Connect)?;
-                self.reader = Some(c.clone());
-                c
-            }
+        let client = match self.reader.as_ref() {
+            Some(c) => c,
+            None => &*self.reader.insert(self.conn.dedicated(self.block).await.map_err(StreamError::Connect)?),
         };
         let block_ms = i64::try_from(self.block.as_millis()).unwrap_or(i64::MAX);
         let args: Vec<Value> = vec![
@@ -253,7 +249,7 @@ impl Tail {
             self.key_arg.clone(),
             self.last.to_string().into(),
         ];
-        let reply: Value = fred::interfaces::ClientLike::custom(&client, command("XREAD", &self.key, true), args)
+        let reply: Value = fred::interfaces::ClientLike::custom(&**client, command("XREAD", &self.key, true), args)
             .await
             .map_err(|e| tributary_core::RedisError::new("XREAD", e))?;
         let entries = parse_read_reply("XREAD", reply)?;
@@ -263,10 +259,10 @@ impl Tail {
         Ok(entries)
     }
 
-    /// Closes the read connection.
-    pub async fn close(self) {
-        if let Some(c) = self.reader {
-            let _ = fred::interfaces::ClientLike::quit(&c).await;
+    /// Closes the read connection (dropping the `Tail` closes it too, in the background).
+    pub async fn close(mut self) {
+        if let Some(c) = self.reader.take() {
+            c.close().await;
         }
     }
 }

@@ -107,7 +107,9 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let stats = Arc::new(Stats::default());
         let stopped_at = Arc::new(OnceLock::new());
+        let (prepared, ready) = tokio::sync::watch::channel(0usize);
         let shared = Shared {
+            prepared: Arc::new(prepared),
             conn: self.conn.clone(),
             group: self.group.clone(),
             config: self.config.clone(),
@@ -119,8 +121,9 @@ impl Worker {
         };
         let consumer = self.config.consumer_name.clone();
         let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;
+        let topics = self.routes.len();
         let task = tokio::spawn(self.run(shared));
-        WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, task: Some(task) }
+        WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, ready, topics, task: Some(task) }
     }
 
     /// Runs until `shutdown` completes, then stops gracefully.
@@ -182,6 +185,10 @@ pub struct WorkerHandle {
     stats: Arc<Stats>,
     consumer: String,
     shutdown_bound: Duration,
+    /// How many topics are consuming (group created, own pending entries recovered).
+    ready: tokio::sync::watch::Receiver<usize>,
+    /// Topics registered by name (those of patterns are found later).
+    topics: usize,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -207,6 +214,16 @@ impl WorkerHandle {
                 task.abort();
             }
         }
+    }
+
+    /// Waits until every topic registered by name is being consumed: its group exists and
+    /// this consumer's own pending entries were taken back. (Topics of patterns are found
+    /// later, every `pattern_refresh`.) Waits for ever if Redis is unreachable: bound it with
+    /// `tokio::time::timeout`. Returns at once when the worker stopped.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let topics = self.topics;
+        let _ = ready.wait_for(|n| *n >= topics).await;
     }
 
     /// This worker's consumer name in its group.

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tributary_core::id::IdHasher;
-use tributary_core::{Connection, EntryId, RedisError, Topic};
+use tributary_core::{Connection, Dedicated, EntryId, RedisError, Topic};
 
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ConsumerConfig;
@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Entries this worker may still take (`WorkerBuilder::limit`), across its topics.
     pub(crate) budget: Arc<Budget>,
+    /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
+    pub(crate) prepared: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// How many more entries a worker may take; unlimited unless `WorkerBuilder::limit` was set.
@@ -146,6 +148,7 @@ pub(crate) struct TopicConsumer {
     /// This topic's handler tasks end: at a hard stop, or when this topic's drain timed out.
     pub(crate) abandon: CancellationToken,
     pub(crate) budget: Arc<Budget>,
+    prepared: Arc<tokio::sync::watch::Sender<usize>>,
     /// Handler attempts that returned (any outcome), for telling a slow topic from a wedged
     /// one: see `renew_leases`.
     pub(crate) returned: std::sync::atomic::AtomicU64,
@@ -208,6 +211,7 @@ impl TopicConsumer {
             hard_stop: shared.hard_stop.clone(),
             abandon: shared.hard_stop.child_token(),
             budget: shared.budget.clone(),
+            prepared: shared.prepared.clone(),
             returned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(HeldMap::default()),
             lanes: Mutex::new(HashMap::new()),
@@ -243,18 +247,15 @@ impl TopicConsumer {
             AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
         };
         if self.prepare().await {
+            self.prepared.send_modify(|n| *n += 1);
             let helpers = {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
-            let reader = self.read_loop().await;
+            // The reader connection closes as it is dropped (in the background: with Redis
+            // gone, QUIT would wait for a reconnection).
+            drop(self.read_loop().await);
             helpers.abort();
-            if let Some(reader) = reader {
-                // Not waited for: with Redis gone, QUIT would wait for a reconnection.
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(STOP_STEP, reader.quit()).await;
-                });
-            }
         }
         // Stopping: what waits in per-key queues will not start here.
         self.release_queued();
@@ -308,9 +309,9 @@ impl TopicConsumer {
         }
     }
 
-    /// Reads new entries until stopped. Returns the reader connection to close.
-    async fn read_loop(self: &Arc<Self>) -> Option<Client> {
-        let mut reader: Option<Client> = None;
+    /// Reads new entries until stopped. Returns the reader connection (closed when dropped).
+    async fn read_loop(self: &Arc<Self>) -> Option<Dedicated> {
+        let mut reader: Option<Dedicated> = None;
         let mut reader_id: Option<i64> = None;
         // Reconnections: a read in flight when its connection dropped may have been served by
         // Redis with the reply lost (the read then fails: the reader makes one attempt); so
@@ -353,22 +354,21 @@ impl TopicConsumer {
                 self.stop.cancelled().await;
                 break;
             };
-            let client = match &reader {
-                Some(c) => c.clone(),
-                None => match tokio::select! {
+            if reader.is_none() {
+                let opened = tokio::select! {
                     c = self.conn.dedicated(self.config.block_for) => c,
                     _ = self.stop.cancelled() => {
                         self.budget.give_back(slots.len());
                         break;
                     }
-                } {
+                };
+                match opened {
                     Ok(c) => {
                         // Its id on the topic's node, to wake a blocked read at stop.
                         reader_id =
                             c.custom::<i64, _>(command("CLIENT", &self.key, false), vec![Value::from("ID")]).await.ok();
                         reconnects = Some(c.reconnect_rx());
-                        reader = Some(c.clone());
-                        c
+                        reader = Some(c);
                     }
                     Err(e) => {
                         tracing::warn!(topic = %self.topic, error = %e, "cannot open read connection; retrying");
@@ -378,15 +378,16 @@ impl TopicConsumer {
                         }
                         continue;
                     }
-                },
-            };
+                }
+            }
+            let Some(client) = reader.as_ref() else { continue };
             // Never start a read once stopping: its entries would be delivered to a consumer
             // that is going away.
             if self.stop.is_cancelled() {
                 self.budget.give_back(slots.len());
                 break;
             }
-            let read = self.read_new(&client, slots.len());
+            let read = self.read_new(client, slots.len());
             tokio::pin!(read);
             let mut stopping = false;
             let read = tokio::select! {
