@@ -283,3 +283,60 @@ async fn a_dead_letter_that_cannot_be_written_leaves_the_entry_pending_until_it_
     wait_until(PATIENCE, "acknowledged", || async { admin.pending_count("jobs", "g").await.unwrap() == 0 }).await;
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replayed_dead_letter_reaches_only_the_group_that_gave_up_on_it() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    // Both groups exist before the message: both get it.
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "billing", tributary_streams::Position::Beginning).await.unwrap();
+    admin.create_group("orders", "shipping", tributary_streams::Position::Beginning).await.unwrap();
+    producer.publish("orders", &Order { n: 7, key: String::new() }).await.unwrap();
+    let (billed, shipped) = (Seen::new(), Seen::new());
+    let billing_up = Arc::new(AtomicU64::new(0)); // 0: the payment service is down
+    let (b, up) = (billed.clone(), billing_up.clone());
+    let billing = Worker::builder(conn.clone(), "billing")
+        .on("orders", move |o: Order, _ctx: Context| {
+            let (b, up) = (b.clone(), up.clone());
+            async move {
+                if up.load(Ordering::SeqCst) == 0 {
+                    return Err(HandlerError::reject("payment service down"));
+                }
+                b.push(o.n);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let s = shipped.clone();
+    let shipping = Worker::builder(conn.clone(), "shipping")
+        .on("orders", move |o: Order, _ctx: Context| {
+            s.push(o.n);
+            async { Ok::<_, HandlerError>(()) }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    wait_until(PATIENCE, "billing gave up", || async { dlq.count().await.unwrap() == 1 }).await;
+    shipped.wait_for(1, "shipped once").await;
+
+    // The payment service is back: billing's failure is replayed.
+    billing_up.store(1, Ordering::SeqCst);
+    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    billed.wait_for(1, "billed after the replay").await;
+    wait_until(PATIENCE, "shipping skipped the replay", || async { shipping.stats().replays_for_other_groups == 1 })
+        .await;
+    assert_eq!(shipped.get(), vec![7], "shipping did not run the message again");
+    wait_until(PATIENCE, "nothing pending", || async {
+        admin.pending_count("orders", "billing").await.unwrap()
+            + admin.pending_count("orders", "shipping").await.unwrap()
+            == 0
+    })
+    .await;
+    billing.shutdown().await;
+    shipping.shutdown().await;
+}

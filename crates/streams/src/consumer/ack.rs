@@ -160,12 +160,12 @@ impl TopicConsumer {
         tracing::error!(topic = %self.topic, entry_id = %id, "could not dead-letter entry; left pending");
     }
 
-    /// Acknowledges a pending entry whose data is gone (deleted or trimmed): there is nothing
-    /// to handle, and an unacked tombstone would stay in the PEL forever.
-    pub(crate) async fn ack_tombstone(&self, id: EntryId) -> Result<(), RedisError> {
+    /// Acknowledges a pending entry there is nothing to handle for: its data is gone (deleted
+    /// or trimmed; an unacked tombstone would stay in the PEL for ever), or it is a replay
+    /// addressed to another group.
+    pub(crate) async fn ack_unhandled(&self, id: EntryId) -> Result<(), RedisError> {
         call::<i64>(self.conn.redis(), "XACK", &self.key, Args::new().arg(self.group.as_str()).arg(id.to_string()))
             .await?;
-        Stats::add(&self.stats.tombstones, 1);
         Ok(())
     }
 }

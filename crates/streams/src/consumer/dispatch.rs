@@ -49,6 +49,14 @@ pub(crate) enum JobBody {
     Message(Box<Envelope>),
     Malformed(String),
     Tombstone,
+    /// A replayed dead letter addressed to another group (`dlq:for`).
+    ForOtherGroup,
+}
+
+/// True for a replayed dead letter addressed to a group other than `group`: its last field is
+/// `dlq:for` (written by the replay script; a plain message has no such field).
+fn for_other_group(fields: &[(bytes::Bytes, bytes::Bytes)], group: &str) -> bool {
+    matches!(fields.last(), Some((name, to)) if name.as_ref() == b"dlq:for" && to.as_ref() != group.as_bytes())
 }
 
 /// A sequence of messages handled one at a time, in stream order.
@@ -78,6 +86,7 @@ impl TopicConsumer {
         for Taken { entry, deliveries, permit, admit } in taken {
             let body = match entry.fields {
                 None => JobBody::Tombstone,
+                Some(fields) if for_other_group(&fields, &self.group) => JobBody::ForOtherGroup,
                 Some(fields) => match wire::decode(&fields, self.conn.limits()) {
                     Ok(env) => JobBody::Message(Box::new(env)),
                     Err(e) => JobBody::Malformed(e.to_string()),

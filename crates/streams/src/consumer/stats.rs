@@ -17,6 +17,7 @@ pub(crate) struct Stats {
     pub(crate) timed_out: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) groups_recreated: AtomicU64,
+    pub(crate) replays_for_other_groups: AtomicU64,
 }
 
 impl Stats {
@@ -39,6 +40,7 @@ impl Stats {
             timed_out: g(&self.timed_out),
             released: g(&self.released),
             groups_recreated: g(&self.groups_recreated),
+            replays_for_other_groups: g(&self.replays_for_other_groups),
         }
     }
 }
@@ -74,4 +76,6 @@ pub struct WorkerStats {
     /// Times this worker found its consumer group gone (Redis restarted without persistence,
     /// the group or topic deleted, a failover to a replica without it) and created it again.
     pub groups_recreated: u64,
+    /// Replayed dead letters addressed to another group, acknowledged without handling.
+    pub replays_for_other_groups: u64,
 }

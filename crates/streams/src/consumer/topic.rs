@@ -680,8 +680,18 @@ impl TopicConsumer {
     pub(crate) async fn settle_unhandled(&self, job: Job) -> Option<Job> {
         match &job.body {
             JobBody::Tombstone => {
-                if let Err(e) = self.ack_tombstone(job.id).await {
+                if let Err(e) = self.ack_unhandled(job.id).await {
                     tracing::warn!(topic = %self.topic, error = %e, "could not ack deleted entry");
+                } else {
+                    Stats::add(&self.stats.tombstones, 1);
+                }
+                None
+            }
+            JobBody::ForOtherGroup => {
+                if let Err(e) = self.ack_unhandled(job.id).await {
+                    tracing::warn!(topic = %self.topic, error = %e, "could not ack a replay for another group");
+                } else {
+                    Stats::add(&self.stats.replays_for_other_groups, 1);
                 }
                 None
             }
