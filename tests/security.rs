@@ -67,7 +67,7 @@ async fn a_namespace_limited_acl_user_works_end_to_end() {
         async move { n == 3 && dlq.count().await.unwrap() == 1 }
     })
     .await;
-    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    assert_eq!(dlq.replay_all().await.unwrap().replayed, 1);
     let server = RpcServer::builder(conn.clone(), "echo")
         .method("echo", |j: Job, _ctx| async move { Ok::<_, RpcHandlerError>(j.n) })
         .start()

@@ -36,8 +36,15 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
         DlqCommand::Replay { topic, id, all } => {
             let dlq = DeadLetters::new(conn, &topic)?;
             if all {
-                let n = dlq.replay_all().await?;
-                output::single(out, "replayed", json!(n));
+                let report = dlq.replay_all().await?;
+                output::single(out, "replayed", json!(report.replayed));
+                if report.unreadable + report.without_fields > 0 {
+                    eprintln!(
+                        "tributary: left in the dead-letter stream: {} unreadable (not dead letters; see `dlq list`), \
+                         {} whose original entry had been trimmed",
+                        report.unreadable, report.without_fields
+                    );
+                }
             } else if let Some(id) = id {
                 let id: EntryId = id.parse()?;
                 match dlq.replay(id).await? {

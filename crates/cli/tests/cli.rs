@@ -334,3 +334,21 @@ async fn consume_count_counts_entries_settled_without_a_print_and_says_so() {
     assert!(stderr.contains("1 of 3 entries taken were not printed: 1 dead-lettered (1 malformed"), "{stderr}");
     assert_eq!(Admin::new(conn).pending_count("orders", "g").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn entries_of_the_dead_letter_stream_that_are_not_dead_letters_are_shown_and_skipped() {
+    let redis = TestRedis::start().await;
+    let dlq_key = format!("{}:{{orders}}:dlq", redis.namespace());
+    // Junk written there by hand (or by another tool).
+    redis.cli(&["XADD", &dlq_key, "*", "hello", "world"]);
+    redis.cli(&["XADD", &dlq_key, "*", "dlq:topic", "orders"]);
+    let letters = json_lines(&run(&redis, &["--output", "json", "dlq", "list", "orders"]));
+    assert_eq!(letters.len(), 2, "both shown: {letters:?}");
+    assert!(letters.iter().all(|l| l["reason"] == "unreadable"), "{letters:?}");
+    assert!(letters[0]["error"].as_str().unwrap().contains("not a dead letter"));
+    let out = run(&redis, &["--output", "json", "dlq", "replay", "orders", "--all"]);
+    assert_eq!(json_lines(&out)[0]["replayed"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 unreadable"), "replay says what it skipped: {stderr}");
+    assert_eq!(redis.cli(&["XLEN", &dlq_key]).trim(), "2", "left where they are");
+}

@@ -27,7 +27,8 @@ pub struct DeadLetter {
     pub consumer: String,
     /// Its id in the topic's stream.
     pub original_id: String,
-    /// `malformed`, `max_deliveries` or `rejected`.
+    /// `malformed`, `max_deliveries`, `rejected` or `expired`; `unreadable` for an entry of the
+    /// dead-letter stream that is not a dead letter (see [`DeadLetter::is_readable`]).
     pub reason: String,
     /// Deliveries it had.
     pub attempts: u64,
@@ -35,8 +36,23 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was moved.
     pub dead_at: SystemTime,
-    /// The original entry's fields, exactly as they were (empty if it had been trimmed).
+    /// The original entry's fields, exactly as they were (empty if it had been trimmed). For
+    /// an unreadable entry, all of its fields.
     pub fields: Vec<(Bytes, Bytes)>,
+}
+
+/// What [`DeadLetters::replay_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayAll {
+    /// Dead letters put back on their topic.
+    pub replayed: usize,
+    /// Entries of the dead-letter stream that are not dead letters (written there by hand or
+    /// by something else): left where they are.
+    pub unreadable: usize,
+    /// Dead letters whose original entry had been trimmed before it was moved: nothing to
+    /// put back; left where they are.
+    pub without_fields: usize,
 }
 
 impl DeadLetter {
@@ -48,15 +64,36 @@ impl DeadLetter {
         wire::decode(&self.fields, &Limits::default())
     }
 
-    fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Option<Self> {
+    /// False for an entry of the dead-letter stream that does not start with the dead-letter
+    /// metadata fields: `reason` is then `unreadable`, `error` says why and `fields` holds all
+    /// of its fields. It cannot be replayed.
+    pub fn is_readable(&self) -> bool {
+        self.reason != UNREADABLE
+    }
+
+    fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Self {
         if fields.len() < DEAD_LETTER_FIELDS.len()
             || !fields.iter().zip(DEAD_LETTER_FIELDS).all(|((k, _), want)| k.as_ref() == want.as_bytes())
         {
-            return None;
+            return Self {
+                id,
+                topic: String::new(),
+                group: String::new(),
+                consumer: String::new(),
+                original_id: String::new(),
+                reason: UNREADABLE.to_owned(),
+                attempts: 0,
+                error: format!(
+                    "not a dead letter: its fields do not start with {} (written by something else?)",
+                    DEAD_LETTER_FIELDS.join(", ")
+                ),
+                dead_at: UNIX_EPOCH + Duration::from_millis(id.ms()),
+                fields,
+            };
         }
         let original = fields.split_off(DEAD_LETTER_FIELDS.len());
         let text = |i: usize| String::from_utf8_lossy(&fields[i].1).into_owned();
-        Some(Self {
+        Self {
             id,
             topic: text(0),
             group: text(1),
@@ -67,9 +104,12 @@ impl DeadLetter {
             error: text(6),
             dead_at: UNIX_EPOCH + Duration::from_millis(text(7).parse().unwrap_or(0)),
             fields: original,
-        })
+        }
     }
 }
+
+/// The `reason` of an entry that is not a dead letter.
+const UNREADABLE: &str = "unreadable";
 
 /// The dead letters of one topic.
 ///
@@ -114,14 +154,15 @@ impl DeadLetters {
         Ok(call(self.conn.redis(), "XLEN", &self.key, Args::new()).await?)
     }
 
-    /// The oldest `count` dead letters.
+    /// The oldest `count` entries of the dead-letter stream, unreadable ones included (see
+    /// [`DeadLetter::is_readable`]).
     ///
     /// # Errors
     /// [`StreamError::Redis`] when the command fails.
     pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
         let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
         let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
-        Ok(entries.into_iter().filter_map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
+        Ok(entries.into_iter().map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
     }
 
     /// Puts dead letter `id` back on its topic (original fields, so the same message id) and
@@ -130,7 +171,8 @@ impl DeadLetters {
     ///
     /// # Errors
     /// [`StreamError::NothingToReplay`] when the original entry had been trimmed before it
-    /// was dead-lettered; [`StreamError::Redis`] when the script fails.
+    /// was dead-lettered, or the entry is not a dead letter; [`StreamError::Redis`] when the
+    /// script fails.
     pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
         match REPLAY_DEAD_LETTER
@@ -139,36 +181,45 @@ impl DeadLetters {
         {
             Ok(Value::Null) => Ok(None),
             Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
-            Err(e) if e.is_server_error("NOFIELDS") => Err(StreamError::NothingToReplay { id: id.to_string() }),
+            Err(e) if e.is_server_error("NOFIELDS") || e.is_server_error("UNREADABLE") => {
+                Err(StreamError::NothingToReplay { id: id.to_string() })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Replays every dead letter there is now, oldest first (letters that arrive meanwhile,
-    /// such as a replayed message failing again, are left for later). Returns how many went
-    /// back.
+    /// such as a replayed message failing again, are left for later). Entries that are not
+    /// dead letters, and dead letters with no original fields, are left where they are and
+    /// counted.
     ///
     /// # Errors
-    /// As [`replay`](Self::replay); dead letters without fields are skipped.
-    pub async fn replay_all(&self) -> Result<usize, StreamError> {
+    /// As [`replay`](Self::replay).
+    pub async fn replay_all(&self) -> Result<ReplayAll, StreamError> {
+        let mut report = ReplayAll::default();
         let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
         let newest = parse_entries("XREVRANGE", call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?)?;
-        let Some(last) = newest.first().map(|e| e.id) else { return Ok(0) };
+        let Some(last) = newest.first().map(|e| e.id) else { return Ok(report) };
         let mut start = "-".to_owned();
-        let mut n = 0;
         loop {
             let args = Args::new().arg(start.as_str()).arg(last.to_string()).arg("COUNT").arg(100);
             let page = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
-            let Some(page_last) = page.last().map(|e| e.id) else { return Ok(n) };
-            for entry in &page {
+            let Some(page_last) = page.last().map(|e| e.id) else { return Ok(report) };
+            for entry in page {
+                let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
+                if !letter.is_readable() {
+                    report.unreadable += 1;
+                    continue;
+                }
                 match self.replay(entry.id).await {
-                    Ok(Some(_)) => n += 1,
-                    Ok(None) | Err(StreamError::NothingToReplay { .. }) => {}
+                    Ok(Some(_)) => report.replayed += 1,
+                    Ok(None) => {}
+                    Err(StreamError::NothingToReplay { .. }) => report.without_fields += 1,
                     Err(e) => return Err(e),
                 }
             }
             if page_last >= last {
-                return Ok(n);
+                return Ok(report);
             }
             start = format!("({page_last}");
         }

@@ -242,7 +242,7 @@ async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
     let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
     wait_until(PATIENCE, "dead letter", || async { dlq.count().await.unwrap() == 1 }).await;
     fail.store(false, Ordering::SeqCst);
-    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    assert_eq!(dlq.replay_all().await.unwrap().replayed, 1);
     seen.wait_for(2, "replayed message handled").await;
     let got = seen.get();
     assert_eq!(got[0], got[1], "same payload and message id");
@@ -326,7 +326,7 @@ async fn a_replayed_dead_letter_reaches_only_the_group_that_gave_up_on_it() {
 
     // The payment service is back: billing's failure is replayed.
     billing_up.store(1, Ordering::SeqCst);
-    assert_eq!(dlq.replay_all().await.unwrap(), 1);
+    assert_eq!(dlq.replay_all().await.unwrap().replayed, 1);
     billed.wait_for(1, "billed after the replay").await;
     wait_until(PATIENCE, "shipping skipped the replay", || async { shipping.stats().replays_for_other_groups == 1 })
         .await;

@@ -15,8 +15,8 @@ pub use tributary_core::fred;
 pub use tributary_streams::{
     admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
     DeadLetter, DeadLetters, ExpiredPolicy, Handler, HandlerError, Position, Producer, ProducerBuilder, Publish,
-    Received, Replay, Retention, RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError, Worker,
-    WorkerBuilder, WorkerHandle, WorkerStats,
+    Received, Replay, ReplayAll, Retention, RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError,
+    Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]

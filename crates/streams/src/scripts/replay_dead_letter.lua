@@ -14,6 +14,9 @@ if not e[1] then
   return false
 end
 local f = e[1][2]
+if f[1] ~= 'dlq:topic' then
+  return redis.error_reply('UNREADABLE the entry is not a dead letter')
+end
 local meta = 2 * tonumber(ARGV[2])
 local group = false
 for i = 1, meta, 2 do
