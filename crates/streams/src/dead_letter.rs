@@ -36,9 +36,13 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was moved.
     pub dead_at: SystemTime,
-    /// The original entry's fields, exactly as they were (empty if it had been trimmed). For
-    /// an unreadable entry, all of its fields.
+    /// The original entry's fields, exactly as they were (empty if it had been trimmed; cut to
+    /// a prefix if it was larger than any valid envelope, see `truncated_from`). For an
+    /// unreadable entry, all of its fields.
     pub fields: Vec<(Bytes, Bytes)>,
+    /// The original entry's size in bytes when only a prefix of it was kept (it was larger
+    /// than any valid envelope); such a dead letter cannot be replayed.
+    pub truncated_from: Option<u64>,
 }
 
 /// What [`DeadLetters::replay_all`] did.
@@ -50,8 +54,8 @@ pub struct ReplayAll {
     /// Entries of the dead-letter stream that are not dead letters (written there by hand or
     /// by something else): left where they are.
     pub unreadable: usize,
-    /// Dead letters whose original entry had been trimmed before it was moved: nothing to
-    /// put back; left where they are.
+    /// Dead letters with nothing to put back: the original entry had been trimmed before it
+    /// was moved, or only a prefix of it was kept (too large). Left where they are.
     pub without_fields: usize,
 }
 
@@ -89,9 +93,18 @@ impl DeadLetter {
                 ),
                 dead_at: UNIX_EPOCH + Duration::from_millis(id.ms()),
                 fields,
+                truncated_from: None,
             };
         }
-        let original = fields.split_off(DEAD_LETTER_FIELDS.len());
+        let mut original = fields.split_off(DEAD_LETTER_FIELDS.len());
+        let truncated_from = match original.first() {
+            Some((name, size)) if name.as_ref() == b"dlq:truncated" => {
+                let size = String::from_utf8_lossy(size).parse().ok();
+                original.remove(0);
+                size
+            }
+            _ => None,
+        };
         let text = |i: usize| String::from_utf8_lossy(&fields[i].1).into_owned();
         Self {
             id,
@@ -104,6 +117,7 @@ impl DeadLetter {
             error: text(6),
             dead_at: UNIX_EPOCH + Duration::from_millis(text(7).parse().unwrap_or(0)),
             fields: original,
+            truncated_from,
         }
     }
 }
@@ -181,7 +195,7 @@ impl DeadLetters {
         {
             Ok(Value::Null) => Ok(None),
             Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
-            Err(e) if e.is_server_error("NOFIELDS") || e.is_server_error("UNREADABLE") => {
+            Err(e) if ["NOFIELDS", "UNREADABLE", "TRUNCATED"].iter().any(|p| e.is_server_error(p)) => {
                 Err(StreamError::NothingToReplay { id: id.to_string() })
             }
             Err(e) => Err(e.into()),

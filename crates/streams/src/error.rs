@@ -59,8 +59,9 @@ pub enum StreamError {
     /// A dedicated connection could not be opened.
     #[error("cannot open a connection")]
     Connect(#[source] tributary_core::ConnectError),
-    /// A dead letter has no original fields left to replay.
-    #[error("dead letter `{id}` has no original fields to replay")]
+    /// A dead letter has nothing to replay: its original entry had been trimmed, only a
+    /// prefix of it was kept (it was too large), or it is not a dead letter at all.
+    #[error("dead letter `{id}` has no complete original entry to replay")]
     NothingToReplay {
         /// Dead-letter entry id.
         id: String,

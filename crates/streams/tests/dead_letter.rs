@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use tributary_core::Connection;
 use tributary_streams::{Admin, Context, DeadLetters, HandlerError, Producer, RetryPolicy, Worker, WorkerBuilder};
 
 fn fast_retries(b: WorkerBuilder) -> WorkerBuilder {
@@ -339,4 +340,36 @@ async fn a_replayed_dead_letter_reaches_only_the_group_that_gave_up_on_it() {
     .await;
     billing.shutdown().await;
     shipping.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_entry_too_large_to_be_a_message_is_dead_lettered_as_a_bounded_prefix() {
+    use fred::interfaces::StreamsInterface;
+    let redis = TestRedis::start().await;
+    let limits = tributary_core::Limits { max_payload: 16 * 1024, ..Default::default() };
+    let conn = Connection::options().namespace(redis.namespace()).limits(limits).connect(&redis.url()).await.unwrap();
+    // 1 MiB in one field: more than any valid envelope under these limits.
+    let key = format!("{}:{{jobs}}", redis.namespace());
+    let huge = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
+    let _: String = conn
+        .redis()
+        .xadd(key.as_str(), false, None, "*", vec![("v", bytes::Bytes::from_static(b"2")), ("p", huge)])
+        .await
+        .unwrap();
+    let worker = Worker::builder(conn.clone(), "g")
+        .on("jobs", |_o: Order, _ctx: Context| async { Ok(()) })
+        .build()
+        .unwrap()
+        .start();
+    let dlq = DeadLetters::new(conn.clone(), "jobs").unwrap();
+    wait_until(PATIENCE, "dead-lettered", || async { dlq.count().await.unwrap() == 1 }).await;
+    let letter = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(letter.reason, "malformed");
+    assert_eq!(letter.truncated_from, Some(1024 * 1024 + 3), "the original size: two names, two values");
+    let kept: usize = letter.fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+    assert!(kept <= 64 * 1024, "a prefix of at most 64 KiB kept, not {kept} bytes");
+    assert!(letter.fields[1].1.starts_with(b"xxxx"), "the prefix is the original's start");
+    let err = dlq.replay(letter.id).await.unwrap_err();
+    assert!(matches!(err, tributary_streams::StreamError::NothingToReplay { .. }), "{err:?}");
+    worker.shutdown().await;
 }

@@ -40,6 +40,17 @@ impl DeadLetterReason {
     }
 }
 
+/// Bytes kept of an entry too large to be a valid envelope when it is dead-lettered: enough to
+/// see what it was, without copying megabytes into the dead-letter stream.
+pub(crate) const TRUNCATED_PREFIX: usize = 64 * 1024;
+
+/// The largest entry a dead letter copies whole: the largest valid envelope (payload, headers
+/// and metadata at their limits, plus room for field names and the version). Anything larger
+/// is malformed anyway, and only a prefix is kept.
+pub(crate) fn whole_entry_limit(limits: &tributary_core::Limits) -> usize {
+    limits.max_payload + limits.max_header_bytes + limits.max_meta_bytes + 4096
+}
+
 /// Metadata fields written before the original fields of a dead letter, in this order.
 pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] =
     ["dlq:topic", "dlq:group", "dlq:consumer", "dlq:id", "dlq:reason", "dlq:attempts", "dlq:error", "dlq:at"];
@@ -129,6 +140,8 @@ impl TopicConsumer {
             self.group.as_str().into(),
             id.to_string().into(),
             Value::from(i64::try_from(self.config.dead_letter_max_len).unwrap_or(i64::MAX)),
+            Value::from(i64::try_from(whole_entry_limit(self.conn.limits())).unwrap_or(i64::MAX)),
+            Value::from(TRUNCATED_PREFIX as i64),
         ];
         for (name, value) in DEAD_LETTER_FIELDS.iter().zip(values) {
             args.push((*name).into());

@@ -2,9 +2,13 @@
 -- stream, then ack it in its group, atomically, so it is neither lost nor duplicated.
 -- The append comes first: if it fails (a dead-letter key of the wrong type, out of memory),
 -- the script stops before the ack and the entry stays pending, to be moved later.
+-- An entry larger than ARGV[4] bytes (names and values; larger than any valid envelope) is
+-- not copied whole: `dlq:truncated` <its size> comes first, then its fields with the values
+-- cut so that at most ARGV[5] bytes are kept, for inspection.
 -- KEYS[1] topic stream, KEYS[2] dead-letter stream (same hash tag)
--- ARGV[1] group, ARGV[2] entry id, ARGV[3] dead-letter MAXLEN (0: unbounded)
--- ARGV[4 ..] metadata field/value pairs, written before the entry's own fields
+-- ARGV[1] group, ARGV[2] entry id, ARGV[3] dead-letter MAXLEN (0: unbounded),
+-- ARGV[4] largest entry copied whole (bytes), ARGV[5] bytes kept of a larger one
+-- ARGV[6 ..] metadata field/value pairs, written before the entry's own fields
 -- Returns 1 when moved, 0 when the entry was no longer pending (someone else settled it).
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not pending[1] then
@@ -17,15 +21,34 @@ if tonumber(ARGV[3]) > 0 then
   args[#args + 1] = ARGV[3]
 end
 args[#args + 1] = '*'
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 -- The raw fields, exactly as stored: a malformed entry is kept for inspection.
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if entry[1] then
   local fields = entry[1][2]
+  local size = 0
   for i = 1, #fields do
-    args[#args + 1] = fields[i]
+    size = size + #fields[i]
+  end
+  if size <= tonumber(ARGV[4]) then
+    for i = 1, #fields do
+      args[#args + 1] = fields[i]
+    end
+  else
+    args[#args + 1] = 'dlq:truncated'
+    args[#args + 1] = tostring(size)
+    local left = tonumber(ARGV[5])
+    for i = 1, #fields - 1, 2 do
+      if left <= #fields[i] then
+        break
+      end
+      local value = string.sub(fields[i + 1], 1, left - #fields[i])
+      args[#args + 1] = fields[i]
+      args[#args + 1] = value
+      left = left - #fields[i] - #value
+    end
   end
 end
 redis.call(unpack(args))

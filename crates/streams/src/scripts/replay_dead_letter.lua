@@ -18,6 +18,9 @@ if f[1] ~= 'dlq:topic' then
   return redis.error_reply('UNREADABLE the entry is not a dead letter')
 end
 local meta = 2 * tonumber(ARGV[2])
+if f[meta + 1] == 'dlq:truncated' then
+  return redis.error_reply('TRUNCATED only a prefix of the original entry was kept')
+end
 local group = false
 for i = 1, meta, 2 do
   if f[i] == 'dlq:group' then
