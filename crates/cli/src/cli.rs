@@ -135,6 +135,10 @@ pub(crate) struct ConsumeArgs {
     /// Where a new group starts: `$` (new only), `0` (everything), an entry id or an RFC 3339 time.
     #[arg(long, default_value = "0", value_parser = crate::parse::position)]
     pub(crate) from: tributary::Position,
+    /// Write each message's payload bytes as they are, followed by a newline, instead of a
+    /// JSON line (for binary payloads and pipes).
+    #[arg(long)]
+    pub(crate) raw: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +151,10 @@ pub(crate) struct TailArgs {
     /// Exit after this many messages.
     #[arg(long)]
     pub(crate) count: Option<u64>,
+    /// Write each message's payload bytes as they are, followed by a newline, instead of a
+    /// JSON line (for binary payloads and pipes).
+    #[arg(long)]
+    pub(crate) raw: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
     let printed = Arc::new(AtomicU64::new(0));
     let p = printed.clone();
     let limit = args.count;
+    let raw = args.raw;
     let mut builder = Worker::builder(conn, args.group.as_str())
         .consumer_name(args.consumer.as_str())
         .concurrency(1)
@@ -35,8 +36,12 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
             tributary::raw_handler_fn(move |ctx: Context| {
                 let p = p.clone();
                 async move {
-                    let line = output::message(ctx.entry_id(), ctx.envelope(), Some(ctx.attempt()));
-                    output::message_line(&line).map_err(HandlerError::retry)?;
+                    if raw {
+                        output::raw_line(&ctx.envelope().payload).map_err(HandlerError::retry)?;
+                    } else {
+                        let line = output::message(ctx.entry_id(), ctx.envelope(), Some(ctx.attempt()));
+                        output::message_line(&line).map_err(HandlerError::retry)?;
+                    }
                     p.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 }
@@ -87,11 +92,13 @@ pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxErro
             _ = tokio::signal::ctrl_c() => break,
         };
         for received in batch {
-            let line = match &received.envelope {
-                Ok(env) => output::message(received.entry_id, env, None),
-                Err(e) => serde_json::json!({ "entry_id": received.entry_id.to_string(), "malformed": e.to_string() }),
-            };
-            output::message_line(&line)?;
+            match (&received.envelope, args.raw) {
+                (Ok(env), true) => output::raw_line(&env.payload)?,
+                (Ok(env), false) => output::message_line(&output::message(received.entry_id, env, None))?,
+                (Err(e), _) => output::message_line(
+                    &serde_json::json!({ "entry_id": received.entry_id.to_string(), "malformed": e.to_string() }),
+                )?,
+            }
             n += 1;
             if n >= limit {
                 break;

@@ -8,6 +8,7 @@ mod consume;
 mod dead_letters;
 mod groups;
 mod inspect;
+mod json;
 mod output;
 mod parse;
 mod publish;

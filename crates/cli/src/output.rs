@@ -62,18 +62,30 @@ pub(crate) fn single(output: Output, name: &str, value: Value) {
     let _ = out.flush();
 }
 
-/// The payload as JSON, decoded by its content type (MessagePack and JSON; other content
-/// types as text).
+/// The payload as JSON, decoded by its content type, losslessly (`json.rs`): MessagePack and
+/// JSON as values; anything else (or what does not decode) as text if it is UTF-8, else as
+/// `{"$base64": "..."}`.
 pub(crate) fn payload(env: &Envelope) -> Value {
     let ct = env.content_type.split(';').next().unwrap_or("").trim();
     let decoded = if ct == MsgPack::CONTENT_TYPE {
-        rmp_serde::from_slice::<Value>(&env.payload).ok()
+        crate::json::from_msgpack(&env.payload)
     } else if ct == tributary::Json::CONTENT_TYPE {
         serde_json::from_slice::<Value>(&env.payload).ok()
     } else {
         None
     };
-    decoded.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&env.payload).into_owned()))
+    decoded.unwrap_or_else(|| match std::str::from_utf8(&env.payload) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => crate::json::base64(&env.payload),
+    })
+}
+
+/// Writes a payload's bytes as they are and a newline (`--raw`), and flushes.
+pub(crate) fn raw_line(payload: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(payload)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// A message as one JSON object.

@@ -21,7 +21,8 @@ pub(crate) async fn run(conn: Connection, output: Output, args: PublishArgs) -> 
         let args = &args;
         let headers = &headers;
         async move {
-            let mut env = Envelope::encode(&MsgPack, &value)?.with_type_name(args.type_name.clone());
+            let payload = crate::json::to_msgpack(&value)?;
+            let mut env = Envelope::new(args.type_name.clone(), MsgPack::CONTENT_TYPE, payload);
             for (k, v) in headers {
                 env = env.with_header(k.clone(), v.clone());
             }
@@ -49,7 +50,7 @@ pub(crate) async fn run(conn: Connection, output: Output, args: PublishArgs) -> 
     let name = if args.at.is_some() || args.delay.is_some() { "schedule_id" } else { "entry_id" };
     match &args.json {
         Some(text) => {
-            let value: Value = serde_json::from_str(text).map_err(|e| format!("--json is not valid JSON: {e}"))?;
+            let value: Value = crate::json::parse(text).map_err(|e| format!("--json: {e}"))?;
             output::single(output, name, publish_one(value).await?);
         }
         None => {
@@ -58,8 +59,8 @@ pub(crate) async fn run(conn: Connection, output: Output, args: PublishArgs) -> 
                 if line.trim().is_empty() {
                     continue;
                 }
-                let value: Value = serde_json::from_str(&line)
-                    .map_err(|e| format!("line {} of standard input is not valid JSON: {e}", n + 1))?;
+                let value: Value =
+                    crate::json::parse(&line).map_err(|e| format!("line {} of standard input: {e}", n + 1))?;
                 output::single(output, name, publish_one(value).await?);
             }
         }

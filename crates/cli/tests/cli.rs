@@ -352,3 +352,38 @@ async fn entries_of_the_dead_letter_stream_that_are_not_dead_letters_are_shown_a
     assert!(stderr.contains("2 unreadable"), "replay says what it skipped: {stderr}");
     assert_eq!(redis.cli(&["XLEN", &dlq_key]).trim(), "2", "left where they are");
 }
+
+#[tokio::test]
+async fn payloads_round_trip_exactly_through_the_cli_or_are_refused() {
+    let redis = TestRedis::start().await;
+    // Exact floats, 64-bit integers and binary (the `$base64` form) go in and come out as they were.
+    let doc = r#"{"f":-1.5e-300,"u":18446744073709551615,"i":-9223372036854775808,"bin":{"$base64":"AP8Q"}}"#;
+    run(&redis, &["publish", "numbers", "--json", doc]);
+    let out = run(&redis, &["consume", "numbers", "--group", "g", "--consumer", "c", "--count", "1"]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let printed: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(printed["payload"], serde_json::from_str::<Value>(doc).unwrap(), "{line}");
+    assert!(line.contains("-1.5e-300"), "printed as written: {line}");
+
+    // Numbers that cannot be stored exactly are refused, with the reason.
+    for bad in [r#"{"n":184467440737095516150}"#, r#"{"n":0.1000000000000000000001}"#] {
+        let out = cli(&redis, &["publish", "numbers", "--json", bad]).output().unwrap();
+        assert!(!out.status.success(), "{bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("send it as a string"), "{err}");
+    }
+
+    // Binary from a Rust producer prints losslessly; --raw writes the payload bytes as they are.
+    #[derive(serde::Serialize)]
+    struct Blob {
+        data: bytes::Bytes,
+    }
+    let conn = connect(&redis).await;
+    Producer::new(conn).publish("blobs", &Blob { data: bytes::Bytes::from_static(&[0, 159, 146, 150]) }).await.unwrap();
+    let out = run(&redis, &["tail", "blobs", "--from", "0", "--count", "1"]);
+    let printed: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(printed["payload"], serde_json::json!({"data": {"$base64": "AJ+Slg=="}}));
+    let out = run(&redis, &["tail", "blobs", "--from", "0", "--count", "1", "--raw"]);
+    // MessagePack of {"data": bin [0, 159, 146, 150]}, then the newline.
+    assert_eq!(out.stdout, b"\x81\xa4data\xc4\x04\x00\x9f\x92\x96\n");
+}
