@@ -344,7 +344,12 @@ impl Parts<'_> {
         if id.len() > limits.max_meta_bytes {
             return Err(DecodeError::TooLarge { what: field::ID, size: id.len(), limit: limits.max_meta_bytes });
         }
-        let id: MessageId = utf8(field::ID.as_bytes(), id)?.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
+        // One text form only: de-duplication compares ids as text, in any language.
+        let text = utf8(field::ID.as_bytes(), id)?;
+        let id: MessageId = text.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
+        if text.len() != 36 || text != id.to_string() {
+            return Err(invalid(field::ID, "not a UUID in its 36-character lowercase hyphenated form"));
+        }
         let type_name = meta(required(self.type_name, field::TYPE)?, field::TYPE)?;
         check_type_name(&type_name, limits)?;
         let content_type = meta(required(self.content_type, field::CONTENT_TYPE)?, field::CONTENT_TYPE)?;
@@ -467,6 +472,25 @@ mod tests {
     }
 
     #[test]
+    fn a_message_id_has_one_text_form() {
+        let entry = |id: &str| -> Vec<(Bytes, Bytes)> {
+            [("v", "1"), ("id", id), ("type", "T"), ("ct", "application/json"), ("ts", "1"), ("p", "{}")]
+                .into_iter()
+                .map(|(k, v)| (Bytes::from(k.to_owned()), Bytes::from(v.to_owned())))
+                .collect()
+        };
+        assert!(decode(&entry("01932c07-a5d8-7c3e-9d4f-0123456789ab"), &Limits::default()).is_ok());
+        for other in [
+            "01932c07a5d87c3e9d4f0123456789ab",
+            "01932C07-A5D8-7C3E-9D4F-0123456789AB",
+            "{01932c07-a5d8-7c3e-9d4f-0123456789ab}",
+        ] {
+            let err = decode(&entry(other), &Limits::default()).unwrap_err();
+            assert!(err.to_string().contains("hyphenated") || err.to_string().contains("UUID"), "{other}: {err}");
+        }
+    }
+
+    #[test]
     fn minimal_version_1_entry_decodes() {
         let fields: Vec<(Bytes, Bytes)> = [
             ("v", "1"),
@@ -518,7 +542,7 @@ mod tests {
     #[test]
     fn version_2_entry_from_another_encoder_decodes() {
         let mut meta = v2_meta();
-        meta["h"] = serde_json::json!({"lang": "en"});
+        meta["h"] = serde_json::json!({"lang": "en", "gone": null}); // a nil header value: absent
         meta["dl"] = serde_json::json!(1_700_000_001_000u64);
         meta["key"] = serde_json::Value::Null; // nil: absent
         meta["future"] = serde_json::json!({"nested": [1, -2, 3.5, true, "x", {"deep": null}]});
@@ -528,6 +552,7 @@ mod tests {
         assert_eq!(env.published_at, UNIX_EPOCH + Duration::from_millis(1_700_000_000_000));
         assert_eq!(env.deadline, Some(UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)));
         assert_eq!(env.headers.get("lang"), Some("en"));
+        assert_eq!(env.headers.len(), 1, "the nil header counts as absent");
         assert!(env.key.is_none());
     }
 

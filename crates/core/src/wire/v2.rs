@@ -132,10 +132,12 @@ pub(super) fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envel
                     _ => return Err(invalid(field::HEADERS, "not a map")),
                 };
                 for _ in 0..headers {
-                    let (Token::Str(name), Token::Str(value)) = (r.next()?, r.next()?) else {
-                        return Err(invalid(field::HEADERS, "a header name or value is not a string"));
-                    };
-                    parts.add_header(name, name, value, limits)?;
+                    match (r.next()?, r.next()?) {
+                        (Token::Str(name), Token::Str(value)) => parts.add_header(name, name, value, limits)?,
+                        // As for metadata keys: a header whose value is nil is absent.
+                        (Token::Str(_), Token::Nil) => {}
+                        _ => return Err(invalid(field::HEADERS, "a header name or value is not a string")),
+                    }
                 }
             }
         }
