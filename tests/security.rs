@@ -111,7 +111,15 @@ async fn passwords_never_appear_in_logs_or_errors() {
         TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("requirepass", "right-horse-battery")).await;
     let port = redis.port();
     let wrong = Connection::connect(&format!("redis://default:wrong-staple@127.0.0.1:{port}")).await.unwrap_err();
-    let texts = [format!("{wrong}"), format!("{wrong:?}")];
+    let mut texts = vec![format!("{wrong}"), format!("{wrong:?}")];
+    // Raw reserved characters in a password: an invalid URL, or a wrong one; never printed.
+    for pw in ["wrong/staple", "wrong?staple", "wr#ong@sta:ple"] {
+        let err = Connection::connect(&format!("redis://default:{pw}@127.0.0.1:{port}")).await.unwrap_err();
+        let (text, debug) = (format!("{err}"), format!("{err:?}"));
+        assert!(!text.contains(pw) && !debug.contains(pw), "password leaked: {text} {debug}");
+        assert!(!text.contains("staple") && !debug.contains("staple"), "part of the password leaked: {text} {debug}");
+        texts.push(text);
+    }
     let conn = Connection::options()
         .namespace(redis.namespace())
         .connect(&format!("redis://default:right-horse-battery@127.0.0.1:{port}"))
@@ -174,6 +182,11 @@ async fn tls_connections_work_end_to_end_and_an_untrusted_certificate_is_refused
     let client = RpcClient::new(conn).await.unwrap();
     assert_eq!(client.call::<_, u64>("echo", "echo", &Job { n: 9 }).await.unwrap(), 9);
     server.shutdown().await;
+
+    // A CA for a URL without TLS is a mistake, said at once, not a plain-text connection.
+    let err = Connection::options().tls_root_certificates(redis.ca_pem()).connect(&redis.url()).await.unwrap_err();
+    assert_eq!(err.kind(), tributary::ErrorKind::Config, "{err:?}");
+    assert!(err.to_string().contains("does not use TLS"), "{err}");
 
     // Without the test CA the server's certificate is not trusted.
     let err =

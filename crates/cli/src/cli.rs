@@ -6,7 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version)]
 pub(crate) struct Cli {
-    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS,
+    /// `redis-cluster://[user:password@]host:port[?node=host:port...]` for Redis Cluster,
+    /// `redis-sentinel://host:port?sentinelServiceName=NAME` for Sentinel. Passwords are never
+    /// printed.
     #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub(crate) url: String,
     /// Key namespace.

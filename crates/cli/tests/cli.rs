@@ -266,6 +266,14 @@ async fn errors_are_one_clear_line_without_the_password() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to `redis://127.0.0.1:1`"));
+    // Passwords with characters a URL reserves, written raw (as generated base64 ones are).
+    for pw in ["pa/ss", "pa?ss", "p#a@s:s%2F", "AbC/dEf+gH=="] {
+        let url = format!("redis://app:{pw}@127.0.0.1:{port}");
+        let out = Command::new(env!("CARGO_BIN_EXE_tributary")).args(["--url", &url, "topics"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(!stderr.contains(pw), "password `{pw}` printed: {stderr}");
+    }
 }
 
 #[tokio::test]

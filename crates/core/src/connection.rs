@@ -272,7 +272,8 @@ impl ConnectOptions {
     }
 
     /// For `rediss://` URLs: trust the CA certificates in `pem` (PEM text) instead of the
-    /// system's roots, e.g. a private CA. Needs the `tls` feature.
+    /// system's roots, e.g. a private CA. Needs the `tls` feature. `connect` refuses a URL
+    /// without TLS when this is set.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -291,12 +292,19 @@ impl ConnectOptions {
         let server = redact_url(url);
         #[allow(unused_mut)]
         let mut config = Config::from_url(url)
-            .map_err(|e| ConnectError::InvalidUrl { url: server.clone(), reason: e.details().to_owned() })?;
+            .map_err(|e| ConnectError::InvalidUrl { url: server.clone(), reason: scrub(e.details(), url) })?;
         #[cfg(feature = "tls")]
         if let Some(pem) = &self.tls_roots {
-            if config.tls.is_some() {
-                config.tls = Some(tls::connector(pem).map_err(|reason| ConnectError::InvalidTls { reason })?.into());
+            if config.tls.is_none() {
+                // Not silently ignored: the caller meant to encrypt and would talk in the clear.
+                return Err(ConnectError::InvalidTls {
+                    reason: format!(
+                        "a CA certificate was given, but `{server}` does not use TLS: use `rediss://` \
+                         (or `redis-cluster://` with TLS), or give no certificate"
+                    ),
+                });
             }
+            config.tls = Some(tls::connector(pem).map_err(|reason| ConnectError::InvalidTls { reason })?.into());
         }
         self.connect_with(Builder::from_config(config), server).await
     }
@@ -417,38 +425,173 @@ pub fn slot_command(name: &'static str, slot: u16, blocking: bool) -> fred::type
     fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Custom(slot), blocking)
 }
 
-/// `url` with the password (the part between `:` and `@` of the authority) replaced by `***`.
+/// `url` with its secrets replaced by `***`: the password of the user information (or the
+/// whole user information when it has no `:`), and the values of query parameters whose
+/// name contains `password` (`sentinelPassword=...`).
+///
+/// Passwords are often written into URLs raw, with characters a URL reserves (`/ ? # @ :`,
+/// common in generated base64 passwords). So the user information is taken to end at the
+/// **last** `@` that has something after it, wherever the first `/` or `?` is: a raw
+/// `pa/ss` or `pa?ss` is redacted too. When in doubt this redacts more than the password
+/// (an `@` in a query), never less.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.chars().take(256).collect();
+        // Not a URL: nothing to tell the password from; show no more than its start.
+        return if url.contains('@') { "***".to_owned() } else { url.chars().take(256).collect() };
     };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') || !userinfo.is_empty() {
-                // `redis://secret@host` puts the password where the user usually is.
-                if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    "***".to_owned()
-                }
-            } else {
-                String::new()
-            };
-            format!("{}{}@{}", &url[..authority_start], redacted, &rest[at + 1..])
+    // A password parameter's value runs to the end (a raw `&`, `#` or `@` may be part of it):
+    // cut it off before anything else is looked at.
+    let cut;
+    let url = match secret_param(url) {
+        Some(value_at) => {
+            cut = format!("{}***", &url[..value_at]);
+            cut.as_str()
         }
-        None => url.to_owned(),
+        None => url,
+    };
+    let start = scheme_end + 3;
+    let rest = &url[start..];
+    let at = userinfo_end(rest);
+    let (userinfo, after) = match at {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start]);
+    if let Some(userinfo) = userinfo {
+        // `redis://secret@host` puts the password where the user usually is.
+        match userinfo.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":***@");
+            }
+            None => out.push_str("***@"),
+        }
     }
+    out.push_str(after);
+    out
+}
+
+/// The last `@` of `rest` (a URL after `scheme://`) with something after it: where the user
+/// information ends, whatever raw characters a password holds.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    rest.char_indices().rev().find(|&(i, c)| c == '@' && i + 1 < rest.len()).map(|(i, _)| i)
+}
+
+/// Where the value of a query parameter named like `*password` starts (`sentinelPassword=`),
+/// if `url` has one.
+fn secret_param(url: &str) -> Option<usize> {
+    let lower = url.to_ascii_lowercase();
+    let query = lower.find('?')?;
+    lower[query..].find("password=").map(|at| query + at + "password=".len())
+}
+
+/// `text` with every secret of `url` (the password as written and percent-decoded, secret
+/// query values) replaced by `***`: for messages of other libraries that may quote the URL.
+fn scrub(text: &str, url: &str) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets(url) {
+        if secret.len() >= 3 {
+            text = text.replace(&secret, "***");
+        }
+    }
+    text
+}
+
+/// The secrets in `url`, longest first, raw and percent-decoded.
+fn secrets(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(at) = userinfo_end(rest) {
+            let userinfo = &rest[..at];
+            found.push(userinfo.split_once(':').map_or(userinfo, |(_, pw)| pw).to_owned());
+        }
+        if let Some(value_at) = secret_param(url) {
+            // The value runs to the end: a raw `&` may be part of it.
+            found.push(url[value_at..].to_owned());
+        }
+    }
+    let decoded: Vec<String> = found.iter().map(|s| percent_decode(s)).collect();
+    found.extend(decoded);
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `s` with every byte but letters and digits percent-encoded.
+    fn percent_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Any printable password (`/ ? # @ : % &` included), raw or percent-encoded, in any
+        /// URL shape: neither redaction nor an invalid-URL error shows it.
+        #[test]
+        fn no_password_survives_redaction(pw in "[ -~]{6,32}", shape in 0usize..7, encoded: bool) {
+            let written = if encoded { percent_encode(&pw) } else { pw.clone() };
+            let url = match shape {
+                0 => format!("redis://app:{written}@127.0.0.1:6379"),
+                1 => format!("redis://app:{written}@127.0.0.1:6379/0"),
+                2 => format!("rediss://:{written}@cache.internal:6380?x=y"),
+                3 => format!("redis-cluster://app:{written}@10.0.0.1:7000?node=10.0.0.2:7000"),
+                4 => format!("redis://{written}@h:1"),
+                5 => format!("redis-sentinel://h:26379?sentinelServiceName=m&sentinelPassword={written}"),
+                _ => format!("redis://user:{written}@h:1/2?protocol=resp3"),
+            };
+            // A password that also occurs in the rest of the URL cannot be told apart; and in
+            // `redis://X@h` an X with a `:` is, by URL syntax, a user name and a password.
+            let rest = url.replacen(&written, "", 1);
+            proptest::prop_assume!(shape != 4 || !written.contains(':'));
+            proptest::prop_assume!(!rest.contains(&pw) && !rest.contains(&written));
+            let redacted = redact_url(&url);
+            proptest::prop_assert!(!redacted.contains(&pw), "{url} -> {redacted}");
+            proptest::prop_assert!(!redacted.contains(&written), "{url} -> {redacted}");
+            if let Err(e) = Config::from_url(&url) {
+                let err = ConnectError::InvalidUrl { url: redacted, reason: scrub(e.details(), &url) };
+                let text = format!("{err} {err:?}");
+                proptest::prop_assert!(!text.contains(&pw) && !text.contains(&written), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_are_redacted() {
+        assert_eq!(redact_url("redis://app:pa/ss@127.0.0.1:6379"), "redis://app:***@127.0.0.1:6379");
+        assert_eq!(redact_url("redis://app:pa?ss@127.0.0.1:6379"), "redis://app:***@127.0.0.1:6379");
+        assert_eq!(redact_url("redis://app:p#a@s?s/@h:1/0"), "redis://app:***@h:1/0");
+        assert_eq!(
+            redact_url("redis-sentinel://h:1?a=b&sentinelPassword=x&y=z"),
+            "redis-sentinel://h:1?a=b&sentinelPassword=***"
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {
