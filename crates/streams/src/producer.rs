@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::{ClientLike, EventInterface, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{Key, Value};
 use serde::Serialize;
+use tokio::sync::broadcast::error::TryRecvError;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
@@ -601,9 +602,19 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     /// As [`Producer::publish`].
     pub async fn send(self) -> Result<EntryId, StreamError> {
         let parts = self.parts()?;
+        // `WAIT` counts the replicas that have this *connection's* writes: after a reconnection
+        // between the `XADD` and the `WAIT`, the new connection has written nothing and every
+        // replica would seem to have it. Any reconnection in between makes the answer
+        // "not confirmed" (acked 0): a false alarm costs a retry, a false confirmation a loss.
+        let mut reconnects = self.replicated.map(|_| self.producer.conn.redis().reconnect_rx());
         let id = self.producer.publish_ref(self.topic, &self.envelope(&parts), self.idempotency_key.as_deref()).await?;
         if let Some((replicas, timeout)) = self.replicated {
             self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;
+            if reconnects.as_mut().is_some_and(|rx| !matches!(rx.try_recv(), Err(TryRecvError::Empty))) {
+                tracing::warn!(topic = self.topic, entry_id = %id,
+                    "the connection reconnected between the write and WAIT: replication not confirmed");
+                return Err(StreamError::NotReplicated { id, acked: 0, wanted: replicas });
+            }
         }
         Ok(id)
     }
