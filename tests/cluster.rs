@@ -220,3 +220,99 @@ async fn consumers_producers_and_rpc_ride_through_a_failover() {
     server.shutdown().await;
     worker.shutdown().await;
 }
+
+/// Publishes to `topic` one message at a time until `stop`, recording when each publish was
+/// confirmed.
+fn publish_steadily(
+    producer: &Producer,
+    topic: &'static str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<std::time::Instant>> {
+    let (producer, stop) = (producer.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut confirmed = Vec::new();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if producer.publish(topic, &Msg { n }).await.is_ok() {
+                confirmed.push(std::time::Instant::now());
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await; // a steady trickle
+        }
+        confirmed
+    })
+}
+
+/// `ROLE` of the node on `port` (`master` or `slave`, then details).
+fn role(port: u16) -> String {
+    let out = std::process::Command::new("redis-cli").args(["-p", &port.to_string(), "ROLE"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The port of the replica of the primary on `primary`.
+fn replica_of(cluster: &TestCluster, primary: u16) -> u16 {
+    *cluster
+        .ports()
+        .iter()
+        .find(|p| {
+            let role = role(**p);
+            role.starts_with("slave") && role.lines().nth(2) == Some(primary.to_string().as_str())
+        })
+        .expect("the primary has a replica")
+}
+
+/// The longest time without a confirmed publish, from `from` on.
+fn longest_gap(confirmed: &[std::time::Instant], from: std::time::Instant) -> Duration {
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for at in confirmed.iter().filter(|at| **at > from) {
+        gap = gap.max(at.duration_since(last));
+        last = *at;
+    }
+    gap
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failover_pauses_other_primaries_topics_only_briefly() {
+    let cluster = TestCluster::start(3, 1).await;
+    let ns = cluster.namespace();
+    let conn = Connection::options().namespace(ns.as_str()).connect(&cluster.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    // Two topics on two different primaries.
+    let topics: [&'static str; 8] = ["t.a", "t.b", "t.c", "t.d", "t.e", "t.f", "t.g", "t.h"];
+    let victim = topics[0];
+    let victim_primary = cluster.primary_of(&format!("{ns}:{{{victim}}}"));
+    let healthy = *topics[1..]
+        .iter()
+        .find(|t| cluster.primary_of(&format!("{ns}:{{{t}}}")) != victim_primary)
+        .expect("a topic on another primary");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_healthy = publish_steadily(&producer, healthy, &stop);
+    let on_victim = publish_steadily(&producer, victim, &stop);
+    tokio::time::sleep(Duration::from_millis(500)).await; // traffic before the kill
+    let replica = replica_of(&cluster, victim_primary);
+    let killed_at = std::time::Instant::now();
+    cluster.kill(victim_primary);
+    // The cluster's own failover: until the replica is a primary.
+    wait_until(PATIENCE, "the replica promoted", || async { role(replica).starts_with("master") }).await;
+    let failover = killed_at.elapsed();
+    // Until the victim's topic takes publishes again, and a little after.
+    wait_until(PATIENCE, "the victim's topic back", || async { producer.publish(victim, &Msg { n: 0 }).await.is_ok() })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (healthy_confirmed, victim_confirmed) = (on_healthy.await.unwrap(), on_victim.await.unwrap());
+    let healthy_stall = longest_gap(&healthy_confirmed, killed_at);
+    let victim_stall = longest_gap(&victim_confirmed, killed_at);
+    eprintln!(
+        "failover: replica promoted after {failover:?}; longest stall of a topic on a healthy primary \
+         {healthy_stall:?}; of the failed primary's topic {victim_stall:?}"
+    );
+    // The client resumes within one reconnect step (100 ms) of the failover. Before the cluster
+    // settings of docs/reliability.md it waited out an exponential backoff: 3.44 s here against
+    // a failover of about 2.3 s (3.5 to 6.7 s in the issue). Every topic of the client still
+    // pauses for the failover itself: fred sends nothing while it reconnects one node.
+    let bound = failover + Duration::from_millis(500);
+    assert!(healthy_stall <= bound, "healthy topic stalled {healthy_stall:?}, failover {failover:?}");
+    assert!(victim_stall <= bound, "failed primary's topic stalled {victim_stall:?}, failover {failover:?}");
+}

@@ -149,6 +149,9 @@ impl Connection {
     }
 }
 
+/// Delay between reconnection attempts on Redis Cluster (constant, plus up to 20 ms jitter).
+const CLUSTER_RECONNECT_MS: u32 = 100;
+
 /// A client on a connection of its own, closed when this is dropped.
 ///
 /// A fred client keeps its connection open (and reconnects for ever) until `QUIT`, however many
@@ -319,15 +322,36 @@ impl ConnectOptions {
             Some(ns) => Namespace::new(ns).map_err(|e| ConnectError::InvalidNamespace(e.to_string()))?,
             None => Namespace::default(),
         };
+        let clustered = builder.get_config().is_some_and(|c| c.server.is_clustered());
         if builder.get_policy().is_none() {
-            let max = u32::try_from(self.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
-            builder.set_policy(ReconnectPolicy::new_exponential(0, 50, max, 2));
+            builder.set_policy(if clustered {
+                // fred stops sending to *every* node while it reconnects one, and it retries
+                // (re-reading the cluster map) only after each backoff: with an exponential
+                // backoff, one primary's failover paused every topic 3.5-6.7 s. A short
+                // constant delay resumes within a step of the failover (docs/reliability.md).
+                let mut policy = ReconnectPolicy::new_constant(0, CLUSTER_RECONNECT_MS);
+                policy.set_jitter(20);
+                policy
+            } else {
+                let max = u32::try_from(self.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
+                ReconnectPolicy::new_exponential(0, 50, max, 2)
+            });
         }
         let (command_timeout, connect_timeout) = (self.command_timeout, self.connect_timeout);
         builder.with_performance_config(|p| p.default_command_timeout = command_timeout);
         builder.with_connection_config(|c| {
             c.connection_timeout = connect_timeout;
             c.internal_command_timeout = connect_timeout;
+            if clustered {
+                // Each attempt of the reconnect loop is bounded by these, and every node waits
+                // for it: keep one attempt short. No CLUSTER INFO check per new connection (a
+                // node reporting `fail` during the failover would refuse it) and no delay
+                // before following a MOVED.
+                c.connection_timeout = connect_timeout.min(Duration::from_secs(1));
+                c.internal_command_timeout = connect_timeout.min(Duration::from_secs(1));
+                c.disable_cluster_health_check = true;
+                c.cluster_cache_update_delay = Duration::ZERO;
+            }
         });
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
