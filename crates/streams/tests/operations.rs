@@ -191,9 +191,15 @@ async fn a_rolling_deploy_handles_every_message_exactly_once() {
         })
     };
     done.wait_for(150, "traffic before the deploy").await;
-    // Deploy: stop `a` gracefully while `b` runs and messages keep coming.
-    let stopped_at = Instant::now();
-    a.shutdown().await;
+    // Deploy: stop `a` gracefully while `b` runs and messages keep coming. The first poll of
+    // `shutdown()` signals the stop; a handler that passed its start check just before may
+    // still record its start a moment later, so starts count as late 100 ms after the signal
+    // (before the fix, queued entries kept starting for the whole drain: 800 ms per handler).
+    let shutdown = a.shutdown();
+    tokio::pin!(shutdown);
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    let stopped_at = Instant::now() + Duration::from_millis(100);
+    shutdown.await;
     publisher.await.unwrap();
     done.wait_for(1_000, "every message").await;
     wait_until(PATIENCE, "nothing pending", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;

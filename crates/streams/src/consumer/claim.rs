@@ -58,6 +58,24 @@ impl TopicConsumer {
         }
     }
 
+    /// Slots for a claim, ahead of the read loop: it waits while a claim does, and a blocked
+    /// read holding the slots is woken to give them back.
+    async fn take_slots_before_reads(&self, want: usize) -> Option<super::topic::Slots> {
+        struct Waiting<'a>(&'a TopicConsumer);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.claims_waiting.fetch_sub(1, Ordering::AcqRel);
+                self.0.claim_turn.notify_waiters();
+            }
+        }
+        self.claims_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self);
+        if self.in_flight.available_permits() == 0 || self.admit.available_permits() == 0 {
+            self.wake_reader.notify_one();
+        }
+        self.take_slots(want).await
+    }
+
     /// `rows` without the entries this consumer holds in memory: claiming one of those again
     /// would count a delivery that did not happen.
     fn not_held(&self, rows: Vec<PendingEntry>) -> Vec<PendingEntry> {
@@ -74,7 +92,7 @@ impl TopicConsumer {
         rows: &[PendingEntry],
         min_idle: Duration,
     ) -> Result<Option<(usize, usize)>, RedisError> {
-        let Some(mut slots) = self.take_slots(rows.len()).await else { return Ok(None) };
+        let Some(mut slots) = self.take_slots_before_reads(rows.len()).await else { return Ok(None) };
         let rows = &rows[..slots.len()];
         let mut args = Args::new()
             .arg(self.group.as_str())

@@ -168,6 +168,12 @@ pub(crate) struct TopicConsumer {
     /// Entries not started (or waiting to retry) at a graceful stop, with the delivery count
     /// to leave them at: handed back once handlers are done.
     pub(crate) released: Mutex<Vec<(EntryId, u64)>>,
+    /// Claims (reclaim sweeps, recoveries) waiting for slots: they go before the next read.
+    pub(crate) claims_waiting: std::sync::atomic::AtomicUsize,
+    /// A claim waits for slots a blocked read holds: the read is woken to give them back.
+    pub(crate) wake_reader: tokio::sync::Notify,
+    /// A claim got its slots (or gave up): the read loop may take what is left.
+    pub(crate) claim_turn: tokio::sync::Notify,
 }
 
 impl TopicConsumer {
@@ -221,6 +227,9 @@ impl TopicConsumer {
             acks_done: CancellationToken::new(),
             last_read: Mutex::new(EntryId::MIN),
             released: Mutex::new(Vec::new()),
+            claims_waiting: std::sync::atomic::AtomicUsize::new(0),
+            wake_reader: tokio::sync::Notify::new(),
+            claim_turn: tokio::sync::Notify::new(),
         })
     }
 
@@ -348,6 +357,16 @@ impl TopicConsumer {
                     }
                 }
             }
+            // Claims of idle entries (a dead consumer's) go first: otherwise this read would take
+            // every slot they free, and hold them for up to `block_for` (the CLI consumer, with
+            // 16 slots, took over a dead member's entries one per cycle).
+            while self.claims_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 && !self.stop.is_cancelled() {
+                tokio::select! {
+                    _ = self.claim_turn.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = self.stop.cancelled() => {}
+                }
+            }
             // Ask only for as many entries as there are free slots: backpressure.
             let Some(mut slots) = self.take_slots(self.config.batch_size).await else {
                 // Stopping, or the worker's limit is reached: read nothing more, wait for the stop.
@@ -402,6 +421,15 @@ impl TopicConsumer {
                     let wait = match self.unblock(reader_id).await {
                         // Within what is left of `shutdown_timeout`: the stop's bound holds.
                         Unblock::Refused => (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP)),
+                        Unblock::Done | Unblock::NoAnswer => STOP_STEP,
+                    };
+                    tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
+                }
+                _ = self.wake_reader.notified() => {
+                    // A claim waits for the slots this read holds: end it now (what it read is
+                    // handled as usual) rather than at its BLOCK timeout.
+                    let wait = match self.unblock(reader_id).await {
+                        Unblock::Refused => self.config.block_for + STOP_STEP,
                         Unblock::Done | Unblock::NoAnswer => STOP_STEP,
                     };
                     tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
