@@ -55,7 +55,7 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
         loop {
             tick.tick().await;
             let s = worker.stats();
-            if s.acked + s.dead_lettered + s.tombstones >= n {
+            if s.acked + s.dead_lettered + s.tombstones + s.replays_for_other_groups >= n {
                 return;
             }
         }
@@ -71,12 +71,13 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
         // The CLI's worker keeps expired messages as dead letters (the default policy).
         eprintln!(
             "tributary: {} of {n} entries taken were not printed: {} dead-lettered ({} malformed, {} expired), \
-             {} deleted before they were read",
+             {} deleted before they were read, {} replays for other groups",
             n - printed,
             stats.dead_lettered,
             stats.malformed,
             stats.expired,
             stats.tombstones,
+            stats.replays_for_other_groups,
         );
     }
     Ok(())

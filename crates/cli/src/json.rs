@@ -50,6 +50,10 @@ fn check_numbers(text: &str) -> Result<(), String> {
 fn check_number(literal: &str) -> Result<(), String> {
     let integer = !literal.contains(['.', 'e', 'E']);
     if integer {
+        if literal.starts_with('-') && literal[1..].bytes().all(|b| b == b'0') {
+            // JSON parsers read `-0` as the float -0.0: it would not come back as an integer.
+            return Err(format!("{literal} would be stored as the float -0.0: write 0"));
+        }
         if literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok() {
             return Ok(());
         }
@@ -80,15 +84,15 @@ fn normalize(literal: &str) -> (bool, String, i64) {
         None => (false, literal.strip_prefix('+').unwrap_or(literal)),
     };
     let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().unwrap_or(0)),
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().unwrap_or(i64::MAX)),
         None => (rest, 0),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{whole}{fraction}");
-    let mut exponent = exponent - fraction.len() as i64;
+    let mut exponent = exponent.saturating_sub(fraction.len() as i64);
     let digits = digits.trim_start_matches('0');
     let trimmed = digits.trim_end_matches('0');
-    exponent += (digits.len() - trimmed.len()) as i64;
+    exponent = exponent.saturating_add((digits.len() - trimmed.len()) as i64);
     if trimmed.is_empty() {
         return (false, String::new(), 0); // zero, whatever its sign
     }
@@ -173,15 +177,20 @@ fn convert(value: rmpv::Value) -> Value {
         },
         M::F32(f) => float(f64::from(f)),
         M::F64(f) => float(f),
-        M::String(s) => match s.into_str() {
-            Some(s) => Value::String(s),
-            // A MessagePack string that is not UTF-8: its bytes, as binary would print.
-            None => Value::Null,
-        },
+        M::String(s) => {
+            if s.is_str() {
+                Value::String(s.into_str().unwrap_or_default())
+            } else {
+                // A MessagePack string that is not UTF-8: its bytes, as binary would print.
+                base64(&s.into_bytes())
+            }
+        }
         M::Binary(b) => base64(&b),
         M::Array(items) => Value::Array(items.into_iter().map(convert).collect()),
         M::Map(pairs) => {
-            if pairs.iter().all(|(k, _)| k.is_str()) {
+            // A map whose keys are strings prints as an object, unless a key starts with `$`:
+            // it would read as one of the markers (`{"$base64": ..}` as binary).
+            if pairs.iter().all(|(k, _)| k.as_str().is_some_and(|k| !k.starts_with('$'))) {
                 let map = pairs
                     .into_iter()
                     .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), convert(v)))
@@ -213,11 +222,14 @@ mod tests {
         for ok in ["-1.5e-300", "0.1", "1e3", "150", "-9223372036854775808", "18446744073709551615", "2.5", "1E-7"] {
             check_numbers(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
-        for bad in ["184467440737095516150", "-9223372036854775809", "0.1000000000000000000001", "1e400"] {
+        for bad in ["184467440737095516150", "-9223372036854775809", "0.1000000000000000000001", "1e400", "-0", "-00"] {
             assert!(check_numbers(bad).is_err(), "{bad} accepted");
         }
         // Numbers inside strings are text.
         check_numbers(r#"{"a": "184467440737095516150", "b\"": 1}"#).unwrap();
+        // Extreme exponents do not overflow.
+        assert!(check_numbers("0.5e-9223372036854775808").is_err());
+        check_numbers("0").unwrap();
     }
 
     #[test]
@@ -247,6 +259,14 @@ mod tests {
         .unwrap();
         let value = from_msgpack(&packed).unwrap();
         assert_eq!(value, json!({"$map": [[1, "one"], ["nan", {"$float": "NaN"}]]}));
+        // A real map that looks like a marker stays a map.
+        let mut looks_like_binary = Vec::new();
+        rmpv::encode::write_value(
+            &mut looks_like_binary,
+            &rmpv::Value::Map(vec![(rmpv::Value::from("$base64"), rmpv::Value::from("aGk="))]),
+        )
+        .unwrap();
+        assert_eq!(from_msgpack(&looks_like_binary).unwrap(), json!({"$map": [["$base64", "aGk="]]}));
         let mut ext = Vec::new();
         rmpv::encode::write_value(&mut ext, &rmpv::Value::Ext(5, vec![9, 9])).unwrap();
         assert_eq!(from_msgpack(&ext).unwrap(), json!({"$ext": 5, "$base64": "CQk="}));

@@ -166,8 +166,10 @@ impl<C: Codec> RpcClientBuilder<C> {
         keep_reply_stream(&inner, self.reply_ttl).await?;
         // The stream is new and ours alone: read it from the very beginning, so nothing
         // written before the first read completes can be missed.
-        let tail =
-            Tail::stream_key(self.conn.clone(), reply_key, Position::Beginning).block_for(Duration::from_secs(2));
+        // Reads end at least every third of the TTL, so the expiry is refreshed in time even
+        // when no reply comes.
+        let block = (self.reply_ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(2));
+        let tail = Tail::stream_key(self.conn.clone(), reply_key, Position::Beginning).block_for(block);
         let task = tokio::spawn(read_replies(Arc::downgrade(&inner), tail, self.reply_ttl));
         *inner.reader.lock().expect("reader lock") = Some(task);
         Ok(RpcClient { inner, codec: self.codec })
@@ -229,12 +231,11 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                 }
                 if reconnected || refreshed.elapsed() >= ttl / 3 {
                     refreshed = tokio::time::Instant::now();
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = keep_reply_stream(&inner, ttl).await {
-                            tracing::warn!(reply_stream = %inner.reply_key, error = %e, "could not keep the reply stream");
-                        }
-                    });
+                    // Awaited here (rare: every third of the TTL), so `close()`, which aborts
+                    // this task before it deletes the stream, never races a re-creation.
+                    if let Err(e) = keep_reply_stream(&inner, ttl).await {
+                        tracing::warn!(reply_stream = %inner.reply_key, error = %e, "could not keep the reply stream");
+                    }
                 }
                 for (cmd, args) in cleanup {
                     let mut all = vec![Value::from(inner.reply_key.as_str())];

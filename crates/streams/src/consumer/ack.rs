@@ -44,11 +44,11 @@ impl DeadLetterReason {
 /// see what it was, without copying megabytes into the dead-letter stream.
 pub(crate) const TRUNCATED_PREFIX: usize = 64 * 1024;
 
-/// The largest entry a dead letter copies whole: the largest valid envelope (payload, headers
-/// and metadata at their limits, plus room for field names and the version). Anything larger
+/// The largest entry a dead letter copies whole: the largest valid envelope (payload, every
+/// header and every field at their limits, plus room for names and the version). Anything larger
 /// is malformed anyway, and only a prefix is kept.
 pub(crate) fn whole_entry_limit(limits: &tributary_core::Limits) -> usize {
-    limits.max_payload + limits.max_header_bytes + limits.max_meta_bytes + 4096
+    limits.max_payload + limits.max_headers * limits.max_header_bytes + limits.max_fields * limits.max_meta_bytes + 4096
 }
 
 /// Metadata fields written before the original fields of a dead letter, in this order.

@@ -71,7 +71,9 @@ impl TopicConsumer {
         self.claims_waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(self);
         if self.in_flight.available_permits() == 0 || self.admit.available_permits() == 0 {
-            self.wake_reader.notify_one();
+            // Only a read in flight now is woken (no permit is stored for a later one: the read
+            // loop checks `claims_waiting` before it reads).
+            self.wake_reader.notify_waiters();
         }
         self.take_slots(want).await
     }

@@ -145,7 +145,7 @@ impl Worker {
         let mut running: HashSet<Topic> = HashSet::new();
         for (topic, handler, options) in &self.routes {
             running.insert(topic.clone());
-            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options).run());
+            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options).run(true));
         }
         if !self.patterns.is_empty() {
             loop {
@@ -155,7 +155,8 @@ impl Worker {
                             for topic in topics {
                                 if running.insert(topic.clone()) {
                                     tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                    loops.spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run());
+                                    loops
+                                        .spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run(false));
                                 }
                             }
                         }

@@ -103,7 +103,7 @@ impl Slots {
 /// How asking Redis to end a blocked read went.
 enum Unblock {
     Done,
-    /// Redis answered with an error (no permission, no such client): the read ends at `BLOCK`.
+    /// Redis refused (no permission), or the read was not blocked yet: it ends at `BLOCK`.
     Refused,
     /// No answer: Redis is unreachable.
     NoAnswer,
@@ -233,8 +233,9 @@ impl TopicConsumer {
         })
     }
 
-    /// Runs until a graceful stop has drained (or a hard stop).
-    pub(crate) async fn run(self: Arc<Self>) {
+    /// Runs until a graceful stop has drained (or a hard stop). `named`: a topic registered by
+    /// name, which `WorkerHandle::ready` waits for (not one found through a pattern).
+    pub(crate) async fn run(self: Arc<Self>, named: bool) {
         tracing::info!(topic = %self.topic, group = %self.group, consumer = %self.config.consumer_name, "consumer starting");
         // Background tasks are aborted when this future is dropped (the worker's handle was
         // dropped: a crash), so nothing of a "dead" consumer keeps running, e.g. renewing
@@ -256,7 +257,9 @@ impl TopicConsumer {
             AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
         };
         if self.prepare().await {
-            self.prepared.send_modify(|n| *n += 1);
+            if named {
+                self.prepared.send_modify(|n| *n += 1);
+            }
             let helpers = {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
@@ -423,16 +426,31 @@ impl TopicConsumer {
                         Unblock::Refused => (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP)),
                         Unblock::Done | Unblock::NoAnswer => STOP_STEP,
                     };
-                    tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
+                    match tokio::time::timeout(wait, read).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            // Given up: Redis may still deliver to it.
+                            lost_reply = true;
+                            Ok(Vec::new())
+                        }
+                    }
                 }
                 _ = self.wake_reader.notified() => {
                     // A claim waits for the slots this read holds: end it now (what it read is
-                    // handled as usual) rather than at its BLOCK timeout.
+                    // handled as usual) rather than at its BLOCK timeout. A read that was not
+                    // blocked yet ends at its timeout, waited for in full: one that is dropped
+                    // while Redis still holds it would take an entry nobody handles.
                     let wait = match self.unblock(reader_id).await {
-                        Unblock::Refused => self.config.block_for + STOP_STEP,
-                        Unblock::Done | Unblock::NoAnswer => STOP_STEP,
+                        Unblock::Done => STOP_STEP,
+                        Unblock::Refused | Unblock::NoAnswer => self.config.block_for + STOP_STEP,
                     };
-                    tokio::time::timeout(wait, read).await.unwrap_or_else(|_| Ok(Vec::new()))
+                    match tokio::time::timeout(wait, read).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            lost_reply = true;
+                            Ok(Vec::new())
+                        }
+                    }
                 }
             };
             let used = read.as_ref().map_or(0, Vec::len);
@@ -492,7 +510,9 @@ impl TopicConsumer {
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];
         let unblock = self.conn.redis().custom::<Value, _>(command("CLIENT", &self.key, false), args);
         match tokio::time::timeout(STOP_STEP, unblock).await {
-            Ok(Ok(_)) => Unblock::Done,
+            // 1: it was blocked and is woken now; 0: it was not blocked (yet), and will block.
+            Ok(Ok(Value::Integer(1))) => Unblock::Done,
+            Ok(Ok(_)) => Unblock::Refused,
             Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::IO || e.kind() == &fred::error::ErrorKind::Timeout => {
                 Unblock::NoAnswer
             }
