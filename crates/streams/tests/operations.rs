@@ -308,13 +308,13 @@ async fn a_saturated_topic_does_not_stall_another_topic_of_the_same_worker() {
         .build()
         .unwrap()
         .start();
-    // Let the slow topic take all it will take.
+    // Let the slow topic take all it will take: its one running handler and its read-ahead
+    // (`prefetch`, 32). Before per-topic limits it took every slot of the worker.
     let admin = Admin::new(conn.clone());
-    wait_until(PATIENCE, "the slow topic reading", || async {
-        admin.pending_count("slow", "g").await.unwrap_or(0) > 0
+    wait_until(PATIENCE, "the slow topic holding all it may", || async {
+        admin.pending_count("slow", "g").await.unwrap_or(0) >= 1 + 32
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // its further reads (nothing to await: it only grows)
     for n in 0..50 {
         producer.publish("fast", &Order { n, key: String::new() }).await.unwrap();
     }
