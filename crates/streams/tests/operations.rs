@@ -312,7 +312,7 @@ async fn a_saturated_topic_does_not_stall_another_topic_of_the_same_worker() {
     // (`prefetch`, 32). Before per-topic limits it took every slot of the worker.
     let admin = Admin::new(conn.clone());
     wait_until(PATIENCE, "the slow topic holding all it may", || async {
-        admin.pending_count("slow", "g").await.unwrap_or(0) >= 1 + 32
+        admin.pending_count("slow", "g").await.unwrap_or(0) > 32 // 1 running + 32 read ahead
     })
     .await;
     for n in 0..50 {
