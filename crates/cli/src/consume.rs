@@ -62,7 +62,7 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
     };
     tokio::select! {
         _ = all_settled => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = stop_signal() => {}
     }
     let stats = worker.stats();
     worker.shutdown().await;
@@ -83,6 +83,30 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
     Ok(())
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM, what systemd and Kubernetes send to stop a process: both stop
+/// the consumer gracefully (settle what runs, hand back the rest, leave the group if empty).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxError> {
     let mut tail = Tail::topic(conn, &args.topic, args.from)?;
     let limit = args.count.unwrap_or(u64::MAX);
@@ -90,7 +114,7 @@ pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxErro
     while n < limit {
         let batch = tokio::select! {
             b = tail.next_batch() => b?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = stop_signal() => break,
         };
         for received in batch {
             match (&received.envelope, args.raw) {

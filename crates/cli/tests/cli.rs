@@ -424,3 +424,24 @@ async fn a_cli_consumer_takes_over_a_dead_members_entries_at_once() {
     // All at once after claim_idle, not one per sweep (before: one every ~16 s, the last after 272 s).
     assert!(took < Duration::from_secs(8), "took {took:?}");
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_cli_consumer_gracefully() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Producer::new(conn.clone()).publish("orders", &Order { id: 1, item: String::new() }).await.unwrap();
+    let mut child =
+        cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["payload"]["id"], 1);
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "acknowledged", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    // What systemd and Kubernetes send.
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "a graceful exit, not 143: {status:?}");
+    let consumers = admin.consumers("orders", "g").await.unwrap();
+    assert!(consumers.iter().all(|c| c.name != "c"), "it left its group: {consumers:?}");
+}
