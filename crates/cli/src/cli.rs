@@ -174,7 +174,8 @@ pub(crate) enum DlqCommand {
     Replay {
         /// Topic.
         topic: String,
-        /// The dead letter's id (in the dead-letter stream).
+        /// The dead letter's id (in the dead-letter stream), or the original entry's id
+        /// (`original_id` in `dlq list`).
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
         /// Every dead letter.

@@ -46,10 +46,24 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
                     );
                 }
             } else if let Some(id) = id {
+                // The dead letter's own id, or the original entry's id that `dlq list` shows.
                 let id: EntryId = id.parse()?;
-                match dlq.replay(id).await? {
+                let replayed = match dlq.replay(id).await? {
+                    Some(new_id) => Some(new_id),
+                    None => match dlq.find_original(id).await? {
+                        Some(letter) => dlq.replay(letter.id).await?,
+                        None => None,
+                    },
+                };
+                match replayed {
                     Some(new_id) => output::single(out, "entry_id", json!(new_id.to_string())),
-                    None => return Err(format!("no dead letter `{id}` on topic `{topic}`").into()),
+                    None => {
+                        return Err(format!(
+                            "no dead letter `{id}` on topic `{topic}`, nor one of the original entry `{id}` \
+                             (see `tributary dlq list {topic}`)"
+                        )
+                        .into())
+                    }
                 }
             }
         }

@@ -211,8 +211,17 @@ async fn dead_letters_are_listed_and_replayed_with_the_cli() {
         .await
         .unwrap();
     assert_eq!(replayed[0].envelope.as_ref().unwrap().decode::<Order>().unwrap().id, 9);
+    // The original entry's id, as the table shows it, works too (the malformed one's here).
+    let original = letters[0]["original_id"].as_str().unwrap();
+    let out = cli(&redis, &["dlq", "replay", "orders", "--id", original]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    // A malformed entry's original fields replay, and are dead-lettered again by a worker.
+    assert!(out.status.success(), "{text}");
+    let out = cli(&redis, &["dlq", "replay", "orders", "--id", "1-1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nor one of the original entry"));
     let purged = json_lines(&run(&redis, &["--output", "json", "dlq", "purge", "orders"]));
-    assert_eq!(purged[0]["purged"], 1, "the malformed one was left to purge");
+    assert_eq!(purged[0]["purged"], 0, "both replayed");
 }
 
 #[tokio::test]

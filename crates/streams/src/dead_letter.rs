@@ -179,6 +179,28 @@ impl DeadLetters {
         Ok(entries.into_iter().map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
     }
 
+    /// The dead letter of the topic entry `original` (its `original_id`), oldest first if
+    /// there are several. Reads the dead-letter stream page by page.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when a command fails.
+    pub async fn find_original(&self, original: EntryId) -> Result<Option<DeadLetter>, StreamError> {
+        let wanted = original.to_string();
+        let mut start = "-".to_owned();
+        loop {
+            let args = Args::new().arg(start.as_str()).arg("+").arg("COUNT").arg(500);
+            let page = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+            let Some(last) = page.last().map(|e| e.id) else { return Ok(None) };
+            for entry in page {
+                let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
+                if letter.is_readable() && letter.original_id == wanted {
+                    return Ok(Some(letter));
+                }
+            }
+            start = format!("({last}");
+        }
+    }
+
     /// Puts dead letter `id` back on its topic (original fields, so the same message id) and
     /// removes it from the dead-letter stream, atomically. Returns the new entry id, or
     /// `None` if there is no such dead letter.
