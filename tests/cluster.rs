@@ -222,25 +222,39 @@ async fn consumers_producers_and_rpc_ride_through_a_failover() {
 }
 
 /// Publishes to `topic` one message at a time until `stop`, recording when each publish was
-/// confirmed.
+/// confirmed, into the returned list.
 fn publish_steadily(
     producer: &Producer,
     topic: &'static str,
     stop: &Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<std::time::Instant>> {
-    let (producer, stop) = (producer.clone(), stop.clone());
+) -> Arc<Mutex<Vec<std::time::Instant>>> {
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let (producer, stop, record) = (producer.clone(), stop.clone(), confirmed.clone());
     tokio::spawn(async move {
-        let mut confirmed = Vec::new();
         let mut n = 0;
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             if producer.publish(topic, &Msg { n }).await.is_ok() {
-                confirmed.push(std::time::Instant::now());
+                record.lock().unwrap().push(std::time::Instant::now());
             }
             n += 1;
             tokio::time::sleep(Duration::from_millis(2)).await; // a steady trickle
         }
-        confirmed
+    });
+    confirmed
+}
+
+/// Waits until `confirmed` holds `n` more publishes than `after`.
+async fn more_confirmed(
+    confirmed: &Arc<Mutex<Vec<std::time::Instant>>>,
+    after: std::time::Instant,
+    n: usize,
+    what: &str,
+) {
+    wait_until(PATIENCE, what, || {
+        let count = confirmed.lock().unwrap().iter().filter(|at| **at > after).count();
+        async move { count >= n }
     })
+    .await;
 }
 
 /// `ROLE` of the node on `port` (`master` or `slave`, then details).
@@ -289,19 +303,22 @@ async fn a_primary_failover_pauses_other_primaries_topics_only_briefly() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_healthy = publish_steadily(&producer, healthy, &stop);
     let on_victim = publish_steadily(&producer, victim, &stop);
-    tokio::time::sleep(Duration::from_millis(500)).await; // traffic before the kill
+    let started = std::time::Instant::now();
+    more_confirmed(&on_healthy, started, 20, "traffic on the healthy topic before the kill").await;
+    more_confirmed(&on_victim, started, 20, "traffic on the victim's topic before the kill").await;
     let replica = replica_of(&cluster, victim_primary);
     let killed_at = std::time::Instant::now();
     cluster.kill(victim_primary);
     // The cluster's own failover: until the replica is a primary.
     wait_until(PATIENCE, "the replica promoted", || async { role(replica).starts_with("master") }).await;
     let failover = killed_at.elapsed();
-    // Until the victim's topic takes publishes again, and a little after.
-    wait_until(PATIENCE, "the victim's topic back", || async { producer.publish(victim, &Msg { n: 0 }).await.is_ok() })
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until both topics take publishes steadily again.
+    let promoted = std::time::Instant::now();
+    more_confirmed(&on_healthy, promoted, 20, "the healthy topic flowing after the failover").await;
+    more_confirmed(&on_victim, promoted, 20, "the victim's topic flowing after the failover").await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (healthy_confirmed, victim_confirmed) = (on_healthy.await.unwrap(), on_victim.await.unwrap());
+    let healthy_confirmed = on_healthy.lock().unwrap().clone();
+    let victim_confirmed = on_victim.lock().unwrap().clone();
     let healthy_stall = longest_gap(&healthy_confirmed, killed_at);
     let victim_stall = longest_gap(&victim_confirmed, killed_at);
     eprintln!(
