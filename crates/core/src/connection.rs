@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
 
 use crate::error::{ErrorKind, RedisError};
 use crate::keys::Namespace;
+use crate::slot_router::SlotRouter;
 use crate::wire::{Limits, Version};
 
 /// A connection to Redis (or Redis Cluster) plus the settings every Tributary component
@@ -43,7 +44,10 @@ pub struct Connection {
 struct Inner {
     /// Shared with `with_namespace` copies; closed when the last of them is dropped.
     client: Arc<Dedicated>,
+    /// On Redis Cluster: a client per primary, for commands on keys (see `slot_router`).
+    router: Option<Arc<SlotRouter>>,
     builder: Builder,
+    command_timeout: Duration,
     namespace: Namespace,
     limits: Limits,
     wire_version: Version,
@@ -81,6 +85,44 @@ impl Connection {
         &self.inner.client
     }
 
+    /// The client for commands on `key`. On Redis Cluster, the client of the primary serving
+    /// the key's slot, so that one primary's failover does not hold up commands on the others;
+    /// when that primary is unreachable, this waits (up to the command timeout) for it to come
+    /// back or for a replica to take over. Elsewhere, the command client.
+    #[doc(hidden)] // For Tributary's own crates: fred is not part of the supported API.
+    pub async fn client_for(&self, key: &str) -> Routed<'_> {
+        self.client_for_slot(fred::util::redis_keyslot(key.as_bytes())).await
+    }
+
+    /// [`Self::client_for`] by hash slot.
+    #[doc(hidden)]
+    pub async fn client_for_slot(&self, slot: u16) -> Routed<'_> {
+        match &self.inner.router {
+            None => Routed::Shared(&self.inner.client),
+            Some(router) => Routed::Node(router.client(slot, self.inner.command_timeout).await),
+        }
+    }
+
+    /// Reconnections of the clients [`Self::client_for`] hands out (on Redis Cluster, of any
+    /// primary's, and primaries replaced by a failover): a command in flight then may have run
+    /// with its reply lost.
+    #[doc(hidden)]
+    pub fn reconnect_rx(&self) -> tokio::sync::broadcast::Receiver<fred::types::config::Server> {
+        match &self.inner.router {
+            None => self.inner.client.reconnect_rx(),
+            Some(router) => router.reconnect_rx(),
+        }
+    }
+
+    /// Whether a reader (from [`Self::dedicated_for`]) whose read failed can read again: it
+    /// reconnects on its own. Not on Redis Cluster, where it is connected to one node and a
+    /// failover may have moved its keys to another: open a new one then, which waits for the
+    /// keys' primary.
+    #[doc(hidden)]
+    pub fn readers_survive_errors(&self) -> bool {
+        self.inner.router.is_none()
+    }
+
     /// The key namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.inner.namespace
@@ -102,7 +144,9 @@ impl Connection {
         Self {
             inner: Arc::new(Inner {
                 client: self.inner.client.clone(),
+                router: self.inner.router.clone(),
                 builder: self.inner.builder.clone(),
+                command_timeout: self.inner.command_timeout,
                 namespace,
                 limits: self.inner.limits,
                 wire_version: self.inner.wire_version,
@@ -120,7 +164,25 @@ impl Connection {
     /// # Errors
     /// [`ConnectError`] when the connection cannot be made.
     pub async fn dedicated(&self, block: Duration) -> Result<Dedicated, ConnectError> {
-        let mut builder = self.inner.builder.clone();
+        self.open_dedicated(self.inner.builder.clone(), block).await
+    }
+
+    /// [`Self::dedicated`] for reads of `key` only: on Redis Cluster, a connection to the primary
+    /// serving the key (see [`Self::client_for`]), so another primary's failover does not hold it
+    /// up. See [`Self::readers_survive_errors`].
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the connection cannot be made.
+    pub async fn dedicated_for(&self, key: &str, block: Duration) -> Result<Dedicated, ConnectError> {
+        let Some(router) = &self.inner.router else { return self.dedicated(block).await };
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        match router.server(slot, self.inner.command_timeout).await {
+            Some(node) => self.open_dedicated(router.node_builder(node), block).await,
+            None => self.dedicated(block).await,
+        }
+    }
+
+    async fn open_dedicated(&self, mut builder: Builder, block: Duration) -> Result<Dedicated, ConnectError> {
         builder.with_performance_config(|p| p.default_command_timeout = block + Duration::from_secs(10));
         builder.with_connection_config(|c| c.max_command_attempts = 1);
         let client = builder.build().map_err(|e| ConnectError::redis(&self.inner.server, e))?;
@@ -152,6 +214,28 @@ impl Connection {
 /// Delay between reconnection attempts on Redis Cluster (constant, plus up to 20 ms jitter).
 const CLUSTER_RECONNECT_MS: u32 = 100;
 
+/// The client [`Connection::client_for`] chose: the shared command client, or (on Redis
+/// Cluster) the client of one primary.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Routed<'a> {
+    /// The shared command client.
+    Shared(&'a Client),
+    /// The client of the primary serving the key.
+    Node(Client),
+}
+
+impl std::ops::Deref for Routed<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        match self {
+            Self::Shared(client) => client,
+            Self::Node(client) => client,
+        }
+    }
+}
+
 /// A client on a connection of its own, closed when this is dropped.
 ///
 /// A fred client keeps its connection open (and reconnects for ever) until `QUIT`, however many
@@ -165,7 +249,7 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self { client, open: true }
     }
 
@@ -355,9 +439,30 @@ impl ConnectOptions {
         });
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
         client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
+        let router = if clustered {
+            let mut nodes = builder.clone();
+            // A command in flight when its node's connection drops fails at once, rather than
+            // being sent again to a node that may be gone for good (a failover moves its slots).
+            nodes.with_connection_config(|c| c.max_command_attempts = 1);
+            let router = SlotRouter::start(nodes, client.clone()).await;
+            Some(router.map_err(|e| ConnectError::redis(&server, e))?)
+        } else {
+            None
+        };
         let (limits, wire_version) = (self.limits, self.wire_version);
         let client = Arc::new(Dedicated::new(client));
-        Ok(Connection { inner: Arc::new(Inner { client, builder, namespace, limits, wire_version, server }) })
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                client,
+                router,
+                builder,
+                command_timeout,
+                namespace,
+                limits,
+                wire_version,
+                server,
+            }),
+        })
     }
 }
 

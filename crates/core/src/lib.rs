@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod keys;
+mod slot_router;
 pub mod trace;
 pub mod wire;
 

@@ -10,9 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fred::clients::{Client, WithOptions};
-use fred::interfaces::{ClientLike, EventInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::config::Options;
+
+/// Requests of calls are sent without the connection's command timeout: the call's own timeout
+/// bounds them. The second timer, with the producer's topic lookup this path also skips, cost
+/// about 2,000 instructions per call (callgrind, `rpc` in docs/performance.md).
+const UNTIMED: Options = Options {
+    max_attempts: None,
+    max_redirections: None,
+    timeout: Some(Duration::ZERO),
+    cluster_node: None,
+    cluster_hash: None,
+    fail_fast: false,
+};
 use fred::types::{Key, Value};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::broadcast::error::TryRecvError;
@@ -63,11 +74,6 @@ type PendingCalls = HashMap<u128, oneshot::Sender<Reply>, BuildHasherDefault<IdH
 struct Inner {
     conn: Connection,
     producer: Producer,
-    /// The connection's client without its command timeout, for the requests of calls: the
-    /// call's own timeout bounds them. The second timer, with the producer's topic lookup this
-    /// path also skips, cost about 2,000 instructions per call (callgrind, `rpc` in
-    /// docs/performance.md).
-    untimed: WithOptions<Client>,
     reply_key: String,
     default_timeout: Duration,
     pending: Mutex<PendingCalls>,
@@ -152,7 +158,6 @@ impl<C: Codec> RpcClientBuilder<C> {
         let reply_key = self.conn.namespace().reply_stream(&client_id);
         let inner = Arc::new(Inner {
             producer: Producer::new(self.conn.clone()),
-            untimed: self.conn.redis().with_options(&Options { timeout: Some(Duration::ZERO), ..Options::default() }),
             conn: self.conn.clone(),
             reply_key: reply_key.clone(),
             default_timeout: self.default_timeout,
@@ -183,7 +188,11 @@ async fn keep_reply_stream(inner: &Inner, ttl: Duration) -> Result<(), RedisErro
     });
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let created: i64 = SCRIPT
-        .evalsha_with_reload(inner.conn.redis(), vec![inner.reply_key.clone()], vec![Value::from(ttl_ms)])
+        .evalsha_with_reload(
+            &*inner.conn.client_for(&inner.reply_key).await,
+            vec![inner.reply_key.clone()],
+            vec![Value::from(ttl_ms)],
+        )
         .await
         .map_err(|e| RedisError::new("EVALSHA keep_reply_stream", e))?;
     if created == 1 {
@@ -198,7 +207,7 @@ async fn keep_reply_stream(inner: &Inner, ttl: Duration) -> Result<(), RedisErro
 async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Duration) {
     let mut refreshed = tokio::time::Instant::now();
     let mut reconnects = match inner.upgrade() {
-        Some(inner) => inner.conn.redis().reconnect_rx(),
+        Some(inner) => inner.conn.reconnect_rx(),
         None => return,
     };
     let (mut consumed, mut trimmed) = (0usize, tokio::time::Instant::now());
@@ -241,7 +250,7 @@ async fn read_replies(inner: std::sync::Weak<Inner>, mut tail: Tail, ttl: Durati
                     let mut all = vec![Value::from(inner.reply_key.as_str())];
                     all.extend(args);
                     // Not awaited here: the next read must not wait for housekeeping.
-                    let client = inner.conn.redis().clone();
+                    let client = (*inner.conn.client_for(&inner.reply_key).await).clone();
                     let command = keyed_command(cmd, &inner.reply_key, false);
                     tokio::spawn(async move {
                         if let Err(e) = client.custom::<Value, _>(command, all).await {
@@ -374,7 +383,9 @@ impl<C: Codec> RpcClient<C> {
         // copied whole at every move (into the timeout, into the caller's state): more
         // instructions than the allocation (callgrind, `rpc` in docs/performance.md).
         let exchange = Box::pin(async {
-            let _: Value = (self.inner.untimed.xadd(stream.key.clone(), false, None, "*", fields).await)
+            let client = self.inner.conn.client_for_slot(fred::util::redis_keyslot(stream.key.as_bytes())).await;
+            let untimed = client.with_options(&UNTIMED);
+            let _: Value = (untimed.xadd(stream.key.clone(), false, None, "*", fields).await)
                 .map_err(|e| send_err(RedisError::new("XADD", e).into()))?;
             rx.await.map_err(|_| RpcError::Closed)
         });
@@ -463,7 +474,8 @@ impl<C: Codec> RpcClient<C> {
         let _: i64 = self
             .inner
             .conn
-            .redis()
+            .client_for(key)
+            .await
             .custom(keyed_command("DEL", key, false), vec![Value::from(key)])
             .await
             .map_err(|e| RedisError::new("DEL", e))?;

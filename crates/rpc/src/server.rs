@@ -413,7 +413,8 @@ impl DispatchInner {
         // connection flush its socket for every reply instead of writing a batch together.)
         let written: Value = self
             .conn
-            .redis()
+            .client_for(reply_to)
+            .await
             .xadd(reply_to, true, ("MAXLEN", "~", 10_000), "*", fields)
             .await
             .map_err(|e| RedisError::new("XADD", e))?;

@@ -93,7 +93,7 @@ impl Admin {
     pub async fn create_group(&self, topic: &str, group: &str, start: Position) -> Result<bool, StreamError> {
         let key = self.key(topic)?;
         let args = Args::new().arg(group).arg(start.group_cursor()).arg("MKSTREAM");
-        match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &key, args).await {
+        match call_sub::<Value>(&self.conn, "XGROUP", "CREATE", &key, args).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_server_error("BUSYGROUP") => Ok(false),
             Err(e) => Err(e.into()),
@@ -108,7 +108,7 @@ impl Admin {
     pub async fn set_group_position(&self, topic: &str, group: &str, position: Position) -> Result<(), StreamError> {
         let key = self.key(topic)?;
         let args = Args::new().arg(group).arg(position.group_cursor());
-        call_sub::<Value>(self.conn.redis(), "XGROUP", "SETID", &key, args).await?;
+        call_sub::<Value>(&self.conn, "XGROUP", "SETID", &key, args).await?;
         Ok(())
     }
 
@@ -118,7 +118,7 @@ impl Admin {
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn delete_group(&self, topic: &str, group: &str) -> Result<bool, StreamError> {
         let key = self.key(topic)?;
-        let n: i64 = call_sub(self.conn.redis(), "XGROUP", "DESTROY", &key, Args::new().arg(group)).await?;
+        let n: i64 = call_sub(&self.conn, "XGROUP", "DESTROY", &key, Args::new().arg(group)).await?;
         Ok(n == 1)
     }
 
@@ -128,7 +128,7 @@ impl Admin {
     /// [`StreamError`] for a bad name or a failed command (a missing stream has no groups).
     pub async fn groups(&self, topic: &str) -> Result<Vec<GroupInfo>, StreamError> {
         let key = self.key(topic)?;
-        let reply = match call_sub::<Value>(self.conn.redis(), "XINFO", "GROUPS", &key, Args::new()).await {
+        let reply = match call_sub::<Value>(&self.conn, "XINFO", "GROUPS", &key, Args::new()).await {
             Ok(v) => v,
             Err(e) if e.is_server_error("ERR no such key") => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -158,7 +158,7 @@ impl Admin {
     /// [`StreamError`] for a bad name, a missing group, or a failed command.
     pub async fn consumers(&self, topic: &str, group: &str) -> Result<Vec<ConsumerInfo>, StreamError> {
         let key = self.key(topic)?;
-        let reply: Value = call_sub(self.conn.redis(), "XINFO", "CONSUMERS", &key, Args::new().arg(group)).await?;
+        let reply: Value = call_sub(&self.conn, "XINFO", "CONSUMERS", &key, Args::new().arg(group)).await?;
         Ok(reply
             .into_array()
             .into_iter()
@@ -184,7 +184,7 @@ impl Admin {
     pub async fn pending(&self, topic: &str, group: &str, count: usize) -> Result<Vec<PendingInfo>, StreamError> {
         let key = self.key(topic)?;
         let args = Args::new().arg(group).arg("-").arg("+").arg(count as i64);
-        let rows: Value = call(self.conn.redis(), "XPENDING", &key, args).await?;
+        let rows: Value = call(&self.conn, "XPENDING", &key, args).await?;
         let mut out = Vec::new();
         for row in rows.into_array() {
             let mut cols = row.into_array().into_iter();
@@ -281,7 +281,7 @@ impl Admin {
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn pending_count(&self, topic: &str, group: &str) -> Result<u64, StreamError> {
         let key = self.key(topic)?;
-        let reply: Value = call(self.conn.redis(), "XPENDING", &key, Args::new().arg(group)).await?;
+        let reply: Value = call(&self.conn, "XPENDING", &key, Args::new().arg(group)).await?;
         Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
     }
 
@@ -291,7 +291,7 @@ impl Admin {
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn len(&self, topic: &str) -> Result<u64, StreamError> {
         let key = self.key(topic)?;
-        Ok(call(self.conn.redis(), "XLEN", &key, Args::new()).await?)
+        Ok(call(&self.conn, "XLEN", &key, Args::new()).await?)
     }
 
     /// Deletes `topic`: its stream (with every group) and its dead-letter stream. Returns the
@@ -304,7 +304,7 @@ impl Admin {
         let ns = self.conn.namespace();
         let (stream, dlq) = (ns.topic_stream(&topic), ns.dead_letter_stream(&topic));
         // Both keys share the topic's hash tag, so one DEL works on Redis Cluster too.
-        Ok(call(self.conn.redis(), "DEL", &stream, Args::new().arg(dlq)).await?)
+        Ok(call(&self.conn, "DEL", &stream, Args::new().arg(dlq)).await?)
     }
 
     /// Trims `topic` now with `retention`. Returns the number of entries removed.

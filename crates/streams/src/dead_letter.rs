@@ -165,7 +165,7 @@ impl DeadLetters {
     /// # Errors
     /// [`StreamError::Redis`] when the command fails.
     pub async fn count(&self) -> Result<u64, StreamError> {
-        Ok(call(self.conn.redis(), "XLEN", &self.key, Args::new()).await?)
+        Ok(call(&self.conn, "XLEN", &self.key, Args::new()).await?)
     }
 
     /// The oldest `count` entries of the dead-letter stream, unreadable ones included (see
@@ -175,7 +175,7 @@ impl DeadLetters {
     /// [`StreamError::Redis`] when the command fails.
     pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
         let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
-        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        let entries = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
         Ok(entries.into_iter().map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
     }
 
@@ -189,7 +189,7 @@ impl DeadLetters {
         let mut start = "-".to_owned();
         loop {
             let args = Args::new().arg(start.as_str()).arg("+").arg("COUNT").arg(500);
-            let page = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+            let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
             let Some(last) = page.last().map(|e| e.id) else { return Ok(None) };
             for entry in page {
                 let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
@@ -211,10 +211,7 @@ impl DeadLetters {
     /// script fails.
     pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
-        match REPLAY_DEAD_LETTER
-            .run::<Value>(self.conn.redis(), vec![self.key.clone(), self.topic_key.clone()], args)
-            .await
-        {
+        match REPLAY_DEAD_LETTER.run::<Value>(&self.conn, vec![self.key.clone(), self.topic_key.clone()], args).await {
             Ok(Value::Null) => Ok(None),
             Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
             Err(e) if ["NOFIELDS", "UNREADABLE", "TRUNCATED"].iter().any(|p| e.is_server_error(p)) => {
@@ -234,12 +231,12 @@ impl DeadLetters {
     pub async fn replay_all(&self) -> Result<ReplayAll, StreamError> {
         let mut report = ReplayAll::default();
         let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
-        let newest = parse_entries("XREVRANGE", call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?)?;
+        let newest = parse_entries("XREVRANGE", call::<Value>(&self.conn, "XREVRANGE", &self.key, args).await?)?;
         let Some(last) = newest.first().map(|e| e.id) else { return Ok(report) };
         let mut start = "-".to_owned();
         loop {
             let args = Args::new().arg(start.as_str()).arg(last.to_string()).arg("COUNT").arg(100);
-            let page = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+            let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
             let Some(page_last) = page.last().map(|e| e.id) else { return Ok(report) };
             for entry in page {
                 let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
@@ -266,7 +263,7 @@ impl DeadLetters {
     /// # Errors
     /// [`StreamError::Redis`] when the command fails.
     pub async fn purge(&self) -> Result<u64, StreamError> {
-        let pipeline = self.conn.redis().pipeline();
+        let pipeline = self.conn.client_for(&self.key).await.pipeline();
         let _: () = pipeline
             .custom(command("XLEN", &self.key, false), vec![Value::from(self.key.as_str())])
             .await

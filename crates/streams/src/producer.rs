@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, EventInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{Key, Value};
 use serde::Serialize;
@@ -266,7 +266,8 @@ impl<C: Codec> Producer<C> {
                 let pairs = self.conn.wire_version().xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
                 let reply: Value = self
                     .conn
-                    .redis()
+                    .client_for_slot(target.slot)
+                    .await
                     .xadd(target.key_arg.clone(), false, target.cap(), "*", pairs)
                     .await
                     .map_err(|e| RedisError::new("XADD", e))?;
@@ -286,7 +287,7 @@ impl<C: Codec> Producer<C> {
                     .encode_fields(envelope, self.conn.limits(), push_field(&mut args))
                     .map_err(limits_err)?;
                 let keys = vec![target.key.clone(), dedup];
-                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(self.conn.redis(), keys, args).await?;
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(&self.conn, keys, args).await?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
@@ -323,7 +324,8 @@ impl<C: Codec> Producer<C> {
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let acked: i64 = self
             .conn
-            .redis()
+            .client_for_slot(target.slot)
+            .await
             .custom(slot_command("WAIT", target.slot, false), vec![Value::from(i64::from(replicas)), Value::from(ms)])
             .await
             .map_err(|e| RedisError::new("WAIT", e))?;
@@ -397,7 +399,7 @@ impl<C: Codec> Producer<C> {
             .map_err(|source| StreamError::Limits { topic: topic.to_string(), source })?;
         let mut keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic)];
         keys.extend(dedup);
-        let reply: Vec<Value> = SCHEDULE.run(self.conn.redis(), keys, args).await?;
+        let reply: Vec<Value> = SCHEDULE.run(&self.conn, keys, args).await?;
         reply
             .into_iter()
             .next()
@@ -433,7 +435,7 @@ impl<C: Codec> Producer<C> {
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
         let cap = target.cap();
-        let pipeline = self.conn.redis().pipeline();
+        let pipeline = self.conn.client_for_slot(target.slot).await.pipeline();
         for env in envelopes {
             let pairs = self
                 .conn
@@ -606,7 +608,7 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
         // between the `XADD` and the `WAIT`, the new connection has written nothing and every
         // replica would seem to have it. Any reconnection in between makes the answer
         // "not confirmed" (acked 0): a false alarm costs a retry, a false confirmation a loss.
-        let mut reconnects = self.replicated.map(|_| self.producer.conn.redis().reconnect_rx());
+        let mut reconnects = self.replicated.map(|_| self.producer.conn.reconnect_rx());
         let id = self.producer.publish_ref(self.topic, &self.envelope(&parts), self.idempotency_key.as_deref()).await?;
         if let Some((replicas, timeout)) = self.replicated {
             self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;

@@ -2,10 +2,9 @@
 //! plain `Value`s (fred's typed stream helpers fail on nil replies and PEL tombstones).
 
 use bytes::Bytes;
-use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use fred::types::{FromValue, Value};
-use tributary_core::{EntryId, RedisError};
+use tributary_core::{Connection, EntryId, RedisError};
 
 /// One argument list under construction.
 #[derive(Debug, Default)]
@@ -54,7 +53,7 @@ pub(crate) fn id_args(ids: impl ExactSizeIterator<Item = EntryId>) -> Vec<fred::
 
 /// Sends `name key args...` and converts the reply.
 pub(crate) async fn call<R: FromValue>(
-    client: &Client,
+    conn: &Connection,
     name: &'static str,
     key: &str,
     args: Args,
@@ -62,12 +61,13 @@ pub(crate) async fn call<R: FromValue>(
     let mut all = Vec::with_capacity(args.0.len() + 1);
     all.push(Value::from(key));
     all.extend(args.0);
+    let client = conn.client_for(key).await;
     client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
 }
 
 /// Sends `name sub key args...` (`XGROUP CREATE key ...`, `XINFO GROUPS key`), routed by `key`.
 pub(crate) async fn call_sub<R: FromValue>(
-    client: &Client,
+    conn: &Connection,
     name: &'static str,
     sub: &'static str,
     key: &str,
@@ -77,6 +77,7 @@ pub(crate) async fn call_sub<R: FromValue>(
     all.push(Value::from(sub));
     all.push(Value::from(key));
     all.extend(args.0);
+    let client = conn.client_for(key).await;
     client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
 }
 

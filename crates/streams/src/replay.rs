@@ -101,7 +101,7 @@ impl RangeReader {
             return Ok(None);
         };
         let args = Args::new().arg(start).arg(self.end.as_str()).arg("COUNT").arg(self.page_size as i64);
-        let entries = parse_entries("XRANGE", call::<Value>(self.conn.redis(), "XRANGE", &self.key, args).await?)?;
+        let entries = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
         self.next_start = match entries.last() {
             Some(last) if entries.len() == self.page_size => Some(format!("({}", last.id)),
             _ => None,
@@ -229,7 +229,7 @@ impl Tail {
                 // Resolve `$` once, to a concrete id.
                 Position::End => {
                     let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
-                    let newest = call::<Value>(self.conn.redis(), "XREVRANGE", &self.key, args).await?;
+                    let newest = call::<Value>(&self.conn, "XREVRANGE", &self.key, args).await?;
                     parse_entries("XREVRANGE", newest)?.first().map_or(EntryId::MIN, |e| e.id)
                 }
             };
@@ -237,7 +237,9 @@ impl Tail {
         }
         let client = match self.reader.as_ref() {
             Some(c) => c,
-            None => &*self.reader.insert(self.conn.dedicated(self.block).await.map_err(StreamError::Connect)?),
+            None => &*self
+                .reader
+                .insert(self.conn.dedicated_for(&self.key, self.block).await.map_err(StreamError::Connect)?),
         };
         let block_ms = i64::try_from(self.block.as_millis()).unwrap_or(i64::MAX);
         let args: Vec<Value> = vec![
@@ -249,9 +251,19 @@ impl Tail {
             self.key_arg.clone(),
             self.last.to_string().into(),
         ];
-        let reply: Value = fred::interfaces::ClientLike::custom(&**client, command("XREAD", &self.key, true), args)
-            .await
-            .map_err(|e| tributary_core::RedisError::new("XREAD", e))?;
+        let reply =
+            fred::interfaces::ClientLike::custom::<Value, _>(&**client, command("XREAD", &self.key, true), args).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                // On Redis Cluster a failover may have moved the stream: read from its new
+                // primary next time.
+                if !self.conn.readers_survive_errors() {
+                    self.reader = None;
+                }
+                return Err(tributary_core::RedisError::new("XREAD", e).into());
+            }
+        };
         let entries = parse_read_reply("XREAD", reply)?;
         if let Some(last) = entries.last() {
             self.last = last.id;

@@ -107,13 +107,13 @@ impl Retention {
                 Limit::MaxAge(age) => ("minid", min_id(SystemTime::now(), age)),
                 Limit::MinId(id) => ("minid", id.to_string()),
             };
-            TRIM_SAFE.run(conn.redis(), vec![key], vec![mode.into(), value.into()]).await?
+            TRIM_SAFE.run(conn, vec![key], vec![mode.into(), value.into()]).await?
         } else {
             let mut args = Args::new();
             for a in self.xadd_args(SystemTime::now()) {
                 args.push(a);
             }
-            call(conn.redis(), "XTRIM", &key, args).await?
+            call(conn, "XTRIM", &key, args).await?
         };
         Ok(removed)
     }

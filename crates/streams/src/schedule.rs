@@ -65,7 +65,7 @@ impl Scheduler {
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn count(&self, topic: &str) -> Result<u64, StreamError> {
         let (set, _, _) = self.keys(&Topic::new(topic)?);
-        Ok(call(self.conn.redis(), "ZCARD", &set, Args::new()).await?)
+        Ok(call(&self.conn, "ZCARD", &set, Args::new()).await?)
     }
 
     /// The `count` scheduled messages of `topic` due first.
@@ -78,7 +78,7 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         let args = Args::new().arg(0).arg(count as i64 - 1).arg("WITHSCORES");
-        let flat: Vec<Value> = call::<Value>(self.conn.redis(), "ZRANGE", &set, args).await?.into_array();
+        let flat: Vec<Value> = call::<Value>(&self.conn, "ZRANGE", &set, args).await?.into_array();
         let mut ids_due = Vec::new();
         let mut it = flat.into_iter();
         while let (Some(id), Some(score)) = (it.next(), it.next()) {
@@ -92,7 +92,7 @@ impl Scheduler {
         for (id, _) in &ids_due {
             args.push(id.as_str());
         }
-        let packed: Vec<Value> = call::<Value>(self.conn.redis(), "HMGET", &data, args).await?.into_array();
+        let packed: Vec<Value> = call::<Value>(&self.conn, "HMGET", &data, args).await?.into_array();
         let limits = *self.conn.limits();
         Ok(ids_due
             .into_iter()
@@ -116,7 +116,7 @@ impl Scheduler {
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn cancel(&self, topic: &str, id: &str) -> Result<bool, StreamError> {
         let (set, data, _) = self.keys(&Topic::new(topic)?);
-        let n: i64 = CANCEL_SCHEDULED.run(self.conn.redis(), vec![set, data], vec![id.into()]).await?;
+        let n: i64 = CANCEL_SCHEDULED.run(&self.conn, vec![set, data], vec![id.into()]).await?;
         Ok(n == 1)
     }
 
@@ -127,8 +127,7 @@ impl Scheduler {
     /// [`StreamError`] when the script fails.
     pub async fn move_due(&self, topic: &Topic, max: usize) -> Result<(u64, Option<Duration>), StreamError> {
         let (set, data, stream) = self.keys(topic);
-        let reply: Vec<i64> =
-            MOVE_DUE.run(self.conn.redis(), vec![set, data, stream], vec![(max as i64).into()]).await?;
+        let reply: Vec<i64> = MOVE_DUE.run(&self.conn, vec![set, data, stream], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
         Ok((moved, next))

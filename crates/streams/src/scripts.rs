@@ -3,10 +3,9 @@
 
 use std::sync::LazyLock;
 
-use fred::clients::Client;
 use fred::types::scripts::Script;
 use fred::types::{FromValue, Value};
-use tributary_core::RedisError;
+use tributary_core::{Connection, RedisError};
 
 /// A script with the name used in errors.
 pub(crate) struct Lua {
@@ -22,11 +21,13 @@ impl Lua {
     /// `EVALSHA`, loading the script first if the server does not know it yet.
     pub(crate) async fn run<R: FromValue>(
         &self,
-        client: &Client,
+        conn: &Connection,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, RedisError> {
-        self.script.evalsha_with_reload(client, keys, args).await.map_err(|e| RedisError::new(self.name, e))
+        // Every key shares the first one's hash tag (see above): its node runs the script.
+        let client = conn.client_for(keys.first().map_or("", String::as_str)).await;
+        self.script.evalsha_with_reload(&client, keys, args).await.map_err(|e| RedisError::new(self.name, e))
     }
 }
 

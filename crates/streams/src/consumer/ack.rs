@@ -96,7 +96,12 @@ impl TopicConsumer {
                 let ids = id_args(batch.iter().map(|(id, _)| *id));
                 // fred's typed command: a custom command would make the connection flush
                 // its socket for it alone.
-                let acked = self.conn.redis().xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids).await;
+                let acked = self
+                    .conn
+                    .client_for(&self.key)
+                    .await
+                    .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
+                    .await;
                 match acked.map_err(|e| RedisError::new("XACK", e)) {
                     Ok(_) => break,
                     Err(e) => {
@@ -150,7 +155,7 @@ impl TopicConsumer {
         let keys = vec![self.key.clone(), self.conn.namespace().dead_letter_stream(&self.topic)];
         let mut backoff = Duration::from_millis(50);
         for _ in 0..5 {
-            match DEAD_LETTER.run::<i64>(self.conn.redis(), keys.clone(), args.clone()).await {
+            match DEAD_LETTER.run::<i64>(&self.conn, keys.clone(), args.clone()).await {
                 Ok(moved) => {
                     if moved == 1 {
                         Stats::add(&self.stats.dead_lettered, 1);
@@ -177,8 +182,7 @@ impl TopicConsumer {
     /// or trimmed; an unacked tombstone would stay in the PEL for ever), or it is a replay
     /// addressed to another group.
     pub(crate) async fn ack_unhandled(&self, id: EntryId) -> Result<(), RedisError> {
-        call::<i64>(self.conn.redis(), "XACK", &self.key, Args::new().arg(self.group.as_str()).arg(id.to_string()))
-            .await?;
+        call::<i64>(&self.conn, "XACK", &self.key, Args::new().arg(self.group.as_str()).arg(id.to_string())).await?;
         Ok(())
     }
 }

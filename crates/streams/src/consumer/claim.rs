@@ -34,7 +34,7 @@ impl TopicConsumer {
                 .arg("+")
                 .arg(page as i64)
                 .arg(self.config.consumer_name.as_str());
-            let rows = match call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await {
+            let rows = match call::<Value>(&self.conn, "XPENDING", &self.key, args).await {
                 Ok(reply) => parse_pending(reply)?,
                 Err(e) if Self::is_group_lost(&e) => {
                     // Nothing of this consumer's survives with the group.
@@ -105,7 +105,7 @@ impl TopicConsumer {
         }
         // XCLAIM re-checks the idle time atomically, so two consumers sweeping at once never
         // both get an entry; entries deleted meanwhile drop out of the PEL (Redis >= 7).
-        let claimed = match call::<Value>(self.conn.redis(), "XCLAIM", &self.key, args).await {
+        let claimed = match call::<Value>(&self.conn, "XCLAIM", &self.key, args).await {
             Ok(reply) => parse_entries("XCLAIM", reply),
             Err(e) => Err(e),
         };
@@ -230,7 +230,7 @@ impl TopicConsumer {
         let want = self.config.batch_size.min(self.config.max_in_flight).max(1);
         let idle_ms = i64::try_from(self.config.claim_idle.as_millis()).unwrap_or(i64::MAX);
         let args = Args::new().arg(self.group.as_str()).arg("IDLE").arg(idle_ms).arg("-").arg("+").arg(want as i64);
-        let rows = match call::<Value>(self.conn.redis(), "XPENDING", &self.key, args).await {
+        let rows = match call::<Value>(&self.conn, "XPENDING", &self.key, args).await {
             Ok(reply) => parse_pending(reply)?,
             Err(e) if Self::is_group_lost(&e) => return self.restore_group().await,
             Err(e) => return Err(e),
@@ -264,7 +264,7 @@ impl TopicConsumer {
             let mut args: Vec<Value> =
                 vec![self.group.as_str().into(), self.config.consumer_name.as_str().into(), "lease".into()];
             args.extend(chunk.iter().map(|id| Value::from(id.to_string())));
-            let reply = CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(self.conn.redis(), vec![self.key.clone()], args);
+            let reply = CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(&self.conn, vec![self.key.clone()], args);
             let (_, taken) = match reply.await {
                 Ok(reply) => reply,
                 Err(e) if Self::is_group_lost(&e) => return self.restore_group().await,
@@ -296,7 +296,7 @@ impl TopicConsumer {
             Value::from(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)),
             self.config.consumer_name.as_str().into(),
         ];
-        let removed: i64 = DELETE_IDLE_CONSUMERS.run(self.conn.redis(), vec![self.key.clone()], args).await?;
+        let removed: i64 = DELETE_IDLE_CONSUMERS.run(&self.conn, vec![self.key.clone()], args).await?;
         if removed > 0 {
             tracing::info!(topic = %self.topic, group = %self.group, removed, "removed idle consumers with nothing pending");
         }

@@ -71,7 +71,7 @@ impl TopicConsumer {
     /// `XGROUP CREATE key group start MKSTREAM`: true when created, false when it existed.
     async fn create_group(&self, start: &str) -> Result<bool, RedisError> {
         let args = Args::new().arg(self.group.as_str()).arg(start).arg("MKSTREAM");
-        match call_sub::<Value>(self.conn.redis(), "XGROUP", "CREATE", &self.key, args).await {
+        match call_sub::<Value>(&self.conn, "XGROUP", "CREATE", &self.key, args).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_server_error("BUSYGROUP") => Ok(false),
             Err(e) => Err(e),
@@ -80,7 +80,7 @@ impl TopicConsumer {
 
     /// The group's cursor (`last-delivered-id`), if the group exists.
     async fn group_cursor(&self) -> Result<Option<EntryId>, RedisError> {
-        let reply = match call_sub::<Value>(self.conn.redis(), "XINFO", "GROUPS", &self.key, Args::new()).await {
+        let reply = match call_sub::<Value>(&self.conn, "XINFO", "GROUPS", &self.key, Args::new()).await {
             Ok(v) => v,
             Err(e) if e.is_server_error("ERR no such key") => return Ok(None),
             Err(e) => return Err(e),
@@ -98,7 +98,7 @@ impl TopicConsumer {
     /// The newest id the stream ever generated (`last-generated-id`), `None` when there is no
     /// stream.
     async fn newest_id(&self) -> Result<Option<EntryId>, RedisError> {
-        match call_sub::<Value>(self.conn.redis(), "XINFO", "STREAM", &self.key, Args::new()).await {
+        match call_sub::<Value>(&self.conn, "XINFO", "STREAM", &self.key, Args::new()).await {
             Ok(v) => match pairs(v).into_iter().find(|(k, _)| k == "last-generated-id") {
                 Some((_, id)) => entry_id_of("XINFO STREAM", id).map(Some),
                 None => Err(RedisError::unexpected_reply("XINFO STREAM", "no last-generated-id")),

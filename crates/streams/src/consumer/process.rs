@@ -209,12 +209,8 @@ impl TopicConsumer {
                 "retry".into(),
                 id.to_string().into(),
             ];
-            let claimed = Box::pin(CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(
-                self.conn.redis(),
-                vec![self.key.clone()],
-                args,
-            ))
-            .await;
+            let claimed =
+                Box::pin(CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(&self.conn, vec![self.key.clone()], args)).await;
             match claimed {
                 Ok((owned, _)) if !owned.is_empty() => {
                     attempt += 1;
@@ -278,7 +274,7 @@ impl TopicConsumer {
             "lease".into(),
             id.to_string().into(),
         ];
-        match CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(self.conn.redis(), vec![self.key.clone()], args).await {
+        match CLAIM_OWNED.run::<(Vec<String>, Vec<String>)>(&self.conn, vec![self.key.clone()], args).await {
             Ok((owned, _)) => !owned.is_empty(),
             Err(e) => {
                 tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not check the entry is still ours; running it");

@@ -329,11 +329,17 @@ impl TopicConsumer {
         // Redis with the reply lost (the read then fails: the reader makes one attempt); so
         // may a claim (`XCLAIM`) on the command connection.
         let mut reconnects = None;
-        let mut command_reconnects = self.conn.redis().reconnect_rx();
+        let mut command_reconnects = self.conn.reconnect_rx();
         // Set when a read may have lost its reply: recover own pending entries before reading on.
         let mut lost_reply = false;
         let mut backoff = Duration::from_millis(100);
+        // Set when the reader's node no longer serves the topic (a failover on Redis Cluster).
+        let mut reopen = false;
         loop {
+            if std::mem::take(&mut reopen) {
+                reader = None;
+                reconnects = None;
+            }
             lost_reply |= reconnected(&mut command_reconnects);
             if let Some(rx) = &mut reconnects {
                 lost_reply |= reconnected(rx);
@@ -378,7 +384,7 @@ impl TopicConsumer {
             };
             if reader.is_none() {
                 let opened = tokio::select! {
-                    c = self.conn.dedicated(self.config.block_for) => c,
+                    c = self.conn.dedicated_for(&self.key, self.config.block_for) => c,
                     _ = self.stop.cancelled() => {
                         self.budget.give_back(slots.len());
                         break;
@@ -492,6 +498,9 @@ impl TopicConsumer {
                     drop(slots);
                     tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
                     lost_reply = true;
+                    // On Redis Cluster a failover may have moved the topic: read from its new
+                    // primary (the old reader would reconnect to a node that is gone).
+                    reopen = !self.conn.readers_survive_errors();
                     if self.pause(&mut backoff).await {
                         break;
                     }
@@ -508,7 +517,8 @@ impl TopicConsumer {
     async fn unblock(&self, reader_id: Option<i64>) -> Unblock {
         let Some(id) = reader_id else { return Unblock::Refused };
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];
-        let unblock = self.conn.redis().custom::<Value, _>(command("CLIENT", &self.key, false), args);
+        let client = self.conn.client_for(&self.key).await;
+        let unblock = client.custom::<Value, _>(command("CLIENT", &self.key, false), args);
         match tokio::time::timeout(STOP_STEP, unblock).await {
             // 1: it was blocked and is woken now; 0: it was not blocked (yet), and will block.
             Ok(Ok(Value::Integer(1))) => Unblock::Done,
@@ -702,7 +712,7 @@ impl TopicConsumer {
                 args.push(id.to_string().into());
                 args.push(Value::from(i64::try_from(*deliveries).unwrap_or(i64::MAX)));
             }
-            match RELEASE_OWNED.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
+            match RELEASE_OWNED.run::<i64>(&self.conn, vec![self.key.clone()], args).await {
                 Ok(n) => {
                     Stats::add(&self.stats.released, n as u64);
                     tracing::info!(topic = %self.topic, group = %self.group, released = n,
@@ -717,7 +727,7 @@ impl TopicConsumer {
     /// On a clean stop, remove this consumer from the group if it holds nothing.
     async fn leave_group_if_empty(&self) {
         let args = vec![self.group.as_str().into(), self.config.consumer_name.as_str().into()];
-        match DELETE_CONSUMER_IF_EMPTY.run::<i64>(self.conn.redis(), vec![self.key.clone()], args).await {
+        match DELETE_CONSUMER_IF_EMPTY.run::<i64>(&self.conn, vec![self.key.clone()], args).await {
             Ok(1) => tracing::debug!(topic = %self.topic, "left the group (nothing pending)"),
             Ok(_) => tracing::info!(topic = %self.topic, "entries still pending; keeping consumer for its next start"),
             Err(e) => tracing::warn!(topic = %self.topic, error = %e, "could not check pending entries at stop"),

@@ -1,0 +1,258 @@
+//! On Redis Cluster: one client per primary, chosen by a key's hash slot.
+//!
+//! fred's cluster client sends every command through one router task, and that task sends
+//! nothing to *any* node while it reconnects one: one primary's failover paused the topics of
+//! every primary for the length of the failover (docs/reliability.md). Here each primary has
+//! a client of its own (a single-node fred client, with its own reconnect loop), and a map of
+//! slots to primaries says which one serves a key. The map is read with `CLUSTER SLOTS` from
+//! any node that answers: every second, and every 100 ms while a node is unreachable, so a
+//! promoted replica takes over its slots within a step of the cluster's own failover.
+//!
+//! A command for a slot whose primary is unreachable waits (up to the command timeout) for
+//! the primary to come back or for the map to name another one; commands for other slots go
+//! on meanwhile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::cluster::ClusterRouting;
+use fred::types::config::{Server, ServerConfig};
+use fred::types::{Builder, Value};
+use tokio::sync::{broadcast, Notify};
+
+use crate::connection::Dedicated;
+
+/// How often the map is re-read while every primary is reachable.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often while one is not (a failover is under way, or a node restarts).
+const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(100);
+/// Bound of one `CLUSTER SLOTS` question to one node.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) struct SlotRouter {
+    /// The cluster's builder: credentials, TLS, timeouts and reconnect policy for node clients.
+    builder: Builder,
+    /// fred's own cluster client: asked for the map when no node client answers.
+    cluster: Client,
+    routes: RwLock<Arc<Routes>>,
+    /// Notified when the map was re-read.
+    refreshed: Notify,
+    /// Notified to re-read the map now (a command found its primary unreachable).
+    wake: Notify,
+    /// Reconnections of any node client, and replaced primaries: a command in flight on them
+    /// may have run with its reply lost.
+    reconnects: broadcast::Sender<Server>,
+}
+
+/// Which primary serves which slot, and the client of each.
+struct Routes {
+    routing: ClusterRouting,
+    nodes: HashMap<Server, Arc<Dedicated>>,
+}
+
+impl Routes {
+    fn client(&self, slot: u16) -> Option<(&Server, &Arc<Dedicated>)> {
+        let server = self.routing.get_server(slot)?;
+        self.nodes.get_key_value(server)
+    }
+}
+
+impl SlotRouter {
+    /// Reads the map through `cluster` (connected), connects to every primary and starts the
+    /// task that keeps the map current (it ends when the router is dropped).
+    pub(crate) async fn start(builder: Builder, cluster: Client) -> Result<Arc<Self>, fred::error::Error> {
+        let routing = ask(&cluster, seed_host(&builder)).await?;
+        let (reconnects, _) = broadcast::channel(64);
+        let router = Arc::new(Self {
+            builder,
+            cluster,
+            routes: RwLock::new(Arc::new(Routes { routing: ClusterRouting::new(), nodes: HashMap::new() })),
+            refreshed: Notify::new(),
+            wake: Notify::new(),
+            reconnects,
+        });
+        router.install(routing).await;
+        tokio::spawn(keep_current(Arc::downgrade(&router)));
+        Ok(router)
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.routes.read().expect("routes lock").clone()
+    }
+
+    /// The client of the primary serving `slot`: at once when it is connected; otherwise after
+    /// waiting, up to `patience`, for it to reconnect or for the map to name a new primary.
+    /// After that, the client as it is (the command then fails or waits as fred decides).
+    pub(crate) async fn client(&self, slot: u16, patience: Duration) -> Client {
+        let deadline = Instant::now() + patience;
+        loop {
+            let routes = self.routes();
+            let found = routes.client(slot).map(|(_, c)| c);
+            if let Some(client) = found {
+                if client.is_connected() {
+                    return (**client).clone();
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return found.map_or_else(|| self.cluster.clone(), |c| (**c).clone());
+            }
+            let refreshed = self.refreshed.notified();
+            self.wake.notify_one();
+            tokio::select! {
+                _ = refreshed => {}
+                // The node client may reconnect without the map changing.
+                _ = tokio::time::sleep(left.min(Duration::from_millis(20))) => {}
+            }
+        }
+    }
+
+    /// The primary serving `slot` in the current map, once it is connected (waiting as
+    /// [`Self::client`] does).
+    pub(crate) async fn server(&self, slot: u16, patience: Duration) -> Option<Server> {
+        let _ = self.client(slot, patience).await;
+        self.routes().routing.get_server(slot).cloned()
+    }
+
+    /// A builder for clients of the single node `server`, with the cluster's settings.
+    pub(crate) fn node_builder(&self, server: Server) -> Builder {
+        let mut builder = self.builder.clone();
+        builder.with_config(|c| c.server = ServerConfig::Centralized { server });
+        builder
+    }
+
+    pub(crate) fn reconnect_rx(&self) -> broadcast::Receiver<Server> {
+        self.reconnects.subscribe()
+    }
+
+    /// Re-reads the map from the first node that answers, connects to new primaries and closes
+    /// the clients of nodes that are no longer primaries.
+    async fn refresh(&self) {
+        let current = self.routes();
+        let mut routing = None;
+        for (server, client) in current.nodes.iter().filter(|(_, c)| c.is_connected()) {
+            if let Ok(found) = ask(client, server.host.to_string()).await {
+                routing = Some(found);
+                break;
+            }
+        }
+        let routing = match routing {
+            Some(r) => r,
+            None => match ask(&self.cluster, seed_host(&self.builder)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no cluster node answered CLUSTER SLOTS; keeping the map");
+                    return;
+                }
+            },
+        };
+        if routing.slots() == current.routing.slots() {
+            return;
+        }
+        self.install(routing).await;
+    }
+
+    /// Makes `routing` the map: clients for its primaries (kept where they exist), others closed.
+    async fn install(&self, routing: ClusterRouting) {
+        let current = self.routes();
+        let mut nodes = HashMap::new();
+        for server in routing.unique_primary_nodes() {
+            let client = match current.nodes.get(&server) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = self.connect_node(server.clone()).await;
+                    // Commands routed to the slots' old primary may have run with the reply lost.
+                    let _ = self.reconnects.send(server.clone());
+                    client
+                }
+            };
+            nodes.insert(server, client);
+        }
+        let gone: Vec<_> = current.nodes.keys().filter(|s| !nodes.contains_key(*s)).cloned().collect();
+        if !current.nodes.is_empty() {
+            tracing::info!(
+                primaries = ?nodes.keys().map(ToString::to_string).collect::<Vec<_>>(),
+                replaced = ?gone.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "cluster map changed"
+            );
+        }
+        // The old clients close when the last command holding one ends (`Dedicated` drop).
+        *self.routes.write().expect("routes lock") = Arc::new(Routes { routing, nodes });
+        self.refreshed.notify_waiters();
+    }
+
+    /// A client of the primary `server`. Not waited for beyond one attempt: an unreachable one
+    /// keeps reconnecting on its own, and commands wait for it in [`Self::client`].
+    async fn connect_node(&self, server: Server) -> Arc<Dedicated> {
+        let builder = self.node_builder(server.clone());
+        let client = match builder.build() {
+            Ok(client) => client,
+            // The cluster's own settings built a client: a single node's cannot fail.
+            Err(e) => {
+                tracing::error!(node = %server, error = %e, "cannot build a client for a cluster node");
+                self.cluster.clone()
+            }
+        };
+        let mut rx = client.reconnect_rx();
+        let tx = self.reconnects.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(server) => {
+                        let _ = tx.send(server);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let client = Dedicated::new(client);
+        // The connection task runs (and reconnects) on its own; its handle is not needed.
+        drop(client.connect());
+        let _ = tokio::time::timeout(ASK_TIMEOUT, client.wait_for_connect()).await;
+        Arc::new(client)
+    }
+}
+
+/// Keeps the map current until the router is gone.
+async fn keep_current(router: Weak<SlotRouter>) {
+    loop {
+        let Some(r) = router.upgrade() else { return };
+        let all_up = r.routes().nodes.values().all(|c| c.is_connected());
+        let wait = if all_up { REFRESH_EVERY } else { REFRESH_WHILE_DOWN };
+        // Holding the router while waiting keeps it (and its node clients) alive up to `wait`
+        // after the connection is dropped: no longer.
+        tokio::select! {
+            _ = r.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if Arc::strong_count(&r) == 1 {
+            return;
+        }
+        r.refresh().await;
+        drop(r);
+        // Woken by many waiting commands at once: one refresh per step is enough.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The host of the first node the configuration names.
+fn seed_host(builder: &Builder) -> String {
+    match builder.get_config().map(|c| &c.server) {
+        Some(ServerConfig::Clustered { hosts, .. }) => hosts.first().map(|s| s.host.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// `CLUSTER SLOTS` of the node(s) behind `client`, bounded by [`ASK_TIMEOUT`]. `host` stands for
+/// nodes that announce no address of their own (the one the question went to).
+async fn ask(client: &Client, host: String) -> Result<ClusterRouting, fred::error::Error> {
+    let cmd = fred::types::CustomCommand::new_static("CLUSTER", fred::types::ClusterHash::Random, false);
+    let reply: Value = tokio::time::timeout(ASK_TIMEOUT, client.custom(cmd, vec![Value::from("SLOTS")]))
+        .await
+        .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, "CLUSTER SLOTS timed out"))??;
+    ClusterRouting::from_cluster_slots(reply, host)
+}
