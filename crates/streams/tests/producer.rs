@@ -206,3 +206,116 @@ async fn json_codec_and_custom_headers_round_trip_through_a_worker() {
     assert!(redis.cli(&["XRANGE", &key, "-", "+"]).contains(r#"{"n":3,"key":"x"}"#));
     let _ = wire::WIRE_VERSION;
 }
+
+/// A TCP proxy to `upstream` that cuts the client's connection, once armed, at the first
+/// command it sees containing `cut_at` (that command never reaches Redis). The client then
+/// reconnects through the proxy.
+async fn cutting_proxy(upstream: u16, cut_at: &'static [u8]) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let armed = std::sync::Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+            let (mut client_rd, mut client_wr) = client.into_split();
+            let (mut server_rd, mut server_wr) = server.into_split();
+            let armed = arm.clone();
+            let upward = tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(cut_at.len()).any(|w| w == cut_at) && armed.swap(false, Ordering::SeqCst) {
+                        return; // drops both halves of the upward path: the connection is cut
+                    }
+                    if server_wr.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    tokio::select! {
+                        read = server_rd.read(&mut buf) => match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => if client_wr.write_all(&buf[..n]).await.is_err() { return },
+                        },
+                        // The upward path ended: close the client's side too.
+                        _ = async { while !upward.is_finished() { tokio::time::sleep(Duration::from_millis(5)).await } } => return,
+                    }
+                }
+            });
+        }
+    });
+    (port, armed)
+}
+
+/// `WAIT` counts the replicas that have what the *calling connection* wrote. On a connection
+/// made after the write (a reconnection between `XADD` and `WAIT`) that is nothing, and every
+/// connected replica would seem to have it, even replicas that acknowledge nothing. With two
+/// replicas frozen, `replicated(2, ..)` must never report the write replicated.
+///
+/// Two things keep it so: the producer reports any reconnection between the two as "not
+/// confirmed", and redis-server 7.0 itself sets a connection's offset at *every* command, so the
+/// `WAIT` after fred's reconnection commands waits for the newest offset (it answered 0 here with
+/// the producer's check removed; a fresh connection whose first command is `WAIT` gets 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_publish_never_confirms_writes_the_replicas_do_not_have() {
+    let primary = TestRedis::start_private().await;
+    let replica_of = format!("127.0.0.1 {}", primary.port());
+    let replicas = [
+        TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("replicaof", &replica_of)).await,
+        TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("replicaof", &replica_of)).await,
+    ];
+    wait_until(PATIENCE, "both replicas in sync", || {
+        let info = primary.cli(&["INFO", "replication"]);
+        async move { info.contains("connected_slaves:2") && info.matches("state=online").count() == 2 }
+    })
+    .await;
+    let (port, cut_next_wait) = cutting_proxy(primary.port(), b"WAIT").await;
+    let conn = Connection::options()
+        .namespace(primary.namespace())
+        .connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let producer = Producer::new(conn.clone());
+    let wait = Duration::from_millis(300);
+
+    // Both replicas healthy: confirmed.
+    producer.message("payments", &1u32).replicated(2, Duration::from_secs(5)).send().await.unwrap();
+
+    // Both frozen: still connected to the primary, but acknowledging nothing.
+    for r in &replicas {
+        r.pause();
+    }
+    let err = producer.message("payments", &2u32).replicated(2, wait).send().await.unwrap_err();
+    assert!(
+        matches!(err, tributary_streams::StreamError::NotReplicated { acked: 0, wanted: 2, .. }),
+        "frozen replicas: {err:?}"
+    );
+
+    // The connection is cut as WAIT is sent: the client reconnects and sends WAIT again, on a
+    // connection that wrote nothing, where Redis answers 2 at once.
+    cut_next_wait.store(true, std::sync::atomic::Ordering::SeqCst);
+    let result = producer.message("payments", &3u32).replicated(2, wait).send().await;
+    assert!(!cut_next_wait.load(std::sync::atomic::Ordering::SeqCst), "the proxy cut the connection");
+    match result {
+        Err(tributary_streams::StreamError::NotReplicated { acked, wanted: 2, .. }) => assert!(acked < 2),
+        // Also honest: the WAIT failed with the connection.
+        Err(tributary_streams::StreamError::Redis(_)) => {}
+        other => panic!("a write the replicas do not have was reported as: {other:?}"),
+    }
+    // The entry is on the primary all the same (it is the replication that is not confirmed).
+    assert_eq!(primary.cli(&["XLEN", &format!("{}:{{payments}}", primary.namespace())]).trim(), "3");
+
+    for r in &replicas {
+        r.resume();
+    }
+    producer.message("payments", &4u32).replicated(2, Duration::from_secs(5)).send().await.unwrap();
+}

@@ -182,6 +182,23 @@ impl TestRedis {
         self.process().kill();
     }
 
+    /// Freezes the private server with SIGSTOP: its connections stay open but nothing is
+    /// answered (a wedged or swapped-out server, or a replica that stops acknowledging).
+    ///
+    /// # Panics
+    /// When the server is the shared one or not running.
+    pub fn pause(&self) {
+        self.process().signal("STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT).
+    ///
+    /// # Panics
+    /// When the server is the shared one or not running.
+    pub fn resume(&self) {
+        self.process().signal("CONT");
+    }
+
     /// Starts the private server again on the same port and data directory.
     ///
     /// # Panics
@@ -223,6 +240,12 @@ impl TestRedis {
 impl Process {
     pub(crate) fn is_running(&self) -> bool {
         self.child.lock().expect("lock").is_some()
+    }
+
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.lock().expect("lock").as_ref().map(Child::id).expect("the server is running");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
     pub(crate) fn kill(&self) {
