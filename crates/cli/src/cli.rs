@@ -224,15 +224,19 @@ pub(crate) enum GroupCommand {
 pub(crate) struct TrimArgs {
     /// Topic.
     pub(crate) topic: String,
-    /// Keep about this many newest entries.
+    /// Keep this many newest entries.
     #[arg(long, required_unless_present = "minid", conflicts_with = "minid")]
     pub(crate) maxlen: Option<u64>,
     /// Keep entries from this id (or RFC 3339 time) on.
     #[arg(long, value_parser = crate::parse::entry_id_or_time)]
     pub(crate) minid: Option<tributary::EntryId>,
-    /// Never trim entries a group has not delivered or acknowledged.
+    /// Never trim entries a group has not read or acknowledged.
     #[arg(long)]
     pub(crate) safe: bool,
+    /// Remove whole stream nodes only: cheaper, but a few more entries than asked may stay
+    /// (without `--safe`).
+    #[arg(long, conflicts_with = "safe")]
+    pub(crate) approx: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 //! `tributary group create | setid | delete` and `tributary trim`.
 
 use serde_json::json;
-use tributary::{Admin, BoxError, Connection, Retention};
+use tributary::{Admin, BoxError, Connection, HoldReason, Retention};
 
 use crate::cli::{GroupCommand, Output, TrimArgs};
 use crate::output;
@@ -34,7 +34,31 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
     if args.safe {
         retention = retention.safe();
     }
-    let removed = Admin::new(conn).trim(&args.topic, retention).await?;
-    output::single(out, "removed", json!(removed));
+    if args.approx {
+        retention = retention.approximate();
+    }
+    let trimmed = Admin::new(conn).trim(&args.topic, retention).await?;
+    let held = trimmed.held_by.as_ref();
+    match out {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "removed": trimmed.removed,
+                "remaining": trimmed.remaining,
+                "held_by": held.map(|h| json!({
+                    "group": h.group,
+                    "reason": match h.reason { HoldReason::Pending => "pending", _ => "unread" },
+                    "from": h.from.to_string(),
+                })),
+            })
+        ),
+        Output::Table => match held {
+            None => println!("removed {}; {} remain", trimmed.removed, trimmed.remaining),
+            Some(h) => println!(
+                "removed {}; kept {}: group `{}` needs them ({} from {} on)",
+                trimmed.removed, trimmed.remaining, h.group, h.reason, h.from
+            ),
+        },
+    }
     Ok(())
 }

@@ -70,7 +70,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
     let conn = options.connect(&cli.url).await?;
     let out = cli.output;
-    match cli.command {
+    let result = command(conn.clone(), out, cli.command).await;
+    // Closed before the runtime stops, not by a background task it would cut short.
+    conn.quit().await;
+    result
+}
+
+async fn command(conn: Connection, out: cli::Output, command: Command) -> Result<(), BoxError> {
+    match command {
         Command::Publish(args) => publish::run(conn, out, args).await,
         Command::Consume(args) => consume::consume(conn, args).await,
         Command::Tail(args) => consume::tail(conn, args).await,

@@ -454,3 +454,42 @@ async fn sigterm_stops_a_cli_consumer_gracefully() {
     let consumers = admin.consumers("orders", "g").await.unwrap();
     assert!(consumers.iter().all(|c| c.name != "c"), "it left its group: {consumers:?}");
 }
+
+/// `trim` trims to what was asked, exactly, however long the stream (Redis caps an approximate
+/// trim at 10,000 entries a call), and says what it kept and why.
+#[tokio::test]
+async fn trim_trims_to_what_was_asked_and_says_what_it_kept() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let key = |topic: &str| format!("{}:{{{topic}}}", redis.namespace());
+    for chunk in (0..20_000u64).collect::<Vec<_>>().chunks(1000) {
+        producer.publish_batch("big", chunk).await.unwrap();
+    }
+    let out = run(&redis, &["trim", "big", "--maxlen", "100"]);
+    assert_eq!(redis.cli(&["XLEN", &key("big")]).trim(), "100");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("removed 19900") && said.contains("100 remain"), "{said}");
+
+    producer.publish_batch("small", &[1u64, 2, 3, 4]).await.unwrap();
+    run(&redis, &["trim", "small", "--maxlen", "1"]);
+    assert_eq!(redis.cli(&["XLEN", &key("small")]).trim(), "1");
+
+    // Safe: a group that read and acknowledged 2 of 5 keeps the other 3, no more.
+    let admin = Admin::new(conn.clone());
+    admin.create_group("safe", "billing", Position::Beginning).await.unwrap();
+    producer.publish_batch("safe", &[1u64, 2, 3, 4, 5]).await.unwrap();
+    let read = redis.cli(&["XREADGROUP", "GROUP", "billing", "c", "COUNT", "2", "STREAMS", &key("safe"), ">"]);
+    let ids: Vec<&str> = read.lines().filter(|l| l.contains('-') && l.parse::<EntryId>().is_ok()).collect();
+    assert_eq!(ids.len(), 2, "{read}");
+    redis.cli(&["XACK", &key("safe"), "billing", ids[0], ids[1]]);
+    let out = run(&redis, &["--output", "json", "trim", "safe", "--safe", "--maxlen", "0"]);
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["removed"], 2, "{report}");
+    assert_eq!(report["remaining"], 3, "{report}");
+    assert_eq!(report["held_by"]["group"], "billing", "{report}");
+    assert_eq!(redis.cli(&["XLEN", &key("safe")]).trim(), "3");
+    let out = run(&redis, &["trim", "safe", "--safe", "--maxlen", "0"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("kept 3") && said.contains("billing"), "{said}");
+}

@@ -205,9 +205,14 @@ impl Connection {
         }
     }
 
-    /// Closes the command connection.
+    /// Closes the command connection (of every copy of this connection) now, rather than in
+    /// the background when the last copy is dropped: a program about to exit calls this, so no
+    /// close is left running as its runtime stops.
     pub async fn quit(&self) {
-        let _ = self.inner.client.quit().await;
+        if let Some(router) = &self.inner.router {
+            router.close().await;
+        }
+        self.inner.client.quit_now().await;
     }
 }
 
@@ -245,18 +250,24 @@ impl std::ops::Deref for Routed<'_> {
 pub struct Dedicated {
     client: Client,
     /// False once closed explicitly: nothing to do at drop.
-    open: bool,
+    open: std::sync::atomic::AtomicBool,
 }
 
 impl Dedicated {
     pub(crate) fn new(client: Client) -> Self {
-        Self { client, open: true }
+        Self { client, open: std::sync::atomic::AtomicBool::new(true) }
     }
 
     /// Closes the connection now (`QUIT`, bounded by 5 s), instead of in the background at drop.
-    pub async fn close(mut self) {
-        self.open = false;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.quit()).await;
+    pub async fn close(self) {
+        self.quit_now().await;
+    }
+
+    /// Closes the connection now (bounded by 5 s) unless it was closed already.
+    pub(crate) async fn quit_now(&self) {
+        if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.client.quit()).await;
+        }
     }
 }
 
@@ -270,13 +281,16 @@ impl std::ops::Deref for Dedicated {
 
 impl fmt::Debug for Dedicated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dedicated").field("id", &self.client.id()).field("open", &self.open).finish()
+        f.debug_struct("Dedicated")
+            .field("id", &self.client.id())
+            .field("open", &self.open.load(std::sync::atomic::Ordering::Relaxed))
+            .finish()
     }
 }
 
 impl Drop for Dedicated {
     fn drop(&mut self) {
-        if !self.open {
+        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let client = self.client.clone();

@@ -124,6 +124,13 @@ impl SlotRouter {
         builder
     }
 
+    /// Closes every primary's client now (see [`crate::Connection::quit`]).
+    pub(crate) async fn close(&self) {
+        for client in self.routes().nodes.values() {
+            client.quit_now().await;
+        }
+    }
+
     pub(crate) fn reconnect_rx(&self) -> broadcast::Receiver<Server> {
         self.reconnects.subscribe()
     }

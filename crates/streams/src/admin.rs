@@ -307,11 +307,12 @@ impl Admin {
         Ok(call(&self.conn, "DEL", &stream, Args::new().arg(dlq)).await?)
     }
 
-    /// Trims `topic` now with `retention`. Returns the number of entries removed.
+    /// Trims `topic` now with `retention` (exactly, unless [`Retention::approximate`]). Returns
+    /// what was removed, what remains and, for safe retention, which group kept entries.
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
-    pub async fn trim(&self, topic: &str, retention: Retention) -> Result<u64, StreamError> {
+    pub async fn trim(&self, topic: &str, retention: Retention) -> Result<crate::Trimmed, StreamError> {
         retention.trim(&self.conn, &Topic::new(topic)?).await
     }
 }

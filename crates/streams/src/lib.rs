@@ -54,5 +54,5 @@ pub use error::{BuildError, StreamError};
 pub use position::Position;
 pub use producer::{Producer, ProducerBuilder, Publish};
 pub use replay::{Received, Replay};
-pub use retention::Retention;
+pub use retention::{HeldBy, HoldReason, Retention, Trimmed};
 pub use schedule::{Scheduled, Scheduler};

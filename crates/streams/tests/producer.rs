@@ -9,7 +9,7 @@ use common::*;
 use tributary_core::fred::interfaces::StreamsInterface;
 use tributary_core::fred::types::Value;
 use tributary_core::{wire, Connection, EntryId, Json};
-use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay, Retention, Worker};
+use tributary_streams::{Admin, Context, HandlerError, HoldReason, Position, Producer, Replay, Retention, Worker};
 
 #[tokio::test]
 async fn published_entry_is_what_the_wire_format_says() {
@@ -163,16 +163,19 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
         .start();
     handled.wait_for(50, "fifty handled").await;
     wait_until(PATIENCE, "fifty acked", || async { admin.pending_count("audit", "slow").await.unwrap() == 1 }).await;
-    let removed = admin.trim("audit", Retention::max_len(10).safe()).await.unwrap();
-    assert_eq!(removed, 50, "trimmed exactly the acknowledged entries");
+    let trimmed = admin.trim("audit", Retention::max_len(10).safe()).await.unwrap();
+    assert_eq!(trimmed.removed, 50, "trimmed exactly the acknowledged entries");
+    assert_eq!(trimmed.remaining, 50);
+    let held = trimmed.held_by.expect("the group held entries back");
+    assert_eq!((held.group.as_str(), held.reason, held.from), ("slow", HoldReason::Pending, ids[50]));
     let first =
         Replay::new(conn.clone()).range("audit", Position::Beginning, Position::End).unwrap().collect(1).await.unwrap();
     assert_eq!(first[0].entry_id, ids[50], "the oldest unacked entry survives");
     drop(worker);
 
     // Trimming without the safe mode would have cut into unread entries.
-    let removed = admin.trim("audit", Retention::max_len(10)).await.unwrap();
-    assert!(removed > 0);
+    let trimmed = admin.trim("audit", Retention::max_len(10)).await.unwrap();
+    assert_eq!((trimmed.removed, trimmed.remaining, trimmed.held_by), (40, 10, None), "exact");
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 -- some consumer group has not yet delivered or acknowledged.
 -- KEYS[1] topic stream
 -- ARGV[1] 'maxlen' or 'minid', ARGV[2] the length or the minimum id to keep
--- Returns the number of entries removed.
+-- Returns {removed, length after, and when a group held entries back: its name, 'pending' or
+-- 'undelivered', and the id of the first entry it held}.
 
 -- Stream ids are '<ms>-<seq>' with up to 20 digits each: compare as numbers without
 -- converting to Lua doubles, which lose precision past 2^53.
@@ -20,15 +21,13 @@ local function id_less(a, b)
   end
   return num_less(aseq, bseq)
 end
-local function min_id(a, b)
-  if a == nil then return b end
-  if b == nil then return a end
-  if id_less(a, b) then return a end
-  return b
+-- The floor: nothing at or above it may go. `holder` is the group that set it, and why.
+local floor, holder, reason = nil, nil, nil
+local function hold(id, group, why)
+  if id ~= nil and (floor == nil or id_less(id, floor)) then
+    floor, holder, reason = id, group, why
+  end
 end
-
--- The floor: nothing at or above it may go.
-local floor = nil
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 for _, g in ipairs(groups) do
   local name, pending, last
@@ -42,12 +41,21 @@ for _, g in ipairs(groups) do
     end
   end
   if pending > 0 then
-    local summary = redis.call('XPENDING', KEYS[1], name)
-    floor = min_id(floor, summary[2])
-  else
-    -- Keeping the last delivered entry too is one entry of slack, and needs no id arithmetic.
-    floor = min_id(floor, last)
+    hold(redis.call('XPENDING', KEYS[1], name)[2], name, 'pending')
   end
+  -- The first entry the group has not read yet (none: it read everything).
+  local next_entry = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)[1]
+  if next_entry then
+    hold(next_entry[1], name, 'undelivered')
+  end
+end
+
+local function done(removed)
+  local len = redis.call('XLEN', KEYS[1])
+  if holder == nil then
+    return {removed, len}
+  end
+  return {removed, len, holder, reason, floor}
 end
 
 local cutoff
@@ -55,11 +63,12 @@ if ARGV[1] == 'maxlen' then
   local maxlen = tonumber(ARGV[2])
   local len = redis.call('XLEN', KEYS[1])
   if len <= maxlen then
-    return 0
+    holder = nil
+    return done(0)
   end
   if maxlen == 0 then
     if floor == nil then
-      return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+      return done(redis.call('XTRIM', KEYS[1], 'MAXLEN', 0))
     end
     cutoff = floor
   else
@@ -73,9 +82,19 @@ if ARGV[1] == 'maxlen' then
       local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', maxlen)
       first_kept = r[#r][1]
     end
-    cutoff = min_id(first_kept, floor)
+    if floor == nil or not id_less(floor, first_kept) then
+      holder = nil
+      cutoff = first_kept
+    else
+      cutoff = floor
+    end
   end
 else
-  cutoff = min_id(ARGV[2], floor)
+  if floor == nil or not id_less(floor, ARGV[2]) then
+    holder = nil
+    cutoff = ARGV[2]
+  else
+    cutoff = floor
+  end
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', cutoff)
+return done(redis.call('XTRIM', KEYS[1], 'MINID', cutoff))
