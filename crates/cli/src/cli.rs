@@ -135,7 +135,13 @@ pub(crate) struct ConsumeArgs {
     /// Take over entries other consumers held longer than this (`30s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub(crate) claim_idle: std::time::Duration,
-    /// Where a new group starts: `$` (new only), `0` (everything), an entry id or an RFC 3339 time.
+    /// Create the group if the topic does not have it. Without this, a group that does not
+    /// exist is an error (a mistyped group name would otherwise become a new group, read the
+    /// whole topic and hold back safe trimming for ever); on a terminal, you are asked.
+    #[arg(long)]
+    pub(crate) create_group: bool,
+    /// Where a group created by `--create-group` starts: `0` (everything the topic holds, as
+    /// `group create`), `$` (new only), an entry id or an RFC 3339 time.
     #[arg(long, default_value = "0", value_parser = crate::parse::position)]
     pub(crate) from: tributary::Position,
     /// Write each message's payload bytes as they are, followed by a newline, instead of a
@@ -148,7 +154,9 @@ pub(crate) struct ConsumeArgs {
 pub(crate) struct TailArgs {
     /// Topic.
     pub(crate) topic: String,
-    /// Where to start: `$` (new only), `0` (everything), an entry id or an RFC 3339 time.
+    /// Where to start: `$` (what arrives from now, like `tail -f`; a group starts at `0`
+    /// instead, since it must not miss what was published before it existed), `0` (everything),
+    /// an entry id or an RFC 3339 time.
     #[arg(long, default_value = "$", value_parser = crate::parse::position)]
     pub(crate) from: tributary::Position,
     /// Exit after this many messages.
@@ -197,8 +205,10 @@ pub(crate) enum GroupCommand {
         topic: String,
         /// Group.
         group: String,
-        /// Start: `$`, `0`, an entry id or an RFC 3339 time.
-        #[arg(long, default_value = "$", value_parser = crate::parse::position)]
+        /// Where the group starts: `0` (everything the topic holds, as `consume --create-group`
+        /// and the library's workers), `$` (only messages published from now), an entry id or an
+        /// RFC 3339 time.
+        #[arg(long, default_value = "0", value_parser = crate::parse::position)]
         from: tributary::Position,
     },
     /// Move a group's cursor: its next new entry is the one at `--to`.

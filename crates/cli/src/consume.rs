@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tributary::replay::Tail;
-use tributary::{BoxError, Connection, Context, HandlerError, Worker};
+use tributary::{Admin, BoxError, Connection, Context, HandlerError, Worker};
 
+use crate::checks;
 use crate::cli::{ConsumeArgs, TailArgs};
 use crate::output;
 
@@ -16,6 +17,7 @@ use crate::output;
 /// acknowledged, or settled without a print (dead-lettered as malformed or expired, deleted
 /// before it was read), which a line on standard error reports.
 pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), BoxError> {
+    join_group(&conn, &args).await?;
     let printed = Arc::new(AtomicU64::new(0));
     let p = printed.clone();
     let limit = args.count;
@@ -83,6 +85,40 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
     Ok(())
 }
 
+/// Checks that the group exists before joining it: a worker creates a missing group, and a
+/// mistyped name would become a group for ever. With `--create-group` (or a yes on a terminal)
+/// it is created at `--from`.
+async fn join_group(conn: &Connection, args: &ConsumeArgs) -> Result<(), BoxError> {
+    let admin = Admin::new(conn.clone());
+    let create = "check the name, or pass --create-group to create it";
+    let missing = match checks::group_or(&admin, conn.namespace().as_str(), &args.topic, &args.group, create).await {
+        Ok(()) => return Ok(()),
+        Err(missing) => missing,
+    };
+    let create = args.create_group || {
+        use std::io::{BufRead, IsTerminal, Write};
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        interactive && {
+            eprint!("tributary: {missing}\ncreate group `{}` on `{}` now? [y/N] ", args.group, args.topic);
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            matches!(answer.trim(), "y" | "Y" | "yes")
+        }
+    };
+    if !create {
+        if !admin.topic_exists(&args.topic).await? {
+            // A consumer started before anything was published: say how to wait for the topic.
+            return Err(format!("{missing}; pass --create-group to create it with group `{}`", args.group).into());
+        }
+        return Err(missing);
+    }
+    if admin.create_group(&args.topic, &args.group, args.from).await? {
+        eprintln!("tributary: created group `{}` on `{}` at {}", args.group, args.topic, output::position(args.from));
+    }
+    Ok(())
+}
+
 /// Ctrl-C (SIGINT) or SIGTERM, what systemd and Kubernetes send to stop a process: both stop
 /// the consumer gracefully (settle what runs, hand back the rest, leave the group if empty).
 async fn stop_signal() {
@@ -108,6 +144,10 @@ async fn stop_signal() {
 }
 
 pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxError> {
+    if !Admin::new(conn.clone()).topic_exists(&args.topic).await? {
+        // Waiting is right (tail follows what arrives), silently is not: a typo looks the same.
+        eprintln!("tributary: topic `{}` does not exist yet; waiting for its first message", args.topic);
+    }
     let mut tail = Tail::topic(conn, &args.topic, args.from)?;
     let limit = args.count.unwrap_or(u64::MAX);
     let mut n = 0;

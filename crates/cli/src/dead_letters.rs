@@ -1,12 +1,20 @@
 //! `tributary dlq list | replay | purge`.
 
 use serde_json::json;
-use tributary::{BoxError, Connection, DeadLetters, EntryId};
+use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId};
 
+use crate::checks;
 use crate::cli::{DlqCommand, Output};
 use crate::output;
 
 pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> Result<(), BoxError> {
+    let topic = match &command {
+        DlqCommand::List { topic, .. } | DlqCommand::Replay { topic, .. } | DlqCommand::Purge { topic } => topic,
+    };
+    // Dead letters may outlive their topic's stream (deleted by hand): they are still listed.
+    if DeadLetters::new(conn.clone(), topic)?.count().await? == 0 {
+        checks::topic(&Admin::new(conn.clone()), conn.namespace().as_str(), topic).await?;
+    }
     match command {
         DlqCommand::List { topic, count } => {
             let rows = DeadLetters::new(conn, &topic)?

@@ -3,23 +3,34 @@
 use serde_json::json;
 use tributary::{Admin, BoxError, Connection, HoldReason, Retention};
 
+use crate::checks;
 use crate::cli::{GroupCommand, Output, TrimArgs};
 use crate::output;
 
 pub(crate) async fn group(conn: Connection, out: Output, command: GroupCommand) -> Result<(), BoxError> {
+    let namespace = conn.namespace().as_str().to_owned();
     let admin = Admin::new(conn);
     match command {
         GroupCommand::Create { topic, group, from } => {
             let created = admin.create_group(&topic, &group, from).await?;
-            output::single(out, "created", json!(created));
+            let said = if created {
+                format!("created group {group} on {topic} at {}", output::position(from))
+            } else {
+                format!("group {group} already exists on {topic}; left as it was")
+            };
+            report(out, &said, json!({ "created": created, "topic": topic, "group": group }));
         }
         GroupCommand::Setid { topic, group, to } => {
+            checks::group(&admin, &namespace, &topic, &group).await?;
             admin.set_group_position(&topic, &group, to).await?;
-            output::single(out, "moved", json!(true));
+            let said = format!("moved group {group} on {topic} to {}", output::position(to));
+            report(out, &said, json!({ "moved": true, "topic": topic, "group": group }));
         }
         GroupCommand::Delete { topic, group } => {
+            checks::group(&admin, &namespace, &topic, &group).await?;
             let deleted = admin.delete_group(&topic, &group).await?;
-            output::single(out, "deleted", json!(deleted));
+            let said = format!("deleted group {group} from {topic}");
+            report(out, &said, json!({ "deleted": deleted, "topic": topic, "group": group }));
         }
     }
     Ok(())
@@ -37,7 +48,9 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
     if args.approx {
         retention = retention.approximate();
     }
-    let trimmed = Admin::new(conn).trim(&args.topic, retention).await?;
+    let admin = Admin::new(conn.clone());
+    checks::topic(&admin, conn.namespace().as_str(), &args.topic).await?;
+    let trimmed = admin.trim(&args.topic, retention).await?;
     let held = trimmed.held_by.as_ref();
     match out {
         Output::Json => println!(
@@ -61,4 +74,12 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
         },
     }
     Ok(())
+}
+
+/// A sentence on a terminal; a JSON document with `--output json`.
+fn report(out: Output, sentence: &str, document: serde_json::Value) {
+    match out {
+        Output::Table => println!("{sentence}"),
+        Output::Json => println!("{document}"),
+    }
 }

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 use tributary::{Admin, BoxError, Connection, DeadLetters, Scheduler};
 
+use crate::checks;
 use crate::cli::Output;
 use crate::output;
 
@@ -30,7 +31,9 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
 }
 
 pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {
-    let rows = Admin::new(conn)
+    let admin = Admin::new(conn.clone());
+    checks::topic(&admin, conn.namespace().as_str(), topic).await?;
+    let rows = admin
         .groups(topic)
         .await?
         .into_iter()
@@ -43,7 +46,9 @@ pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result
 }
 
 pub(crate) async fn consumers(conn: Connection, out: Output, topic: &str, group: &str) -> Result<(), BoxError> {
-    let rows = Admin::new(conn)
+    let admin = Admin::new(conn.clone());
+    checks::group(&admin, conn.namespace().as_str(), topic, group).await?;
+    let rows = admin
         .consumers(topic, group)
         .await?
         .into_iter()
@@ -60,7 +65,9 @@ pub(crate) async fn pending(
     group: &str,
     count: usize,
 ) -> Result<(), BoxError> {
-    let rows: Vec<Vec<Value>> = Admin::new(conn)
+    let admin = Admin::new(conn.clone());
+    checks::group(&admin, conn.namespace().as_str(), topic, group).await?;
+    let rows: Vec<Vec<Value>> = admin
         .pending(topic, group, count)
         .await?
         .into_iter()

@@ -3,6 +3,7 @@
 // Printing to standard output is this binary's job.
 #![allow(clippy::print_stdout)]
 
+mod checks;
 mod cli;
 mod consume;
 mod dead_letters;
@@ -31,7 +32,8 @@ async fn main() -> ExitCode {
         Err(e) => {
             // One line: the error and its causes.
             let mut line = e.to_string();
-            let mut source = e.source();
+            // A connection error says what to check; fred's text after it only adds noise.
+            let mut source = if e.downcast_ref::<tributary::ConnectError>().is_some() { None } else { e.source() };
             while let Some(s) = source {
                 let text = s.to_string();
                 if !line.contains(&text) {

@@ -113,3 +113,13 @@ pub(crate) fn message_line(line: &Value) -> std::io::Result<()> {
     writeln!(out, "{line}")?;
     out.flush()
 }
+
+/// How a start position was given, for messages.
+pub(crate) fn position(p: tributary::Position) -> String {
+    match p {
+        tributary::Position::Beginning => "0 (the beginning)".to_owned(),
+        tributary::Position::End => "$ (new messages only)".to_owned(),
+        tributary::Position::At(id) => id.to_string(),
+        tributary::Position::Time(t) => humantime::format_rfc3339_millis(t).to_string(),
+    }
+}

@@ -88,14 +88,16 @@ async fn messages_published_in_rust_are_consumed_and_acked_by_the_cli() {
     for id in 0..5 {
         producer.publish("orders", &Order { id, item: format!("item-{id}") }).await.unwrap();
     }
-    let out = run(&redis, &["consume", "orders", "--group", "cli", "--consumer", "c1", "--count", "3"]);
+    let out =
+        run(&redis, &["consume", "orders", "--group", "cli", "--create-group", "--consumer", "c1", "--count", "3"]);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["payload"], serde_json::json!({"id": 0, "item": "item-0"}));
     assert_eq!(lines[2]["attempt"], 1);
     let admin = Admin::new(conn.clone());
     assert_eq!(admin.pending_count("orders", "cli").await.unwrap(), 0, "acknowledged, nothing left pending");
-    let out = run(&redis, &["consume", "orders", "--group", "cli", "--consumer", "c1", "--count", "2"]);
+    let out =
+        run(&redis, &["consume", "orders", "--group", "cli", "--create-group", "--consumer", "c1", "--count", "2"]);
     let ids: Vec<u64> = json_lines(&out).iter().map(|l| l["payload"]["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, vec![3, 4], "the next run continues where the group left off");
     // Inspection commands see the group.
@@ -116,10 +118,13 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
     let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
 
     // The first consumer is killed after 50 lines; whatever it read but had not acked stays pending.
-    let mut first = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "first", "--claim-idle", "500ms"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = cli(
+        &redis,
+        &["consume", "orders", "--group", "g", "--create-group", "--consumer", "first", "--claim-idle", "500ms"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
     for _ in 0..50 {
         let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
@@ -133,11 +138,13 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
         seen.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
     }
 
-    let mut second =
-        cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "second", "--claim-idle", "500ms"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+    let mut second = cli(
+        &redis,
+        &["consume", "orders", "--group", "g", "--create-group", "--consumer", "second", "--claim-idle", "500ms"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let out = second.stdout.take().unwrap();
     let s = seen.clone();
     let reader = std::thread::spawn(move || {
@@ -303,7 +310,8 @@ async fn the_cli_works_against_a_cluster() {
     }
     let topics = json_lines(&run(&["--output", "json", "topics"]));
     assert_eq!(topics.len(), 4, "topics on every primary are listed: {topics:?}");
-    let lines = json_lines(&run(&["consume", "c", "--group", "g", "--consumer", "c1", "--count", "1"]));
+    let lines =
+        json_lines(&run(&["consume", "c", "--group", "g", "--create-group", "--consumer", "c1", "--count", "1"]));
     assert_eq!(lines[0]["payload"]["item"], "x");
 }
 
@@ -313,11 +321,12 @@ async fn a_cli_consumer_says_on_stderr_when_its_group_vanishes_and_keeps_consumi
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     producer.publish("orders", &Order { id: 0, item: String::new() }).await.unwrap();
-    let mut child = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c", "--count", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        cli(&redis, &["consume", "orders", "--group", "g", "--create-group", "--consumer", "c", "--count", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["payload"]["id"], 0);
@@ -341,7 +350,8 @@ async fn consume_count_counts_entries_settled_without_a_print_and_says_so() {
     // Not an envelope: dead-lettered as malformed, never printed.
     redis.cli(&["XADD", &format!("{}:{{orders}}", redis.namespace()), "*", "hello", "world"]);
     producer.publish("orders", &Order { id: 2, item: String::new() }).await.unwrap();
-    let mut cmd = cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c", "--count", "3"]);
+    let mut cmd =
+        cli(&redis, &["consume", "orders", "--group", "g", "--create-group", "--consumer", "c", "--count", "3"]);
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     assert!(out.status.success());
@@ -376,7 +386,7 @@ async fn payloads_round_trip_exactly_through_the_cli_or_are_refused() {
     // Exact floats, 64-bit integers and binary (the `$base64` form) go in and come out as they were.
     let doc = r#"{"f":-1.5e-300,"u":18446744073709551615,"i":-9223372036854775808,"bin":{"$base64":"AP8Q"}}"#;
     run(&redis, &["publish", "numbers", "--json", doc]);
-    let out = run(&redis, &["consume", "numbers", "--group", "g", "--consumer", "c", "--count", "1"]);
+    let out = run(&redis, &["consume", "numbers", "--group", "g", "--create-group", "--consumer", "c", "--count", "1"]);
     let line = String::from_utf8_lossy(&out.stdout);
     let printed: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(printed["payload"], serde_json::from_str::<Value>(doc).unwrap(), "{line}");
@@ -420,7 +430,19 @@ async fn a_cli_consumer_takes_over_a_dead_members_entries_at_once() {
     let out = tokio::task::spawn_blocking({
         let mut cmd = cli(
             &redis,
-            &["consume", "orders", "--group", "g", "--consumer", "b", "--claim-idle", "1s", "--count", "16"],
+            &[
+                "consume",
+                "orders",
+                "--group",
+                "g",
+                "--create-group",
+                "--consumer",
+                "b",
+                "--claim-idle",
+                "1s",
+                "--count",
+                "16",
+            ],
         );
         move || cmd.output().unwrap()
     })
@@ -439,8 +461,10 @@ async fn sigterm_stops_a_cli_consumer_gracefully() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     Producer::new(conn.clone()).publish("orders", &Order { id: 1, item: String::new() }).await.unwrap();
-    let mut child =
-        cli(&redis, &["consume", "orders", "--group", "g", "--consumer", "c"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = cli(&redis, &["consume", "orders", "--group", "g", "--create-group", "--consumer", "c"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["payload"]["id"], 1);
@@ -492,4 +516,117 @@ async fn trim_trims_to_what_was_asked_and_says_what_it_kept() {
     let out = run(&redis, &["trim", "safe", "--safe", "--maxlen", "0"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("kept 3") && said.contains("billing"), "{said}");
+}
+
+/// Runs a command that must fail; returns its one line of standard error.
+fn fails(redis: &TestRedis, args: &[&str]) -> String {
+    let out = cli(redis, args).output().expect("run tributary");
+    assert!(!out.status.success(), "tributary {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+/// Ordinary mistakes get one rule everywhere: say what does not exist, what does, and what to do.
+#[tokio::test]
+async fn ordinary_mistakes_get_errors_that_say_what_to_do() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Producer::new(conn.clone()).publish("orders", &1u32).await.unwrap();
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "billing", Position::Beginning).await.unwrap();
+    admin.create_group("orders", "shipping", Position::Beginning).await.unwrap();
+
+    for args in [
+        &["groups", "nosuchtopic"][..],
+        &["consumers", "nosuchtopic", "g"],
+        &["pending", "nosuchtopic", "g"],
+        &["trim", "nosuchtopic", "--safe", "--maxlen", "0"],
+        &["trim", "nosuchtopic", "--maxlen", "0"],
+        &["dlq", "list", "nosuchtopic"],
+    ] {
+        let err = fails(&redis, args);
+        assert!(err.contains("topic `nosuchtopic` does not exist") && err.contains("orders"), "{args:?}: {err}");
+        assert!(!err.contains("ERR") && !err.contains("script"), "{args:?}: {err}");
+    }
+    for args in [&["pending", "orders", "nogroup"][..], &["consumers", "orders", "nogroup"]] {
+        let err = fails(&redis, args);
+        assert!(err.contains("group `nogroup` does not exist on `orders`"), "{args:?}: {err}");
+        assert!(err.contains("billing, shipping") && err.contains("tributary group create orders nogroup"), "{err}");
+        assert!(!err.contains("NOGROUP"), "{err}");
+    }
+
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = fails(&redis, &["--url", &format!("redis://127.0.0.1:{refused}"), "topics"]);
+    assert!(err.contains("connection refused") && err.contains("is redis-server running"), "{err}");
+    assert!(!err.contains("Os {"), "{err}");
+
+    // Something that is not Redis: an HTTP-ish server that answers garbage.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_redis = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::Write;
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let err = fails(&redis, &["--url", &format!("redis://127.0.0.1:{not_redis}"), "topics"]);
+    assert!(err.contains("does not answer as Redis"), "{err}");
+
+    let err = fails(&redis, &["--url", "http://127.0.0.1:6379", "topics"]);
+    assert!(err.contains("redis://") && err.contains("http"), "{err}");
+}
+
+/// A mistyped group name does not silently become a permanent group: `consume` says the group
+/// does not exist, creates nothing, and joins it only with `--create-group`.
+#[tokio::test]
+async fn consume_does_not_create_a_mistyped_group_unless_asked() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish("orders", &1u32).await.unwrap();
+    let admin = Admin::new(conn.clone());
+    admin.create_group("orders", "billing", Position::Beginning).await.unwrap();
+
+    let err = fails(&redis, &["consume", "orders", "--group", "biling", "--consumer", "c", "--count", "1"]);
+    assert!(err.contains("group `biling` does not exist on `orders` (groups: billing"), "{err}");
+    assert!(err.contains("--create-group"), "{err}");
+    let groups: Vec<String> = admin.groups("orders").await.unwrap().into_iter().map(|g| g.name).collect();
+    assert_eq!(groups, ["billing"], "nothing created");
+
+    // Asked for: created where `group create` would start it (`0`), and says so.
+    let out =
+        run(&redis, &["consume", "orders", "--group", "audit", "--create-group", "--consumer", "c", "--count", "1"]);
+    assert_eq!(json_lines(&out)[0]["payload"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created group `audit` on `orders` at 0"));
+
+    // `group create` prints what it did.
+    let out = run(&redis, &["group", "create", "orders", "shipping"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "created group shipping on orders at 0 (the beginning)");
+    let out = run(&redis, &["group", "create", "orders", "shipping"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already exists"));
+}
+
+/// `tail` on a topic that does not exist waits for it (it may be created soon), and says so.
+#[tokio::test]
+async fn tail_on_a_missing_topic_says_it_waits_for_it() {
+    let redis = TestRedis::start().await;
+    let mut child =
+        cli(&redis, &["tail", "later", "--count", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("topic `later` does not exist yet; waiting for its first message"), "{line}");
+    let conn = connect(&redis).await;
+    // The tail reads from `$`: publish until it has seen one (it may start reading after the first).
+    let producer = Producer::new(conn);
+    let tail = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    while !tail.is_finished() {
+        producer.publish("later", &1u32).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = tail.await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out)[0]["payload"], 1);
 }

@@ -25,7 +25,7 @@ fn spawn_consumer(redis: &TestRedis, name: &str, counts: &Counts) -> (Child, std
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .env("REDIS_URL", redis.url())
         .env("TRIBUTARY_NAMESPACE", redis.namespace())
-        .args(["consume", "orders", "--group", "g", "--consumer", name, "--claim-idle", "1s"])
+        .args(["consume", "orders", "--create-group", "--group", "g", "--consumer", name, "--claim-idle", "1s"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start a consumer process");

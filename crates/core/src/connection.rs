@@ -391,6 +391,19 @@ impl ConnectOptions {
     /// The error text never contains the password.
     pub async fn connect(self, url: &str) -> Result<Connection, ConnectError> {
         let server = redact_url(url);
+        // fred takes any scheme for a plain connection: `http://host:6379` would be tried as Redis.
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if !matches!(
+            scheme,
+            "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis-sentinel" | "rediss-sentinel"
+        ) {
+            return Err(ConnectError::InvalidUrl {
+                url: server,
+                reason: format!(
+                    "unsupported scheme `{scheme}`: use redis://, rediss:// (TLS), redis-cluster:// or redis-sentinel://"
+                ),
+            });
+        }
         #[allow(unused_mut)]
         let mut config = Config::from_url(url)
             .map_err(|e| ConnectError::InvalidUrl { url: server.clone(), reason: scrub(e.details(), url) })?;
@@ -502,10 +515,12 @@ pub enum ConnectError {
         reason: String,
     },
     /// Connecting or authenticating failed.
-    #[error("cannot connect to `{server}`")]
+    #[error("cannot connect to `{server}`: {reason}")]
     Redis {
         /// The server URL with any password replaced by `***`.
         server: String,
+        /// What went wrong, in words that suggest what to check.
+        reason: String,
         /// The failure.
         #[source]
         source: RedisError,
@@ -514,7 +529,8 @@ pub enum ConnectError {
 
 impl ConnectError {
     fn redis(server: &str, err: fred::error::Error) -> Self {
-        Self::Redis { server: server.to_owned(), source: RedisError::new("CONNECT", err) }
+        let reason = connect_failure(&err);
+        Self::Redis { server: server.to_owned(), reason, source: RedisError::new("CONNECT", err) }
     }
 
     /// Classification of the failure.
@@ -523,6 +539,29 @@ impl ConnectError {
             Self::InvalidUrl { .. } | Self::InvalidNamespace(_) | Self::InvalidTls { .. } => ErrorKind::Config,
             Self::Redis { source, .. } => source.kind(),
         }
+    }
+}
+
+/// Why a connection failed, in words an operator can act on (fred's own are `IO Error: Os {...}`
+/// or `Decode Error: frame_type`).
+fn connect_failure(err: &fred::error::Error) -> String {
+    use fred::error::ErrorKind as F;
+    let details = err.details();
+    let has = |s: &str| details.contains(s);
+    if has("ConnectionRefused") || has("Connection refused") {
+        "connection refused: is redis-server running there?".to_owned()
+    } else if has("failed to lookup") || has("Name or service not known") || has("No address") {
+        format!("cannot resolve the host name ({details})")
+    } else if *err.kind() == F::Protocol || has("Decode") || has("frame") {
+        "the server does not answer as Redis: is that a Redis port?".to_owned()
+    } else if *err.kind() == F::Timeout || has("timed out") {
+        "no answer within the connect timeout".to_owned()
+    } else if *err.kind() == F::Auth || has("WRONGPASS") || has("NOAUTH") || has("NOPERM") {
+        format!("authentication refused: {details}")
+    } else if has("certificate") || has("TLS") || has("Tls") {
+        format!("TLS failed: {details}")
+    } else {
+        details.to_owned()
     }
 }
 

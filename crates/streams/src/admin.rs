@@ -285,6 +285,17 @@ impl Admin {
         Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
     }
 
+    /// Whether `topic`'s stream exists (a topic exists from its first publish or group; it is
+    /// gone once deleted, or on a Redis that lost its data).
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn topic_exists(&self, topic: &str) -> Result<bool, StreamError> {
+        let key = self.key(topic)?;
+        let n: i64 = call(&self.conn, "EXISTS", &key, Args::new()).await?;
+        Ok(n == 1)
+    }
+
     /// Number of entries in `topic`'s stream.
     ///
     /// # Errors
