@@ -74,12 +74,11 @@ impl Codec for MsgPack {
             // Re-entered (a `Serialize` impl encoding with MsgPack itself): use a fresh one.
             Err(_) => encode(&mut Vec::new()),
         });
-        done.map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
+        done.map_err(|e| CodecError::encode::<T>(Self::CONTENT_TYPE, e))
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes)
-            .map_err(|e| CodecError::Decode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
+        rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode::<T>(Self::CONTENT_TYPE, e))
     }
 }
 
@@ -98,14 +97,11 @@ impl Codec for Json {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
-        serde_json::to_vec(value)
-            .map(Bytes::from)
-            .map_err(|e| CodecError::Encode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
+        serde_json::to_vec(value).map(Bytes::from).map_err(|e| CodecError::encode::<T>(Self::CONTENT_TYPE, e))
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| CodecError::Decode { content_type: Self::CONTENT_TYPE, source: Box::new(e) })
+        serde_json::from_slice(bytes).map_err(|e| CodecError::decode::<T>(Self::CONTENT_TYPE, e))
     }
 }
 
@@ -129,20 +125,24 @@ pub fn decode_payload<T: DeserializeOwned>(content_type: &str, bytes: &[u8]) -> 
 #[non_exhaustive]
 pub enum CodecError {
     /// The value could not be encoded.
-    #[error("could not encode payload as {content_type}")]
+    #[error("`{type_name}` does not encode as {content_type}: {source}")]
     Encode {
         /// Content type of the codec.
         content_type: &'static str,
+        /// The type that was encoded, without module paths (`Payment`, `Vec<Order>`).
+        type_name: String,
         /// The serializer's error.
         #[source]
         source: crate::BoxError,
     },
     /// The bytes are not a valid value of the requested type.
-    #[error("could not decode {content_type} payload")]
+    #[error("{content_type} payload does not decode as `{type_name}`: {source}")]
     Decode {
         /// Content type of the codec.
         content_type: &'static str,
-        /// The deserializer's error.
+        /// The type asked for, without module paths (`Payment`, `Vec<Order>`).
+        type_name: String,
+        /// The deserializer's error (`missing field `amount``).
         #[source]
         source: crate::BoxError,
     },
@@ -152,6 +152,38 @@ pub enum CodecError {
         /// The content type found in the envelope (truncated to 128 characters).
         content_type: String,
     },
+}
+
+impl CodecError {
+    /// An [`Encode`](Self::Encode) error of a `T`, for codecs of your own.
+    pub fn encode<T: ?Sized>(content_type: &'static str, source: impl Into<crate::BoxError>) -> Self {
+        Self::Encode { content_type, type_name: short_type_name::<T>(), source: source.into() }
+    }
+
+    /// A [`Decode`](Self::Decode) error of a `T`, for codecs of your own.
+    pub fn decode<T: ?Sized>(content_type: &'static str, source: impl Into<crate::BoxError>) -> Self {
+        Self::Decode { content_type, type_name: short_type_name::<T>(), source: source.into() }
+    }
+}
+
+/// `T`'s name with module paths left out: `Vec<Payment>` for `alloc::vec::Vec<shop::Payment>`.
+fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    for (i, c) in full.char_indices() {
+        if !(c.is_alphanumeric() || c == '_' || c == ':') {
+            out.push_str(last_segment(&full[segment_start..i]));
+            out.push(c);
+            segment_start = i + c.len_utf8();
+        }
+    }
+    out.push_str(last_segment(&full[segment_start..]));
+    out
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -193,5 +225,22 @@ mod tests {
         assert!(matches!(err, CodecError::UnsupportedContentType { .. }));
         let err = decode_payload::<V1>(MsgPack::CONTENT_TYPE, b"\xc1garbage").unwrap_err();
         assert!(matches!(err, CodecError::Decode { .. }));
+    }
+
+    #[test]
+    fn decode_errors_name_the_type_and_what_is_wrong() {
+        #[derive(Serialize)]
+        struct Partial {
+            id: u64,
+        }
+        let bytes = MsgPack.encode(&Partial { id: 1 }).unwrap();
+        let err = MsgPack.decode::<V1>(&bytes).unwrap_err().to_string();
+        assert_eq!(err, "application/msgpack payload does not decode as `V1`: missing field `name`");
+        let err = Json.decode::<Vec<V1>>(br#"[{"id":1}]"#).unwrap_err().to_string();
+        assert!(
+            err.starts_with("application/json payload does not decode as `Vec<V1>`: missing field `name`"),
+            "{err}"
+        );
+        assert_eq!(short_type_name::<std::collections::HashMap<String, V1>>(), "HashMap<String, V1>");
     }
 }

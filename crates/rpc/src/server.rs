@@ -47,7 +47,7 @@ where
         let request = match decode_payload::<Req>(&ctx.envelope().content_type, &ctx.envelope().payload) {
             Ok(r) => r,
             Err(e) => {
-                let body = error_body(code::BAD_REQUEST, format!("request does not decode: {e}"));
+                let body = error_body(code::BAD_REQUEST, format!("bad request: {e}"));
                 return Box::pin(async move { Err(body) });
             }
         };

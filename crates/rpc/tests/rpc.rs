@@ -195,6 +195,8 @@ async fn handler_errors_and_panics_come_back_as_typed_errors() {
     assert_eq!(err.code(), Some("unknown_method"));
     let err = client.call::<_, Answer>("echo", "echo", &"not an Echo").await.unwrap_err();
     assert_eq!(err.code(), Some("bad_request"));
+    // The detail of what is wrong reaches the caller.
+    assert!(err.to_string().contains("does not decode as `Echo`: invalid type: string"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(4), "errors, not timeouts");
     assert_eq!(server.failed(), 4);
     server.shutdown().await;

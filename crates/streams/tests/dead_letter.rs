@@ -209,7 +209,7 @@ async fn malformed_entries_from_redis_cli_are_dead_lettered_and_good_ones_still_
     assert!(reasons[1].1.starts_with("unsupported wire format version `99`"), "{reasons:?}");
     assert_eq!(reasons[2], ("malformed", "required field `p` is missing"));
     assert_eq!(reasons[3].0, "rejected");
-    assert!(reasons[3].1.contains("does not decode"), "{reasons:?}");
+    assert!(reasons[3].1.contains("does not decode as `Order`: "), "the type and the detail: {reasons:?}");
     // The raw fields are kept.
     assert_eq!(letters[0].fields, vec![("hello".into(), "world".into())]);
     assert_eq!(worker.stats().malformed, 3);
