@@ -31,6 +31,23 @@ fn test() -> Result<(), String> {
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    // The published crates package and build on their own (no file outside a crate, no
+    // dependency cargo cannot find), as `cargo publish` would check them.
+    cargo(
+        &[
+            "publish",
+            "--workspace",
+            "--dry-run",
+            "--allow-dirty",
+            "--exclude",
+            "tributary-testkit",
+            "--exclude",
+            "tributary-bench",
+            "--exclude",
+            "xtask",
+        ],
+        &[],
+    )?;
     demo()?;
     // Last, so its summary closes the output.
     cargo(&["test", "--workspace"], &[])

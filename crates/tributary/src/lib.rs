@@ -1,4 +1,4 @@
-#![doc = include_str!("../../../README.md")]
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tributary_core::{
@@ -51,23 +51,30 @@ pub mod __private {
 
 /// The guides from `docs/`, so their examples are compiled with the crate.
 pub mod guide {
-    #[doc = include_str!("../../../docs/delivery.md")]
+    #[doc = include_str!("../guide/delivery.md")]
     pub mod delivery {}
-    #[doc = include_str!("../../../docs/rpc.md")]
+    #[doc = include_str!("../guide/rpc.md")]
     #[cfg(feature = "rpc")]
     pub mod rpc {}
-    #[doc = include_str!("../../../docs/time.md")]
+    #[doc = include_str!("../guide/time.md")]
     pub mod time {}
-    #[doc = include_str!("../../../docs/wire-format.md")]
+    #[doc = include_str!("../guide/wire-format.md")]
     pub mod wire_format {}
-    #[doc = include_str!("../../../docs/keys.md")]
+    #[doc = include_str!("../guide/keys.md")]
     pub mod keys {}
-    #[doc = include_str!("../../../docs/reliability.md")]
+    #[doc = include_str!("../guide/reliability.md")]
     pub mod reliability {}
-    #[doc = include_str!("../../../docs/security.md")]
+    #[doc = include_str!("../guide/security.md")]
     pub mod security {}
-    #[doc = include_str!("../../../docs/cli.md")]
+    #[doc = include_str!("../guide/cli.md")]
     pub mod cli {}
+    #[doc = include_str!("../guide/production.md")]
+    pub mod production {}
+    #[doc = include_str!("../guide/troubleshooting.md")]
+    pub mod troubleshooting {}
+    #[doc = include_str!("../guide/from-pubsub.md")]
+    #[cfg(feature = "rpc")]
+    pub mod from_pubsub {}
 }
 
 /// The names most applications need: `use tributary::prelude::*;`.
