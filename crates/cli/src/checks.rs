@@ -52,3 +52,24 @@ fn listed(names: &[String]) -> String {
     }
     text
 }
+
+/// Goes ahead with a destructive command: at once with `--yes`; on a terminal, when the answer
+/// to `question` is yes; elsewhere (a script, a pipe) not at all.
+pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), BoxError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(format!("{question} Not without --yes (no terminal to ask on).").into());
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("cancelled; nothing changed".into())
+    }
+}

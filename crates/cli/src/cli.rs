@@ -177,6 +177,12 @@ pub(crate) enum DlqCommand {
         /// Most to list.
         #[arg(long, default_value_t = 100)]
         count: usize,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Each entry's fields exactly as stored (names and values, `$base64` where not
+        /// UTF-8), one JSON line per entry: to see what a malformed or unreadable entry holds.
+        #[arg(long)]
+        raw: bool,
     },
     /// Put dead letters back on their topic (same message ids).
     Replay {
@@ -186,15 +192,46 @@ pub(crate) enum DlqCommand {
         /// (`original_id` in `dlq list`).
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// Every dead letter.
+        /// Every dead letter (or every one `--reason`/`--group` take); progress on standard
+        /// error. Entries that are not dead letters are left where they are.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
     },
-    /// Delete every dead letter of a topic.
+    /// Delete every dead letter of a topic (asks on a terminal; `--yes` elsewhere).
     Purge {
         /// Topic.
         topic: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
+}
+
+/// Which dead letters a `dlq` command takes.
+#[derive(Debug, Args)]
+pub(crate) struct DlqFilter {
+    /// Only those with this reason: `max_deliveries`, `rejected`, `malformed`, `expired`,
+    /// `unreadable`.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Only those this group gave up on.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+}
+
+impl DlqFilter {
+    pub(crate) fn to_filter(&self) -> tributary::DeadLetterFilter {
+        let mut filter = tributary::DeadLetterFilter::all();
+        if let Some(reason) = &self.reason {
+            filter = filter.reason(reason);
+        }
+        if let Some(group) = &self.group {
+            filter = filter.group(group);
+        }
+        filter
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,12 +258,15 @@ pub(crate) enum GroupCommand {
         #[arg(long, value_parser = crate::parse::position)]
         to: tributary::Position,
     },
-    /// Delete a group and its pending entries list.
+    /// Delete a group and its pending entries list (asks on a terminal; `--yes` elsewhere).
     Delete {
         /// Topic.
         topic: String,
         /// Group.
         group: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

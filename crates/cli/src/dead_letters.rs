@@ -9,17 +9,27 @@ use crate::output;
 
 pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> Result<(), BoxError> {
     let topic = match &command {
-        DlqCommand::List { topic, .. } | DlqCommand::Replay { topic, .. } | DlqCommand::Purge { topic } => topic,
+        DlqCommand::List { topic, .. } | DlqCommand::Replay { topic, .. } | DlqCommand::Purge { topic, .. } => topic,
     };
     // Dead letters may outlive their topic's stream (deleted by hand): they are still listed.
     if DeadLetters::new(conn.clone(), topic)?.count().await? == 0 {
         checks::topic(&Admin::new(conn.clone()), conn.namespace().as_str(), topic).await?;
     }
     match command {
-        DlqCommand::List { topic, count } => {
-            let rows = DeadLetters::new(conn, &topic)?
-                .list(count)
-                .await?
+        DlqCommand::List { topic, count, filter, raw } => {
+            let letters = DeadLetters::new(conn, &topic)?.list_matching(&filter.to_filter(), count).await?;
+            if raw {
+                for l in letters {
+                    let fields: serde_json::Map<String, serde_json::Value> = l
+                        .fields
+                        .iter()
+                        .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), text_or_base64(value)))
+                        .collect();
+                    println!("{}", json!({ "id": l.id.to_string(), "reason": l.reason, "fields": fields }));
+                }
+                return Ok(());
+            }
+            let rows = letters
                 .into_iter()
                 .map(|l| {
                     let payload = l.envelope().map(|e| output::payload(&e)).unwrap_or(serde_json::Value::Null);
@@ -41,10 +51,24 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
                 rows,
             );
         }
-        DlqCommand::Replay { topic, id, all } => {
+        DlqCommand::Replay { topic, id, all, filter } => {
             let dlq = DeadLetters::new(conn, &topic)?;
             if all {
-                let report = dlq.replay_all().await?;
+                let total = dlq.count().await?;
+                let (started, mut said) = (std::time::Instant::now(), std::time::Instant::now());
+                let report = dlq
+                    .replay_matching(&filter.to_filter(), |so_far| {
+                        // Long replays say how far they are, about once a second.
+                        if said.elapsed() >= std::time::Duration::from_secs(1) {
+                            said = std::time::Instant::now();
+                            eprintln!(
+                                "tributary: replayed {} of at most {total} ({:.0?} so far)",
+                                so_far.replayed,
+                                started.elapsed()
+                            );
+                        }
+                    })
+                    .await?;
                 output::single(out, "replayed", json!(report.replayed));
                 if report.unreadable + report.without_fields > 0 {
                     eprintln!(
@@ -75,10 +99,21 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
                 }
             }
         }
-        DlqCommand::Purge { topic } => {
-            let n = DeadLetters::new(conn, &topic)?.purge().await?;
+        DlqCommand::Purge { topic, yes } => {
+            let dlq = DeadLetters::new(conn, &topic)?;
+            let count = dlq.count().await?;
+            checks::confirm(&format!("Delete all {count} dead letters of `{topic}`?"), yes)?;
+            let n = dlq.purge().await?;
             output::single(out, "purged", json!(n));
         }
     }
     Ok(())
+}
+
+/// A field value as JSON: the text when it is UTF-8, else `{"$base64": "..."}`.
+fn text_or_base64(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!(text),
+        Err(_) => crate::json::base64(bytes),
+    }
 }

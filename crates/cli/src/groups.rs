@@ -26,8 +26,13 @@ pub(crate) async fn group(conn: Connection, out: Output, command: GroupCommand) 
             let said = format!("moved group {group} on {topic} to {}", output::position(to));
             report(out, &said, json!({ "moved": true, "topic": topic, "group": group }));
         }
-        GroupCommand::Delete { topic, group } => {
+        GroupCommand::Delete { topic, group, yes } => {
             checks::group(&admin, &namespace, &topic, &group).await?;
+            let pending = admin.pending_count(&topic, &group).await?;
+            checks::confirm(
+                &format!("Delete group `{group}` of `{topic}` (its cursor and {pending} pending entries)?"),
+                yes,
+            )?;
             let deleted = admin.delete_group(&topic, &group).await?;
             let said = format!("deleted group {group} from {topic}");
             report(out, &said, json!({ "deleted": deleted, "topic": topic, "group": group }));

@@ -227,7 +227,7 @@ async fn dead_letters_are_listed_and_replayed_with_the_cli() {
     let out = cli(&redis, &["dlq", "replay", "orders", "--id", "1-1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nor one of the original entry"));
-    let purged = json_lines(&run(&redis, &["--output", "json", "dlq", "purge", "orders"]));
+    let purged = json_lines(&run(&redis, &["--output", "json", "dlq", "purge", "orders", "--yes"]));
     assert_eq!(purged[0]["purged"], 0, "both replayed");
 }
 
@@ -629,4 +629,53 @@ async fn tail_on_a_missing_topic_says_it_waits_for_it() {
     let out = tail.await.unwrap();
     assert!(out.status.success());
     assert_eq!(json_lines(&out)[0]["payload"], 1);
+}
+
+/// Dead letters by reason and group; a malformed entry's fields as stored; a purge only when
+/// confirmed.
+#[tokio::test]
+async fn dead_letters_can_be_filtered_seen_raw_and_purged_only_when_confirmed() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let key = format!("{}:{{orders}}", redis.namespace());
+    redis.cli(&["XADD", &key, "*", "not", "an envelope"]);
+    let producer = Producer::new(conn.clone());
+    for id in 0..2 {
+        producer.publish("orders", &Order { id, item: "bad".into() }).await.unwrap();
+    }
+    let reject = |_: Order, _: Context| std::future::ready(Err::<(), _>(HandlerError::reject("bad item")));
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    for group in ["a", "b"] {
+        let worker = Worker::builder(conn.clone(), group).on("orders", reject).build().unwrap().start();
+        let want = if group == "a" { 3 } else { 6 };
+        wait_until(PATIENCE, "dead letters", || async { dlq.count().await.unwrap() == want }).await;
+        worker.shutdown().await;
+    }
+
+    let letters = json_lines(&run(
+        &redis,
+        &["--output", "json", "dlq", "list", "orders", "--reason", "rejected", "--group", "a"],
+    ));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.iter().all(|l| l["reason"] == "rejected" && l["group"] == "a"), "{letters:?}");
+    let raw = json_lines(&run(&redis, &["dlq", "list", "orders", "--reason", "malformed", "--raw"]));
+    assert_eq!(raw.len(), 2, "one per group: {raw:?}");
+    assert_eq!(raw[0]["fields"], serde_json::json!({ "not": "an envelope" }), "{raw:?}");
+
+    let out =
+        run(&redis, &["--output", "json", "dlq", "replay", "orders", "--all", "--group", "b", "--reason", "rejected"]);
+    assert_eq!(json_lines(&out)[0]["replayed"], 2);
+    assert_eq!(dlq.count().await.unwrap(), 4);
+
+    let err = fails(&redis, &["dlq", "purge", "orders"]);
+    assert!(err.contains("Delete all 4 dead letters of `orders`?") && err.contains("--yes"), "{err}");
+    assert_eq!(dlq.count().await.unwrap(), 4, "nothing purged");
+    let out = run(&redis, &["--output", "json", "dlq", "purge", "orders", "--yes"]);
+    assert_eq!(json_lines(&out)[0]["purged"], 4);
+
+    let err = fails(&redis, &["group", "delete", "orders", "a"]);
+    assert!(err.contains("Delete group `a` of `orders`") && err.contains("--yes"), "{err}");
+    run(&redis, &["group", "delete", "orders", "a", "--yes"]);
+    let groups: Vec<String> = Admin::new(conn).groups("orders").await.unwrap().into_iter().map(|g| g.name).collect();
+    assert_eq!(groups, ["b"]);
 }

@@ -59,6 +59,48 @@ pub struct ReplayAll {
     pub without_fields: usize,
 }
 
+/// Which dead letters an operation takes: all by default, or those of one reason and/or group.
+///
+/// # Example
+/// ```
+/// use tributary_streams::DeadLetterFilter;
+///
+/// let failed_in_billing = DeadLetterFilter::all().reason("max_deliveries").group("billing");
+/// # let _ = failed_in_billing;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct DeadLetterFilter {
+    reason: Option<String>,
+    group: Option<String>,
+}
+
+impl DeadLetterFilter {
+    /// Every dead letter.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only those with this reason (`malformed`, `max_deliveries`, `rejected`, `expired`,
+    /// `unreadable`).
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Only those the group `group` gave up on.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Whether `letter` is one of them.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        let wanted = |want: &Option<String>, have: &str| want.as_deref().map_or(true, |w| w == have);
+        wanted(&self.reason, &letter.reason) && wanted(&self.group, &letter.group)
+    }
+}
+
 impl DeadLetter {
     /// The original envelope, if the original fields are a valid one.
     ///
@@ -179,6 +221,29 @@ impl DeadLetters {
         Ok(entries.into_iter().map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
     }
 
+    /// The oldest `count` dead letters that `filter` takes, reading the dead-letter stream page
+    /// by page.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when a command fails.
+    pub async fn list_matching(&self, filter: &DeadLetterFilter, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
+        let mut found = Vec::new();
+        let mut start = "-".to_owned();
+        while found.len() < count {
+            let args = Args::new().arg(start.as_str()).arg("+").arg("COUNT").arg(500);
+            let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
+            let Some(last) = page.last().map(|e| e.id) else { break };
+            found.extend(
+                page.into_iter()
+                    .map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default()))
+                    .filter(|l| filter.matches(l))
+                    .take(count - found.len()),
+            );
+            start = format!("({last}");
+        }
+        Ok(found)
+    }
+
     /// The dead letter of the topic entry `original` (its `original_id`), oldest first if
     /// there are several. Reads the dead-letter stream page by page.
     ///
@@ -229,6 +294,20 @@ impl DeadLetters {
     /// # Errors
     /// As [`replay`](Self::replay).
     pub async fn replay_all(&self) -> Result<ReplayAll, StreamError> {
+        self.replay_matching(&DeadLetterFilter::all(), |_| {}).await
+    }
+
+    /// As [`replay_all`](Self::replay_all), for the dead letters `filter` takes (unreadable
+    /// entries are counted only when it takes every reason). `progress` is called after every
+    /// page of 100 entries with the report so far, for long replays.
+    ///
+    /// # Errors
+    /// As [`replay`](Self::replay).
+    pub async fn replay_matching(
+        &self,
+        filter: &DeadLetterFilter,
+        mut progress: impl FnMut(&ReplayAll),
+    ) -> Result<ReplayAll, StreamError> {
         let mut report = ReplayAll::default();
         let args = Args::new().arg("+").arg("-").arg("COUNT").arg(1);
         let newest = parse_entries("XREVRANGE", call::<Value>(&self.conn, "XREVRANGE", &self.key, args).await?)?;
@@ -241,7 +320,12 @@ impl DeadLetters {
             for entry in page {
                 let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
                 if !letter.is_readable() {
-                    report.unreadable += 1;
+                    if filter.reason.is_none() && filter.group.is_none() {
+                        report.unreadable += 1;
+                    }
+                    continue;
+                }
+                if !filter.matches(&letter) {
                     continue;
                 }
                 match self.replay(entry.id).await {
@@ -251,6 +335,7 @@ impl DeadLetters {
                     Err(e) => return Err(e),
                 }
             }
+            progress(&report);
             if page_last >= last {
                 return Ok(report);
             }

@@ -49,7 +49,7 @@ pub use consumer::{
     handler_fn, raw_handler_fn, BoxFuture, Context, ExpiredPolicy, Handler, HandlerError, RetryPolicy, Route,
     RouteOptions, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
-pub use dead_letter::{DeadLetter, DeadLetters, ReplayAll};
+pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetters, ReplayAll};
 pub use error::{BuildError, StreamError};
 pub use position::Position;
 pub use producer::{Producer, ProducerBuilder, Publish};

@@ -14,9 +14,9 @@ pub use tributary_core::fred;
 #[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
 pub use tributary_streams::{
     admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
-    DeadLetter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy, HoldReason, Position, Producer,
-    ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention, RetryPolicy, Route, RouteOptions, Scheduled,
-    Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy, HoldReason, Position,
+    Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention, RetryPolicy, Route, RouteOptions,
+    Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]
