@@ -93,9 +93,15 @@ pub(crate) enum Command {
 pub(crate) struct PublishArgs {
     /// Topic.
     pub(crate) topic: String,
-    /// The message as JSON (else: one JSON document per line of standard input).
+    /// The message as JSON. Without it, the JSON documents of standard input (one per line, or
+    /// pretty-printed over several), read to its end first: if one does not parse, nothing is
+    /// published and the error says which document and line.
     #[arg(long)]
     pub(crate) json: Option<String>,
+    /// With documents on standard input: publish the good ones even if some do not parse (each
+    /// bad one is reported on standard error, and the exit status is 1).
+    #[arg(long = "continue")]
+    pub(crate) keep_going: bool,
     /// Partition / ordering key.
     #[arg(long)]
     pub(crate) key: Option<String>,

@@ -1,6 +1,6 @@
 //! `tributary publish`.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
@@ -54,16 +54,76 @@ pub(crate) async fn run(conn: Connection, output: Output, args: PublishArgs) -> 
             output::single(output, name, publish_one(value).await?);
         }
         None => {
-            for (n, line) in std::io::stdin().lock().lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let documents = documents(&text);
+            let bad: Vec<&String> = documents.iter().filter_map(|d| d.as_ref().err()).collect();
+            if !bad.is_empty() && !args.keep_going {
+                let others = match bad.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                return Err(
+                    format!("{}{others}; nothing was published (--continue publishes the good ones)", bad[0]).into()
+                );
+            }
+            let skipped = bad.len();
+            for document in documents {
+                match document {
+                    Ok(value) => output::single(output, name, publish_one(value).await?),
+                    Err(e) => eprintln!("tributary: skipped {e}"),
                 }
-                let value: Value =
-                    crate::json::parse(&line).map_err(|e| format!("line {} of standard input: {e}", n + 1))?;
-                output::single(output, name, publish_one(value).await?);
+            }
+            if skipped > 0 {
+                return Err(format!("{skipped} documents did not parse and were skipped").into());
             }
         }
     }
     Ok(())
+}
+
+/// The JSON documents of `text` (each on its own line or spread over several), or for each one
+/// that does not parse, where it is and why. After a syntax error the next document is looked
+/// for on the next line.
+fn documents(text: &str) -> Vec<Result<Value, String>> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while from < text.len() {
+        let rest = &text[from..];
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let start = stream.byte_offset();
+        match stream.next() {
+            None => break,
+            Some(Ok(_)) => {
+                let end = stream.byte_offset();
+                let doc = &rest[start..end];
+                let line = line_of(text, from + start + (doc.len() - doc.trim_start().len()));
+                found.push(
+                    crate::json::parse(doc)
+                        .map_err(|e| format!("document {} (line {line}) of standard input: {e}", found.len() + 1)),
+                );
+                from += end;
+            }
+            Some(Err(e)) => {
+                let line = line_of(text, from) + e.line().saturating_sub(1);
+                // serde_json counts lines from where this document's search began: say only ours.
+                let what = e.to_string();
+                let what = what.rsplit_once(" at line ").map_or(what.as_str(), |(w, _)| w);
+                found.push(Err(format!(
+                    "document {} (line {line}, column {}) of standard input: {what}",
+                    found.len() + 1,
+                    e.column()
+                )));
+                // Go on after the line of the error.
+                let after = rest.split_inclusive('\n').take(e.line().max(1)).map(str::len).sum::<usize>();
+                from += after.max(1);
+            }
+        }
+    }
+    found
+}
+
+/// The 1-based line of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
 }

@@ -679,3 +679,35 @@ async fn dead_letters_can_be_filtered_seen_raw_and_purged_only_when_confirmed() 
     let groups: Vec<String> = Admin::new(conn).groups("orders").await.unwrap().into_iter().map(|g| g.name).collect();
     assert_eq!(groups, ["b"]);
 }
+
+/// Publishing from standard input takes pretty-printed documents too; one that does not parse
+/// publishes nothing unless `--continue`, and the error says which document and line.
+#[tokio::test]
+async fn stdin_publishing_takes_pretty_json_and_a_bad_document_publishes_nothing() {
+    use std::io::Write;
+    let redis = TestRedis::start().await;
+    let key = format!("{}:{{docs}}", redis.namespace());
+    let input = "{\"id\":1,\"item\":\"a\"}\n{\n  \"id\": 2,\n  \"item\": \"b\"\n}\n\n{\"id\": oops}\n{\"id\":4,\"item\":\"d\"}\n";
+    let publish = |extra: &[&str]| {
+        let mut args = vec!["publish", "docs"];
+        args.extend_from_slice(extra);
+        let mut child =
+            cli(&redis, &args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = publish(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("document 3 (line 7, column 8)") && err.contains("nothing was published"), "{err}");
+    assert_eq!(redis.cli(&["EXISTS", &key]).trim(), "0", "nothing published");
+
+    let out = publish(&["--continue"]);
+    assert!(!out.status.success(), "the bad one still fails the run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3, "three entry ids");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped document 3"));
+    let conn = connect(&redis).await;
+    let got = Replay::new(conn).range("docs", Position::Beginning, Position::End).unwrap().collect(10).await.unwrap();
+    let ids: Vec<u64> = got.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().id).collect();
+    assert_eq!(ids, [1, 2, 4]);
+}
