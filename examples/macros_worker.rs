@@ -30,9 +30,8 @@ async fn main() -> Result<(), tributary::BoxError> {
 
     // Every service reads the topic through its own group; its instances share the work.
     let worker = Worker::builder(conn, "billing").register(bill).build()?.start();
-    while worker.stats().acked == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait until it has handled the one message (bounded: a demo should not hang).
+    tokio::time::timeout(Duration::from_secs(30), worker.settled(1)).await?;
     worker.shutdown().await; // finishes running handlers, acks them, leaves the rest pending
     Ok(())
 }

@@ -65,14 +65,10 @@ async fn main() -> Result<(), tributary::BoxError> {
         .start();
 
     let dead_letters = DeadLetters::new(conn.clone(), "orders")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while handled.load(Ordering::SeqCst) < 9 || dead_letters.count().await? < 1 {
-        if tokio::time::Instant::now() > deadline {
-            return Err("demo did not finish in 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stats = worker.stats();
+    // Nine handled and one dead-lettered: ten settled.
+    let stats = tokio::time::timeout(Duration::from_secs(30), worker.settled(10))
+        .await
+        .map_err(|_| "demo did not finish in 30 s")?;
     worker.shutdown().await;
 
     for letter in dead_letters.list(10).await? {

@@ -52,14 +52,9 @@ pub(crate) async fn consume(conn: Connection, args: ConsumeArgs) -> Result<(), B
         .build()?
         .start();
     let all_settled = async {
-        let Some(n) = limit else { return std::future::pending().await };
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            let s = worker.stats();
-            if s.acked + s.dead_lettered + s.tombstones + s.replays_for_other_groups >= n {
-                return;
-            }
+        match limit {
+            Some(n) => drop(worker.settled(n).await),
+            None => std::future::pending().await,
         }
     };
     tokio::select! {

@@ -306,3 +306,32 @@ async fn trace_context_follows_a_message_into_what_its_handler_publishes() {
     assert_ne!(second.parent_id(), first.parent_id());
     worker.shutdown().await;
 }
+
+/// `settled(n)` returns once `n` entries are done with (acknowledged or dead-lettered), with
+/// the counters at that moment: no polling of `stats()` needed.
+#[tokio::test]
+async fn settled_waits_for_entries_acknowledged_or_dead_lettered() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for n in 0..100u64 {
+        producer.publish("orders", &n).await.unwrap();
+    }
+    let worker = Worker::builder(conn.clone(), "g")
+        .on("orders", |n: u64, _ctx: Context| async move {
+            if n == 7 {
+                return Err(HandlerError::reject("seven"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    let stats = tokio::time::timeout(PATIENCE, worker.settled(100)).await.expect("all 100 settled");
+    assert_eq!((stats.acked, stats.dead_lettered, stats.settled()), (99, 1, 100));
+    // Already there: returns at once.
+    assert_eq!(worker.settled(50).await.settled(), 100);
+    // More than will ever come: still waiting when the bound ends.
+    assert!(tokio::time::timeout(Duration::from_millis(200), worker.settled(101)).await.is_err());
+    worker.shutdown().await;
+}

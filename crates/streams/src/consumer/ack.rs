@@ -116,7 +116,7 @@ impl TopicConsumer {
                     }
                 }
             }
-            Stats::add(&self.stats.acked, batch.len() as u64);
+            self.stats.settle(&self.stats.acked, batch.len() as u64);
             self.forget(batch.iter().map(|(id, _)| *id));
             // One permit for the batch, so the slots go back under one lock of the semaphore
             // rather than one each.
@@ -158,7 +158,7 @@ impl TopicConsumer {
             match DEAD_LETTER.run::<i64>(&self.conn, keys.clone(), args.clone()).await {
                 Ok(moved) => {
                     if moved == 1 {
-                        Stats::add(&self.stats.dead_lettered, 1);
+                        self.stats.settle(&self.stats.dead_lettered, 1);
                         if reason == DeadLetterReason::Malformed {
                             Stats::add(&self.stats.malformed, 1);
                         }

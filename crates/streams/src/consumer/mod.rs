@@ -236,6 +236,23 @@ impl WorkerHandle {
     pub fn stats(&self) -> WorkerStats {
         self.stats.snapshot()
     }
+
+    /// Waits until `n` entries have been settled since the worker started (see
+    /// [`WorkerStats::settled`]: handled and acknowledged, dead-lettered, or skipped), and
+    /// returns the counters then. With [`WorkerBuilder::limit`]`(n)`, this waits for the whole
+    /// run. It waits as long as it takes: bound it with `tokio::time::timeout` when fewer may
+    /// ever come.
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: tributary_streams::WorkerHandle) {
+    /// let stats = worker.settled(100).await;
+    /// println!("{} handled, {} dead-lettered", stats.acked, stats.dead_lettered);
+    /// worker.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn settled(&self, n: u64) -> WorkerStats {
+        self.stats.settled(n).await
+    }
 }
 
 impl Drop for WorkerHandle {

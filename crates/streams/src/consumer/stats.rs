@@ -18,11 +18,34 @@ pub(crate) struct Stats {
     pub(crate) released: AtomicU64,
     pub(crate) groups_recreated: AtomicU64,
     pub(crate) replays_for_other_groups: AtomicU64,
+    /// Woken whenever entries are settled (see [`WorkerStats::settled`]).
+    pub(crate) on_settled: tokio::sync::Notify,
 }
 
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter of settled entries and wakes those waiting for a number of them.
+    pub(crate) fn settle(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+        self.on_settled.notify_waiters();
+    }
+
+    /// Waits until `n` entries are settled.
+    pub(crate) async fn settled(&self, n: u64) -> WorkerStats {
+        loop {
+            let woken = self.on_settled.notified();
+            tokio::pin!(woken);
+            // Registered before the check: a settle between the check and the wait wakes it.
+            woken.as_mut().enable();
+            let stats = self.snapshot();
+            if stats.settled() >= n {
+                return stats;
+            }
+            woken.await;
+        }
     }
 
     pub(crate) fn snapshot(&self) -> WorkerStats {
@@ -78,4 +101,13 @@ pub struct WorkerStats {
     pub groups_recreated: u64,
     /// Replayed dead letters addressed to another group, acknowledged without handling.
     pub replays_for_other_groups: u64,
+}
+
+impl WorkerStats {
+    /// Entries done with for good: acknowledged after their handler succeeded, dead-lettered,
+    /// or acknowledged without a handler (deleted before they were read, replays for other
+    /// groups). What [`WorkerHandle::settled`](crate::WorkerHandle::settled) waits for.
+    pub fn settled(&self) -> u64 {
+        self.acked + self.dead_lettered + self.tombstones + self.replays_for_other_groups
+    }
 }

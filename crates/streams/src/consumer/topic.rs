@@ -741,7 +741,7 @@ impl TopicConsumer {
                 if let Err(e) = self.ack_unhandled(job.id).await {
                     tracing::warn!(topic = %self.topic, error = %e, "could not ack deleted entry");
                 } else {
-                    Stats::add(&self.stats.tombstones, 1);
+                    self.stats.settle(&self.stats.tombstones, 1);
                 }
                 None
             }
@@ -749,7 +749,7 @@ impl TopicConsumer {
                 if let Err(e) = self.ack_unhandled(job.id).await {
                     tracing::warn!(topic = %self.topic, error = %e, "could not ack a replay for another group");
                 } else {
-                    Stats::add(&self.stats.replays_for_other_groups, 1);
+                    self.stats.settle(&self.stats.replays_for_other_groups, 1);
                 }
                 None
             }
