@@ -51,6 +51,24 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// List topics with their length, groups, dead letters and scheduled messages.
     Topics,
+    /// One topic at a glance: length, first and last entry, groups with their lag, consumers,
+    /// dead letters, scheduled messages.
+    Info {
+        /// Topic.
+        topic: String,
+    },
+    /// Print one message by its entry id (as `tail` would).
+    Get {
+        /// Topic.
+        topic: String,
+        /// Entry id (`1795617835928-0`).
+        id: tributary::EntryId,
+    },
+    /// Print a completion script for a shell: `tributary completions bash > /etc/bash_completion.d/tributary`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List the consumer groups of a topic.
     Groups {
         /// Topic.

@@ -1,7 +1,7 @@
 //! `tributary topics | groups | consumers | pending`.
 
 use serde_json::{json, Value};
-use tributary::{Admin, BoxError, Connection, DeadLetters, Scheduler};
+use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler};
 
 use crate::checks;
 use crate::cli::Output;
@@ -74,5 +74,60 @@ pub(crate) async fn pending(
         .map(|p| vec![json!(p.id.to_string()), json!(p.consumer), json!(p.idle_ms), json!(p.deliveries)])
         .collect();
     output::rows(out, &["entry_id", "consumer", "idle_ms", "deliveries"], rows);
+    Ok(())
+}
+
+pub(crate) async fn info(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {
+    let admin = Admin::new(conn.clone());
+    checks::topic(&admin, conn.namespace().as_str(), topic).await?;
+    let bounds = admin.first_and_last(topic).await?;
+    let at = |id: EntryId| {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms());
+        format!("{id} ({})", humantime::format_rfc3339_millis(time))
+    };
+    let groups = admin.groups(topic).await?;
+    let mut rows = vec![
+        vec![json!("length"), json!(admin.len(topic).await?)],
+        vec![json!("first"), json!(bounds.map(|(first, _)| at(first)))],
+        vec![json!("last"), json!(bounds.map(|(_, last)| at(last)))],
+        vec![json!("dead_letters"), json!(DeadLetters::new(conn.clone(), topic)?.count().await?)],
+        vec![json!("scheduled"), json!(Scheduler::new(conn.clone()).count(topic).await?)],
+        vec![json!("groups"), json!(groups.len())],
+    ];
+    for g in groups {
+        let consumers: Vec<String> = admin
+            .consumers(topic, &g.name)
+            .await?
+            .into_iter()
+            .map(|c| format!("{} ({} pending)", c.name, c.pending))
+            .collect();
+        rows.push(vec![
+            json!(format!("group {}", g.name)),
+            json!(format!(
+                "lag {}, pending {}, last delivered {}, consumers: {}",
+                g.lag.map_or_else(|| "unknown".to_owned(), |l| l.to_string()),
+                g.pending,
+                g.last_delivered,
+                if consumers.is_empty() { "none".to_owned() } else { consumers.join(", ") }
+            )),
+        ]);
+    }
+    output::rows(out, &["what", "value"], rows);
+    Ok(())
+}
+
+pub(crate) async fn get(conn: Connection, topic: &str, id: EntryId) -> Result<(), BoxError> {
+    let admin = Admin::new(conn.clone());
+    checks::topic(&admin, conn.namespace().as_str(), topic).await?;
+    let found = Replay::new(conn).range(topic, Position::At(id), Position::At(id))?.collect(1).await?;
+    let Some(received) = found.into_iter().next() else {
+        return Err(format!("no entry `{id}` on topic `{topic}` (trimmed, deleted, or never there)").into());
+    };
+    match &received.envelope {
+        Ok(env) => output::message_line(&output::message(received.entry_id, env, None))?,
+        Err(e) => {
+            output::message_line(&json!({ "entry_id": received.entry_id.to_string(), "malformed": e.to_string() }))?
+        }
+    }
     Ok(())
 }

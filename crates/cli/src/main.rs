@@ -64,6 +64,18 @@ fn init_logging(cli: &Cli) {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
+    if let Command::Completions { shell } = cli.command {
+        // Needs no server.
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "tributary", &mut script);
+        // Written here, not by clap_complete, which panics on a closed pipe (`| head`).
+        use std::io::Write;
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
     let mut options =
         Connection::options().namespace(cli.namespace.as_str()).connect_timeout(std::time::Duration::from_secs(3));
     if let Some(path) = &cli.tls_ca {
@@ -84,6 +96,9 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Consume(args) => consume::consume(conn, args).await,
         Command::Tail(args) => consume::tail(conn, args).await,
         Command::Topics => inspect::topics(conn, out).await,
+        Command::Info { topic } => inspect::info(conn, out, &topic).await,
+        Command::Get { topic, id } => inspect::get(conn, &topic, id).await,
+        Command::Completions { .. } => Ok(()),
         Command::Groups { topic } => inspect::groups(conn, out, &topic).await,
         Command::Consumers { topic, group } => inspect::consumers(conn, out, &topic, &group).await,
         Command::Pending { topic, group, count } => inspect::pending(conn, out, &topic, &group, count).await,

@@ -711,3 +711,34 @@ async fn stdin_publishing_takes_pretty_json_and_a_bad_document_publishes_nothing
     let ids: Vec<u64> = got.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().id).collect();
     assert_eq!(ids, [1, 2, 4]);
 }
+
+/// The everyday commands: one topic at a glance, one message by id, shell completions, and an
+/// RPC call to a service nobody serves, which says so at once and writes nothing.
+#[tokio::test]
+async fn info_get_completions_and_a_call_to_a_service_nobody_serves() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let first = producer.publish("orders", &Order { id: 1, item: "a".into() }).await.unwrap();
+    let last = producer.publish("orders", &Order { id: 2, item: "b".into() }).await.unwrap();
+    Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
+
+    let info = json_lines(&run(&redis, &["--output", "json", "info", "orders"]));
+    let value = |what: &str| info.iter().find(|r| r["what"] == what).map(|r| r["value"].clone()).unwrap();
+    assert_eq!(value("length"), 2);
+    assert!(value("first").as_str().unwrap().starts_with(&first.to_string()));
+    assert!(value("last").as_str().unwrap().starts_with(&last.to_string()));
+    assert!(value("group billing").as_str().unwrap().starts_with("lag 2, pending 0"), "{info:?}");
+
+    let got = json_lines(&run(&redis, &["get", "orders", &last.to_string()]));
+    assert_eq!(got[0]["payload"], serde_json::json!({"id": 2, "item": "b"}));
+    assert!(fails(&redis, &["get", "orders", "1-1"]).contains("no entry `1-1` on topic `orders`"));
+
+    let script = String::from_utf8(run(&redis, &["completions", "bash"]).stdout).unwrap();
+    assert!(script.contains("_tributary()") && script.contains("completions"), "a bash completion script");
+
+    let err = fails(&redis, &["rpc", "call", "nosuch", "method", "--timeout", "30s"]);
+    assert!(err.contains("no server has ever read `rpc.nosuch`"), "{err}");
+    let request_stream = format!("{}:{{rpc.nosuch}}", redis.namespace());
+    assert_eq!(redis.cli(&["EXISTS", &request_stream]).trim(), "0", "no stream left behind");
+}

@@ -296,6 +296,24 @@ impl Admin {
         Ok(n == 1)
     }
 
+    /// The ids of the oldest and the newest entry of `topic`, or `None` when it has none.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn first_and_last(&self, topic: &str) -> Result<Option<(EntryId, EntryId)>, StreamError> {
+        let key = self.key(topic)?;
+        let end = |cmd: &'static str, from: &'static str, to: &'static str| {
+            let key = key.clone();
+            async move {
+                let args = Args::new().arg(from).arg(to).arg("COUNT").arg(1);
+                let reply = call::<Value>(&self.conn, cmd, &key, args).await?;
+                Ok::<_, StreamError>(crate::redis::parse_entries(cmd, reply)?.first().map(|e| e.id))
+            }
+        };
+        let (first, last) = (end("XRANGE", "-", "+").await?, end("XREVRANGE", "+", "-").await?);
+        Ok(first.zip(last))
+    }
+
     /// Number of entries in `topic`'s stream.
     ///
     /// # Errors
