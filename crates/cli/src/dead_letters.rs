@@ -55,9 +55,16 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
             let dlq = DeadLetters::new(conn, &topic)?;
             if all {
                 let total = dlq.count().await?;
+                // A malformed entry replayed is dead-lettered again (until the consumer's code
+                // changes): replayed only when asked for by `--reason malformed`.
+                let skip_malformed = filter.reason.is_none();
+                let mut chosen = filter.to_filter();
+                if skip_malformed {
+                    chosen = chosen.except_reason("malformed");
+                }
                 let (started, mut said) = (std::time::Instant::now(), std::time::Instant::now());
                 let report = dlq
-                    .replay_matching(&filter.to_filter(), |so_far| {
+                    .replay_matching(&chosen, |so_far| {
                         // Long replays say how far they are, about once a second.
                         if said.elapsed() >= std::time::Duration::from_secs(1) {
                             said = std::time::Instant::now();
@@ -70,6 +77,13 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
                     })
                     .await?;
                 output::single(out, "replayed", json!(report.replayed));
+                let malformed = tributary::DeadLetterFilter::all().reason("malformed");
+                if skip_malformed && !dlq.list_matching(&malformed, 1).await?.is_empty() {
+                    eprintln!(
+                        "tributary: malformed dead letters were left where they are (replayed, they would be \
+                         dead-lettered again); replay them with --reason malformed"
+                    );
+                }
                 if report.unreadable + report.without_fields > 0 {
                     eprintln!(
                         "tributary: left in the dead-letter stream: {} unreadable (not dead letters; see `dlq list`), \

@@ -666,12 +666,18 @@ async fn dead_letters_can_be_filtered_seen_raw_and_purged_only_when_confirmed() 
         run(&redis, &["--output", "json", "dlq", "replay", "orders", "--all", "--group", "b", "--reason", "rejected"]);
     assert_eq!(json_lines(&out)[0]["replayed"], 2);
     assert_eq!(dlq.count().await.unwrap(), 4);
+    // `--all` leaves malformed ones (they would only be dead-lettered again) unless asked.
+    let out = run(&redis, &["--output", "json", "dlq", "replay", "orders", "--all", "--group", "a"]);
+    assert_eq!(json_lines(&out)[0]["replayed"], 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reason malformed"));
+    let left = json_lines(&run(&redis, &["--output", "json", "dlq", "list", "orders"]));
+    assert!(left.len() == 2 && left.iter().all(|l| l["reason"] == "malformed"), "{left:?}");
 
     let err = fails(&redis, &["dlq", "purge", "orders"]);
-    assert!(err.contains("Delete all 4 dead letters of `orders`?") && err.contains("--yes"), "{err}");
-    assert_eq!(dlq.count().await.unwrap(), 4, "nothing purged");
+    assert!(err.contains("Delete all 2 dead letters of `orders`?") && err.contains("--yes"), "{err}");
+    assert_eq!(dlq.count().await.unwrap(), 2, "nothing purged");
     let out = run(&redis, &["--output", "json", "dlq", "purge", "orders", "--yes"]);
-    assert_eq!(json_lines(&out)[0]["purged"], 4);
+    assert_eq!(json_lines(&out)[0]["purged"], 2);
 
     let err = fails(&redis, &["group", "delete", "orders", "a"]);
     assert!(err.contains("Delete group `a` of `orders`") && err.contains("--yes"), "{err}");

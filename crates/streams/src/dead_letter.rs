@@ -73,6 +73,7 @@ pub struct ReplayAll {
 pub struct DeadLetterFilter {
     reason: Option<String>,
     group: Option<String>,
+    excluded_reasons: Vec<String>,
 }
 
 impl DeadLetterFilter {
@@ -88,6 +89,13 @@ impl DeadLetterFilter {
         self
     }
 
+    /// Not those with this reason (repeatable): e.g. `malformed`, whose replay would only be
+    /// dead-lettered again until the consumer's code changes.
+    pub fn except_reason(mut self, reason: impl Into<String>) -> Self {
+        self.excluded_reasons.push(reason.into());
+        self
+    }
+
     /// Only those the group `group` gave up on.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
@@ -97,7 +105,9 @@ impl DeadLetterFilter {
     /// Whether `letter` is one of them.
     pub fn matches(&self, letter: &DeadLetter) -> bool {
         let wanted = |want: &Option<String>, have: &str| want.as_deref().map_or(true, |w| w == have);
-        wanted(&self.reason, &letter.reason) && wanted(&self.group, &letter.group)
+        wanted(&self.reason, &letter.reason)
+            && wanted(&self.group, &letter.group)
+            && !self.excluded_reasons.contains(&letter.reason)
     }
 }
 
@@ -298,7 +308,7 @@ impl DeadLetters {
     }
 
     /// As [`replay_all`](Self::replay_all), for the dead letters `filter` takes (unreadable
-    /// entries are counted only when it takes every reason). `progress` is called after every
+    /// entries are counted unless it asks for one reason or group). `progress` is called after every
     /// page of 100 entries with the report so far, for long replays.
     ///
     /// # Errors
