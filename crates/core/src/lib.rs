@@ -2,7 +2,8 @@
 //! ids, [codecs](codec), the versioned [wire format](wire), key names and the Redis
 //! [`Connection`].
 //!
-//! Most applications depend on the `tributary` facade crate instead of this one.
+//! Most applications depend on the facade instead (package `tributary-redis`, imported as
+//! `tributary`), which re-exports this crate.
 //!
 //! ```
 //! use tributary_core::{codec::MsgPack, wire, Envelope};

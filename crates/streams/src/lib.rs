@@ -3,7 +3,8 @@
 //! delivery, retries with backoff, dead letters, reclaim of crashed consumers' work, and
 //! replay.
 //!
-//! Most applications depend on the `tributary` facade crate instead of this one.
+//! Most applications depend on the facade instead (package `tributary-redis`, imported as
+//! `tributary`), which re-exports this crate.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!(concat!(env!("OUT_DIR"), "/README.md"))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tributary_core::{
@@ -51,30 +51,32 @@ pub mod __private {
 
 /// The guides from `docs/`, so their examples are compiled with the crate.
 pub mod guide {
-    #[doc = include_str!("../guide/delivery.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/delivery.md"))]
     pub mod delivery {}
-    #[doc = include_str!("../guide/rpc.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/rpc.md"))]
     #[cfg(feature = "rpc")]
     pub mod rpc {}
-    #[doc = include_str!("../guide/time.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/time.md"))]
     pub mod time {}
-    #[doc = include_str!("../guide/wire-format.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/wire-format.md"))]
     pub mod wire_format {}
-    #[doc = include_str!("../guide/keys.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/keys.md"))]
     pub mod keys {}
-    #[doc = include_str!("../guide/reliability.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/reliability.md"))]
     pub mod reliability {}
-    #[doc = include_str!("../guide/security.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/security.md"))]
     pub mod security {}
-    #[doc = include_str!("../guide/cli.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/cli.md"))]
     pub mod cli {}
-    #[doc = include_str!("../guide/production.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/production.md"))]
     pub mod production {}
-    #[doc = include_str!("../guide/troubleshooting.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/troubleshooting.md"))]
     pub mod troubleshooting {}
-    #[doc = include_str!("../guide/from-pubsub.md")]
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/from-pubsub.md"))]
     #[cfg(feature = "rpc")]
     pub mod from_pubsub {}
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/performance.md"))]
+    pub mod performance {}
 }
 
 /// The names most applications need: `use tributary::prelude::*;`.

@@ -1,15 +1,19 @@
 //! Workers: consumer groups that hand each message to a handler and settle it by the
-//! outcome. See `docs/delivery.md` for exactly what is guaranteed.
-//!
-//! Where things live:
-//! - `topic.rs`: the consumer loop of one topic (group creation, reads, drain);
-//! - `dispatch.rs`: handing read entries to handlers (batches, per-key lanes);
-//! - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
-//! - `retry.rs`: the retry policy (backoff with jitter);
-//! - `claim.rs`: reclaiming entries of dead consumers, lease renewal, consumer clean-up;
-//! - `ack.rs`: batched acks and the dead-letter move;
-//! - `handler.rs`: the `Handler` trait, `Context` and `HandlerError`;
-//! - `builder.rs`: configuration and defaults.
+//! outcome: acknowledged after success, retried with backoff after a failure, moved to the
+//! dead-letter stream with the reason after the last attempt. Start with
+//! [`Worker::builder`]; what exactly is guaranteed is in the delivery guide
+//! (`docs/delivery.md`, `tributary::guide::delivery`).
+
+// Where things live (for maintainers; CONTRIBUTING.md has the whole map):
+// - `topic.rs`: the consumer loop of one topic (group creation, reads, drain);
+// - `group.rs`: re-creating a lost consumer group;
+// - `dispatch.rs`: handing read entries to handlers (batches, per-key lanes);
+// - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
+// - `retry.rs`: the retry policy (backoff with jitter);
+// - `claim.rs`: reclaiming entries of dead consumers, lease renewal, consumer clean-up;
+// - `ack.rs`: batched acks and the dead-letter move;
+// - `handler.rs`: the `Handler` trait, `Context` and `HandlerError`;
+// - `builder.rs`: configuration and defaults.
 
 mod ack;
 mod builder;
