@@ -63,7 +63,8 @@ async fn main() -> Result<(), tributary::BoxError> {
     println!("reserved 3 {}, {} left", r.sku, r.left);
     match inventory.reserve(&Reserve { sku: "apple".into(), quantity: 3 }).await {
         Err(RpcError::Remote { code, message, details, .. }) => {
-            println!("second reservation refused: {code}: {message} {details:?}");
+            let details = details.map(|d| format!(" {d}")).unwrap_or_default();
+            println!("second reservation refused: {code}: {message}{details}");
             assert_eq!(code, "out_of_stock");
         }
         other => return Err(format!("expected out_of_stock, got {other:?}").into()),

@@ -20,7 +20,12 @@ struct OrderPlaced {
 
 #[tokio::main]
 async fn main() -> Result<(), tributary::BoxError> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        // Logs on standard error, coloured only on a terminal: standard output is the example's.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // A namespace of its own, so the demo never touches other data on the server.
     let namespace = format!("quickstart-{}", MessageId::new());

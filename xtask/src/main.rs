@@ -14,8 +14,8 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => test(),
-        "demo" => demo(),
-        _ => Err("usage: cargo xtask <test|demo>".to_owned()),
+        "demo" => demo(std::env::args().any(|a| a == "--keep")),
+        _ => Err("usage: cargo xtask test | cargo xtask demo [--keep]".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,20 +48,74 @@ fn test() -> Result<(), String> {
         ],
         &[],
     )?;
-    demo()?;
+    demo(false)?;
     // Last, so its summary closes the output.
     cargo(&["test", "--workspace"], &[])
 }
 
-fn demo() -> Result<(), String> {
+/// The examples, in the order a newcomer reads them, with what each shows.
+const EXAMPLES: [(&str, &str); 5] = [
+    ("macros_worker", "a worker with #[handler]: a message published while no worker runs is handled when it starts"),
+    ("quickstart", "retries with backoff, and a dead letter after the last attempt"),
+    ("offline_replay", "a consumer that was down catches up in order; replay from a checkpoint"),
+    ("macros_service", "an RPC service with #[service] and its typed client"),
+    ("rpc", "RPC without macros: replies, remote errors, and a deadline when no server runs"),
+];
+
+/// Builds the examples and the CLI once (cargo's progress shown), runs each example against a
+/// private redis-server with a one-line title, and ends with a summary. With `keep`, the server
+/// is left running with what the examples wrote, and the commands to explore it are printed.
+fn demo(keep: bool) -> Result<(), String> {
     ensure_redis()?;
-    let server = match std::env::var("REDIS_URL") {
+    let mut server = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => Server { url, child: None, dir: None },
         _ => Server::start()?,
     };
-    for example in ["macros_worker", "quickstart", "offline_replay", "macros_service", "rpc"] {
-        eprintln!("xtask: running example {example} against {}", server.url);
-        cargo(&["run", "--quiet", "--example", example], &[("REDIS_URL", server.url.as_str())])?;
+    cargo(&["build", "--examples", "-p", "tributary-redis", "-p", "tributary-cli"], &[])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let mut ran = Vec::new();
+    for (example, title) in EXAMPLES {
+        eprintln!("\n== {example}: {title}");
+        let started = Instant::now();
+        let status = Command::new(target.join("debug").join("examples").join(example))
+            .env("REDIS_URL", &server.url)
+            .status()
+            .map_err(|e| format!("cannot run example {example}: {e}"))?;
+        if !status.success() {
+            return Err(format!("example {example} failed ({status})"));
+        }
+        ran.push(format!("{example} ({:.1} s)", started.elapsed().as_secs_f64()));
+    }
+    eprintln!("\ndemo: {} examples ran against {}: {}", ran.len(), server.url, ran.join(", "));
+    if keep {
+        let cli = target.join("debug").join("tributary");
+        let cli = cli.display();
+        let url = &server.url;
+        // The rpc example keeps its request streams, under a namespace of its own (the other
+        // examples with their own namespace delete theirs).
+        let rpc_demo = Command::new("redis-cli")
+            .args(["-u", url, "--scan", "--pattern", "rpc-demo-*"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .and_then(|k| k.split_once(":{"))
+                    .map(|(ns, _)| ns.to_owned())
+            })
+            .unwrap_or_else(|| "rpc-demo-...".to_owned());
+        eprintln!(
+            "\nredis-server is left running with what the examples wrote. Explore it:\n  \
+             {cli} --url {url} topics\n  \
+             {cli} --url {url} info orders\n  \
+             {cli} --url {url} tail orders --from 0 --count 5\n  \
+             {cli} --url {url} --namespace {rpc_demo} topics\n\
+             Stop it with: redis-cli -u {url} shutdown nosave"
+        );
+        // Neither killed nor cleaned up at drop.
+        server.child.take();
+        server.dir.take();
     }
     Ok(())
 }
@@ -150,7 +204,9 @@ impl Server {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
+            // Not this process's output: a server left running (`--keep`) would hold it open.
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start redis-server: {e}"))?;
         let server = Self { url: format!("redis://127.0.0.1:{port}"), child: Some(child), dir: Some(dir) };
