@@ -10,23 +10,37 @@ pub(crate) struct Cli {
     /// `redis-cluster://[user:password@]host:port[?node=host:port...]` for Redis Cluster,
     /// `redis-sentinel://host:port?sentinelServiceName=NAME` for Sentinel. Passwords are never
     /// printed.
-    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub(crate) url: String,
     /// Key namespace.
-    #[arg(long, global = true, env = "TRIBUTARY_NAMESPACE", default_value = "tributary")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TRIBUTARY_NAMESPACE",
+        default_value = "tributary"
+    )]
     pub(crate) namespace: String,
     /// PEM file of the CA that signed the server's certificate (for `rediss://` with a private CA).
-    #[arg(long, global = true, env = "TRIBUTARY_TLS_CA")]
+    #[arg(long, global = true, help_heading = "Global options", env = "TRIBUTARY_TLS_CA")]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
-    /// Output format: tables for people, JSON lines for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
-    pub(crate) output: Output,
+    /// Output format: tables for people, JSON lines for scripts (default `table`). Not for
+    /// `consume`, `tail` and `get`, which always print one JSON line per message.
+    #[arg(long, global = true, help_heading = "Global options", value_enum)]
+    pub(crate) output: Option<Output>,
     /// More log lines on standard error: `-v` info, `-vv` debug, `-vvv` trace. (Warnings and
     /// errors are always shown; `RUST_LOG` overrides both flags.)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
     /// Only errors on standard error.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, help_heading = "Global options", conflicts_with = "verbose")]
     pub(crate) quiet: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -44,20 +58,30 @@ pub(crate) enum Output {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Publish messages: `--json '{..}'`, or one JSON document per line of standard input.
+    #[command(
+        after_help = "Examples:\n  tributary publish orders --json '{\"id\":1}' --key customer-7\n  jq -c '.[]' orders.json | tributary publish orders"
+    )]
     Publish(PublishArgs),
     /// Consume as a member of a consumer group: print each message as a JSON line, then ack it.
+    #[command(
+        after_help = "Examples:\n  tributary consume orders --group billing --consumer billing-1\n  tributary consume orders --group audit --create-group --from 0 --count 10"
+    )]
     Consume(ConsumeArgs),
     /// Follow a topic without a group (nothing is acknowledged).
+    #[command(after_help = "Examples:\n  tributary tail orders\n  tributary tail orders --from 0 --count 5")]
     Tail(TailArgs),
     /// List topics with their length, groups, dead letters and scheduled messages.
+    #[command(after_help = "Examples:\n  tributary topics\n  tributary --output json topics")]
     Topics,
     /// One topic at a glance: length, first and last entry, groups with their lag, consumers,
     /// dead letters, scheduled messages.
+    #[command(after_help = "Examples:\n  tributary info orders")]
     Info {
         /// Topic.
         topic: String,
     },
     /// Print one message by its entry id (as `tail` would).
+    #[command(after_help = "Examples:\n  tributary get orders 1795617835928-0")]
     Get {
         /// Topic.
         topic: String,
@@ -65,16 +89,21 @@ pub(crate) enum Command {
         id: tributary::EntryId,
     },
     /// Print a completion script for a shell: `tributary completions bash > /etc/bash_completion.d/tributary`.
+    #[command(
+        after_help = "Examples:\n  tributary completions bash > /etc/bash_completion.d/tributary\n  tributary completions zsh > \"${fpath[1]}/_tributary\""
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// List the consumer groups of a topic.
+    #[command(after_help = "Examples:\n  tributary groups orders")]
     Groups {
         /// Topic.
         topic: String,
     },
     /// List the consumers of a group.
+    #[command(after_help = "Examples:\n  tributary consumers orders billing")]
     Consumers {
         /// Topic.
         topic: String,
@@ -82,6 +111,7 @@ pub(crate) enum Command {
         group: String,
     },
     /// List a group's pending (delivered, unacknowledged) entries.
+    #[command(after_help = "Examples:\n  tributary pending orders billing --count 20")]
     Pending {
         /// Topic.
         topic: String,
@@ -98,6 +128,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Group(GroupCommand),
     /// Trim a topic.
+    #[command(
+        after_help = "Examples:\n  tributary trim orders --maxlen 100000 --safe\n  tributary trim orders --minid 2026-11-01T00:00:00Z"
+    )]
     Trim(TrimArgs),
     /// Scheduled (delayed) messages: list or cancel.
     #[command(subcommand)]
@@ -195,6 +228,9 @@ pub(crate) struct TailArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCommand {
     /// List dead letters, oldest first.
+    #[command(
+        after_help = "Examples:\n  tributary dlq list orders\n  tributary dlq list orders --reason malformed --raw"
+    )]
     List {
         /// Topic.
         topic: String,
@@ -209,6 +245,9 @@ pub(crate) enum DlqCommand {
         raw: bool,
     },
     /// Put dead letters back on their topic (same message ids).
+    #[command(
+        after_help = "Examples:\n  tributary dlq replay orders --id 1795617835928-0\n  tributary dlq replay orders --all --group billing"
+    )]
     Replay {
         /// Topic.
         topic: String,
@@ -224,6 +263,7 @@ pub(crate) enum DlqCommand {
         filter: DlqFilter,
     },
     /// Delete every dead letter of a topic (asks on a terminal; `--yes` elsewhere).
+    #[command(after_help = "Examples:\n  tributary dlq purge orders --yes")]
     Purge {
         /// Topic.
         topic: String,
@@ -261,6 +301,9 @@ impl DlqFilter {
 #[derive(Debug, Subcommand)]
 pub(crate) enum GroupCommand {
     /// Create a group (and the topic's stream).
+    #[command(
+        after_help = "Examples:\n  tributary group create orders billing\n  tributary group create orders audit --from '$'"
+    )]
     Create {
         /// Topic.
         topic: String,
@@ -273,6 +316,7 @@ pub(crate) enum GroupCommand {
         from: tributary::Position,
     },
     /// Move a group's cursor: its next new entry is the one at `--to`.
+    #[command(after_help = "Examples:\n  tributary group setid orders billing --to 2026-11-25T14:00:00Z")]
     Setid {
         /// Topic.
         topic: String,
@@ -283,6 +327,7 @@ pub(crate) enum GroupCommand {
         to: tributary::Position,
     },
     /// Delete a group and its pending entries list (asks on a terminal; `--yes` elsewhere).
+    #[command(after_help = "Examples:\n  tributary group delete orders old-service --yes")]
     Delete {
         /// Topic.
         topic: String,
@@ -316,6 +361,7 @@ pub(crate) struct TrimArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ScheduledCommand {
     /// List scheduled messages, due first.
+    #[command(after_help = "Examples:\n  tributary scheduled list reminders")]
     List {
         /// Topic.
         topic: String,
@@ -324,6 +370,7 @@ pub(crate) enum ScheduledCommand {
         count: usize,
     },
     /// Cancel a scheduled message.
+    #[command(after_help = "Examples:\n  tributary scheduled cancel reminders 01a21329-cbcc-70da-8bd9-26640062997e")]
     Cancel {
         /// Topic.
         topic: String,
@@ -335,6 +382,7 @@ pub(crate) enum ScheduledCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum RpcCommand {
     /// Call a method of a running service and print the reply.
+    #[command(after_help = "Examples:\n  tributary rpc call pricing quote --json '{\"sku\":\"A-1\",\"quantity\":3}'")]
     Call {
         /// Service.
         service: String,
@@ -347,4 +395,36 @@ pub(crate) enum RpcCommand {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
         timeout: std::time::Duration,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command a user runs shows examples in its help, and lists the global options
+    /// apart from its own.
+    #[test]
+    fn every_command_has_examples_and_global_options_apart() {
+        fn walk(cmd: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+            if subs.is_empty() || subs == ["help"] {
+                let help = cmd.render_long_help().to_string();
+                if !help.contains("Examples:") {
+                    missing.push(format!("{path}: no examples"));
+                }
+                if path.trim() != "tributary" && !help.contains("Global options:") {
+                    missing.push(format!("{path}: global options not apart"));
+                }
+            }
+            for sub in cmd.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut cli = super::Cli::command();
+        cli.build();
+        let mut missing = Vec::new();
+        walk(&mut cli, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
 }

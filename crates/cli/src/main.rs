@@ -64,6 +64,16 @@ fn init_logging(cli: &Cli) {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
+    let only_json_lines = match &cli.command {
+        Command::Consume(_) => Some("consume"),
+        Command::Tail(_) => Some("tail"),
+        Command::Get { .. } => Some("get"),
+        Command::Completions { .. } => Some("completions"),
+        _ => None,
+    };
+    if let (Some(command), Some(_)) = (only_json_lines, cli.output) {
+        return Err(format!("--output does not apply to `{command}`: it always prints the same form").into());
+    }
     if let Command::Completions { shell } = cli.command {
         // Needs no server.
         use clap::CommandFactory;
@@ -83,7 +93,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         options = options.tls_root_certificates(pem);
     }
     let conn = options.connect(&cli.url).await?;
-    let out = cli.output;
+    let out = cli.output.unwrap_or(cli::Output::Table);
     let result = command(conn.clone(), out, cli.command).await;
     // Closed before the runtime stops, not by a background task it would cut short.
     conn.quit().await;
