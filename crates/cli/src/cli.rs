@@ -377,6 +377,14 @@ pub(crate) enum ScheduledCommand {
         /// Schedule id.
         id: String,
     },
+    /// Deliver a scheduled message now instead of at its due time.
+    #[command(after_help = "Examples:\n  tributary scheduled run-now reminders 01a21329-cbcc-70da-8bd9-26640062997e")]
+    RunNow {
+        /// Topic.
+        topic: String,
+        /// Schedule id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,14 +10,21 @@ use crate::output;
 pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError> {
     let admin = Admin::new(conn.clone());
     let scheduler = Scheduler::new(conn.clone());
+    // Topics, then RPC request streams (`rpc.<service>`), each sorted; topics that so far
+    // have only scheduled messages are listed too (their stream appears when one is due).
+    let mut topics = admin.topics().await?;
+    topics.extend(admin.scheduled_topics().await?);
+    topics.sort_by(|a, b| (is_rpc(a), a).cmp(&(is_rpc(b), b)));
+    topics.dedup();
     let mut rows = Vec::new();
-    for topic in admin.topics().await? {
+    for topic in topics {
         let name = topic.as_str();
         let groups = admin.groups(name).await?;
         let dead = DeadLetters::new(conn.clone(), name)?.count().await?;
         let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
         rows.push(vec![
             json!(name),
+            json!(if is_rpc(&topic) { "rpc requests" } else { "topic" }),
             json!(admin.len(name).await?),
             json!(groups.len()),
             json!(groups.iter().map(|g| g.pending).sum::<u64>()),
@@ -26,8 +33,12 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
             json!(scheduler.count(name).await?),
         ]);
     }
-    output::rows(out, &["topic", "length", "groups", "pending", "max_lag", "dead_letters", "scheduled"], rows);
+    output::rows(out, &["topic", "kind", "length", "groups", "pending", "max_lag", "dead_letters", "scheduled"], rows);
     Ok(())
+}
+
+fn is_rpc(topic: &tributary::Topic) -> bool {
+    topic.as_str().starts_with("rpc.")
 }
 
 pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {

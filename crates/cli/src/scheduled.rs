@@ -29,6 +29,14 @@ pub(crate) async fn run(conn: Connection, out: Output, command: ScheduledCommand
             }
             output::single(out, "cancelled", json!(id));
         }
+        ScheduledCommand::RunNow { topic, id } => {
+            if !scheduler.run_now(&topic, &id).await? {
+                return Err(
+                    format!("`{id}` is not scheduled on topic `{topic}` (already delivered, or unknown)").into()
+                );
+            }
+            output::single(out, "delivered", json!(id));
+        }
     }
     Ok(())
 }

@@ -242,6 +242,15 @@ async fn scheduled_messages_can_be_listed_and_cancelled_with_the_cli() {
     run(&redis, &["scheduled", "cancel", "reminders", &id]);
     let out = cli(&redis, &["scheduled", "cancel", "reminders", &id]).output().unwrap();
     assert!(!out.status.success(), "a second cancel finds nothing");
+
+    // run-now: delivered at once, in the topic's stream, and no longer scheduled.
+    let out = run(&redis, &["publish", "reminders", "--json", r#"{"text":"now"}"#, "--in", "1h"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    run(&redis, &["scheduled", "run-now", "reminders", &id]);
+    let got = json_lines(&run(&redis, &["tail", "reminders", "--from", "0", "--count", "1"]));
+    assert_eq!(got[0]["payload"]["text"], "now");
+    assert!(json_lines(&run(&redis, &["--output", "json", "scheduled", "list", "reminders"])).is_empty());
+    assert!(fails(&redis, &["scheduled", "run-now", "reminders", &id]).contains("is not scheduled"));
 }
 
 // Multi-threaded: the server runs in this process while the test blocks on the CLI.
@@ -747,4 +756,22 @@ async fn info_get_completions_and_a_call_to_a_service_nobody_serves() {
     assert!(err.contains("no server has ever read `rpc.nosuch`"), "{err}");
     let request_stream = format!("{}:{{rpc.nosuch}}", redis.namespace());
     assert_eq!(redis.cli(&["EXISTS", &request_stream]).trim(), "0", "no stream left behind");
+}
+
+/// `topics` lists topics first and RPC request streams apart, and topics that so far have only
+/// scheduled messages.
+#[tokio::test]
+async fn topics_lists_rpc_request_streams_apart_and_scheduled_only_topics() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish("orders", &1u32).await.unwrap();
+    producer.publish("rpc.pricing", &1u32).await.unwrap();
+    producer.publish_in("reminders", &1u32, Duration::from_secs(3600)).await.unwrap();
+    let rows = json_lines(&run(&redis, &["--output", "json", "topics"]));
+    let listed: Vec<(&str, &str, u64)> = rows
+        .iter()
+        .map(|r| (r["topic"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["scheduled"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed, [("orders", "topic", 0), ("reminders", "topic", 1), ("rpc.pricing", "rpc requests", 0)]);
 }

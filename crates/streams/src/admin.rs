@@ -220,21 +220,29 @@ impl Admin {
         self.scan_topics(pattern, pattern.as_str().starts_with(RPC_TOPIC_PREFIX)).await
     }
 
+    /// Topics of this namespace with scheduled messages waiting (see
+    /// [`Scheduler`](crate::Scheduler)), whether or not their stream exists yet, sorted.
+    ///
+    /// # Errors
+    /// [`StreamError`] when the scan fails.
+    pub async fn scheduled_topics(&self) -> Result<Vec<Topic>, StreamError> {
+        let ns = self.conn.namespace();
+        let matcher = format!("{}:{{*}}:scheduled", ns.as_str());
+        let keys = self.scan(&matcher, ScanType::ZSet, "zset").await?;
+        let mut found: Vec<Topic> = keys
+            .iter()
+            .filter_map(|k| k.strip_suffix(":scheduled"))
+            .filter_map(|stream| ns.topic_of_stream(stream))
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
     async fn scan_topics(&self, pattern: &TopicPattern, with_rpc: bool) -> Result<Vec<Topic>, StreamError> {
         let ns = self.conn.namespace();
         let matcher = ns.topic_stream_pattern(pattern);
-        let keys = if self.conn.redis().is_clustered() {
-            // Every primary holds its own part of the keyspace.
-            let scan = self.conn.redis().scan_cluster_buffered(matcher.as_str(), Some(1000), Some(ScanType::Stream));
-            let keys: Vec<Result<fred::types::Key, fred::error::Error>> = scan.collect().await;
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                out.extend(key.map_err(|e| RedisError::new("SCAN", e))?.into_string());
-            }
-            out
-        } else {
-            self.scan_one_node(&matcher).await?
-        };
+        let keys = self.scan(&matcher, ScanType::Stream, "stream").await?;
         let mut found: Vec<Topic> = keys
             .into_iter()
             .filter_map(|k| ns.topic_of_stream(&k))
@@ -245,7 +253,23 @@ impl Admin {
         Ok(found)
     }
 
-    async fn scan_one_node(&self, matcher: &str) -> Result<Vec<String>, StreamError> {
+    /// Keys matching `matcher` of one type, on every primary.
+    async fn scan(&self, matcher: &str, kind: ScanType, kind_name: &'static str) -> Result<Vec<String>, StreamError> {
+        Ok(if self.conn.redis().is_clustered() {
+            // Every primary holds its own part of the keyspace.
+            let scan = self.conn.redis().scan_cluster_buffered(matcher, Some(1000), Some(kind));
+            let keys: Vec<Result<fred::types::Key, fred::error::Error>> = scan.collect().await;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.extend(key.map_err(|e| RedisError::new("SCAN", e))?.into_string());
+            }
+            out
+        } else {
+            self.scan_one_node(matcher, kind_name).await?
+        })
+    }
+
+    async fn scan_one_node(&self, matcher: &str, kind_name: &'static str) -> Result<Vec<String>, StreamError> {
         let mut cursor = "0".to_owned();
         let mut found = Vec::new();
         loop {
@@ -256,7 +280,7 @@ impl Admin {
                 "COUNT".into(),
                 1000.into(),
                 "TYPE".into(),
-                "stream".into(),
+                kind_name.into(),
             ];
             let reply: Vec<Value> = self
                 .conn

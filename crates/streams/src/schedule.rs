@@ -120,6 +120,25 @@ impl Scheduler {
         Ok(n == 1)
     }
 
+    /// Delivers scheduled message `id` of `topic` now instead of at its due time (it is made
+    /// due, then moved to the stream with whatever else is due). True when it was waiting;
+    /// false when it was already delivered, cancelled or never existed.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn run_now(&self, topic: &str, id: &str) -> Result<bool, StreamError> {
+        let topic = Topic::new(topic)?;
+        let (set, _, _) = self.keys(&topic);
+        let score: Value = call(&self.conn, "ZSCORE", &set, Args::new().arg(id)).await?;
+        if score.is_null() {
+            return Ok(false);
+        }
+        // XX: never adds it back if it was delivered or cancelled meanwhile.
+        let _: Value = call(&self.conn, "ZADD", &set, Args::new().arg("XX").arg(0).arg(id)).await?;
+        self.move_due(&topic, 1000).await?;
+        Ok(true)
+    }
+
     /// Moves up to `max` due messages of `topic` to its stream. Returns how many moved and
     /// how long until the next one is due (`None`: nothing left).
     ///
