@@ -19,6 +19,10 @@ pub(crate) struct Cli {
         hide_env_values = true
     )]
     pub(crate) url: String,
+    /// A saved connection to use (see `tributary context`); the current one is used when
+    /// neither this nor `--url`/`REDIS_URL` is given.
+    #[arg(long, global = true, help_heading = "Global options", env = "TRIBUTARY_CONTEXT")]
+    pub(crate) context: Option<String>,
     /// Key namespace.
     #[arg(
         long,
@@ -138,6 +142,39 @@ pub(crate) enum Command {
     /// RPC.
     #[command(subcommand)]
     Rpc(RpcCommand),
+    /// Saved connections: add, list, use, remove (passwords are never printed).
+    #[command(subcommand)]
+    Context(ContextCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContextCommand {
+    /// Save a connection under a name: the `--url` (and `--namespace`, `--tls-ca`) given with it.
+    /// The first one saved becomes the current one.
+    #[command(
+        after_help = "Examples:\n  tributary context add prod --url 'redis://app:secret@redis.internal:6379' --namespace billing"
+    )]
+    Add {
+        /// Its name.
+        name: String,
+    },
+    /// List the saved connections, passwords hidden.
+    #[command(after_help = "Examples:\n  tributary context list")]
+    List,
+    /// Make a saved connection the current one.
+    #[command(
+        after_help = "Examples:\n  tributary context use prod\n  tributary --context staging topics   # once, without switching"
+    )]
+    Use {
+        /// Its name.
+        name: String,
+    },
+    /// Forget a saved connection.
+    #[command(after_help = "Examples:\n  tributary context remove prod")]
+    Remove {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

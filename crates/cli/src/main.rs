@@ -6,6 +6,7 @@
 mod checks;
 mod cli;
 mod consume;
+mod contexts;
 mod dead_letters;
 mod groups;
 mod inspect;
@@ -18,16 +19,30 @@ mod scheduled;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tributary::{BoxError, Connection};
 
 use cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli);
-    match run(cli).await {
+    // Given on the command line or in the environment, rather than defaulted.
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let explicit = Explicit {
+        url: given("url"),
+        url_flag: matches.value_source("url") == Some(clap::parser::ValueSource::CommandLine),
+        namespace: given("namespace"),
+        tls_ca: given("tls_ca"),
+    };
+    match run(cli, explicit).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
@@ -63,7 +78,38 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
-async fn run(cli: Cli) -> Result<(), BoxError> {
+/// Which connection options were given rather than defaulted.
+struct Explicit {
+    url: bool,
+    /// `--url` itself (not `REDIS_URL`).
+    url_flag: bool,
+    namespace: bool,
+    tls_ca: bool,
+}
+
+async fn run(mut cli: Cli, explicit: Explicit) -> Result<(), BoxError> {
+    if let Command::Context(command) = cli.command {
+        let url = explicit.url.then_some(cli.url);
+        let namespace = explicit.namespace.then_some(cli.namespace);
+        return contexts::run(cli.output.unwrap_or(cli::Output::Table), command, url, namespace, cli.tls_ca);
+    }
+    // A context named with --context wins; the current one applies when no URL was given.
+    if cli.context.is_some() || !explicit.url {
+        if let Some((name, context)) = contexts::selected(cli.context.as_deref())? {
+            if explicit.url_flag {
+                return Err(format!("give --context {name} or --url, not both").into());
+            }
+            cli.url = context.url;
+            if !explicit.namespace {
+                if let Some(ns) = context.namespace {
+                    cli.namespace = ns;
+                }
+            }
+            if !explicit.tls_ca {
+                cli.tls_ca = cli.tls_ca.or(context.tls_ca);
+            }
+        }
+    }
     let only_json_lines = match &cli.command {
         Command::Consume(_) => Some("consume"),
         Command::Tail(_) => Some("tail"),
@@ -117,5 +163,7 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Trim(args) => groups::trim(conn, out, args).await,
         Command::Scheduled(command) => scheduled::run(conn, out, command).await,
         Command::Rpc(command) => rpc::run(conn, out, command).await,
+        // Handled before connecting.
+        Command::Context(_) => Ok(()),
     }
 }

@@ -775,3 +775,46 @@ async fn topics_lists_rpc_request_streams_apart_and_scheduled_only_topics() {
         .collect();
     assert_eq!(listed, [("orders", "topic", 0), ("reminders", "topic", 1), ("rpc.pricing", "rpc requests", 0)]);
 }
+
+/// Saved connections: added with a URL holding a password that no command prints; used as the
+/// current one when no URL is given, or once with `--context`; the file is its owner's only.
+#[tokio::test]
+async fn contexts_save_connections_and_never_print_the_password() {
+    let redis = TestRedis::start_private().await;
+    redis.cli(&["CONFIG", "SET", "requirepass", "s3cret/pw"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("contexts.json");
+    let url = format!("redis://:s3cret%2Fpw@127.0.0.1:{}", redis.port());
+    // No REDIS_URL here: the context is what connects.
+    let ctx = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+        cmd.env_remove("REDIS_URL").env_remove("TRIBUTARY_NAMESPACE").env("TRIBUTARY_CONFIG", &config).args(args);
+        cmd.output().unwrap()
+    };
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let said = ok(ctx(&["context", "add", "prod", "--url", &url, "--namespace", "billing"]));
+    let listed = ok(ctx(&["context", "list"]));
+    for text in [&said, &listed] {
+        assert!(!text.contains("s3cret"), "password printed: {text}");
+    }
+    assert!(listed.contains("prod") && listed.contains("billing") && listed.contains("***"), "{listed}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // The first context saved is the current one: used when no URL is given.
+    ok(ctx(&["publish", "orders", "--json", "1"]));
+    let conn = Connection::options().namespace("billing").connect(&url).await.unwrap();
+    assert_eq!(Admin::new(conn).len("orders").await.unwrap(), 1, "published through the context, in its namespace");
+    ok(ctx(&["context", "add", "other", "--url", "redis://127.0.0.1:1"]));
+    ok(ctx(&["--context", "prod", "topics"]));
+    let out = ctx(&["--context", "nope", "topics"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no context `nope` (contexts: other, prod"));
+    let out = ctx(&["--context", "prod", "--url", &url, "topics"]);
+    assert!(!out.status.success(), "--context and --url together are refused");
+}
