@@ -17,6 +17,6 @@ run --output json pending orders billing
 run publish reminders --json "'{\"text\":\"call Ada\"}'" --in 1h
 run scheduled list reminders
 run trim orders --maxlen 0 --safe
-run trim orders --maxlen 1
+run trim orders --maxlen 1 --yes
 run groups nosuchtopic
 run --url redis://127.0.0.1:1 topics

@@ -393,6 +393,10 @@ pub(crate) struct TrimArgs {
     /// (without `--safe`).
     #[arg(long, conflicts_with = "safe")]
     pub(crate) approx: bool,
+    /// Do not ask (without `--safe`, a trim may remove entries a group has not read: it asks on
+    /// a terminal and needs this elsewhere).
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -55,6 +55,16 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
     }
     let admin = Admin::new(conn.clone());
     checks::topic(&admin, conn.namespace().as_str(), &args.topic).await?;
+    if !args.safe {
+        let len = admin.len(&args.topic).await?;
+        checks::confirm(
+            &format!(
+                "Trim `{}` ({len} entries) without --safe? Entries a group has not read or acknowledged may go.",
+                args.topic
+            ),
+            args.yes,
+        )?;
+    }
     let trimmed = admin.trim(&args.topic, retention).await?;
     let held = trimmed.held_by.as_ref();
     match out {

@@ -499,13 +499,14 @@ async fn trim_trims_to_what_was_asked_and_says_what_it_kept() {
     for chunk in (0..20_000u64).collect::<Vec<_>>().chunks(1000) {
         producer.publish_batch("big", chunk).await.unwrap();
     }
-    let out = run(&redis, &["trim", "big", "--maxlen", "100"]);
+    assert!(fails(&redis, &["trim", "big", "--maxlen", "100"]).contains("without --safe?"), "asks first");
+    let out = run(&redis, &["trim", "big", "--maxlen", "100", "--yes"]);
     assert_eq!(redis.cli(&["XLEN", &key("big")]).trim(), "100");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("removed 19900") && said.contains("100 remain"), "{said}");
 
     producer.publish_batch("small", &[1u64, 2, 3, 4]).await.unwrap();
-    run(&redis, &["trim", "small", "--maxlen", "1"]);
+    run(&redis, &["trim", "small", "--maxlen", "1", "--yes"]);
     assert_eq!(redis.cli(&["XLEN", &key("small")]).trim(), "1");
 
     // Safe: a group that read and acknowledged 2 of 5 keeps the other 3, no more.
