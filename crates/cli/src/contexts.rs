@@ -83,8 +83,10 @@ fn store(saved: &Saved) -> Result<(), BoxError> {
     let tmp = path.with_extension("json.tmp");
     {
         use std::io::Write;
+        // A new file, so the mode applies (an existing one would keep its permissions).
+        let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;

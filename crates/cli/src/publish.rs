@@ -114,9 +114,23 @@ fn documents(text: &str) -> Vec<Result<Value, String>> {
                     found.len() + 1,
                     e.column()
                 )));
-                // Go on after the line of the error.
-                let after = rest.split_inclusive('\n').take(e.line().max(1)).map(str::len).sum::<usize>();
-                from += after.max(1);
+                // Go on at the next line that starts a document at its first column (`{` or
+                // `[`): the lines between may be the rest of the broken one (a pretty-printed
+                // document is indented), and must not be taken for documents of their own.
+                let error_line_end = rest.split_inclusive('\n').take(e.line().max(1)).map(str::len).sum::<usize>();
+                let mut next = None;
+                let mut at = error_line_end;
+                for line in rest[error_line_end.min(rest.len())..].split_inclusive('\n') {
+                    if line.starts_with('{') || line.starts_with('[') {
+                        next = Some(at);
+                        break;
+                    }
+                    at += line.len();
+                }
+                match next {
+                    Some(at) => from += at,
+                    None => break,
+                }
             }
         }
     }

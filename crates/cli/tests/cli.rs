@@ -726,6 +726,19 @@ async fn stdin_publishing_takes_pretty_json_and_a_bad_document_publishes_nothing
     let got = Replay::new(conn).range("docs", Position::Beginning, Position::End).unwrap().collect(10).await.unwrap();
     let ids: Vec<u64> = got.iter().map(|r| r.envelope.as_ref().unwrap().decode::<Order>().unwrap().id).collect();
     assert_eq!(ids, [1, 2, 4]);
+
+    // The rest of a broken pretty-printed document is not taken for documents of its own.
+    let broken = "{\n  \"id\": 5,,\n  \"item\": {\n    \"sku\": \"x\"\n  }\n}\n{\"id\":6,\"item\":\"f\"}\n";
+    let mut child = cli(&redis, &["publish", "docs", "--continue"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(broken.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "only the good document");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 documents did not parse"));
 }
 
 /// The everyday commands: one topic at a glance, one message by id, shell completions, and an

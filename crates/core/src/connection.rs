@@ -191,8 +191,14 @@ impl Connection {
         // sent before the connection is up, so the task closes it once it is.
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let client = Dedicated::new(client);
-            let connected = client.init().await.map(|_| client);
+            let connected = match client.init().await {
+                Ok(task) => Ok(Dedicated::new(client).with_task(task)),
+                Err(e) => {
+                    // Not connected: nothing to QUIT, but the task must not linger.
+                    let _ = client.quit().await;
+                    Err(e)
+                }
+            };
             // A receiver gone: the client is dropped here, connected, and so closed.
             let _ = tx.send(connected);
         });
@@ -251,11 +257,27 @@ pub struct Dedicated {
     client: Client,
     /// False once closed explicitly: nothing to do at drop.
     open: std::sync::atomic::AtomicBool,
+    /// fred's connection task. Aborted after the `QUIT`: fred loses a `QUIT` sent while it is
+    /// in the middle of a reconnection attempt, and would then reconnect (to a node that may be
+    /// gone for good) for ever.
+    task: std::sync::Mutex<Option<fred::types::ConnectHandle>>,
 }
 
 impl Dedicated {
     pub(crate) fn new(client: Client) -> Self {
-        Self { client, open: std::sync::atomic::AtomicBool::new(true) }
+        Self { client, open: std::sync::atomic::AtomicBool::new(true), task: std::sync::Mutex::new(None) }
+    }
+
+    /// Takes charge of the client's connection task (`connect()` or `init()`'s handle).
+    pub(crate) fn with_task(self, task: fred::types::ConnectHandle) -> Self {
+        *self.task.lock().expect("task lock") = Some(task);
+        self
+    }
+
+    /// True once the connection task has ended: the client will not connect again (its first
+    /// connection failed, or it was closed).
+    pub(crate) fn task_ended(&self) -> bool {
+        self.task.lock().expect("task lock").as_ref().is_some_and(tokio::task::JoinHandle::is_finished)
     }
 
     /// Closes the connection now (`QUIT`, bounded by 5 s), instead of in the background at drop.
@@ -267,6 +289,9 @@ impl Dedicated {
     pub(crate) async fn quit_now(&self) {
         if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.client.quit()).await;
+            if let Some(task) = self.task.lock().expect("task lock").take() {
+                task.abort();
+            }
         }
     }
 }
@@ -294,9 +319,13 @@ impl Drop for Dedicated {
             return;
         }
         let client = self.client.clone();
+        let task = self.task.lock().map(|mut t| t.take()).unwrap_or(None);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+                if let Some(task) = task {
+                    task.abort();
+                }
             });
         }
     }
@@ -465,19 +494,21 @@ impl ConnectOptions {
             }
         });
         let client = builder.build().map_err(|e| ConnectError::redis(&server, e))?;
-        client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
+        let task = client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
+        // Closed (QUIT, task aborted) if anything below fails.
+        let client = Dedicated::new(client).with_task(task);
         let router = if clustered {
             let mut nodes = builder.clone();
             // A command in flight when its node's connection drops fails at once, rather than
             // being sent again to a node that may be gone for good (a failover moves its slots).
             nodes.with_connection_config(|c| c.max_command_attempts = 1);
-            let router = SlotRouter::start(nodes, client.clone()).await;
+            let router = SlotRouter::start(nodes, (*client).clone()).await;
             Some(router.map_err(|e| ConnectError::redis(&server, e))?)
         } else {
             None
         };
         let (limits, wire_version) = (self.limits, self.wire_version);
-        let client = Arc::new(Dedicated::new(client));
+        let client = Arc::new(client);
         Ok(Connection {
             inner: Arc::new(Inner {
                 client,

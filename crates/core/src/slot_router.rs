@@ -156,7 +156,9 @@ impl SlotRouter {
                 }
             },
         };
-        if routing.slots() == current.routing.slots() {
+        // A client whose first connection failed has no connection task left (fred gives up
+        // on a first connection): it is replaced even when the map is the same.
+        if routing.slots() == current.routing.slots() && !current.nodes.values().any(|c| c.task_ended()) {
             return;
         }
         self.install(routing).await;
@@ -167,7 +169,7 @@ impl SlotRouter {
         let current = self.routes();
         let mut nodes = HashMap::new();
         for server in routing.unique_primary_nodes() {
-            let client = match current.nodes.get(&server) {
+            let client = match current.nodes.get(&server).filter(|c| !c.task_ended()) {
                 Some(client) => client.clone(),
                 None => {
                     let client = self.connect_node(server.clone()).await;
@@ -205,20 +207,25 @@ impl SlotRouter {
         };
         let mut rx = client.reconnect_rx();
         let tx = self.reconnects.clone();
+        let node = server.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(server) => {
                         let _ = tx.send(server);
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Missed reconnections are reconnections all the same.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx.send(node.clone());
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
         });
-        let client = Dedicated::new(client);
-        // The connection task runs (and reconnects) on its own; its handle is not needed.
-        drop(client.connect());
+        // The connection task reconnects on its own once connected; the client keeps its handle
+        // to end it when the node leaves the map, and to see whether a first connection failed.
+        let task = client.connect();
+        let client = Dedicated::new(client).with_task(task);
         let _ = tokio::time::timeout(ASK_TIMEOUT, client.wait_for_connect()).await;
         Arc::new(client)
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{Key, Value};
 use serde::Serialize;
@@ -260,14 +261,24 @@ impl<C: Codec> Producer<C> {
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
         let target = self.target(topic)?;
+        let client = self.conn.client_for_slot(target.slot).await;
+        self.publish_on(&client, &target, envelope, idempotency_key).await
+    }
+
+    /// Publishes over `client` (the topic's node's): a replicated publish sends its `WAIT` over
+    /// the same connection.
+    async fn publish_on(
+        &self,
+        client: &Client,
+        target: &Target,
+        envelope: &EnvelopeRef<'_>,
+        idempotency_key: Option<&str>,
+    ) -> Result<EntryId, StreamError> {
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
         let id = match idempotency_key {
             None => {
                 let pairs = self.conn.wire_version().xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
-                let reply: Value = self
-                    .conn
-                    .client_for_slot(target.slot)
-                    .await
+                let reply: Value = client
                     .xadd(target.key_arg.clone(), false, target.cap(), "*", pairs)
                     .await
                     .map_err(|e| RedisError::new("XADD", e))?;
@@ -287,7 +298,7 @@ impl<C: Codec> Producer<C> {
                     .encode_fields(envelope, self.conn.limits(), push_field(&mut args))
                     .map_err(limits_err)?;
                 let keys = vec![target.key.clone(), dedup];
-                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run(&self.conn, keys, args).await?;
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run_on(client, keys, args).await?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
@@ -311,21 +322,17 @@ impl<C: Codec> Producer<C> {
         })
     }
 
-    /// Waits until `replicas` replicas have everything this connection wrote to `topic`'s
-    /// node, up to `timeout` (`WAIT`, sent to the node that owns the topic).
+    /// Waits until `replicas` replicas have everything `client`'s connection wrote, up to
+    /// `timeout` (`WAIT`).
     async fn wait_for_replicas(
-        &self,
-        topic: &str,
+        client: &Client,
+        target: &Target,
         id: EntryId,
         replicas: u32,
         timeout: Duration,
     ) -> Result<(), StreamError> {
-        let target = self.target(topic)?;
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        let acked: i64 = self
-            .conn
-            .client_for_slot(target.slot)
-            .await
+        let acked: i64 = client
             .custom(slot_command("WAIT", target.slot, false), vec![Value::from(i64::from(replicas)), Value::from(ms)])
             .await
             .map_err(|e| RedisError::new("WAIT", e))?;
@@ -608,10 +615,16 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
         // between the `XADD` and the `WAIT`, the new connection has written nothing and every
         // replica would seem to have it. Any reconnection in between makes the answer
         // "not confirmed" (acked 0): a false alarm costs a retry, a false confirmation a loss.
-        let mut reconnects = self.replicated.map(|_| self.producer.conn.reconnect_rx());
-        let id = self.producer.publish_ref(self.topic, &self.envelope(&parts), self.idempotency_key.as_deref()).await?;
+        //
+        // Both go over one client, the topic's node's, whose own reconnections are watched: on
+        // Redis Cluster the map could otherwise send them to two nodes.
+        let target = self.producer.target(self.topic)?;
+        let client = self.producer.conn.client_for_slot(target.slot).await;
+        let mut reconnects = self.replicated.map(|_| client.reconnect_rx());
+        let id =
+            self.producer.publish_on(&client, &target, &self.envelope(&parts), self.idempotency_key.as_deref()).await?;
         if let Some((replicas, timeout)) = self.replicated {
-            self.producer.wait_for_replicas(self.topic, id, replicas, timeout).await?;
+            Producer::<C>::wait_for_replicas(&client, &target, id, replicas, timeout).await?;
             if reconnects.as_mut().is_some_and(|rx| !matches!(rx.try_recv(), Err(TryRecvError::Empty))) {
                 tracing::warn!(topic = self.topic, entry_id = %id,
                     "the connection reconnected between the write and WAIT: replication not confirmed");

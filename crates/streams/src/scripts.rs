@@ -27,7 +27,17 @@ impl Lua {
     ) -> Result<R, RedisError> {
         // Every key shares the first one's hash tag (see above): its node runs the script.
         let client = conn.client_for(keys.first().map_or("", String::as_str)).await;
-        self.script.evalsha_with_reload(&client, keys, args).await.map_err(|e| RedisError::new(self.name, e))
+        self.run_on(&client, keys, args).await
+    }
+
+    /// [`run`](Self::run) over `client`, already chosen for the keys' node.
+    pub(crate) async fn run_on<R: FromValue>(
+        &self,
+        client: &fred::clients::Client,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, RedisError> {
+        self.script.evalsha_with_reload(client, keys, args).await.map_err(|e| RedisError::new(self.name, e))
     }
 }
 

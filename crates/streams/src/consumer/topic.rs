@@ -517,8 +517,11 @@ impl TopicConsumer {
     async fn unblock(&self, reader_id: Option<i64>) -> Unblock {
         let Some(id) = reader_id else { return Unblock::Refused };
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];
-        let client = self.conn.client_for(&self.key).await;
-        let unblock = client.custom::<Value, _>(command("CLIENT", &self.key, false), args);
+        // Within the stop's bound, finding the node included (its primary may be down).
+        let unblock = async {
+            let client = self.conn.client_for(&self.key).await;
+            client.custom::<Value, _>(command("CLIENT", &self.key, false), args).await
+        };
         match tokio::time::timeout(STOP_STEP, unblock).await {
             // 1: it was blocked and is woken now; 0: it was not blocked (yet), and will block.
             Ok(Ok(Value::Integer(1))) => Unblock::Done,
