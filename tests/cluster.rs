@@ -357,3 +357,35 @@ async fn a_primary_failover_does_not_pause_other_primaries_topics() {
     );
     worker.shutdown().await;
 }
+
+/// A planned failover (`CLUSTER FAILOVER` on the replica): the old primary stays up as a replica
+/// and answers `MOVED`. The client follows at once (a redirect makes it re-read the map) instead
+/// of failing publishes until its next periodic refresh (every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_failover_is_followed_at_once() {
+    let cluster = TestCluster::start(3, 1).await;
+    let ns = cluster.namespace();
+    let conn = Connection::options().namespace(ns.as_str()).connect(&cluster.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let topic = "t.a";
+    let primary = cluster.primary_of(&format!("{ns}:{{{topic}}}"));
+    let replica = replica_of(&cluster, primary);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let confirmed = publish_steadily(&producer, topic, &stop);
+    let started = std::time::Instant::now();
+    more_confirmed(&confirmed, started, 20, "traffic before the failover").await;
+    let asked_at = std::time::Instant::now();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &replica.to_string(), "CLUSTER", "FAILOVER"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"), "{out:?}");
+    wait_until(PATIENCE, "the replica promoted", || async { role(replica).starts_with("master") }).await;
+    let failover = asked_at.elapsed();
+    let promoted = std::time::Instant::now();
+    more_confirmed(&confirmed, promoted, 20, "traffic after the failover").await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stall = longest_gap(&confirmed.lock().unwrap(), asked_at);
+    eprintln!("planned failover took {failover:?}; longest time without a confirmed publish {stall:?}");
+    assert!(stall <= failover + Duration::from_millis(400), "stalled {stall:?} for a failover of {failover:?}");
+}

@@ -67,9 +67,12 @@ async fn main() -> ExitCode {
 /// by default, so an operator sees why a consumer is not consuming; `-v`/`-q` or `RUST_LOG`.
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    // Tributary's own warnings say what an operator needs; those of the Redis client (fred)
+    // describe its internals (a command sent to a connection closed as the program exits) and
+    // show from `-v` on.
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => "warn,fred=error",
         (false, 1) => "info",
         (false, 2) => "debug",
         (false, _) => "trace",

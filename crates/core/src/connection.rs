@@ -114,6 +114,19 @@ impl Connection {
         }
     }
 
+    /// Tells the connection a command failed with `err`: on Redis Cluster, a `MOVED` or `ASK`
+    /// redirect (slots moved: a resharding, or a failover the map has not caught up with) makes
+    /// it re-read the map of slots now instead of at its next periodic refresh. Single-node
+    /// clients return redirects as errors rather than follow them.
+    #[doc(hidden)]
+    pub fn note_error(&self, err: &RedisError) {
+        if let Some(router) = &self.inner.router {
+            if err.is_server_error("MOVED") || err.is_server_error("ASK") || err.is_server_error("CLUSTERDOWN") {
+                router.refresh_soon();
+            }
+        }
+    }
+
     /// Whether a reader (from [`Self::dedicated_for`]) whose read failed can read again: it
     /// reconnects on its own. Not on Redis Cluster, where it is connected to one node and a
     /// failover may have moved its keys to another: open a new one then, which waits for the

@@ -110,6 +110,11 @@ impl SlotRouter {
         }
     }
 
+    /// Re-reads the map at once (a command was redirected).
+    pub(crate) fn refresh_soon(&self) {
+        self.wake.notify_one();
+    }
+
     /// The primary serving `slot` in the current map, once it is connected (waiting as
     /// [`Self::client`] does).
     pub(crate) async fn server(&self, slot: u16, patience: Duration) -> Option<Server> {
@@ -139,13 +144,20 @@ impl SlotRouter {
     /// the clients of nodes that are no longer primaries.
     async fn refresh(&self) {
         let current = self.routes();
-        let mut routing = None;
-        for (server, client) in current.nodes.iter().filter(|(_, c)| c.is_connected()) {
+        // Up to three nodes, in random order, and the map most of them report: a primary cut
+        // off from the rest of the cluster (but not from us) still claims its old slots.
+        let mut asked: Vec<_> = current.nodes.iter().filter(|(_, c)| c.is_connected()).collect();
+        fastrand::shuffle(&mut asked);
+        let mut answers: Vec<(ClusterRouting, usize)> = Vec::new();
+        for (server, client) in asked.into_iter().take(3) {
             if let Ok(found) = ask(client, server.host.to_string()).await {
-                routing = Some(found);
-                break;
+                match answers.iter_mut().find(|(r, _)| r.slots() == found.slots()) {
+                    Some((_, votes)) => *votes += 1,
+                    None => answers.push((found, 1)),
+                }
             }
         }
+        let routing = answers.into_iter().max_by_key(|(_, votes)| *votes).map(|(r, _)| r);
         let routing = match routing {
             Some(r) => r,
             None => match ask(&self.cluster, seed_host(&self.builder)).await {

@@ -281,7 +281,7 @@ impl<C: Codec> Producer<C> {
                 let reply: Value = client
                     .xadd(target.key_arg.clone(), false, target.cap(), "*", pairs)
                     .await
-                    .map_err(|e| RedisError::new("XADD", e))?;
+                    .map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XADD", e)))?;
                 entry_id_of("XADD", reply)?
             }
             Some(idem) => {
@@ -298,7 +298,10 @@ impl<C: Codec> Producer<C> {
                     .encode_fields(envelope, self.conn.limits(), push_field(&mut args))
                     .map_err(limits_err)?;
                 let keys = vec![target.key.clone(), dedup];
-                let reply: Vec<Value> = PUBLISH_IDEMPOTENT.run_on(client, keys, args).await?;
+                let reply: Vec<Value> = PUBLISH_IDEMPOTENT
+                    .run_on(client, keys, args)
+                    .await
+                    .map_err(|e| crate::redis::noted(&self.conn, e))?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }

@@ -62,7 +62,7 @@ pub(crate) async fn call<R: FromValue>(
     all.push(Value::from(key));
     all.extend(args.0);
     let client = conn.client_for(key).await;
-    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
+    client.custom(command(name, key, false), all).await.map_err(|e| noted(conn, RedisError::new(name, e)))
 }
 
 /// Sends `name sub key args...` (`XGROUP CREATE key ...`, `XINFO GROUPS key`), routed by `key`.
@@ -78,7 +78,13 @@ pub(crate) async fn call_sub<R: FromValue>(
     all.push(Value::from(key));
     all.extend(args.0);
     let client = conn.client_for(key).await;
-    client.custom(command(name, key, false), all).await.map_err(|e| RedisError::new(name, e))
+    client.custom(command(name, key, false), all).await.map_err(|e| noted(conn, RedisError::new(name, e)))
+}
+
+/// `err`, after telling `conn` about it (a cluster redirect makes it re-read its slot map).
+pub(crate) fn noted(conn: &Connection, err: RedisError) -> RedisError {
+    conn.note_error(&err);
+    err
 }
 
 /// A stream entry as read: id and fields, or `None` fields for a PEL tombstone (the entry was

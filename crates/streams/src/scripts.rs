@@ -27,7 +27,7 @@ impl Lua {
     ) -> Result<R, RedisError> {
         // Every key shares the first one's hash tag (see above): its node runs the script.
         let client = conn.client_for(keys.first().map_or("", String::as_str)).await;
-        self.run_on(&client, keys, args).await
+        self.run_on(&client, keys, args).await.map_err(|e| crate::redis::noted(conn, e))
     }
 
     /// [`run`](Self::run) over `client`, already chosen for the keys' node.

@@ -102,7 +102,7 @@ impl TopicConsumer {
                     .await
                     .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
                     .await;
-                match acked.map_err(|e| RedisError::new("XACK", e)) {
+                match acked.map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XACK", e))) {
                     Ok(_) => break,
                     Err(e) => {
                         // Unacked entries stay pending and would be delivered again; keep

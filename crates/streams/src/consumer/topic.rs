@@ -496,6 +496,7 @@ impl TopicConsumer {
                 }
                 Err(e) => {
                     drop(slots);
+                    self.conn.note_error(&e);
                     tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
                     lost_reply = true;
                     // On Redis Cluster a failover may have moved the topic: read from its new
