@@ -138,6 +138,8 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
         seen.lock().unwrap().insert(line["payload"]["id"].as_u64().unwrap());
     }
 
+    let held = Admin::new(conn.clone()).pending_count("orders", "g").await.unwrap();
+    let started = std::time::Instant::now();
     let mut second = cli(
         &redis,
         &["consume", "orders", "--group", "g", "--create-group", "--consumer", "second", "--claim-idle", "500ms"],
@@ -171,6 +173,11 @@ async fn a_cli_consumer_killed_with_sigkill_loses_nothing() {
         }
     })
     .await;
+    // The dead consumer's entries are taken over together after `claim_idle`, not one per
+    // sweep (before: one every ~16 s).
+    let took = started.elapsed();
+    eprintln!("the second consumer took over {held} entries of the killed one and finished in {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?} for {held} held entries");
     second.kill().unwrap();
     second.wait().unwrap();
     reader.join().unwrap();
