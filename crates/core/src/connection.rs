@@ -641,12 +641,16 @@ mod tls {
 ///
 /// fred's default routing hashes the first argument, which for `XREADGROUP GROUP ...` or
 /// `XGROUP CREATE key ...` is not the key. Every Tributary command goes through this.
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
 pub fn keyed_command(name: &'static str, key: &str, blocking: bool) -> fred::types::CustomCommand {
     slot_command(name, fred::util::redis_keyslot(key.as_bytes()), blocking)
 }
 
 /// A custom command routed to cluster slot `slot` (for callers that computed a key's slot
 /// once, with [`fred::util::redis_keyslot`], and send many commands to it).
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
 pub fn slot_command(name: &'static str, slot: u16, blocking: bool) -> fred::types::CustomCommand {
     fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Custom(slot), blocking)
 }

@@ -78,6 +78,8 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
 /// assert_eq!(names, ["v", "id", "type", "ct", "ts", "p"]);
 /// # Ok::<(), tributary_core::DecodeError>(())
 /// ```
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct EnvelopeRef<'a> {

@@ -229,6 +229,8 @@ impl FromStr for EntryId {
 ///
 /// It is not resistant to chosen keys: use it only where the keys are ids Redis or this
 /// process made and the map stays small (entries in flight, calls waiting for a reply).
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);
 

@@ -19,6 +19,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
 pub mod cache;
 pub mod codec;
 pub mod connection;
@@ -32,7 +34,10 @@ pub mod wire;
 
 pub use codec::{Codec, CodecError, Json, MsgPack};
 pub use connection::{ConnectError, ConnectOptions, Connection, Dedicated};
-pub use envelope::{Envelope, EnvelopeRef, Headers};
+pub use envelope::{Envelope, Headers};
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
+pub use envelope::EnvelopeRef;
 pub use error::{BoxError, ErrorKind, RedisError};
 pub use id::{EntryId, MessageId};
 pub use keys::{InvalidName, Namespace, Topic, TopicPattern};

@@ -254,6 +254,8 @@ impl<C: Codec> Producer<C> {
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
+    // Used by Tributary's own crates; not part of the supported API (#25).
+    #[doc(hidden)]
     pub async fn publish_ref(
         &self,
         topic: &str,
