@@ -55,9 +55,17 @@ struct Routes {
 
 impl Routes {
     fn client(&self, slot: u16) -> Option<(&Server, &Arc<Dedicated>)> {
-        let server = self.routing.get_server(slot)?;
-        self.nodes.get_key_value(server)
+        self.nodes.get_key_value(owner(&self.routing, slot)?)
     }
+}
+
+/// The primary serving `slot`, if the map covers it. Not fred's `ClusterRouting::get_server`:
+/// its binary search underflows (a panic in debug builds) for a slot below the first range,
+/// which a map with gaps (read mid-failover) has.
+fn owner(routing: &ClusterRouting, slot: u16) -> Option<&Server> {
+    let ranges = routing.slots(); // sorted by start
+    let at = ranges.partition_point(|r| r.end < slot);
+    ranges.get(at).filter(|r| r.start <= slot).map(|r| &r.primary)
 }
 
 impl SlotRouter {
@@ -119,7 +127,7 @@ impl SlotRouter {
     /// [`Self::client`] does).
     pub(crate) async fn server(&self, slot: u16, patience: Duration) -> Option<Server> {
         let _ = self.client(slot, patience).await;
-        self.routes().routing.get_server(slot).cloned()
+        owner(&self.routes().routing, slot).cloned()
     }
 
     /// A builder for clients of the single node `server`, with the cluster's settings.
@@ -281,4 +289,28 @@ async fn ask(client: &Client, host: String) -> Result<ClusterRouting, fred::erro
         .await
         .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, "CLUSTER SLOTS timed out"))??;
     ClusterRouting::from_cluster_slots(reply, host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map with gaps, as one node may report mid-failover: slots outside every range have no
+    /// owner (fred's own lookup panicked on the first case).
+    #[test]
+    fn slots_outside_the_map_have_no_owner() {
+        let node = |port: u16| {
+            Value::Array(vec![Value::from("127.0.0.1"), Value::from(i64::from(port)), Value::from(format!("id{port}"))])
+        };
+        let range = |start: i64, end: i64, port: u16| Value::Array(vec![start.into(), end.into(), node(port)]);
+        let reply = Value::Array(vec![range(100, 200, 7001), range(5000, 16383, 7002)]);
+        let routing = ClusterRouting::from_cluster_slots(reply, "127.0.0.1").unwrap();
+        assert_eq!(owner(&routing, 0), None);
+        assert_eq!(owner(&routing, 99), None);
+        assert_eq!(owner(&routing, 100).map(|s| s.port), Some(7001));
+        assert_eq!(owner(&routing, 200).map(|s| s.port), Some(7001));
+        assert_eq!(owner(&routing, 201), None);
+        assert_eq!(owner(&routing, 16383).map(|s| s.port), Some(7002));
+        assert_eq!(owner(&ClusterRouting::new(), 5), None);
+    }
 }
