@@ -629,21 +629,22 @@ async fn consume_does_not_create_a_mistyped_group_unless_asked() {
 #[tokio::test]
 async fn tail_on_a_missing_topic_says_it_waits_for_it() {
     let redis = TestRedis::start().await;
-    let mut child =
-        cli(&redis, &["tail", "later", "--count", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // From `0`: the first message is seen whenever the tail starts reading, so one publish will do.
+    let mut child = cli(&redis, &["tail", "later", "--from", "0", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("topic `later` does not exist yet; waiting for its first message"), "{line}");
     let conn = connect(&redis).await;
-    // The tail reads from `$`: publish until it has seen one (it may start reading after the first).
-    let producer = Producer::new(conn);
-    let tail = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
-    while !tail.is_finished() {
-        producer.publish("later", &1u32).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = tail.await.unwrap();
+    Producer::new(conn).publish("later", &1u32).await.unwrap();
+    let out = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()))
+        .await
+        .expect("the tail printed the message and exited")
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(json_lines(&out)[0]["payload"], 1);
 }

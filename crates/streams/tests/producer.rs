@@ -226,7 +226,7 @@ async fn cutting_proxy(upstream: u16, cut_at: &'static [u8]) -> (u16, std::sync:
             let (mut client_rd, mut client_wr) = client.into_split();
             let (mut server_rd, mut server_wr) = server.into_split();
             let armed = arm.clone();
-            let upward = tokio::spawn(async move {
+            let mut upward = tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     let n = match client_rd.read(&mut buf).await {
@@ -250,7 +250,7 @@ async fn cutting_proxy(upstream: u16, cut_at: &'static [u8]) -> (u16, std::sync:
                             Ok(n) => if client_wr.write_all(&buf[..n]).await.is_err() { return },
                         },
                         // The upward path ended: close the client's side too.
-                        _ = async { while !upward.is_finished() { tokio::time::sleep(Duration::from_millis(5)).await } } => return,
+                        _ = &mut upward => return,
                     }
                 }
             });
