@@ -106,6 +106,8 @@ impl SlotRouter {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // An operator sees why commands on these slots fail or time out.
+                tracing::warn!(slot, waited = ?patience, "no reachable primary for this slot; sending anyway");
                 return found.map_or_else(|| self.cluster.clone(), |c| (**c).clone());
             }
             let refreshed = self.refreshed.notified();
