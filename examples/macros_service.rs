@@ -56,9 +56,9 @@ async fn main() -> Result<(), tributary::BoxError> {
     let conn = Connection::options().namespace(namespace.as_str()).connect(&url).await?;
 
     let warehouse = Warehouse { stock: Mutex::new(HashMap::from([("apple".to_owned(), 5)])) };
-    let server = InventoryServer::builder(conn.clone(), warehouse).start()?;
+    let server = InventoryServer::builder(conn.clone(), warehouse).build()?.start();
 
-    let inventory = InventoryClient::new(RpcClient::new(conn.clone()).await?);
+    let inventory = InventoryClient::new(RpcClient::new(conn.clone()));
     let r = inventory.reserve(&Reserve { sku: "apple".into(), quantity: 3 }).await?;
     println!("reserved 3 {}, {} left", r.sku, r.left);
     match inventory.reserve(&Reserve { sku: "apple".into(), quantity: 3 }).await {

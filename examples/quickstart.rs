@@ -1,5 +1,6 @@
 //! Quickstart: publish orders, handle them in a worker, watch a failing one get retried and
-//! a poisoned one land in the dead-letter stream.
+//! a poisoned one land in the dead-letter stream; a layer around the handler times every
+//! attempt.
 //!
 //! Run with `cargo xtask demo` (starts its own redis-server), or against a server you run:
 //! `REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart`.
@@ -16,6 +17,26 @@ struct OrderPlaced {
     id: u64,
     customer: String,
     total_cents: u64,
+}
+
+/// A layer: runs around every handler of the worker it is added to, for what applies to all
+/// of them (here: timing each attempt; elsewhere metrics, authorisation, tenant policies).
+#[derive(Default)]
+struct TimeAttempts {
+    attempts: AtomicU64,
+    slowest_us: AtomicU64,
+}
+
+#[tributary::async_trait]
+impl Layer for TimeAttempts {
+    async fn call(&self, ctx: Context, next: Next) -> Result<(), HandlerError> {
+        let started = std::time::Instant::now();
+        let result = next.run(ctx).await; // the handler (and any layers added after this one)
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.slowest_us.fetch_max(took, Ordering::Relaxed);
+        result
+    }
 }
 
 #[tokio::main]
@@ -44,8 +65,10 @@ async fn main() -> Result<(), tributary::BoxError> {
     //    always fails (dead-lettered after 3 deliveries).
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
+    let timing = Arc::new(TimeAttempts::default());
     let worker = Worker::builder(conn.clone(), "billing")
         .consumer_name("billing-1")
+        .layer(timing.clone())
         .max_deliveries(3)
         .retry_policy(RetryPolicy::exponential(Duration::from_millis(50), Duration::from_millis(200)))
         .on("orders", move |order: OrderPlaced, ctx: Context| {
@@ -88,6 +111,11 @@ async fn main() -> Result<(), tributary::BoxError> {
         stats.retried,
         stats.dead_lettered,
         Admin::new(conn.clone()).pending_count("orders", "billing").await?
+    );
+    println!(
+        "the timing layer saw {} attempts, the slowest took {} µs",
+        timing.attempts.load(Ordering::Relaxed),
+        timing.slowest_us.load(Ordering::Relaxed)
     );
 
     // Clean up the demo's keys.

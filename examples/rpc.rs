@@ -46,11 +46,12 @@ async fn main() -> Result<(), tributary::BoxError> {
             }
             Ok(Price { total_cents: u64::from(q.quantity) * 1_250, sku: q.sku })
         })
-        .start()?;
+        .build()?
+        .start();
     tokio::time::timeout(Duration::from_secs(10), server.ready()).await?;
 
     // The client: one reply stream for all its calls, each with a timeout.
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(2)).build().await?;
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(2)).build()?;
     let price: Price = client.call("pricing", "quote", &Quote { sku: "A-1".into(), quantity: 3 }).await?;
     println!("3 x {} cost {} cents", price.sku, price.total_cents);
 

@@ -38,8 +38,11 @@ async fn everything_works_on_a_three_primary_cluster() {
     let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_default()).try_init();
     let cluster = TestCluster::start(3, 0).await;
     let conn = Connection::options().namespace(cluster.namespace()).connect(&cluster.url()).await.unwrap();
-    let producer =
-        Producer::builder(conn.clone()).retention("audit", Retention::max_len(10).safe()).safe_trim_every(10).build();
+    let producer = Producer::builder(conn.clone())
+        .retention("audit", Retention::max_len(10).safe())
+        .safe_trim_every(10)
+        .build()
+        .unwrap();
 
     // Offline delivery, in order.
     for n in 0..300 {
@@ -104,9 +107,10 @@ async fn everything_works_on_a_three_primary_cluster() {
     // RPC: the request stream and the reply stream live in different slots.
     let server = RpcServer::builder(conn.clone(), "echo")
         .method("echo", |m: Msg, _ctx| async move { Ok::<_, RpcHandlerError>(m.n * 2) })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn.clone()).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn.clone());
     for n in 0..20 {
         assert_eq!(client.call::<_, u64>("echo", "echo", &Msg { n }).await.unwrap(), n * 2);
     }
@@ -167,9 +171,10 @@ async fn consumers_producers_and_rpc_ride_through_a_failover() {
         Worker::builder(conn.clone(), "g").consumer_name("w").on("orders", recording(&seen)).build().unwrap().start();
     let server = RpcServer::builder(conn.clone(), "echo")
         .method("echo", |m: Msg, _ctx| async move { Ok::<_, RpcHandlerError>(m.n) })
-        .start()
-        .unwrap();
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().unwrap();
 
     // Before: replicated publishes are confirmed by the primary's replica.
     let mut confirmed = Vec::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::interfaces::ClientLike;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use tributary::prelude::*;
-use tributary::{fred, RpcServerHandle, WorkerBuilder};
+use tributary::{RpcServerHandle, WorkerBuilder};
 use tributary_testkit::{eventually, wait_until, TestRedis};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,8 +35,9 @@ fn echo_server(conn: &Connection, name: String) -> RpcServerHandle {
         })
         .trim_interval(Duration::from_millis(100))
         .method("echo", |p: Ping, _ctx| async move { Ok::<_, RpcHandlerError>(p.n) })
-        .start()
+        .build()
         .unwrap()
+        .start()
 }
 
 async fn raw(conn: &Connection, cmd: &'static str, args: Vec<Value>) -> Value {
@@ -72,7 +73,7 @@ async fn after_churn_every_key_is_bounded_and_dead_consumers_are_gone() {
         }
         // RPC: a server that crashes, clients that close and clients that just disappear.
         let server = echo_server(&conn, format!("s{round}"));
-        let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(2)).build().await.unwrap();
+        let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(2)).build().unwrap();
         let _: u64 = client.call("echo", "echo", &Ping { n: round }).await.unwrap();
         if round % 2 == 0 {
             client.close().await.unwrap();
@@ -176,7 +177,7 @@ async fn every_type_that_opens_a_connection_closes_it_on_close_and_on_drop() {
         }
     };
     for i in 0..100 {
-        let client = RpcClient::new(conn.clone()).await.unwrap();
+        let client = RpcClient::new(conn.clone());
         let _: u64 = client.call("echo", "echo", &Ping { n: i }).await.unwrap(); // its reader is up
         if i % 2 == 0 {
             client.close().await.unwrap();

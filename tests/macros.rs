@@ -77,8 +77,8 @@ impl Greeter for Polite {
 async fn service_macro_generates_a_working_client_and_server() {
     let redis = TestRedis::start().await;
     let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
-    let server = GreeterServer::builder(conn.clone(), Polite).start().unwrap();
-    let client = GreeterClient::new(RpcClient::new(conn).await.unwrap());
+    let server = GreeterServer::builder(conn.clone(), Polite).build().unwrap().start();
+    let client = GreeterClient::new(RpcClient::new(conn));
     assert_eq!(GreeterClient::SERVICE, "greeter");
     assert_eq!(client.greet(&Greet { name: "Ada".into() }).await.unwrap(), "hello, Ada");
     let err = client.refuse(&Greet { name: "Bob".into() }).await.unwrap_err();

@@ -70,9 +70,10 @@ async fn a_namespace_limited_acl_user_works_end_to_end() {
     assert_eq!(dlq.replay_all().await.unwrap().replayed, 1);
     let server = RpcServer::builder(conn.clone(), "echo")
         .method("echo", |j: Job, _ctx| async move { Ok::<_, RpcHandlerError>(j.n) })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn.clone()).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn.clone());
     assert_eq!(client.call::<_, u64>("echo", "echo", &Job { n: 7 }).await.unwrap(), 7);
     assert!(!Admin::new(conn.clone()).topics().await.unwrap().is_empty());
     client.close().await.unwrap();
@@ -177,9 +178,10 @@ async fn tls_connections_work_end_to_end_and_an_untrusted_certificate_is_refused
     worker.shutdown().await;
     let server = RpcServer::builder(conn.clone(), "echo")
         .method("echo", |j: Job, _ctx| async move { Ok::<_, RpcHandlerError>(j.n) })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn);
     assert_eq!(client.call::<_, u64>("echo", "echo", &Job { n: 9 }).await.unwrap(), 9);
     server.shutdown().await;
 

@@ -54,7 +54,7 @@ async fn entry_written_by_redis_cli_per_the_document_is_handled() {
 
 #[tokio::test]
 async fn version_2_entry_packed_by_another_encoder_is_handled() {
-    use tributary::fred::interfaces::StreamsInterface;
+    use fred::interfaces::StreamsInterface;
     let redis = TestRedis::start().await;
     let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
     // docs/wire-format.md, "Version 2": what the Python example writes, packed here by

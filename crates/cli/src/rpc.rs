@@ -22,7 +22,7 @@ pub(crate) async fn run(conn: Connection, out: Output, command: RpcCommand) -> R
         .into());
     }
     // JSON on the wire, so the server answers in JSON too.
-    let client = RpcClient::builder(conn).codec(Json).build().await?;
+    let client = RpcClient::builder(conn).codec(Json).build()?;
     let result = client.call_with_timeout::<Value, Value>(&service, &method, &request, timeout).await;
     let _ = client.close().await;
     match result {

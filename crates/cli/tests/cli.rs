@@ -268,8 +268,9 @@ async fn rpc_call_reaches_a_running_service() {
     let server = RpcServer::builder(conn, "calc")
         .method("add", |req: Vec<i64>, _ctx| async move { Ok::<_, RpcHandlerError>(req.iter().sum::<i64>()) })
         .method("fail", |_req: Value, _ctx| async move { Err::<i64, _>(RpcHandlerError::new("nope", "not today")) })
-        .start()
-        .unwrap();
+        .build()
+        .unwrap()
+        .start();
     let out = run(&redis, &["rpc", "call", "calc", "add", "--json", "[1,2,3]"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
     let out = cli(&redis, &["rpc", "call", "calc", "fail"]).output().unwrap();

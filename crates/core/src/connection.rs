@@ -79,9 +79,21 @@ impl Connection {
         ConnectOptions::default()
     }
 
-    /// The client for ordinary (non-blocking) commands: an escape hatch for commands
-    /// Tributary does not wrap.
+    /// The fred client for ordinary (non-blocking) commands: an escape hatch for commands
+    /// Tributary does not wrap. On Redis Cluster, fred's own cluster client (Tributary routes
+    /// its commands on keys itself).
+    ///
+    /// Only with the `unstable-fred` feature: no stability promise, any Tributary release may
+    /// upgrade fred.
+    #[cfg(feature = "unstable-fred")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "unstable-fred")))]
     pub fn redis(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// [`Self::redis`] for Tributary's own crates, whatever the features.
+    #[doc(hidden)] // fred is not part of the supported API (#25).
+    pub fn command_client(&self) -> &Client {
         &self.inner.client
     }
 
@@ -176,6 +188,7 @@ impl Connection {
     ///
     /// # Errors
     /// [`ConnectError`] when the connection cannot be made.
+    #[doc(hidden)] // For Tributary's own crates: fred is not part of the supported API (#25).
     pub async fn dedicated(&self, block: Duration) -> Result<Dedicated, ConnectError> {
         self.open_dedicated(self.inner.builder.clone(), block).await
     }
@@ -186,6 +199,7 @@ impl Connection {
     ///
     /// # Errors
     /// [`ConnectError`] when the connection cannot be made.
+    #[doc(hidden)]
     pub async fn dedicated_for(&self, key: &str, block: Duration) -> Result<Dedicated, ConnectError> {
         let Some(router) = &self.inner.router else { return self.dedicated(block).await };
         let slot = fred::util::redis_keyslot(key.as_bytes());
@@ -266,6 +280,7 @@ impl std::ops::Deref for Routed<'_> {
 /// of its handles are gone: a reader dropped without closing would leak a server connection.
 /// Dropping this sends `QUIT` from a background task (bounded by 5 s); nothing is sent when
 /// no Tokio runtime is running.
+#[doc(hidden)] // For Tributary's own crates: it derefs to a fred client (#25).
 pub struct Dedicated {
     client: Client,
     /// False once closed explicitly: nothing to do at drop.
@@ -462,15 +477,25 @@ impl ConnectOptions {
             }
             config.tls = Some(tls::connector(pem).map_err(|reason| ConnectError::InvalidTls { reason })?.into());
         }
-        self.connect_with(Builder::from_config(config), server).await
+        self.connect_builder(Builder::from_config(config), server).await
     }
 
-    /// Connects with a fred [`Builder`] you configured yourself (TLS, Sentinel, pools,
-    /// custom timeouts). Tributary still sets a reconnect policy if the builder has none.
+    /// Connects with a fred [`Builder`] you configured yourself, for fred settings Tributary
+    /// does not wrap. Tributary still sets a reconnect policy if the builder has none. `server`
+    /// names the server in errors and logs: give it without a password.
+    ///
+    /// Only with the `unstable-fred` feature: no stability promise, any Tributary release may
+    /// upgrade fred.
     ///
     /// # Errors
     /// [`ConnectError`] when the namespace is invalid or the first connection fails.
-    pub async fn connect_with(self, mut builder: Builder, server: String) -> Result<Connection, ConnectError> {
+    #[cfg(feature = "unstable-fred")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "unstable-fred")))]
+    pub async fn connect_with(self, builder: Builder, server: String) -> Result<Connection, ConnectError> {
+        self.connect_builder(builder, server).await
+    }
+
+    async fn connect_builder(self, mut builder: Builder, server: String) -> Result<Connection, ConnectError> {
         let namespace = match self.namespace {
             Some(ns) => Namespace::new(ns).map_err(|e| ConnectError::InvalidNamespace(e.to_string()))?,
             None => Namespace::default(),

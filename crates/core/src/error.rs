@@ -65,6 +65,7 @@ const UNAVAILABLE: [&str; 6] = ["OOM", "LOADING", "BUSY ", "TRYAGAIN", "CLUSTERD
 
 impl RedisError {
     /// Wraps a fred error, recording which command failed and classifying it.
+    #[doc(hidden)] // For Tributary's own crates: fred is not part of the supported API (#25).
     pub fn new(command: &'static str, err: fred::error::Error) -> Self {
         use fred::error::ErrorKind as F;
         let kind = match err.kind() {

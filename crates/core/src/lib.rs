@@ -33,7 +33,10 @@ pub mod trace;
 pub mod wire;
 
 pub use codec::{Codec, CodecError, Json, MsgPack};
-pub use connection::{ConnectError, ConnectOptions, Connection, Dedicated};
+pub use connection::{ConnectError, ConnectOptions, Connection};
+// Used by Tributary's own crates; not part of the supported API (#25).
+#[doc(hidden)]
+pub use connection::Dedicated;
 pub use envelope::{Envelope, Headers};
 // Used by Tributary's own crates; not part of the supported API (#25).
 #[doc(hidden)]
@@ -44,6 +47,11 @@ pub use keys::{InvalidName, Namespace, Topic, TopicPattern};
 pub use trace::TraceParent;
 pub use wire::{DecodeError, Limits};
 
-/// The Redis client library, re-exported for [`ConnectOptions::connect_with`] and
+/// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`] and
 /// [`Connection::redis`].
+///
+/// Only with the `unstable-fred` feature, and without a stability promise: any Tributary
+/// release may upgrade fred.
+#[cfg(feature = "unstable-fred")]
+#[cfg_attr(docsrs, doc(cfg(feature = "unstable-fred")))]
 pub use fred;

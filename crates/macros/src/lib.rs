@@ -69,8 +69,8 @@ pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
 /// }
 ///
 /// # async fn demo(conn: Connection) -> Result<(), tributary::BoxError> {
-/// let server = OrdersServer::builder(conn.clone(), MyOrders).start()?;
-/// let orders = OrdersClient::new(RpcClient::new(conn).await?);
+/// let server = OrdersServer::builder(conn.clone(), MyOrders).build()?.start();
+/// let orders = OrdersClient::new(RpcClient::new(conn));
 /// let id = orders.place_order(&PlaceOrder { sku: "A-1".into() }).await?;
 /// # Ok(()) }
 /// ```

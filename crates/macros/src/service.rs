@@ -113,7 +113,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> syn::Result<Token
         #vis struct #server;
 
         impl #server {
-            /// A server builder with every method of the trait registered; call `.start()`.
+            /// A server builder with every method of the trait registered; call `.build()?.start()`.
             pub fn builder<S: #trait_name>(
                 conn: ::tributary::__private::Connection,
                 service: S,

@@ -1,8 +1,8 @@
 //! The RPC client: calls multiplexed over one reply stream per client instance.
 //!
 //! Before a request is sent, its pending slot is registered and the reply reader is already
-//! positioned on the reply stream (it started when the client was built and carries its last
-//! id), so a reply that arrives faster than the caller awaits it is never lost.
+//! positioned on the reply stream (it started before the client's first call, and carries its
+//! last id), so a reply that arrives faster than the caller awaits it is never lost.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -35,7 +35,7 @@ use tributary_core::id::IdHasher;
 use tributary_core::{Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic};
 use tributary_streams::replay::Tail;
 use tributary_streams::trace::next_traceparent;
-use tributary_streams::{Position, Producer, StreamError};
+use tributary_streams::{BuildError, Position, Producer, StreamError};
 
 use crate::error::RpcError;
 use crate::protocol::{ErrorBody, METHOD_HEADER};
@@ -44,11 +44,12 @@ use crate::reply::Reply;
 /// Calls methods of RPC services.
 ///
 /// One client holds one reply stream and one background task reading it; every call made
-/// through it (or its clones) shares them.
+/// through it (or its clones) shares them. Both start with the first call (or
+/// [`ready`](Self::ready)): building a client does no I/O.
 ///
 /// # Example
 /// ```no_run
-/// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_rpc::RpcError> {
+/// # async fn demo(conn: tributary_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use tributary_rpc::RpcClient;
 ///
@@ -57,7 +58,7 @@ use crate::reply::Reply;
 /// #[derive(serde::Deserialize)]
 /// struct Price { cents: u64 }
 ///
-/// let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(2)).build().await?;
+/// let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(2)).build()?;
 /// let price: Price = client.call("pricing", "quote", &Quote { sku: "A-1".into() }).await?;
 /// # Ok(()) }
 /// ```
@@ -78,6 +79,11 @@ struct Inner {
     default_timeout: Duration,
     pending: Mutex<PendingCalls>,
     late_replies: AtomicU64,
+    reply_ttl: Duration,
+    /// Set once the reply stream exists and its reader runs (see `RpcClient::ready`).
+    started: tokio::sync::OnceCell<()>,
+    /// Set by `close`: calls fail at once rather than wait for replies nobody reads.
+    closed: std::sync::atomic::AtomicBool,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Request headers per method name (see `method_headers`).
     method_headers: NameCache<Headers>,
@@ -101,7 +107,7 @@ impl Drop for Inner {
 
 /// Configures an [`RpcClient`]. Created by [`RpcClient::builder`].
 #[derive(Debug)]
-#[must_use = "builders do nothing until `.build()` is awaited"]
+#[must_use = "builders do nothing until `.build()` is called"]
 pub struct RpcClientBuilder<C> {
     conn: Connection,
     codec: C,
@@ -120,12 +126,10 @@ impl RpcClient<MsgPack> {
         }
     }
 
-    /// A client with default settings (MessagePack, 5 s timeout).
-    ///
-    /// # Errors
-    /// As [`RpcClientBuilder::build`].
-    pub async fn new(conn: Connection) -> Result<Self, RpcError> {
-        Self::builder(conn).build().await
+    /// A client with default settings (MessagePack, 5 s timeout). No I/O: the reply stream
+    /// is made by the first call (or [`ready`](Self::ready)).
+    pub fn new(conn: Connection) -> Self {
+        Self::builder(conn).build().expect("the default settings are valid")
     }
 }
 
@@ -149,36 +153,46 @@ impl<C: Codec> RpcClientBuilder<C> {
         self
     }
 
-    /// Starts the reply reader and returns the client.
+    /// Builds the client. No I/O: the first call (or [`RpcClient::ready`]) creates the reply
+    /// stream and starts its reader.
     ///
     /// # Errors
-    /// [`RpcError::Redis`] when the reply stream cannot be read.
-    pub async fn build(self) -> Result<RpcClient<C>, RpcError> {
+    /// [`BuildError::OutOfRange`] when the default timeout is zero.
+    pub fn build(self) -> Result<RpcClient<C>, BuildError> {
+        if self.default_timeout.is_zero() {
+            return Err(BuildError::OutOfRange { setting: "default_timeout", requirement: "more than zero" });
+        }
         let client_id = uuid::Uuid::now_v7().to_string();
         let reply_key = self.conn.namespace().reply_stream(&client_id);
         let inner = Arc::new(Inner {
             producer: Producer::new(self.conn.clone()),
-            conn: self.conn.clone(),
-            reply_key: reply_key.clone(),
+            conn: self.conn,
+            reply_key,
             default_timeout: self.default_timeout,
             pending: Mutex::new(PendingCalls::default()),
             late_replies: AtomicU64::new(0),
+            reply_ttl: self.reply_ttl,
+            started: tokio::sync::OnceCell::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             reader: Mutex::new(None),
             method_headers: NameCache::new(1024),
             request_streams: NameCache::new(1024),
         });
-        // Servers only write to a reply stream that exists: create it (with its expiry) first.
-        keep_reply_stream(&inner, self.reply_ttl).await?;
-        // The stream is new and ours alone: read it from the very beginning, so nothing
-        // written before the first read completes can be missed.
-        // Reads end at least every third of the TTL, so the expiry is refreshed in time even
-        // when no reply comes.
-        let block = (self.reply_ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(2));
-        let tail = Tail::stream_key(self.conn.clone(), reply_key, Position::Beginning).block_for(block);
-        let task = tokio::spawn(read_replies(Arc::downgrade(&inner), tail, self.reply_ttl));
-        *inner.reader.lock().expect("reader lock") = Some(task);
         Ok(RpcClient { inner, codec: self.codec })
     }
+}
+
+/// Creates the reply stream (servers only write to one that exists) and starts its reader.
+async fn start(inner: &Arc<Inner>) -> Result<(), RedisError> {
+    keep_reply_stream(inner, inner.reply_ttl).await?;
+    // The stream is new and ours alone: read it from the very beginning, so nothing written
+    // before the first read completes can be missed. Reads end at least every third of the
+    // TTL, so the expiry is refreshed in time even when no reply comes.
+    let block = (inner.reply_ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(2));
+    let tail = Tail::stream_key(inner.conn.clone(), inner.reply_key.clone(), Position::Beginning).block_for(block);
+    let task = tokio::spawn(read_replies(Arc::downgrade(inner), tail, inner.reply_ttl));
+    *inner.reader.lock().expect("reader lock") = Some(task);
+    Ok(())
 }
 
 /// Creates the reply stream if it is missing and sets its expiry (`keep_reply_stream.lua`).
@@ -320,6 +334,24 @@ impl Drop for PendingSlot<'_> {
 }
 
 impl<C: Codec> RpcClient<C> {
+    /// Creates the reply stream and starts its reader, unless done already; calls do it
+    /// themselves, so this only moves the work (and a connection error) to a moment you choose,
+    /// such as start-up.
+    ///
+    /// # Errors
+    /// [`RpcError::Redis`] when the reply stream cannot be created; [`RpcError::Closed`] after
+    /// [`close`](Self::close).
+    pub async fn ready(&self) -> Result<(), RpcError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(RpcError::Closed);
+        }
+        if self.inner.started.initialized() {
+            return Ok(());
+        }
+        self.inner.started.get_or_try_init(|| start(&self.inner)).await?;
+        Ok(())
+    }
+
     /// Calls `service.method` with `request` and the default timeout.
     ///
     /// # Errors
@@ -355,6 +387,9 @@ impl<C: Codec> RpcClient<C> {
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
         let stream = self.inner.request_stream(service)?;
+        // The reply reader runs before the request exists (a no-op after the first call).
+        let timed_out = || RpcError::Timeout { service: service.to_owned(), method: method.to_owned(), after: timeout };
+        tokio::time::timeout_at(started + timeout, self.ready()).await.map_err(|_| timed_out())??;
         let codec_err = |source| RpcError::Codec { service: service.to_owned(), method: method.to_owned(), source };
         let send_err = |source| RpcError::Send { service: service.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
@@ -396,13 +431,7 @@ impl<C: Codec> RpcClient<C> {
                     slot.answered = true;
                     reply
                 }
-                Err(_) => {
-                    return Err(RpcError::Timeout {
-                        service: service.to_owned(),
-                        method: method.to_owned(),
-                        after: timeout,
-                    })
-                }
+                Err(_) => return Err(timed_out()),
             };
         if reply.is_error {
             let body: ErrorBody = reply.decode().map_err(codec_err)?;
@@ -466,6 +495,7 @@ impl<C: Codec> RpcClient<C> {
     /// # Errors
     /// [`RpcError::Redis`] when the reply stream could not be deleted (it expires anyway).
     pub async fn close(&self) -> Result<(), RpcError> {
+        self.inner.closed.store(true, Ordering::Relaxed);
         if let Some(task) = self.inner.reader.lock().expect("reader lock").take() {
             task.abort();
         }

@@ -24,8 +24,8 @@
 //! let conn = Connection::connect("redis://127.0.0.1:6379").await?;
 //! let server = RpcServer::builder(conn.clone(), "calc")
 //!     .method("add", |req: Add, _ctx| async move { Ok::<_, RpcHandlerError>(req.a + req.b) })
-//!     .start()?;
-//! let client = RpcClient::new(conn).await?;
+//!     .build()?.start();
+//! let client = RpcClient::new(conn);
 //! let sum: i64 = client.call("calc", "add", &Add { a: 2, b: 3 }).await?;
 //! assert_eq!(sum, 5);
 //! server.shutdown().await;

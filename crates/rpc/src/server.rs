@@ -16,13 +16,14 @@ use futures::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tributary_core::codec::decode_payload;
 use tributary_core::{Codec, Connection, Json, MsgPack, RedisError, Topic};
-use tributary_streams::{
-    BoxFuture, BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle,
-};
+use tributary_streams::{BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle};
 
 use crate::error::RpcHandlerError;
 use crate::protocol::{code, ErrorBody, METHOD_HEADER, SERVER_GROUP};
 use crate::reply::reply_fields;
+
+/// A boxed, sendable future.
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// One method: decodes the request, runs the user's function, encodes the response in the
 /// request's content type.
@@ -128,13 +129,25 @@ impl std::fmt::Debug for RpcServerBuilder {
 ///         }
 ///         Ok(Price { cents: 990 })
 ///     })
-///     .start()?;
+///     .build()?
+///     .start();
 /// // ...
 /// server.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
-pub struct RpcServer;
+pub struct RpcServer {
+    conn: Connection,
+    topic: Topic,
+    worker: Worker,
+    trim_interval: Duration,
+    stats: Arc<ServerStats>,
+}
+
+impl std::fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer").field("topic", &self.topic).field("worker", &self.worker).finish_non_exhaustive()
+    }
+}
 
 impl RpcServer {
     /// Configures a server for `service`.
@@ -173,7 +186,7 @@ impl RpcServerBuilder {
     /// servers default to `claim_idle` 5 s so requests of a crashed server are answered by
     /// another within typical deadlines.
     ///
-    /// Call it once: a second call is an error at [`start`](Self::start), since it would
+    /// Call it once: a second call is an error at [`build`](Self::build), since it would
     /// silently replace the first.
     pub fn configure_worker(mut self, f: impl FnOnce(WorkerBuilder) -> WorkerBuilder + Send + 'static) -> Self {
         if self.configure.is_some() {
@@ -190,12 +203,12 @@ impl RpcServerBuilder {
         self
     }
 
-    /// Starts serving.
+    /// Builds the server. No I/O: [`RpcServer::start`] starts serving.
     ///
     /// # Errors
     /// [`BuildError`] for an invalid service name or worker configuration, two handlers for
     /// one method, or `configure_worker` called twice.
-    pub fn start(self) -> Result<RpcServerHandle, BuildError> {
+    pub fn build(self) -> Result<RpcServer, BuildError> {
         if let Some(mistake) = self.mistake {
             return Err(mistake);
         }
@@ -211,10 +224,29 @@ impl RpcServerBuilder {
         if let Some(configure) = self.configure {
             builder = configure(builder);
         }
-        let worker = builder.handler(topic.as_str(), dispatch).build()?.start();
-        let trimmer =
-            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(trim_answered(self.conn, topic, self.trim_interval)));
-        Ok(RpcServerHandle { worker, trimmer, stats })
+        let worker = builder.handler(topic.as_str(), dispatch).build()?;
+        Ok(RpcServer { conn: self.conn, topic, worker, trim_interval: self.trim_interval, stats })
+    }
+}
+
+impl RpcServer {
+    /// Starts serving in the background. Dropping the handle stops at once, like a crash;
+    /// [`RpcServerHandle::shutdown`] stops gracefully.
+    pub fn start(self) -> RpcServerHandle {
+        let worker = self.worker.start();
+        let trimmer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(trim_answered(
+            self.conn,
+            self.topic,
+            self.trim_interval,
+        )));
+        RpcServerHandle { worker, trimmer, stats: self.stats }
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let handle = self.start();
+        shutdown.await;
+        handle.shutdown().await;
     }
 }
 
@@ -294,10 +326,10 @@ struct DispatchInner {
     stats: Arc<ServerStats>,
 }
 
+#[tributary_streams::async_trait]
 impl Handler for Dispatch {
-    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
-        let this = self.0.clone();
-        Box::pin(async move { this.handle(ctx).await })
+    async fn call(&self, ctx: Context) -> Result<(), HandlerError> {
+        self.0.handle(ctx).await
     }
 }
 

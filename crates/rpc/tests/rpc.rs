@@ -55,8 +55,9 @@ fn echo_server(conn: &Connection, name: &str, calls: Arc<AtomicU64>) -> RpcServe
             tokio::time::sleep(Duration::from_millis(req.n)).await;
             Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
         })
-        .start()
+        .build()
         .unwrap()
+        .start()
 }
 
 #[tokio::test]
@@ -66,7 +67,7 @@ async fn a_thousand_concurrent_calls_over_two_servers_each_get_their_own_answer(
     let calls = Arc::new(AtomicU64::new(0));
     let s1 = echo_server(&conn, "s1", calls.clone());
     let s2 = echo_server(&conn, "s2", calls.clone());
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(30)).build().await.unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(30)).build().unwrap();
     let mut tasks = Vec::new();
     for n in 0..1000u64 {
         let client = client.clone();
@@ -91,7 +92,7 @@ async fn replies_faster_than_the_caller_are_never_lost() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s1", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+    let client = RpcClient::builder(conn).default_timeout(Duration::from_secs(10)).build().unwrap();
     // A server already blocked on the request stream answers a tiny request within a round
     // trip: in the naive design (subscribe after publishing) many of these replies are lost.
     for n in 0..300 {
@@ -105,7 +106,7 @@ async fn replies_faster_than_the_caller_are_never_lost() {
 async fn a_request_sent_with_no_server_up_is_answered_when_one_starts() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().unwrap();
     let call = {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 42 }).await })
@@ -122,7 +123,7 @@ async fn a_request_sent_with_no_server_up_is_answered_when_one_starts() {
 async fn a_call_times_out_at_its_deadline_and_is_never_executed_afterwards() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let client = RpcClient::new(conn.clone()).await.unwrap();
+    let client = RpcClient::new(conn.clone());
     let started = Instant::now();
     let err = client
         .call_with_timeout::<_, Answer>("echo", "echo", &Echo { n: 1 }, Duration::from_millis(200))
@@ -155,9 +156,10 @@ async fn a_request_held_by_a_crashed_server_is_answered_by_another_before_the_de
                 Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
             }
         })
-        .start()
-        .unwrap();
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(15)).build().await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(15)).build().unwrap();
     let call = {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 7 }).await })
@@ -178,7 +180,7 @@ async fn handler_errors_and_panics_come_back_as_typed_errors() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::new(conn).await.unwrap();
+    let client = RpcClient::new(conn);
     let started = Instant::now();
     match client.call::<_, Answer>("echo", "fail", &Echo { n: 9 }).await.unwrap_err() {
         RpcError::Remote { code, message, details, .. } => {
@@ -210,10 +212,10 @@ async fn a_response_over_the_payload_limit_comes_back_as_an_error_not_a_timeout(
         Connection::options().namespace(redis.namespace()).limits(limits).connect(&redis.url()).await.unwrap();
     let server = RpcServer::builder(server_conn, "big")
         .method("blob", |n: usize, _ctx| async move { Ok::<_, RpcHandlerError>("x".repeat(n)) })
-        .start()
-        .unwrap();
-    let client =
-        RpcClient::builder(connect(&redis).await).default_timeout(Duration::from_secs(4)).build().await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::builder(connect(&redis).await).default_timeout(Duration::from_secs(4)).build().unwrap();
     let small: String = client.call("big", "blob", &10usize).await.unwrap();
     assert_eq!(small.len(), 10);
     let err = client.call::<_, String>("big", "blob", &1000usize).await.unwrap_err();
@@ -227,7 +229,7 @@ async fn a_dropped_call_is_cancelled_and_its_late_reply_discarded() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::new(conn).await.unwrap();
+    let client = RpcClient::new(conn);
     let slow = client.call::<_, Answer>("echo", "slow", &Echo { n: 300 });
     assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err(), "cancelled by dropping");
     assert_eq!(client.pending_calls(), 0);
@@ -297,7 +299,7 @@ async fn reply_streams_are_trimmed_as_read_expire_and_are_removed_on_close() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(60)).build().await.unwrap();
+    let client = RpcClient::builder(conn.clone()).reply_ttl(Duration::from_secs(60)).build().unwrap();
     for n in 0..50 {
         let _: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
     }
@@ -326,9 +328,10 @@ async fn json_clients_get_json_replies() {
     let conn = connect(&redis).await;
     let server = RpcServer::builder(conn.clone(), "calc")
         .method("add", |req: Vec<i64>, _ctx| async move { Ok::<_, RpcHandlerError>(req.iter().sum::<i64>()) })
-        .start()
-        .unwrap();
-    let client = RpcClient::builder(conn).codec(tributary_core::Json).build().await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::builder(conn).codec(tributary_core::Json).build().unwrap();
     let sum: i64 = client.call_with_timeout("calc", "add", &vec![1, 2, 3], Duration::from_secs(5)).await.unwrap();
     assert_eq!(sum, 6);
     server.shutdown().await;
@@ -347,8 +350,8 @@ async fn clients_writing_either_wire_format_version_are_answered() {
         .connect(&redis.url())
         .await
         .unwrap();
-    let old = RpcClient::new(v1).await.unwrap();
-    let new = RpcClient::new(conn.clone()).await.unwrap();
+    let old = RpcClient::new(v1);
+    let new = RpcClient::new(conn.clone());
     for n in 0..20 {
         let client = if n % 2 == 0 { &old } else { &new };
         let answer: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
@@ -362,7 +365,7 @@ async fn calls_survive_connections_cut_mid_call_and_nothing_stays_pending() {
     let redis = TestRedis::start_private().await;
     let conn = connect(&redis).await;
     let server = echo_server(&conn, "s", Arc::new(AtomicU64::new(0)));
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().await.unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(10)).build().unwrap();
     let mut calls = Vec::new();
     for n in 0..200u64 {
         let client = client.clone();
@@ -434,9 +437,10 @@ async fn the_correlation_id_is_the_request_id_and_stray_replies_are_counted_not_
             let env = ctx.envelope();
             Ok::<_, RpcHandlerError>((env.id.to_string(), env.correlation_id.clone().unwrap_or_default()))
         })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn);
     let (id, corr): (String, String) = client.call("ids", "ids", &Echo { n: 1 }).await.unwrap();
     assert_eq!(corr, id, "a request is correlated by its own message id");
 
@@ -459,7 +463,7 @@ async fn the_correlation_id_is_the_request_id_and_stray_replies_are_counted_not_
 async fn a_call_ends_at_its_deadline_while_redis_is_down() {
     let redis = TestRedis::start_private().await;
     let conn = connect(&redis).await;
-    let client = RpcClient::new(conn).await.unwrap();
+    let client = RpcClient::new(conn);
     redis.kill();
     // The request's command has no timeout of its own: the call's bounds it.
     let started = Instant::now();
@@ -493,9 +497,10 @@ async fn a_method_still_running_at_the_deadline_is_cancelled() {
                 Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
             }
         })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn.clone()).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn.clone());
     let err = client
         .call_with_timeout::<_, Answer>("stuck", "wait", &Echo { n: 1 }, Duration::from_millis(300))
         .await
@@ -513,7 +518,7 @@ async fn calls_are_answered_again_after_redis_restarts_without_persistence() {
     let conn = connect(&redis).await;
     let calls = Arc::new(AtomicU64::new(0));
     let server = echo_server(&conn, "s", calls.clone());
-    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(2)).build().await.unwrap();
+    let client = RpcClient::builder(conn.clone()).default_timeout(Duration::from_secs(2)).build().unwrap();
     let answer: Answer = client.call("echo", "echo", &Echo { n: 1 }).await.unwrap();
     assert_eq!(answer.n, 1);
 
@@ -537,13 +542,13 @@ async fn registration_mistakes_are_errors_not_silent_overwrites() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let ok = |_req: Echo, _ctx| async move { Ok::<_, RpcHandlerError>(Answer { n: 0, server: String::new() }) };
-    let err = RpcServer::builder(conn.clone(), "svc").method("a", ok).method("a", ok).start().unwrap_err();
+    let err = RpcServer::builder(conn.clone(), "svc").method("a", ok).method("a", ok).build().unwrap_err();
     assert!(matches!(&err, tributary_streams::BuildError::DuplicateMethod(m) if m == "a"), "{err:?}");
     let err = RpcServer::builder(conn.clone(), "svc")
         .method("a", ok)
         .configure_worker(|w| w.concurrency(4))
         .configure_worker(|w| w.consumer_name("x"))
-        .start()
+        .build()
         .unwrap_err();
     assert!(matches!(err, tributary_streams::BuildError::SetTwice("configure_worker")), "{err:?}");
     assert!(err.to_string().contains("configure_worker"));
@@ -564,10 +569,13 @@ async fn a_late_reply_to_a_closed_client_creates_no_key() {
                 Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
             }
         })
-        .start()
-        .unwrap();
-    let client = RpcClient::new(conn.clone()).await.unwrap();
+        .build()
+        .unwrap()
+        .start();
+    let client = RpcClient::new(conn.clone());
     let reply_key = client.reply_stream().to_owned();
+    assert_eq!(redis.cli(&["EXISTS", &reply_key]).trim(), "0", "building a client does no I/O");
+    client.ready().await.unwrap();
     assert_eq!(redis.cli(&["EXISTS", &reply_key]).trim(), "1", "the client creates its reply stream");
     assert!(redis.cli(&["PTTL", &reply_key]).trim().parse::<i64>().unwrap() > 0, "with an expiry");
     let call = {
@@ -577,6 +585,8 @@ async fn a_late_reply_to_a_closed_client_creates_no_key() {
     wait_until(Duration::from_secs(30), "the method running", || async { entered.load(Ordering::SeqCst) == 1 }).await;
     client.close().await.unwrap();
     let _ = call.await.unwrap(); // fails: the client closed
+    let after = client.call::<_, Answer>("slow", "wait", &Echo { n: 2 }).await;
+    assert!(matches!(after, Err(RpcError::Closed)), "a call after close fails at once: {after:?}");
     wait_until(Duration::from_secs(30), "the late reply dropped", || async { server.unclaimed_replies() == 1 }).await;
     assert_eq!(redis.cli(&["EXISTS", &reply_key]).trim(), "0", "no key re-created for a closed client");
     assert_eq!(server.answered(), 1, "answered once; nothing retried");

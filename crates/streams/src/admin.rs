@@ -255,9 +255,9 @@ impl Admin {
 
     /// Keys matching `matcher` of one type, on every primary.
     async fn scan(&self, matcher: &str, kind: ScanType, kind_name: &'static str) -> Result<Vec<String>, StreamError> {
-        Ok(if self.conn.redis().is_clustered() {
+        Ok(if self.conn.command_client().is_clustered() {
             // Every primary holds its own part of the keyspace.
-            let scan = self.conn.redis().scan_cluster_buffered(matcher, Some(1000), Some(kind));
+            let scan = self.conn.command_client().scan_cluster_buffered(matcher, Some(1000), Some(kind));
             let keys: Vec<Result<fred::types::Key, fred::error::Error>> = scan.collect().await;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
@@ -284,7 +284,7 @@ impl Admin {
             ];
             let reply: Vec<Value> = self
                 .conn
-                .redis()
+                .command_client()
                 .custom(CustomCommand::new_static("SCAN", ClusterHash::Random, false), args)
                 .await
                 .map_err(|e| RedisError::new("SCAN", e))?;

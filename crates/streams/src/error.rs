@@ -81,7 +81,8 @@ impl StreamError {
     }
 }
 
-/// A worker's configuration is invalid. Returned by `WorkerBuilder::build`, before any I/O.
+/// A builder's configuration is invalid. Returned by every builder's `build()` (producer,
+/// worker, RPC client and server), before any I/O.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {

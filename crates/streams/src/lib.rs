@@ -46,9 +46,11 @@ mod scripts;
 pub mod trace;
 
 pub use admin::{Admin, ConsumerInfo, GroupInfo, PendingInfo};
+/// Lets [`Handler`] and [`Layer`] be implemented with `async fn`: `#[async_trait] impl Handler for ...`.
+pub use async_trait::async_trait;
 pub use consumer::{
-    handler_fn, raw_handler_fn, BoxFuture, Context, ExpiredPolicy, Handler, HandlerError, RetryPolicy, Route,
-    RouteOptions, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    handler_fn, layer_fn, raw_handler_fn, Context, ExpiredPolicy, Handler, HandlerError, Layer, Next, RetryPolicy,
+    Route, RouteOptions, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetters, ReplayAll};
 pub use error::{BuildError, StreamError};

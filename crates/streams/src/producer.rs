@@ -22,7 +22,7 @@ use crate::retention::Retention;
 use crate::schedule::due_score;
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
 use crate::trace::next_traceparent;
-use crate::StreamError;
+use crate::{BuildError, StreamError};
 
 /// Publishes messages to topics.
 ///
@@ -94,7 +94,7 @@ const MAX_TARGETS: usize = 4096;
 impl Producer<MsgPack> {
     /// A producer with default settings: MessagePack, no retention, idempotency keys kept 24 h.
     pub fn new(conn: Connection) -> Self {
-        Self::builder(conn).build()
+        Self::builder(conn).build().expect("the default settings are valid")
     }
 
     /// Configures a producer.
@@ -161,18 +161,10 @@ impl<C: Codec> ProducerBuilder<C> {
 
     /// Builds the producer. No I/O.
     ///
-    /// # Panics
-    /// When a topic given to [`retention`](Self::retention) is not a valid topic name; use
-    /// [`try_build`](Self::try_build) to get an error instead.
-    pub fn build(self) -> Producer<C> {
-        self.try_build().expect("invalid topic name in producer retention")
-    }
-
-    /// Builds the producer. No I/O.
-    ///
     /// # Errors
-    /// [`StreamError::InvalidName`] when a retention topic is not a valid topic name.
-    pub fn try_build(self) -> Result<Producer<C>, StreamError> {
+    /// [`BuildError::InvalidName`] when a topic given to [`retention`](Self::retention) is not
+    /// a valid topic name.
+    pub fn build(self) -> Result<Producer<C>, BuildError> {
         if let Some(e) = self.error {
             return Err(e.into());
         }

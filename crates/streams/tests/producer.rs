@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tributary_core::fred::interfaces::StreamsInterface;
-use tributary_core::fred::types::Value;
+use fred::interfaces::StreamsInterface;
+use fred::types::Value;
 use tributary_core::{wire, Connection, EntryId, Json};
 use tributary_streams::{Admin, Context, HandlerError, HoldReason, Position, Producer, Replay, Retention, Worker};
 
@@ -93,7 +93,7 @@ async fn batch_publish_stores_all_in_order_in_one_round_trip() {
 async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_millis(400)).build();
+    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_millis(400)).build().unwrap();
     let send = |n| {
         let producer = producer.clone();
         async move { producer.message("payments", &Order { n, key: String::new() }).idempotency_key("pay-1").send().await }
@@ -118,7 +118,7 @@ async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
 async fn plain_retention_caps_the_stream() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone()).retention("metrics", Retention::max_len(100)).build();
+    let producer = Producer::builder(conn.clone()).retention("metrics", Retention::max_len(100)).build().unwrap();
     let batch: Vec<Order> = (0..1000).map(|n| Order { n, key: String::new() }).collect();
     producer.publish_batch("metrics", &batch).await.unwrap();
     let len = Admin::new(conn).len("metrics").await.unwrap();
@@ -132,8 +132,11 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
     admin.create_group("audit", "slow", Position::Beginning).await.unwrap();
-    let producer =
-        Producer::builder(conn.clone()).retention("audit", Retention::max_len(10).safe()).safe_trim_every(10).build();
+    let producer = Producer::builder(conn.clone())
+        .retention("audit", Retention::max_len(10).safe())
+        .safe_trim_every(10)
+        .build()
+        .unwrap();
     let ids: Vec<EntryId> = {
         let batch: Vec<Order> = (0..100).map(|n| Order { n, key: String::new() }).collect();
         producer.publish_batch("audit", &batch).await.unwrap()
@@ -182,7 +185,7 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
 async fn json_codec_and_custom_headers_round_trip_through_a_worker() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone()).codec(Json).build();
+    let producer = Producer::builder(conn.clone()).codec(Json).build().unwrap();
     producer.message("events", &Order { n: 3, key: "x".into() }).header("tenant", "acme").send().await.unwrap();
     let seen = Seen::new();
     let s = seen.clone();

@@ -7,16 +7,22 @@ pub use tributary_core::{
     MessageId, MsgPack, Namespace, RedisError, Topic, TopicPattern, TraceParent,
 };
 
-/// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`].
+/// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`] and
+/// [`Connection::redis`].
+///
+/// Only with the `unstable-fred` feature, and without a stability promise: any Tributary
+/// release may upgrade fred.
+#[cfg(feature = "unstable-fred")]
+#[cfg_attr(docsrs, doc(cfg(feature = "unstable-fred")))]
 pub use tributary_core::fred;
 
 #[cfg(feature = "streams")]
 #[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
 pub use tributary_streams::{
-    admin, consumer, dead_letter, handler_fn, raw_handler_fn, replay, trace, Admin, BoxFuture, BuildError, Context,
-    DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy, HoldReason, Position,
-    Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention, RetryPolicy, Route, RouteOptions,
-    Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    admin, async_trait, consumer, dead_letter, handler_fn, layer_fn, raw_handler_fn, replay, trace, Admin, BuildError,
+    Context, DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy, HoldReason,
+    Layer, Next, Position, Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention, RetryPolicy,
+    Route, RouteOptions, Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]
@@ -86,7 +92,7 @@ pub mod prelude {
     pub use tributary_rpc::{RpcClient, RpcError, RpcHandlerError, RpcServer};
     #[cfg(feature = "streams")]
     pub use tributary_streams::{
-        Admin, Context, DeadLetters, Handler, HandlerError, Position, Producer, Replay, Retention, RetryPolicy,
-        Scheduler, Worker,
+        async_trait, Admin, Context, DeadLetters, Handler, HandlerError, Layer, Next, Position, Producer, Replay,
+        Retention, RetryPolicy, Scheduler, Worker,
     };
 }

@@ -77,9 +77,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let server_conn = env.connect().await?;
     let server = RpcServer::builder(server_conn.clone(), SERVICE)
         .method("echo", |req: Bytes, _ctx| async move { Ok::<_, RpcHandlerError>(req) })
-        .start()?;
+        .build()?
+        .start();
     let client_conn = env.connect().await?;
-    let client = RpcClient::builder(client_conn.clone()).default_timeout(Duration::from_secs(10)).build().await?;
+    let client = RpcClient::builder(client_conn.clone()).default_timeout(Duration::from_secs(10)).build()?;
     let request_key = server_conn.namespace().topic_stream(&server_conn.namespace().rpc_topic(SERVICE)?);
 
     // fred: the same, hand-written.

@@ -87,6 +87,7 @@ impl Version {
     ///
     /// # Errors
     /// As [`encode`].
+    #[doc(hidden)] // For the producer: fred is not part of the supported API (#25).
     pub fn xadd_fields(
         self,
         env: &EnvelopeRef<'_>,

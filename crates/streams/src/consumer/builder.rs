@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use tributary_core::{Connection, Topic, TopicPattern};
 
 use super::handler::{handler_fn, Context, Handler, HandlerError};
+use super::layer::{Layer, Layered};
 use super::retry::RetryPolicy;
 use super::route::{Route, RouteOptions};
 use super::Worker;
@@ -101,6 +102,7 @@ pub struct WorkerBuilder {
     config: ConsumerConfig,
     routes: Vec<(String, Arc<dyn Handler>, RouteOptions)>,
     patterns: Vec<(String, Arc<dyn Handler>, RouteOptions)>,
+    layers: Vec<Arc<dyn Layer>>,
     group_mismatch: Option<String>,
 }
 
@@ -111,6 +113,7 @@ impl std::fmt::Debug for WorkerBuilder {
             .field("config", &self.config)
             .field("topics", &self.routes.iter().map(|r| &r.0).collect::<Vec<_>>())
             .field("patterns", &self.patterns.iter().map(|r| &r.0).collect::<Vec<_>>())
+            .field("layers", &self.layers.len())
             .finish()
     }
 }
@@ -143,6 +146,7 @@ impl WorkerBuilder {
             },
             routes: Vec::new(),
             patterns: Vec::new(),
+            layers: Vec::new(),
             group_mismatch: None,
         }
     }
@@ -200,6 +204,30 @@ impl WorkerBuilder {
     /// topics created after the worker started (found every `pattern_refresh`).
     pub fn handler_pattern(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
         self.patterns.push((pattern.into(), Arc::new(handler), RouteOptions::default()));
+        self
+    }
+
+    /// Runs `layer` around every handler of this worker (see [`Layer`]). Layers run in the
+    /// order they were added: the first added sees each message first, and its result last.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: tributary_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tributary_streams::consumer::layer_fn;
+    /// use tributary_streams::{Context, HandlerError, Worker};
+    ///
+    /// let worker = Worker::builder(conn, "billing")
+    ///     .layer(layer_fn(|ctx: Context, next| async move {
+    ///         let started = std::time::Instant::now();
+    ///         let result = next.run(ctx.clone()).await;
+    ///         tracing::info!(topic = ctx.topic(), took = ?started.elapsed(), ok = result.is_ok(), "handled");
+    ///         result
+    ///     }))
+    ///     .on("orders", |_order: serde_json::Value, _ctx: Context| async { Ok::<_, HandlerError>(()) })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn layer(mut self, layer: impl Layer) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -395,7 +423,7 @@ impl WorkerBuilder {
                 return Err(BuildError::DuplicateRoute(topic.to_string()));
             }
             check_options(&options)?;
-            routes.push((topic, handler, options));
+            routes.push((topic, Layered::wrap(handler, &self.layers), options));
         }
         let mut patterns = Vec::new();
         for (name, handler, options) in self.patterns {
@@ -403,7 +431,7 @@ impl WorkerBuilder {
             if patterns.iter().any(|(p, _, _)| *p == pattern) {
                 return Err(BuildError::DuplicateRoute(pattern.to_string()));
             }
-            patterns.push((pattern, handler, options));
+            patterns.push((pattern, Layered::wrap(handler, &self.layers), options));
         }
         Ok(Worker { conn: self.conn, group: self.group, config: Arc::new(self.config), routes, patterns })
     }

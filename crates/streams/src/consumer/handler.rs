@@ -4,15 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use tributary_core::{BoxError, CodecError, EntryId, Envelope, Headers, MessageId, TraceParent};
-
-/// A boxed, sendable future, as returned by [`Handler::call`].
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Where messages are handled: the same for every message of one topic consumer, so each
 /// message's context shares it instead of copying three strings.
@@ -204,31 +200,34 @@ impl fmt::Display for HandlerError {
 /// Handles one message. Return `Ok(())` to acknowledge it.
 ///
 /// Implemented for async closures through [`handler_fn`] (typed) and [`raw_handler_fn`]
-/// (the [`Context`] only); implement it yourself for handlers with state.
+/// (the [`Context`] only); implement it yourself for handlers with state, with
+/// [`async_trait`](macro@crate::async_trait) (workers keep handlers as `dyn Handler`, which
+/// native `async fn` in traits does not allow):
 ///
 /// ```
-/// use tributary_streams::{BoxFuture, Context, Handler, HandlerError};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tributary_streams::{async_trait, Context, Handler, HandlerError};
 ///
-/// struct CountOrders(std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// struct CountOrders(AtomicU64);
 ///
+/// #[async_trait]
 /// impl Handler for CountOrders {
-///     fn call(&self, _ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
-///         let n = self.0.clone();
-///         Box::pin(async move {
-///             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-///             Ok(())
-///         })
+///     async fn call(&self, _ctx: Context) -> Result<(), HandlerError> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
 ///     }
 /// }
 /// ```
+#[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Handles the message described by `ctx`.
-    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>>;
+    async fn call(&self, ctx: Context) -> Result<(), HandlerError>;
 }
 
+#[async_trait::async_trait]
 impl<H: Handler + ?Sized> Handler for Arc<H> {
-    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
-        (**self).call(ctx)
+    async fn call(&self, ctx: Context) -> Result<(), HandlerError> {
+        (**self).call(ctx).await
     }
 }
 
@@ -265,20 +264,19 @@ impl<T, F> fmt::Debug for FnHandler<T, F> {
     }
 }
 
+#[async_trait::async_trait]
 impl<T, F, Fut> Handler for FnHandler<T, F>
 where
     T: DeserializeOwned + Send + 'static,
     F: Fn(T, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
+    async fn call(&self, ctx: Context) -> Result<(), HandlerError> {
         match ctx.decode::<T>() {
-            Ok(message) => Box::pin((self.f)(message, ctx)),
+            Ok(message) => (self.f)(message, ctx).await,
             Err(e) => {
                 let type_name = std::any::type_name::<T>();
-                Box::pin(
-                    async move { Err(HandlerError::reject(format!("payload does not decode as {type_name}: {e}"))) },
-                )
+                Err(HandlerError::reject(format!("payload does not decode as {type_name}: {e}")))
             }
         }
     }
@@ -295,12 +293,13 @@ impl<F> fmt::Debug for RawFnHandler<F> {
     }
 }
 
+#[async_trait::async_trait]
 impl<F, Fut> Handler for RawFnHandler<F>
 where
     F: Fn(Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    fn call(&self, ctx: Context) -> BoxFuture<Result<(), HandlerError>> {
-        Box::pin((self.f)(ctx))
+    async fn call(&self, ctx: Context) -> Result<(), HandlerError> {
+        (self.f)(ctx).await
     }
 }

@@ -21,6 +21,7 @@ mod claim;
 mod dispatch;
 mod group;
 mod handler;
+mod layer;
 mod process;
 mod retry;
 mod route;
@@ -37,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::{Connection, Topic, TopicPattern};
 
 pub use builder::{ExpiredPolicy, WorkerBuilder};
-pub use handler::{handler_fn, raw_handler_fn, BoxFuture, Context, FnHandler, Handler, HandlerError, RawFnHandler};
+pub use handler::{handler_fn, raw_handler_fn, Context, FnHandler, Handler, HandlerError, RawFnHandler};
+pub use layer::{layer_fn, FnLayer, Layer, Next};
 pub use retry::RetryPolicy;
 pub use route::{Route, RouteOptions};
 pub use stats::WorkerStats;

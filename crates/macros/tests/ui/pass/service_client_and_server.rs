@@ -25,7 +25,7 @@ impl Calculator for Calc {
 
 async fn use_it(conn: Connection) -> Result<i64, RpcError> {
     let _server = CalculatorServer::builder(conn.clone(), Calc);
-    let client = CalculatorClient::new(RpcClient::new(conn).await?);
+    let client = CalculatorClient::new(RpcClient::new(conn));
     assert_eq!(CalculatorClient::SERVICE, "calculator");
     let sum = client.add(&Add { a: 1, b: 2 }).await?;
     client.negate(&sum).await
