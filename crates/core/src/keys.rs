@@ -75,6 +75,31 @@ impl Namespace {
         Topic::new(name).ok()
     }
 
+    /// A key of this namespace that is not a topic's: `<ns>:<kind>:{<tag>}`, in the Redis
+    /// Cluster slot of `tag`. For Tributary's own crates, e.g. tributary-rpc's reply streams
+    /// (`<ns>:reply:{<client-id>}`).
+    ///
+    /// `kind` is a fixed word naming what the key holds, not empty and without braces, so the
+    /// key never reads as a topic key (`<ns>:{<topic>}…`); `tag` is text without braces (it
+    /// would end the hash tag early). [`Namespace::tag_of`] is the inverse.
+    pub fn tagged_key(&self, kind: &str, tag: &str) -> String {
+        debug_assert!(!kind.is_empty() && !kind.contains(['{', '}']), "kind `{kind}`");
+        format!("{}:{kind}:{{{tag}}}", self.0)
+    }
+
+    /// The tag of `key` when `key` is `<ns>:<kind>:{<tag>}` of this namespace (the shape
+    /// [`Namespace::tagged_key`] builds) with a tag that is not empty and has no braces;
+    /// `None` otherwise. Borrows from `key`, allocates nothing.
+    pub fn tag_of<'k>(&self, kind: &str, key: &'k str) -> Option<&'k str> {
+        let tag = key
+            .strip_prefix(self.0.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(kind)?
+            .strip_prefix(":{")?
+            .strip_suffix('}')?;
+        (!tag.is_empty() && !tag.contains(['{', '}'])).then_some(tag)
+    }
+
     /// The topic carrying the requests of RPC service `service`: `rpc.<service>`, whose
     /// stream is `<ns>:{rpc.<service>}`.
     ///
@@ -117,6 +142,17 @@ impl fmt::Display for Namespace {
     }
 }
 
+/// Prefixes of the topics Tributary's own crates create: `rpc.` (tributary-rpc's request
+/// topics, `rpc.<service>`). A topic under one of them is *reserved*: it belongs to that
+/// feature, and a [`TopicPattern`] reaches it only when the pattern itself starts with its
+/// prefix (see [`TopicPattern::permits`]), so a worker of `*` never consumes RPC requests
+/// while `rpc.*` still finds every request topic.
+///
+/// A fixed list rather than something a crate registers at run time: every process must
+/// agree on the rule, including a worker that does not link the crate owning the topics.
+/// Adding a prefix changes what existing patterns match, so it is a breaking change.
+pub const RESERVED_TOPIC_PREFIXES: &[&str] = &["rpc."];
+
 /// Topics whose names start with this carry RPC requests; topic patterns skip them unless
 /// the pattern itself starts with it.
 pub const RPC_TOPIC_PREFIX: &str = "rpc.";
@@ -142,6 +178,16 @@ impl Topic {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The entry of [`RESERVED_TOPIC_PREFIXES`] this topic's name starts with, if any.
+    pub fn reserved_prefix(&self) -> Option<&'static str> {
+        RESERVED_TOPIC_PREFIXES.iter().copied().find(|p| self.0.starts_with(p))
+    }
+
+    /// True when the topic is under one of the [`RESERVED_TOPIC_PREFIXES`].
+    pub fn is_reserved(&self) -> bool {
+        self.reserved_prefix().is_some()
     }
 }
 
@@ -196,6 +242,18 @@ impl TopicPattern {
     /// The pattern as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the rule for reserved topics lets this pattern reach `topic`: true for a topic
+    /// under none of the [`RESERVED_TOPIC_PREFIXES`], and for one under a prefix this pattern
+    /// itself starts with (`rpc.*` reaches `rpc.billing`, `*` and `rpc*` do not).
+    ///
+    /// The glob is not evaluated here: Redis does that (`SCAN MATCH` with
+    /// [`Namespace::topic_stream_pattern`]), and of the topics it finds, those this permits
+    /// are the pattern's topics. Per topic rather than per pattern, so each reserved prefix
+    /// stays reachable only by patterns written for it.
+    pub fn permits(&self, topic: &Topic) -> bool {
+        topic.reserved_prefix().map_or(true, |prefix| self.0.starts_with(prefix))
     }
 }
 
@@ -253,6 +311,45 @@ mod tests {
         ] {
             assert!(!ns.is_reply_stream(forged), "{forged}");
         }
+    }
+
+    #[test]
+    fn a_tagged_key_gives_back_its_tag_and_nothing_else_does() {
+        let ns = Namespace::default();
+        let key = ns.tagged_key("lease", "0193-abc");
+        assert_eq!(key, "tributary:lease:{0193-abc}");
+        assert_eq!(ns.tag_of("lease", &key), Some("0193-abc"));
+        for other in [
+            "tributary:{orders}",
+            "tributary:lease:{x}:more",
+            "tributary:lease:{}",
+            "tributary:lease:{a}b}",
+            "tributary:leases:{x}",
+            "tributary:other:{x}",
+            "other:lease:{x}",
+            "tributary:lease:x",
+        ] {
+            assert_eq!(ns.tag_of("lease", other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn patterns_reach_reserved_topics_only_when_they_start_with_the_prefix() {
+        let prefix = RESERVED_TOPIC_PREFIXES[0];
+        let reserved = Topic::new(format!("{prefix}billing")).unwrap();
+        let plain = Topic::new("orders").unwrap();
+        assert_eq!(reserved.reserved_prefix(), Some(prefix));
+        assert!(reserved.is_reserved());
+        assert!(!plain.is_reserved());
+        let everything = TopicPattern::new("*").unwrap();
+        assert!(everything.permits(&plain));
+        assert!(!everything.permits(&reserved));
+        // The whole prefix, not a pattern that would also match it.
+        let almost = &prefix[..prefix.len() - 1];
+        assert!(!TopicPattern::new(format!("{almost}*")).unwrap().permits(&reserved));
+        let under_prefix = TopicPattern::new(format!("{prefix}*")).unwrap();
+        assert!(under_prefix.permits(&reserved));
+        assert!(under_prefix.permits(&plain));
     }
 
     #[test]
