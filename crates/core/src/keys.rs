@@ -1,4 +1,7 @@
-//! Every Redis key Tributary uses is built here, and nowhere else.
+//! Every Redis key Tributary uses is built here, and nowhere else. Keys that belong to one
+//! feature (tributary-rpc's reply streams) are built with the general [`Namespace::tagged_key`]
+//! by that feature's crate, which states its own rules; topics a feature creates live under
+//! the [`RESERVED_TOPIC_PREFIXES`].
 //!
 //! All keys of one topic share the Redis Cluster hash tag `{<topic>}`, so scripts and
 //! transactions that touch a topic's stream, dead-letter stream and de-duplication keys stay
@@ -99,42 +102,7 @@ impl Namespace {
             .strip_suffix('}')?;
         (!tag.is_empty() && !tag.contains(['{', '}'])).then_some(tag)
     }
-
-    /// The topic carrying the requests of RPC service `service`: `rpc.<service>`, whose
-    /// stream is `<ns>:{rpc.<service>}`.
-    ///
-    /// # Errors
-    /// [`InvalidName`] when the service name is not a valid topic name.
-    pub fn rpc_topic(&self, service: &str) -> Result<Topic, InvalidName> {
-        Topic::new(format!("{RPC_TOPIC_PREFIX}{service}"))
-    }
-
-    /// Prefix under which every RPC reply stream lives: `<ns>:reply:`.
-    pub fn reply_prefix(&self) -> String {
-        format!("{}{REPLY_SEGMENT}", self.0)
-    }
-
-    /// The reply stream of one RPC client instance: `<ns>:reply:{<client-id>}`.
-    pub fn reply_stream(&self, client_id: &str) -> String {
-        format!("{}{REPLY_SEGMENT}{{{}}}", self.0, client_id)
-    }
-
-    /// True when `key` is a reply stream of this namespace (`<ns>:reply:{<id>}` with an id of
-    /// `A-Z a-z 0-9 -`): the only keys an RPC server writes replies to.
-    pub fn is_reply_stream(&self, key: &str) -> bool {
-        // `<ns>:reply:` checked piecewise: this runs for every RPC request.
-        key.strip_prefix(self.0.as_str())
-            .and_then(|rest| rest.strip_prefix(REPLY_SEGMENT))
-            .and_then(|rest| rest.strip_prefix('{'))
-            .and_then(|rest| rest.strip_suffix('}'))
-            .is_some_and(|id| {
-                !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-            })
-    }
 }
-
-/// What follows the namespace in a reply stream's key.
-const REPLY_SEGMENT: &str = ":reply:";
 
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,10 +120,6 @@ impl fmt::Display for Namespace {
 /// agree on the rule, including a worker that does not link the crate owning the topics.
 /// Adding a prefix changes what existing patterns match, so it is a breaking change.
 pub const RESERVED_TOPIC_PREFIXES: &[&str] = &["rpc."];
-
-/// Topics whose names start with this carry RPC requests; topic patterns skip them unless
-/// the pattern itself starts with it.
-pub const RPC_TOPIC_PREFIX: &str = "rpc.";
 
 /// A validated topic name: 1..=200 bytes of `A-Z a-z 0-9 . _ - : /`.
 ///
@@ -300,17 +264,6 @@ mod tests {
         assert_eq!(ns.topic_of_stream("tributary:{orders}"), Some(t));
         assert_eq!(ns.topic_of_stream("tributary:{orders}:dlq"), None);
         assert_eq!(ns.topic_of_stream("other:{orders}"), None);
-        assert_eq!(ns.topic_stream(&ns.rpc_topic("billing").unwrap()), "tributary:{rpc.billing}");
-        assert!(ns.is_reply_stream(&ns.reply_stream("0193-abc")));
-        for forged in [
-            "tributary:{orders}",
-            "tributary:reply:{x}:more",
-            "tributary:reply:{}",
-            "other:reply:{x}",
-            "tributary:reply:{a b}",
-        ] {
-            assert!(!ns.is_reply_stream(forged), "{forged}");
-        }
     }
 
     #[test]
