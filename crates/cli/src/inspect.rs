@@ -1,6 +1,7 @@
 //! `tributary topics | groups | consumers | pending`.
 
 use serde_json::{json, Value};
+use tributary::rpc_keys::is_request_topic;
 use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler};
 
 use crate::checks;
@@ -14,7 +15,7 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
     // have only scheduled messages are listed too (their stream appears when one is due).
     let mut topics = admin.topics().await?;
     topics.extend(admin.scheduled_topics().await?);
-    topics.sort_by(|a, b| (is_rpc(a), a).cmp(&(is_rpc(b), b)));
+    topics.sort_by(|a, b| (is_request_topic(a), a).cmp(&(is_request_topic(b), b)));
     topics.dedup();
     let mut rows = Vec::new();
     for topic in topics {
@@ -24,7 +25,7 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
         let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
         rows.push(vec![
             json!(name),
-            json!(if is_rpc(&topic) { "rpc requests" } else { "topic" }),
+            json!(if is_request_topic(&topic) { "rpc requests" } else { "topic" }),
             json!(admin.len(name).await?),
             json!(groups.len()),
             json!(groups.iter().map(|g| g.pending).sum::<u64>()),
@@ -35,10 +36,6 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
     }
     output::rows(out, &["topic", "kind", "length", "groups", "pending", "max_lag", "dead_letters", "scheduled"], rows);
     Ok(())
-}
-
-fn is_rpc(topic: &tributary::Topic) -> bool {
-    topic.as_str().starts_with("rpc.")
 }
 
 pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {

@@ -10,7 +10,7 @@ pub(crate) async fn run(conn: Connection, out: Output, command: RpcCommand) -> R
     let request: Value = serde_json::from_str(&json).map_err(|e| format!("--json is not valid JSON: {e}"))?;
     // A call to a service no server ever read would wait for its timeout, and its request would
     // create the request stream and stay there: say so at once instead, and write nothing.
-    let topic = conn.namespace().rpc_topic(&service)?;
+    let topic = tributary::rpc_keys::request_topic(&service)?;
     let admin = tributary::Admin::new(conn.clone());
     let served = admin.topic_exists(topic.as_str()).await? && !admin.groups(topic.as_str()).await?.is_empty();
     if !served {

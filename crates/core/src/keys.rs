@@ -1,4 +1,7 @@
-//! Every Redis key Tributary uses is built here, and nowhere else.
+//! Every Redis key Tributary uses is built here, and nowhere else. Keys that belong to one
+//! feature (tributary-rpc's reply streams) are built with the general [`Namespace::tagged_key`]
+//! by that feature's crate, which states its own rules; topics a feature creates live under
+//! the [`RESERVED_TOPIC_PREFIXES`].
 //!
 //! All keys of one topic share the Redis Cluster hash tag `{<topic>}`, so scripts and
 //! transactions that touch a topic's stream, dead-letter stream and de-duplication keys stay
@@ -75,41 +78,31 @@ impl Namespace {
         Topic::new(name).ok()
     }
 
-    /// The topic carrying the requests of RPC service `service`: `rpc.<service>`, whose
-    /// stream is `<ns>:{rpc.<service>}`.
+    /// A key of this namespace that is not a topic's: `<ns>:<kind>:{<tag>}`, in the Redis
+    /// Cluster slot of `tag`. For Tributary's own crates, e.g. tributary-rpc's reply streams
+    /// (`<ns>:reply:{<client-id>}`).
     ///
-    /// # Errors
-    /// [`InvalidName`] when the service name is not a valid topic name.
-    pub fn rpc_topic(&self, service: &str) -> Result<Topic, InvalidName> {
-        Topic::new(format!("{RPC_TOPIC_PREFIX}{service}"))
+    /// `kind` is a fixed word naming what the key holds, not empty and without braces, so the
+    /// key never reads as a topic key (`<ns>:{<topic>}…`); `tag` is text without braces (it
+    /// would end the hash tag early). [`Namespace::tag_of`] is the inverse.
+    pub fn tagged_key(&self, kind: &str, tag: &str) -> String {
+        debug_assert!(!kind.is_empty() && !kind.contains(['{', '}']), "kind `{kind}`");
+        format!("{}:{kind}:{{{tag}}}", self.0)
     }
 
-    /// Prefix under which every RPC reply stream lives: `<ns>:reply:`.
-    pub fn reply_prefix(&self) -> String {
-        format!("{}{REPLY_SEGMENT}", self.0)
-    }
-
-    /// The reply stream of one RPC client instance: `<ns>:reply:{<client-id>}`.
-    pub fn reply_stream(&self, client_id: &str) -> String {
-        format!("{}{REPLY_SEGMENT}{{{}}}", self.0, client_id)
-    }
-
-    /// True when `key` is a reply stream of this namespace (`<ns>:reply:{<id>}` with an id of
-    /// `A-Z a-z 0-9 -`): the only keys an RPC server writes replies to.
-    pub fn is_reply_stream(&self, key: &str) -> bool {
-        // `<ns>:reply:` checked piecewise: this runs for every RPC request.
-        key.strip_prefix(self.0.as_str())
-            .and_then(|rest| rest.strip_prefix(REPLY_SEGMENT))
-            .and_then(|rest| rest.strip_prefix('{'))
-            .and_then(|rest| rest.strip_suffix('}'))
-            .is_some_and(|id| {
-                !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-            })
+    /// The tag of `key` when `key` is `<ns>:<kind>:{<tag>}` of this namespace (the shape
+    /// [`Namespace::tagged_key`] builds) with a tag that is not empty and has no braces;
+    /// `None` otherwise. Borrows from `key`, allocates nothing.
+    pub fn tag_of<'k>(&self, kind: &str, key: &'k str) -> Option<&'k str> {
+        let tag = key
+            .strip_prefix(self.0.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(kind)?
+            .strip_prefix(":{")?
+            .strip_suffix('}')?;
+        (!tag.is_empty() && !tag.contains(['{', '}'])).then_some(tag)
     }
 }
-
-/// What follows the namespace in a reply stream's key.
-const REPLY_SEGMENT: &str = ":reply:";
 
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,9 +110,16 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// Topics whose names start with this carry RPC requests; topic patterns skip them unless
-/// the pattern itself starts with it.
-pub const RPC_TOPIC_PREFIX: &str = "rpc.";
+/// Prefixes of the topics Tributary's own crates create: `rpc.` (tributary-rpc's request
+/// topics, `rpc.<service>`). A topic under one of them is *reserved*: it belongs to that
+/// feature, and a [`TopicPattern`] reaches it only when the pattern itself starts with its
+/// prefix (see [`TopicPattern::permits`]), so a worker of `*` never consumes RPC requests
+/// while `rpc.*` still finds every request topic.
+///
+/// A fixed list rather than something a crate registers at run time: every process must
+/// agree on the rule, including a worker that does not link the crate owning the topics.
+/// Adding a prefix changes what existing patterns match, so it is a breaking change.
+pub const RESERVED_TOPIC_PREFIXES: &[&str] = &["rpc."];
 
 /// A validated topic name: 1..=200 bytes of `A-Z a-z 0-9 . _ - : /`.
 ///
@@ -142,6 +142,16 @@ impl Topic {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The entry of [`RESERVED_TOPIC_PREFIXES`] this topic's name starts with, if any.
+    pub fn reserved_prefix(&self) -> Option<&'static str> {
+        RESERVED_TOPIC_PREFIXES.iter().copied().find(|p| self.0.starts_with(p))
+    }
+
+    /// True when the topic is under one of the [`RESERVED_TOPIC_PREFIXES`].
+    pub fn is_reserved(&self) -> bool {
+        self.reserved_prefix().is_some()
     }
 }
 
@@ -197,6 +207,18 @@ impl TopicPattern {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the rule for reserved topics lets this pattern reach `topic`: true for a topic
+    /// under none of the [`RESERVED_TOPIC_PREFIXES`], and for one under a prefix this pattern
+    /// itself starts with (`rpc.*` reaches `rpc.billing`, `*` and `rpc*` do not).
+    ///
+    /// The glob is not evaluated here: Redis does that (`SCAN MATCH` with
+    /// [`Namespace::topic_stream_pattern`]), and of the topics it finds, those this permits
+    /// are the pattern's topics. Per topic rather than per pattern, so each reserved prefix
+    /// stays reachable only by patterns written for it.
+    pub fn permits(&self, topic: &Topic) -> bool {
+        topic.reserved_prefix().map_or(true, |prefix| self.0.starts_with(prefix))
+    }
 }
 
 impl fmt::Display for TopicPattern {
@@ -242,17 +264,45 @@ mod tests {
         assert_eq!(ns.topic_of_stream("tributary:{orders}"), Some(t));
         assert_eq!(ns.topic_of_stream("tributary:{orders}:dlq"), None);
         assert_eq!(ns.topic_of_stream("other:{orders}"), None);
-        assert_eq!(ns.topic_stream(&ns.rpc_topic("billing").unwrap()), "tributary:{rpc.billing}");
-        assert!(ns.is_reply_stream(&ns.reply_stream("0193-abc")));
-        for forged in [
+    }
+
+    #[test]
+    fn a_tagged_key_gives_back_its_tag_and_nothing_else_does() {
+        let ns = Namespace::default();
+        let key = ns.tagged_key("lease", "0193-abc");
+        assert_eq!(key, "tributary:lease:{0193-abc}");
+        assert_eq!(ns.tag_of("lease", &key), Some("0193-abc"));
+        for other in [
             "tributary:{orders}",
-            "tributary:reply:{x}:more",
-            "tributary:reply:{}",
-            "other:reply:{x}",
-            "tributary:reply:{a b}",
+            "tributary:lease:{x}:more",
+            "tributary:lease:{}",
+            "tributary:lease:{a}b}",
+            "tributary:leases:{x}",
+            "tributary:other:{x}",
+            "other:lease:{x}",
+            "tributary:lease:x",
         ] {
-            assert!(!ns.is_reply_stream(forged), "{forged}");
+            assert_eq!(ns.tag_of("lease", other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn patterns_reach_reserved_topics_only_when_they_start_with_the_prefix() {
+        let prefix = RESERVED_TOPIC_PREFIXES[0];
+        let reserved = Topic::new(format!("{prefix}billing")).unwrap();
+        let plain = Topic::new("orders").unwrap();
+        assert_eq!(reserved.reserved_prefix(), Some(prefix));
+        assert!(reserved.is_reserved());
+        assert!(!plain.is_reserved());
+        let everything = TopicPattern::new("*").unwrap();
+        assert!(everything.permits(&plain));
+        assert!(!everything.permits(&reserved));
+        // The whole prefix, not a pattern that would also match it.
+        let almost = &prefix[..prefix.len() - 1];
+        assert!(!TopicPattern::new(format!("{almost}*")).unwrap().permits(&reserved));
+        let under_prefix = TopicPattern::new(format!("{prefix}*")).unwrap();
+        assert!(under_prefix.permits(&reserved));
+        assert!(under_prefix.permits(&plain));
     }
 
     #[test]

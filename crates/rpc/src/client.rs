@@ -38,6 +38,7 @@ use tributary_streams::trace::next_traceparent;
 use tributary_streams::{BuildError, Position, Producer, StreamError};
 
 use crate::error::RpcError;
+use crate::keys;
 use crate::protocol::{ErrorBody, METHOD_HEADER};
 use crate::reply::Reply;
 
@@ -163,7 +164,7 @@ impl<C: Codec> RpcClientBuilder<C> {
             return Err(BuildError::OutOfRange { setting: "default_timeout", requirement: "more than zero" });
         }
         let client_id = uuid::Uuid::now_v7().to_string();
-        let reply_key = self.conn.namespace().reply_stream(&client_id);
+        let reply_key = keys::reply_stream(self.conn.namespace(), &client_id);
         let inner = Arc::new(Inner {
             producer: Producer::new(self.conn.clone()),
             conn: self.conn,
@@ -287,7 +288,7 @@ impl Inner {
     /// The request stream of `service` (validated once per service).
     fn request_stream(&self, service: &str) -> Result<Arc<RequestStream>, InvalidName> {
         self.request_streams.get_or_try_insert(service, |s| {
-            let topic = self.conn.namespace().rpc_topic(s)?;
+            let topic = keys::request_topic(s)?;
             let key = Key::from(self.conn.namespace().topic_stream(&topic));
             Ok(RequestStream { topic, key })
         })

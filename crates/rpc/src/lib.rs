@@ -35,6 +35,7 @@
 
 mod client;
 mod error;
+pub mod keys;
 pub mod protocol;
 mod reply;
 mod server;

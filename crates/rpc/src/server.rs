@@ -19,6 +19,7 @@ use tributary_core::{Codec, Connection, Json, MsgPack, RedisError, Topic};
 use tributary_streams::{BuildError, Context, Handler, HandlerError, Retention, Worker, WorkerBuilder, WorkerHandle};
 
 use crate::error::RpcHandlerError;
+use crate::keys;
 use crate::protocol::{code, ErrorBody, METHOD_HEADER, SERVER_GROUP};
 use crate::reply::reply_fields;
 
@@ -212,7 +213,7 @@ impl RpcServerBuilder {
         if let Some(mistake) = self.mistake {
             return Err(mistake);
         }
-        let topic = self.conn.namespace().rpc_topic(&self.service)?;
+        let topic = keys::request_topic(&self.service)?;
         let stats = Arc::new(ServerStats::default());
         let dispatch = Dispatch(Arc::new(DispatchInner {
             conn: self.conn.clone(),
@@ -341,7 +342,7 @@ impl DispatchInner {
         let (reply_to, correlation_id) = (env.reply_to.as_deref(), env.correlation_id.as_deref());
         if let Some(reply_to) = reply_to {
             // Never write where a request says, only under the reply prefix.
-            if !self.conn.namespace().is_reply_stream(reply_to) {
+            if !keys::is_reply_stream(self.conn.namespace(), reply_to) {
                 let shown: String = reply_to.chars().take(128).collect();
                 return Err(HandlerError::reject(format!(
                     "reply-to `{shown}` is not a reply stream of this namespace"

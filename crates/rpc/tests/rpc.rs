@@ -304,6 +304,9 @@ async fn reply_streams_are_trimmed_as_read_expire_and_are_removed_on_close() {
         let _: Answer = client.call("echo", "echo", &Echo { n }).await.unwrap();
     }
     let key = client.reply_stream().to_owned();
+    // The key layout running deployments rely on: `<ns>:reply:{<client-id>}`.
+    let id = key.strip_prefix(&format!("{}:reply:{{", redis.namespace())).and_then(|rest| rest.strip_suffix('}'));
+    assert!(id.is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{key}");
     wait_until(Duration::from_secs(10), "consumed replies trimmed", || async {
         redis.cli(&["XLEN", &key]).trim() == "0"
     })

@@ -5,7 +5,6 @@ use fred::interfaces::ClientLike;
 use fred::types::scan::ScanType;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use futures::StreamExt;
-use tributary_core::keys::RPC_TOPIC_PREFIX;
 use tributary_core::{Connection, EntryId, RedisError, Topic, TopicPattern};
 
 use crate::position::Position;
@@ -203,7 +202,8 @@ impl Admin {
         Ok(out)
     }
 
-    /// Topics of this namespace (RPC request topics `rpc.*` included), sorted.
+    /// Topics of this namespace, reserved topics (such as RPC requests' `rpc.*`) included,
+    /// sorted.
     ///
     /// # Errors
     /// [`StreamError`] when the scan fails.
@@ -211,13 +211,17 @@ impl Admin {
         self.scan_topics(&TopicPattern::new("*")?, true).await
     }
 
-    /// Topics of this namespace matching the glob `pattern`, sorted. RPC request topics
-    /// (`rpc.*`) match only a pattern that starts with `rpc.`.
+    /// Topics of this namespace matching the glob `pattern`, sorted. Reserved topics (such as
+    /// RPC requests' `rpc.*`, see [`RESERVED_TOPIC_PREFIXES`]) match only a pattern that
+    /// starts with their prefix ([`TopicPattern::permits`]): `*` leaves them out, `rpc.*`
+    /// finds them. Worker patterns find their topics here.
+    ///
+    /// [`RESERVED_TOPIC_PREFIXES`]: tributary_core::keys::RESERVED_TOPIC_PREFIXES
     ///
     /// # Errors
     /// [`StreamError`] when the scan fails.
     pub async fn topics_matching(&self, pattern: &TopicPattern) -> Result<Vec<Topic>, StreamError> {
-        self.scan_topics(pattern, pattern.as_str().starts_with(RPC_TOPIC_PREFIX)).await
+        self.scan_topics(pattern, false).await
     }
 
     /// Topics of this namespace with scheduled messages waiting (see
@@ -239,14 +243,14 @@ impl Admin {
         Ok(found)
     }
 
-    async fn scan_topics(&self, pattern: &TopicPattern, with_rpc: bool) -> Result<Vec<Topic>, StreamError> {
+    async fn scan_topics(&self, pattern: &TopicPattern, with_reserved: bool) -> Result<Vec<Topic>, StreamError> {
         let ns = self.conn.namespace();
         let matcher = ns.topic_stream_pattern(pattern);
         let keys = self.scan(&matcher, ScanType::Stream, "stream").await?;
         let mut found: Vec<Topic> = keys
             .into_iter()
             .filter_map(|k| ns.topic_of_stream(&k))
-            .filter(|t| with_rpc || !t.as_str().starts_with(RPC_TOPIC_PREFIX))
+            .filter(|t| with_reserved || pattern.permits(t))
             .collect();
         found.sort();
         found.dedup();

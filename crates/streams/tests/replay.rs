@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use tributary_core::EntryId;
+use tributary_core::keys::RESERVED_TOPIC_PREFIXES;
+use tributary_core::{EntryId, Topic, TopicPattern};
 use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Replay, Worker};
 
 async fn publish_in_two_waves(conn: &tributary_core::Connection) -> SystemTime {
@@ -119,4 +120,26 @@ async fn a_pattern_subscription_picks_up_topics_created_later() {
     got.sort();
     assert_eq!(got, vec![("sensor.garage".to_owned(), 2), ("sensor.kitchen".to_owned(), 1)]);
     worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pattern_finds_reserved_topics_only_when_it_starts_with_their_prefix() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let prefix = RESERVED_TOPIC_PREFIXES[0];
+    let reserved = format!("{prefix}billing");
+    let producer = Producer::new(conn.clone());
+    for topic in ["orders", reserved.as_str()] {
+        producer.publish(topic, &Order { n: 1, key: String::new() }).await.unwrap();
+    }
+    let admin = Admin::new(conn);
+    let names = |topics: Vec<Topic>| topics.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>();
+    let matching = |pattern: String| {
+        let admin = admin.clone();
+        async move { names(admin.topics_matching(&TopicPattern::new(pattern).unwrap()).await.unwrap()) }
+    };
+    // What a worker of `*` would consume: never the reserved topic.
+    assert_eq!(matching("*".to_owned()).await, ["orders"]);
+    assert_eq!(matching(format!("{prefix}*")).await, [reserved.as_str()]);
+    assert_eq!(names(admin.topics().await.unwrap()), ["orders", reserved.as_str()]);
 }

@@ -28,8 +28,8 @@ pub use tributary_streams::{
 #[cfg(feature = "rpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rpc")))]
 pub use tributary_rpc::{
-    protocol as rpc_protocol, RpcClient, RpcClientBuilder, RpcError, RpcHandlerError, RpcServer, RpcServerBuilder,
-    RpcServerHandle,
+    keys as rpc_keys, protocol as rpc_protocol, RpcClient, RpcClientBuilder, RpcError, RpcHandlerError, RpcServer,
+    RpcServerBuilder, RpcServerHandle,
 };
 
 #[cfg(feature = "macros")]

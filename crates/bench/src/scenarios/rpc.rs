@@ -81,7 +81,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         .start();
     let client_conn = env.connect().await?;
     let client = RpcClient::builder(client_conn.clone()).default_timeout(Duration::from_secs(10)).build()?;
-    let request_key = server_conn.namespace().topic_stream(&server_conn.namespace().rpc_topic(SERVICE)?);
+    let request_key = server_conn.namespace().topic_stream(&tributary::rpc_keys::request_topic(SERVICE)?);
 
     // fred: the same, hand-written.
     let fred_request_key = env.raw_key("rpc");
