@@ -156,7 +156,17 @@ fn target_dir() -> PathBuf {
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // Not the variables `cargo run` gave this process about the xtask package: a build script
+    // that tracks one (ring's tracks CARGO_MANIFEST_DIR) would see it change between
+    // `cargo xtask ...` and plain cargo commands, and everything above it would be rebuilt.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name == "CARGO_MANIFEST_DIR" || name == "CARGO_MANIFEST_PATH" {
+            command.env_remove(&*name);
+        }
+    }
+    let status = command
         .args(args)
         .envs(env.iter().copied())
         .current_dir(workspace_root())
