@@ -39,9 +39,12 @@ fn test() -> Result<(), String> {
     ensure_redis()?;
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    // With every feature, so these are the pages `cargo xtask public-api` reads (the same
-    // crates, features and output): the check below reuses them instead of documenting again.
+    // The facade's features stand alone: the macros without RPC, the core alone.
+    cargo(&["check", "-p", "tributary-redis", "--no-default-features", "--features", "macros"], &[])?;
+    cargo(&["check", "-p", "tributary-redis", "--no-default-features"], &[])?;
     cargo(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    // The supported surface (published crates, default features) against docs/public-api.txt.
+    cargo(&public_api::doc_args(), &[])?;
     public_api::check(&target_dir().join("doc"), &workspace_root())?;
     // The published crates package and build on their own (no file outside a crate, no
     // dependency cargo cannot find), as `cargo publish` would check them.
