@@ -153,7 +153,7 @@ impl Scheduler {
     }
 
     /// Moves due messages of `topic` forever, checking at least every `poll`. Workers run
-    /// this for their topics (see [`move_due_until_stopped`]); run it yourself only for topics
+    /// this for their topics while they consume them; run it yourself only for topics
     /// no worker consumes yet.
     pub async fn run(&self, topic: &Topic, poll: Duration) {
         loop {
