@@ -59,9 +59,9 @@ async fn main() -> Result<(), tributary::BoxError> {
     let server = InventoryServer::builder(conn.clone(), warehouse).build()?.start();
 
     let inventory = InventoryClient::new(RpcClient::new(conn.clone()));
-    let r = inventory.reserve(&Reserve { sku: "apple".into(), quantity: 3 }).await?;
+    let r = inventory.reserve(Reserve { sku: "apple".into(), quantity: 3 }).await?;
     println!("reserved 3 {}, {} left", r.sku, r.left);
-    match inventory.reserve(&Reserve { sku: "apple".into(), quantity: 3 }).await {
+    match inventory.reserve(Reserve { sku: "apple".into(), quantity: 3 }).await {
         Err(RpcError::Remote { code, message, details, .. }) => {
             let details = details.map(|d| format!(" {d}")).unwrap_or_default();
             println!("second reservation refused: {code}: {message}{details}");
@@ -69,8 +69,8 @@ async fn main() -> Result<(), tributary::BoxError> {
         }
         other => return Err(format!("expected out_of_stock, got {other:?}").into()),
     }
-    assert_eq!(inventory.stock(&"apple".to_owned()).await?, 2);
-    println!("{} apples in stock", inventory.stock(&"apple".to_owned()).await?);
+    assert_eq!(inventory.stock("apple".to_owned()).await?, 2);
+    println!("{} apples in stock", inventory.stock("apple".to_owned()).await?);
 
     inventory.rpc().close().await?;
     server.shutdown().await;

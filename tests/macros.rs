@@ -80,8 +80,8 @@ async fn service_macro_generates_a_working_client_and_server() {
     let server = GreeterServer::builder(conn.clone(), Polite).build().unwrap().start();
     let client = GreeterClient::new(RpcClient::new(conn));
     assert_eq!(GreeterClient::SERVICE, "greeter");
-    assert_eq!(client.greet(&Greet { name: "Ada".into() }).await.unwrap(), "hello, Ada");
-    let err = client.refuse(&Greet { name: "Bob".into() }).await.unwrap_err();
+    assert_eq!(client.greet(Greet { name: "Ada".into() }).await.unwrap(), "hello, Ada");
+    let err = client.refuse(Greet { name: "Bob".into() }).await.unwrap_err();
     assert_eq!(err.code(), Some("not_today"));
     server.shutdown().await;
 }

@@ -3,7 +3,11 @@
 //! - `cargo xtask test`: install `redis-server` if missing (Debian, as root), then format
 //!   check, clippy, docs, the demo, and the whole test suite;
 //! - `cargo xtask demo`: install `redis-server` if missing, start a private one, run the
-//!   examples against it.
+//!   examples against it;
+//! - `cargo xtask public-api [--check]`: write (or check) `docs/public-api.txt`, the listing of
+//!   the public API the docs show.
+
+mod public_api;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -15,7 +19,12 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "test" => test(),
         "demo" => demo(std::env::args().any(|a| a == "--keep")),
-        _ => Err("usage: cargo xtask test | cargo xtask demo [--keep]".to_owned()),
+        "public-api" => match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
+            [] => public_api(false),
+            [flag] if flag == "--check" => public_api(true),
+            _ => Err("usage: cargo xtask public-api [--check]".to_owned()),
+        },
+        _ => Err("usage: cargo xtask test | cargo xtask demo [--keep] | cargo xtask public-api [--check]".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,7 +39,13 @@ fn test() -> Result<(), String> {
     ensure_redis()?;
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    // The facade's features stand alone: the macros without RPC, the core alone.
+    cargo(&["check", "-p", "tributary-redis", "--no-default-features", "--features", "macros"], &[])?;
+    cargo(&["check", "-p", "tributary-redis", "--no-default-features"], &[])?;
+    cargo(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    // The supported surface (published crates, default features) against docs/public-api.txt.
+    cargo(&public_api::doc_args(), &[])?;
+    public_api::check(&target_dir().join("doc"), &workspace_root())?;
     // The published crates package and build on their own (no file outside a crate, no
     // dependency cargo cannot find), as `cargo publish` would check them.
     cargo(
@@ -72,7 +87,7 @@ fn demo(keep: bool) -> Result<(), String> {
         _ => Server::start()?,
     };
     cargo(&["build", "--examples", "-p", "tributary-redis", "-p", "tributary-cli"], &[])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let target = target_dir();
     let mut ran = Vec::new();
     for (example, title) in EXAMPLES {
         eprintln!("\n== {example}: {title}");
@@ -120,10 +135,41 @@ fn demo(keep: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask public-api`: documents the published crates, then writes the listing of their
+/// public API to `docs/public-api.txt` or, with `check`, fails when it differs from it.
+fn public_api(check: bool) -> Result<(), String> {
+    cargo(&public_api::doc_args(), &[])?;
+    let started = Instant::now();
+    let docs = target_dir().join("doc");
+    let result =
+        if check { public_api::check(&docs, &workspace_root()) } else { public_api::write(&docs, &workspace_root()) };
+    eprintln!("xtask: read the docs in {:.2} s", started.elapsed().as_secs_f64());
+    result
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace root, where
+/// [`cargo`] runs) or `target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // Not the variables `cargo run` gave this process about the xtask package: a build script
+    // that tracks one (ring's tracks CARGO_MANIFEST_DIR) would see it change between
+    // `cargo xtask ...` and plain cargo commands, and everything above it would be rebuilt.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name == "CARGO_MANIFEST_DIR" || name == "CARGO_MANIFEST_PATH" {
+            command.env_remove(&*name);
+        }
+    }
+    let status = command
         .args(args)
         .envs(env.iter().copied())
         .current_dir(workspace_root())

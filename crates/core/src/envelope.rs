@@ -255,7 +255,8 @@ impl Envelope {
         self
     }
 
-    /// The envelope's parts, borrowed (for [`wire::encode_fields`](crate::wire::encode_fields)).
+    /// The envelope's parts, borrowed (for `wire::encode_fields`).
+    #[doc(hidden)] // `EnvelopeRef` is internal (#25).
     pub fn view(&self) -> EnvelopeRef<'_> {
         EnvelopeRef {
             id: self.id,

@@ -65,3 +65,40 @@ pub(crate) fn boolean(arg: &Arg) -> syn::Result<bool> {
         other => Err(syn::Error::new_spanned(other, format!("`{}` takes `true` or `false`", arg.key))),
     }
 }
+
+/// The path the generated code names Tributary by: `crate = "..."` (for a renamed dependency
+/// or a re-export), else `::tributary`.
+pub(crate) fn krate(args: &[Arg]) -> syn::Result<TokenStream> {
+    match args.iter().find(|a| a.key == "crate") {
+        None => Ok(quote::quote! { ::tributary }),
+        Some(arg) => {
+            let path = string(arg)?;
+            let parsed: syn::Path = syn::parse_str(&path).map_err(|_| {
+                syn::Error::new_spanned(
+                    &arg.value,
+                    format!("`crate` takes a path such as \"my_tributary\", not `{path}`"),
+                )
+            })?;
+            Ok(quote::quote! { #parsed })
+        }
+    }
+}
+
+/// `tokens` with every span set to `span`: the crate path inside a `quote_spanned!`, so that
+/// errors there point where the rest of the expression does.
+pub(crate) fn respanned(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respanned(&g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}

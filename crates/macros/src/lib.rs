@@ -7,6 +7,10 @@
 //! - [`macro@service`] turns a trait of async methods into an RPC service: a typed client
 //!   (`OrdersClient`) and a server builder (`OrdersServer::builder(conn, impl)`).
 //!
+//! The generated code names the facade as `::tributary`. If you depend on it under another
+//! name (`trib = { package = "tributary-redis", ... }`) or re-export it, say where it is with
+//! `crate = "trib"` (any path) in either attribute.
+//!
 //! Set `TRIBUTARY_MACROS_DEBUG=1` to print every expansion to stderr.
 //!
 //! Docs of the traits involved: <https://docs.rs/tributary/0.1/tributary/trait.Route.html>,
@@ -43,7 +47,8 @@ mod service;
 ///
 /// Keys: `topic` (required), `group` (the worker must be of this group), `concurrency`,
 /// `max_deliveries`, `ordered = true` (one message at a time, strict order),
-/// `retry_initial_ms` and `retry_max_ms` (exponential backoff bounds).
+/// `retry_initial_ms` and `retry_max_ms` (exponential backoff bounds), and `crate` (see the
+/// crate docs).
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
     expand(handler::expand(args.into(), input.into()))
@@ -71,13 +76,20 @@ pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
 /// # async fn demo(conn: Connection) -> Result<(), tributary::BoxError> {
 /// let server = OrdersServer::builder(conn.clone(), MyOrders).build()?.start();
 /// let orders = OrdersClient::new(RpcClient::new(conn));
-/// let id = orders.place_order(&PlaceOrder { sku: "A-1".into() }).await?;
+/// let id = orders.place_order(PlaceOrder { sku: "A-1".into() }).await?;
 /// # Ok(()) }
 /// ```
 ///
 /// Each method takes `&self` and one request argument and returns `Result<Response, E>` with
-/// `E: Into<RpcHandlerError>`. The service name defaults to the trait name in snake case.
-/// Generated: the trait (methods return `Send` futures), `<Trait>Client` and `<Trait>Server`.
+/// `E: Into<RpcHandlerError>`. The service name defaults to the trait name in snake case
+/// (`name = "..."` sets it); `crate = "..."` as for `#[handler]`. Generated: the trait
+/// (methods return `Send` futures), `<Trait>Client` and `<Trait>Server`. Needs the `rpc`
+/// feature of `tributary`.
+///
+/// The request is taken **by value** on both sides, so the client's method has the trait
+/// method's signature and the trait reads as the contract of both: the server owns what it
+/// decoded and can move out of it; the client only serializes it (a caller that needs its
+/// request afterwards passes a clone).
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     expand(service::expand(args.into(), input.into()))

@@ -42,6 +42,9 @@ use crate::keys;
 use crate::protocol::{ErrorBody, METHOD_HEADER};
 use crate::reply::Reply;
 
+/// Longest timeout of a call (longer ones are cut to it): the deadline is computed from it.
+const LONGEST_CALL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Calls methods of RPC services.
 ///
 /// One client holds one reply stream and one background task reading it; every call made
@@ -160,8 +163,11 @@ impl<C: Codec> RpcClientBuilder<C> {
     /// # Errors
     /// [`BuildError::OutOfRange`] when the default timeout is zero.
     pub fn build(self) -> Result<RpcClient<C>, BuildError> {
-        if self.default_timeout.is_zero() {
-            return Err(BuildError::OutOfRange { setting: "default_timeout", requirement: "more than zero" });
+        if self.default_timeout.is_zero() || self.default_timeout > LONGEST_CALL {
+            return Err(BuildError::OutOfRange {
+                setting: "default_timeout",
+                requirement: "more than zero, at most a year",
+            });
         }
         let client_id = uuid::Uuid::now_v7().to_string();
         let reply_key = keys::reply_stream(self.conn.namespace(), &client_id);
@@ -184,15 +190,37 @@ impl<C: Codec> RpcClientBuilder<C> {
 }
 
 /// Creates the reply stream (servers only write to one that exists) and starts its reader.
-async fn start(inner: &Arc<Inner>) -> Result<(), RedisError> {
+async fn start(inner: &Arc<Inner>) -> Result<(), RpcError> {
     keep_reply_stream(inner, inner.reply_ttl).await?;
     // The stream is new and ours alone: read it from the very beginning, so nothing written
     // before the first read completes can be missed. Reads end at least every third of the
     // TTL, so the expiry is refreshed in time even when no reply comes.
     let block = (inner.reply_ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(2));
     let tail = Tail::stream_key(inner.conn.clone(), inner.reply_key.clone(), Position::Beginning).block_for(block);
-    let task = tokio::spawn(read_replies(Arc::downgrade(inner), tail, inner.reply_ttl));
-    *inner.reader.lock().expect("reader lock") = Some(task);
+    {
+        // `close` sets `closed` under this lock: either it finds the reader and stops it, or
+        // the reader is never started.
+        let mut reader = inner.reader.lock().expect("reader lock");
+        if !inner.closed.load(Ordering::SeqCst) {
+            *reader = Some(tokio::spawn(read_replies(Arc::downgrade(inner), tail, inner.reply_ttl)));
+            return Ok(());
+        }
+    }
+    // Closed while the stream was being created: it may have been made after `close`'s `DEL`.
+    delete_reply_stream(inner).await?;
+    Err(RpcError::Closed)
+}
+
+/// Deletes the reply stream.
+async fn delete_reply_stream(inner: &Inner) -> Result<(), RedisError> {
+    let key = inner.reply_key.as_str();
+    let _: i64 = inner
+        .conn
+        .client_for(key)
+        .await
+        .custom(keyed_command("DEL", key, false), vec![Value::from(key)])
+        .await
+        .map_err(|e| RedisError::new("DEL", e))?;
     Ok(())
 }
 
@@ -343,7 +371,7 @@ impl<C: Codec> RpcClient<C> {
     /// [`RpcError::Redis`] when the reply stream cannot be created; [`RpcError::Closed`] after
     /// [`close`](Self::close).
     pub async fn ready(&self) -> Result<(), RpcError> {
-        if self.inner.closed.load(Ordering::Relaxed) {
+        if self.inner.closed.load(Ordering::SeqCst) {
             return Err(RpcError::Closed);
         }
         if self.inner.started.initialized() {
@@ -385,6 +413,7 @@ impl<C: Codec> RpcClient<C> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        let timeout = timeout.min(LONGEST_CALL);
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
         let stream = self.inner.request_stream(service)?;
@@ -409,9 +438,16 @@ impl<C: Codec> RpcClient<C> {
         let fields = (self.inner.conn.wire_version().xadd_fields(&envelope, self.inner.conn.limits()))
             .map_err(|source| send_err(StreamError::Limits { topic: stream.topic.to_string(), source }))?;
 
-        // The slot exists before the request does.
+        // The slot exists before the request does; none is added once the client closed
+        // (`close` sets `closed` under this lock, then clears the slots).
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("pending lock").insert(key, tx);
+        {
+            let mut pending = self.inner.pending.lock().expect("pending lock");
+            if self.inner.closed.load(Ordering::SeqCst) {
+                return Err(RpcError::Closed);
+            }
+            pending.insert(key, tx);
+        }
         let mut slot = PendingSlot { inner: &self.inner, key, answered: false };
 
         let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
@@ -496,20 +532,17 @@ impl<C: Codec> RpcClient<C> {
     /// # Errors
     /// [`RpcError::Redis`] when the reply stream could not be deleted (it expires anyway).
     pub async fn close(&self) -> Result<(), RpcError> {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        if let Some(task) = self.inner.reader.lock().expect("reader lock").take() {
-            task.abort();
+        {
+            // Lock order: reader, then pending (see `start` and `call_with_timeout`).
+            let mut reader = self.inner.reader.lock().expect("reader lock");
+            let mut pending = self.inner.pending.lock().expect("pending lock");
+            self.inner.closed.store(true, Ordering::SeqCst);
+            pending.clear();
+            if let Some(task) = reader.take() {
+                task.abort();
+            }
         }
-        self.inner.pending.lock().expect("pending lock").clear();
-        let key = self.inner.reply_key.as_str();
-        let _: i64 = self
-            .inner
-            .conn
-            .client_for(key)
-            .await
-            .custom(keyed_command("DEL", key, false), vec![Value::from(key)])
-            .await
-            .map_err(|e| RedisError::new("DEL", e))?;
+        delete_reply_stream(&self.inner).await?;
         Ok(())
     }
 }

@@ -91,14 +91,14 @@ fn encode_like<T: Serialize + ?Sized>(
 }
 
 /// Configures an [`RpcServer`]. Created by [`RpcServer::builder`].
-#[must_use = "builders do nothing until `.start()` is called"]
+#[must_use = "builders do nothing until `.build()` is called"]
 pub struct RpcServerBuilder {
     conn: Connection,
     service: String,
     methods: HashMap<String, Arc<dyn Method>>,
     configure: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder + Send>>,
     trim_interval: Duration,
-    /// The first registration mistake, reported by `start`.
+    /// The first registration mistake, reported by `build`.
     mistake: Option<BuildError>,
 }
 
@@ -136,6 +136,7 @@ impl std::fmt::Debug for RpcServerBuilder {
 /// server.shutdown().await;
 /// # Ok(()) }
 /// ```
+#[must_use = "a server serves nothing until `.start()` is called"]
 pub struct RpcServer {
     conn: Connection,
     topic: Topic,

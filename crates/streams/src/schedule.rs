@@ -153,7 +153,8 @@ impl Scheduler {
     }
 
     /// Moves due messages of `topic` forever, checking at least every `poll`. Workers run
-    /// this for their topics; run it yourself only for topics no worker consumes yet.
+    /// this for their topics while they consume them; run it yourself only for topics
+    /// no worker consumes yet.
     pub async fn run(&self, topic: &Topic, poll: Duration) {
         loop {
             let wait = match self.move_due(topic, 1000).await {
@@ -219,6 +220,21 @@ pub(crate) fn due_score(t: SystemTime) -> i64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The scheduled-message mover a worker runs for each topic it consumes (every worker does:
+/// the script moves each due message once, whoever runs it), until the worker stops.
+pub(crate) async fn move_due_until_stopped(
+    conn: Connection,
+    topic: Topic,
+    poll: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let scheduler = Scheduler::new(conn);
+    tokio::select! {
+        () = scheduler.run(&topic, poll) => {}
+        () = stop.cancelled() => {}
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ async fn layers_run_around_every_handler_in_the_order_added_and_may_stop_a_messa
         .build()
         .unwrap()
         .start();
-    let stats = worker.settled(3).await;
+    let stats = tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("three messages settle");
     worker.shutdown().await;
 
     assert_eq!((stats.acked, stats.dead_lettered), (2, 1), "{stats:?}");
@@ -102,7 +102,7 @@ async fn a_worker_without_layers_calls_its_handlers_directly() {
     let log: Log = Arc::default();
     let worker =
         Worker::builder(conn, "billing").handler("orders", Arc::new(Record(log.clone()))).build().unwrap().start();
-    assert_eq!(worker.settled(1).await.acked, 1);
+    assert_eq!(tokio::time::timeout(PATIENCE, worker.settled(1)).await.expect("one message settles").acked, 1);
     worker.shutdown().await;
     assert_eq!(*log.lock().unwrap(), ["handler 7"]);
 }

@@ -38,9 +38,10 @@ pub use tributary_macros::{handler, service};
 
 /// What the macros expand to. Not public API.
 #[doc(hidden)]
-#[cfg(feature = "rpc")]
+#[cfg(feature = "streams")]
 pub mod __private {
     pub use tributary_core::Connection;
+    #[cfg(feature = "rpc")]
     pub use tributary_rpc::{RpcClient, RpcError, RpcHandlerError, RpcServer, RpcServerBuilder};
     pub use tributary_streams::{handler_fn, Context, Handler, HandlerError, RetryPolicy, Route, RouteOptions};
 
@@ -50,9 +51,28 @@ pub mod __private {
     }
 
     /// `Result<T, E>` of a `#[service]` method as an RPC handler result.
+    #[cfg(feature = "rpc")]
     pub fn into_rpc_result<T, E: Into<RpcHandlerError>>(r: Result<T, E>) -> Result<T, RpcHandlerError> {
         r.map_err(Into::into)
     }
+}
+
+/// `#[service]` expands to this first: nothing with the `rpc` feature, a clear error without.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "rpc")]
+macro_rules! __require_rpc {
+    () => {};
+}
+
+/// `#[service]` expands to this first: nothing with the `rpc` feature, a clear error without.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "rpc"))]
+macro_rules! __require_rpc {
+    () => {
+        compile_error!("`#[tributary::service]` needs the `rpc` feature of tributary (`features = [\"rpc\"]`)");
+    };
 }
 
 /// The guides from `docs/`, so their examples are compiled with the crate.

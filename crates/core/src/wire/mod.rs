@@ -67,6 +67,7 @@ impl Version {
     ///
     /// # Errors
     /// As [`encode`]; nothing is emitted then.
+    #[doc(hidden)] // Takes the internal `EnvelopeRef` (#25).
     pub fn encode_fields(
         self,
         env: &EnvelopeRef<'_>,
@@ -230,6 +231,7 @@ pub fn encode(env: &Envelope, limits: &Limits) -> Result<Vec<(Bytes, Bytes)>, De
 ///
 /// # Errors
 /// As [`encode`]; nothing is emitted then.
+#[doc(hidden)] // Takes the internal `EnvelopeRef` (#25).
 pub fn encode_fields(
     env: &EnvelopeRef<'_>,
     limits: &Limits,

@@ -14,7 +14,6 @@ use super::stats::Stats;
 use super::topic::{Held, TopicConsumer};
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
-use crate::Scheduler;
 
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
@@ -169,8 +168,8 @@ impl TopicConsumer {
         }
     }
 
-    /// Background duties while consuming, all ending at a graceful stop: reclaim sweeps (with
-    /// a look at the group's cursor), consumer clean-up, moving due scheduled messages.
+    /// Background duties while consuming, ending at a graceful stop: reclaim sweeps (with a
+    /// look at the group's cursor) and consumer clean-up.
     pub(crate) async fn helper_loops(self: Arc<Self>) {
         let sweep = {
             let this = self.clone();
@@ -195,19 +194,7 @@ impl TopicConsumer {
                 }
             }
         };
-        let mover = {
-            let this = self.clone();
-            async move {
-                if let Some(poll) = this.config.schedule_poll {
-                    let scheduler = Scheduler::new(this.conn.clone());
-                    tokio::select! {
-                        _ = scheduler.run(&this.topic, poll) => {}
-                        _ = this.stop.cancelled() => {}
-                    }
-                }
-            }
-        };
-        tokio::join!(sweep, mover);
+        sweep.await;
     }
 
     /// Sleeps for `d`; true when stopped meanwhile.

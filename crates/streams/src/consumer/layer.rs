@@ -15,7 +15,8 @@ use super::handler::{Context, Handler, HandlerError};
 /// the layers inside this one) run by calling [`Next::run`], and sees or changes the result.
 ///
 /// Returning without calling `next` skips the handler: `Ok(())` acknowledges the message,
-/// an error retries or dead-letters it, as a handler's would.
+/// an error retries or dead-letters it, as a handler's would. (On an RPC server's worker, a
+/// request whose handler is skipped gets no reply: its caller waits until its timeout.)
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};

@@ -72,6 +72,7 @@ use topic::{Shared, TopicConsumer};
 /// worker.shutdown().await;
 /// # Ok(()) }
 /// ```
+#[must_use = "a worker consumes nothing until `.start()` is called"]
 pub struct Worker {
     pub(crate) conn: Connection,
     pub(crate) group: String,

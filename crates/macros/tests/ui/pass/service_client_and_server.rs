@@ -27,8 +27,8 @@ async fn use_it(conn: Connection) -> Result<i64, RpcError> {
     let _server = CalculatorServer::builder(conn.clone(), Calc);
     let client = CalculatorClient::new(RpcClient::new(conn));
     assert_eq!(CalculatorClient::SERVICE, "calculator");
-    let sum = client.add(&Add { a: 1, b: 2 }).await?;
-    client.negate(&sum).await
+    let sum = client.add(Add { a: 1, b: 2 }).await?;
+    client.negate(sum).await
 }
 
 fn main() {
