@@ -18,5 +18,7 @@ run publish reminders --json "'{\"text\":\"call Ada\"}'" --in 1h
 run scheduled list reminders
 run trim orders --maxlen 0 --safe
 run trim orders --maxlen 1 --yes
+run retention set orders --maxlen 100000 --safe
+run retention get orders
 run groups nosuchtopic
 run --url redis://127.0.0.1:1 topics

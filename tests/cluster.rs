@@ -38,11 +38,9 @@ async fn everything_works_on_a_three_primary_cluster() {
     let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_default()).try_init();
     let cluster = TestCluster::start(3, 0).await;
     let conn = Connection::options().namespace(cluster.namespace()).connect(&cluster.url()).await.unwrap();
-    let producer = Producer::builder(conn.clone())
-        .retention("audit", Retention::max_len(10).safe())
-        .safe_trim_every(10)
-        .build()
-        .unwrap();
+    // The retention lives in the topic's slot, with its stream.
+    Admin::new(conn.clone()).set_retention("audit", Retention::max_len(10).safe()).await.unwrap();
+    let producer = Producer::builder(conn.clone()).safe_trim_every(10).build().unwrap();
 
     // Offline delivery, in order.
     for n in 0..300 {

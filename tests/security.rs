@@ -35,7 +35,11 @@ async fn a_namespace_limited_acl_user_works_end_to_end() {
     let url = format!("redis://app:app-secret@127.0.0.1:{}", redis.port());
     let conn = Connection::options().namespace(ns.as_str()).connect(&url).await.unwrap();
 
-    // Publish (plain, idempotent, scheduled), consume with retries and a dead letter, RPC.
+    // The topic's retention (a script writes it, producers read it), then publish (plain,
+    // idempotent, scheduled), consume with retries and a dead letter, RPC.
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("jobs", Retention::max_len(1000)).await.unwrap();
+    assert_eq!(admin.retention("jobs").await.unwrap(), Some(Retention::max_len(1000)));
     let producer = Producer::new(conn.clone());
     producer.publish("jobs", &Job { n: 1 }).await.unwrap();
     producer.message("jobs", &Job { n: 2 }).idempotency_key("once").send().await.unwrap();

@@ -136,6 +136,9 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tributary trim orders --maxlen 100000 --safe\n  tributary trim orders --minid 2026-11-01T00:00:00Z"
     )]
     Trim(TrimArgs),
+    /// A topic's retention, which every producer applies: show, set or clear it.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Scheduled (delayed) messages: list or cancel.
     #[command(subcommand)]
     Scheduled(ScheduledCommand),
@@ -395,6 +398,51 @@ pub(crate) struct TrimArgs {
     pub(crate) approx: bool,
     /// Do not ask (without `--safe`, a trim may remove entries a group has not read: it asks on
     /// a terminal and needs this elsewhere).
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RetentionCommand {
+    /// Show a topic's retention (`none`: publishes do not trim it).
+    #[command(
+        after_help = "Examples:\n  tributary retention get orders\n  tributary --output json retention get orders"
+    )]
+    Get {
+        /// Topic.
+        topic: String,
+    },
+    /// Set a topic's retention, replacing the one before: every producer applies it from its next
+    /// look-up (within its `retention_refresh`, 5 s by default). Without `--safe` it asks on a
+    /// terminal and needs `--yes` elsewhere.
+    #[command(
+        after_help = "Examples:\n  tributary retention set orders --maxlen 1000000 --safe\n  tributary retention set audit --max-age 7d --safe\n  tributary retention set metrics --maxlen 100000 --yes"
+    )]
+    Set(RetentionSetArgs),
+    /// Remove a topic's retention: producers stop trimming it.
+    #[command(after_help = "Examples:\n  tributary retention clear orders")]
+    Clear {
+        /// Topic.
+        topic: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetentionSetArgs {
+    /// Topic (it need not exist yet).
+    pub(crate) topic: String,
+    /// Keep about this many newest entries (without `--safe`, publishes trim whole stream
+    /// nodes, so a few more may stay).
+    #[arg(long, visible_alias = "max-len", required_unless_present = "max_age", conflicts_with = "max_age")]
+    pub(crate) maxlen: Option<u64>,
+    /// Keep the entries of the last this long (`7d`, `12h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) max_age: Option<std::time::Duration>,
+    /// Never trim entries a group has not read or acknowledged.
+    #[arg(long)]
+    pub(crate) safe: bool,
+    /// Do not ask (without `--safe`, publishes may remove entries a group has not read: it asks
+    /// on a terminal and needs this elsewhere).
     #[arg(long)]
     pub(crate) yes: bool,
 }

@@ -6,6 +6,7 @@ use tributary::{Admin, BoxError, Connection, HoldReason, Retention};
 use crate::checks;
 use crate::cli::{GroupCommand, Output, TrimArgs};
 use crate::output;
+use crate::output::report;
 
 pub(crate) async fn group(conn: Connection, out: Output, command: GroupCommand) -> Result<(), BoxError> {
     let namespace = conn.namespace().as_str().to_owned();
@@ -89,12 +90,4 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
         },
     }
     Ok(())
-}
-
-/// A sentence on a terminal; a JSON document with `--output json`.
-fn report(out: Output, sentence: &str, document: serde_json::Value) {
-    match out {
-        Output::Table => println!("{sentence}"),
-        Output::Json => println!("{document}"),
-    }
 }

@@ -1,8 +1,8 @@
-//! `tributary topics | groups | consumers | pending`.
+//! `tributary topics | info | get | groups | consumers | pending`.
 
 use serde_json::{json, Value};
 use tributary::rpc_keys::is_request_topic;
-use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler};
+use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError};
 
 use crate::checks;
 use crate::cli::Output;
@@ -94,8 +94,16 @@ pub(crate) async fn info(conn: Connection, out: Output, topic: &str) -> Result<(
         format!("{id} ({})", humantime::format_rfc3339_millis(time))
     };
     let groups = admin.groups(topic).await?;
+    let retention = match admin.retention(topic).await {
+        Ok(Some(r)) => r.to_string(),
+        Ok(None) => "none".to_owned(),
+        // Shown, not fatal: the rest of the topic is still worth seeing.
+        Err(e @ StreamError::InvalidRetention { .. }) => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
     let mut rows = vec![
         vec![json!("length"), json!(admin.len(topic).await?)],
+        vec![json!("retention"), json!(retention)],
         vec![json!("first"), json!(bounds.map(|(first, _)| at(first)))],
         vec![json!("last"), json!(bounds.map(|(_, last)| at(last)))],
         vec![json!("dead_letters"), json!(DeadLetters::new(conn.clone(), topic)?.count().await?)],

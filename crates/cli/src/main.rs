@@ -14,6 +14,7 @@ mod json;
 mod output;
 mod parse;
 mod publish;
+mod retention;
 mod rpc;
 mod scheduled;
 
@@ -164,6 +165,7 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Dlq(command) => dead_letters::run(conn, out, command).await,
         Command::Group(command) => groups::group(conn, out, command).await,
         Command::Trim(args) => groups::trim(conn, out, args).await,
+        Command::Retention(command) => retention::run(conn, out, command).await,
         Command::Scheduled(command) => scheduled::run(conn, out, command).await,
         Command::Rpc(command) => rpc::run(conn, out, command).await,
         // Handled before connecting.

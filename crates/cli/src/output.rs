@@ -62,6 +62,16 @@ pub(crate) fn single(output: Output, name: &str, value: Value) {
     let _ = out.flush();
 }
 
+/// A sentence on a terminal; a JSON document with `--output json`.
+pub(crate) fn report(output: Output, sentence: &str, document: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = match output {
+        Output::Table => writeln!(out, "{sentence}"),
+        Output::Json => writeln!(out, "{document}"),
+    };
+    let _ = out.flush();
+}
+
 /// The payload as JSON, decoded by its content type, losslessly (`json.rs`): MessagePack and
 /// JSON as values; anything else (or what does not decode) as text if it is UTF-8, else as
 /// `{"$base64": "..."}`.

@@ -536,6 +536,56 @@ async fn trim_trims_to_what_was_asked_and_says_what_it_kept() {
     assert!(said.contains("kept 3") && said.contains("billing"), "{said}");
 }
 
+/// `retention set | get | clear` manage the retention stored with a topic, which a running
+/// producer then applies; `info` shows it; a plain (not `--safe`) one is confirmed first.
+#[tokio::test]
+async fn retention_is_set_shown_applied_and_cleared_with_the_cli() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    let producer = Producer::builder(conn.clone()).retention_refresh(Duration::from_millis(100)).build().unwrap();
+    let batch: Vec<u64> = (0..300).collect();
+    producer.publish_batch("metrics", &batch).await.unwrap();
+
+    let said = |out: Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(said(run(&redis, &["retention", "get", "metrics"])), "metrics: none (publishes do not trim it)");
+    assert!(fails(&redis, &["retention", "get", "nosuchtopic"]).contains("topic `nosuchtopic` does not exist"));
+    assert!(fails(&redis, &["retention", "set", "metrics", "--maxlen", "100"]).contains("without --safe?"));
+    assert_eq!(admin.retention("metrics").await.unwrap(), None, "nothing set unasked");
+    assert_eq!(
+        said(run(&redis, &["retention", "set", "metrics", "--maxlen", "100", "--yes"])),
+        "set the retention of metrics to max_len 100"
+    );
+    assert_eq!(admin.retention("metrics").await.unwrap(), Some(Retention::max_len(100)));
+    wait_until(PATIENCE, "the running producer trims", || async {
+        producer.publish_batch("metrics", &batch).await.unwrap();
+        admin.len("metrics").await.unwrap() <= 200
+    })
+    .await;
+
+    // Safe, by age, before the topic exists: no question asked.
+    let out = run(&redis, &["--output", "json", "retention", "set", "audit", "--max-age", "7d", "--safe"]);
+    assert_eq!(
+        json_lines(&out)[0],
+        serde_json::json!({"topic": "audit", "retention": "max_age 7d, safe", "topic_exists": false})
+    );
+    let week = Retention::max_age(Duration::from_secs(7 * 86_400)).safe();
+    assert_eq!(admin.retention("audit").await.unwrap(), Some(week));
+    let out = run(&redis, &["--output", "json", "retention", "get", "audit"]);
+    assert_eq!(json_lines(&out)[0], serde_json::json!({"topic": "audit", "retention": "max_age 7d, safe"}));
+
+    let info = json_lines(&run(&redis, &["--output", "json", "info", "metrics"]));
+    let row = info.iter().find(|r| r["what"] == "retention").unwrap();
+    assert_eq!(row["value"], "max_len 100", "{info:?}");
+
+    assert_eq!(
+        said(run(&redis, &["retention", "clear", "metrics"])),
+        "cleared the retention of metrics; publishes no longer trim it"
+    );
+    assert_eq!(said(run(&redis, &["retention", "clear", "metrics"])), "metrics had no retention; nothing changed");
+    assert_eq!(admin.retention("metrics").await.unwrap(), None);
+}
+
 /// Runs a command that must fail; returns its one line of standard error.
 fn fails(redis: &TestRedis, args: &[&str]) -> String {
     let out = cli(redis, args).output().expect("run tributary");

@@ -66,6 +66,12 @@ impl Namespace {
         format!("{}:{{{}}}:scheduled:data", self.0, topic.0)
     }
 
+    /// The retention of `topic`, as `Admin::set_retention` stores it and producers read it:
+    /// `<ns>:{<topic>}:retention` (hash; fields in `docs/keys.md`).
+    pub fn retention_key(&self, topic: &Topic) -> String {
+        format!("{}:{{{}}}:retention", self.0, topic.0)
+    }
+
     /// A `SCAN MATCH` pattern for the streams of topics matching the glob `pattern`.
     pub fn topic_stream_pattern(&self, pattern: &TopicPattern) -> String {
         format!("{}:{{{}}}", self.0, pattern.0)
@@ -261,6 +267,8 @@ mod tests {
         assert_eq!(ns.topic_stream(&t), "tributary:{orders}");
         assert_eq!(ns.dead_letter_stream(&t), "tributary:{orders}:dlq");
         assert_eq!(ns.dedup_key(&t, "k1"), "tributary:{orders}:dedup:k1");
+        assert_eq!(ns.retention_key(&t), "tributary:{orders}:retention");
+        assert_eq!(ns.topic_of_stream("tributary:{orders}:retention"), None);
         assert_eq!(ns.topic_of_stream("tributary:{orders}"), Some(t));
         assert_eq!(ns.topic_of_stream("tributary:{orders}:dlq"), None);
         assert_eq!(ns.topic_of_stream("other:{orders}"), None);

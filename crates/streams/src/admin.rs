@@ -351,21 +351,69 @@ impl Admin {
         Ok(call(&self.conn, "XLEN", &key, Args::new()).await?)
     }
 
-    /// Deletes `topic`: its stream (with every group) and its dead-letter stream. Returns the
-    /// number of keys removed. Idempotency keys expire on their own.
+    /// Deletes `topic`: its stream (with every group), its dead-letter stream and its stored
+    /// retention. Returns the number of keys removed. Idempotency keys expire on their own.
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn delete_topic(&self, topic: &str) -> Result<u64, StreamError> {
         let topic = Topic::new(topic)?;
         let ns = self.conn.namespace();
-        let (stream, dlq) = (ns.topic_stream(&topic), ns.dead_letter_stream(&topic));
-        // Both keys share the topic's hash tag, so one DEL works on Redis Cluster too.
-        Ok(call(&self.conn, "DEL", &stream, Args::new().arg(dlq)).await?)
+        let (stream, dlq, retention) =
+            (ns.topic_stream(&topic), ns.dead_letter_stream(&topic), ns.retention_key(&topic));
+        // The keys share the topic's hash tag, so one DEL works on Redis Cluster too.
+        Ok(call(&self.conn, "DEL", &stream, Args::new().arg(dlq).arg(retention)).await?)
     }
 
-    /// Trims `topic` now with `retention` (exactly, unless [`Retention::approximate`]). Returns
-    /// what was removed, what remains and, for safe retention, which group kept entries.
+    /// Stores `retention` as `topic`'s retention, replacing any before it: every producer
+    /// publishing to `topic` applies it from its next look-up (producers cache a topic's
+    /// retention for [`ProducerBuilder::retention_refresh`](crate::ProducerBuilder::retention_refresh),
+    /// 5 s by default). The topic need not exist yet; set it before the first publish for the
+    /// stream never to grow past it.
+    ///
+    /// Plain retention trims as part of every publish and can remove entries a group has not
+    /// read; [`Retention::safe`] never does (see [`Retention`]).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(admin: tributary_streams::Admin) -> Result<(), tributary_streams::StreamError> {
+    /// use std::time::Duration;
+    /// use tributary_streams::Retention;
+    ///
+    /// admin.set_retention("audit", Retention::max_age(Duration::from_secs(7 * 86_400)).safe()).await?;
+    /// assert!(admin.retention("audit").await?.is_some_and(|r| r.is_safe()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn set_retention(&self, topic: &str, retention: Retention) -> Result<(), StreamError> {
+        crate::retention::store(&self.conn, &Topic::new(topic)?, &retention).await
+    }
+
+    /// The retention stored for `topic`, or `None` when it has none (its stream is then not
+    /// trimmed by publishes).
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command; [`StreamError::InvalidRetention`]
+    /// when what is stored cannot be read (written by a newer Tributary, or changed by hand).
+    pub async fn retention(&self, topic: &str) -> Result<Option<Retention>, StreamError> {
+        crate::retention::stored(&self.conn, &Topic::new(topic)?).await
+    }
+
+    /// Removes `topic`'s stored retention: producers stop trimming it once they look it up
+    /// again (within [`ProducerBuilder::retention_refresh`](crate::ProducerBuilder::retention_refresh)).
+    /// Returns false if it had none.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn clear_retention(&self, topic: &str) -> Result<bool, StreamError> {
+        crate::retention::clear(&self.conn, &Topic::new(topic)?).await
+    }
+
+    /// Trims `topic` now with `retention` (exactly, unless [`Retention::approximate`]), whatever
+    /// its stored retention. Returns what was removed, what remains and, for safe retention,
+    /// which group kept entries.
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.

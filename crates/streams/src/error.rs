@@ -59,6 +59,16 @@ pub enum StreamError {
     /// A dedicated connection could not be opened.
     #[error("cannot open a connection")]
     Connect(#[source] tributary_core::ConnectError),
+    /// A topic's stored retention (see [`Admin::set_retention`](crate::Admin::set_retention))
+    /// cannot be read: it was written by a newer Tributary, or changed by hand. Producers do not
+    /// trim such a topic (they log a warning); storing a retention again repairs it.
+    #[error("the stored retention of topic `{topic}` cannot be read: {reason}")]
+    InvalidRetention {
+        /// The topic.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A dead letter has nothing to replay: its original entry had been trimmed, only a
     /// prefix of it was kept (it was too large), or it is not a dead letter at all.
     #[error("dead letter `{id}` has no complete original entry to replay")]
@@ -75,6 +85,7 @@ impl StreamError {
             Self::Redis(e) | Self::PartialBatch { source: e, .. } => e.kind(),
             Self::Encode { .. } | Self::Limits { .. } | Self::InvalidName(_) => ErrorKind::Config,
             Self::NothingToReplay { .. } => ErrorKind::NotFound,
+            Self::InvalidRetention { .. } => ErrorKind::Decode,
             Self::Connect(e) => e.kind(),
             Self::NotReplicated { .. } => ErrorKind::Timeout,
         }

@@ -1,9 +1,8 @@
 //! The producer: typed, batched and idempotent publishing to topics.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fred::clients::Client;
@@ -58,7 +57,7 @@ pub struct Producer<C: Codec = MsgPack> {
 
 #[derive(Debug)]
 struct Shared {
-    retention: HashMap<Topic, Retention>,
+    retention_refresh: Duration,
     dedup_ttl: Duration,
     safe_trim_every: u64,
     publishes: AtomicU64,
@@ -66,9 +65,9 @@ struct Shared {
     targets: NameCache<Target>,
 }
 
-/// Everything about one topic that a publish needs and that never changes: validating the
-/// name, formatting the stream key and hashing its slot once per topic instead of on every
-/// publish.
+/// Everything about one topic that a publish needs: validating the name, formatting the
+/// stream key and hashing its slot once per topic instead of on every publish, and the
+/// topic's stored retention as last read.
 #[derive(Debug)]
 struct Target {
     topic: Topic,
@@ -76,14 +75,33 @@ struct Target {
     /// The key as a command argument; cloning it only counts a reference.
     key_arg: Key,
     slot: u16,
-    retention: Option<Retention>,
+    retention: CachedRetention,
 }
 
-impl Target {
-    /// The trimming arguments of an `XADD` to this topic now (none without plain retention;
-    /// the clock is read only with retention).
-    fn cap(&self) -> XCap {
-        self.retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(SystemTime::now()))
+/// The trimming arguments of an `XADD` with `retention` now (none without plain retention;
+/// the clock is read only with retention).
+fn cap(retention: Option<Retention>) -> XCap {
+    retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(SystemTime::now()))
+}
+
+/// A topic's stored retention as this producer last read it. Publishes use it without asking
+/// Redis; the first publish after `retention_refresh` reads it again (one `HMGET`) while
+/// concurrent publishes go on with the value they have.
+#[derive(Debug, Default)]
+struct CachedRetention {
+    /// The retention and when it was read; `None` before the first read.
+    last: RwLock<Option<(Option<Retention>, Instant)>>,
+    /// A publish is reading it again.
+    refreshing: AtomicBool,
+}
+
+/// Clears [`CachedRetention::refreshing`] when the publish that set it finishes or is dropped
+/// mid-read, so a cancelled publish cannot stop every later refresh.
+struct Refreshing<'a>(&'a AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -92,7 +110,8 @@ impl Target {
 const MAX_TARGETS: usize = 4096;
 
 impl Producer<MsgPack> {
-    /// A producer with default settings: MessagePack, no retention, idempotency keys kept 24 h.
+    /// A producer with default settings: MessagePack, topics' stored retention read again
+    /// every 5 s, idempotency keys kept 24 h.
     pub fn new(conn: Connection) -> Self {
         Self::builder(conn).build().expect("the default settings are valid")
     }
@@ -102,10 +121,9 @@ impl Producer<MsgPack> {
         ProducerBuilder {
             conn,
             codec: MsgPack,
-            retention: HashMap::new(),
+            retention_refresh: Duration::from_secs(5),
             dedup_ttl: Duration::from_secs(24 * 3600),
             safe_trim_every: 100,
-            error: None,
         }
     }
 }
@@ -116,10 +134,9 @@ impl Producer<MsgPack> {
 pub struct ProducerBuilder<C> {
     conn: Connection,
     codec: C,
-    retention: HashMap<Topic, Retention>,
+    retention_refresh: Duration,
     dedup_ttl: Duration,
     safe_trim_every: u64,
-    error: Option<tributary_core::InvalidName>,
 }
 
 impl<C: Codec> ProducerBuilder<C> {
@@ -128,22 +145,23 @@ impl<C: Codec> ProducerBuilder<C> {
         ProducerBuilder {
             conn: self.conn,
             codec,
-            retention: self.retention,
+            retention_refresh: self.retention_refresh,
             dedup_ttl: self.dedup_ttl,
             safe_trim_every: self.safe_trim_every,
-            error: self.error,
         }
     }
 
-    /// Retention for `topic`, applied as this producer publishes. Defaults to none (the
-    /// stream grows until trimmed otherwise).
-    pub fn retention(mut self, topic: &str, retention: Retention) -> Self {
-        match Topic::new(topic) {
-            Ok(t) => {
-                self.retention.insert(t, retention);
-            }
-            Err(e) => self.error = Some(e),
-        }
+    /// How long a topic's retention, read from Redis, is used before it is read again.
+    /// Defaults to 5 s.
+    ///
+    /// Retention is the topic's, stored with it by
+    /// [`Admin::set_retention`](crate::Admin::set_retention); every producer applies it. The
+    /// first publish to a topic reads it (one `HMGET` before the `XADD`); after that a publish
+    /// uses the value read at most this long ago, and the first publish past it reads it again,
+    /// so a change reaches every producer within this bound (plus that one round trip) without a
+    /// read per publish. A topic with no stored retention is not trimmed.
+    pub fn retention_refresh(mut self, every: Duration) -> Self {
+        self.retention_refresh = every;
         self
     }
 
@@ -153,7 +171,8 @@ impl<C: Codec> ProducerBuilder<C> {
         self
     }
 
-    /// With safe retention, trim once every `n` publishes (per producer). Defaults to 100.
+    /// With safe retention (the topic's, see [`retention_refresh`](Self::retention_refresh)),
+    /// trim once every `n` publishes (per producer). Defaults to 100.
     pub fn safe_trim_every(mut self, n: u64) -> Self {
         self.safe_trim_every = n.max(1);
         self
@@ -162,17 +181,14 @@ impl<C: Codec> ProducerBuilder<C> {
     /// Builds the producer. No I/O.
     ///
     /// # Errors
-    /// [`BuildError::InvalidName`] when a topic given to [`retention`](Self::retention) is not
-    /// a valid topic name.
+    /// None with the settings there are today; the `Result` is every builder's (see
+    /// [`BuildError`]).
     pub fn build(self) -> Result<Producer<C>, BuildError> {
-        if let Some(e) = self.error {
-            return Err(e.into());
-        }
         Ok(Producer {
             conn: self.conn,
             codec: self.codec,
             shared: Arc::new(Shared {
-                retention: self.retention,
+                retention_refresh: self.retention_refresh,
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
                 publishes: AtomicU64::new(0),
@@ -269,17 +285,18 @@ impl<C: Codec> Producer<C> {
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
+        let retention = self.retention(target).await;
         let id = match idempotency_key {
             None => {
                 let pairs = self.conn.wire_version().xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
                 let reply: Value = client
-                    .xadd(target.key_arg.clone(), false, target.cap(), "*", pairs)
+                    .xadd(target.key_arg.clone(), false, cap(retention), "*", pairs)
                     .await
                     .map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XADD", e)))?;
                 entry_id_of("XADD", reply)?
             }
             Some(idem) => {
-                let trim = target.retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
+                let trim = retention.map(|r| r.xadd_args(SystemTime::now())).unwrap_or_default();
                 let dedup = self.conn.namespace().dedup_key(&target.topic, idem);
                 let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
                 // Names and values of `v`, `m` and `p` (version 2; version 1 grows the vector).
@@ -300,7 +317,7 @@ impl<C: Codec> Producer<C> {
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
         };
-        self.after_publish(&target.topic, target.retention.as_ref(), 1).await;
+        self.after_publish(&target.topic, retention.as_ref(), 1).await;
         Ok(id)
     }
 
@@ -312,11 +329,45 @@ impl<C: Codec> Producer<C> {
             Ok(Target {
                 key_arg: Key::from(Bytes::from(key.clone())),
                 slot: fred::util::redis_keyslot(key.as_bytes()),
-                retention: self.shared.retention.get(&topic).copied(),
+                retention: CachedRetention::default(),
                 topic,
                 key,
             })
         })
+    }
+
+    /// The stored retention of `target`'s topic: as last read while that is recent enough
+    /// (no I/O, the hot path), else read again now (see
+    /// [`ProducerBuilder::retention_refresh`]). While one publish reads it, concurrent ones use
+    /// the value before. A failed read is logged and counts as a read (it is tried again after
+    /// `retention_refresh`, not on every publish): the topic keeps the retention it had, none
+    /// before the first read succeeds, and none when what is stored cannot be read (a retention
+    /// this producer does not understand must not make it remove entries).
+    async fn retention(&self, target: &Target) -> Option<Retention> {
+        let cache = &target.retention;
+        let last = *cache.last.read().expect("retention cache lock");
+        if let Some((retention, read_at)) = last {
+            if read_at.elapsed() < self.shared.retention_refresh || cache.refreshing.swap(true, Ordering::AcqRel) {
+                return retention;
+            }
+        }
+        // The first publish to the topic (every concurrent one reads it too, once), or the one
+        // that refreshes it.
+        let _refreshing = last.is_some().then(|| Refreshing(&cache.refreshing));
+        let previous = last.and_then(|(retention, _)| retention);
+        let retention = match crate::retention::stored(&self.conn, &target.topic).await {
+            Ok(stored) => stored,
+            Err(e @ StreamError::InvalidRetention { .. }) => {
+                tracing::warn!(topic = %target.topic, error = %e, "not trimming the topic");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(topic = %target.topic, error = %e, "cannot read the topic's retention; keeping what it was");
+                previous
+            }
+        };
+        *cache.last.write().expect("retention cache lock") = Some((retention, Instant::now()));
+        retention
     }
 
     /// Waits until `replicas` replicas have everything `client`'s connection wrote, up to
@@ -438,7 +489,8 @@ impl<C: Codec> Producer<C> {
 
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
-        let cap = target.cap();
+        let retention = self.retention(&target).await;
+        let cap = cap(retention);
         let pipeline = self.conn.client_for_slot(target.slot).await.pipeline();
         for env in envelopes {
             let pairs = self
@@ -464,7 +516,7 @@ impl<C: Codec> Producer<C> {
                 }
             }
         }
-        self.after_publish(&target.topic, target.retention.as_ref(), total as u64).await;
+        self.after_publish(&target.topic, retention.as_ref(), total as u64).await;
         match first_error {
             None => Ok(stored.into_iter().flatten().collect()),
             Some(source) => Err(StreamError::PartialBatch {

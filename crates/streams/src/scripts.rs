@@ -55,6 +55,7 @@ script!(RELEASE_OWNED, "release_owned");
 script!(DELETE_IDLE_CONSUMERS, "delete_idle_consumers");
 script!(DELETE_CONSUMER_IF_EMPTY, "delete_consumer_if_empty");
 script!(TRIM_SAFE, "trim_safe");
+script!(SET_RETENTION, "set_retention");
 script!(REPLAY_DEAD_LETTER, "replay_dead_letter");
 script!(SCHEDULE, "schedule");
 script!(MOVE_DUE, "move_due");

@@ -1,15 +1,17 @@
 //! Publishing against a real redis-server: what lands in the stream (checked with
-//! redis-cli), batches, idempotency keys, retention.
+//! redis-cli), batches, idempotency keys, the topic's stored retention.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tributary_core::{wire, Connection, EntryId, Json};
-use tributary_streams::{Admin, Context, HandlerError, HoldReason, Position, Producer, Replay, Retention, Worker};
+use tributary_streams::{
+    Admin, Context, HandlerError, HoldReason, Position, Producer, Replay, Retention, StreamError, Worker,
+};
 
 #[tokio::test]
 async fn published_entry_is_what_the_wire_format_says() {
@@ -114,16 +116,153 @@ async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     assert_eq!(admin.len("payments").await.unwrap(), 2);
 }
 
+fn orders(count: u64) -> Vec<Order> {
+    (0..count).map(|n| Order { n, key: String::new() }).collect()
+}
+
 #[tokio::test]
 async fn plain_retention_caps_the_stream() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone()).retention("metrics", Retention::max_len(100)).build().unwrap();
-    let batch: Vec<Order> = (0..1000).map(|n| Order { n, key: String::new() }).collect();
-    producer.publish_batch("metrics", &batch).await.unwrap();
-    let len = Admin::new(conn).len("metrics").await.unwrap();
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("metrics", Retention::max_len(100)).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    producer.publish_batch("metrics", &orders(1000)).await.unwrap();
+    let len = admin.len("metrics").await.unwrap();
     // `~` trims whole nodes (100 entries by default), so a little more may remain.
     assert!((100..=200).contains(&len), "len {len}");
+    // Single and idempotent publishes trim too.
+    for n in 0..150 {
+        producer.publish("metrics", &Order { n, key: String::new() }).await.unwrap();
+    }
+    producer.message("metrics", &Order { n: 0, key: String::new() }).idempotency_key("once").send().await.unwrap();
+    let len = admin.len("metrics").await.unwrap();
+    assert!((100..=200).contains(&len), "len {len}");
+}
+
+/// Retention is the topic's: producers with settings of their own, on connections of their
+/// own, apply the one stored with the topic, and none where the topic has none.
+#[tokio::test]
+async fn every_producer_applies_the_retention_stored_with_the_topic() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("metrics", Retention::max_len(100)).await.unwrap();
+    let first = Producer::new(conn.clone());
+    let second = Producer::builder(connect(&redis).await).codec(Json).safe_trim_every(7).build().unwrap();
+    for producer_len in [
+        {
+            first.publish_batch("metrics", &orders(500)).await.unwrap();
+            admin.len("metrics").await.unwrap()
+        },
+        {
+            second.publish_batch("metrics", &orders(500)).await.unwrap();
+            admin.len("metrics").await.unwrap()
+        },
+    ] {
+        assert!((100..=200).contains(&producer_len), "len {producer_len}");
+    }
+    // Another topic, with no retention stored: not trimmed by either.
+    first.publish_batch("raw", &orders(500)).await.unwrap();
+    second.publish_batch("raw", &orders(500)).await.unwrap();
+    assert_eq!(admin.len("raw").await.unwrap(), 1000);
+    assert_eq!(admin.retention("raw").await.unwrap(), None);
+}
+
+/// A change of the stored retention reaches a producer that is already publishing within its
+/// `retention_refresh`, and clearing it stops the trimming the same way.
+#[tokio::test]
+async fn a_retention_change_reaches_a_running_producer_within_its_refresh() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    let refresh = Duration::from_millis(200);
+    let producer = Producer::builder(conn.clone()).retention_refresh(refresh).build().unwrap();
+    producer.publish_batch("metrics", &orders(300)).await.unwrap();
+    assert_eq!(admin.len("metrics").await.unwrap(), 300, "no retention stored yet");
+
+    admin.set_retention("metrics", Retention::max_len(100)).await.unwrap();
+    let changed = Instant::now();
+    wait_until(PATIENCE, "the producer trims to the new retention", || async {
+        producer.publish_batch("metrics", &orders(300)).await.unwrap();
+        admin.len("metrics").await.unwrap() <= 200
+    })
+    .await;
+    // The bound is the refresh; the margin is for a loaded test machine, still well under
+    // the 5 s default a fixed setting would also explain.
+    assert!(changed.elapsed() < refresh + Duration::from_secs(2), "took {:?}", changed.elapsed());
+
+    assert!(admin.clear_retention("metrics").await.unwrap());
+    assert!(!admin.clear_retention("metrics").await.unwrap(), "nothing left to clear");
+    wait_until(PATIENCE, "the producer stops trimming", || async {
+        let before = admin.len("metrics").await.unwrap();
+        producer.publish_batch("metrics", &orders(300)).await.unwrap();
+        admin.len("metrics").await.unwrap() == before + 300
+    })
+    .await;
+    // And keeps not trimming.
+    let before = admin.len("metrics").await.unwrap();
+    producer.publish_batch("metrics", &orders(300)).await.unwrap();
+    assert_eq!(admin.len("metrics").await.unwrap(), before + 300);
+}
+
+/// The hot path stays one round trip: a producer reads a topic's retention once per
+/// `retention_refresh`, not per publish, whichever way it publishes.
+#[tokio::test]
+async fn publishes_read_the_stored_retention_once_per_refresh() {
+    let redis = TestRedis::start_private().await; // counts this test's commands only
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).set_retention("metrics", Retention::max_len(1000)).await.unwrap();
+    let producer = Producer::builder(conn.clone()).retention_refresh(Duration::from_secs(3600)).build().unwrap();
+    for n in 0..200 {
+        producer.publish("metrics", &Order { n, key: String::new() }).await.unwrap();
+    }
+    producer.publish_batch("metrics", &orders(100)).await.unwrap();
+    producer.message("metrics", &Order { n: 0, key: String::new() }).idempotency_key("k").send().await.unwrap();
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(calls("hmget"), 1, "{stats}");
+    assert_eq!(calls("xadd"), 301, "{stats}"); // the idempotent publish's is in its script
+}
+
+/// The stored form is readable with redis-cli and versioned; a retention this version cannot
+/// read is refused by `Admin::retention` and not applied by producers.
+#[tokio::test]
+async fn stored_retention_is_readable_and_what_cannot_be_read_is_not_applied() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    let week = Retention::max_age(Duration::from_secs(7 * 86_400)).safe();
+    admin.set_retention("audit", week).await.unwrap();
+    assert_eq!(admin.retention("audit").await.unwrap(), Some(week));
+    let key = format!("{}:{{audit}}:retention", redis.namespace());
+    let mut fields: Vec<String> =
+        redis.cli(&["HGETALL", &key]).lines().collect::<Vec<_>>().chunks(2).map(|p| p.join("=")).collect();
+    fields.sort();
+    assert_eq!(fields, ["approximate=0", "max_age_ms=604800000", "safe=1", "v=1"]);
+    // Replacing it leaves no field of the one before.
+    admin.set_retention("audit", Retention::max_len(10)).await.unwrap();
+    assert_eq!(redis.cli(&["HGET", &key, "max_age_ms"]).trim(), "");
+    assert_eq!(admin.retention("audit").await.unwrap(), Some(Retention::max_len(10)));
+
+    // Written by a later encoding: refused, and not applied.
+    redis.cli(&["HSET", &key, "v", "2"]);
+    let err = admin.retention("audit").await.unwrap_err();
+    assert!(matches!(err, StreamError::InvalidRetention { .. }), "{err}");
+    assert!(err.to_string().contains("version `2`"), "{err}");
+    Producer::new(conn.clone()).publish_batch("audit", &orders(500)).await.unwrap();
+    assert_eq!(admin.len("audit").await.unwrap(), 500, "not trimmed by what it cannot read");
+
+    // Deleting the topic deletes its retention.
+    admin.set_retention("audit", Retention::max_len(10)).await.unwrap();
+    assert_eq!(admin.delete_topic("audit").await.unwrap(), 2);
+    assert_eq!(admin.retention("audit").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -132,16 +271,13 @@ async fn safe_retention_never_trims_what_a_group_has_not_acked() {
     let conn = connect(&redis).await;
     let admin = Admin::new(conn.clone());
     admin.create_group("audit", "slow", Position::Beginning).await.unwrap();
-    let producer = Producer::builder(conn.clone())
-        .retention("audit", Retention::max_len(10).safe())
-        .safe_trim_every(10)
-        .build()
-        .unwrap();
-    let ids: Vec<EntryId> = {
-        let batch: Vec<Order> = (0..100).map(|n| Order { n, key: String::new() }).collect();
-        producer.publish_batch("audit", &batch).await.unwrap()
-    };
-    // Nobody has read anything: nothing may go.
+    admin.set_retention("audit", Retention::max_len(10).safe()).await.unwrap();
+    let producer = Producer::builder(conn.clone()).safe_trim_every(10).build().unwrap();
+    let mut ids: Vec<EntryId> = producer.publish_batch("audit", &orders(80)).await.unwrap();
+    for n in 80..100 {
+        ids.push(producer.publish("audit", &Order { n, key: String::new() }).await.unwrap());
+    }
+    // Nobody has read anything: nothing may go, though these publishes trimmed ten times.
     assert_eq!(admin.len("audit").await.unwrap(), 100);
 
     // A consumer reads 60 and acks only the first 50 (the handler holds the next 10).
