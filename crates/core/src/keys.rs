@@ -66,6 +66,13 @@ impl Namespace {
         format!("{}:{{{}}}:scheduled:data", self.0, topic.0)
     }
 
+    /// The namespace's index of topics with scheduled messages, by their earliest due time:
+    /// `<ns>:scheduled:{due}` (sorted set of topic names scored by due milliseconds), so that
+    /// movers wake when something is due instead of polling every topic.
+    pub fn schedule_index(&self) -> String {
+        self.tagged_key("scheduled", "due")
+    }
+
     /// The retention of `topic`, as `Admin::set_retention` stores it and producers read it:
     /// `<ns>:{<topic>}:retention` (hash; fields in `docs/keys.md`).
     pub fn retention_key(&self, topic: &Topic) -> String {

@@ -18,7 +18,7 @@ use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers,
 
 use crate::redis::entry_id_of;
 use crate::retention::Retention;
-use crate::schedule::due_score;
+use crate::schedule::{due_score, index_at};
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
 use crate::trace::next_traceparent;
 use crate::{BuildError, StreamError};
@@ -455,11 +455,19 @@ impl<C: Codec> Producer<C> {
         let mut keys = vec![ns.scheduled_set(&topic), ns.scheduled_data(&topic)];
         keys.extend(dedup);
         let reply: Vec<Value> = SCHEDULE.run(&self.conn, keys, args).await?;
-        reply
+        let id = reply
             .into_iter()
             .next()
             .and_then(|v| v.into_string())
-            .ok_or_else(|| RedisError::unexpected_reply("EVALSHA schedule", "expected a schedule id").into())
+            .ok_or_else(|| RedisError::unexpected_reply("EVALSHA schedule", "expected a schedule id"))?;
+        // After the message is stored, never before: a mover that takes the topic off the
+        // index before this sees the message when it moves (see `take_due_topics.lua`). On
+        // Redis Cluster the index is in another slot, so this cannot be part of the script.
+        if let Err(e) = index_at(&self.conn, &ns.schedule_index(), &topic, due_score(at)).await {
+            // Stored all the same: movers find it when they next look for unindexed topics.
+            tracing::warn!(topic = %topic, error = %e, "could not index a scheduled message; movers find it within 10 min");
+        }
+        Ok(id)
     }
 
     /// Publishes many messages to `topic` in one pipelined round trip.

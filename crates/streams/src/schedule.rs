@@ -2,8 +2,11 @@
 //! stream by an atomic script that any number of workers run (each message moves once).
 //!
 //! Scheduled messages live in `<ns>:{<topic>}:scheduled` (sorted set by due time) and
-//! `<ns>:{<topic>}:scheduled:data` (their entry fields), both in the topic's hash slot. See
-//! `docs/time.md` for the guarantees and the timing bound.
+//! `<ns>:{<topic>}:scheduled:data` (their entry fields), both in the topic's hash slot. The
+//! namespace's due index `<ns>:scheduled:{due}` holds each topic with scheduled messages at
+//! its earliest due time: a mover (one per worker, see [`Scheduler::run_due`]) waits on the
+//! index instead of polling every topic, so its idle cost does not grow with the number of
+//! topics. See `docs/time.md` for the guarantees and the timing bound.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +15,7 @@ use fred::types::Value;
 use tributary_core::{wire, Connection, DecodeError, Envelope, Topic};
 
 use crate::redis::{call, Args};
-use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE};
+use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE, TAKE_DUE_TOPICS};
 use crate::StreamError;
 
 /// A message waiting for its due time.
@@ -27,9 +30,8 @@ pub struct Scheduled {
     pub envelope: Result<Envelope, DecodeError>,
 }
 
-/// Inspects, cancels and moves scheduled messages. Workers move the due messages of the
-/// topics they consume on their own; run [`Scheduler::run`] where no worker consumes a topic
-/// that has scheduled messages.
+/// Inspects, cancels and moves scheduled messages. Every worker moves the due messages of its
+/// namespace on its own; run [`Scheduler::run_due`] where no worker runs.
 ///
 /// # Example
 /// ```no_run
@@ -145,11 +147,103 @@ impl Scheduler {
     /// # Errors
     /// [`StreamError`] when the script fails.
     pub async fn move_due(&self, topic: &Topic, max: usize) -> Result<(u64, Option<Duration>), StreamError> {
+        let (moved, next, _) = self.move_due_of(topic, max).await?;
+        Ok((moved, next))
+    }
+
+    /// [`Self::move_due`], with the next message's due time in milliseconds as scored.
+    async fn move_due_of(
+        &self,
+        topic: &Topic,
+        max: usize,
+    ) -> Result<(u64, Option<Duration>, Option<i64>), StreamError> {
         let (set, data, stream) = self.keys(topic);
         let reply: Vec<i64> = MOVE_DUE.run(&self.conn, vec![set, data, stream], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
-        Ok((moved, next))
+        let next_score = reply.get(2).copied().filter(|ms| *ms >= 0);
+        Ok((moved, next, next_score))
+    }
+
+    /// Moves due messages of every topic of the namespace forever: waits on the namespace's
+    /// due index until a topic's earliest message is due, checking the index at least every
+    /// `poll` (a message scheduled meanwhile for sooner is seen then). Every worker runs this
+    /// (unless `WorkerBuilder::schedule_poll(None)`); run it yourself in a process that
+    /// schedules messages for topics no worker consumes yet.
+    ///
+    /// Every few minutes, and when it starts, it also indexes topics that have scheduled
+    /// messages but no index entry (written by a producer that stopped between storing a
+    /// message and indexing its topic, or by a version before the index).
+    pub async fn run_due(&self, poll: Duration) {
+        let mut swept: Option<tokio::time::Instant> = None;
+        let mut backoff = poll.max(Duration::from_millis(500));
+        loop {
+            if swept.map_or(true, |at| at.elapsed() >= SWEEP_EVERY) {
+                match self.index_unindexed().await {
+                    Ok(()) => swept = Some(tokio::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "looking for topics with scheduled messages failed"),
+                }
+            }
+            let wait = match self.move_due_topics().await {
+                Ok((true, _)) => Duration::ZERO,
+                Ok((false, Some(next))) => next.min(poll),
+                Ok((false, None)) => poll,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "moving scheduled messages failed");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            backoff = poll.max(Duration::from_millis(500));
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Takes the due topics off the index and moves their due messages, indexing each again
+    /// at its next message. Returns whether more topics may be due now, and how long until
+    /// the earliest topic left in the index is due.
+    async fn move_due_topics(&self) -> Result<(bool, Option<Duration>), StreamError> {
+        let index = self.conn.namespace().schedule_index();
+        let mut taken: Vec<Value> =
+            TAKE_DUE_TOPICS.run(&self.conn, vec![index.clone()], vec![Value::from(TOPICS_PER_TAKE as i64)]).await?;
+        let next =
+            taken.pop().and_then(|v| v.as_i64()).filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
+        let full = taken.len() >= TOPICS_PER_TAKE;
+        for name in taken {
+            let Some(topic) = name.into_string().and_then(|n| Topic::new(n).ok()) else { continue };
+            let again = match self.move_due_of(&topic, 1000).await {
+                // More are due right now: have them taken again at once.
+                Ok((1000.., _, _)) => Some(0),
+                Ok((_, _, next_score)) => next_score,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "moving scheduled messages failed; will retry");
+                    Some(due_score(SystemTime::now() + Duration::from_secs(1)))
+                }
+            };
+            if let Some(score) = again {
+                index_at(&self.conn, &index, &topic, score).await?;
+            }
+        }
+        Ok((full, next))
+    }
+
+    /// Indexes every topic with scheduled messages as due now (the next pass moves what is
+    /// due and indexes each at its next message).
+    async fn index_unindexed(&self) -> Result<(), StreamError> {
+        let topics = crate::Admin::new(self.conn.clone()).scheduled_topics().await?;
+        let index = self.conn.namespace().schedule_index();
+        for chunk in topics.chunks(500) {
+            let mut args = Args::new().arg("LT");
+            for topic in chunk {
+                args.push(0);
+                args.push(topic.as_str());
+            }
+            let _: Value = call(&self.conn, "ZADD", &index, args).await?;
+        }
+        Ok(())
     }
 
     /// Moves due messages of `topic` forever, checking at least every `poll`. Workers run
@@ -222,17 +316,28 @@ pub(crate) fn due_score(t: SystemTime) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-/// The scheduled-message mover a worker runs for each topic it consumes (every worker does:
-/// the script moves each due message once, whoever runs it), until the worker stops.
+/// How often a mover also indexes topics whose scheduled messages have no index entry.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Most topics a mover takes off the index at once.
+const TOPICS_PER_TAKE: usize = 100;
+
+/// Indexes `topic` at `score` (due milliseconds), unless it is indexed earlier already.
+pub(crate) async fn index_at(conn: &Connection, index: &str, topic: &Topic, score: i64) -> Result<(), StreamError> {
+    let _: Value = call(conn, "ZADD", index, Args::new().arg("LT").arg(score).arg(topic.as_str())).await?;
+    Ok(())
+}
+
+/// The scheduled-message mover a worker runs (every worker does: each message moves once,
+/// whoever moves it), until the worker stops.
 pub(crate) async fn move_due_until_stopped(
     conn: Connection,
-    topic: Topic,
     poll: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let scheduler = Scheduler::new(conn);
     tokio::select! {
-        () = scheduler.run(&topic, poll) => {}
+        () = scheduler.run_due(poll) => {}
         () = stop.cancelled() => {}
     }
 }

@@ -58,5 +58,6 @@ script!(TRIM_SAFE, "trim_safe");
 script!(SET_RETENTION, "set_retention");
 script!(REPLAY_DEAD_LETTER, "replay_dead_letter");
 script!(SCHEDULE, "schedule");
+script!(TAKE_DUE_TOPICS, "take_due_topics");
 script!(MOVE_DUE, "move_due");
 script!(CANCEL_SCHEDULED, "cancel_scheduled");

@@ -161,3 +161,74 @@ async fn scheduled_messages_survive_a_redis_restart() {
     assert_eq!(got, (0..50).collect::<Vec<_>>());
     worker.shutdown().await;
 }
+
+/// `calls=` of one command in `INFO commandstats` (commands run inside scripts count too).
+fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_idle_mover_does_not_poll_every_topic() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    // 200 topics with nothing scheduled, one worker consuming them all.
+    let producer = Producer::new(conn.clone());
+    let mut builder = Worker::builder(conn.clone(), "g");
+    for t in 0..200 {
+        let topic = format!("idle.{t}");
+        producer.publish(&topic, &Order { n: t, key: String::new() }).await.unwrap();
+        builder = builder.on(&topic, |_o: Order, _ctx: Context| async { Ok::<_, HandlerError>(()) });
+    }
+    let worker = builder.build().unwrap().start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.expect("the worker starts");
+    assert_eq!(tokio::time::timeout(PATIENCE, worker.settled(200)).await.expect("all handled").acked, 200);
+    // Both mover scripts run ZRANGEBYSCORE once per call: the index's (once per poll), and a
+    // topic's (once per due topic). Polling every topic would be 200 per poll, 2,000 a second.
+    let before = command_calls(&redis, "zrangebyscore");
+    let window = Duration::from_secs(2);
+    tokio::time::sleep(window).await; // a measurement window, not a wait for a condition
+    let calls = command_calls(&redis, "zrangebyscore") - before;
+    eprintln!("idle mover: {calls} ZRANGEBYSCORE in {window:?} for 200 topics");
+    assert!(calls <= 40, "{calls} in {window:?}: the mover polls topics, not the index");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_message_missing_from_the_index_is_moved_when_a_mover_starts() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish_at("events", &Order { n: 1, key: String::new() }, SystemTime::now()).await.unwrap();
+    // As if the producer had stopped between storing the message and indexing its topic.
+    let index = conn.namespace().schedule_index();
+    assert_eq!(redis.cli(&["ZCARD", &index]).trim(), "1", "the producer indexed the topic");
+    redis.cli(&["DEL", &index]);
+    let seen = Seen::new();
+    let worker = collecting_worker(&conn, "w1", &seen);
+    seen.wait_for(1, "the unindexed message").await;
+    assert_eq!(seen.get()[0].0, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_moves_scheduled_messages_of_topics_it_does_not_consume() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    producer.publish_in("reports", &Order { n: 7, key: String::new() }, Duration::from_millis(50)).await.unwrap();
+    let seen = Seen::new();
+    let worker = collecting_worker(&conn, "w1", &seen); // consumes "events" only
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "the message moved to its stream", || async {
+        admin.first_and_last("reports").await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(Scheduler::new(conn.clone()).count("reports").await.unwrap(), 0);
+    assert_eq!(redis.cli(&["ZCARD", &conn.namespace().schedule_index()]).trim(), "0", "nothing left indexed");
+    worker.shutdown().await;
+}

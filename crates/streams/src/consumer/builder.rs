@@ -369,9 +369,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often the worker moves due scheduled messages of its topics to their streams
-    /// (at the latest; it wakes earlier for a message due sooner). `None` leaves that to
-    /// other workers or a [`Scheduler`](crate::Scheduler). Defaults to 100 ms.
+    /// How often the worker's mover looks at the namespace's due index for scheduled messages
+    /// to move to their streams (at the latest; it wakes earlier for a message due sooner).
+    /// One mover per worker, for every topic of the namespace. `None` leaves that to other
+    /// workers or [`Scheduler::run_due`](crate::Scheduler::run_due). Defaults to 100 ms.
     pub fn schedule_poll(mut self, poll: Option<Duration>) -> Self {
         self.config.schedule_poll = poll;
         self

@@ -148,6 +148,14 @@ impl Worker {
 
     async fn run(self, shared: Shared) {
         let shared = Arc::new(shared);
+        // One scheduled-message mover per worker, whatever its number of topics: it waits on
+        // the namespace's due index (see `schedule.rs`).
+        let _mover = shared.config.schedule_poll.map(|poll| {
+            let (conn, stop) = (self.conn.clone(), shared.stop.clone());
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::schedule::move_due_until_stopped(
+                conn, poll, stop,
+            )))
+        });
         let mut loops = JoinSet::new();
         let mut running: HashSet<Topic> = HashSet::new();
         for (topic, handler, options) in &self.routes {

@@ -264,18 +264,10 @@ impl TopicConsumer {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
-            // Due scheduled messages of this topic move to its stream while it is consumed.
-            let mover = self.config.schedule_poll.map(|poll| {
-                let (conn, topic, stop) = (self.conn.clone(), self.topic.clone(), self.stop.clone());
-                AbortOnDropHandle::new(tokio::spawn(async move {
-                    crate::schedule::move_due_until_stopped(conn, topic, poll, stop).await;
-                }))
-            });
             // The reader connection closes as it is dropped (in the background: with Redis
             // gone, QUIT would wait for a reconnection).
             drop(self.read_loop().await);
             helpers.abort();
-            drop(mover);
         }
         // Stopping: what waits in per-key queues will not start here.
         self.release_queued();
