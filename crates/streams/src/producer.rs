@@ -60,7 +60,6 @@ struct Shared {
     retention_refresh: Duration,
     dedup_ttl: Duration,
     safe_trim_every: u64,
-    publishes: AtomicU64,
     /// What a publish to each topic needs, computed on its first publish.
     targets: NameCache<Target>,
 }
@@ -76,6 +75,9 @@ struct Target {
     key_arg: Key,
     slot: u16,
     retention: CachedRetention,
+    /// Entries this producer published to the topic: safe retention trims every
+    /// `safe_trim_every` of them (counted per topic, so every topic gets its turn).
+    publishes: AtomicU64,
 }
 
 /// The trimming arguments of an `XADD` with `retention` now (none without plain retention;
@@ -172,7 +174,7 @@ impl<C: Codec> ProducerBuilder<C> {
     }
 
     /// With safe retention (the topic's, see [`retention_refresh`](Self::retention_refresh)),
-    /// trim once every `n` publishes (per producer). Defaults to 100.
+    /// trim once every `n` publishes (per producer and topic). Defaults to 100.
     pub fn safe_trim_every(mut self, n: u64) -> Self {
         self.safe_trim_every = n.max(1);
         self
@@ -191,7 +193,6 @@ impl<C: Codec> ProducerBuilder<C> {
                 retention_refresh: self.retention_refresh,
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
-                publishes: AtomicU64::new(0),
                 targets: NameCache::new(MAX_TARGETS),
             }),
         })
@@ -317,7 +318,7 @@ impl<C: Codec> Producer<C> {
                 entry_id_of("EVALSHA publish_idempotent", first)?
             }
         };
-        self.after_publish(&target.topic, retention.as_ref(), 1).await;
+        self.after_publish(target, retention.as_ref(), 1).await;
         Ok(id)
     }
 
@@ -330,6 +331,7 @@ impl<C: Codec> Producer<C> {
                 key_arg: Key::from(Bytes::from(key.clone())),
                 slot: fred::util::redis_keyslot(key.as_bytes()),
                 retention: CachedRetention::default(),
+                publishes: AtomicU64::new(0),
                 topic,
                 key,
             })
@@ -355,6 +357,8 @@ impl<C: Codec> Producer<C> {
         // that refreshes it.
         let _refreshing = last.is_some().then(|| Refreshing(&cache.refreshing));
         let previous = last.and_then(|(retention, _)| retention);
+        // The bound counts from when the read was asked for, not from its answer.
+        let asked_at = Instant::now();
         let retention = match crate::retention::stored(&self.conn, &target.topic).await {
             Ok(stored) => stored,
             Err(e @ StreamError::InvalidRetention { .. }) => {
@@ -366,7 +370,11 @@ impl<C: Codec> Producer<C> {
                 previous
             }
         };
-        *cache.last.write().expect("retention cache lock") = Some((retention, Instant::now()));
+        let mut last = cache.last.write().expect("retention cache lock");
+        // Concurrent first reads may answer out of order: the newest read wins.
+        if last.map_or(true, |(_, read_at)| read_at <= asked_at) {
+            *last = Some((retention, asked_at));
+        }
         retention
     }
 
@@ -524,7 +532,7 @@ impl<C: Codec> Producer<C> {
                 }
             }
         }
-        self.after_publish(&target.topic, retention.as_ref(), total as u64).await;
+        self.after_publish(&target, retention.as_ref(), total as u64).await;
         match first_error {
             None => Ok(stored.into_iter().flatten().collect()),
             Some(source) => Err(StreamError::PartialBatch {
@@ -539,15 +547,15 @@ impl<C: Codec> Producer<C> {
 
     /// Safe retention trims every `safe_trim_every` publishes; a failed trim is only logged
     /// (the message is stored, and the next trim catches up).
-    async fn after_publish(&self, topic: &Topic, retention: Option<&Retention>, count: u64) {
+    async fn after_publish(&self, target: &Target, retention: Option<&Retention>, count: u64) {
         let Some(r) = retention.filter(|r| r.is_safe()) else {
             return;
         };
-        let before = self.shared.publishes.fetch_add(count, Ordering::Relaxed);
+        let before = target.publishes.fetch_add(count, Ordering::Relaxed);
         let every = self.shared.safe_trim_every;
         if before / every != (before + count) / every {
-            if let Err(e) = r.trim(&self.conn, topic).await {
-                tracing::warn!(topic = %topic, error = %e, "safe trim failed");
+            if let Err(e) = r.trim(&self.conn, &target.topic).await {
+                tracing::warn!(topic = %target.topic, error = %e, "safe trim failed");
             }
         }
     }

@@ -277,8 +277,11 @@ impl Retention {
             _ => return Err("more than one limit of `max_len`, `max_age_ms` and `min_id`".to_owned()),
         };
         let flag = |name: &str, value: &Option<String>| match value.as_deref() {
-            None | Some("0") => Ok(false),
+            Some("0") => Ok(false),
             Some("1") => Ok(true),
+            // Written every time: absent means changed by hand, and guessing "not safe" could
+            // remove unread entries.
+            None => Err(format!("field `{name}` is missing")),
             Some(other) => Err(format!("field `{name}` is `{other}`, not 0 or 1")),
         };
         Ok(Some(Self { limit, safe: flag("safe", safe)?, approximate: flag("approximate", approximate)? }))
@@ -293,8 +296,14 @@ impl Retention {
 pub(crate) async fn stored(conn: &Connection, topic: &Topic) -> Result<Option<Retention>, StreamError> {
     let key = conn.namespace().retention_key(topic);
     let args = FIELDS.iter().fold(Args::new(), |args, field| args.arg(*field));
-    let values: Vec<Option<String>> = call(conn, "HMGET", &key, args).await?;
-    Retention::from_fields(&values).map_err(|reason| StreamError::InvalidRetention { topic: topic.to_string(), reason })
+    let invalid = |reason| StreamError::InvalidRetention { topic: topic.to_string(), reason };
+    let values: Vec<Option<String>> = match call(conn, "HMGET", &key, args).await {
+        Ok(values) => values,
+        // Something else was written there (by hand): unreadable, not a failed read.
+        Err(e) if e.is_server_error("WRONGTYPE") => return Err(invalid(format!("`{key}` is not a hash"))),
+        Err(e) => return Err(e.into()),
+    };
+    Retention::from_fields(&values).map_err(invalid)
 }
 
 /// Stores `retention` as `topic`'s, replacing what was stored.
@@ -302,6 +311,15 @@ pub(crate) async fn stored(conn: &Connection, topic: &Topic) -> Result<Option<Re
 /// # Errors
 /// [`StreamError::Redis`] when the script fails.
 pub(crate) async fn store(conn: &Connection, topic: &Topic, retention: &Retention) -> Result<(), StreamError> {
+    if let Limit::MaxAge(age) = retention.limit {
+        // Stored in whole milliseconds as a u64: what cannot be read back is not stored.
+        if age.as_millis() > u128::from(u64::MAX) || age.subsec_nanos() % 1_000_000 != 0 {
+            return Err(StreamError::InvalidRetention {
+                topic: topic.to_string(),
+                reason: format!("max_age {age:?} is not a whole number of milliseconds that fits in 64 bits"),
+            });
+        }
+    }
     let key = conn.namespace().retention_key(topic);
     let _: Value = SET_RETENTION.run(conn, vec![key], retention.fields()).await?;
     Ok(())

@@ -258,11 +258,48 @@ async fn stored_retention_is_readable_and_what_cannot_be_read_is_not_applied() {
     assert!(err.to_string().contains("version `2`"), "{err}");
     Producer::new(conn.clone()).publish_batch("audit", &orders(500)).await.unwrap();
     assert_eq!(admin.len("audit").await.unwrap(), 500, "not trimmed by what it cannot read");
+    // Without its `safe` field (changed by hand): refused rather than read as "not safe".
+    redis.cli(&["HSET", &key, "v", "1"]);
+    redis.cli(&["HDEL", &key, "safe"]);
+    let err = admin.retention("audit").await.unwrap_err();
+    assert!(err.to_string().contains("`safe` is missing"), "{err}");
+    // Another type at its key: refused too, and not applied by a producer.
+    redis.cli(&["DEL", &key]);
+    redis.cli(&["SET", &key, "max_len=1"]);
+    let err = admin.retention("audit").await.unwrap_err();
+    assert!(matches!(err, StreamError::InvalidRetention { .. }), "{err}");
+    Producer::new(conn.clone()).publish_batch("audit", &orders(10)).await.unwrap();
+    assert_eq!(admin.len("audit").await.unwrap(), 510, "not trimmed by what it cannot read");
+    redis.cli(&["DEL", &key]);
+    // What cannot be stored exactly is not stored.
+    let err = admin.set_retention("audit", Retention::max_age(Duration::from_micros(1500))).await.unwrap_err();
+    assert!(matches!(err, StreamError::InvalidRetention { .. }), "{err}");
 
     // Deleting the topic deletes its retention.
     admin.set_retention("audit", Retention::max_len(10)).await.unwrap();
     assert_eq!(admin.delete_topic("audit").await.unwrap(), 2);
     assert_eq!(admin.retention("audit").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn safe_retention_trims_every_topic_a_producer_alternates_between() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    for topic in ["a", "b"] {
+        admin.set_retention(topic, Retention::max_len(5).safe()).await.unwrap();
+    }
+    // Publishes alternate between the topics; a count shared by both would trim only one.
+    let producer = Producer::builder(conn.clone()).safe_trim_every(10).build().unwrap();
+    for n in 0..100 {
+        let topic = if n % 2 == 0 { "a" } else { "b" };
+        producer.publish(topic, &Order { n, key: String::new() }).await.unwrap();
+    }
+    // No group reads them: safe retention trims them like plain retention.
+    for topic in ["a", "b"] {
+        let len = admin.len(topic).await.unwrap();
+        assert!(len <= 15, "`{topic}` has {len} entries: it was not trimmed");
+    }
 }
 
 #[tokio::test]
