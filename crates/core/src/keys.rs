@@ -66,6 +66,19 @@ impl Namespace {
         format!("{}:{{{}}}:scheduled:data", self.0, topic.0)
     }
 
+    /// The namespace's registry of topics: `<ns>:topics:{all}` (sorted set of topic names
+    /// scored by the order they were first registered in), so that workers subscribed to
+    /// topic patterns learn of new topics without scanning the keyspace.
+    pub fn topic_registry(&self) -> String {
+        self.tagged_key("topics", "all")
+    }
+
+    /// The registry's counter (see [`Self::topic_registry`]): `<ns>:topics:{all}:seq`, in the
+    /// registry's hash slot.
+    pub fn topic_registry_seq(&self) -> String {
+        format!("{}:seq", self.tagged_key("topics", "all"))
+    }
+
     /// The namespace's index of topics with scheduled messages, by their earliest due time:
     /// `<ns>:scheduled:{due}` (sorted set of topic names scored by due milliseconds), so that
     /// movers wake when something is due instead of polling every topic.
@@ -232,6 +245,80 @@ impl TopicPattern {
     pub fn permits(&self, topic: &Topic) -> bool {
         topic.reserved_prefix().map_or(true, |prefix| self.0.starts_with(prefix))
     }
+
+    /// Whether `topic` matches this glob, as Redis' `SCAN MATCH` would match its stream key:
+    /// `*` any run of characters, `?` one, `[abc]`, `[a-z]` and `[^abc]` one of (or not of) a
+    /// set. (The reserved-topics rule is [`Self::permits`]; a pattern's topics are those that
+    /// match and that it permits.)
+    pub fn matches(&self, topic: &Topic) -> bool {
+        glob_matches(self.0.as_bytes(), topic.0.as_bytes())
+    }
+}
+
+/// Redis' glob (`stringmatchlen`, case-sensitive) over the characters a pattern may have (no
+/// `\` escapes): `*` with backtracking to the last star, the rest one character at a time.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and the text position it is currently matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if pattern.get(p) == Some(&b'*') {
+            star = Some((p, t));
+            p += 1;
+            continue;
+        }
+        if p < pattern.len() {
+            let (matched, next) = match_one(pattern, p, text[t]);
+            if matched {
+                p = next;
+                t += 1;
+                continue;
+            }
+        }
+        match star {
+            // Let the last star take one more character, and try again after it.
+            Some((star_p, star_t)) => {
+                star = Some((star_p, star_t + 1));
+                p = star_p + 1;
+                t = star_t + 1;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Whether the pattern element at `p` (a literal, `?` or a `[...]` set) matches `c`, and where
+/// the next element starts.
+fn match_one(pattern: &[u8], p: usize, c: u8) -> (bool, usize) {
+    match pattern[p] {
+        b'?' => (true, p + 1),
+        b'[' => {
+            let mut i = p + 1;
+            let negate = pattern.get(i) == Some(&b'^');
+            if negate {
+                i += 1;
+            }
+            let mut matched = false;
+            // An unclosed set runs to the end of the pattern, as in Redis.
+            while i < pattern.len() {
+                if pattern[i] == b']' {
+                    i += 1;
+                    break;
+                }
+                if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
+                    let (a, b) = (pattern[i].min(pattern[i + 2]), pattern[i].max(pattern[i + 2]));
+                    matched |= (a..=b).contains(&c);
+                    i += 3;
+                } else {
+                    matched |= pattern[i] == c;
+                    i += 1;
+                }
+            }
+            (matched != negate, i)
+        }
+        literal => (literal == c, p + 1),
+    }
 }
 
 impl fmt::Display for TopicPattern {
@@ -266,6 +353,30 @@ fn validate(what: &'static str, name: &str, max: usize) -> Result<(), InvalidNam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_topics_as_redis_globs_do() {
+        let m = |p: &str, t: &str| TopicPattern::new(p).unwrap().matches(&Topic::new(t).unwrap());
+        assert!(m("orders.*", "orders.eu"));
+        assert!(m("orders.*", "orders."));
+        assert!(!m("orders.*", "orders"));
+        assert!(m("*", "x"));
+        assert!(m("*.*.temp", "a.b.temp"));
+        assert!(!m("*.*.temp", "a.temp"));
+        assert!(m("sensor.?.temp", "sensor.1.temp"));
+        assert!(!m("sensor.?.temp", "sensor.12.temp"));
+        assert!(m("audit.[ab]*", "audit.b-2"));
+        assert!(!m("audit.[ab]*", "audit.c"));
+        assert!(m("audit.[^ab]*", "audit.c"));
+        assert!(!m("audit.[^ab]*", "audit.a"));
+        assert!(m("v[0-9]", "v7"));
+        assert!(m("v[9-0]", "v7"), "a reversed range is the same range, as in Redis");
+        assert!(!m("v[0-9]", "vx"));
+        assert!(m("*a*b", "xxaxxbxb"));
+        assert!(!m("*a*b", "xxaxxbx"));
+        assert!(m("a**", "a"));
+        assert!(m("[ab", "a"), "an unclosed set runs to the end");
+    }
 
     #[test]
     fn keys_of_a_topic_share_one_hash_tag() {

@@ -362,7 +362,10 @@ impl Admin {
         let (stream, dlq, retention) =
             (ns.topic_stream(&topic), ns.dead_letter_stream(&topic), ns.retention_key(&topic));
         // The keys share the topic's hash tag, so one DEL works on Redis Cluster too.
-        Ok(call(&self.conn, "DEL", &stream, Args::new().arg(dlq).arg(retention)).await?)
+        let deleted = call(&self.conn, "DEL", &stream, Args::new().arg(dlq).arg(retention)).await?;
+        // The registry is in another slot: a second command.
+        let _: i64 = call(&self.conn, "ZREM", &ns.topic_registry(), Args::new().arg(topic.as_str())).await?;
+        Ok(deleted)
     }
 
     /// Stores `retention` as `topic`'s retention, replacing any before it: every producer

@@ -39,6 +39,7 @@ mod error;
 mod position;
 mod producer;
 mod redis;
+mod registry;
 pub mod replay;
 mod retention;
 mod schedule;

@@ -359,7 +359,18 @@ impl<C: Codec> Producer<C> {
         let previous = last.and_then(|(retention, _)| retention);
         // The bound counts from when the read was asked for, not from its answer.
         let asked_at = Instant::now();
-        let retention = match crate::retention::stored(&self.conn, &target.topic).await {
+        // The topic is registered (for workers' topic patterns) at the same moments, in
+        // parallel: on the first publish, and again at each refresh, so a registry lost with
+        // Redis' data is filled again.
+        let topics = [&target.topic];
+        let (stored, registered) = tokio::join!(
+            crate::retention::stored(&self.conn, &target.topic),
+            crate::registry::register(&self.conn, &topics),
+        );
+        if let Err(e) = registered {
+            tracing::warn!(topic = %target.topic, error = %e, "could not register the topic; pattern workers find it by their next scan");
+        }
+        let retention = match stored {
             Ok(stored) => stored,
             Err(e @ StreamError::InvalidRetention { .. }) => {
                 tracing::warn!(topic = %target.topic, error = %e, "not trimming the topic");
@@ -447,7 +458,10 @@ impl<C: Codec> Producer<C> {
         at: SystemTime,
         idempotency_key: Option<&str>,
     ) -> Result<String, StreamError> {
-        let topic = Topic::new(topic)?;
+        let target = self.target(topic)?;
+        // Registers the topic, for pattern workers to consume it once its messages move.
+        self.retention(&target).await;
+        let topic = target.topic.clone();
         let ns = self.conn.namespace();
         let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k));
         let ttl = i64::try_from(self.shared.dedup_ttl.as_millis()).unwrap_or(i64::MAX).max(1);

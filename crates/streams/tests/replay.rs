@@ -143,3 +143,78 @@ async fn a_pattern_finds_reserved_topics_only_when_it_starts_with_their_prefix()
     assert_eq!(matching(format!("{prefix}*")).await, [reserved.as_str()]);
     assert_eq!(names(admin.topics().await.unwrap()), ["orders", reserved.as_str()]);
 }
+
+/// `calls=` of one command in `INFO commandstats`.
+fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+fn pattern_worker(conn: &tributary_core::Connection, seen: &Seen<(String, u64)>) -> tributary_streams::WorkerHandle {
+    let s = seen.clone();
+    Worker::builder(conn.clone(), "g")
+        .consumer_name("c")
+        .pattern_refresh(Duration::from_millis(50))
+        .on_pattern("sensor.*", move |o: Order, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((ctx.topic().to_owned(), o.n));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+}
+
+#[tokio::test]
+async fn pattern_workers_learn_of_new_topics_from_the_registry_not_by_scanning() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    // Written by another client, not registered: found by the scan a worker makes at start.
+    let stream = format!("{}:{{sensor.attic}}", redis.namespace());
+    redis.cli(&["XADD", &stream, "*", "v", "2", "m", "x", "p", "x"]);
+    let seen = Seen::new();
+    let worker = pattern_worker(&conn, &seen);
+    wait_until(PATIENCE, "the unregistered topic consumed", || async {
+        Admin::new(conn.clone()).groups("sensor.attic").await.unwrap().len() == 1
+    })
+    .await;
+    let scans = command_calls(&redis, "scan");
+    // Topics published to later are found through the registry, every refresh, no scan.
+    let producer = Producer::new(conn.clone());
+    for (n, topic) in ["sensor.kitchen", "sensor.garage", "other"].into_iter().enumerate() {
+        producer.publish(topic, &Order { n: n as u64, key: String::new() }).await.unwrap();
+    }
+    seen.wait_for(2, "the new sensor topics").await;
+    let mut got = seen.get();
+    got.sort();
+    assert_eq!(got, [("sensor.garage".to_owned(), 1), ("sensor.kitchen".to_owned(), 0)]);
+    assert_eq!(command_calls(&redis, "scan"), scans, "no scan after the one at start");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_registry_lost_with_redis_data_is_filled_again_and_read_from_the_start() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for n in 0..3 {
+        producer.publish(&format!("sensor.{n}"), &Order { n, key: String::new() }).await.unwrap();
+    }
+    let seen = Seen::new();
+    let worker = pattern_worker(&conn, &seen);
+    seen.wait_for(3, "the first topics").await;
+    // As after a restart without persistence: the registry and its counter are gone, and the
+    // next topic registered is number 1, below what the worker saw (3).
+    let ns = conn.namespace();
+    redis.cli(&["DEL", &ns.topic_registry(), &ns.topic_registry_seq()]);
+    Producer::new(conn.clone()).publish("sensor.new", &Order { n: 9, key: String::new() }).await.unwrap();
+    seen.wait_for(4, "the topic registered after the loss").await;
+    assert!(seen.get().contains(&("sensor.new".to_owned(), 9)));
+    worker.shutdown().await;
+}

@@ -351,7 +351,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often topic patterns look for new topics. Defaults to 5 s.
+    /// How often topic patterns look for new topics in the namespace's registry of topics (one
+    /// script call that returns only topics registered since the last look; producers register
+    /// the topics they publish to). Topics the registry misses are found by a scan of the
+    /// keyspace when the worker starts and every 10 minutes. Defaults to 5 s.
     pub fn pattern_refresh(mut self, d: Duration) -> Self {
         self.config.pattern_refresh = d;
         self

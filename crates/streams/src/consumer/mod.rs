@@ -163,20 +163,25 @@ impl Worker {
             loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options).run(true));
         }
         if !self.patterns.is_empty() {
+            let mut discovery = crate::registry::Discovery::new(self.conn.clone());
+            let patterns: Vec<TopicPattern> = self.patterns.iter().map(|(p, _, _)| p.clone()).collect();
             loop {
-                for (pattern, handler, options) in &self.patterns {
-                    match crate::Admin::new(self.conn.clone()).topics_matching(pattern).await {
-                        Ok(topics) => {
-                            for topic in topics {
-                                if running.insert(topic.clone()) {
-                                    tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                    loops
-                                        .spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run(false));
-                                }
+                match discovery.new_topics(&patterns).await {
+                    Ok(topics) => {
+                        for topic in topics {
+                            // The first pattern that matches the topic handles it.
+                            let Some((pattern, handler, options)) =
+                                self.patterns.iter().find(|(p, _, _)| p.matches(&topic) && p.permits(&topic))
+                            else {
+                                continue;
+                            };
+                            if running.insert(topic.clone()) {
+                                tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
+                                loops.spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run(false));
                             }
                         }
-                        Err(e) => tracing::warn!(pattern = %pattern, error = %e, "topic discovery failed"),
                     }
+                    Err(e) => tracing::warn!(error = %e, "topic discovery failed; trying again"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.pattern_refresh) => {}
