@@ -57,20 +57,22 @@ pub mod __private {
     }
 }
 
-/// `#[service]` expands to this first: nothing with the `rpc` feature, a clear error without.
+/// What `#[service]` expands to goes through this: the items as they are with the `rpc`
+/// feature, one clear error without.
 #[doc(hidden)]
 #[macro_export]
 #[cfg(feature = "rpc")]
 macro_rules! __require_rpc {
-    () => {};
+    ($($items:tt)*) => { $($items)* };
 }
 
-/// `#[service]` expands to this first: nothing with the `rpc` feature, a clear error without.
+/// What `#[service]` expands to goes through this: the items as they are with the `rpc`
+/// feature, one clear error without.
 #[doc(hidden)]
 #[macro_export]
 #[cfg(not(feature = "rpc"))]
 macro_rules! __require_rpc {
-    () => {
+    ($($items:tt)*) => {
         compile_error!("`#[tributary::service]` needs the `rpc` feature of tributary (`features = [\"rpc\"]`)");
     };
 }
