@@ -194,6 +194,7 @@ const UNREADABLE: &str = "unreadable";
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     conn: Connection,
+    topic: Topic,
     topic_key: String,
     key: String,
 }
@@ -209,6 +210,7 @@ impl DeadLetters {
             topic_key: conn.namespace().topic_stream(&topic),
             key: conn.namespace().dead_letter_stream(&topic),
             conn,
+            topic,
         })
     }
 
@@ -285,6 +287,15 @@ impl DeadLetters {
     /// was dead-lettered, or the entry is not a dead letter; [`StreamError::Redis`] when the
     /// script fails.
     pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
+        let replayed = self.replay_one(id).await;
+        if matches!(replayed, Ok(Some(_))) {
+            crate::retention::apply_stored(&self.conn, &self.topic).await;
+        }
+        replayed
+    }
+
+    /// [`Self::replay`] without trimming by the topic's retention afterwards.
+    async fn replay_one(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
         match REPLAY_DEAD_LETTER.run::<Value>(&self.conn, vec![self.key.clone(), self.topic_key.clone()], args).await {
             Ok(Value::Null) => Ok(None),
@@ -316,6 +327,19 @@ impl DeadLetters {
     pub async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
+        progress: impl FnMut(&ReplayAll),
+    ) -> Result<ReplayAll, StreamError> {
+        let report = self.replay_pages(filter, progress).await?;
+        if report.replayed > 0 {
+            // Once for the whole replay, by the topic's stored retention (as a publish would).
+            crate::retention::apply_stored(&self.conn, &self.topic).await;
+        }
+        Ok(report)
+    }
+
+    async fn replay_pages(
+        &self,
+        filter: &DeadLetterFilter,
         mut progress: impl FnMut(&ReplayAll),
     ) -> Result<ReplayAll, StreamError> {
         let mut report = ReplayAll::default();
@@ -338,7 +362,7 @@ impl DeadLetters {
                 if !filter.matches(&letter) {
                     continue;
                 }
-                match self.replay(entry.id).await {
+                match self.replay_one(entry.id).await {
                     Ok(Some(_)) => report.replayed += 1,
                     Ok(None) => {}
                     Err(StreamError::NothingToReplay { .. }) => report.without_fields += 1,

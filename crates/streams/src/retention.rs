@@ -306,6 +306,21 @@ pub(crate) async fn stored(conn: &Connection, topic: &Topic) -> Result<Option<Re
     Retention::from_fields(&values).map_err(invalid)
 }
 
+/// Trims `topic` by its stored retention, if it has one: after entries were added other than
+/// by a producer's publish (scheduled messages moved, dead letters replayed), which trim as
+/// they add. Failures are logged: the entries are stored, and the next trim catches up.
+pub(crate) async fn apply_stored(conn: &Connection, topic: &Topic) {
+    match stored(conn, topic).await {
+        Ok(Some(retention)) => {
+            if let Err(e) = retention.trim(conn, topic).await {
+                tracing::warn!(topic = %topic, error = %e, "trimming by the topic's retention failed");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(topic = %topic, error = %e, "not trimming the topic"),
+    }
+}
+
 /// Stores `retention` as `topic`'s, replacing what was stored.
 ///
 /// # Errors

@@ -214,7 +214,11 @@ impl Scheduler {
         let full = taken.len() >= TOPICS_PER_TAKE;
         for name in taken {
             let Some(topic) = name.into_string().and_then(|n| Topic::new(n).ok()) else { continue };
-            let again = match self.move_due_of(&topic, 1000).await {
+            let moved = self.move_due_of(&topic, 1000).await;
+            if moved.as_ref().is_ok_and(|(n, _, _)| *n > 0) {
+                crate::retention::apply_stored(&self.conn, &topic).await;
+            }
+            let again = match moved {
                 // More are due right now: have them taken again at once.
                 Ok((1000.., _, _)) => Some(0),
                 Ok((_, _, next_score)) => next_score,

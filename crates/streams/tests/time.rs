@@ -232,3 +232,29 @@ async fn a_worker_moves_scheduled_messages_of_topics_it_does_not_consume() {
     assert_eq!(redis.cli(&["ZCARD", &conn.namespace().schedule_index()]).trim(), "0", "nothing left indexed");
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn moved_scheduled_messages_are_trimmed_by_the_topics_retention() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("events", tributary_streams::Retention::max_len(5)).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for n in 0..20 {
+        producer.publish_at("events", &Order { n, key: String::new() }, SystemTime::now()).await.unwrap();
+    }
+    // A worker's mover moves them (this worker consumes another topic).
+    let worker = Worker::builder(conn.clone(), "g")
+        .on("other", |_o: Order, _ctx: Context| async { Ok::<_, HandlerError>(()) })
+        .build()
+        .unwrap()
+        .start();
+    let scheduler = Scheduler::new(conn.clone());
+    wait_until(PATIENCE, "every scheduled message moved", || async { scheduler.count("events").await.unwrap() == 0 })
+        .await;
+    wait_until(PATIENCE, "the topic trimmed to its retention", || async {
+        admin.len("events").await.unwrap() == 5
+    })
+    .await;
+    worker.shutdown().await;
+}
