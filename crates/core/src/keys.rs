@@ -31,6 +31,18 @@ impl Namespace {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();
         validate("namespace", &name, 100)?;
+        // `<ns>:<kind>:{<tag>}` (a tagged key) is the stream of topic `<tag>` in namespace
+        // `<ns>:<kind>`: such a namespace could read or write another namespace's keys.
+        if let Some((_, last)) = name.rsplit_once(':') {
+            if KEY_KINDS.contains(&last) {
+                return Err(InvalidName {
+                    what: "namespace",
+                    name: truncate(&name),
+                    rule:
+                        "it must not end with `:reply`, `:topics` or `:scheduled` (the kinds of a namespace's own keys)",
+                });
+            }
+        }
         Ok(Self(name))
     }
 
@@ -108,11 +120,11 @@ impl Namespace {
     /// Cluster slot of `tag`. For Tributary's own crates, e.g. tributary-rpc's reply streams
     /// (`<ns>:reply:{<client-id>}`).
     ///
-    /// `kind` is a fixed word naming what the key holds, not empty and without braces, so the
-    /// key never reads as a topic key (`<ns>:{<topic>}…`); `tag` is text without braces (it
-    /// would end the hash tag early). [`Namespace::tag_of`] is the inverse.
+    /// `kind` is one of [`KEY_KINDS`], so the key never reads as a topic key (`<ns>:{<topic>}…`,
+    /// of this namespace or another); `tag` is text without braces (it would end the hash tag
+    /// early). [`Namespace::tag_of`] is the inverse.
     pub fn tagged_key(&self, kind: &str, tag: &str) -> String {
-        debug_assert!(!kind.is_empty() && !kind.contains(['{', '}']), "kind `{kind}`");
+        debug_assert!(KEY_KINDS.contains(&kind), "kind `{kind}` is not in KEY_KINDS");
         format!("{}:{kind}:{{{tag}}}", self.0)
     }
 
@@ -135,6 +147,11 @@ impl fmt::Display for Namespace {
         f.write_str(&self.0)
     }
 }
+
+/// The `kind`s of [`Namespace::tagged_key`]: `reply` (tributary-rpc's reply streams), `topics`
+/// (the registry of topics), `scheduled` (the due index). A namespace must not end with
+/// `:<kind>` ([`Namespace::new`] refuses it), so no tagged key is another namespace's topic key.
+pub const KEY_KINDS: &[&str] = &["reply", "topics", "scheduled"];
 
 /// Prefixes of the topics Tributary's own crates create: `rpc.` (tributary-rpc's request
 /// topics, `rpc.<service>`). A topic under one of them is *reserved*: it belongs to that
@@ -224,7 +241,7 @@ impl TopicPattern {
             && pattern.len() <= 200
             && pattern.chars().all(|c| is_name_char(c) || matches!(c, '*' | '?' | '[' | ']' | '^'));
         if !ok {
-            return Err(InvalidName { what: "topic pattern", name: truncate(&pattern) });
+            return Err(InvalidName { what: "topic pattern", name: truncate(&pattern), rule: CHARACTERS });
         }
         Ok(Self(pattern))
     }
@@ -329,11 +346,15 @@ impl fmt::Display for TopicPattern {
 
 /// A name that cannot be used in a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} name `{name}`: use 1 to 200 characters of A-Z a-z 0-9 . _ - : /")]
+#[error("invalid {what} name `{name}`: {rule}")]
 pub struct InvalidName {
     what: &'static str,
     name: String,
+    rule: &'static str,
 }
+
+/// The rule most names break.
+const CHARACTERS: &str = "use 1 to 200 characters of A-Z a-z 0-9 . _ - : /";
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')
@@ -345,7 +366,7 @@ fn truncate(s: &str) -> String {
 
 fn validate(what: &'static str, name: &str, max: usize) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > max || !name.chars().all(is_name_char) {
-        return Err(InvalidName { what, name: truncate(name) });
+        return Err(InvalidName { what, name: truncate(name), rule: CHARACTERS });
     }
     Ok(())
 }
@@ -395,20 +416,31 @@ mod tests {
     #[test]
     fn a_tagged_key_gives_back_its_tag_and_nothing_else_does() {
         let ns = Namespace::default();
-        let key = ns.tagged_key("lease", "0193-abc");
-        assert_eq!(key, "tributary:lease:{0193-abc}");
-        assert_eq!(ns.tag_of("lease", &key), Some("0193-abc"));
+        let key = ns.tagged_key("reply", "0193-abc");
+        assert_eq!(key, "tributary:reply:{0193-abc}");
+        assert_eq!(ns.tag_of("reply", &key), Some("0193-abc"));
         for other in [
             "tributary:{orders}",
-            "tributary:lease:{x}:more",
-            "tributary:lease:{}",
-            "tributary:lease:{a}b}",
-            "tributary:leases:{x}",
+            "tributary:reply:{x}:more",
+            "tributary:reply:{}",
+            "tributary:reply:{a}b}",
+            "tributary:replys:{x}",
             "tributary:other:{x}",
             "other:lease:{x}",
-            "tributary:lease:x",
+            "tributary:reply:x",
         ] {
-            assert_eq!(ns.tag_of("lease", other), None, "{other}");
+            assert_eq!(ns.tag_of("reply", other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_cannot_end_with_the_kind_of_a_tagged_key() {
+        for kind in KEY_KINDS {
+            // `a:<kind>:{x}` would be both a tagged key of `a` and topic `x` of `a:<kind>`.
+            let err = Namespace::new(format!("a:{kind}")).unwrap_err();
+            assert!(err.to_string().contains("must not end with"), "{err}");
+            assert!(Namespace::new(*kind).is_ok(), "alone, `{kind}` is a name like any other");
+            assert!(Namespace::new(format!("a:{kind}s")).is_ok());
         }
     }
 

@@ -252,9 +252,7 @@ async fn moved_scheduled_messages_are_trimmed_by_the_topics_retention() {
     let scheduler = Scheduler::new(conn.clone());
     wait_until(PATIENCE, "every scheduled message moved", || async { scheduler.count("events").await.unwrap() == 0 })
         .await;
-    wait_until(PATIENCE, "the topic trimmed to its retention", || async {
-        admin.len("events").await.unwrap() == 5
-    })
-    .await;
+    wait_until(PATIENCE, "the topic trimmed to its retention", || async { admin.len("events").await.unwrap() == 5 })
+        .await;
     worker.shutdown().await;
 }
