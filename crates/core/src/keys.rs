@@ -91,6 +91,12 @@ impl Namespace {
         format!("{}:seq", self.tagged_key("topics", "all"))
     }
 
+    /// The registry's epoch (see [`Self::topic_registry`]): `<ns>:topics:{all}:epoch`, set when
+    /// the registry starts afresh, in the registry's hash slot.
+    pub fn topic_registry_epoch(&self) -> String {
+        format!("{}:epoch", self.tagged_key("topics", "all"))
+    }
+
     /// The namespace's index of topics with scheduled messages, by their earliest due time:
     /// `<ns>:scheduled:{due}` (sorted set of topic names scored by due milliseconds), so that
     /// movers wake when something is due instead of polling every topic.
@@ -243,6 +249,15 @@ impl TopicPattern {
         if !ok {
             return Err(InvalidName { what: "topic pattern", name: truncate(&pattern), rule: CHARACTERS });
         }
+        // Redis matches the pattern inside `<ns>:{...}`: an unclosed set, or a range ending
+        // in `]`, would take in the closing brace there and match differently from here.
+        if !sets_are_closed(pattern.as_bytes()) {
+            return Err(InvalidName {
+                what: "topic pattern",
+                name: truncate(&pattern),
+                rule: "close every `[` set with `]`, and do not end a range with `]`",
+            });
+        }
         Ok(Self(pattern))
     }
 
@@ -270,6 +285,34 @@ impl TopicPattern {
     pub fn matches(&self, topic: &Topic) -> bool {
         glob_matches(self.0.as_bytes(), topic.0.as_bytes())
     }
+}
+
+/// Every `[` set closed by a `]` that does not end a range (`[a-]` is not closed).
+fn sets_are_closed(pattern: &[u8]) -> bool {
+    let mut i = 0;
+    while i < pattern.len() {
+        if pattern[i] == b'[' {
+            i += 1;
+            if pattern.get(i) == Some(&b'^') {
+                i += 1;
+            }
+            loop {
+                match pattern.get(i) {
+                    None => return false,
+                    Some(b']') => break,
+                    Some(_) if pattern.get(i + 1) == Some(&b'-') => {
+                        if matches!(pattern.get(i + 2), None | Some(b']')) {
+                            return false;
+                        }
+                        i += 3;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Redis' glob (`stringmatchlen`, case-sensitive) over the characters a pattern may have (no
@@ -396,7 +439,9 @@ mod tests {
         assert!(m("*a*b", "xxaxxbxb"));
         assert!(!m("*a*b", "xxaxxbx"));
         assert!(m("a**", "a"));
-        assert!(m("[ab", "a"), "an unclosed set runs to the end");
+        for unclosed in ["[ab", "a.[^b", "v[a-]", "v[a-"] {
+            assert!(TopicPattern::new(unclosed).is_err(), "{unclosed}");
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! registry was lost with Redis' data) are found by a full scan when a worker starts and every
 //! ten minutes, and registered then.
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use fred::types::Value;
 use tributary_core::{Connection, Topic, TopicPattern};
@@ -23,49 +26,92 @@ pub(crate) async fn register(conn: &Connection, topics: &[&Topic]) -> Result<(),
     if topics.is_empty() {
         return Ok(());
     }
-    let ns = conn.namespace();
     let names = topics.iter().map(|t| Value::from(t.as_str())).collect();
-    let _: i64 = REGISTER_TOPICS.run(conn, vec![ns.topic_registry(), ns.topic_registry_seq()], names).await?;
+    let _: i64 = REGISTER_TOPICS.run(conn, keys(conn), names).await?;
     Ok(())
+}
+
+/// The registry, its counter and its epoch.
+fn keys(conn: &Connection) -> Vec<String> {
+    let ns = conn.namespace();
+    vec![ns.topic_registry(), ns.topic_registry_seq(), ns.topic_registry_epoch()]
 }
 
 /// A worker's view of the registry: which topics it has seen, for its topic patterns.
 #[derive(Debug)]
 pub(crate) struct Discovery {
     conn: Connection,
-    /// The registry's counter when last read.
+    /// The registry's epoch and counter when last read.
+    epoch: String,
     seen: i64,
     scanned_at: Option<tokio::time::Instant>,
+    /// Matching topics whose stream does not exist (yet): registered before their first entry
+    /// (a scheduled message not moved yet, a publish under way), or deleted by hand. Looked at
+    /// again every call; consumed once they exist.
+    waiting: HashSet<Topic>,
 }
 
 impl Discovery {
     pub(crate) fn new(conn: Connection) -> Self {
-        Self { conn, seen: 0, scanned_at: None }
+        Self { conn, epoch: String::new(), seen: 0, scanned_at: None, waiting: HashSet::new() }
     }
 
-    /// Topics matching any of `patterns` (and permitted by them) that are new since the last
-    /// call: registered since then, or found by the periodic scan. The same topic may come
-    /// again (the caller keeps what it runs).
+    /// Topics matching any of `patterns` (and permitted by them) that exist and are new since
+    /// the last call: registered since then, found by the periodic scan, or waiting for their
+    /// stream until now. The same topic may come again (the caller keeps what it runs).
     pub(crate) async fn new_topics(&mut self, patterns: &[TopicPattern]) -> Result<Vec<Topic>, StreamError> {
+        let wanted = |t: &Topic| patterns.iter().any(|p| p.matches(t) && p.permits(t));
         let mut found = Vec::new();
         if self.scanned_at.map_or(true, |at| at.elapsed() >= SCAN_EVERY) {
-            let admin = crate::Admin::new(self.conn.clone());
-            for pattern in patterns {
-                found.extend(admin.topics_matching(pattern).await?);
+            match crate::Admin::new(self.conn.clone()).topics().await {
+                Ok(topics) => {
+                    // So that other workers find them in the registry.
+                    if let Err(e) = register(&self.conn, &topics.iter().collect::<Vec<_>>()).await {
+                        tracing::warn!(error = %e, "could not register the topics a scan found");
+                    }
+                    found.extend(topics.into_iter().filter(|t| wanted(t)));
+                    self.scanned_at = Some(tokio::time::Instant::now());
+                }
+                Err(e) => {
+                    // The registry still works; scan again in a minute.
+                    tracing::warn!(error = %e, "scanning for topics failed; topic patterns use the registry alone");
+                    self.scanned_at = Some(tokio::time::Instant::now() - SCAN_EVERY + Duration::from_secs(60));
+                }
             }
-            // So that other workers find them in the registry.
-            register(&self.conn, &found.iter().collect::<Vec<_>>()).await?;
-            self.scanned_at = Some(tokio::time::Instant::now());
         }
-        let ns = self.conn.namespace();
-        let keys = vec![ns.topic_registry(), ns.topic_registry_seq()];
-        let mut reply = NEW_TOPICS.run::<Vec<Value>>(&self.conn, keys, vec![Value::from(self.seen)]).await?.into_iter();
+        let args = vec![Value::from(self.epoch.as_str()), Value::from(self.seen)];
+        let mut reply = NEW_TOPICS.run::<Vec<Value>>(&self.conn, keys(&self.conn), args).await?.into_iter();
+        self.epoch = reply.next().and_then(|v| v.into_string()).unwrap_or_default();
         self.seen = reply.next().and_then(|v| v.as_i64()).unwrap_or(0);
-        found.extend(
-            reply
-                .filter_map(|v| v.into_string().and_then(|name| Topic::new(name).ok()))
-                .filter(|t| patterns.iter().any(|p| p.matches(t) && p.permits(t))),
-        );
-        Ok(found)
+        found
+            .extend(reply.filter_map(|v| v.into_string().and_then(|name| Topic::new(name).ok())).filter(|t| wanted(t)));
+        found.extend(self.waiting.drain());
+        found.sort();
+        found.dedup();
+        // Only topics with a stream: consuming one would create it (and its group) for a
+        // topic that has none.
+        let admin = crate::Admin::new(self.conn.clone());
+        let exists: Vec<(Topic, bool)> = futures::stream::iter(found)
+            .map(|topic| {
+                let admin = &admin;
+                async move {
+                    let exists = admin.topic_exists(topic.as_str()).await;
+                    (topic, exists)
+                }
+            })
+            .buffer_unordered(32)
+            // Not known to exist: looked at again next time.
+            .map(|(topic, exists)| (topic, exists.unwrap_or(false)))
+            .collect()
+            .await;
+        let mut ready = Vec::new();
+        for (topic, exists) in exists {
+            if exists {
+                ready.push(topic);
+            } else {
+                self.waiting.insert(topic);
+            }
+        }
+        Ok(ready)
     }
 }

@@ -15,7 +15,7 @@ use fred::types::Value;
 use tributary_core::{wire, Connection, DecodeError, Envelope, Topic};
 
 use crate::redis::{call, Args};
-use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE, TAKE_DUE_TOPICS};
+use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE, RELEASE_DUE_TOPIC, TAKE_DUE_TOPICS};
 use crate::StreamError;
 
 /// A message waiting for its due time.
@@ -147,100 +147,145 @@ impl Scheduler {
     /// # Errors
     /// [`StreamError`] when the script fails.
     pub async fn move_due(&self, topic: &Topic, max: usize) -> Result<(u64, Option<Duration>), StreamError> {
-        let (moved, next, _) = self.move_due_of(topic, max).await?;
-        Ok((moved, next))
-    }
-
-    /// [`Self::move_due`], with the next message's due time in milliseconds as scored.
-    async fn move_due_of(
-        &self,
-        topic: &Topic,
-        max: usize,
-    ) -> Result<(u64, Option<Duration>, Option<i64>), StreamError> {
         let (set, data, stream) = self.keys(topic);
         let reply: Vec<i64> = MOVE_DUE.run(&self.conn, vec![set, data, stream], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
-        let next_score = reply.get(2).copied().filter(|ms| *ms >= 0);
-        Ok((moved, next, next_score))
+        Ok((moved, next))
     }
 
     /// Moves due messages of every topic of the namespace forever: waits on the namespace's
     /// due index until a topic's earliest message is due, checking the index at least every
     /// `poll` (a message scheduled meanwhile for sooner is seen then). Every worker runs this
-    /// (unless `WorkerBuilder::schedule_poll(None)`); run it yourself in a process that
-    /// schedules messages for topics no worker consumes yet.
+    /// (unless `WorkerBuilder::schedule_poll(None)`); run it yourself where no worker runs.
     ///
-    /// Every few minutes, and when it starts, it also indexes topics that have scheduled
-    /// messages but no index entry (written by a producer that stopped between storing a
-    /// message and indexing its topic, or by a version before the index).
+    /// When it starts, and every 10 minutes, it also indexes topics that have scheduled
+    /// messages but no index entry (a producer stopped between storing a message and indexing
+    /// its topic, or a version before the index), with a scan of the keyspace.
     pub async fn run_due(&self, poll: Duration) {
-        let mut swept: Option<tokio::time::Instant> = None;
-        let mut backoff = poll.max(Duration::from_millis(500));
+        self.run_due_until(poll, &tokio_util::sync::CancellationToken::new()).await;
+    }
+
+    /// [`Self::run_due`] until `stop` is cancelled; a pass under way is finished first, so no
+    /// topic is left leased (a lease left behind delays its topic by [`LEASE`]).
+    async fn run_due_until(&self, poll: Duration, stop: &tokio_util::sync::CancellationToken) {
+        let sweeper = {
+            let this = self.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move { this.sweep_forever().await }))
+        };
+        let first_backoff = poll.max(Duration::from_millis(500));
+        let mut backoff = first_backoff;
         loop {
-            if swept.map_or(true, |at| at.elapsed() >= SWEEP_EVERY) {
-                match self.index_unindexed().await {
-                    Ok(()) => swept = Some(tokio::time::Instant::now()),
-                    Err(e) => tracing::warn!(error = %e, "looking for topics with scheduled messages failed"),
-                }
-            }
             let wait = match self.move_due_topics().await {
-                Ok((true, _)) => Duration::ZERO,
-                Ok((false, Some(next))) => next.min(poll),
-                Ok((false, None)) => poll,
+                Ok((more, next)) => {
+                    backoff = first_backoff;
+                    if more {
+                        Duration::ZERO
+                    } else {
+                        next.map_or(poll, |n| n.min(poll))
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "moving scheduled messages failed");
+                    let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    tokio::time::sleep(backoff).await;
-                    continue;
+                    wait
                 }
             };
-            backoff = poll.max(Duration::from_millis(500));
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            if !wait.is_zero() || stop.is_cancelled() {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => break,
+                }
             }
         }
+        drop(sweeper);
     }
 
-    /// Takes the due topics off the index and moves their due messages, indexing each again
-    /// at its next message. Returns whether more topics may be due now, and how long until
-    /// the earliest topic left in the index is due.
+    /// Takes the due topics off the index (with a lease) and moves their due messages; then
+    /// releases each and indexes it again at its earliest message. Returns whether more may
+    /// be due now, and how long until the earliest topic in the index is due.
     async fn move_due_topics(&self) -> Result<(bool, Option<Duration>), StreamError> {
         let index = self.conn.namespace().schedule_index();
-        let mut taken: Vec<Value> =
-            TAKE_DUE_TOPICS.run(&self.conn, vec![index.clone()], vec![Value::from(TOPICS_PER_TAKE as i64)]).await?;
-        let next =
-            taken.pop().and_then(|v| v.as_i64()).filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
-        let full = taken.len() >= TOPICS_PER_TAKE;
-        for name in taken {
-            let Some(topic) = name.into_string().and_then(|n| Topic::new(n).ok()) else { continue };
-            let moved = self.move_due_of(&topic, 1000).await;
-            if moved.as_ref().is_ok_and(|(n, _, _)| *n > 0) {
-                crate::retention::apply_stored(&self.conn, &topic).await;
-            }
-            let again = match moved {
-                // More are due right now: have them taken again at once.
-                Ok((1000.., _, _)) => Some(0),
-                Ok((_, _, next_score)) => next_score,
-                Err(e) => {
-                    tracing::warn!(topic = %topic, error = %e, "moving scheduled messages failed; will retry");
-                    Some(due_score(SystemTime::now() + Duration::from_secs(1)))
+        let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let args = vec![Value::from(TOPICS_PER_TAKE as i64), Value::from(lease_ms)];
+        let mut reply = TAKE_DUE_TOPICS.run::<Vec<Value>>(&self.conn, vec![index.clone()], args).await?.into_iter();
+        let mut number = || reply.next().and_then(|v| v.as_i64()).unwrap_or(-1);
+        let (lease, now, next_ms) = (number(), number(), number());
+        let taken: Vec<Topic> = reply.filter_map(|v| v.into_string().and_then(|n| Topic::new(n).ok())).collect();
+        let mut more = taken.len() >= TOPICS_PER_TAKE;
+        let mut next = (next_ms >= 0).then(|| Duration::from_millis(next_ms as u64));
+        for topic in &taken {
+            match self.move_due(topic, 1000).await {
+                Ok((moved, _)) => {
+                    if moved > 0 {
+                        crate::retention::apply_stored(&self.conn, topic).await;
+                    }
+                    // More are due right now: go again at once.
+                    more |= moved >= 1000;
+                    match self.release(&index, topic, lease).await {
+                        Ok(Some(earliest)) => {
+                            let until = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0));
+                            next = Some(next.map_or(until, |n| n.min(until)));
+                        }
+                        Ok(None) => {}
+                        // Its lease runs out, and a mover takes it again then.
+                        Err(e) => {
+                            tracing::warn!(topic = %topic, error = %e, "could not re-index scheduled messages; retrying in {LEASE:?}")
+                        }
+                    }
                 }
-            };
-            if let Some(score) = again {
-                index_at(&self.conn, &index, &topic, score).await?;
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "moving scheduled messages failed; retrying in 1 s");
+                    // Sooner than the lease: by Redis' clock, which the take used.
+                    if let Err(e) = index_at(&self.conn, &index, topic, now + 1000).await {
+                        tracing::warn!(topic = %topic, error = %e, "could not re-index scheduled messages; retrying in {LEASE:?}");
+                    }
+                }
             }
         }
-        Ok((full, next))
+        Ok((more, next))
     }
 
-    /// Indexes every topic with scheduled messages as due now (the next pass moves what is
-    /// due and indexes each at its next message).
+    /// Ends this mover's `lease` on `topic`, then indexes the topic at its earliest message,
+    /// looked at after the release: a message stored meanwhile (whose producer's index entry
+    /// did not lower the lease, being later than it) is seen. Returns that earliest due time.
+    async fn release(&self, index: &str, topic: &Topic, lease: i64) -> Result<Option<i64>, StreamError> {
+        let _: i64 = RELEASE_DUE_TOPIC
+            .run(&self.conn, vec![index.to_owned()], vec![Value::from(topic.as_str()), Value::from(lease)])
+            .await?;
+        let set = self.conn.namespace().scheduled_set(topic);
+        let first: Vec<Value> =
+            call::<Value>(&self.conn, "ZRANGE", &set, Args::new().arg(0).arg(0).arg("WITHSCORES")).await?.into_array();
+        let earliest = first.get(1).and_then(|v| v.as_f64()).map(|ms| ms as i64);
+        if let Some(score) = earliest {
+            index_at(&self.conn, index, topic, score).await?;
+        }
+        Ok(earliest)
+    }
+
+    /// Indexes topics with scheduled messages that the index misses, now and every
+    /// [`SWEEP_EVERY`] (a minute after a failure).
+    async fn sweep_forever(&self) {
+        loop {
+            let wait = match self.index_unindexed().await {
+                Ok(()) => SWEEP_EVERY,
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for scheduled messages missing from the due index failed");
+                    Duration::from_secs(60)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Adds every topic with scheduled messages that is not in the index, as due now (the
+    /// next pass moves what is due and indexes it at its earliest message).
     async fn index_unindexed(&self) -> Result<(), StreamError> {
         let topics = crate::Admin::new(self.conn.clone()).scheduled_topics().await?;
         let index = self.conn.namespace().schedule_index();
         for chunk in topics.chunks(500) {
-            let mut args = Args::new().arg("LT");
+            let mut args = Args::new().arg("NX");
             for topic in chunk {
                 args.push(0);
                 args.push(topic.as_str());
@@ -250,9 +295,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Moves due messages of `topic` forever, checking at least every `poll`. Workers run
-    /// this for their topics while they consume them; run it yourself only for topics
-    /// no worker consumes yet.
+    /// Moves due messages of `topic` forever, checking at least every `poll`, without the due
+    /// index (workers run [`Self::run_due`] for every topic instead).
     pub async fn run(&self, topic: &Topic, poll: Duration) {
         loop {
             let wait = match self.move_due(topic, 1000).await {
@@ -326,6 +370,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Most topics a mover takes off the index at once.
 const TOPICS_PER_TAKE: usize = 100;
 
+/// How long a mover holds the topics it took: if it dies (or loses the reply of the take),
+/// another mover takes them after this.
+const LEASE: Duration = Duration::from_secs(30);
+
 /// Indexes `topic` at `score` (due milliseconds), unless it is indexed earlier already.
 pub(crate) async fn index_at(conn: &Connection, index: &str, topic: &Topic, score: i64) -> Result<(), StreamError> {
     let _: Value = call(conn, "ZADD", index, Args::new().arg("LT").arg(score).arg(topic.as_str())).await?;
@@ -339,11 +387,7 @@ pub(crate) async fn move_due_until_stopped(
     poll: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let scheduler = Scheduler::new(conn);
-    tokio::select! {
-        () = scheduler.run_due(poll) => {}
-        () = stop.cancelled() => {}
-    }
+    Scheduler::new(conn).run_due_until(poll, &stop).await;
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ script!(SET_RETENTION, "set_retention");
 script!(REPLAY_DEAD_LETTER, "replay_dead_letter");
 script!(SCHEDULE, "schedule");
 script!(TAKE_DUE_TOPICS, "take_due_topics");
+script!(RELEASE_DUE_TOPIC, "release_due_topic");
 script!(REGISTER_TOPICS, "register_topics");
 script!(NEW_TOPICS, "new_topics");
 script!(MOVE_DUE, "move_due");

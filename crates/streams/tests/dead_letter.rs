@@ -373,3 +373,26 @@ async fn an_entry_too_large_to_be_a_message_is_dead_lettered_as_a_bounded_prefix
     assert!(matches!(err, tributary_streams::StreamError::NothingToReplay { .. }), "{err:?}");
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn replayed_dead_letters_are_trimmed_by_the_topics_retention() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for n in 0..10 {
+        producer.publish("jobs", &Order { n, key: String::new() }).await.unwrap();
+    }
+    let worker = Worker::builder(conn.clone(), "g")
+        .on("jobs", |_o: Order, _ctx: Context| async { Err::<(), _>(HandlerError::reject("no")) })
+        .build()
+        .unwrap()
+        .start();
+    assert_eq!(tokio::time::timeout(PATIENCE, worker.settled(10)).await.unwrap().dead_lettered, 10);
+    worker.shutdown().await;
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("jobs", tributary_streams::Retention::max_len(3)).await.unwrap();
+    let report = DeadLetters::new(conn.clone(), "jobs").unwrap().replay_all().await.unwrap();
+    assert_eq!(report.replayed, 10);
+    // 10 handled entries and 10 replayed ones, trimmed once after the replay.
+    assert_eq!(admin.len("jobs").await.unwrap(), 3);
+}

@@ -201,7 +201,8 @@ impl WorkerBuilder {
     }
 
     /// Registers `handler` for every topic matching the glob `pattern` (`orders.*`), including
-    /// topics created after the worker started (found every `pattern_refresh`).
+    /// topics created after the worker started: found within `pattern_refresh` when a
+    /// Tributary producer created them (it registers them), within 10 minutes otherwise.
     pub fn handler_pattern(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
         self.patterns.push((pattern.into(), Arc::new(handler), RouteOptions::default()));
         self

@@ -150,7 +150,7 @@ impl Worker {
         let shared = Arc::new(shared);
         // One scheduled-message mover per worker, whatever its number of topics: it waits on
         // the namespace's due index (see `schedule.rs`).
-        let _mover = shared.config.schedule_poll.map(|poll| {
+        let mover = shared.config.schedule_poll.map(|poll| {
             let (conn, stop) = (self.conn.clone(), shared.stop.clone());
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::schedule::move_due_until_stopped(
                 conn, poll, stop,
@@ -190,6 +190,10 @@ impl Worker {
             }
         }
         while loops.join_next().await.is_some() {}
+        if let Some(mover) = mover {
+            // It stops after the pass under way (bounded: a lease it leaves runs out anyway).
+            let _ = tokio::time::timeout(Duration::from_secs(5), mover).await;
+        }
     }
 }
 

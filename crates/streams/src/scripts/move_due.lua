@@ -3,8 +3,7 @@
 -- message leaves the scheduled set in the same step. "Now" is Redis' clock, shared by all.
 -- KEYS[1] scheduled set, KEYS[2] scheduled data hash, KEYS[3] topic stream (same hash tag)
 -- ARGV[1] most messages to move
--- Returns {moved, ms until the next due message or -1 when none is left, its due time in ms
--- or -1}.
+-- Returns {moved, ms until the next due message or -1 when none is left}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -25,6 +24,6 @@ for _, id in ipairs(due) do
 end
 local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if next_due[2] then
-  return {moved, math.max(0, tonumber(next_due[2]) - now), tonumber(next_due[2])}
+  return {moved, math.max(0, tonumber(next_due[2]) - now)}
 end
-return {moved, -1, -1}
+return {moved, -1}
