@@ -200,10 +200,22 @@ pub async fn child(args: &ChildArgs, o: &Options) -> Result<Value, BoxError> {
 /// # Errors
 /// When the file or the field cannot be read (not Linux).
 pub fn status_kib(field: &str) -> Result<u64, BoxError> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    kib_in_status("/proc/self/status", field)
+}
+
+/// [`status_kib`] of process `pid` (a child the benchmark started).
+///
+/// # Errors
+/// When `/proc/<pid>/status` or the field cannot be read (not Linux, or the process is gone).
+pub fn status_kib_of(pid: u32, field: &str) -> Result<u64, BoxError> {
+    kib_in_status(&format!("/proc/{pid}/status"), field)
+}
+
+fn kib_in_status(path: &str, field: &str) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(path)?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/self/status").into())
+        .ok_or_else(|| format!("no {field} in {path}").into())
 }
