@@ -27,7 +27,7 @@ const GROUP: &str = "bench";
 const RAW_GROUP: &str = "raw";
 const LIMIT_MIB: f64 = 64.0;
 
-/// Arguments the `memory` scenario passes to its consumer process.
+/// Arguments the `memory` and `many-topics` scenarios pass to their child process.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ChildArgs {
     /// Redis URL.
@@ -36,10 +36,10 @@ pub struct ChildArgs {
     /// Key namespace.
     #[arg(long, hide = true)]
     pub child_namespace: Option<String>,
-    /// Entries to drain.
+    /// Entries to drain (`memory`).
     #[arg(long, hide = true)]
     pub child_count: Option<u64>,
-    /// Drain with the hand-written fred loop instead of a `Worker`.
+    /// Drain with the hand-written fred loop instead of a `Worker` (`memory`).
     #[arg(long, hide = true)]
     pub child_baseline: bool,
 }
