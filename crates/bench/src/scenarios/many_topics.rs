@@ -385,9 +385,15 @@ fn tcp_connections(pid: u32) -> Option<u64> {
 /// When `/proc/self/limits` cannot be read (not Linux).
 fn open_files_limit() -> Result<(u64, u64), BoxError> {
     let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).ok_or("no open files limit")?;
-    let mut values = line["Max open files".len()..].split_whitespace().map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
-    Ok((values.next().unwrap_or(u64::MAX), values.next().unwrap_or(u64::MAX)))
+    Ok(open_files_in(&limits).ok_or("no open files limit in /proc/self/limits")?)
+}
+
+/// Soft and hard limit of the `Max open files` line of a `/proc/<pid>/limits` text
+/// (`unlimited` as `u64::MAX`).
+fn open_files_in(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let mut values = line.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
+    Some((values.next()?, values.next()?))
 }
 
 fn command(name: &'static str) -> CustomCommand {
@@ -397,13 +403,17 @@ fn command(name: &'static str) -> CustomCommand {
 /// Id and last command of every client of the server (`CLIENT LIST`).
 async fn client_list(fred: &Client) -> Result<Vec<(u64, String)>, BoxError> {
     let list: String = fred.custom(command("CLIENT"), vec!["LIST"]).await?;
-    Ok(list
-        .lines()
+    Ok(clients_in(&list))
+}
+
+/// Id and last command of every line of a `CLIENT LIST` reply.
+fn clients_in(list: &str) -> Vec<(u64, String)> {
+    list.lines()
         .filter_map(|line| {
             let field = |name: &str| line.split(' ').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
             Some((field("id")?.parse().ok()?, field("cmd").unwrap_or("?").to_owned()))
         })
-        .collect())
+        .collect()
 }
 
 /// Raises the server's `maxclients` to `wanted` when it is lower; returns the previous value to
@@ -624,4 +634,27 @@ pub async fn child(args: &ChildArgs, o: &Options) -> Result<(), BoxError> {
     emit(&json!({ "event": "stopped", "shutdown_seconds": stop.elapsed().as_secs_f64() }))?;
     conn.quit().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_list_lines_give_id_and_last_command() {
+        let list = "id=3 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= age=2 idle=0 flags=N db=0 \
+                    cmd=client|list user=default\r\n\
+                    id=17 addr=127.0.0.1:50002 laddr=127.0.0.1:6379 fd=9 name= age=1 idle=1 flags=b db=0 \
+                    cmd=xreadgroup user=default\r\n";
+        assert_eq!(clients_in(list), vec![(3, "client|list".to_owned()), (17, "xreadgroup".to_owned())]);
+    }
+
+    #[test]
+    fn open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95432                95432                processes \n\
+                      Max open files            1024                 unlimited            files     \n";
+        assert_eq!(open_files_in(limits), Some((1024, u64::MAX)));
+        assert!(open_files_limit().is_ok());
+    }
 }
