@@ -148,12 +148,25 @@ pub fn context_switches() -> u64 {
 /// # Errors
 /// When `/proc/self/stat` cannot be read (not Linux).
 pub fn process_cpu() -> Result<Duration, BoxError> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    cpu_in_stat("/proc/self/stat")
+}
+
+/// User + system time so far of process `pid` (every thread; a child the benchmark started).
+///
+/// # Errors
+/// When `/proc/<pid>/stat` cannot be read (not Linux, or the process is gone).
+pub fn process_cpu_of(pid: u32) -> Result<Duration, BoxError> {
+    cpu_in_stat(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_in_stat(path: &str) -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string(path)?;
+    let malformed = || format!("malformed {path}");
     // Fields after the command name (which may contain spaces) start at field 3 (`state`);
     // utime and stime are fields 14 and 15, in clock ticks of 1/100 s (USER_HZ on Linux).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("malformed /proc/self/stat")?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(malformed)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or("malformed /proc/self/stat");
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(malformed);
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 

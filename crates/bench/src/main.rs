@@ -5,6 +5,7 @@
 //! cargo run --release -p tributary-bench -- publish
 //! cargo run --release -p tributary-bench -- all
 //! cargo run --release -p tributary-bench -- e2e --backlog 1000000
+//! cargo run --release -p tributary-bench -- many-topics --topics 2000
 //! ```
 //!
 //! Without `REDIS_URL` it starts a private `redis-server` (through the test kit) and stops it
@@ -18,7 +19,7 @@ use clap::Parser;
 use serde_json::json;
 use tributary_bench::env::Env;
 use tributary_bench::scenarios::memory::{self, ChildArgs};
-use tributary_bench::scenarios::{self, Options, Scenario};
+use tributary_bench::scenarios::{self, many_topics, Options, Scenario};
 
 /// Counts allocations for the `allocations_per_op` figures.
 #[global_allocator]
@@ -50,6 +51,16 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("memory child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if cli.scenario == Scenario::ManyTopicsChild {
+        // It prints its own lines, as the parent asks for them.
+        return match many_topics::child(&cli.child, &cli.options).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("many-topics child: {e}");
                 ExitCode::FAILURE
             }
         };

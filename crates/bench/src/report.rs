@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuUse;
 
@@ -19,8 +19,8 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
 }
 
-/// Percentiles of a histogram, in microseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Percentiles of a histogram, in microseconds (read back from a child process's line).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50: f64,

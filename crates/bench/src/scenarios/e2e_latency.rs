@@ -199,7 +199,7 @@ impl Side<'_> {
 ///
 /// # Errors
 /// The first failed send.
-async fn pace<F, Fut>(rate: u64, duration: Duration, base: Instant, send: F) -> Result<u64, BoxError>
+pub(crate) async fn pace<F, Fut>(rate: u64, duration: Duration, base: Instant, send: F) -> Result<u64, BoxError>
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
@@ -230,7 +230,7 @@ where
     Ok(sent)
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

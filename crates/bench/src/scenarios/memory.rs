@@ -27,7 +27,7 @@ const GROUP: &str = "bench";
 const RAW_GROUP: &str = "raw";
 const LIMIT_MIB: f64 = 64.0;
 
-/// Arguments the `memory` scenario passes to its consumer process.
+/// Arguments the `memory` and `many-topics` scenarios pass to their child process.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ChildArgs {
     /// Redis URL.
@@ -36,10 +36,10 @@ pub struct ChildArgs {
     /// Key namespace.
     #[arg(long, hide = true)]
     pub child_namespace: Option<String>,
-    /// Entries to drain.
+    /// Entries to drain (`memory`).
     #[arg(long, hide = true)]
     pub child_count: Option<u64>,
-    /// Drain with the hand-written fred loop instead of a `Worker`.
+    /// Drain with the hand-written fred loop instead of a `Worker` (`memory`).
     #[arg(long, hide = true)]
     pub child_baseline: bool,
 }
@@ -200,10 +200,22 @@ pub async fn child(args: &ChildArgs, o: &Options) -> Result<Value, BoxError> {
 /// # Errors
 /// When the file or the field cannot be read (not Linux).
 pub fn status_kib(field: &str) -> Result<u64, BoxError> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    kib_in_status("/proc/self/status", field)
+}
+
+/// [`status_kib`] of process `pid` (a child the benchmark started).
+///
+/// # Errors
+/// When `/proc/<pid>/status` or the field cannot be read (not Linux, or the process is gone).
+pub fn status_kib_of(pid: u32, field: &str) -> Result<u64, BoxError> {
+    kib_in_status(&format!("/proc/{pid}/status"), field)
+}
+
+fn kib_in_status(path: &str, field: &str) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(path)?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/self/status").into())
+        .ok_or_else(|| format!("no {field} in {path}").into())
 }

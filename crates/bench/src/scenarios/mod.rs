@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod e2e;
 pub mod e2e_latency;
+pub mod many_topics;
 pub mod memory;
 pub mod publish;
 pub mod publish_batch;
@@ -36,17 +37,25 @@ pub enum Scenario {
     Memory,
     /// Envelope encode/decode vs serde_json.
     Codec,
+    /// One pattern worker over many topics (`--topics`, default 10,000): its connections, idle
+    /// CPU and Redis commands, delivery latency and peak RSS. About 40 s by default (set-up,
+    /// 20 s idle, 10 s of latency), so `all` runs it, last; but its worker process holds one
+    /// connection per topic today, which `maxclients` and the open files limit must allow.
+    ManyTopics,
     /// Every scenario above, in this order: codec, publish, publish-batch, e2e, e2e-latency,
-    /// rpc, memory.
+    /// rpc, memory, many-topics.
     All,
     /// The consumer process of `memory` (started by it).
     #[value(hide = true)]
     MemoryChild,
+    /// The worker process of `many-topics` (started by it).
+    #[value(hide = true)]
+    ManyTopicsChild,
 }
 
 impl Scenario {
     /// The scenarios `all` runs, in order (quick ones first).
-    pub const EVERY: [Scenario; 7] = [
+    pub const EVERY: [Scenario; 8] = [
         Scenario::Codec,
         Scenario::Publish,
         Scenario::PublishBatch,
@@ -54,6 +63,7 @@ impl Scenario {
         Scenario::E2eLatency,
         Scenario::Rpc,
         Scenario::Memory,
+        Scenario::ManyTopics,
     ];
 
     /// The name on the command line and in the JSON line.
@@ -66,8 +76,10 @@ impl Scenario {
             Scenario::Rpc => "rpc",
             Scenario::Memory => "memory",
             Scenario::Codec => "codec",
+            Scenario::ManyTopics => "many-topics",
             Scenario::All => "all",
             Scenario::MemoryChild => "memory-child",
+            Scenario::ManyTopicsChild => "many-topics-child",
         }
     }
 }
@@ -144,7 +156,7 @@ pub struct Options {
     #[arg(long, default_value_t = 3.0, help_heading = "e2e-latency")]
     pub latency_seconds: f64,
 
-    /// e2e-latency: milliseconds at the start of each run not counted.
+    /// e2e-latency, many-topics: milliseconds at the start of each latency run not counted.
     #[arg(long, default_value_t = 500, help_heading = "e2e-latency")]
     pub warmup_ms: u64,
 
@@ -172,6 +184,22 @@ pub struct Options {
     /// context (`--memory-baseline=false` to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, help_heading = "memory")]
     pub memory_baseline: bool,
+
+    /// many-topics: topics the pattern worker consumes (`mt.0` ...), one message each at first.
+    #[arg(long, default_value_t = 10_000, help_heading = "many-topics")]
+    pub topics: u64,
+
+    /// many-topics: seconds the worker is measured idle (CPU, Redis commands).
+    #[arg(long, default_value_t = 20.0, help_heading = "many-topics")]
+    pub idle_secs: f64,
+
+    /// many-topics: messages per second in all during the latency phase, each to a random topic.
+    #[arg(long, default_value_t = 2_000, help_heading = "many-topics")]
+    pub many_topics_rate: u64,
+
+    /// many-topics: seconds of publishing in the latency phase.
+    #[arg(long, default_value_t = 10.0, help_heading = "many-topics")]
+    pub many_topics_seconds: f64,
 
     /// codec: encodes and decodes per round.
     #[arg(long, default_value_t = 200_000, help_heading = "codec")]
@@ -244,7 +272,7 @@ pub fn rate_of(run: Option<&Run>) -> String {
     run.map_or_else(|| "-".to_owned(), |r| format!("{:.0}/s", r.rate()))
 }
 
-/// Runs one scenario (not `all`, not the memory child).
+/// Runs one scenario (not `all`, not a child process).
 ///
 /// # Errors
 /// When Redis fails, a side errs, or a run does not finish in time.
@@ -257,7 +285,10 @@ pub async fn run(scenario: Scenario, env: &Env, options: &Options) -> Result<Rep
         Scenario::Rpc => rpc::run(env, options).await,
         Scenario::Memory => memory::run(env, options).await,
         Scenario::Codec => codec::run(options),
-        Scenario::All | Scenario::MemoryChild => Err(format!("`{}` is not a single scenario", scenario.name()).into()),
+        Scenario::ManyTopics => many_topics::run(env, options).await,
+        Scenario::All | Scenario::MemoryChild | Scenario::ManyTopicsChild => {
+            Err(format!("`{}` is not a single scenario", scenario.name()).into())
+        }
     }
 }
 
