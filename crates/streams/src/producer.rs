@@ -281,7 +281,7 @@ impl<C: Codec> Producer<C> {
     async fn publish_on(
         &self,
         client: &Client,
-        target: &Target,
+        target: &Arc<Target>,
         envelope: &EnvelopeRef<'_>,
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
@@ -338,55 +338,31 @@ impl<C: Codec> Producer<C> {
         })
     }
 
-    /// The stored retention of `target`'s topic: as last read while that is recent enough
-    /// (no I/O, the hot path), else read again now (see
-    /// [`ProducerBuilder::retention_refresh`]). While one publish reads it, concurrent ones use
-    /// the value before. A failed read is logged and counts as a read (it is tried again after
-    /// `retention_refresh`, not on every publish): the topic keeps the retention it had, none
-    /// before the first read succeeds, and none when what is stored cannot be read (a retention
-    /// this producer does not understand must not make it remove entries).
-    async fn retention(&self, target: &Target) -> Option<Retention> {
+    /// The stored retention of `target`'s topic: as last read (no I/O, the hot path). The first
+    /// publish to a topic reads it (every concurrent first one too); after that, the first
+    /// publish past [`ProducerBuilder::retention_refresh`] starts a read in the background and
+    /// goes on with the value it has, so no publish waits for a refresh. A failed read is
+    /// logged and counts as a read (tried again after `retention_refresh`): the topic keeps
+    /// the retention it had, none before the first read succeeds, and none when what is stored
+    /// cannot be read (a retention this producer does not understand must not make it remove
+    /// entries).
+    async fn retention(&self, target: &Arc<Target>) -> Option<Retention> {
         let cache = &target.retention;
         let last = *cache.last.read().expect("retention cache lock");
-        if let Some((retention, read_at)) = last {
-            if read_at.elapsed() < self.shared.retention_refresh || cache.refreshing.swap(true, Ordering::AcqRel) {
-                return retention;
+        match last {
+            Some((retention, read_at)) => {
+                if read_at.elapsed() >= self.shared.retention_refresh && !cache.refreshing.swap(true, Ordering::AcqRel)
+                {
+                    let (conn, target) = (self.conn.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let _refreshing = Refreshing(&target.retention.refreshing);
+                        look_up(&conn, &target, retention).await;
+                    });
+                }
+                retention
             }
+            None => look_up(&self.conn, target, None).await,
         }
-        // The first publish to the topic (every concurrent one reads it too, once), or the one
-        // that refreshes it.
-        let _refreshing = last.is_some().then(|| Refreshing(&cache.refreshing));
-        let previous = last.and_then(|(retention, _)| retention);
-        // The bound counts from when the read was asked for, not from its answer.
-        let asked_at = Instant::now();
-        // The topic is registered (for workers' topic patterns) at the same moments, in
-        // parallel: on the first publish, and again at each refresh, so a registry lost with
-        // Redis' data is filled again.
-        let topics = [&target.topic];
-        let (stored, registered) = tokio::join!(
-            crate::retention::stored(&self.conn, &target.topic),
-            crate::registry::register(&self.conn, &topics),
-        );
-        if let Err(e) = registered {
-            tracing::warn!(topic = %target.topic, error = %e, "could not register the topic; pattern workers find it by their next scan");
-        }
-        let retention = match stored {
-            Ok(stored) => stored,
-            Err(e @ StreamError::InvalidRetention { .. }) => {
-                tracing::warn!(topic = %target.topic, error = %e, "not trimming the topic");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(topic = %target.topic, error = %e, "cannot read the topic's retention; keeping what it was");
-                previous
-            }
-        };
-        let mut last = cache.last.write().expect("retention cache lock");
-        // Concurrent first reads may answer out of order: the newest read wins.
-        if last.map_or(true, |(_, read_at)| read_at <= asked_at) {
-            *last = Some((retention, asked_at));
-        }
-        retention
     }
 
     /// Waits until `replicas` replicas have everything `client`'s connection wrote, up to
@@ -573,6 +549,38 @@ impl<C: Codec> Producer<C> {
             }
         }
     }
+}
+
+/// Reads `target`'s stored retention into its cache and returns it (`previous` is kept when
+/// the read fails). The topic is registered (for workers' topic patterns) at the same moments,
+/// in parallel: on the first publish, and again at each refresh, so a registry lost with
+/// Redis' data is filled again.
+async fn look_up(conn: &Connection, target: &Target, previous: Option<Retention>) -> Option<Retention> {
+    // The bound counts from when the read was asked for, not from its answer.
+    let asked_at = Instant::now();
+    let topics = [&target.topic];
+    let (stored, registered) =
+        tokio::join!(crate::retention::stored(conn, &target.topic), crate::registry::register(conn, &topics));
+    if let Err(e) = registered {
+        tracing::warn!(topic = %target.topic, error = %e, "could not register the topic; pattern workers find it by their next scan");
+    }
+    let retention = match stored {
+        Ok(stored) => stored,
+        Err(e @ StreamError::InvalidRetention { .. }) => {
+            tracing::warn!(topic = %target.topic, error = %e, "not trimming the topic");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(topic = %target.topic, error = %e, "cannot read the topic's retention; keeping what it was");
+            previous
+        }
+    };
+    let mut last = target.retention.last.write().expect("retention cache lock");
+    // Concurrent first reads may answer out of order: the newest read wins.
+    if last.map_or(true, |(_, read_at)| read_at <= asked_at) {
+        *last = Some((retention, asked_at));
+    }
+    retention
 }
 
 /// Appends each encoded field to a command's arguments (for [`Version::encode_fields`](tributary_core::wire::Version::encode_fields)).
