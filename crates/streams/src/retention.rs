@@ -284,7 +284,9 @@ impl Retention {
             None => Err(format!("field `{name}` is missing")),
             Some(other) => Err(format!("field `{name}` is `{other}`, not 0 or 1")),
         };
-        Ok(Some(Self { limit, safe: flag("safe", safe)?, approximate: flag("approximate", approximate)? }))
+        // `approximate` only changes how a trim on demand removes entries: absent is off.
+        let approximate = if approximate.is_none() { false } else { flag("approximate", approximate)? };
+        Ok(Some(Self { limit, safe: flag("safe", safe)?, approximate }))
     }
 }
 
@@ -417,9 +419,11 @@ mod tests {
         assert!(refused([Some("1"), Some("10"), Some("5"), None, None, None]).contains("more than one"));
         assert!(refused([Some("1"), Some("ten"), None, None, None, None]).contains("`max_len` is `ten`"));
         assert!(refused([Some("1"), Some("10"), None, None, Some("yes"), None]).contains("`safe` is `yes`"));
-        // Fields added later by a compatible version are not asked for, so they do not matter;
-        // a missing flag is off.
-        let plain = Retention::from_fields(&fields([Some("1"), Some("10"), None, None, None, None]));
+        // A missing `safe` is refused (reading it as "not safe" could remove unread entries); a
+        // missing `approximate` is off. Fields added later by a compatible version are not
+        // asked for, so they do not matter.
+        assert!(refused([Some("1"), Some("10"), None, None, None, None]).contains("`safe` is missing"));
+        let plain = Retention::from_fields(&fields([Some("1"), Some("10"), None, None, Some("0"), None]));
         assert_eq!(plain, Ok(Some(Retention::max_len(10))));
     }
 }
