@@ -86,19 +86,16 @@ fn cap(retention: Option<Retention>) -> XCap {
     retention.map_or_else(|| XCap::from(None), |r| r.xadd_cap(SystemTime::now()))
 }
 
-/// A topic's stored retention as this producer last read it. Publishes use it without asking
-/// Redis; the first publish after `retention_refresh` reads it again (one `HMGET`) while
-/// concurrent publishes go on with the value they have.
+/// A topic's stored retention as this producer last read it (see `Producer::retention`).
 #[derive(Debug, Default)]
 struct CachedRetention {
     /// The retention and when it was read; `None` before the first read.
     last: RwLock<Option<(Option<Retention>, Instant)>>,
-    /// A publish is reading it again.
+    /// A background read of it is under way.
     refreshing: AtomicBool,
 }
 
-/// Clears [`CachedRetention::refreshing`] when the publish that set it finishes or is dropped
-/// mid-read, so a cancelled publish cannot stop every later refresh.
+/// Clears [`CachedRetention::refreshing`] when the background read ends, however it ends.
 struct Refreshing<'a>(&'a AtomicBool);
 
 impl Drop for Refreshing<'_> {
@@ -108,8 +105,10 @@ impl Drop for Refreshing<'_> {
 }
 
 /// Topics remembered per producer; beyond this the cache starts over (a producer that
-/// publishes to ever new topic names must not grow without bound).
-const MAX_TARGETS: usize = 4096;
+/// publishes to ever new topic names must not grow without bound). A few hundred bytes each:
+/// large enough that a producer over tens of thousands of topics does not start over (and
+/// read each topic's retention again) all the time.
+const MAX_TARGETS: usize = 65_536;
 
 impl Producer<MsgPack> {
     /// A producer with default settings: MessagePack, topics' stored retention read again
@@ -157,11 +156,12 @@ impl<C: Codec> ProducerBuilder<C> {
     /// Defaults to 5 s.
     ///
     /// Retention is the topic's, stored with it by
-    /// [`Admin::set_retention`](crate::Admin::set_retention); every producer applies it. The
-    /// first publish to a topic reads it (one `HMGET` before the `XADD`); after that a publish
-    /// uses the value read at most this long ago, and the first publish past it reads it again,
-    /// so a change reaches every producer within this bound (plus that one round trip) without a
-    /// read per publish. A topic with no stored retention is not trimmed.
+    /// [`Admin::set_retention`](crate::Admin::set_retention); every producer applies it. A
+    /// publish uses the value read at most this long ago, so a change reaches every producer
+    /// within this bound (plus one round trip), without a read per publish: the first publish
+    /// to a topic, and one after a quiet spell longer than this, reads it before its `XADD`;
+    /// past half of it, a publish starts a read in the background, so a topic published to
+    /// more often never waits for one. A topic with no stored retention is not trimmed.
     pub fn retention_refresh(mut self, every: Duration) -> Self {
         self.retention_refresh = every;
         self
@@ -338,29 +338,36 @@ impl<C: Codec> Producer<C> {
         })
     }
 
-    /// The stored retention of `target`'s topic: as last read (no I/O, the hot path). The first
-    /// publish to a topic reads it (every concurrent first one too); after that, the first
-    /// publish past [`ProducerBuilder::retention_refresh`] starts a read in the background and
-    /// goes on with the value it has, so no publish waits for a refresh. A failed read is
-    /// logged and counts as a read (tried again after `retention_refresh`): the topic keeps
-    /// the retention it had, none before the first read succeeds, and none when what is stored
-    /// cannot be read (a retention this producer does not understand must not make it remove
-    /// entries).
+    /// The stored retention of `target`'s topic, never older than
+    /// [`ProducerBuilder::retention_refresh`]: as last read while it is younger than half of
+    /// that (no I/O, the hot path); past half, the publish starts a read in the background and
+    /// goes on with the value it has (so a busy topic never waits); past the whole of it (the
+    /// first publish to a topic, or after a quiet spell), the publish reads it itself. A failed
+    /// read is logged and counts as a read: the topic keeps the retention it had, none before
+    /// the first read succeeds, and none when what is stored cannot be read (a retention this
+    /// producer does not understand must not make it remove entries).
     async fn retention(&self, target: &Arc<Target>) -> Option<Retention> {
         let cache = &target.retention;
         let last = *cache.last.read().expect("retention cache lock");
+        let refresh = self.shared.retention_refresh;
         match last {
-            Some((retention, read_at)) => {
-                if read_at.elapsed() >= self.shared.retention_refresh && !cache.refreshing.swap(true, Ordering::AcqRel)
-                {
-                    let (conn, target) = (self.conn.clone(), target.clone());
-                    tokio::spawn(async move {
-                        let _refreshing = Refreshing(&target.retention.refreshing);
-                        look_up(&conn, &target, retention).await;
-                    });
+            Some((retention, read_at)) if read_at.elapsed() < refresh => {
+                if read_at.elapsed() >= refresh / 2 && !cache.refreshing.swap(true, Ordering::AcqRel) {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => {
+                            let (conn, target) = (self.conn.clone(), target.clone());
+                            runtime.spawn(async move {
+                                let _refreshing = Refreshing(&target.retention.refreshing);
+                                look_up(&conn, &target, retention).await;
+                            });
+                        }
+                        // Polled outside a Tokio runtime: read it here, next time.
+                        Err(_) => cache.refreshing.store(false, Ordering::Release),
+                    }
                 }
                 retention
             }
+            Some((retention, _)) => look_up(&self.conn, target, retention).await,
             None => look_up(&self.conn, target, None).await,
         }
     }

@@ -498,3 +498,21 @@ async fn replicated_publish_never_confirms_writes_the_replicas_do_not_have() {
     }
     producer.message("payments", &4u32).replicated(2, Duration::from_secs(5)).send().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_producer_idle_longer_than_its_refresh_applies_the_retention_stored_now() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.set_retention("metrics", Retention::max_len(5)).await.unwrap();
+    let refresh = Duration::from_millis(300);
+    let producer = Producer::builder(conn.clone()).retention_refresh(refresh).build().unwrap();
+    producer.publish("metrics", &Order { n: 0, key: String::new() }).await.unwrap();
+    // The retention is cleared while the producer is quiet for longer than its refresh.
+    admin.clear_retention("metrics").await.unwrap();
+    tokio::time::sleep(refresh * 2).await; // the quiet spell itself, not a wait for a condition
+                                           // Its next publish must not apply the old cap (`MAXLEN ~ 5` would remove whole nodes of
+                                           // 100 entries from these): all of them stay.
+    producer.publish_batch("metrics", &orders(300)).await.unwrap();
+    assert_eq!(admin.len("metrics").await.unwrap(), 301);
+}

@@ -32,7 +32,7 @@
 //! SET`, put back afterwards), and the child's soft limit of open files (up to the hard limit,
 //! through `sh -c 'ulimit -n ..'`).
 //!
-//! About 40 s with the defaults on 2 cores (`all` runs it last): a few seconds of set-up for
+//! About 40 s with the defaults on 2 cores (not part of `all`): a few seconds of set-up for
 //! 10,000 topics, `--idle-secs`, `--many-topics-seconds`, and the worker's shutdown.
 
 use std::collections::{BTreeMap, HashSet};
@@ -140,7 +140,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let ns = conn.namespace();
     let mut keys: Vec<String> =
         (0..o.topics).filter_map(|i| Topic::new(topic_name(i)).ok()).map(|t| ns.topic_stream(&t)).collect();
-    keys.extend([ns.topic_registry(), ns.topic_registry_seq()]);
+    keys.extend([ns.topic_registry(), ns.topic_registry_seq(), ns.topic_registry_epoch(), ns.schedule_index()]);
     delete_keys(&fred, &keys).await;
     let _ = fred.quit().await;
     conn.quit().await;
@@ -428,6 +428,8 @@ async fn raise_maxclients(fred: &Client, wanted: u64, notes: &mut Vec<String>) -
     let wanted = wanted.to_string();
     match fred.custom::<RedisValue, _>(command("CONFIG"), vec!["SET", "maxclients", &wanted]).await {
         Ok(_) => {
+            // Put back at the end; said here too, for a run that is interrupted.
+            eprintln!("many-topics: raised maxclients from {previous} to {wanted}; if this run is interrupted, undo it with `CONFIG SET maxclients {previous}`");
             notes.push(format!("raised the server's maxclients from {previous} to {wanted} for the run"));
             Some(previous)
         }
