@@ -111,7 +111,12 @@ async fn a_request_sent_with_no_server_up_is_answered_when_one_starts() {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, Answer>("echo", "echo", &Echo { n: 42 }).await })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await; // the point of the test: nobody serves yet
+    // The request is stored while nobody serves: the call waits for its answer.
+    let requests = format!("{}:{{rpc.echo}}", redis.namespace());
+    wait_until(Duration::from_secs(10), "the request stored", || async {
+        redis.cli(&["XLEN", &requests]).trim() == "1"
+    })
+    .await;
     assert!(!call.is_finished());
     let server = echo_server(&conn, "late", Arc::new(AtomicU64::new(0)));
     let answer = call.await.unwrap().unwrap();
