@@ -99,20 +99,7 @@ async fn a_pattern_subscription_picks_up_topics_created_later() {
     producer.publish("sensor.kitchen", &Order { n: 1, key: String::new() }).await.unwrap();
     producer.publish("other", &Order { n: 99, key: String::new() }).await.unwrap();
     let seen = Seen::new();
-    let s = seen.clone();
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .pattern_refresh(Duration::from_millis(100))
-        .on_pattern("sensor.*", move |o: Order, ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.push((ctx.topic().to_owned(), o.n));
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
+    let worker = pattern_worker(&conn, &seen);
     seen.wait_for(1, "existing topic").await;
     producer.publish("sensor.garage", &Order { n: 2, key: String::new() }).await.unwrap();
     seen.wait_for(2, "topic created after start").await;
@@ -142,16 +129,6 @@ async fn a_pattern_finds_reserved_topics_only_when_it_starts_with_their_prefix()
     assert_eq!(matching("*".to_owned()).await, ["orders"]);
     assert_eq!(matching(format!("{prefix}*")).await, [reserved.as_str()]);
     assert_eq!(names(admin.topics().await.unwrap()), ["orders", reserved.as_str()]);
-}
-
-/// `calls=` of one command in `INFO commandstats`.
-fn command_calls(redis: &TestRedis, command: &str) -> u64 {
-    let info = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 fn pattern_worker(conn: &tributary_core::Connection, seen: &Seen<(String, u64)>) -> tributary_streams::WorkerHandle {

@@ -162,16 +162,6 @@ async fn scheduled_messages_survive_a_redis_restart() {
     worker.shutdown().await;
 }
 
-/// `calls=` of one command in `INFO commandstats` (commands run inside scripts count too).
-fn command_calls(redis: &TestRedis, command: &str) -> u64 {
-    let info = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test]
 async fn an_idle_mover_does_not_poll_every_topic() {
     let redis = TestRedis::start().await;

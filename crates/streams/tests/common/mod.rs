@@ -61,3 +61,13 @@ pub struct Order {
     pub n: u64,
     pub key: String,
 }
+
+/// `calls=` of one command in `INFO commandstats` (commands run inside scripts count too).
+pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
