@@ -154,24 +154,30 @@ pub(crate) fn parse_entries(command: &'static str, v: Value) -> Result<Vec<RawEn
 
 /// Parses an `XREAD`/`XREADGROUP` reply for a single stream (nil when BLOCK timed out).
 pub(crate) fn parse_read_reply(command: &'static str, v: Value) -> Result<Vec<RawEntry>, RedisError> {
+    Ok(parse_read_streams(command, v)?.into_iter().flat_map(|(_, entries)| entries).collect())
+}
+
+/// Parses an `XREAD`/`XREADGROUP` reply for several streams: each stream that had entries,
+/// by key (nil, no stream at all, when BLOCK timed out).
+pub(crate) fn parse_read_streams(command: &'static str, v: Value) -> Result<Vec<(Bytes, Vec<RawEntry>)>, RedisError> {
+    let bad = || RedisError::unexpected_reply(command, "expected [stream, entries]");
     match v {
         Value::Null => Ok(Vec::new()),
         Value::Array(streams) => {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(streams.len());
             for s in streams {
-                let Value::Array(mut kv) = s else {
-                    return Err(RedisError::unexpected_reply(command, "expected [stream, entries]"));
-                };
+                let Value::Array(mut kv) = s else { return Err(bad()) };
                 let entries = kv.pop().unwrap_or(Value::Null);
-                out.extend(parse_entries(command, entries)?);
+                let key = kv.pop().and_then(bytes_of).ok_or_else(bad)?;
+                out.push((key, parse_entries(command, entries)?));
             }
             Ok(out)
         }
         // RESP3 servers answer a map of stream -> entries.
         Value::Map(map) => {
             let mut out = Vec::new();
-            for (_, entries) in map.inner() {
-                out.extend(parse_entries(command, entries)?);
+            for (key, entries) in map.inner() {
+                out.push((Bytes::copy_from_slice(key.as_bytes()), parse_entries(command, entries)?));
             }
             Ok(out)
         }

@@ -6,6 +6,7 @@
 
 // Where things live (for maintainers; CONTRIBUTING.md has the whole map):
 // - `topic.rs`: the consumer loop of one topic (group creation, reads, drain);
+// - `reader.rs`: the shared reader: one blocking read for all topics of a worker;
 // - `group.rs`: re-creating a lost consumer group;
 // - `dispatch.rs`: handing read entries to handlers (batches, per-key lanes);
 // - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
@@ -23,6 +24,7 @@ mod group;
 mod handler;
 mod layer;
 mod process;
+mod reader;
 mod retry;
 mod route;
 mod stats;
@@ -125,6 +127,12 @@ impl Worker {
             stopped_at: stopped_at.clone(),
             hard_stop: hard_stop.clone(),
             budget: Arc::new(topic::Budget::new(self.config.limit)),
+            readers: reader::Readers::new(
+                self.conn.clone(),
+                &self.group,
+                &self.config.consumer_name,
+                self.config.block_for,
+            ),
         };
         let consumer = self.config.consumer_name.clone();
         let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;

@@ -11,8 +11,6 @@ use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use fred::clients::Client;
-use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::Server;
 use fred::types::Value;
 use tokio::sync::broadcast::{self, error::TryRecvError};
@@ -20,22 +18,22 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tributary_core::id::IdHasher;
-use tributary_core::{Connection, Dedicated, EntryId, RedisError, Topic};
+use tributary_core::{Connection, EntryId, Topic};
 
 use super::ack::{AckRequest, DeadLetterReason};
 use super::builder::ConsumerConfig;
 use super::dispatch::{Job, JobBody, Lane, Taken};
 use super::handler::{Handler, Origin};
+use super::reader::{Outcome, ReaderLink};
 use super::route::RouteOptions;
 use super::stats::Stats;
-use crate::redis::{command, parse_read_reply, RawEntry};
 use crate::scripts::{DELETE_CONSUMER_IF_EMPTY, RELEASE_OWNED};
 
 /// Bounds on a graceful stop's own steps, for when Redis is unreachable: ending the blocked
 /// read takes at most this; flushing acks, handing back unstarted entries and leaving the group
 /// take at most twice this together. (`WorkerHandle::shutdown` allows 3 s beyond
 /// `shutdown_timeout`.)
-const STOP_STEP: Duration = Duration::from_millis(750);
+pub(crate) const STOP_STEP: Duration = Duration::from_millis(750);
 
 /// Resources one worker shares between its topics.
 pub(crate) struct Shared {
@@ -51,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Entries this worker may still take (`WorkerBuilder::limit`), across its topics.
     pub(crate) budget: Arc<Budget>,
+    /// The blocking reads of all its topics (`reader.rs`).
+    pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
     pub(crate) prepared: Arc<tokio::sync::watch::Sender<usize>>,
 }
@@ -101,7 +101,7 @@ impl Slots {
 }
 
 /// How asking Redis to end a blocked read went.
-enum Unblock {
+pub(crate) enum Unblock {
     Done,
     /// Redis refused (no permission), or the read was not blocked yet: it ends at `BLOCK`.
     Refused,
@@ -132,8 +132,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) handler: Arc<dyn Handler>,
     /// Topic, group and consumer name, shared by every message's `Context`.
     pub(crate) origin: Arc<Origin>,
-    /// Group, consumer name and stream key as arguments of `XREADGROUP`.
-    read_args: [Value; 3],
+    /// This topic's place in the worker's shared reads (`reader.rs`).
+    reader: ReaderLink,
     /// One permit per unacknowledged entry (`max_in_flight`, this topic's own).
     pub(crate) in_flight: Arc<Semaphore>,
     /// One permit per entry read whose handler has not yet returned once
@@ -194,14 +194,10 @@ impl TopicConsumer {
             consumer: shared.config.consumer_name.clone(),
         });
         let key = shared.conn.namespace().topic_stream(&topic);
-        let read_args = [
-            Value::from(shared.group.as_str()),
-            Value::from(shared.config.consumer_name.as_str()),
-            Value::from(key.as_str()),
-        ];
+        let reader = shared.readers.link(&key);
         Arc::new(Self {
             key,
-            read_args,
+            reader,
             conn: shared.conn.clone(),
             topic,
             group: shared.group.clone(),
@@ -264,9 +260,7 @@ impl TopicConsumer {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
-            // The reader connection closes as it is dropped (in the background: with Redis
-            // gone, QUIT would wait for a reconnection).
-            drop(self.read_loop().await);
+            self.read_loop().await;
             helpers.abort();
         }
         // Stopping: what waits in per-key queues will not start here.
@@ -321,30 +315,18 @@ impl TopicConsumer {
         }
     }
 
-    /// Reads new entries until stopped. Returns the reader connection (closed when dropped).
-    async fn read_loop(self: &Arc<Self>) -> Option<Dedicated> {
-        let mut reader: Option<Dedicated> = None;
-        let mut reader_id: Option<i64> = None;
-        // Reconnections: a read in flight when its connection dropped may have been served by
-        // Redis with the reply lost (the read then fails: the reader makes one attempt); so
-        // may a claim (`XCLAIM`) on the command connection.
-        let mut reconnects = None;
+    /// Reads new entries until stopped, through the worker's shared reader (`reader.rs`).
+    async fn read_loop(self: &Arc<Self>) {
+        // Reconnections of the command connection: a claim (`XCLAIM`) in flight may have been
+        // served with its reply lost. (The shared reader says so of its reads.)
         let mut command_reconnects = self.conn.reconnect_rx();
         // Set when a read may have lost its reply: recover own pending entries before reading on.
         let mut lost_reply = false;
         let mut backoff = Duration::from_millis(100);
-        // Set when the reader's node no longer serves the topic (a failover on Redis Cluster).
-        let mut reopen = false;
         loop {
-            if std::mem::take(&mut reopen) {
-                reader = None;
-                reconnects = None;
-            }
             lost_reply |= reconnected(&mut command_reconnects);
-            if let Some(rx) = &mut reconnects {
-                lost_reply |= reconnected(rx);
-            }
             if lost_reply {
+                self.reader.pass();
                 // Entries Redis recorded as delivered to this consumer whose reply never came:
                 // handle them now, not after `claim_idle` when the sweep would find them idle.
                 // Recovery takes in-flight slots of its own, so it comes before this read's.
@@ -369,6 +351,9 @@ impl TopicConsumer {
             // Claims of idle entries (a dead consumer's) go first: otherwise this read would take
             // every slot they free, and hold them for up to `block_for` (the CLI consumer, with
             // 16 slots, took over a dead member's entries one per cycle).
+            if self.claims_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                self.reader.pass();
+            }
             while self.claims_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 && !self.stop.is_cancelled() {
                 tokio::select! {
                     _ = self.claim_turn.notified() => {}
@@ -376,93 +361,55 @@ impl TopicConsumer {
                     _ = self.stop.cancelled() => {}
                 }
             }
+            if self.in_flight.available_permits() == 0 || self.admit.available_permits() == 0 {
+                // Waiting for slots: the shared reader reads on without this topic meanwhile.
+                self.reader.pass();
+            }
             // Ask only for as many entries as there are free slots: backpressure.
             let Some(mut slots) = self.take_slots(self.config.batch_size).await else {
                 // Stopping, or the worker's limit is reached: read nothing more, wait for the stop.
+                self.reader.pass();
                 self.stop.cancelled().await;
                 break;
             };
-            if reader.is_none() {
-                let opened = tokio::select! {
-                    c = self.conn.dedicated_for(&self.key, self.config.block_for) => c,
-                    _ = self.stop.cancelled() => {
-                        self.budget.give_back(slots.len());
-                        break;
-                    }
-                };
-                match opened {
-                    Ok(c) => {
-                        // Its id on the topic's node, to wake a blocked read at stop.
-                        reader_id =
-                            c.custom::<i64, _>(command("CLIENT", &self.key, false), vec![Value::from("ID")]).await.ok();
-                        reconnects = Some(c.reconnect_rx());
-                        reader = Some(c);
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %self.topic, error = %e, "cannot open read connection; retrying");
-                        self.budget.give_back(slots.len());
-                        if self.pause(&mut backoff).await {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let Some(client) = reader.as_ref() else { continue };
-            // Never start a read once stopping: its entries would be delivered to a consumer
+            // Never join a read once stopping: its entries would be delivered to a consumer
             // that is going away.
             if self.stop.is_cancelled() {
                 self.budget.give_back(slots.len());
                 break;
             }
-            let read = self.read_new(client, slots.len());
-            tokio::pin!(read);
+            let mut ticket = self.reader.join(slots.len());
             let mut stopping = false;
-            let read = tokio::select! {
+            let outcome = tokio::select! {
                 biased;
-                r = &mut read => r,
+                o = ticket.answer() => o,
                 _ = self.stop.cancelled() => {
-                    // Wake the blocked read (CLIENT UNBLOCK) and take its reply, so its entries
-                    // are known here and handed back. If Redis refused the unblock, the read ends
-                    // at its BLOCK timeout; if Redis does not answer, the read is given up (what
-                    // it may have delivered stays pending, for others after `claim_idle`).
+                    // The read is woken (CLIENT UNBLOCK) and its reply taken, so entries it
+                    // brought this topic are known here and handed back. If Redis does not
+                    // answer, the read is given up (what it may have delivered stays pending,
+                    // for others after `claim_idle`).
                     stopping = true;
-                    let wait = match self.unblock(reader_id).await {
-                        // Within what is left of `shutdown_timeout`: the stop's bound holds.
-                        Unblock::Refused => (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP)),
-                        Unblock::Done | Unblock::NoAnswer => STOP_STEP,
-                    };
-                    match tokio::time::timeout(wait, read).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            // Given up: Redis may still deliver to it.
-                            lost_reply = true;
-                            Ok(Vec::new())
-                        }
-                    }
+                    ticket.withdraw();
+                    let wait = (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP));
+                    tokio::time::timeout(wait, ticket.answer()).await.unwrap_or(None)
                 }
                 _ = self.wake_reader.notified() => {
-                    // A claim waits for the slots this read holds: end it now (what it read is
-                    // handled as usual) rather than at its BLOCK timeout. A read that was not
-                    // blocked yet ends at its timeout, waited for in full: one that is dropped
-                    // while Redis still holds it would take an entry nobody handles.
-                    let wait = match self.unblock(reader_id).await {
-                        Unblock::Done => STOP_STEP,
-                        Unblock::Refused | Unblock::NoAnswer => self.config.block_for + STOP_STEP,
-                    };
-                    match tokio::time::timeout(wait, read).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            lost_reply = true;
-                            Ok(Vec::new())
-                        }
-                    }
+                    // A claim waits for the slots this read holds: take them back now (what the
+                    // read brought is handled as usual) rather than at its BLOCK timeout.
+                    ticket.withdraw();
+                    tokio::time::timeout(self.config.block_for + STOP_STEP, ticket.answer()).await.unwrap_or(None)
                 }
             };
-            let used = read.as_ref().map_or(0, Vec::len);
+            // No answer: given up, or the reader is gone. Redis may have delivered to it.
+            let outcome = outcome.unwrap_or(Outcome::Entries { entries: Vec::new(), lost_reply: true });
+            let used = match &outcome {
+                Outcome::Entries { entries, .. } => entries.len(),
+                _ => 0,
+            };
             self.budget.give_back(slots.len().saturating_sub(used));
-            match read {
-                Ok(entries) => {
+            match outcome {
+                Outcome::Entries { entries, lost_reply: lost } => {
+                    lost_reply |= lost;
                     backoff = Duration::from_millis(100);
                     if entries.len() > slots.len() {
                         tracing::error!(topic = %self.topic, "read returned more entries than asked for");
@@ -481,7 +428,7 @@ impl TopicConsumer {
                     drop(slots);
                     self.dispatch(taken).await;
                 }
-                Err(e) if Self::is_group_lost(&e) => {
+                Outcome::GroupLost => {
                     drop(slots);
                     let restored = tokio::select! {
                         r = self.restore_group() => r,
@@ -494,14 +441,10 @@ impl TopicConsumer {
                         }
                     }
                 }
-                Err(e) => {
+                Outcome::Failed(error) => {
                     drop(slots);
-                    self.conn.note_error(&e);
-                    tracing::warn!(topic = %self.topic, error = %e, "read failed; retrying");
+                    tracing::warn!(topic = %self.topic, %error, "read failed; retrying");
                     lost_reply = true;
-                    // On Redis Cluster a failover may have moved the topic: read from its new
-                    // primary (the old reader would reconnect to a node that is gone).
-                    reopen = !self.conn.readers_survive_errors();
                     if self.pause(&mut backoff).await {
                         break;
                     }
@@ -510,31 +453,6 @@ impl TopicConsumer {
             if stopping {
                 break;
             }
-        }
-        reader
-    }
-
-    /// Sends `CLIENT UNBLOCK` for the reader connection, so a stop does not wait out `BLOCK`.
-    async fn unblock(&self, reader_id: Option<i64>) -> Unblock {
-        let Some(id) = reader_id else { return Unblock::Refused };
-        let args = vec![Value::from("UNBLOCK"), Value::from(id)];
-        // Within the stop's bound, finding the node included (its primary may be down).
-        let unblock = async {
-            let client = self.conn.client_for(&self.key).await;
-            client.custom::<Value, _>(command("CLIENT", &self.key, false), args).await
-        };
-        match tokio::time::timeout(STOP_STEP, unblock).await {
-            // 1: it was blocked and is woken now; 0: it was not blocked (yet), and will block.
-            Ok(Ok(Value::Integer(1))) => Unblock::Done,
-            Ok(Ok(_)) => Unblock::Refused,
-            Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::IO || e.kind() == &fred::error::ErrorKind::Timeout => {
-                Unblock::NoAnswer
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(topic = %self.topic, error = %e, "CLIENT UNBLOCK refused; the read ends at its timeout");
-                Unblock::Refused
-            }
-            Err(_) => Unblock::NoAnswer,
         }
     }
 
@@ -607,30 +525,6 @@ impl TopicConsumer {
             }
         }
         Some(first)
-    }
-
-    async fn read_new(&self, client: &Client, count: usize) -> Result<Vec<RawEntry>, RedisError> {
-        let block_ms = i64::try_from(self.config.block_for.as_millis()).unwrap_or(i64::MAX);
-        // Static words and names built once (cloning them counts a reference): one read per
-        // message when messages trickle in.
-        let [group, consumer, key] = self.read_args.clone();
-        let args: Vec<Value> = vec![
-            Value::from_static_str("GROUP"),
-            group,
-            consumer,
-            Value::from_static_str("COUNT"),
-            Value::from(count as i64),
-            Value::from_static_str("BLOCK"),
-            Value::from(block_ms),
-            Value::from_static_str("STREAMS"),
-            key,
-            Value::from_static_str(">"),
-        ];
-        let reply: Value = client
-            .custom(command("XREADGROUP", &self.key, true), args)
-            .await
-            .map_err(|e| RedisError::new("XREADGROUP", e))?;
-        parse_read_reply("XREADGROUP", reply)
     }
 
     /// Records entries as held since `at`.
@@ -768,7 +662,7 @@ impl TopicConsumer {
 
 /// True when `events` saw a reconnection since the last look (a lagged receiver missed
 /// several); takes every queued event.
-fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
+pub(crate) fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
     let mut seen = false;
     loop {
         match events.try_recv() {

@@ -1,0 +1,528 @@
+//! The shared reader: one blocking `XREADGROUP ... STREAMS k1 k2 ... kN` for all the topics
+//! of a worker, on one connection per Redis node (on Redis Cluster, per hash slot: one command
+//! may only read keys of one slot).
+//!
+//! A topic's loop (`topic.rs`) takes its slots, then *joins* the next read with as many
+//! entries as it has room for and waits for its answer; the reader answers a topic when the
+//! read brought it entries, and keeps the others in the read that follows. A topic that joins
+//! while a read is blocked (or wants its slots back, or stops) wakes that read with
+//! `CLIENT UNBLOCK`, so nobody waits out `block_for`. So connections do not grow with the
+//! number of topics, and an idle worker sends one read per `block_for`, not one per topic.
+//!
+//! `COUNT` applies to every stream of one read: the read asks for the smallest room of the
+//! topics in it (at most `batch_size`), which for topics with free slots is `batch_size`.
+//!
+//! Failures are kept apart: a missing group (`NOGROUP`) names its stream, and only that topic
+//! re-creates its group; a key that is not a stream is found with `TYPE`, and only its topic
+//! is told. A failure of the connection is retried here with backoff (one log line, not one
+//! per topic), and the topics that were in the read recover their own pending entries (a
+//! reply may have been lost with the connection) before they read again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tributary_core::{Connection, Dedicated, ErrorKind, RedisError};
+
+use super::topic::{reconnected, Unblock, STOP_STEP};
+use crate::redis::{command, parse_read_streams, RawEntry};
+
+/// How long the reader waits, after answering topics, for them to join again before it reads
+/// on without them (they usually join within microseconds: a read that left them out would
+/// have to be woken for them).
+const REJOIN_WAIT: Duration = Duration::from_millis(2);
+
+/// When a `CLIENT UNBLOCK` found the read not blocked yet (it was sent on another connection
+/// and may overtake the read), it is sent again after these delays.
+const UNBLOCK_RETRIES: [Duration; 4] =
+    [Duration::from_millis(1), Duration::from_millis(5), Duration::from_millis(25), Duration::from_millis(125)];
+
+/// What a topic's turn in the shared read brought it.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Its new entries (none when it withdrew). `lost_reply`: a read it was part of may have
+    /// been served by Redis with the reply lost (the connection dropped): recover own pending
+    /// entries before reading again.
+    Entries { entries: Vec<RawEntry>, lost_reply: bool },
+    /// Its consumer group (or its stream) does not exist.
+    GroupLost,
+    /// Reading its stream fails (e.g. the key holds something else than a stream).
+    Failed(String),
+}
+
+/// What topics tell their reader.
+enum Message {
+    /// Read up to `count` entries for `key` and answer on `reply`.
+    Join { key: Arc<str>, count: usize, reply: oneshot::Sender<Outcome> },
+    /// Answer `key` now (with what the read under way brings it): it needs its slots back, or
+    /// stops.
+    Withdraw { key: Arc<str> },
+    /// `key` will not join again soon (it waits for slots, or recovers): read on without it.
+    Pass { key: Arc<str> },
+}
+
+/// The shared readers of one worker, by hash slot (one for all on a single Redis).
+pub(crate) struct Readers {
+    conn: Connection,
+    group: Arc<str>,
+    consumer: Arc<str>,
+    block_for: Duration,
+    /// By slot (`None` on a single Redis): the way to the reader, and its task.
+    readers: Mutex<HashMap<Option<u16>, Running>>,
+}
+
+/// A running shared reader: its channel, and its task (aborted with the worker's `Readers`).
+type Running = (mpsc::UnboundedSender<Message>, AbortOnDropHandle<()>);
+
+impl Readers {
+    pub(crate) fn new(conn: Connection, group: &str, consumer: &str, block_for: Duration) -> Self {
+        Self { conn, group: group.into(), consumer: consumer.into(), block_for, readers: Mutex::new(HashMap::new()) }
+    }
+
+    /// The reader for the stream `key`, started on first use.
+    pub(crate) fn link(&self, key: &str) -> ReaderLink {
+        // On a cluster, one read may only name keys of one slot.
+        let slot = (!self.conn.readers_survive_errors()).then(|| fred::util::redis_keyslot(key.as_bytes()));
+        let mut readers = self.readers.lock().expect("readers lock");
+        let (tx, _) = readers.entry(slot).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let reader = SharedReader {
+                conn: self.conn.clone(),
+                group: self.group.clone(),
+                consumer: self.consumer.clone(),
+                block_for: self.block_for,
+                rx,
+                command_reconnects: self.conn.reconnect_rx(),
+                waiting: HashMap::new(),
+                lost: HashSet::new(),
+                expecting: HashSet::new(),
+            };
+            (tx, AbortOnDropHandle::new(tokio::spawn(reader.run())))
+        });
+        ReaderLink { tx: tx.clone(), key: key.into() }
+    }
+}
+
+/// A topic's way to its shared reader.
+#[derive(Clone)]
+pub(crate) struct ReaderLink {
+    tx: mpsc::UnboundedSender<Message>,
+    key: Arc<str>,
+}
+
+impl ReaderLink {
+    /// Joins the next read for up to `count` entries.
+    pub(crate) fn join(&self, count: usize) -> Ticket {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.tx.send(Message::Join { key: self.key.clone(), count, reply });
+        Ticket { answer, link: self.clone() }
+    }
+
+    /// Tells the reader not to wait for this topic before its next read.
+    pub(crate) fn pass(&self) {
+        let _ = self.tx.send(Message::Pass { key: self.key.clone() });
+    }
+}
+
+/// A topic's place in a shared read.
+pub(crate) struct Ticket {
+    answer: oneshot::Receiver<Outcome>,
+    link: ReaderLink,
+}
+
+impl Ticket {
+    /// The answer (`None` if the reader is gone: the worker is stopping at once).
+    pub(crate) async fn answer(&mut self) -> Option<Outcome> {
+        (&mut self.answer).await.ok()
+    }
+
+    /// Asks for the answer now (the read under way is woken); then await [`Self::answer`].
+    pub(crate) fn withdraw(&self) {
+        let _ = self.link.tx.send(Message::Withdraw { key: self.link.key.clone() });
+    }
+}
+
+/// A topic waiting for entries.
+struct Waiting {
+    count: usize,
+    reply: oneshot::Sender<Outcome>,
+    withdrawn: bool,
+}
+
+/// One shared reader's loop and state.
+struct SharedReader {
+    conn: Connection,
+    group: Arc<str>,
+    consumer: Arc<str>,
+    block_for: Duration,
+    rx: mpsc::UnboundedReceiver<Message>,
+    /// Reconnections of the command connection: a claim in flight may have lost its reply, so
+    /// the topics waiting here recover their own pending entries (those not waiting do when
+    /// they come back).
+    command_reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    waiting: HashMap<Arc<str>, Waiting>,
+    /// Topics that were in a read whose reply may have been lost: told so with their answer.
+    lost: HashSet<Arc<str>>,
+    /// Topics just answered, expected to join again at once: the next read waits a little
+    /// for them (see `REJOIN_WAIT`).
+    expecting: HashSet<Arc<str>>,
+}
+
+/// The reader connection and its id (to wake its blocked read).
+struct Link {
+    client: Dedicated,
+    id: Option<i64>,
+    reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    /// A key it reads (routes `CLIENT UNBLOCK` to its node on a cluster).
+    key: Arc<str>,
+}
+
+impl SharedReader {
+    async fn run(mut self) {
+        let mut link: Option<Link> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if !self.gather().await {
+                return;
+            }
+            if self.waiting.is_empty() {
+                continue;
+            }
+            if link.is_none() {
+                let key = self.waiting.keys().next().cloned().expect("a topic waits");
+                match self.conn.dedicated_for(&key, self.block_for).await {
+                    Ok(client) => {
+                        let id =
+                            client.custom::<i64, _>(command("CLIENT", &key, false), vec![Value::from("ID")]).await.ok();
+                        let reconnects = client.reconnect_rx();
+                        link = Some(Link { client, id, reconnects, key });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, topics = self.waiting.len(), "cannot open the read connection; retrying");
+                        self.pause(&mut backoff).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(current) = link.as_mut() else { continue };
+            if reconnected(&mut current.reconnects) | reconnected(&mut self.command_reconnects) {
+                // Reads (or claims) before the reconnection may have been served with their
+                // replies lost.
+                self.lost.extend(self.waiting.keys().cloned());
+            }
+            match self.read(current).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    self.conn.note_error(&e);
+                    tracing::warn!(error = %e, topics = self.waiting.len(), "shared read failed; retrying");
+                    if !self.conn.readers_survive_errors() {
+                        // On Redis Cluster a failover may have moved the slot: read from its new
+                        // primary (the old connection would reconnect to a node that is gone).
+                        link = None;
+                    }
+                    self.pause(&mut backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Takes what topics said; waits for the first when none waits, and briefly for topics just
+    /// answered. Answers withdrawn topics. False when every topic is gone.
+    async fn gather(&mut self) -> bool {
+        if self.waiting.is_empty() && self.expecting.is_empty() {
+            match self.rx.recv().await {
+                Some(m) => {
+                    self.take(m);
+                }
+                None => return false,
+            }
+        }
+        let deadline = Instant::now() + REJOIN_WAIT;
+        loop {
+            while let Ok(m) = self.rx.try_recv() {
+                self.take(m);
+            }
+            if self.expecting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                m = self.rx.recv() => match m {
+                    Some(m) => {
+                        self.take(m);
+                    }
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.expecting.clear();
+                    break;
+                }
+            }
+        }
+        let withdrawn: Vec<Arc<str>> =
+            self.waiting.iter().filter(|(_, w)| w.withdrawn).map(|(k, _)| k.clone()).collect();
+        for key in withdrawn {
+            self.answer(&key, Vec::new());
+        }
+        true
+    }
+
+    /// Notes one message. True when it concerns a topic not in the read under way (joined,
+    /// or withdrew from it): that read has to be woken.
+    fn take(&mut self, m: Message) -> bool {
+        match m {
+            Message::Join { key, count, reply } => {
+                self.expecting.remove(&key);
+                // A topic that gave up on its answer joins anew: the old reply goes nowhere.
+                self.waiting.insert(key, Waiting { count: count.max(1), reply, withdrawn: false });
+                true
+            }
+            Message::Withdraw { key } => match self.waiting.get_mut(&key) {
+                Some(w) => {
+                    w.withdrawn = true;
+                    true
+                }
+                None => false,
+            },
+            Message::Pass { key } => {
+                self.expecting.remove(&key);
+                false
+            }
+        }
+    }
+
+    /// Answers `key` with `entries` (and whether a reply may have been lost).
+    fn answer(&mut self, key: &Arc<str>, entries: Vec<RawEntry>) {
+        if let Some(w) = self.waiting.remove(key) {
+            let lost_reply = self.lost.remove(key);
+            // A topic that stopped at once no longer listens: what it was given stays pending
+            // under this consumer and is recovered at its next start (or taken over).
+            let _ = w.reply.send(Outcome::Entries { entries, lost_reply });
+        }
+    }
+
+    /// Answers the waiting topics told of a lost reply: they recover, then join again.
+    fn answer_lost(&mut self) {
+        let lost: Vec<Arc<str>> = self.lost.iter().filter(|k| self.waiting.contains_key(*k)).cloned().collect();
+        for key in lost {
+            self.answer(&key, Vec::new());
+        }
+        self.lost.retain(|k| self.waiting.contains_key(k));
+    }
+
+    fn answer_with(&mut self, key: &Arc<str>, outcome: Outcome) {
+        if let Some(w) = self.waiting.remove(key) {
+            self.lost.remove(key);
+            let _ = w.reply.send(outcome);
+        }
+    }
+
+    /// One blocking read for every waiting topic; answers those it brought entries, and
+    /// those that withdrew meanwhile. Errors of the connection (or of Redis as a whole) are
+    /// returned; errors of one topic's stream are answered to that topic.
+    async fn read(&mut self, link: &mut Link) -> Result<(), RedisError> {
+        let keys: Vec<Arc<str>> = self.waiting.keys().cloned().collect();
+        let count = self.waiting.values().map(|w| w.count).min().unwrap_or(1);
+        // Topics told of a lost reply are answered after this read, which then does not block:
+        // they recover as soon as Redis answers again.
+        let lost_waiting = self.waiting.keys().any(|k| self.lost.contains(k));
+        let block_ms =
+            if lost_waiting { 0 } else { i64::try_from(self.block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
+        let mut args: Vec<Value> = Vec::with_capacity(8 + keys.len() * 2);
+        args.extend([
+            Value::from_static_str("GROUP"),
+            Value::from(&*self.group),
+            Value::from(&*self.consumer),
+            Value::from_static_str("COUNT"),
+            Value::from(count as i64),
+        ]);
+        if block_ms > 0 {
+            args.extend([Value::from_static_str("BLOCK"), Value::from(block_ms)]);
+        }
+        args.push(Value::from_static_str("STREAMS"));
+        args.extend(keys.iter().map(|k| Value::from(&**k)));
+        args.extend(keys.iter().map(|_| Value::from_static_str(">")));
+        let Link { client, id, reconnects, key: link_key } = link;
+        let read = client.custom::<Value, _>(command("XREADGROUP", &keys[0], block_ms > 0), args);
+        tokio::pin!(read);
+        // Set while the read must be woken (a topic joined or withdrew), with when to try again
+        // if it was not blocked yet.
+        let mut wake: Option<(usize, Instant)> = None;
+        // (A closed event channel would answer at once for ever.)
+        let (mut link_events, mut command_events) = (true, true);
+        let reply = loop {
+            let retry_at = wake.map(|(_, at)| at);
+            tokio::select! {
+                biased;
+                r = &mut read => break r,
+                m = self.rx.recv() => {
+                    // `None`: every topic is gone; the read ends at its BLOCK timeout.
+                    if let Some(m) = m {
+                        if self.take(m) && wake.is_none() {
+                            wake = Some((0, Instant::now()));
+                        }
+                    }
+                }
+                r = reconnects.recv(), if link_events => {
+                    link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
+                    // This connection reconnected under the read: an earlier reply may be lost.
+                    self.lost.extend(keys.iter().cloned());
+                    wake.get_or_insert((0, Instant::now()));
+                }
+                r = self.command_reconnects.recv(), if command_events => {
+                    command_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
+                    // A claim's reply may be lost: the topics waiting here recover first.
+                    self.lost.extend(self.waiting.keys().cloned());
+                    wake.get_or_insert((0, Instant::now()));
+                }
+                _ = async { tokio::time::sleep_until(retry_at.expect("checked")).await }, if retry_at.is_some() => {
+                    let Some((tries, _)) = wake else { continue };
+                    wake = match self.unblock(*id, link_key).await {
+                        Unblock::Done | Unblock::NoAnswer => None,
+                        Unblock::Refused if tries < UNBLOCK_RETRIES.len() => {
+                            Some((tries + 1, Instant::now() + UNBLOCK_RETRIES[tries]))
+                        }
+                        // Not permitted, or still not blocked: it ends at its BLOCK timeout.
+                        Unblock::Refused => None,
+                    };
+                }
+            }
+        };
+        let reply = match reply {
+            Ok(v) => parse_read_streams("XREADGROUP", v),
+            Err(e) => Err(RedisError::new("XREADGROUP", e)),
+        };
+        match reply {
+            Ok(streams) => {
+                for (key, entries) in streams {
+                    let Some(key) = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|k| self.waiting.get_key_value(k))
+                        .map(|(k, _)| k.clone())
+                    else {
+                        tracing::error!(key = %String::from_utf8_lossy(&key), entries = entries.len(),
+                            "the shared read returned entries of a stream no topic waits for; they stay pending until recovered");
+                        continue;
+                    };
+                    self.answer(&key, entries);
+                    self.expecting.insert(key);
+                }
+                self.answer_lost();
+                Ok(())
+            }
+            Err(e) if e.is_server_error("NOGROUP") => {
+                // "NOGROUP No such key '<key>' or consumer group '<group>' in XREADGROUP ...":
+                // only that topic's group is gone. If the key cannot be told, every topic of
+                // the read checks its own (re-creating a group that exists is a no-op).
+                let named = nogroup_key(&e.to_string())
+                    .and_then(|k| self.waiting.get_key_value(k.as_str()))
+                    .map(|(k, _)| k.clone());
+                match named {
+                    Some(key) => self.answer_with(&key, Outcome::GroupLost),
+                    None => {
+                        for key in keys {
+                            self.answer_with(&key, Outcome::GroupLost);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Server => {
+                // A key that is not a stream (an operator's mistake) fails the whole read: find
+                // which, and tell only its topic.
+                let mut found = false;
+                for key in &keys {
+                    if !matches!(self.key_type(key).await.as_deref(), Some("stream" | "none") | None) {
+                        self.answer_with(key, Outcome::Failed(e.to_string()));
+                        found = true;
+                    }
+                }
+                if !found {
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The connection (or Redis as a whole) failed: a reply may have been lost.
+                self.lost.extend(keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// `TYPE key`, `None` when it could not be asked.
+    async fn key_type(&self, key: &str) -> Option<String> {
+        let client = self.conn.client_for(key).await;
+        client.custom::<String, _>(command("TYPE", key, false), vec![Value::from(key)]).await.ok()
+    }
+
+    /// Sends `CLIENT UNBLOCK` for the reader connection.
+    async fn unblock(&self, id: Option<i64>, key: &str) -> Unblock {
+        let Some(id) = id else { return Unblock::Refused };
+        let args = vec![Value::from("UNBLOCK"), Value::from(id)];
+        let unblock = async {
+            let client = self.conn.client_for(key).await;
+            client.custom::<Value, _>(command("CLIENT", key, false), args).await
+        };
+        match tokio::time::timeout(STOP_STEP, unblock).await {
+            // 1: it was blocked and is woken now; 0: it was not blocked (yet).
+            Ok(Ok(Value::Integer(1))) => Unblock::Done,
+            Ok(Ok(_)) => Unblock::Refused,
+            Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::IO || e.kind() == &fred::error::ErrorKind::Timeout => {
+                Unblock::NoAnswer
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "CLIENT UNBLOCK refused; the shared read ends at its timeout");
+                Unblock::NoAnswer
+            }
+            Err(_) => Unblock::NoAnswer,
+        }
+    }
+
+    /// Waits `backoff` (doubling it up to 5 s), taking messages meanwhile: topics that withdraw
+    /// are answered at once.
+    async fn pause(&mut self, backoff: &mut Duration) {
+        let until = Instant::now() + *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                m = self.rx.recv() => match m {
+                    Some(m) => {
+                        self.take(m);
+                        let withdrawn: Vec<Arc<str>> =
+                            self.waiting.iter().filter(|(_, w)| w.withdrawn).map(|(k, _)| k.clone()).collect();
+                        for key in withdrawn {
+                            self.answer(&key, Vec::new());
+                        }
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+}
+
+/// The key a `NOGROUP` error of `XREADGROUP` names.
+fn nogroup_key(message: &str) -> Option<String> {
+    let rest = &message[message.find("No such key '")? + "No such key '".len()..];
+    Some(rest[..rest.rfind("' or consumer group '")?].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nogroup_key;
+
+    #[test]
+    fn the_key_of_a_nogroup_error_is_found() {
+        let e =
+            "redis command `XREADGROUP` failed (NotFound): NOGROUP No such key 'ns:{a.b}' or consumer group 'g' in \
+                 XREADGROUP with GROUP option";
+        assert_eq!(nogroup_key(e).as_deref(), Some("ns:{a.b}"));
+        assert_eq!(nogroup_key("NOGROUP something else"), None);
+    }
+}
