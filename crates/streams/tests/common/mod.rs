@@ -71,3 +71,9 @@ pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
 }
+
+/// Client connections open on the server (`CLIENT LIST TYPE normal`), not counting the
+/// `redis-cli` that asks. Only meaningful on a private server (`TestRedis::start_private`).
+pub fn client_connections(redis: &TestRedis) -> usize {
+    redis.cli(&["CLIENT", "LIST", "TYPE", "normal"]).lines().count().saturating_sub(1)
+}
