@@ -392,3 +392,60 @@ async fn a_planned_failover_is_followed_at_once() {
     eprintln!("planned failover took {failover:?}; longest time without a confirmed publish {stall:?}");
     assert!(stall <= failover + Duration::from_millis(400), "stalled {stall:?} for a failover of {failover:?}");
 }
+
+/// One worker over topics in many slots, on every primary, two of them sharing a slot with
+/// another: every message is handled once, those published before it started and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reads_topics_in_many_slots_of_a_cluster() {
+    let cluster = TestCluster::start(3, 0).await;
+    let ns = cluster.namespace();
+    let conn = Connection::options().namespace(ns.as_str()).connect(&cluster.url()).await.unwrap();
+    let key = |topic: &str| format!("{ns}:{{{topic}}}");
+    let slot = |topic: &str| fred::util::redis_keyslot(key(topic).as_bytes());
+    let mut topics: Vec<String> = (0..20).map(|i| format!("t.{i}")).collect();
+    // Two more topics, each in the slot of one of the first two: a node's (or a slot's) read
+    // covers several keys.
+    for i in 0..2 {
+        let wanted = slot(&topics[i]);
+        let twin = (0..1_000_000).map(|j| format!("twin{i}.{j}")).find(|t| slot(t) == wanted).expect("a twin");
+        topics.push(twin);
+    }
+    let slots: HashSet<u16> = topics.iter().map(|t| slot(t)).collect();
+    assert_eq!(slots.len(), 20, "20 slots for 22 topics");
+    let primaries: HashSet<u16> = topics.iter().map(|t| cluster.primary_of(&key(t))).collect();
+    assert_eq!(primaries.len(), 3, "the topics live on every primary");
+
+    let producer = Producer::new(conn.clone());
+    for n in 0..3 {
+        for t in &topics {
+            producer.publish(t, &Msg { n }).await.unwrap();
+        }
+    }
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let worker = topics
+        .iter()
+        .fold(Worker::builder(conn.clone(), "g"), |b, t| b.on(t.as_str(), recording(&seen)))
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.expect("the worker ready");
+    for n in 3..6 {
+        for t in &topics {
+            producer.publish(t, &Msg { n }).await.unwrap();
+        }
+    }
+    let total = topics.len() as u64 * 6;
+    let stats = tokio::time::timeout(PATIENCE, worker.settled(total)).await.expect("every message settled");
+    assert_eq!(stats.acked, total, "{stats:?}");
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<(String, u64)> = topics.iter().flat_map(|t| (0..6).map(move |n| (t.clone(), n))).collect();
+    want.sort();
+    assert_eq!(got, want, "every message of every topic handled once");
+    let admin = Admin::new(conn.clone());
+    for t in &topics {
+        wait_until(PATIENCE, "nothing left pending", || async { admin.pending_count(t, "g").await.unwrap() == 0 })
+            .await;
+    }
+    worker.shutdown().await;
+}
