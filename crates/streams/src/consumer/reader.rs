@@ -101,6 +101,8 @@ impl Readers {
                 waiting: HashMap::new(),
                 lost: HashSet::new(),
                 expecting: HashSet::new(),
+                unnamed_losses: 0,
+                suspects: HashSet::new(),
             };
             (tx, AbortOnDropHandle::new(tokio::spawn(reader.run())))
         });
@@ -171,6 +173,10 @@ struct SharedReader {
     /// Topics just answered, expected to join again at once: the next read waits a little
     /// for them (see `REJOIN_WAIT`).
     expecting: HashSet<Arc<str>>,
+    /// Keys found holding something else than a stream: checked alone before they are read.
+    suspects: HashSet<Arc<str>>,
+    /// Reads in a row that ended in a `NOGROUP` naming no key.
+    unnamed_losses: u32,
 }
 
 /// The reader connection and its id (to wake its blocked read).
@@ -325,6 +331,22 @@ impl SharedReader {
     /// those that withdrew meanwhile. Errors of the connection (or of Redis as a whole) are
     /// returned; errors of one topic's stream are answered to that topic.
     async fn read(&mut self, link: &mut Link) -> Result<(), RedisError> {
+        // A key found not to be a stream is checked alone before it is read again, so it does
+        // not fail the reads of every other topic each time its topic retries.
+        let suspects: Vec<Arc<str>> = self.suspects.iter().filter(|k| self.waiting.contains_key(*k)).cloned().collect();
+        for key in suspects {
+            if self.is_stream_or_none(&key).await {
+                self.suspects.remove(&key);
+            } else {
+                self.answer_with(
+                    &key,
+                    Outcome::Failed("WRONGTYPE: the topic's key holds something else than a stream".into()),
+                );
+            }
+        }
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
         let keys: Vec<Arc<str>> = self.waiting.keys().cloned().collect();
         let count = self.waiting.values().map(|w| w.count).min().unwrap_or(1);
         // Topics told of a lost reply are answered after this read, which then does not block:
@@ -414,16 +436,28 @@ impl SharedReader {
                 self.answer_lost();
                 Ok(())
             }
+            Err(e) if e.is_server_error("UNBLOCKED") => {
+                // A blocked read is woken with an error when one of its streams is deleted:
+                // read again, which names what is missing.
+                Ok(())
+            }
             Err(e) if e.is_server_error("NOGROUP") => {
                 // "NOGROUP No such key '<key>' or consumer group '<group>' in XREADGROUP ...":
-                // only that topic's group is gone. If the key cannot be told, every topic of
-                // the read checks its own (re-creating a group that exists is a no-op).
+                // only that topic's group is gone. A blocked read woken because a group was
+                // destroyed does not say which: the next read does. If twice no key can be
+                // told, every topic of the read checks its own (re-creating a group that
+                // exists is a no-op).
                 let named = nogroup_key(&e.to_string())
                     .and_then(|k| self.waiting.get_key_value(k.as_str()))
                     .map(|(k, _)| k.clone());
                 match named {
-                    Some(key) => self.answer_with(&key, Outcome::GroupLost),
+                    Some(key) => {
+                        self.unnamed_losses = 0;
+                        self.answer_with(&key, Outcome::GroupLost);
+                    }
+                    None if self.unnamed_losses == 0 => self.unnamed_losses += 1,
                     None => {
+                        self.unnamed_losses = 0;
                         for key in keys {
                             self.answer_with(&key, Outcome::GroupLost);
                         }
@@ -431,13 +465,21 @@ impl SharedReader {
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::Server => {
+            // Errors of Redis as a whole (or of the connection) concern every topic; any other
+            // error reply (`WRONGTYPE`, ...) may be one stream's.
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::Auth
+                ) =>
+            {
                 // A key that is not a stream (an operator's mistake) fails the whole read: find
                 // which, and tell only its topic.
                 let mut found = false;
                 for key in &keys {
-                    if !matches!(self.key_type(key).await.as_deref(), Some("stream" | "none") | None) {
+                    if !self.is_stream_or_none(key).await {
                         self.answer_with(key, Outcome::Failed(e.to_string()));
+                        self.suspects.insert(key.clone());
                         found = true;
                     }
                 }
@@ -454,10 +496,12 @@ impl SharedReader {
         }
     }
 
-    /// `TYPE key`, `None` when it could not be asked.
-    async fn key_type(&self, key: &str) -> Option<String> {
+    /// False when `key` holds something else than a stream (`TYPE`; true when it could not be
+    /// asked).
+    async fn is_stream_or_none(&self, key: &str) -> bool {
         let client = self.conn.client_for(key).await;
-        client.custom::<String, _>(command("TYPE", key, false), vec![Value::from(key)]).await.ok()
+        let kind = client.custom::<String, _>(command("TYPE", key, false), vec![Value::from(key)]).await;
+        matches!(kind.as_deref(), Ok("stream" | "none") | Err(_))
     }
 
     /// Sends `CLIENT UNBLOCK` for the reader connection.
