@@ -175,11 +175,41 @@ impl Scheduler {
         };
         let first_backoff = poll.max(Duration::from_millis(500));
         let mut backoff = first_backoff;
+        // Redis' clock less this machine's, in ms, from the last take (`None` before the first):
+        // between takes, one `ZRANGE` of the index says whether anything is due, where a take
+        // costs a script and three commands in it.
+        let mut clock_offset: Option<i64> = None;
+        let mut take_now = true;
         loop {
+            if !std::mem::take(&mut take_now) {
+                if let Some(offset) = clock_offset {
+                    let wait = match self.earliest_due().await {
+                        Ok(None) => Some(poll),
+                        Ok(Some(due)) => {
+                            let until = due - (due_score(SystemTime::now()) + offset);
+                            (until > 0).then(|| Duration::from_millis(until as u64).min(poll))
+                        }
+                        // The take below says what failed.
+                        Err(_) => None,
+                    };
+                    if let Some(wait) = wait {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = stop.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
+            let local_before = due_score(SystemTime::now());
             let wait = match self.move_due_topics().await {
-                Ok((more, next)) => {
+                Ok((more, next, redis_now)) => {
                     backoff = first_backoff;
+                    if redis_now > 0 {
+                        clock_offset = Some(redis_now - local_before);
+                    }
                     if more {
+                        take_now = true;
                         Duration::ZERO
                     } else {
                         next.map_or(poll, |n| n.min(poll))
@@ -205,7 +235,7 @@ impl Scheduler {
     /// Takes the due topics off the index (with a lease) and moves their due messages; then
     /// releases each and indexes it again at its earliest message. Returns whether more may
     /// be due now, and how long until the earliest topic in the index is due.
-    async fn move_due_topics(&self) -> Result<(bool, Option<Duration>), StreamError> {
+    async fn move_due_topics(&self) -> Result<(bool, Option<Duration>, i64), StreamError> {
         let index = self.conn.namespace().schedule_index();
         let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
         let args = vec![Value::from(TOPICS_PER_TAKE as i64), Value::from(lease_ms)];
@@ -244,7 +274,17 @@ impl Scheduler {
                 }
             }
         }
-        Ok((more, next))
+        Ok((more, next, now))
+    }
+
+    /// The due time (ms, Redis' clock) of the earliest topic in the due index, if any.
+    async fn earliest_due(&self) -> Result<Option<i64>, StreamError> {
+        let index = self.conn.namespace().schedule_index();
+        let first: Vec<Value> =
+            call::<Value>(&self.conn, "ZRANGE", &index, Args::new().arg(0).arg(0).arg("WITHSCORES"))
+                .await?
+                .into_array();
+        Ok(first.get(1).and_then(|v| v.as_f64()).map(|ms| ms as i64))
     }
 
     /// Ends this mover's `lease` on `topic`, then indexes the topic at its earliest message,

@@ -163,6 +163,53 @@ async fn a_worker_over_many_topics_uses_a_bounded_number_of_connections() {
     until_back_to(&redis, baseline).await;
 }
 
+/// Every command the server ran so far (`INFO commandstats`), less what the test itself asks
+/// (`INFO`, `CLIENT`, `CONFIG`), by command.
+fn commands_by_name(redis: &TestRedis) -> HashMap<String, u64> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            (!name.starts_with("info") && !name.starts_with("client") && !name.starts_with("config"))
+                .then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_over_many_topics_costs_redis_little() {
+    let redis = TestRedis::start_private().await; // every command of this server is ours
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let names = topics("idle", 400);
+    let seen = Handled::new();
+    let worker = worker_over(&conn, &names, &seen).build().unwrap().start();
+    until_ready(&worker).await;
+    for (i, t) in names.iter().enumerate() {
+        publish(&producer, t, i as u64).await;
+    }
+    assert_eq!(until_settled(&worker, 400).await.acked, 400);
+    // Idle now. Per topic and second, one command would be 400 a second; the reads, the
+    // scheduled-message mover and the sweeps of 400 quiet topics together stay under 50.
+    let before = commands_by_name(&redis);
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await; // a measurement window, not a wait for a condition
+    let after = commands_by_name(&redis);
+    let used: HashMap<&str, u64> = after
+        .iter()
+        .map(|(name, n)| (name.as_str(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let total: u64 = used.values().sum();
+    let per_s = total as f64 / window.as_secs_f64();
+    eprintln!("idle worker over 400 topics: {per_s:.1} commands/s: {used:?}");
+    assert!(per_s < 50.0, "{per_s:.1} commands/s at idle over 400 topics: {used:?}");
+    assert!(used.get("xreadgroup").copied().unwrap_or(0) <= 6, "one shared read per block_for: {used:?}");
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_worker_over_many_topics_uses_a_bounded_number_of_connections() {
     let redis = TestRedis::start_private().await;

@@ -15,6 +15,11 @@ use super::topic::{Held, TopicConsumer};
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 
+/// Most sweeps a second of one worker's quiet topics, together (see `helper_loops`): with
+/// `claim_interval` at its default of 15 s, a worker with up to 300 topics sweeps each every
+/// `claim_interval`; with 10,000, a quiet topic is swept every 500 s.
+pub(crate) const QUIET_SWEEPS_PER_S: f64 = 20.0;
+
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
     /// its previous run left; after a connection was lost, entries whose `XREADGROUP` (or
@@ -127,6 +132,9 @@ impl TopicConsumer {
             // held handles it, the other lets it go.
             let now = Instant::now();
             let mut held = self.held.lock().expect("held lock");
+            if held.is_empty() && !claimed.is_empty() {
+                self.holding.notify_waiters();
+            }
             for entry in claimed {
                 if held.contains_key(&entry.id) {
                     continue;
@@ -156,6 +164,14 @@ impl TopicConsumer {
         let mut returned = self.returned.load(Ordering::Relaxed);
         let mut progress_at = Instant::now();
         loop {
+            // Nothing held, nothing to renew: wait for the first entry (no timer per idle topic).
+            let first = self.holding.notified();
+            tokio::pin!(first);
+            first.as_mut().enable();
+            if self.held.lock().expect("held lock").is_empty() {
+                first.await;
+                (returned, progress_at) = (self.returned.load(Ordering::Relaxed), Instant::now());
+            }
             tokio::time::sleep(self.config.lease_interval()).await;
             let now = self.returned.load(Ordering::Relaxed);
             if now != returned {
@@ -170,31 +186,67 @@ impl TopicConsumer {
 
     /// Background duties while consuming, ending at a graceful stop: reclaim sweeps (with a
     /// look at the group's cursor) and consumer clean-up.
+    ///
+    /// A topic whose group had, at the last sweep, entries pending that this consumer did not
+    /// hold (other consumers' work, or entries left by a dead one) is swept every
+    /// `claim_interval`. Other topics are swept less often on a worker with many of them: all
+    /// such quiet topics of a worker together take at most [`QUIET_SWEEPS_PER_S`] sweeps a
+    /// second, so an idle worker's cost in Redis does not grow with its topics
+    /// (`docs/delivery.md`, "Many topics"). The first sweep comes at a random point of the
+    /// first interval, so topics started together do not sweep together.
     pub(crate) async fn helper_loops(self: Arc<Self>) {
-        let sweep = {
-            let this = self.clone();
-            async move {
-                let mut rounds: u64 = 0;
-                loop {
-                    if this.pause_for(this.config.claim_interval()).await {
-                        return;
-                    }
-                    if let Err(e) = this.reclaim_idle().await {
-                        tracing::warn!(topic = %this.topic, error = %e, "reclaim sweep failed");
-                    }
-                    if let Err(e) = this.note_group_cursor().await {
-                        tracing::debug!(topic = %this.topic, error = %e, "could not read the group's cursor");
-                    }
-                    rounds += 1;
-                    if rounds % 20 == 1 {
-                        if let Err(e) = this.remove_idle_consumers().await {
-                            tracing::warn!(topic = %this.topic, error = %e, "idle consumer clean-up failed");
-                        }
-                    }
-                }
+        let mut rounds: u64 = 0;
+        let mut wait = self.sweep_interval(false).mul_f64(fastrand::f64());
+        loop {
+            if self.pause_for(wait).await {
+                return;
             }
+            let busy = match self.sweep(rounds % 20 == 19).await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "reclaim sweep failed");
+                    true
+                }
+            };
+            rounds += 1;
+            wait = self.sweep_interval(busy);
+        }
+    }
+
+    /// How long until the next sweep: `claim_interval`, or for a quiet topic, what spreads
+    /// the worker's quiet topics over [`QUIET_SWEEPS_PER_S`].
+    fn sweep_interval(&self, busy: bool) -> Duration {
+        let every = self.config.claim_interval();
+        if busy {
+            return every;
+        }
+        let topics = self.topics_running.load(Ordering::Relaxed) as f64;
+        every.max(Duration::from_secs_f64(topics / QUIET_SWEEPS_PER_S))
+    }
+
+    /// One sweep: a look at the group (`XINFO GROUPS`: its cursor, noted for re-creating a
+    /// lost group, and its pending count), then taking over entries idle for `claim_idle`
+    /// when the group has entries pending that this consumer does not hold. `clean_up`:
+    /// remove long-idle consumers too. True when there were such entries (the topic is busy).
+    async fn sweep(self: &Arc<Self>, clean_up: bool) -> Result<bool, RedisError> {
+        let Some((cursor, pending)) = self.group_info().await? else {
+            self.restore_group().await?;
+            return Ok(false);
         };
-        sweep.await;
+        {
+            let mut last = self.last_read.lock().expect("last read lock");
+            *last = (*last).max(cursor);
+        }
+        let held = self.held.lock().expect("held lock").len() as u64;
+        if pending > held {
+            self.reclaim_idle().await?;
+        }
+        if clean_up {
+            if let Err(e) = self.remove_idle_consumers().await {
+                tracing::warn!(topic = %self.topic, error = %e, "idle consumer clean-up failed");
+            }
+        }
+        Ok(pending > held)
     }
 
     /// Sleeps for `d`; true when stopped meanwhile.

@@ -80,6 +80,11 @@ impl TopicConsumer {
 
     /// The group's cursor (`last-delivered-id`), if the group exists.
     async fn group_cursor(&self) -> Result<Option<EntryId>, RedisError> {
+        Ok(self.group_info().await?.map(|(cursor, _)| cursor))
+    }
+
+    /// The group's cursor (`last-delivered-id`) and pending count, if the group exists.
+    pub(crate) async fn group_info(&self) -> Result<Option<(EntryId, u64)>, RedisError> {
         let reply = match call_sub::<Value>(&self.conn, "XINFO", "GROUPS", &self.key, Args::new()).await {
             Ok(v) => v,
             Err(e) if e.is_server_error("ERR no such key") => return Ok(None),
@@ -87,10 +92,20 @@ impl TopicConsumer {
         };
         for group in reply.into_array() {
             let fields = pairs(group);
-            let is_ours = fields.iter().any(|(k, v)| k == "name" && v.as_str().as_deref() == Some(self.group.as_str()));
-            if let Some((_, cursor)) = fields.into_iter().find(|(k, _)| k == "last-delivered-id").filter(|_| is_ours) {
-                return entry_id_of("XINFO GROUPS", cursor).map(Some);
+            if !fields.iter().any(|(k, v)| k == "name" && v.as_str().as_deref() == Some(self.group.as_str())) {
+                continue;
             }
+            let mut cursor = None;
+            let mut pending = 0;
+            for (k, v) in fields {
+                match k.as_str() {
+                    "last-delivered-id" => cursor = Some(entry_id_of("XINFO GROUPS", v)?),
+                    "pending" => pending = v.as_u64().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            let cursor = cursor.ok_or_else(|| RedisError::unexpected_reply("XINFO GROUPS", "no last-delivered-id"))?;
+            return Ok(Some((cursor, pending)));
         }
         Ok(None)
     }

@@ -127,6 +127,7 @@ impl Worker {
             stopped_at: stopped_at.clone(),
             hard_stop: hard_stop.clone(),
             budget: Arc::new(topic::Budget::new(self.config.limit)),
+            topics_running: Arc::default(),
             readers: reader::Readers::new(
                 self.conn.clone(),
                 &self.group,

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Entries this worker may still take (`WorkerBuilder::limit`), across its topics.
     pub(crate) budget: Arc<Budget>,
+    /// Topics consuming now (their sweeps share a rate: `claim.rs`).
+    pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
     /// The blocking reads of all its topics (`reader.rs`).
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
@@ -149,11 +151,15 @@ pub(crate) struct TopicConsumer {
     pub(crate) abandon: CancellationToken,
     pub(crate) budget: Arc<Budget>,
     prepared: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Topics of the worker consuming now.
+    pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Handler attempts that returned (any outcome), for telling a slow topic from a wedged
     /// one: see `renew_leases`.
     pub(crate) returned: std::sync::atomic::AtomicU64,
     /// Entries this consumer holds in memory (queued, running, waiting to retry or acking).
     pub(crate) held: Mutex<HeldMap>,
+    /// Notified when `held` stops being empty: the lease loop sleeps while it is.
+    pub(crate) holding: tokio::sync::Notify,
     /// Per-key queues: a key present here has a task handling its messages in order.
     pub(crate) lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
     pub(crate) tasks: TaskTracker,
@@ -214,8 +220,10 @@ impl TopicConsumer {
             abandon: shared.hard_stop.child_token(),
             budget: shared.budget.clone(),
             prepared: shared.prepared.clone(),
+            topics_running: shared.topics_running.clone(),
             returned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(HeldMap::default()),
+            holding: tokio::sync::Notify::new(),
             lanes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             ack_tx,
@@ -256,12 +264,14 @@ impl TopicConsumer {
             if named {
                 self.prepared.send_modify(|n| *n += 1);
             }
+            self.topics_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let helpers = {
                 let this = self.clone();
                 AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
             };
             self.read_loop().await;
             helpers.abort();
+            self.topics_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Stopping: what waits in per-key queues will not start here.
         self.release_queued();
@@ -530,6 +540,11 @@ impl TopicConsumer {
     /// Records entries as held since `at`.
     pub(crate) fn hold(&self, ids: impl IntoIterator<Item = EntryId>, at: Instant) {
         let mut held = self.held.lock().expect("held lock");
+        if held.is_empty() {
+            // The lease loop waits for the first entry held (and an iterator may be empty:
+            // waking it for nothing costs one look).
+            self.holding.notify_waiters();
+        }
         for id in ids {
             held.insert(id, Held { since: at, waiting: false, lost: false });
         }
