@@ -20,6 +20,29 @@ use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
 /// `claim_interval`; with 10,000, a quiet topic is swept every 500 s.
 pub(crate) const QUIET_SWEEPS_PER_S: f64 = 20.0;
 
+/// Turns for the sweeps of a worker's quiet topics: one every `1 / QUIET_SWEEPS_PER_S`.
+#[derive(Debug)]
+pub(crate) struct SweepPacer {
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Default for SweepPacer {
+    fn default() -> Self {
+        Self { next: std::sync::Mutex::new(Instant::now()) }
+    }
+}
+
+impl SweepPacer {
+    /// Takes the next turn; returns how long until it comes.
+    pub(crate) fn turn(&self) -> Duration {
+        let now = Instant::now();
+        let mut next = self.next.lock().expect("pacer lock");
+        let at = (*next).max(now);
+        *next = at + Duration::from_secs_f64(1.0 / QUIET_SWEEPS_PER_S);
+        at - now
+    }
+}
+
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
     /// its previous run left; after a connection was lost, entries whose `XREADGROUP` (or
@@ -197,15 +220,26 @@ impl TopicConsumer {
     pub(crate) async fn helper_loops(self: Arc<Self>) {
         let mut rounds: u64 = 0;
         let mut wait = self.sweep_interval(false).mul_f64(fastrand::f64());
+        let mut busy = false;
         loop {
             if self.pause_for(wait).await {
                 return;
             }
-            let busy = match self.sweep(rounds % 20 == 19).await {
+            // Quiet topics take turns: however many start at once, or are found later by a
+            // pattern, they sweep at most QUIET_SWEEPS_PER_S together.
+            if !busy {
+                let turn = self.sweep_pacer.turn();
+                if self.pause_for(turn).await {
+                    return;
+                }
+            }
+            busy = match self.sweep(rounds % 20 == 19).await {
                 Ok(busy) => busy,
                 Err(e) => {
+                    // Paced like a quiet topic: during an outage, sweeps of many topics fail
+                    // together, and need not all be retried (and logged) every claim_interval.
                     tracing::warn!(topic = %self.topic, error = %e, "reclaim sweep failed");
-                    true
+                    false
                 }
             };
             rounds += 1;

@@ -128,11 +128,13 @@ impl Worker {
             hard_stop: hard_stop.clone(),
             budget: Arc::new(topic::Budget::new(self.config.limit)),
             topics_running: Arc::default(),
+            sweep_pacer: Arc::default(),
             readers: reader::Readers::new(
                 self.conn.clone(),
                 &self.group,
                 &self.config.consumer_name,
                 self.config.block_for,
+                stop.clone(),
             ),
         };
         let consumer = self.config.consumer_name.clone();

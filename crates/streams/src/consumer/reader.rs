@@ -26,6 +26,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tributary_core::{Connection, Dedicated, ErrorKind, RedisError};
 
@@ -41,6 +42,9 @@ const REJOIN_WAIT: Duration = Duration::from_millis(2);
 /// and may overtake the read), it is sent again after these delays.
 const UNBLOCK_RETRIES: [Duration; 4] =
     [Duration::from_millis(1), Duration::from_millis(5), Duration::from_millis(25), Duration::from_millis(125)];
+
+/// How long a read blocks when this connection may not be woken (`CLIENT UNBLOCK` refused).
+const BLOCK_WITHOUT_UNBLOCK: Duration = Duration::from_millis(100);
 
 /// What a topic's turn in the shared read brought it.
 #[derive(Debug)]
@@ -72,6 +76,8 @@ pub(crate) struct Readers {
     group: Arc<str>,
     consumer: Arc<str>,
     block_for: Duration,
+    /// The worker's graceful stop: no read starts after it, and the read under way is woken.
+    stop: CancellationToken,
     /// By slot (`None` on a single Redis): the way to the reader, and its task.
     readers: Mutex<HashMap<Option<u16>, Running>>,
 }
@@ -80,8 +86,21 @@ pub(crate) struct Readers {
 type Running = (mpsc::UnboundedSender<Message>, AbortOnDropHandle<()>);
 
 impl Readers {
-    pub(crate) fn new(conn: Connection, group: &str, consumer: &str, block_for: Duration) -> Self {
-        Self { conn, group: group.into(), consumer: consumer.into(), block_for, readers: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        conn: Connection,
+        group: &str,
+        consumer: &str,
+        block_for: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            conn,
+            group: group.into(),
+            consumer: consumer.into(),
+            block_for,
+            stop,
+            readers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The reader for the stream `key`, started on first use.
@@ -96,6 +115,8 @@ impl Readers {
                 group: self.group.clone(),
                 consumer: self.consumer.clone(),
                 block_for: self.block_for,
+                stop: self.stop.clone(),
+                unblock_allowed: true,
                 rx,
                 command_reconnects: self.conn.reconnect_rx(),
                 waiting: HashMap::new(),
@@ -123,6 +144,12 @@ impl ReaderLink {
         let (reply, answer) = oneshot::channel();
         let _ = self.tx.send(Message::Join { key: self.key.clone(), count, reply });
         Ticket { answer, link: self.clone() }
+    }
+
+    /// True when the reader task has ended (only when the worker is being dropped, or after a
+    /// bug made it panic).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Tells the reader not to wait for this topic before its next read.
@@ -162,6 +189,10 @@ struct SharedReader {
     group: Arc<str>,
     consumer: Arc<str>,
     block_for: Duration,
+    stop: CancellationToken,
+    /// False once Redis refused `CLIENT UNBLOCK` (or `CLIENT ID`): reads then block for at
+    /// most [`BLOCK_WITHOUT_UNBLOCK`], so a topic that joins late waits no longer than that.
+    unblock_allowed: bool,
     rx: mpsc::UnboundedReceiver<Message>,
     /// Reconnections of the command connection: a claim in flight may have lost its reply, so
     /// the topics waiting here recover their own pending entries (those not waiting do when
@@ -205,8 +236,23 @@ impl SharedReader {
                     Ok(client) => {
                         let id =
                             client.custom::<i64, _>(command("CLIENT", &key, false), vec![Value::from("ID")]).await.ok();
+                        match id {
+                            None => self.cannot_unblock("CLIENT ID refused"),
+                            // Is waking it allowed? (It is not blocked now: 0 if so.) Asked once
+                            // per connection, so the first late joiner does not find out.
+                            // (`unblock` notes a refusal by permission.)
+                            Some(id) if self.unblock_allowed => {
+                                let _ = self.unblock(Some(id), &key).await;
+                            }
+                            Some(_) => {}
+                        }
                         let reconnects = client.reconnect_rx();
                         link = Some(Link { client, id, reconnects, key });
+                        // Connecting may have taken a while: take what topics said meanwhile.
+                        self.take_queued();
+                        if self.waiting.is_empty() {
+                            continue;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, topics = self.waiting.len(), "cannot open the read connection; retrying");
@@ -269,12 +315,33 @@ impl SharedReader {
                 }
             }
         }
+        self.take_queued();
+        true
+    }
+
+    /// Takes the queued messages of topics, then answers the topics that withdrew (all of
+    /// them once the worker stops: no read starts after that) and forgets those that no
+    /// longer listen (they gave up waiting, or stopped at once).
+    fn take_queued(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.take(m);
+        }
+        let stopping = self.stop.is_cancelled();
+        self.waiting.retain(|_, w| !w.reply.is_closed());
         let withdrawn: Vec<Arc<str>> =
-            self.waiting.iter().filter(|(_, w)| w.withdrawn).map(|(k, _)| k.clone()).collect();
+            self.waiting.iter().filter(|(_, w)| w.withdrawn || stopping).map(|(k, _)| k.clone()).collect();
         for key in withdrawn {
             self.answer(&key, Vec::new());
         }
-        true
+    }
+
+    /// Notes that this connection's reads cannot be woken; says so once.
+    fn cannot_unblock(&mut self, why: &str) {
+        if std::mem::replace(&mut self.unblock_allowed, false) {
+            tracing::warn!(reason = why, block = ?BLOCK_WITHOUT_UNBLOCK.min(self.block_for),
+                "the shared read cannot be woken (grant +client|id +client|unblock): it blocks briefly and \
+                 re-reads instead, which costs more reads at idle");
+        }
     }
 
     /// Notes one message. True when it concerns a topic not in the read under way (joined,
@@ -352,8 +419,8 @@ impl SharedReader {
         // Topics told of a lost reply are answered after this read, which then does not block:
         // they recover as soon as Redis answers again.
         let lost_waiting = self.waiting.keys().any(|k| self.lost.contains(k));
-        let block_ms =
-            if lost_waiting { 0 } else { i64::try_from(self.block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
+        let block_for = if self.unblock_allowed { self.block_for } else { self.block_for.min(BLOCK_WITHOUT_UNBLOCK) };
+        let block_ms = if lost_waiting { 0 } else { i64::try_from(block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
         let mut args: Vec<Value> = Vec::with_capacity(8 + keys.len() * 2);
         args.extend([
             Value::from_static_str("GROUP"),
@@ -375,7 +442,7 @@ impl SharedReader {
         // if it was not blocked yet.
         let mut wake: Option<(usize, Instant)> = None;
         // (A closed event channel would answer at once for ever.)
-        let (mut link_events, mut command_events) = (true, true);
+        let (mut link_events, mut command_events, mut stop_seen) = (true, true, false);
         let reply = loop {
             let retry_at = wake.map(|(_, at)| at);
             tokio::select! {
@@ -388,6 +455,11 @@ impl SharedReader {
                             wake = Some((0, Instant::now()));
                         }
                     }
+                }
+                _ = self.stop.cancelled(), if !stop_seen => {
+                    // The worker stops: its topics withdraw, and this read ends now.
+                    stop_seen = true;
+                    wake.get_or_insert((0, Instant::now()));
                 }
                 r = reconnects.recv(), if link_events => {
                     link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
@@ -405,6 +477,7 @@ impl SharedReader {
                     let Some((tries, _)) = wake else { continue };
                     wake = match self.unblock(*id, link_key).await {
                         Unblock::Done | Unblock::NoAnswer => None,
+                        Unblock::Refused if !self.unblock_allowed => None,
                         Unblock::Refused if tries < UNBLOCK_RETRIES.len() => {
                             Some((tries + 1, Instant::now() + UNBLOCK_RETRIES[tries]))
                         }
@@ -415,9 +488,15 @@ impl SharedReader {
             }
         };
         let reply = match reply {
-            Ok(v) => parse_read_streams("XREADGROUP", v),
+            Ok(v) => parse_read_streams("XREADGROUP", v).inspect_err(|_| {
+                // Redis served the read: what it delivered is pending here, unseen.
+                self.lost.extend(keys.iter().cloned());
+            }),
             Err(e) => Err(RedisError::new("XREADGROUP", e)),
         };
+        if reply.is_ok() {
+            self.unnamed_losses = 0;
+        }
         match reply {
             Ok(streams) => {
                 for (key, entries) in streams {
@@ -467,13 +546,9 @@ impl SharedReader {
             }
             // Errors of Redis as a whole (or of the connection) concern every topic; any other
             // error reply (`WRONGTYPE`, ...) may be one stream's.
-            Err(e)
-                if !matches!(
-                    e.kind(),
-                    ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::Auth
-                ) =>
-            {
-                // A key that is not a stream (an operator's mistake) fails the whole read: find
+            Err(e) if !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable) => {
+                // A key that is not a stream (an operator's mistake), or that the user may no
+                // longer read (`NOPERM`), fails the whole read: find
                 // which, and tell only its topic.
                 let mut found = false;
                 for key in &keys {
@@ -500,12 +575,15 @@ impl SharedReader {
     /// asked).
     async fn is_stream_or_none(&self, key: &str) -> bool {
         let client = self.conn.client_for(key).await;
-        let kind = client.custom::<String, _>(command("TYPE", key, false), vec![Value::from(key)]).await;
-        matches!(kind.as_deref(), Ok("stream" | "none") | Err(_))
+        match client.custom::<String, _>(command("TYPE", key, false), vec![Value::from(key)]).await {
+            Ok(kind) => matches!(kind.as_str(), "stream" | "none"),
+            // A key this user may not touch (`NOPERM`) is as bad as one of the wrong type.
+            Err(e) => !e.details().starts_with("NOPERM"),
+        }
     }
 
     /// Sends `CLIENT UNBLOCK` for the reader connection.
-    async fn unblock(&self, id: Option<i64>, key: &str) -> Unblock {
+    async fn unblock(&mut self, id: Option<i64>, key: &str) -> Unblock {
         let Some(id) = id else { return Unblock::Refused };
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];
         let unblock = async {
@@ -520,8 +598,8 @@ impl SharedReader {
                 Unblock::NoAnswer
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "CLIENT UNBLOCK refused; the shared read ends at its timeout");
-                Unblock::NoAnswer
+                self.cannot_unblock(&e.to_string());
+                Unblock::Refused
             }
             Err(_) => Unblock::NoAnswer,
         }

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<Budget>,
     /// Topics consuming now (their sweeps share a rate: `claim.rs`).
     pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Turns for the sweeps of quiet topics (`claim.rs`).
+    pub(crate) sweep_pacer: Arc<super::claim::SweepPacer>,
     /// The blocking reads of all its topics (`reader.rs`).
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
@@ -153,6 +155,8 @@ pub(crate) struct TopicConsumer {
     prepared: Arc<tokio::sync::watch::Sender<usize>>,
     /// Topics of the worker consuming now.
     pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Turns for the sweeps of the worker's quiet topics.
+    pub(crate) sweep_pacer: Arc<super::claim::SweepPacer>,
     /// Handler attempts that returned (any outcome), for telling a slow topic from a wedged
     /// one: see `renew_leases`.
     pub(crate) returned: std::sync::atomic::AtomicU64,
@@ -221,6 +225,7 @@ impl TopicConsumer {
             budget: shared.budget.clone(),
             prepared: shared.prepared.clone(),
             topics_running: shared.topics_running.clone(),
+            sweep_pacer: shared.sweep_pacer.clone(),
             returned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(HeldMap::default()),
             holding: tokio::sync::Notify::new(),
@@ -371,12 +376,16 @@ impl TopicConsumer {
                     _ = self.stop.cancelled() => {}
                 }
             }
-            if self.in_flight.available_permits() == 0 || self.admit.available_permits() == 0 {
+            // A topic joins a read with at least half a batch of room (or of what it may hold):
+            // `COUNT` is the smallest room of the topics in a read, so one topic with a single
+            // free slot would have every other topic read one entry at a time.
+            let join_at = self.join_at();
+            if self.in_flight.available_permits() < join_at || self.admit.available_permits() < join_at {
                 // Waiting for slots: the shared reader reads on without this topic meanwhile.
                 self.reader.pass();
             }
             // Ask only for as many entries as there are free slots: backpressure.
-            let Some(mut slots) = self.take_slots(self.config.batch_size).await else {
+            let Some(mut slots) = self.take_slots_at_least(join_at, self.config.batch_size).await else {
                 // Stopping, or the worker's limit is reached: read nothing more, wait for the stop.
                 self.reader.pass();
                 self.stop.cancelled().await;
@@ -411,6 +420,13 @@ impl TopicConsumer {
                 }
             };
             // No answer: given up, or the reader is gone. Redis may have delivered to it.
+            if outcome.is_none() && self.reader.is_gone() && !self.stop.is_cancelled() {
+                tracing::error!(topic = %self.topic, "the worker's shared reader is gone; retrying");
+                if self.pause(&mut backoff).await {
+                    self.budget.give_back(slots.len());
+                    break;
+                }
+            }
             let outcome = outcome.unwrap_or(Outcome::Entries { entries: Vec::new(), lost_reply: true });
             let used = match &outcome {
                 Outcome::Entries { entries, .. } => entries.len(),
@@ -422,7 +438,10 @@ impl TopicConsumer {
                     lost_reply |= lost;
                     backoff = Duration::from_millis(100);
                     if entries.len() > slots.len() {
-                        tracing::error!(topic = %self.topic, "read returned more entries than asked for");
+                        // (The count of a ticket given up and joined again.) Those without a slot
+                        // stay pending under this consumer: recovered before the next read.
+                        tracing::debug!(topic = %self.topic, "read returned more entries than there are slots for");
+                        lost_reply = true;
                     }
                     if let Some(last) = entries.last() {
                         *self.last_read.lock().expect("last read lock") = last.id;
@@ -481,9 +500,17 @@ impl TopicConsumer {
     /// saying so at `warn` while nothing frees one). `None` when stopped first or the budget
     /// is spent.
     pub(crate) async fn take_slots(&self, want: usize) -> Option<Slots> {
-        let mut in_flight = self.slots_of(&self.in_flight, want, "in-flight (unacknowledged) entries").await?;
+        self.take_slots_at_least(1, want).await
+    }
+
+    /// [`Self::take_slots`], waiting until at least `at_least` of each kind are free.
+    async fn take_slots_at_least(&self, at_least: usize, want: usize) -> Option<Slots> {
+        let at_least = at_least.clamp(1, want.max(1));
+        let mut in_flight =
+            self.slots_of(&self.in_flight, at_least, want, "in-flight (unacknowledged) entries").await?;
         let admit_what = "read-ahead entries (read, handler not yet returned)";
-        let mut admit = self.slots_of(&self.admit, in_flight.num_permits(), admit_what).await?;
+        let n = in_flight.num_permits();
+        let mut admit = self.slots_of(&self.admit, at_least.min(n), n, admit_what).await?;
         let n = in_flight.num_permits().min(admit.num_permits());
         let granted = self.budget.take(n);
         if granted == 0 {
@@ -494,21 +521,27 @@ impl TopicConsumer {
         Some(Slots { in_flight, admit })
     }
 
-    /// Up to `want` permits of `semaphore` as one: those free now (one semaphore operation in
-    /// the common case), else the first to come free and what is free then. `None` when
-    /// stopped first. While none frees up, says at `warn`, every `claim_idle` (at least 10 s),
-    /// what it waits for and what holds the slots.
-    async fn slots_of(&self, semaphore: &Arc<Semaphore>, want: usize, what: &str) -> Option<OwnedSemaphorePermit> {
+    /// Up to `want` permits of `semaphore` as one: those free now if at least `at_least` are
+    /// (one semaphore operation in the common case), else the first `at_least` to come free
+    /// and what is free then. `None` when stopped first. While they do not free up, says at
+    /// `warn`, every `claim_idle` (at least 10 s), what it waits for and what holds the slots.
+    async fn slots_of(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        at_least: usize,
+        want: usize,
+        what: &str,
+    ) -> Option<OwnedSemaphorePermit> {
         if self.stop.is_cancelled() {
             return None;
         }
         let free = semaphore.available_permits().min(want);
-        if free > 0 {
+        if free >= at_least {
             if let Ok(p) = semaphore.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)) {
                 return Some(p);
             }
         }
-        let acquire = semaphore.clone().acquire_owned();
+        let acquire = semaphore.clone().acquire_many_owned(u32::try_from(at_least).unwrap_or(u32::MAX));
         tokio::pin!(acquire);
         let every = self.config.claim_idle.max(Duration::from_secs(10));
         let since = Instant::now();
@@ -528,7 +561,7 @@ impl TopicConsumer {
                 }
             }
         };
-        let more = semaphore.available_permits().min(want - 1);
+        let more = semaphore.available_permits().min(want - first.num_permits());
         if more > 0 {
             if let Ok(p) = semaphore.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(u32::MAX)) {
                 first.merge(p);
@@ -588,6 +621,14 @@ impl TopicConsumer {
                 self.release(queued.id, queued.deliveries.saturating_sub(1));
             }
         }
+    }
+
+    /// The room this topic waits for before it joins a read: half of a batch, or of what it may
+    /// hold at once if that is smaller (at least one).
+    fn join_at(&self) -> usize {
+        let capacity =
+            self.config.batch_size.min(self.config.max_in_flight).min(self.config.concurrency + self.config.prefetch);
+        (capacity / 2).max(1)
     }
 
     /// What is left of `shutdown_timeout` since the graceful stop was asked for.
