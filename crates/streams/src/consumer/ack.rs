@@ -61,7 +61,8 @@ impl TopicConsumer {
     /// as in flight, so `max_in_flight` bounds what Redis holds pending for this consumer.
     pub(crate) async fn ack_loop(&self, mut rx: mpsc::UnboundedReceiver<Vec<AckRequest>>) {
         const MAX: usize = 512;
-        let mut batch: Vec<AckRequest> = Vec::with_capacity(MAX);
+        // Grown on first use: an idle topic (a worker may have thousands) allocates nothing.
+        let mut batch: Vec<AckRequest> = Vec::new();
         loop {
             // Senders queue whole batches; take what is queued, up to about MAX entries.
             let first = tokio::select! {

@@ -201,7 +201,9 @@ impl TopicConsumer {
                 (returned, progress_at) = (now, Instant::now());
             }
             let progressing = progress_at.elapsed() < self.config.claim_idle;
-            if let Err(e) = self.renew_leases(progressing).await {
+            // Boxed, here and below: a rare path's future would otherwise live inside this
+            // loop's state for ever, one per topic (a worker over 10,000 topics holds 10,000).
+            if let Err(e) = Box::pin(self.renew_leases(progressing)).await {
                 tracing::warn!(topic = %self.topic, error = %e, "lease renewal failed");
             }
         }
@@ -233,7 +235,7 @@ impl TopicConsumer {
                     return;
                 }
             }
-            busy = match self.sweep(rounds % 20 == 19).await {
+            busy = match Box::pin(self.sweep(rounds % 20 == 19)).await {
                 Ok(busy) => busy,
                 Err(e) => {
                     // Paced like a quiet topic: during an outage, sweeps of many topics fail

@@ -43,6 +43,19 @@ const REJOIN_WAIT: Duration = Duration::from_millis(2);
 const UNBLOCK_RETRIES: [Duration; 4] =
     [Duration::from_millis(1), Duration::from_millis(5), Duration::from_millis(25), Duration::from_millis(125)];
 
+/// Reads of many streams while messages flow. A blocking `XREADGROUP` over N streams costs
+/// Redis about 1.8 µs per stream when it blocks and is woken (each key is registered as
+/// blocked and unregistered: 18 ms for 10,000, measured on Redis 7.0), against 0.2 µs when it
+/// does not block. So once a read brought entries, a worker reads without blocking, no more
+/// often than once per `POLL_COST` × streams (10 ms for 10,000), until `HOT_READS` intervals
+/// bring nothing; then it blocks again. Reads then cost Redis at most about a fifth of a core
+/// whatever the rate, where a blocking read per message melted it (at 2,000 messages a second
+/// over 10,000 topics: 62 % of its time in `XREADGROUP`, p99 84 ms); a message waits at most
+/// one interval more. Below `MIN_POLL_INTERVAL` (under 500 streams), reads block as usual.
+const POLL_COST: Duration = Duration::from_micros(1);
+const MIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
+const HOT_READS: u32 = 10;
+
 /// How long a read blocks when this connection may not be woken (`CLIENT UNBLOCK` refused).
 const BLOCK_WITHOUT_UNBLOCK: Duration = Duration::from_millis(100);
 
@@ -62,7 +75,7 @@ pub(crate) enum Outcome {
 /// What topics tell their reader.
 enum Message {
     /// Read up to `count` entries for `key` and answer on `reply`.
-    Join { key: Arc<str>, count: usize, reply: oneshot::Sender<Outcome> },
+    Join { key: Arc<str>, arg: Value, count: usize, reply: oneshot::Sender<Outcome> },
     /// Answer `key` now (with what the read under way brings it): it needs its slots back, or
     /// stops.
     Withdraw { key: Arc<str> },
@@ -123,11 +136,13 @@ impl Readers {
                 lost: HashSet::new(),
                 expecting: HashSet::new(),
                 unnamed_losses: 0,
+                hot_until: None,
+                last_read_at: Instant::now(),
                 suspects: HashSet::new(),
             };
             (tx, AbortOnDropHandle::new(tokio::spawn(reader.run())))
         });
-        ReaderLink { tx: tx.clone(), key: key.into() }
+        ReaderLink { tx: tx.clone(), key: key.into(), arg: Value::from(key) }
     }
 }
 
@@ -136,13 +151,15 @@ impl Readers {
 pub(crate) struct ReaderLink {
     tx: mpsc::UnboundedSender<Message>,
     key: Arc<str>,
+    /// The key as an argument of `XREADGROUP`.
+    arg: Value,
 }
 
 impl ReaderLink {
     /// Joins the next read for up to `count` entries.
     pub(crate) fn join(&self, count: usize) -> Ticket {
         let (reply, answer) = oneshot::channel();
-        let _ = self.tx.send(Message::Join { key: self.key.clone(), count, reply });
+        let _ = self.tx.send(Message::Join { key: self.key.clone(), arg: self.arg.clone(), count, reply });
         Ticket { answer, link: self.clone() }
     }
 
@@ -178,6 +195,7 @@ impl Ticket {
 
 /// A topic waiting for entries.
 struct Waiting {
+    arg: Value,
     count: usize,
     reply: oneshot::Sender<Outcome>,
     withdrawn: bool,
@@ -206,6 +224,11 @@ struct SharedReader {
     expecting: HashSet<Arc<str>>,
     /// Keys found holding something else than a stream: checked alone before they are read.
     suspects: HashSet<Arc<str>>,
+    /// While messages flow on a worker with many topics, reads poll until then (see
+    /// `POLL_COST`).
+    hot_until: Option<Instant>,
+    /// When the last read was sent.
+    last_read_at: Instant,
     /// Reads in a row that ended in a `NOGROUP` naming no key.
     unnamed_losses: u32,
 }
@@ -266,6 +289,16 @@ impl SharedReader {
                 // Reads (or claims) before the reconnection may have been served with their
                 // replies lost.
                 self.lost.extend(self.waiting.keys().cloned());
+            }
+            if self.hot_until.is_some_and(|t| Instant::now() < t) {
+                // Messages flow: the next read polls, no sooner than the interval after the last.
+                let at = self.last_read_at + self.poll_interval();
+                if Instant::now() < at {
+                    self.wait_until(at).await;
+                    if self.waiting.is_empty() {
+                        continue;
+                    }
+                }
             }
             match self.read(current).await {
                 Ok(()) => backoff = Duration::from_millis(100),
@@ -348,10 +381,10 @@ impl SharedReader {
     /// or withdrew from it): that read has to be woken.
     fn take(&mut self, m: Message) -> bool {
         match m {
-            Message::Join { key, count, reply } => {
+            Message::Join { key, arg, count, reply } => {
                 self.expecting.remove(&key);
                 // A topic that gave up on its answer joins anew: the old reply goes nowhere.
-                self.waiting.insert(key, Waiting { count: count.max(1), reply, withdrawn: false });
+                self.waiting.insert(key, Waiting { arg, count: count.max(1), reply, withdrawn: false });
                 true
             }
             Message::Withdraw { key } => match self.waiting.get_mut(&key) {
@@ -418,9 +451,12 @@ impl SharedReader {
         let count = self.waiting.values().map(|w| w.count).min().unwrap_or(1);
         // Topics told of a lost reply are answered after this read, which then does not block:
         // they recover as soon as Redis answers again.
-        let lost_waiting = self.waiting.keys().any(|k| self.lost.contains(k));
+        let lost_waiting = !self.lost.is_empty() && self.waiting.keys().any(|k| self.lost.contains(k));
         let block_for = if self.unblock_allowed { self.block_for } else { self.block_for.min(BLOCK_WITHOUT_UNBLOCK) };
-        let block_ms = if lost_waiting { 0 } else { i64::try_from(block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
+        let polling = self.hot_until.is_some_and(|t| Instant::now() < t);
+        let block_ms =
+            if lost_waiting || polling { 0 } else { i64::try_from(block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
+        self.last_read_at = Instant::now();
         let mut args: Vec<Value> = Vec::with_capacity(8 + keys.len() * 2);
         args.extend([
             Value::from_static_str("GROUP"),
@@ -433,7 +469,9 @@ impl SharedReader {
             args.extend([Value::from_static_str("BLOCK"), Value::from(block_ms)]);
         }
         args.push(Value::from_static_str("STREAMS"));
-        args.extend(keys.iter().map(|k| Value::from(&**k)));
+        // Each key's argument was built once (cloning it counts a reference): a worker over
+        // thousands of topics sends them all in every read.
+        args.extend(keys.iter().map(|k| self.waiting.get(k).map_or_else(|| Value::from(&**k), |w| w.arg.clone())));
         args.extend(keys.iter().map(|_| Value::from_static_str(">")));
         let Link { client, id, reconnects, key: link_key } = link;
         let read = client.custom::<Value, _>(command("XREADGROUP", &keys[0], block_ms > 0), args);
@@ -451,7 +489,7 @@ impl SharedReader {
                 m = self.rx.recv() => {
                     // `None`: every topic is gone; the read ends at its BLOCK timeout.
                     if let Some(m) = m {
-                        if self.take(m) && wake.is_none() {
+                        if self.take(m) && wake.is_none() && block_ms > 0 {
                             wake = Some((0, Instant::now()));
                         }
                     }
@@ -499,6 +537,10 @@ impl SharedReader {
         }
         match reply {
             Ok(streams) => {
+                let interval = self.poll_interval();
+                if !streams.is_empty() && interval >= MIN_POLL_INTERVAL {
+                    self.hot_until = Some(Instant::now() + interval * HOT_READS);
+                }
                 for (key, entries) in streams {
                     let Some(key) = std::str::from_utf8(&key)
                         .ok()
@@ -610,22 +652,30 @@ impl SharedReader {
     async fn pause(&mut self, backoff: &mut Duration) {
         let until = Instant::now() + *backoff;
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        self.wait_until(until).await;
+    }
+
+    /// Waits until `until`, taking messages meanwhile: topics that withdraw (or all, once the
+    /// worker stops) are answered at once.
+    async fn wait_until(&mut self, until: Instant) {
         loop {
             tokio::select! {
                 m = self.rx.recv() => match m {
                     Some(m) => {
                         self.take(m);
-                        let withdrawn: Vec<Arc<str>> =
-                            self.waiting.iter().filter(|(_, w)| w.withdrawn).map(|(k, _)| k.clone()).collect();
-                        for key in withdrawn {
-                            self.answer(&key, Vec::new());
-                        }
+                        self.take_queued();
                     }
                     None => return,
                 },
+                _ = self.stop.cancelled(), if !self.waiting.is_empty() => self.take_queued(),
                 _ = tokio::time::sleep_until(until) => return,
             }
         }
+    }
+
+    /// Between reads of a worker with many topics while messages flow: see `POLL_COST`.
+    fn poll_interval(&self) -> Duration {
+        POLL_COST * u32::try_from(self.waiting.len()).unwrap_or(u32::MAX)
     }
 }
 

@@ -265,7 +265,9 @@ impl TopicConsumer {
             let this = self.clone();
             AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
         };
-        if self.prepare().await {
+        // Boxed, as other rare paths of this loop: they would otherwise stay inside the
+        // future of every topic for as long as it runs.
+        if Box::pin(self.prepare()).await {
             if named {
                 self.prepared.send_modify(|n| *n += 1);
             }
@@ -293,10 +295,10 @@ impl TopicConsumer {
             acker.abort();
         }
         if !self.hard_stop.is_cancelled() {
-            let finish = async {
+            let finish = Box::pin(async {
                 self.release_unstarted().await;
                 self.leave_group_if_empty().await;
-            };
+            });
             if tokio::time::timeout_at(finish_by, finish).await.is_err() {
                 tracing::warn!(topic = %self.topic, group = %self.group,
                     "Redis did not answer at stop; entries not started stay with this consumer until others take them after claim_idle");
@@ -346,7 +348,7 @@ impl TopicConsumer {
                 // handle them now, not after `claim_idle` when the sweep would find them idle.
                 // Recovery takes in-flight slots of its own, so it comes before this read's.
                 let recovered = tokio::select! {
-                    r = self.recover_own_pending() => r,
+                    r = Box::pin(self.recover_own_pending()) => r,
                     _ = self.stop.cancelled() => break,
                 };
                 match recovered {
@@ -460,7 +462,7 @@ impl TopicConsumer {
                 Outcome::GroupLost => {
                     drop(slots);
                     let restored = tokio::select! {
-                        r = self.restore_group() => r,
+                        r = Box::pin(self.restore_group()) => r,
                         _ = self.stop.cancelled() => break,
                     };
                     if let Err(e) = restored {
