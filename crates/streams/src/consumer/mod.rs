@@ -128,6 +128,7 @@ impl Worker {
             hard_stop: hard_stop.clone(),
             budget: Arc::new(topic::Budget::new(self.config.limit)),
             topics_running: Arc::default(),
+            starting: Arc::new(tokio::sync::Semaphore::new(topic::STARTING_AT_ONCE)),
             sweep_pacer: Arc::default(),
             readers: reader::Readers::new(
                 self.conn.clone(),
