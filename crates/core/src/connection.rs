@@ -193,6 +193,19 @@ impl Connection {
         self.open_dedicated(self.inner.builder.clone(), block).await
     }
 
+    /// [`Self::dedicated`] for a subscriber: its pub/sub messages (and keyspace events) are kept
+    /// up to `backlog` deep for the task that takes them (fred keeps 32), so a burst does not
+    /// make that task miss some.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the connection cannot be made.
+    #[doc(hidden)]
+    pub async fn dedicated_subscriber(&self, backlog: usize) -> Result<Dedicated, ConnectError> {
+        let mut builder = self.inner.builder.clone();
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = backlog.max(32));
+        self.open_dedicated(builder, self.inner.command_timeout).await
+    }
+
     /// [`Self::dedicated`] for reads of `key` only: on Redis Cluster, a connection to the primary
     /// serving the key (see [`Self::client_for`]), so another primary's failover does not hold it
     /// up. See [`Self::readers_survive_errors`].

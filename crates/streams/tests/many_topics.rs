@@ -622,3 +622,39 @@ async fn scheduled_and_expiring_messages_across_many_topics() {
     }
     worker.shutdown().await;
 }
+
+/// Clients blocked in a command (`INFO clients`): a worker's shared read, when it blocks.
+fn blocked_clients(redis: &TestRedis) -> u64 {
+    let info = redis.cli(&["INFO", "clients"]);
+    info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// With the server's keyspace notifications on (`notify-keyspace-events Kt`), a worker never
+/// blocks a read over all its topics: it reads the topics that rang, and all of them every
+/// `block_for`. Every message is still handled once. With notifications turned off at run
+/// time, the worker notices at its next full read and blocks on every topic again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keyspace_notifications_a_worker_reads_only_the_topics_that_rang() {
+    let redis = TestRedis::start_private().await;
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let names = topics("rang", 300);
+    let seen = Handled::new();
+    let worker = worker_over(&conn, &names, &seen).block_for(Duration::from_secs(1)).build().unwrap().start();
+    until_ready(&worker).await;
+    for (i, t) in names.iter().enumerate().take(50) {
+        publish(&producer, t, i as u64).await;
+        seen.wait_for(i + 1, "the rung topic's message").await;
+        assert_eq!(blocked_clients(&redis), 0, "no read blocks while notifications say when to read");
+    }
+    // Turned off: the worker notices at its next full read and blocks on every topic again.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+    wait_until(PATIENCE, "the shared read blocks again", || async { blocked_clients(&redis) == 1 }).await;
+    publish(&producer, &names[299], 299).await;
+    seen.wait_for(51, "a message after notifications were turned off").await;
+    let mut got = sorted(&seen);
+    got.dedup();
+    assert_eq!((got.len(), seen.len()), (51, 51), "each handled once");
+    worker.shutdown().await;
+}

@@ -111,6 +111,11 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         NAME,
         json!({
             "topics": o.topics,
+            "keyspace_notifications": if o.keyspace_notifications {
+                "on for the run (notify-keyspace-events Kt): the worker reads only topics that rang"
+            } else {
+                "as the server has them (off by default: the worker reads every topic each time)"
+            },
             "pattern": PATTERN,
             "idle_seconds": o.idle_secs,
             "rate_per_s": o.many_topics_rate,
@@ -132,7 +137,13 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         }),
     );
     let raised = raise_maxclients(&fred, o.topics + SPARE, &mut report.notes).await;
+    let events =
+        if o.keyspace_notifications { keyspace_notifications_on(&fred, &mut report.notes).await } else { None };
     let measured = measure(env, o, &conn, &fred, &mut report).await;
+    if let Some(previous) = events {
+        let _: Result<RedisValue, _> =
+            fred.custom(command("CONFIG"), vec!["SET", "notify-keyspace-events", &previous]).await;
+    }
     if let Some(previous) = raised {
         let _: Result<RedisValue, _> = fred.custom(command("CONFIG"), vec!["SET", "maxclients", &previous]).await;
     }
@@ -414,6 +425,24 @@ fn clients_in(list: &str) -> Vec<(u64, String)> {
             Some((field("id")?.parse().ok()?, field("cmd").unwrap_or("?").to_owned()))
         })
         .collect()
+}
+
+/// Adds `Kt` to the server's `notify-keyspace-events`; returns the previous value to put back.
+async fn keyspace_notifications_on(fred: &Client, notes: &mut Vec<String>) -> Option<String> {
+    let current: Vec<String> = fred.custom(command("CONFIG"), vec!["GET", "notify-keyspace-events"]).await.ok()?;
+    let previous = current.get(1).cloned().unwrap_or_default();
+    let wanted = format!("{previous}Kt");
+    match fred.custom::<RedisValue, _>(command("CONFIG"), vec!["SET", "notify-keyspace-events", &wanted]).await {
+        Ok(_) => {
+            eprintln!("many-topics: notify-keyspace-events set to {wanted:?} for the run; if it is interrupted, undo it with `CONFIG SET notify-keyspace-events {previous:?}`");
+            notes.push(format!("set the server's notify-keyspace-events from {previous:?} to {wanted:?} for the run"));
+            Some(previous)
+        }
+        Err(e) => {
+            notes.push(format!("could not turn keyspace notifications on: {e}"));
+            None
+        }
+    }
 }
 
 /// Raises the server's `maxclients` to `wanted` when it is lower; returns the previous value to

@@ -197,6 +197,12 @@ pub struct Options {
     #[arg(long, default_value_t = 2_000, help_heading = "many-topics")]
     pub many_topics_rate: u64,
 
+    /// many-topics: turn on the server's keyspace notifications for stream commands
+    /// (`notify-keyspace-events Kt`, put back afterwards), which the worker then uses to read
+    /// only the topics that got messages.
+    #[arg(long, default_value_t = false, help_heading = "many-topics")]
+    pub keyspace_notifications: bool,
+
     /// many-topics: seconds of publishing in the latency phase.
     #[arg(long, default_value_t = 10.0, help_heading = "many-topics")]
     pub many_topics_seconds: f64,

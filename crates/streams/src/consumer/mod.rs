@@ -20,6 +20,7 @@ mod ack;
 mod builder;
 mod claim;
 mod dispatch;
+mod doorbell;
 mod group;
 mod handler;
 mod layer;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tributary_core::{Connection, Dedicated, ErrorKind, RedisError};
 
+use super::doorbell::{self, Doorbell, Ring};
 use super::topic::{reconnected, Unblock, STOP_STEP};
 use crate::redis::{command, parse_read_streams, RawEntry};
 
@@ -136,7 +137,14 @@ impl Readers {
                 lost: HashSet::new(),
                 expecting: HashSet::new(),
                 unnamed_losses: 0,
+                withdrawn: Vec::new(),
                 hot_until: None,
+                doorbell: None,
+                doorbell_checked: false,
+                ready: HashSet::new(),
+                known: HashSet::new(),
+                next_full: Instant::now(),
+                next_check: Instant::now(),
                 last_read_at: Instant::now(),
                 suspects: HashSet::new(),
             };
@@ -231,6 +239,21 @@ struct SharedReader {
     last_read_at: Instant,
     /// Reads in a row that ended in a `NOGROUP` naming no key.
     unnamed_losses: u32,
+    /// Topics that withdrew since they were last answered.
+    withdrawn: Vec<Arc<str>>,
+    /// Keyspace notifications, where the server sends them (`doorbell.rs`): reads then name
+    /// only the streams that rang (`ready`), and every stream every `block_for`.
+    doorbell: Option<Doorbell>,
+    /// Whether the server was asked about keyspace notifications yet (once per connection).
+    doorbell_checked: bool,
+    /// Streams that may have entries (rang, read full, new): read next.
+    ready: HashSet<Arc<str>>,
+    /// Topics seen joining: a topic's first join is read at once.
+    known: HashSet<Arc<str>>,
+    /// When the next read of every stream is due (with a doorbell).
+    next_full: Instant,
+    /// When to ask again whether the server still sends keyspace notifications.
+    next_check: Instant,
 }
 
 /// The reader connection and its id (to wake its blocked read).
@@ -270,6 +293,9 @@ impl SharedReader {
                             Some(_) => {}
                         }
                         let reconnects = client.reconnect_rx();
+                        if !std::mem::replace(&mut self.doorbell_checked, true) {
+                            self.check_doorbell(&key).await;
+                        }
                         link = Some(Link { client, id, reconnects, key });
                         // Connecting may have taken a while: take what topics said meanwhile.
                         self.take_queued();
@@ -287,10 +313,18 @@ impl SharedReader {
             let Some(current) = link.as_mut() else { continue };
             if reconnected(&mut current.reconnects) | reconnected(&mut self.command_reconnects) {
                 // Reads (or claims) before the reconnection may have been served with their
-                // replies lost.
+                // replies lost: the next read (of every stream) tells them.
                 self.lost.extend(self.waiting.keys().cloned());
+                self.next_full = Instant::now();
             }
-            if self.hot_until.is_some_and(|t| Instant::now() < t) {
+            let mut only = None;
+            if self.doorbell.is_some() {
+                match self.wait_for_ring().await {
+                    Some(keys) => only = keys,
+                    // Every topic went (answered, withdrew): gather again.
+                    None => continue,
+                }
+            } else if self.hot_until.is_some_and(|t| Instant::now() < t) {
                 // Messages flow: the next read polls, no sooner than the interval after the last.
                 let at = self.last_read_at + self.poll_interval();
                 if Instant::now() < at {
@@ -300,7 +334,7 @@ impl SharedReader {
                     }
                 }
             }
-            match self.read(current).await {
+            match self.read(current, only).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     self.conn.note_error(&e);
@@ -319,12 +353,22 @@ impl SharedReader {
     /// Takes what topics said; waits for the first when none waits, and briefly for topics just
     /// answered. Answers withdrawn topics. False when every topic is gone.
     async fn gather(&mut self) -> bool {
-        if self.waiting.is_empty() && self.expecting.is_empty() {
-            match self.rx.recv().await {
-                Some(m) => {
-                    self.take(m);
+        while self.waiting.is_empty() && self.expecting.is_empty() {
+            // Rings are taken meanwhile, so they do not pile up while every topic is busy.
+            let ring = async {
+                match self.doorbell.as_mut() {
+                    Some(bell) => bell.rings.recv().await,
+                    None => std::future::pending().await,
                 }
-                None => return false,
+            };
+            tokio::select! {
+                m = self.rx.recv() => match m {
+                    Some(m) => {
+                        self.take(m);
+                    }
+                    None => return false,
+                },
+                Some(ring) = ring => self.ring(ring),
             }
         }
         let deadline = Instant::now() + REJOIN_WAIT;
@@ -359,12 +403,16 @@ impl SharedReader {
         while let Ok(m) = self.rx.try_recv() {
             self.take(m);
         }
-        let stopping = self.stop.is_cancelled();
-        self.waiting.retain(|_, w| !w.reply.is_closed());
-        let withdrawn: Vec<Arc<str>> =
-            self.waiting.iter().filter(|(_, w)| w.withdrawn || stopping).map(|(k, _)| k.clone()).collect();
+        // Only the topics that withdrew: a worker may have thousands waiting.
+        let withdrawn: Vec<Arc<str>> = if self.stop.is_cancelled() {
+            self.waiting.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut self.withdrawn)
+        };
         for key in withdrawn {
-            self.answer(&key, Vec::new());
+            if self.stop.is_cancelled() || self.waiting.get(&key).is_some_and(|w| w.withdrawn) {
+                self.answer(&key, Vec::new());
+            }
         }
     }
 
@@ -383,6 +431,13 @@ impl SharedReader {
         match m {
             Message::Join { key, arg, count, reply } => {
                 self.expecting.remove(&key);
+                if self.doorbell.is_some() && !self.known.contains(&key) {
+                    // Its first read: what it holds was not rung for this reader.
+                    self.ready.insert(key.clone());
+                }
+                if !self.known.contains(&key) {
+                    self.known.insert(key.clone());
+                }
                 // A topic that gave up on its answer joins anew: the old reply goes nowhere.
                 self.waiting.insert(key, Waiting { arg, count: count.max(1), reply, withdrawn: false });
                 true
@@ -390,6 +445,7 @@ impl SharedReader {
             Message::Withdraw { key } => match self.waiting.get_mut(&key) {
                 Some(w) => {
                     w.withdrawn = true;
+                    self.withdrawn.push(key);
                     true
                 }
                 None => false,
@@ -421,6 +477,8 @@ impl SharedReader {
     }
 
     fn answer_with(&mut self, key: &Arc<str>, outcome: Outcome) {
+        // Whatever went wrong, read it at its next join.
+        self.ready.insert(key.clone());
         if let Some(w) = self.waiting.remove(key) {
             self.lost.remove(key);
             let _ = w.reply.send(outcome);
@@ -430,7 +488,7 @@ impl SharedReader {
     /// One blocking read for every waiting topic; answers those it brought entries, and
     /// those that withdrew meanwhile. Errors of the connection (or of Redis as a whole) are
     /// returned; errors of one topic's stream are answered to that topic.
-    async fn read(&mut self, link: &mut Link) -> Result<(), RedisError> {
+    async fn read(&mut self, link: &mut Link, only: Option<Vec<Arc<str>>>) -> Result<(), RedisError> {
         // A key found not to be a stream is checked alone before it is read again, so it does
         // not fail the reads of every other topic each time its topic retries.
         let suspects: Vec<Arc<str>> = self.suspects.iter().filter(|k| self.waiting.contains_key(*k)).cloned().collect();
@@ -447,13 +505,33 @@ impl SharedReader {
         if self.waiting.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Arc<str>> = self.waiting.keys().cloned().collect();
-        let count = self.waiting.values().map(|w| w.count).min().unwrap_or(1);
+        // Topics that stopped listening (they gave up waiting, or stopped at once) are not read
+        // for: what Redis would deliver to them would wait for `claim_idle`.
+        let keys: Vec<Arc<str>> = match only {
+            Some(keys) => keys,
+            None => self.waiting.keys().cloned().collect(),
+        };
+        let keys: Vec<Arc<str>> = keys
+            .into_iter()
+            .filter(|k| match self.waiting.get(k) {
+                Some(w) if w.reply.is_closed() => {
+                    self.waiting.remove(k);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let count = keys.iter().filter_map(|k| self.waiting.get(k)).map(|w| w.count).min().unwrap_or(1);
         // Topics told of a lost reply are answered after this read, which then does not block:
         // they recover as soon as Redis answers again.
         let lost_waiting = !self.lost.is_empty() && self.waiting.keys().any(|k| self.lost.contains(k));
         let block_for = if self.unblock_allowed { self.block_for } else { self.block_for.min(BLOCK_WITHOUT_UNBLOCK) };
-        let polling = self.hot_until.is_some_and(|t| Instant::now() < t);
+        // With a doorbell, reads never block: the doorbell says when to read.
+        let polling = self.doorbell.is_some() || self.hot_until.is_some_and(|t| Instant::now() < t);
         let block_ms =
             if lost_waiting || polling { 0 } else { i64::try_from(block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
         self.last_read_at = Instant::now();
@@ -540,6 +618,18 @@ impl SharedReader {
                 let interval = self.poll_interval();
                 if !streams.is_empty() && interval >= MIN_POLL_INTERVAL {
                     self.hot_until = Some(Instant::now() + interval * HOT_READS);
+                }
+                // Streams read are not ready any more, unless they filled the count (more may
+                // be there).
+                for key in &keys {
+                    self.ready.remove(key);
+                }
+                for (key, entries) in &streams {
+                    if entries.len() >= count {
+                        if let Some(key) = std::str::from_utf8(key).ok().and_then(|k| self.known.get(k)) {
+                            self.ready.insert(key.clone());
+                        }
+                    }
                 }
                 for (key, entries) in streams {
                     let Some(key) = std::str::from_utf8(&key)
@@ -670,6 +760,86 @@ impl SharedReader {
                 _ = self.stop.cancelled(), if !self.waiting.is_empty() => self.take_queued(),
                 _ = tokio::time::sleep_until(until) => return,
             }
+        }
+    }
+
+    /// Asks the server whether it sends keyspace notifications, and subscribes if so (standalone
+    /// Redis only: on a cluster each node sends its own).
+    async fn check_doorbell(&mut self, key: &str) {
+        if !self.conn.readers_survive_errors() {
+            return;
+        }
+        if doorbell::enabled(&self.conn, key).await == Some(true) {
+            self.doorbell = doorbell::start(&self.conn).await;
+            if self.doorbell.is_some() {
+                tracing::info!("keyspace notifications on: the shared read names only streams that got entries");
+                self.next_full = Instant::now();
+            }
+        }
+    }
+
+    /// With a doorbell: waits until a waiting topic's stream rang (or is otherwise ready), or
+    /// until every stream is due to be read. Returns the streams to read (`Some(None)`: all),
+    /// or `None` when no topic waits any more.
+    async fn wait_for_ring(&mut self) -> Option<Option<Vec<Arc<str>>>> {
+        loop {
+            while let Some(ring) = self.doorbell.as_mut().and_then(|d| d.rings.try_recv().ok()) {
+                self.ring(ring);
+            }
+            self.take_queued();
+            if self.waiting.is_empty() {
+                return None;
+            }
+            if Instant::now() >= self.next_check {
+                // Notifications may have been turned off meanwhile: fall back to blocking reads
+                // of every stream.
+                self.next_check = Instant::now() + self.block_for;
+                if let Some(key) = self.waiting.keys().next().cloned() {
+                    if doorbell::enabled(&self.conn, &key).await == Some(false) {
+                        tracing::info!("keyspace notifications off: the shared read blocks on every topic again");
+                        self.doorbell = None;
+                        return Some(None);
+                    }
+                }
+            }
+            if Instant::now() >= self.next_full {
+                self.next_full = Instant::now() + doorbell::FULL_READ_EVERY;
+                return Some(None);
+            }
+            let due: Vec<Arc<str>> = self.ready.iter().filter(|k| self.waiting.contains_key(*k)).cloned().collect();
+            if !due.is_empty() {
+                return Some(Some(due));
+            }
+            let Some(bell) = self.doorbell.as_mut() else { return Some(None) };
+            tokio::select! {
+                ring = bell.rings.recv() => match ring {
+                    Some(ring) => self.ring(ring),
+                    None => {
+                        tracing::warn!("keyspace notifications stopped: the shared read blocks on every topic again");
+                        self.doorbell = None;
+                        return Some(None);
+                    }
+                },
+                m = self.rx.recv() => match m {
+                    Some(m) => {
+                        self.take(m);
+                    }
+                    None => return None,
+                },
+                _ = self.stop.cancelled(), if !self.waiting.is_empty() => self.take_queued(),
+                _ = tokio::time::sleep_until(self.next_full.min(self.next_check)) => {}
+            }
+        }
+    }
+
+    fn ring(&mut self, ring: Ring) {
+        match ring {
+            Ring::Key(key) => {
+                if let Some(key) = self.known.get(&key) {
+                    self.ready.insert(key.clone());
+                }
+            }
+            Ring::Missed => self.next_full = Instant::now(),
         }
     }
 
