@@ -180,7 +180,15 @@ impl Scheduler {
         // costs a script and three commands in it.
         let mut clock_offset: Option<i64> = None;
         let mut take_now = true;
+        // Looks since the last take: a take (which reads Redis' clock) comes at least every
+        // `LOOKS_PER_TAKE`, so a clock that jumped (this machine's, or Redis' after a failover)
+        // delays a due message by at most that many polls.
+        let mut looks = 0u32;
         loop {
+            looks += 1;
+            if looks >= LOOKS_PER_TAKE {
+                take_now = true;
+            }
             if !std::mem::take(&mut take_now) {
                 if let Some(offset) = clock_offset {
                     let wait = match self.earliest_due().await {
@@ -201,6 +209,7 @@ impl Scheduler {
                     }
                 }
             }
+            looks = 0;
             let local_before = due_score(SystemTime::now());
             let wait = match self.move_due_topics().await {
                 Ok((more, next, redis_now)) => {
@@ -395,6 +404,10 @@ fn unpack_fields(mut b: &[u8]) -> Option<Vec<(Bytes, Bytes)>> {
     }
     Some(out)
 }
+
+/// A mover that finds nothing due in its index looks again every `schedule_poll` with one
+/// `ZRANGE`, and takes (a script that reads Redis' clock) at least every this many looks.
+const LOOKS_PER_TAKE: u32 = 10;
 
 /// Due time as a score: milliseconds since the Unix epoch, rounded up so that a message is
 /// never moved before its time (the mover compares with Redis' clock in whole ms).

@@ -7,7 +7,9 @@
 //! or `A`), Redis names each stream that got an entry on `__keyspace@<db>__:<key>`: the
 //! worker subscribes to its namespace's topic streams, and its reads name only the streams
 //! that rang. Pub/sub may lose a notification (a reconnection, an output buffer limit), so a
-//! read of every stream still runs every `block_for`, and after a reconnection at once.
+//! read of every stream still runs every 30 s, and at once after a reconnection (then every
+//! topic is read at its next join); a subscription that cannot be made again, or a connection
+//! that stops answering, ends the doorbell and the reader blocks on every topic again.
 //! Nothing changes for producers, and without such events the reader works as before.
 
 use std::sync::Arc;
@@ -17,9 +19,12 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Value;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tributary_core::Connection;
+use tributary_core::{Connection, Dedicated};
 
 use crate::redis::command;
+
+/// How often the subscription's connection is asked whether it is alive.
+const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// Rings kept for the listener task before it misses some (and a full read is needed).
 const RINGS_BACKLOG: usize = 16_384;
@@ -74,15 +79,25 @@ pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
     // fred parses keyspace channels into events of their own.
     let mut events = client.keyspace_event_rx();
     let mut reconnects = client.reconnect_rx();
-    if let Err(e) = client.psubscribe(pattern.clone()).await {
-        tracing::warn!(error = %e, "cannot subscribe to keyspace notifications; reading every topic instead");
+    if !subscribe(&client, &pattern).await {
+        tracing::warn!("cannot subscribe to keyspace notifications (grant +psubscribe and the channel pattern); reading every topic instead");
         return None;
     }
     let (tx, rings) = mpsc::unbounded_channel();
     let listener = tokio::spawn(async move {
-        let _client = &client;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    // A connection that died silently never reconnects, and would ring no more:
+                    // without an answer as a subscriber, the doorbell closes and the reader
+                    // reads every topic.
+                    if !still_subscribed(&client).await {
+                        tracing::warn!("the keyspace-notification subscription does not answer; reading every topic instead");
+                        return;
+                    }
+                }
                 e = events.recv() => match e {
                     Ok(event) => {
                         let Some(key) = event.key.as_str() else { continue };
@@ -100,15 +115,35 @@ pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
                         return;
                     }
                     // A new connection has no subscription: subscribe again, and read all.
-                    if let Err(e) = client.psubscribe(pattern.clone()).await {
-                        tracing::warn!(error = %e, "cannot subscribe to keyspace notifications again; reads fall back to every block_for");
-                    }
                     let _ = tx.send(Ring::Missed);
+                    if !subscribe(&client, &pattern).await {
+                        // Closing the rings makes the reader block on every topic again.
+                        tracing::warn!("cannot subscribe to keyspace notifications again; reading every topic instead");
+                        return;
+                    }
                 }
             }
         }
     });
     Some(Doorbell { rings, _listener: AbortOnDropHandle::new(listener) })
+}
+
+/// `PSUBSCRIBE pattern`, then checks that it took: fred reports success even when Redis
+/// refused it (`NOPERM`).
+async fn subscribe(client: &Dedicated, pattern: &str) -> bool {
+    matches!(tokio::time::timeout(PING_EVERY, client.psubscribe(pattern.to_owned())).await, Ok(Ok(())))
+        && still_subscribed(client).await
+}
+
+/// True when the connection answers `PING` as a subscriber does (`["pong", ""]`, where a
+/// connection that is not subscribed answers `PONG`). On RESP3, where both answer `PONG`, this
+/// says false: the reader then reads every topic, as without notifications.
+async fn still_subscribed(client: &Dedicated) -> bool {
+    let ping = client.custom::<Value, _>(
+        fred::types::CustomCommand::new_static("PING", fred::types::ClusterHash::Random, false),
+        Vec::<Value>::new(),
+    );
+    matches!(tokio::time::timeout(PING_EVERY, ping).await, Ok(Ok(Value::Array(_))))
 }
 
 /// `s` with the characters a Redis glob pattern treats specially escaped.

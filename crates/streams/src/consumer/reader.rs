@@ -145,6 +145,8 @@ impl Readers {
                 known: HashSet::new(),
                 next_full: Instant::now(),
                 next_check: Instant::now(),
+                next_doorbell_check: Instant::now() + doorbell::FULL_READ_EVERY,
+                hot_interval: Duration::ZERO,
                 last_read_at: Instant::now(),
                 suspects: HashSet::new(),
             };
@@ -254,6 +256,12 @@ struct SharedReader {
     next_full: Instant,
     /// When to ask again whether the server still sends keyspace notifications.
     next_check: Instant,
+    /// Without a doorbell: when to ask whether notifications were turned on.
+    next_doorbell_check: Instant,
+    /// The interval between reads while they poll, fixed when polling starts (see
+    /// `POLL_COST`): counted from the topics waiting then, not from those waiting at each read
+    /// (fewer while most are busy, which would make reads follow each other at once).
+    hot_interval: Duration,
 }
 
 /// The reader connection and its id (to wake its blocked read).
@@ -314,19 +322,24 @@ impl SharedReader {
             if reconnected(&mut current.reconnects) | reconnected(&mut self.command_reconnects) {
                 // Reads (or claims) before the reconnection may have been served with their
                 // replies lost: the next read (of every stream) tells them.
-                self.lost.extend(self.waiting.keys().cloned());
-                self.next_full = Instant::now();
+                self.after_reconnection();
+            }
+            if self.doorbell.is_none() && self.doorbell_checked && Instant::now() >= self.next_doorbell_check {
+                // Notifications may have been turned on (again) since the last look.
+                self.next_doorbell_check = Instant::now() + doorbell::FULL_READ_EVERY;
+                let key = current.key.clone();
+                self.check_doorbell(&key).await;
             }
             let mut only = None;
             if self.doorbell.is_some() {
-                match self.wait_for_ring().await {
+                match self.wait_for_ring(&mut current.reconnects).await {
                     Some(keys) => only = keys,
                     // Every topic went (answered, withdrew): gather again.
                     None => continue,
                 }
             } else if self.hot_until.is_some_and(|t| Instant::now() < t) {
                 // Messages flow: the next read polls, no sooner than the interval after the last.
-                let at = self.last_read_at + self.poll_interval();
+                let at = self.last_read_at + self.hot_interval;
                 if Instant::now() < at {
                     self.wait_until(at).await;
                     if self.waiting.is_empty() {
@@ -617,7 +630,10 @@ impl SharedReader {
             Ok(streams) => {
                 let interval = self.poll_interval();
                 if !streams.is_empty() && interval >= MIN_POLL_INTERVAL {
-                    self.hot_until = Some(Instant::now() + interval * HOT_READS);
+                    if !self.hot_until.is_some_and(|t| Instant::now() < t) {
+                        self.hot_interval = interval;
+                    }
+                    self.hot_until = Some(Instant::now() + self.hot_interval * HOT_READS);
                 }
                 // Streams read are not ready any more, unless they filled the count (more may
                 // be there).
@@ -650,6 +666,8 @@ impl SharedReader {
             Err(e) if e.is_server_error("UNBLOCKED") => {
                 // A blocked read is woken with an error when one of its streams is deleted:
                 // read again, which names what is missing.
+                // Redis answered: topics told of a lost reply recover now.
+                self.answer_lost();
                 Ok(())
             }
             Err(e) if e.is_server_error("NOGROUP") => {
@@ -674,6 +692,8 @@ impl SharedReader {
                         }
                     }
                 }
+                // Redis answered: topics told of a lost reply recover now.
+                self.answer_lost();
                 Ok(())
             }
             // Errors of Redis as a whole (or of the connection) concern every topic; any other
@@ -693,6 +713,8 @@ impl SharedReader {
                 if !found {
                     return Err(e);
                 }
+                // Redis answered: topics told of a lost reply recover now.
+                self.answer_lost();
                 Ok(())
             }
             Err(e) => {
@@ -781,7 +803,12 @@ impl SharedReader {
     /// With a doorbell: waits until a waiting topic's stream rang (or is otherwise ready), or
     /// until every stream is due to be read. Returns the streams to read (`Some(None)`: all),
     /// or `None` when no topic waits any more.
-    async fn wait_for_ring(&mut self) -> Option<Option<Vec<Arc<str>>>> {
+    async fn wait_for_ring(
+        &mut self,
+        reconnects: &mut tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    ) -> Option<Option<Vec<Arc<str>>>> {
+        // (A closed event channel would answer at once for ever.)
+        let (mut link_events, mut command_events) = (true, true);
         loop {
             while let Some(ring) = self.doorbell.as_mut().and_then(|d| d.rings.try_recv().ok()) {
                 self.ring(ring);
@@ -828,8 +855,26 @@ impl SharedReader {
                 },
                 _ = self.stop.cancelled(), if !self.waiting.is_empty() => self.take_queued(),
                 _ = tokio::time::sleep_until(self.next_full.min(self.next_check)) => {}
+                // A reconnection while nothing rings: replies may be lost, and so may rings.
+                r = reconnects.recv(), if link_events => {
+                    link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
+                    self.after_reconnection();
+                }
+                r = self.command_reconnects.recv(), if command_events => {
+                    command_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
+                    self.after_reconnection();
+                }
             }
         }
+    }
+
+    /// After the read or the command connection reconnected: the waiting topics are told their
+    /// replies may be lost (with the next read, of every stream), and every topic is read at
+    /// its next join (a ring may have been lost with the subscriber's connection too).
+    fn after_reconnection(&mut self) {
+        self.lost.extend(self.waiting.keys().cloned());
+        self.next_full = Instant::now();
+        self.ready.extend(self.known.iter().cloned());
     }
 
     fn ring(&mut self, ring: Ring) {
@@ -839,7 +884,11 @@ impl SharedReader {
                     self.ready.insert(key.clone());
                 }
             }
-            Ring::Missed => self.next_full = Instant::now(),
+            // Busy topics (not waiting now, so not in the full read) are read at their next join.
+            Ring::Missed => {
+                self.next_full = Instant::now();
+                self.ready.extend(self.known.iter().cloned());
+            }
         }
     }
 

@@ -275,10 +275,7 @@ impl TopicConsumer {
         };
         // Boxed, as other rare paths of this loop: they would otherwise stay inside the
         // future of every topic for as long as it runs.
-        let starting = self.start_turn().await;
-        let prepared = Box::pin(self.prepare()).await;
-        drop(starting);
-        if prepared {
+        if self.prepare().await {
             if named {
                 self.prepared.send_modify(|n| *n += 1);
             }
@@ -322,7 +319,8 @@ impl TopicConsumer {
     /// topics starts them [`STARTING_AT_ONCE`] at a time, not all at once, whose commands and
     /// futures in flight together (10,000 of each) left the worker's memory 70 MiB larger for
     /// good. Says at `warn` what it waits for when a turn takes long (other topics' starts wait
-    /// for their handlers: a restart with many entries of its own pending).
+    /// for their handlers: a restart with many entries of its own pending, with handlers that
+    /// do not return). `None` when stopped first.
     async fn start_turn(&self) -> Option<OwnedSemaphorePermit> {
         let turn = self.starting.clone().acquire_owned();
         tokio::pin!(turn);
@@ -341,17 +339,25 @@ impl TopicConsumer {
 
     /// Creates the group and recovers this consumer's own pending entries. False when
     /// stopped before that succeeded.
+    ///
+    /// Each attempt takes a start turn (`start_turn`) and gives it back before pausing, so a
+    /// topic that cannot start (its key holds something else, the user may not read it) does
+    /// not hold other topics' turns while it retries.
     async fn prepare(self: &Arc<Self>) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let done = async {
+            let Some(turn) = self.start_turn().await else { return false };
+            // Boxed, as other rare paths of this topic's loop: it would otherwise stay inside
+            // the future of every topic for as long as it runs.
+            let done = Box::pin(async {
                 self.ensure_group().await?;
                 self.recover_own_pending().await
-            };
+            });
             let result = tokio::select! {
                 r = done => r,
                 _ = self.stop.cancelled() => return false,
             };
+            drop(turn);
             match result {
                 Ok(()) => return true,
                 Err(e) => {
