@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use fred::interfaces::{ClientLike, StreamsInterface, TransactionInterface};
 use tributary_core::{wire, Codec, Connection, Envelope, Json};
-use tributary_streams::{Context, HandlerError, Producer, Worker};
+use tributary_streams::{Context, HandlerError, Producer, Worker, WorkerHandle};
 
 fn fields(conn: &Connection, n: u64) -> Vec<(bytes::Bytes, bytes::Bytes)> {
     let payload = Json.encode(&Order { n, key: String::new() }).unwrap();
@@ -25,11 +25,6 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 
 fn numpat(redis: &TestRedis) -> u64 {
     redis.cli(&["PUBSUB", "NUMPAT"]).trim().parse().unwrap()
-}
-
-fn blocked_clients(redis: &TestRedis) -> u64 {
-    let info = redis.cli(&["INFO", "clients"]);
-    info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).map_or(0, |n| n.trim().parse().unwrap())
 }
 
 /// A ring lost while the subscriber reconnects, for a topic that is busy (not waiting) when the
@@ -158,10 +153,11 @@ async fn a_doorbell_that_cannot_subscribe_again_gives_way_to_blocking_reads() {
     worker.shutdown().await;
 }
 
-/// After a reconnection, the full read that tells topics of a possibly lost reply fails on
-/// another topic's broken key: the lost reply is still recovered at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_reply_is_recovered_when_the_read_after_the_reconnection_fails_on_another_key() {
+/// A worker (consumer `c`, notifications on) over topics `a` and `b` that handled one message
+/// of each; then what a reply lost on the wire leaves: `a` #1 recorded by Redis as delivered to
+/// `c`, which never got it (`XADD` and `XREADGROUP` in one transaction, so the worker's own
+/// read cannot take it first).
+async fn with_a_lost_reply() -> (TestRedis, Connection, WorkerHandle, Seen<(String, u64)>) {
     let redis = TestRedis::start_private().await;
     redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
     let conn = connect(&redis).await;
@@ -181,16 +177,23 @@ async fn a_lost_reply_is_recovered_when_the_read_after_the_reconnection_fails_on
     seen.wait_for(2, "a#0 b#0").await;
     let admin = tributary_streams::Admin::new(conn.clone());
     wait_until(PATIENCE, "a#0 acknowledged", || async { admin.pending_count("a", "g").await.unwrap() == 0 }).await;
-    let ns = redis.namespace();
-    let key = format!("{ns}:{{a}}");
-    // What a lost reply leaves: a#1 delivered to c, never seen.
+    let key = format!("{}:{{a}}", redis.namespace());
     let trx = conn.redis().multi();
     let _: fred::types::Value = trx.xadd(&key, false, None, "*", fields(&conn, 1)).await.unwrap();
     let _: fred::types::Value = trx.xreadgroup("g", "c", Some(10), None, false, &key, ">").await.unwrap();
     let _: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
+    (redis, conn, worker, seen)
+}
+
+/// After a reconnection, the full read that tells topics of a possibly lost reply fails on
+/// another topic's broken key: the lost reply is still recovered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_is_recovered_when_the_read_after_the_reconnection_fails_on_another_key() {
+    let (redis, _conn, worker, seen) = with_a_lost_reply().await;
     // b's key becomes something else (no stream event rings), and every connection drops.
-    redis.cli(&["DEL", &format!("{ns}:{{b}}")]);
-    redis.cli(&["SET", &format!("{ns}:{{b}}"), "x"]);
+    let b = format!("{}:{{b}}", redis.namespace());
+    redis.cli(&["DEL", &b]);
+    redis.cli(&["SET", &b, "x"]);
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     tokio::time::timeout(PROMPTLY, seen.wait_for(3, "a#1, whose reply was lost")).await.expect("recovered at once");
     worker.shutdown().await;
@@ -201,32 +204,7 @@ async fn a_lost_reply_is_recovered_when_the_read_after_the_reconnection_fails_on
 /// notifications.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_doorbell_a_reply_lost_on_a_broken_connection_is_recovered_at_once() {
-    let redis = TestRedis::start_private().await;
-    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
-    let conn = connect(&redis).await;
-    let producer = Producer::new(conn.clone());
-    let seen: Seen<(String, u64)> = Seen::new();
-    let worker = Worker::builder(conn.clone(), "g")
-        .consumer_name("c")
-        .block_for(Duration::from_secs(1))
-        .on("a", rec(&seen))
-        .on("b", rec(&seen))
-        .build()
-        .unwrap()
-        .start();
-    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
-    producer.publish("a", &Order { n: 0, key: String::new() }).await.unwrap();
-    producer.publish("b", &Order { n: 0, key: String::new() }).await.unwrap();
-    seen.wait_for(2, "a#0 b#0").await;
-    let admin = tributary_streams::Admin::new(conn.clone());
-    wait_until(PATIENCE, "a#0 acknowledged", || async { admin.pending_count("a", "g").await.unwrap() == 0 }).await;
-    let ns = redis.namespace();
-    let key = format!("{ns}:{{a}}");
-    // What a lost reply leaves: a#1 delivered to c, never seen.
-    let trx = conn.redis().multi();
-    let _: fred::types::Value = trx.xadd(&key, false, None, "*", fields(&conn, 1)).await.unwrap();
-    let _: fred::types::Value = trx.xreadgroup("g", "c", Some(10), None, false, &key, ">").await.unwrap();
-    let _: Vec<fred::types::Value> = trx.exec(true).await.unwrap();
+    let (redis, _conn, worker, seen) = with_a_lost_reply().await;
     // Every connection drops; nothing rings.
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     tokio::time::timeout(PROMPTLY, seen.wait_for(3, "a#1, whose reply was lost")).await.expect("recovered at once");

@@ -623,12 +623,6 @@ async fn scheduled_and_expiring_messages_across_many_topics() {
     worker.shutdown().await;
 }
 
-/// Clients blocked in a command (`INFO clients`): a worker's shared read, when it blocks.
-fn blocked_clients(redis: &TestRedis) -> u64 {
-    let info = redis.cli(&["INFO", "clients"]);
-    info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).map_or(0, |n| n.trim().parse().unwrap())
-}
-
 /// With the server's keyspace notifications on (`notify-keyspace-events Kt`), a worker never
 /// blocks a read over all its topics: it reads the topics that rang, and all of them every
 /// `block_for`. Every message is still handled once. With notifications turned off at run

@@ -63,9 +63,19 @@ pub(crate) async fn enabled(conn: &Connection, key: &str) -> Option<bool> {
     Some(flags.contains('K') && (flags.contains('t') || flags.contains('A')))
 }
 
-/// Subscribes to the keyspace events of the namespace's topic streams. `None` when the
-/// subscription cannot be made (then the reader works without).
-pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
+/// Why the doorbell did not start: the reader works without it.
+#[derive(Debug)]
+pub(crate) enum NotStarted {
+    /// The subscription was refused, or could not be confirmed: not asked again.
+    Refused,
+    /// Its connection could not be opened now: asked again later.
+    Unavailable,
+}
+
+/// Subscribes to the keyspace events of the namespace's topic streams. `Err` when the
+/// subscription cannot be made or confirmed (then the reader works without, and does not ask
+/// again); a connection that cannot be opened now is not a refusal (asked again later).
+pub(crate) async fn start(conn: &Connection) -> Result<Doorbell, NotStarted> {
     let ns = conn.namespace().as_str();
     // Topic streams are `<ns>:{<topic>}`; dead-letter and other keys of a topic end otherwise.
     let pattern = format!("__keyspace@*__:{}:{{*}}", glob_escape(ns));
@@ -73,15 +83,16 @@ pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the keyspace-notification connection; reading every topic instead");
-            return None;
+            return Err(NotStarted::Unavailable);
         }
     };
     // fred parses keyspace channels into events of their own.
     let mut events = client.keyspace_event_rx();
     let mut reconnects = client.reconnect_rx();
     if !subscribe(&client, &pattern).await {
-        tracing::warn!("cannot subscribe to keyspace notifications (grant +psubscribe and the channel pattern); reading every topic instead");
-        return None;
+        tracing::warn!(pattern = %pattern, "keyspace notifications are on, but the subscription was refused or could not be confirmed \
+            (the user needs +psubscribe and the channel pattern; on a RESP3 connection it is not used); reading every topic instead");
+        return Err(NotStarted::Refused);
     }
     let (tx, rings) = mpsc::unbounded_channel();
     let listener = tokio::spawn(async move {
@@ -89,6 +100,23 @@ pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // A reconnection first: a ping on the new, not yet subscribed connection would
+                // end the doorbell for nothing.
+                biased;
+                r = reconnects.recv() => {
+                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    // A new connection has no subscription: subscribe again, then read all
+                    // (after: what comes between is rung).
+                    if !subscribe(&client, &pattern).await {
+                        // Closing the rings makes the reader block on every topic again.
+                        tracing::warn!("cannot subscribe to keyspace notifications again; reading every topic instead");
+                        return;
+                    }
+                    let _ = tx.send(Ring::Missed);
+                    ping.reset();
+                }
                 _ = ping.tick() => {
                     // A connection that died silently never reconnects, and would ring no more:
                     // without an answer as a subscriber, the doorbell closes and the reader
@@ -110,22 +138,10 @@ pub(crate) async fn start(conn: &Connection) -> Option<Doorbell> {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                r = reconnects.recv() => {
-                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
-                    // A new connection has no subscription: subscribe again, and read all.
-                    let _ = tx.send(Ring::Missed);
-                    if !subscribe(&client, &pattern).await {
-                        // Closing the rings makes the reader block on every topic again.
-                        tracing::warn!("cannot subscribe to keyspace notifications again; reading every topic instead");
-                        return;
-                    }
-                }
             }
         }
     });
-    Some(Doorbell { rings, _listener: AbortOnDropHandle::new(listener) })
+    Ok(Doorbell { rings, _listener: AbortOnDropHandle::new(listener) })
 }
 
 /// `PSUBSCRIBE pattern`, then checks that it took: fred reports success even when Redis

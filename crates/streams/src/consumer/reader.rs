@@ -141,6 +141,7 @@ impl Readers {
                 hot_until: None,
                 doorbell: None,
                 doorbell_checked: false,
+                doorbell_refused: false,
                 ready: HashSet::new(),
                 known: HashSet::new(),
                 next_full: Instant::now(),
@@ -246,8 +247,10 @@ struct SharedReader {
     /// Keyspace notifications, where the server sends them (`doorbell.rs`): reads then name
     /// only the streams that rang (`ready`), and every stream every `block_for`.
     doorbell: Option<Doorbell>,
-    /// Whether the server was asked about keyspace notifications yet (once per connection).
+    /// Whether the server was asked about keyspace notifications yet.
     doorbell_checked: bool,
+    /// The subscription was refused (no `+psubscribe`, or a RESP3 connection): not tried again.
+    doorbell_refused: bool,
     /// Streams that may have entries (rang, read full, new): read next.
     ready: HashSet<Arc<str>>,
     /// Topics seen joining: a topic's first join is read at once.
@@ -326,7 +329,6 @@ impl SharedReader {
             }
             if self.doorbell.is_none() && self.doorbell_checked && Instant::now() >= self.next_doorbell_check {
                 // Notifications may have been turned on (again) since the last look.
-                self.next_doorbell_check = Instant::now() + doorbell::FULL_READ_EVERY;
                 let key = current.key.clone();
                 self.check_doorbell(&key).await;
             }
@@ -339,7 +341,8 @@ impl SharedReader {
                 }
             } else if self.hot_until.is_some_and(|t| Instant::now() < t) {
                 // Messages flow: the next read polls, no sooner than the interval after the last.
-                let at = self.last_read_at + self.hot_interval;
+                // (Never shorter than what the topics waiting now call for: more may have joined.)
+                let at = self.last_read_at + self.hot_interval.max(self.poll_interval());
                 if Instant::now() < at {
                     self.wait_until(at).await;
                     if self.waiting.is_empty() {
@@ -592,15 +595,19 @@ impl SharedReader {
                 }
                 r = reconnects.recv(), if link_events => {
                     link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
-                    // This connection reconnected under the read: an earlier reply may be lost.
-                    self.lost.extend(keys.iter().cloned());
-                    wake.get_or_insert((0, Instant::now()));
+                    if link_events {
+                        // This connection reconnected under the read: an earlier reply may be lost.
+                        self.lost.extend(keys.iter().cloned());
+                        wake.get_or_insert((0, Instant::now()));
+                    }
                 }
                 r = self.command_reconnects.recv(), if command_events => {
                     command_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
-                    // A claim's reply may be lost: the topics waiting here recover first.
-                    self.lost.extend(self.waiting.keys().cloned());
-                    wake.get_or_insert((0, Instant::now()));
+                    if command_events {
+                        // A claim's reply may be lost: the topics waiting here recover first.
+                        self.lost.extend(self.waiting.keys().cloned());
+                        wake.get_or_insert((0, Instant::now()));
+                    }
                 }
                 _ = async { tokio::time::sleep_until(retry_at.expect("checked")).await }, if retry_at.is_some() => {
                     let Some((tries, _)) = wake else { continue };
@@ -718,8 +725,11 @@ impl SharedReader {
                 Ok(())
             }
             Err(e) => {
-                // The connection (or Redis as a whole) failed: a reply may have been lost.
+                // The connection (or Redis as a whole) failed: a reply may have been lost. The
+                // next read is of every stream (with a doorbell, it would otherwise wait for a
+                // ring), after which the topics told of it recover.
                 self.lost.extend(keys);
+                self.next_full = Instant::now();
                 Err(e)
             }
         }
@@ -791,13 +801,36 @@ impl SharedReader {
         if !self.conn.readers_survive_errors() {
             return;
         }
-        if doorbell::enabled(&self.conn, key).await == Some(true) {
-            self.doorbell = doorbell::start(&self.conn).await;
-            if self.doorbell.is_some() {
-                tracing::info!("keyspace notifications on: the shared read names only streams that got entries");
-                self.next_full = Instant::now();
-            }
+        self.next_doorbell_check = Instant::now() + doorbell::FULL_READ_EVERY;
+        if self.doorbell_refused || doorbell::enabled(&self.conn, key).await != Some(true) {
+            return;
         }
+        match doorbell::start(&self.conn).await {
+            Ok(bell) => {
+                tracing::info!("keyspace notifications on: the shared read names only streams that got entries");
+                self.doorbell = Some(bell);
+                // Rings of what came before are not to be had: every topic is read, busy ones
+                // at their next join.
+                self.read_everything_again();
+            }
+            // Not permitted, or not on this protocol: said once, not asked again.
+            Err(doorbell::NotStarted::Refused) => self.doorbell_refused = true,
+            Err(doorbell::NotStarted::Unavailable) => {}
+        }
+    }
+
+    /// Ends the doorbell: the reader blocks on every topic again, and reads each once (rings
+    /// may have been missed before it ended).
+    fn end_doorbell(&mut self) {
+        self.doorbell = None;
+        self.next_doorbell_check = Instant::now() + doorbell::FULL_READ_EVERY;
+        self.read_everything_again();
+    }
+
+    /// The next read is of every waiting topic, and each busy one is read at its next join.
+    fn read_everything_again(&mut self) {
+        self.next_full = Instant::now();
+        self.ready.extend(self.known.iter().cloned());
     }
 
     /// With a doorbell: waits until a waiting topic's stream rang (or is otherwise ready), or
@@ -824,7 +857,7 @@ impl SharedReader {
                 if let Some(key) = self.waiting.keys().next().cloned() {
                     if doorbell::enabled(&self.conn, &key).await == Some(false) {
                         tracing::info!("keyspace notifications off: the shared read blocks on every topic again");
-                        self.doorbell = None;
+                        self.end_doorbell();
                         return Some(None);
                     }
                 }
@@ -843,7 +876,7 @@ impl SharedReader {
                     Some(ring) => self.ring(ring),
                     None => {
                         tracing::warn!("keyspace notifications stopped: the shared read blocks on every topic again");
-                        self.doorbell = None;
+                        self.end_doorbell();
                         return Some(None);
                     }
                 },
@@ -858,11 +891,15 @@ impl SharedReader {
                 // A reconnection while nothing rings: replies may be lost, and so may rings.
                 r = reconnects.recv(), if link_events => {
                     link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
-                    self.after_reconnection();
+                    if link_events {
+                        self.after_reconnection();
+                    }
                 }
                 r = self.command_reconnects.recv(), if command_events => {
                     command_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
-                    self.after_reconnection();
+                    if command_events {
+                        self.after_reconnection();
+                    }
                 }
             }
         }
@@ -873,8 +910,7 @@ impl SharedReader {
     /// its next join (a ring may have been lost with the subscriber's connection too).
     fn after_reconnection(&mut self) {
         self.lost.extend(self.waiting.keys().cloned());
-        self.next_full = Instant::now();
-        self.ready.extend(self.known.iter().cloned());
+        self.read_everything_again();
     }
 
     fn ring(&mut self, ring: Ring) {
@@ -885,10 +921,7 @@ impl SharedReader {
                 }
             }
             // Busy topics (not waiting now, so not in the full read) are read at their next join.
-            Ring::Missed => {
-                self.next_full = Instant::now();
-                self.ready.extend(self.known.iter().cloned());
-            }
+            Ring::Missed => self.read_everything_again(),
         }
     }
 

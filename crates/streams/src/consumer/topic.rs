@@ -273,8 +273,6 @@ impl TopicConsumer {
             let this = self.clone();
             AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
         };
-        // Boxed, as other rare paths of this loop: they would otherwise stay inside the
-        // future of every topic for as long as it runs.
         if self.prepare().await {
             if named {
                 self.prepared.send_modify(|n| *n += 1);

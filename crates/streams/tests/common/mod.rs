@@ -77,3 +77,9 @@ pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
 pub fn client_connections(redis: &TestRedis) -> usize {
     redis.cli(&["CLIENT", "LIST", "TYPE", "normal"]).lines().count().saturating_sub(1)
 }
+
+/// Clients blocked in a command (`INFO clients`): a worker's shared read, while it blocks.
+pub fn blocked_clients(redis: &TestRedis) -> u64 {
+    let info = redis.cli(&["INFO", "clients"]);
+    info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).map_or(0, |n| n.trim().parse().unwrap())
+}
