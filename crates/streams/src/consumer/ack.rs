@@ -92,30 +92,10 @@ impl TopicConsumer {
                 }
                 return;
             }
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let ids = id_args(batch.iter().map(|(id, _)| *id));
-                // fred's typed command: a custom command would make the connection flush
-                // its socket for it alone.
-                let acked = self
-                    .conn
-                    .client_for(&self.key)
-                    .await
-                    .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
-                    .await;
-                match acked.map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XACK", e))) {
-                    Ok(_) => break,
-                    Err(e) => {
-                        // Unacked entries stay pending and would be delivered again; keep
-                        // trying, the connection reconnects on its own.
-                        tracing::warn!(topic = %self.topic, error = %e, "XACK failed; retrying");
-                        if self.hard_stop.is_cancelled() {
-                            return;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
+            // Boxed: the command's future (5 KB) would otherwise sit in this loop's state for as
+            // long as the topic runs, idle or not (a worker may have thousands of topics).
+            if !Box::pin(self.send_acks(&batch)).await {
+                return;
             }
             self.stats.settle(&self.stats.acked, batch.len() as u64);
             self.forget(batch.iter().map(|(id, _)| *id));
@@ -126,6 +106,36 @@ impl TopicConsumer {
                 all
             });
             drop(all);
+        }
+    }
+
+    /// One `XACK` for `batch`, retried until Redis confirms it. False when the worker stopped at
+    /// once meanwhile (the entries stay pending and are delivered again).
+    async fn send_acks(&self, batch: &[AckRequest]) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let ids = id_args(batch.iter().map(|(id, _)| *id));
+            // fred's typed command: a custom command would make the connection flush its
+            // socket for it alone.
+            let acked = self
+                .conn
+                .client_for(&self.key)
+                .await
+                .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
+                .await;
+            match acked.map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XACK", e))) {
+                Ok(_) => return true,
+                Err(e) => {
+                    // Unacked entries stay pending and would be delivered again; keep trying,
+                    // the connection reconnects on its own.
+                    tracing::warn!(topic = %self.topic, error = %e, "XACK failed; retrying");
+                    if self.hard_stop.is_cancelled() {
+                        return false;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
         }
     }
 
