@@ -58,7 +58,7 @@ async fn worker_processes_killed_at_random_lose_no_message() {
                 let batch: Vec<Order> = (next..(next + per_tick).min(total)).map(|id| Order { id }).collect();
                 producer.publish_batch("orders", &batch).await.unwrap();
                 next += batch.len() as u64;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await; // pacing: messages spread over seconds
             }
         })
     };

@@ -52,7 +52,7 @@ fn echo_server(conn: &Connection, name: &str, calls: Arc<AtomicU64>) -> RpcServe
             Ok::<Answer, RpcHandlerError>(Answer { n: 0, server: String::new() })
         })
         .method("slow", |req: Echo, _ctx| async move {
-            tokio::time::sleep(Duration::from_millis(req.n)).await;
+            tokio::time::sleep(Duration::from_millis(req.n)).await; // the work the request asks for
             Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
         })
         .build()
@@ -573,7 +573,7 @@ async fn a_late_reply_to_a_closed_client_creates_no_key() {
             let e = e.clone();
             async move {
                 e.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await; // a slow method (simulated work)
                 Ok::<_, RpcHandlerError>(Answer { n: req.n, server: String::new() })
             }
         })

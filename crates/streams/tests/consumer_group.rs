@@ -201,7 +201,7 @@ async fn backlog_of_100k_never_holds_more_than_max_in_flight() {
         max_pending = max_pending.max(pending);
         samples += 1;
         assert!(samples < 100_000, "worker did not finish the backlog");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await; // sampling interval (bounded by samples)
     }
     assert!(max_pending <= 64, "held {max_pending} unacked entries with max_in_flight 64");
     assert!(max_pending > 0, "sampling saw the worker holding entries ({samples} samples)");

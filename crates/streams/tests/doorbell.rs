@@ -23,6 +23,14 @@ fn fields(conn: &Connection, n: u64) -> Vec<(bytes::Bytes, bytes::Bytes)> {
 /// How long a message may take where, before the fixes, it waited for the 30 s full read.
 const PROMPTLY: Duration = Duration::from_secs(5);
 
+/// A private server that sends keyspace notifications for stream commands, and a connection.
+async fn server_with_notifications() -> (TestRedis, Connection) {
+    let redis = TestRedis::start_private().await;
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
+    let conn = connect(&redis).await;
+    (redis, conn)
+}
+
 fn numpat(redis: &TestRedis) -> u64 {
     redis.cli(&["PUBSUB", "NUMPAT"]).trim().parse().unwrap()
 }
@@ -32,9 +40,7 @@ fn numpat(redis: &TestRedis) -> u64 {
 /// full read.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_lost_for_a_busy_topic_is_read_when_it_joins_again() {
-    let redis = TestRedis::start_private().await;
-    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
-    let conn = connect(&redis).await;
+    let (redis, conn) = server_with_notifications().await;
     let producer = Producer::new(conn.clone());
     let seen: Seen<(String, u64)> = Seen::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -131,9 +137,7 @@ async fn topics_that_cannot_start_do_not_keep_a_healthy_one_from_starting() {
 /// message waited for the 30 s full read.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doorbell_that_cannot_subscribe_again_gives_way_to_blocking_reads() {
-    let redis = TestRedis::start_private().await;
-    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
-    let conn = connect(&redis).await;
+    let (redis, conn) = server_with_notifications().await;
     let producer = Producer::new(conn.clone());
     let seen: Seen<(String, u64)> = Seen::new();
     let worker = Worker::builder(conn.clone(), "g")
@@ -158,9 +162,7 @@ async fn a_doorbell_that_cannot_subscribe_again_gives_way_to_blocking_reads() {
 /// `c`, which never got it (`XADD` and `XREADGROUP` in one transaction, so the worker's own
 /// read cannot take it first).
 async fn with_a_lost_reply() -> (TestRedis, Connection, WorkerHandle, Seen<(String, u64)>) {
-    let redis = TestRedis::start_private().await;
-    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kt"]);
-    let conn = connect(&redis).await;
+    let (redis, conn) = server_with_notifications().await;
     let producer = Producer::new(conn.clone());
     let seen: Seen<(String, u64)> = Seen::new();
     let worker = Worker::builder(conn.clone(), "g")

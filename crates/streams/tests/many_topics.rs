@@ -472,14 +472,28 @@ async fn entries_of_a_dropped_worker_over_many_topics_are_reclaimed() {
     rescuer.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_group_on_one_topic_does_not_stop_the_others() {
+/// One worker over `orders.0` .. `orders.19`, each of which has had message 0 handled; topic
+/// number `victim` is the one a test then breaks (`key`: its stream).
+struct TwentyTopics {
+    redis: TestRedis,
+    producer: Producer,
+    admin: Admin,
+    names: Vec<String>,
+    victim: String,
+    /// Every topic but the victim.
+    others: Vec<String>,
+    key: String,
+    seen: Handled,
+    worker: WorkerHandle,
+}
+
+async fn twenty_topics_handled_once(victim: usize) -> TwentyTopics {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     let admin = Admin::new(conn.clone());
     let names = topics("orders", 20);
-    let victim = names[7].clone();
+    let victim = names[victim].clone();
     let others: Vec<String> = names.iter().filter(|t| **t != victim).cloned().collect();
     let seen = Handled::new();
     let worker = worker_over(&conn, &names, &seen).build().unwrap().start();
@@ -488,8 +502,14 @@ async fn a_deleted_group_on_one_topic_does_not_stop_the_others() {
         publish(&producer, t, 0).await;
     }
     until_settled(&worker, 20).await;
-
     let key = conn.namespace().topic_stream(&Topic::new(victim.as_str()).unwrap());
+    TwentyTopics { redis, producer, admin, names, victim, others, key, seen, worker }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_on_one_topic_does_not_stop_the_others() {
+    let TwentyTopics { redis, producer, admin, names, victim, others, key, seen, worker } =
+        twenty_topics_handled_once(7).await;
     assert_eq!(redis.cli(&["XGROUP", "DESTROY", &key, "g"]).trim(), "1", "the group existed");
     let destroyed = Instant::now();
     for t in &names {
@@ -513,23 +533,9 @@ async fn a_deleted_group_on_one_topic_does_not_stop_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_key_of_the_wrong_type_does_not_stop_the_others() {
-    let redis = TestRedis::start().await;
-    let conn = connect(&redis).await;
-    let producer = Producer::new(conn.clone());
-    let admin = Admin::new(conn.clone());
-    let names = topics("orders", 20);
-    let victim = names[3].clone();
-    let others: Vec<String> = names.iter().filter(|t| **t != victim).cloned().collect();
-    let seen = Handled::new();
-    let worker = worker_over(&conn, &names, &seen).build().unwrap().start();
-    until_ready(&worker).await;
-    for t in &names {
-        publish(&producer, t, 0).await;
-    }
-    until_settled(&worker, 20).await;
-
+    let TwentyTopics { redis, producer, admin, names, victim, others, key, seen, worker } =
+        twenty_topics_handled_once(3).await;
     // An operator mistake: the topic's stream replaced by a string.
-    let key = conn.namespace().topic_stream(&Topic::new(victim.as_str()).unwrap());
     redis.cli(&["DEL", &key]);
     redis.cli(&["SET", &key, "not a stream"]);
     // Two rounds: the read that returns the first may have been sent before the key broke; the

@@ -487,7 +487,7 @@ async fn a_stop_during_the_recovery_of_own_entries_still_lets_running_handlers_f
             let (s, f) = (s.clone(), f.clone());
             async move {
                 s.push(o.n);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await; // simulated work
                 f.push(o.n);
                 Ok::<_, HandlerError>(())
             }
@@ -525,7 +525,7 @@ async fn entries_queued_behind_their_key_keep_their_lease_while_the_key_makes_pr
                 let seen = seen.clone();
                 async move {
                     seen.push((name, o.n));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await; // simulated work
                     Ok::<_, HandlerError>(())
                 }
             })

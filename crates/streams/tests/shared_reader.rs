@@ -13,6 +13,17 @@ use common::*;
 use tributary_core::Connection;
 use tributary_streams::{Admin, Context, HandlerError, Producer, Worker};
 
+/// A no-op handler that counts what it handled in `n`.
+fn counting(
+    n: &Arc<AtomicU64>,
+) -> impl Fn(Order, Context) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static {
+    let n = n.clone();
+    move |_o: Order, _ctx: Context| {
+        n.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
+}
+
 async fn drain_fast(redis: &TestRedis, producer: &Producer, fast: &Arc<AtomicU64>, n: u64) -> (u64, Duration) {
     // One template entry, then `n` copies added by one script: the backlog is there at once.
     let start_count = fast.load(Ordering::SeqCst);
@@ -61,10 +72,7 @@ async fn a_topic_with_few_free_slots_does_not_throttle_the_others() {
                     Ok::<(), HandlerError>(())
                 }
             })
-            .on("fast", move |_o: Order, _ctx: Context| {
-                fast.fetch_add(1, Ordering::SeqCst);
-                std::future::ready(Ok::<(), HandlerError>(()))
-            })
+            .on("fast", counting(&fast))
             .build()
             .unwrap()
             .start()
@@ -139,10 +147,7 @@ async fn a_saturated_topic_does_not_throttle_the_others() {
                 tokio::time::sleep(Duration::from_millis(1 + (o.n * 7919) % 40)).await;
                 Ok::<(), HandlerError>(())
             })
-            .on("fast", move |_o: Order, _ctx: Context| {
-                fast.fetch_add(1, Ordering::SeqCst);
-                std::future::ready(Ok::<(), HandlerError>(()))
-            })
+            .on("fast", counting(&fast))
             .build()
             .unwrap()
             .start()

@@ -31,7 +31,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tributary_core::{Connection, Dedicated, ErrorKind, RedisError};
 
 use super::doorbell::{self, Doorbell, Ring};
-use super::topic::{reconnected, Unblock, STOP_STEP};
+use super::topic::{reconnected, STOP_STEP};
 use crate::redis::{command, parse_read_streams, RawEntry};
 
 /// How long the reader waits, after answering topics, for them to join again before it reads
@@ -59,6 +59,15 @@ const HOT_READS: u32 = 10;
 
 /// How long a read blocks when this connection may not be woken (`CLIENT UNBLOCK` refused).
 const BLOCK_WITHOUT_UNBLOCK: Duration = Duration::from_millis(100);
+
+/// How asking Redis to end a blocked read went.
+enum Unblock {
+    Done,
+    /// Redis refused (no permission), or the read was not blocked yet: it ends at `BLOCK`.
+    Refused,
+    /// No answer: Redis is unreachable.
+    NoAnswer,
+}
 
 /// What a topic's turn in the shared read brought it.
 #[derive(Debug)]
@@ -447,12 +456,10 @@ impl SharedReader {
         match m {
             Message::Join { key, arg, count, reply } => {
                 self.expecting.remove(&key);
-                if self.doorbell.is_some() && !self.known.contains(&key) {
-                    // Its first read: what it holds was not rung for this reader.
+                if self.known.insert(key.clone()) {
+                    // Its first read: what it holds was not rung for this reader. (`ready` only
+                    // counts with a doorbell.)
                     self.ready.insert(key.clone());
-                }
-                if !self.known.contains(&key) {
-                    self.known.insert(key.clone());
                 }
                 // A topic that gave up on its answer joins anew: the old reply goes nowhere.
                 self.waiting.insert(key, Waiting { arg, count: count.max(1), reply, withdrawn: false });

@@ -109,15 +109,6 @@ impl Slots {
     }
 }
 
-/// How asking Redis to end a blocked read went.
-pub(crate) enum Unblock {
-    Done,
-    /// Redis refused (no permission), or the read was not blocked yet: it ends at `BLOCK`.
-    Refused,
-    /// No answer: Redis is unreachable.
-    NoAnswer,
-}
-
 /// What this consumer knows of an entry it holds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Held {
