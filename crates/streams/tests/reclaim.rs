@@ -186,6 +186,53 @@ async fn a_live_slow_handler_keeps_its_entry() {
     }
 }
 
+/// Lease renewals run only while a topic holds entries (`upkeep.rs`): they stop at a renewal
+/// that finds nothing held, and must start again with the next entry.
+#[tokio::test]
+async fn a_slow_handler_after_an_idle_spell_keeps_its_entry() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let handled = Seen::new();
+    let worker = |name: &'static str| {
+        let h = handled.clone();
+        Worker::builder(conn.clone(), "g")
+            .consumer_name(name)
+            .claim_idle(Duration::from_millis(300))
+            .on("orders", move |o: Order, ctx: Context| {
+                let h = h.clone();
+                async move {
+                    h.push((o.n, ctx.consumer().to_owned()));
+                    if o.n == 2 {
+                        // Simulated work for several claim_idle periods: the lease keeps it ours.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    Ok::<_, HandlerError>(())
+                }
+            })
+            .build()
+            .unwrap()
+            .start()
+    };
+    let first = worker("w1");
+    let admin = Admin::new(conn.clone());
+    producer.publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
+    handled.wait_for(1, "the first message handled").await;
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    // An idle spell of a few lease intervals (100 ms): a renewal finds nothing held, and
+    // renewals stop. (Nothing to await: nothing outside the worker shows it.)
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    producer.publish("orders", &Order { n: 2, key: String::new() }).await.unwrap();
+    handled.wait_for(2, "the second message started").await;
+    // A live peer that sweeps: it takes over whatever stays idle for claim_idle.
+    let peer = worker("w2");
+    wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
+    let expected = vec![(1, "w1".to_owned()), (2, "w1".to_owned())];
+    assert_eq!(handled.get(), expected, "the slow one was not taken over while its handler was alive");
+    first.shutdown().await;
+    peer.shutdown().await;
+}
+
 #[tokio::test]
 async fn idle_consumers_holding_nothing_are_removed_and_holders_kept() {
     let redis = TestRedis::start().await;

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Mutex;
+
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tributary_core::{EntryId, RedisError};
 
 use super::stats::Stats;
@@ -15,6 +17,39 @@ use crate::scripts::DEAD_LETTER;
 
 /// An entry to acknowledge, with the in-flight slot it occupies until the ack is confirmed.
 pub(crate) type AckRequest = (EntryId, OwnedSemaphorePermit);
+
+/// Successful entries waiting for the ack loop. A plain queue, not a channel: an unbounded
+/// channel allocates a block of slots and padded state up front, about 1.3 KiB per topic for
+/// as long as it runs, busy or idle (a worker may have 10,000 topics).
+#[derive(Default)]
+pub(crate) struct AckQueue {
+    queued: Mutex<Vec<AckRequest>>,
+    /// Stores a permit when the loop is not waiting: a push is never missed.
+    ready: Notify,
+}
+
+impl AckQueue {
+    /// Queues `acks` for the ack loop.
+    pub(crate) fn push(&self, acks: impl IntoIterator<Item = AckRequest>) {
+        let mut queued = self.queued.lock().expect("ack queue lock");
+        let was_empty = queued.is_empty();
+        queued.extend(acks);
+        // A queue that had entries already has its wake-up on the way.
+        let wake = was_empty && !queued.is_empty();
+        drop(queued);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves up to `max` queued entries to `batch`; true when more are left.
+    fn take(&self, batch: &mut Vec<AckRequest>, max: usize) -> bool {
+        let mut queued = self.queued.lock().expect("ack queue lock");
+        let n = queued.len().min(max);
+        batch.extend(queued.drain(..n));
+        !queued.is_empty()
+    }
+}
 
 /// Why an entry went to the dead-letter stream (the `dlq:reason` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,33 +94,26 @@ impl TopicConsumer {
     /// The ack loop: takes whatever acks are queued (about 512 at most), sends one `XACK` for
     /// all of them, and frees their slots only once Redis confirmed. Until then the entries count
     /// as in flight, so `max_in_flight` bounds what Redis holds pending for this consumer.
-    pub(crate) async fn ack_loop(&self, mut rx: mpsc::UnboundedReceiver<Vec<AckRequest>>) {
+    pub(crate) async fn ack_loop(&self) {
         const MAX: usize = 512;
         // Grown on first use: an idle topic (a worker may have thousands) allocates nothing.
         let mut batch: Vec<AckRequest> = Vec::new();
+        // More than MAX were queued: take the rest without waiting.
+        let mut more = false;
         loop {
-            // Senders queue whole batches; take what is queued, up to about MAX entries.
-            let first = tokio::select! {
-                biased;
-                acks = rx.recv() => match acks {
-                    Some(acks) => Some(acks),
-                    None => return,
-                },
-                _ = self.acks_done.cancelled() => None,
-            };
-            let waited = first.is_some();
-            batch.extend(first.into_iter().flatten());
-            if waited {
+            let waited = more
+                || tokio::select! {
+                    biased;
+                    _ = self.acks.ready.notified() => true,
+                    // Once no more acks can come: flush what is queued, then end.
+                    _ = self.acks_done.cancelled() => false,
+                };
+            if waited && !more {
                 // Let the tasks that are ready run first (a reply being read, the next
                 // handlers): acks are off the critical path, and more of them come together.
                 tokio::task::yield_now().await;
             }
-            while batch.len() < MAX {
-                match rx.try_recv() {
-                    Ok(acks) => batch.extend(acks),
-                    Err(_) => break,
-                }
-            }
+            more = self.acks.take(&mut batch, MAX);
             if batch.is_empty() {
                 if waited {
                     continue;

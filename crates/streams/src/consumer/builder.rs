@@ -259,7 +259,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// How long one read waits for new entries (`BLOCK`). Defaults to 2 s.
+    /// How long one read waits for new entries (`BLOCK`). Defaults to 2 s. A worker's read of
+    /// many topics waits longer when idle, 1 ms per topic up to 10 s (each read costs every
+    /// topic it names; it is woken when a topic joins, leaves or stops):
+    /// `docs/delivery.md`, "Many topics".
     pub fn block_for(mut self, d: Duration) -> Self {
         self.config.block_for = d;
         self

@@ -12,36 +12,9 @@ use tributary_core::{EntryId, RedisError};
 use super::dispatch::Taken;
 use super::stats::Stats;
 use super::topic::{Held, TopicConsumer};
+use super::upkeep::{Duty, QUIET_SWEEPS_PER_S};
 use crate::redis::{call, parse_entries, parse_pending, Args, PendingEntry};
 use crate::scripts::{CLAIM_OWNED, DELETE_IDLE_CONSUMERS};
-
-/// Most sweeps a second of one worker's quiet topics, together (see `helper_loops`): with
-/// `claim_interval` at its default of 15 s, a worker with up to 300 topics sweeps each every
-/// `claim_interval`; with 10,000, a quiet topic is swept every 500 s.
-pub(crate) const QUIET_SWEEPS_PER_S: f64 = 20.0;
-
-/// Turns for the sweeps of a worker's quiet topics: one every `1 / QUIET_SWEEPS_PER_S`.
-#[derive(Debug)]
-pub(crate) struct SweepPacer {
-    next: std::sync::Mutex<Instant>,
-}
-
-impl Default for SweepPacer {
-    fn default() -> Self {
-        Self { next: std::sync::Mutex::new(Instant::now()) }
-    }
-}
-
-impl SweepPacer {
-    /// Takes the next turn; returns how long until it comes.
-    pub(crate) fn turn(&self) -> Duration {
-        let now = Instant::now();
-        let mut next = self.next.lock().expect("pacer lock");
-        let at = (*next).max(now);
-        *next = at + Duration::from_secs_f64(1.0 / QUIET_SWEEPS_PER_S);
-        at - now
-    }
-}
 
 impl TopicConsumer {
     /// Re-delivers what this consumer name holds in Redis but not in memory: at start, what
@@ -155,9 +128,7 @@ impl TopicConsumer {
             // held handles it, the other lets it go.
             let now = Instant::now();
             let mut held = self.held.lock().expect("held lock");
-            if held.is_empty() && !claimed.is_empty() {
-                self.holding.notify_waiters();
-            }
+            let was_empty = held.is_empty();
             for entry in claimed {
                 if held.contains_key(&entry.id) {
                     continue;
@@ -171,6 +142,9 @@ impl TopicConsumer {
                 }
                 taken.push(Taken { entry, deliveries, permit, admit });
             }
+            if was_empty && !held.is_empty() {
+                self.start_renewals();
+            }
         }
         let count = taken.len();
         self.budget.give_back(slots.len());
@@ -180,73 +154,110 @@ impl TopicConsumer {
         Ok(Some((rows.len(), count)))
     }
 
-    /// Lease renewal, every `claim_idle / 3`, from the start until the caller aborts it (once
-    /// the running handlers are done at a stop). It also watches whether handlers return at
-    /// all: see `renew_leases`.
-    pub(crate) async fn lease_loop(self: Arc<Self>) {
-        let mut returned = self.returned.load(Ordering::Relaxed);
-        let mut progress_at = Instant::now();
-        loop {
-            // Nothing held, nothing to renew: wait for the first entry (no timer per idle topic).
-            let first = self.holding.notified();
-            tokio::pin!(first);
-            first.as_mut().enable();
-            if self.held.lock().expect("held lock").is_empty() {
-                first.await;
-                (returned, progress_at) = (self.returned.load(Ordering::Relaxed), Instant::now());
+    /// One lease renewal (run by the worker's upkeep task, `upkeep.rs`, every `claim_idle / 3`
+    /// while the topic holds entries, from the first entry taken until the topic's handlers are
+    /// done at a stop). It also watches whether handlers return at all: see `renew_leases`.
+    pub(crate) async fn renew_turn(self: Arc<Self>) {
+        if self.leases_over.load(Ordering::Acquire) {
+            return;
+        }
+        let progressing = {
+            let returned = self.returned.load(Ordering::Relaxed);
+            let mut progress = self.progress.lock().expect("progress lock");
+            if progress.0 != returned {
+                *progress = (returned, Instant::now());
             }
-            tokio::time::sleep(self.config.lease_interval()).await;
-            let now = self.returned.load(Ordering::Relaxed);
-            if now != returned {
-                (returned, progress_at) = (now, Instant::now());
+            progress.1.elapsed() < self.config.claim_idle
+        };
+        tokio::select! {
+            renewed = self.renew_leases(progressing) => {
+                if let Err(e) = renewed {
+                    tracing::warn!(topic = %self.topic, error = %e, "lease renewal failed");
+                }
             }
-            let progressing = progress_at.elapsed() < self.config.claim_idle;
-            // Boxed, here and below: a rare path's future would otherwise live inside this
-            // loop's state for ever, one per topic (a worker over 10,000 topics holds 10,000).
-            if let Err(e) = Box::pin(self.renew_leases(progressing)).await {
-                tracing::warn!(topic = %self.topic, error = %e, "lease renewal failed");
-            }
+            _ = self.hard_stop.cancelled() => return,
+        }
+        let held = self.held.lock().expect("held lock");
+        if held.is_empty() {
+            // Nothing held, nothing to renew: the next entry taken starts renewals again.
+            self.renewing.store(false, Ordering::Relaxed);
+        } else {
+            self.upkeep.schedule(
+                tokio::time::Instant::now() + self.config.lease_interval(),
+                self.this.clone(),
+                Duty::Renew,
+            );
         }
     }
 
-    /// Background duties while consuming, ending at a graceful stop: reclaim sweeps (with a
-    /// look at the group's cursor) and consumer clean-up.
-    ///
-    /// A topic whose group had, at the last sweep, entries pending that this consumer did not
-    /// hold (other consumers' work, or entries left by a dead one) is swept every
-    /// `claim_interval`. Other topics are swept less often on a worker with many of them: all
-    /// such quiet topics of a worker together take at most [`QUIET_SWEEPS_PER_S`] sweeps a
-    /// second, so an idle worker's cost in Redis does not grow with its topics
-    /// (`docs/delivery.md`, "Many topics"). The first sweep comes at a random point of the
-    /// first interval, so topics started together do not sweep together.
-    pub(crate) async fn helper_loops(self: Arc<Self>) {
-        let mut rounds: u64 = 0;
-        let mut wait = self.sweep_interval(false).mul_f64(fastrand::f64());
-        let mut busy = false;
-        loop {
-            if self.pause_for(wait).await {
-                return;
-            }
-            // Quiet topics take turns: however many start at once, or are found later by a
-            // pattern, they sweep at most QUIET_SWEEPS_PER_S together.
-            if !busy {
-                let turn = self.sweep_pacer.turn();
-                if self.pause_for(turn).await {
-                    return;
-                }
-            }
-            busy = match Box::pin(self.sweep(rounds % 20 == 19)).await {
-                Ok(busy) => busy,
-                Err(e) => {
-                    // Paced like a quiet topic: during an outage, sweeps of many topics fail
-                    // together, and need not all be retried (and logged) every claim_interval.
-                    tracing::warn!(topic = %self.topic, error = %e, "reclaim sweep failed");
-                    false
-                }
-            };
-            rounds += 1;
-            wait = self.sweep_interval(busy);
+    /// Whether a renewal due now has anything to do; if not, renewals stop until the next
+    /// entry is taken (`start_renewals`).
+    pub(crate) fn renewals_needed(&self) -> bool {
+        if self.leases_over.load(Ordering::Acquire) {
+            return false;
         }
+        let held = self.held.lock().expect("held lock");
+        if held.is_empty() {
+            self.renewing.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Entries are held again: renew their leases from `lease_interval` on. Called with the
+    /// `held` lock taken, which the renewal that found nothing held took too: no entry is left
+    /// without renewals.
+    pub(crate) fn start_renewals(&self) {
+        if !self.renewing.swap(true, Ordering::Relaxed) {
+            *self.progress.lock().expect("progress lock") = (self.returned.load(Ordering::Relaxed), Instant::now());
+            self.upkeep.schedule(
+                tokio::time::Instant::now() + self.config.lease_interval(),
+                self.this.clone(),
+                Duty::Renew,
+            );
+        }
+    }
+
+    /// Schedules the first reclaim sweep, at a random point of the first interval, so topics
+    /// started together do not sweep together.
+    pub(crate) fn start_sweeps(&self) {
+        let first = self.sweep_interval(false).mul_f64(fastrand::f64());
+        self.upkeep.schedule(
+            tokio::time::Instant::now() + first,
+            self.this.clone(),
+            Duty::Sweep { busy: false, paced: false },
+        );
+    }
+
+    /// One reclaim sweep (with a look at the group's cursor, and every 20th time a consumer
+    /// clean-up), run by the worker's upkeep task until a graceful stop; then the next one is
+    /// scheduled.
+    ///
+    /// A topic whose group had, at this sweep, entries pending that this consumer did not hold
+    /// (other consumers' work, or entries left by a dead one) is swept again after
+    /// `claim_interval`. Other topics are swept less often on a worker with many of them: all
+    /// such quiet topics of a worker together take at most `QUIET_SWEEPS_PER_S` sweeps a
+    /// second (`upkeep.rs`).
+    pub(crate) async fn sweep_turn(self: Arc<Self>) {
+        let round = self.sweeps.fetch_add(1, Ordering::Relaxed);
+        let swept = tokio::select! {
+            swept = self.sweep(round % 20 == 19) => swept,
+            _ = self.stop.cancelled() => return,
+        };
+        let busy = match swept {
+            Ok(busy) => busy,
+            Err(e) => {
+                // Paced like a quiet topic: during an outage, sweeps of many topics fail
+                // together, and need not all be retried (and logged) every claim_interval.
+                tracing::warn!(topic = %self.topic, error = %e, "reclaim sweep failed");
+                false
+            }
+        };
+        self.upkeep.schedule(
+            tokio::time::Instant::now() + self.sweep_interval(busy),
+            self.this.clone(),
+            Duty::Sweep { busy, paced: false },
+        );
     }
 
     /// How long until the next sweep: `claim_interval`, or for a quiet topic, what spreads
@@ -283,14 +294,6 @@ impl TopicConsumer {
             }
         }
         Ok(pending > held)
-    }
-
-    /// Sleeps for `d`; true when stopped meanwhile.
-    async fn pause_for(&self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.stop.cancelled() => true,
-        }
     }
 
     /// Takes over entries idle longer than `claim_idle`: held by consumers that died, handed

@@ -196,20 +196,16 @@ impl TopicConsumer {
     /// ack loop, as one message.
     fn settle(&self, done: Vec<Settlement>) {
         let mut admits: Option<OwnedSemaphorePermit> = None;
-        let mut acks = Vec::with_capacity(done.len());
-        for Settlement { ack, admit } in done {
-            acks.extend(ack);
+        // The ack loop runs until every handler task finished (see `TopicConsumer::run`).
+        self.acks.push(done.into_iter().filter_map(|Settlement { ack, admit }| {
             match (&mut admits, admit) {
                 (Some(all), Some(one)) => all.merge(one),
                 (all @ None, one) => *all = one,
                 (Some(_), None) => {}
             }
-        }
+            ack
+        }));
         drop(admits);
-        if !acks.is_empty() {
-            // The receiver lives until every handler task finished (see `TopicConsumer::run`).
-            let _ = self.ack_tx.send(acks);
-        }
     }
 }
 

@@ -31,6 +31,7 @@ mod retry;
 mod route;
 mod stats;
 mod topic;
+mod upkeep;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -119,6 +120,7 @@ impl Worker {
         let stats = Arc::new(Stats::default());
         let stopped_at = Arc::new(OnceLock::new());
         let (prepared, ready) = tokio::sync::watch::channel(0usize);
+        let (upkeep_link, upkeep) = upkeep::Upkeep::new();
         let shared = Shared {
             prepared: Arc::new(prepared),
             conn: self.conn.clone(),
@@ -131,7 +133,7 @@ impl Worker {
             budget: Arc::new(topic::Budget::new(self.config.limit)),
             topics_running: Arc::default(),
             starting: Arc::new(tokio::sync::Semaphore::new(topic::STARTING_AT_ONCE)),
-            sweep_pacer: Arc::default(),
+            upkeep: upkeep_link,
             readers: reader::Readers::new(
                 self.conn.clone(),
                 &self.group,
@@ -143,7 +145,7 @@ impl Worker {
         let consumer = self.config.consumer_name.clone();
         let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;
         let topics = self.routes.len();
-        let task = tokio::spawn(self.run(shared));
+        let task = tokio::spawn(self.run(shared, upkeep));
         WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, ready, topics, task: Some(task) }
     }
 
@@ -160,7 +162,7 @@ impl Worker {
         handle.shutdown().await;
     }
 
-    async fn run(self, shared: Shared) {
+    async fn run(self, shared: Shared, upkeep: upkeep::Upkeep) {
         let shared = Arc::new(shared);
         // One scheduled-message mover per worker, whatever its number of topics: it waits on
         // the namespace's due index (see `schedule.rs`).
@@ -170,6 +172,9 @@ impl Worker {
                 conn, poll, stop,
             )))
         });
+        // One task for the sweeps and lease renewals of all the worker's topics (`upkeep.rs`),
+        // until every topic is done.
+        let upkeep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(upkeep.run()));
         let mut loops = JoinSet::new();
         let mut running: HashSet<Topic> = HashSet::new();
         for (topic, handler, options) in &self.routes {
@@ -204,6 +209,7 @@ impl Worker {
             }
         }
         while loops.join_next().await.is_some() {}
+        drop(upkeep);
         if let Some(mover) = mover {
             // It stops after the pass under way (bounded: a lease it leaves runs out anyway).
             let _ = tokio::time::timeout(Duration::from_secs(5), mover).await;

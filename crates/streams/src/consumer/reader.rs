@@ -54,6 +54,19 @@ const UNBLOCK_RETRIES: [Duration; 4] =
 /// over 10,000 topics: 62 % of its time in `XREADGROUP`, p99 84 ms); a message waits at most
 /// one interval more. Below `MIN_POLL_INTERVAL` (under 500 streams), reads block as usual.
 const POLL_COST: Duration = Duration::from_micros(1);
+
+/// How long an idle read blocks, per stream it names, when that is longer than `block_for`
+/// (up to `MAX_IDLE_BLOCK`): each read costs the worker and Redis about 2 µs per stream (the
+/// command sent, each key registered as blocked), so a worker over 10,000 topics that re-read
+/// every 2 s spent 1 % of a core on it, and Redis as much. Nothing waits for the timeout: a
+/// blocked read is woken when a topic joins, leaves or stops, and ends when its connection or a
+/// stream does.
+const BLOCK_PER_STREAM: Duration = Duration::from_millis(1);
+const MAX_IDLE_BLOCK: Duration = Duration::from_secs(10);
+
+/// How long beyond its `BLOCK` a read may take before it counts as lost (the connection's own
+/// timeout is `block_for` plus this).
+const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 const MIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
 const HOT_READS: u32 = 10;
 
@@ -143,6 +156,7 @@ impl Readers {
                 rx,
                 command_reconnects: self.conn.reconnect_rx(),
                 waiting: HashMap::new(),
+                all_streams: None,
                 lost: HashSet::new(),
                 expecting: HashSet::new(),
                 unnamed_losses: 0,
@@ -158,6 +172,7 @@ impl Readers {
                 next_doorbell_check: Instant::now() + doorbell::FULL_READ_EVERY,
                 hot_interval: Duration::ZERO,
                 last_read_at: Instant::now(),
+                said_polling: false,
                 suspects: HashSet::new(),
             };
             (tx, AbortOnDropHandle::new(tokio::spawn(reader.run())))
@@ -180,7 +195,7 @@ impl ReaderLink {
     pub(crate) fn join(&self, count: usize) -> Ticket {
         let (reply, answer) = oneshot::channel();
         let _ = self.tx.send(Message::Join { key: self.key.clone(), arg: self.arg.clone(), count, reply });
-        Ticket { answer, link: self.clone() }
+        Ticket { answer, link: self.clone(), answered: false }
     }
 
     /// True when the reader task has ended (only when the worker is being dropped, or after a
@@ -199,18 +214,42 @@ impl ReaderLink {
 pub(crate) struct Ticket {
     answer: oneshot::Receiver<Outcome>,
     link: ReaderLink,
+    answered: bool,
 }
 
 impl Ticket {
     /// The answer (`None` if the reader is gone: the worker is stopping at once).
     pub(crate) async fn answer(&mut self) -> Option<Outcome> {
-        (&mut self.answer).await.ok()
+        let answer = (&mut self.answer).await.ok();
+        self.answered = true;
+        answer
     }
 
     /// Asks for the answer now (the read under way is woken); then await [`Self::answer`].
     pub(crate) fn withdraw(&self) {
         let _ = self.link.tx.send(Message::Withdraw { key: self.link.key.clone() });
     }
+}
+
+impl Drop for Ticket {
+    /// A ticket given up unanswered (its topic stopped waiting, or stopped at once) leaves the
+    /// reads: what Redis would deliver to it would wait for `claim_idle`. (The reader does not
+    /// look at each waiting topic before each read: see `AllStreams`.)
+    fn drop(&mut self) {
+        if !self.answered {
+            self.withdraw();
+        }
+    }
+}
+
+/// The streams part of a read of every waiting topic, `k1 .. kN > .. >`, kept while no topic
+/// joins or leaves: an idle worker reads all its topics every `block_for`, and building the
+/// read anew for 10,000 topics each time was most of its idle CPU.
+struct AllStreams {
+    keys: Arc<[Arc<str>]>,
+    args: Vec<Value>,
+    /// The smallest room of the topics (`COUNT`).
+    count: usize,
 }
 
 /// A topic waiting for entries.
@@ -237,6 +276,8 @@ struct SharedReader {
     /// they come back).
     command_reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
     waiting: HashMap<Arc<str>, Waiting>,
+    /// The read of every waiting topic, while `waiting` is unchanged.
+    all_streams: Option<AllStreams>,
     /// Topics that were in a read whose reply may have been lost: told so with their answer.
     lost: HashSet<Arc<str>>,
     /// Topics just answered, expected to join again at once: the next read waits a little
@@ -249,6 +290,8 @@ struct SharedReader {
     hot_until: Option<Instant>,
     /// When the last read was sent.
     last_read_at: Instant,
+    /// Whether polling without keyspace notifications was said (`say_polling`).
+    said_polling: bool,
     /// Reads in a row that ended in a `NOGROUP` naming no key.
     unnamed_losses: u32,
     /// Topics that withdrew since they were last answered.
@@ -463,6 +506,7 @@ impl SharedReader {
                 }
                 // A topic that gave up on its answer joins anew: the old reply goes nowhere.
                 self.waiting.insert(key, Waiting { arg, count: count.max(1), reply, withdrawn: false });
+                self.all_streams = None;
                 true
             }
             Message::Withdraw { key } => match self.waiting.get_mut(&key) {
@@ -483,11 +527,36 @@ impl SharedReader {
     /// Answers `key` with `entries` (and whether a reply may have been lost).
     fn answer(&mut self, key: &Arc<str>, entries: Vec<RawEntry>) {
         if let Some(w) = self.waiting.remove(key) {
+            self.all_streams = None;
             let lost_reply = self.lost.remove(key);
             // A topic that stopped at once no longer listens: what it was given stays pending
             // under this consumer and is recovered at its next start (or taken over).
             let _ = w.reply.send(Outcome::Entries { entries, lost_reply });
         }
+    }
+
+    /// The read of `keys`: those of topics still listening (one that gave up waiting, or
+    /// stopped at once, is not read for: what Redis would deliver to it would wait for
+    /// `claim_idle`), with their arguments and the smallest room among them.
+    fn streams_of(&mut self, keys: Vec<Arc<str>>) -> AllStreams {
+        let keys: Vec<Arc<str>> = keys
+            .into_iter()
+            .filter(|k| match self.waiting.get(k) {
+                Some(w) if w.reply.is_closed() => {
+                    self.waiting.remove(k);
+                    self.all_streams = None;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            })
+            .collect();
+        let count = keys.iter().filter_map(|k| self.waiting.get(k)).map(|w| w.count).min().unwrap_or(1);
+        // Each key's argument was built once (cloning it counts a reference).
+        let mut args = Vec::with_capacity(keys.len() * 2);
+        args.extend(keys.iter().map(|k| self.waiting.get(k).map_or_else(|| Value::from(&**k), |w| w.arg.clone())));
+        args.extend(keys.iter().map(|_| Value::from_static_str(">")));
+        AllStreams { keys: keys.into(), args, count }
     }
 
     /// Answers the waiting topics told of a lost reply: they recover, then join again.
@@ -503,6 +572,7 @@ impl SharedReader {
         // Whatever went wrong, read it at its next join.
         self.ready.insert(key.clone());
         if let Some(w) = self.waiting.remove(key) {
+            self.all_streams = None;
             self.lost.remove(key);
             let _ = w.reply.send(outcome);
         }
@@ -528,37 +598,33 @@ impl SharedReader {
         if self.waiting.is_empty() {
             return Ok(());
         }
-        // Topics that stopped listening (they gave up waiting, or stopped at once) are not read
-        // for: what Redis would deliver to them would wait for `claim_idle`.
-        let keys: Vec<Arc<str>> = match only {
-            Some(keys) => keys,
-            None => self.waiting.keys().cloned().collect(),
+        let reads_all = only.is_none();
+        let all = match only {
+            Some(keys) => self.streams_of(keys),
+            None => match self.all_streams.take() {
+                Some(all) => all,
+                None => self.streams_of(self.waiting.keys().cloned().collect()),
+            },
         };
-        let keys: Vec<Arc<str>> = keys
-            .into_iter()
-            .filter(|k| match self.waiting.get(k) {
-                Some(w) if w.reply.is_closed() => {
-                    self.waiting.remove(k);
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            })
-            .collect();
-        if keys.is_empty() {
+        if all.keys.is_empty() {
             return Ok(());
         }
-        let count = keys.iter().filter_map(|k| self.waiting.get(k)).map(|w| w.count).min().unwrap_or(1);
+        let (keys, count) = (all.keys.clone(), all.count);
         // Topics told of a lost reply are answered after this read, which then does not block:
         // they recover as soon as Redis answers again.
         let lost_waiting = !self.lost.is_empty() && self.waiting.keys().any(|k| self.lost.contains(k));
-        let block_for = if self.unblock_allowed { self.block_for } else { self.block_for.min(BLOCK_WITHOUT_UNBLOCK) };
+        let block_for = if self.unblock_allowed {
+            let longer = (BLOCK_PER_STREAM * u32::try_from(keys.len()).unwrap_or(u32::MAX)).min(MAX_IDLE_BLOCK);
+            self.block_for.max(longer)
+        } else {
+            self.block_for.min(BLOCK_WITHOUT_UNBLOCK)
+        };
         // With a doorbell, reads never block: the doorbell says when to read.
         let polling = self.doorbell.is_some() || self.hot_until.is_some_and(|t| Instant::now() < t);
         let block_ms =
             if lost_waiting || polling { 0 } else { i64::try_from(block_for.as_millis()).unwrap_or(i64::MAX).max(1) };
         self.last_read_at = Instant::now();
-        let mut args: Vec<Value> = Vec::with_capacity(8 + keys.len() * 2);
+        let mut args: Vec<Value> = Vec::with_capacity(8 + all.args.len());
         args.extend([
             Value::from_static_str("GROUP"),
             Value::from(&*self.group),
@@ -570,11 +636,17 @@ impl SharedReader {
             args.extend([Value::from_static_str("BLOCK"), Value::from(block_ms)]);
         }
         args.push(Value::from_static_str("STREAMS"));
-        // Each key's argument was built once (cloning it counts a reference): a worker over
-        // thousands of topics sends them all in every read.
-        args.extend(keys.iter().map(|k| self.waiting.get(k).map_or_else(|| Value::from(&**k), |w| w.arg.clone())));
-        args.extend(keys.iter().map(|_| Value::from_static_str(">")));
+        args.extend(all.args.iter().cloned());
+        if reads_all {
+            // Kept for the next read, unless a topic joins or leaves meanwhile (which clears it).
+            self.all_streams = Some(all);
+        }
         let Link { client, id, reconnects, key: link_key } = link;
+        let options = fred::types::config::Options {
+            timeout: Some(Duration::from_millis(u64::try_from(block_ms).unwrap_or(0)) + READ_TIMEOUT_MARGIN),
+            ..Default::default()
+        };
+        let client = client.with_options(&options);
         let read = client.custom::<Value, _>(command("XREADGROUP", &keys[0], block_ms > 0), args);
         tokio::pin!(read);
         // Set while the read must be woken (a topic joined or withdrew), with when to try again
@@ -646,13 +718,16 @@ impl SharedReader {
                 if !streams.is_empty() && interval >= MIN_POLL_INTERVAL {
                     if !self.hot_until.is_some_and(|t| Instant::now() < t) {
                         self.hot_interval = interval;
+                        self.say_polling(keys.len(), interval);
                     }
                     self.hot_until = Some(Instant::now() + self.hot_interval * HOT_READS);
                 }
                 // Streams read are not ready any more, unless they filled the count (more may
                 // be there).
-                for key in &keys {
-                    self.ready.remove(key);
+                if !self.ready.is_empty() {
+                    for key in keys.iter() {
+                        self.ready.remove(key);
+                    }
                 }
                 for (key, entries) in &streams {
                     if entries.len() >= count {
@@ -701,8 +776,8 @@ impl SharedReader {
                     None if self.unnamed_losses == 0 => self.unnamed_losses += 1,
                     None => {
                         self.unnamed_losses = 0;
-                        for key in keys {
-                            self.answer_with(&key, Outcome::GroupLost);
+                        for key in keys.iter() {
+                            self.answer_with(key, Outcome::GroupLost);
                         }
                     }
                 }
@@ -717,7 +792,7 @@ impl SharedReader {
                 // longer read (`NOPERM`), fails the whole read: find
                 // which, and tell only its topic.
                 let mut found = false;
-                for key in &keys {
+                for key in keys.iter() {
                     if !self.is_stream_or_none(key).await {
                         self.answer_with(key, Outcome::Failed(e.to_string()));
                         self.suspects.insert(key.clone());
@@ -735,7 +810,7 @@ impl SharedReader {
                 // The connection (or Redis as a whole) failed: a reply may have been lost. The
                 // next read is of every stream (with a doorbell, it would otherwise wait for a
                 // ring), after which the topics told of it recover.
-                self.lost.extend(keys);
+                self.lost.extend(keys.iter().cloned());
                 self.next_full = Instant::now();
                 Err(e)
             }
@@ -930,6 +1005,21 @@ impl SharedReader {
             // Busy topics (not waiting now, so not in the full read) are read at their next join.
             Ring::Missed => self.read_everything_again(),
         }
+    }
+
+    /// Says once, at `warn`, that reads name every topic while messages flow, where the
+    /// server could name those that got entries: latency then grows with the topics.
+    fn say_polling(&mut self, topics: usize, interval: Duration) {
+        if self.doorbell.is_some()
+            || !self.conn.readers_survive_errors()
+            || std::mem::replace(&mut self.said_polling, true)
+        {
+            return;
+        }
+        tracing::warn!(topics, interval = ?interval,
+            "every read names all the topics waiting, so a message waits for the next such read (each costs \
+             Redis about 2 µs a topic): with keyspace notifications on (notify-keyspace-events Kt), reads name \
+             only the topics that got messages (docs/delivery.md, \"Many topics\")");
     }
 
     /// Between reads of a worker with many topics while messages flow: see `POLL_COST`.

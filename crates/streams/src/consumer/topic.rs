@@ -8,25 +8,26 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use fred::types::config::Server;
 use fred::types::Value;
 use tokio::sync::broadcast::{self, error::TryRecvError};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tributary_core::id::IdHasher;
 use tributary_core::{Connection, EntryId, Topic};
 
-use super::ack::{AckRequest, DeadLetterReason};
+use super::ack::{AckQueue, DeadLetterReason};
 use super::builder::ConsumerConfig;
 use super::dispatch::{Job, JobBody, Lane, Taken};
 use super::handler::{Handler, Origin};
 use super::reader::{Outcome, ReaderLink};
 use super::route::RouteOptions;
 use super::stats::Stats;
+use super::upkeep::UpkeepLink;
 use crate::scripts::{DELETE_CONSUMER_IF_EMPTY, RELEASE_OWNED};
 
 /// Bounds on a graceful stop's own steps, for when Redis is unreachable: ending the blocked
@@ -56,8 +57,8 @@ pub(crate) struct Shared {
     pub(crate) starting: Arc<Semaphore>,
     /// Topics consuming now (their sweeps share a rate: `claim.rs`).
     pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
-    /// Turns for the sweeps of quiet topics (`claim.rs`).
-    pub(crate) sweep_pacer: Arc<super::claim::SweepPacer>,
+    /// Runs the topics' sweeps and lease renewals (`upkeep.rs`).
+    pub(crate) upkeep: UpkeepLink,
     /// The blocking reads of all its topics (`reader.rs`).
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
@@ -153,21 +154,29 @@ pub(crate) struct TopicConsumer {
     pub(crate) starting: Arc<Semaphore>,
     /// Topics of the worker consuming now.
     pub(crate) topics_running: Arc<std::sync::atomic::AtomicUsize>,
-    /// Turns for the sweeps of the worker's quiet topics.
-    pub(crate) sweep_pacer: Arc<super::claim::SweepPacer>,
+    /// The worker's upkeep task: sweeps and lease renewals.
+    pub(crate) upkeep: UpkeepLink,
+    /// This consumer, for the duties it schedules.
+    pub(crate) this: Weak<Self>,
+    /// Sweeps started (every 20th also removes idle consumers).
+    pub(crate) sweeps: std::sync::atomic::AtomicU64,
+    /// Lease renewals are scheduled (from the first entry held until nothing is held at a
+    /// renewal). Changed under the `held` lock.
+    pub(crate) renewing: std::sync::atomic::AtomicBool,
+    /// Set once the handlers are done at a stop: no more renewals.
+    pub(crate) leases_over: std::sync::atomic::AtomicBool,
+    /// `returned` at the last renewal that saw it change, and when (see `renew_leases`).
+    pub(crate) progress: Mutex<(u64, Instant)>,
     /// Handler attempts that returned (any outcome), for telling a slow topic from a wedged
     /// one: see `renew_leases`.
     pub(crate) returned: std::sync::atomic::AtomicU64,
     /// Entries this consumer holds in memory (queued, running, waiting to retry or acking).
     pub(crate) held: Mutex<HeldMap>,
-    /// Notified when `held` stops being empty: the lease loop sleeps while it is.
-    pub(crate) holding: tokio::sync::Notify,
     /// Per-key queues: a key present here has a task handling its messages in order.
     pub(crate) lanes: Mutex<HashMap<Lane, VecDeque<Job>>>,
     pub(crate) tasks: TaskTracker,
-    /// Successful entries, a batch per message, to the ack loop.
-    pub(crate) ack_tx: mpsc::UnboundedSender<Vec<AckRequest>>,
-    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<AckRequest>>>>,
+    /// Successful entries, for the ack loop.
+    pub(crate) acks: AckQueue,
     /// Set once no more acks can come: the ack loop flushes its queue and ends.
     pub(crate) acks_done: CancellationToken,
     /// The newest entry this consumer knows its group had delivered: where a group that
@@ -186,7 +195,6 @@ pub(crate) struct TopicConsumer {
 
 impl TopicConsumer {
     pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>, options: &RouteOptions) -> Arc<Self> {
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let mut config = shared.config.clone();
         if options != &RouteOptions::default() {
             let mut c = (*config).clone();
@@ -203,7 +211,7 @@ impl TopicConsumer {
         });
         let key = shared.conn.namespace().topic_stream(&topic);
         let reader = shared.readers.link(&key);
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
             key,
             reader,
             conn: shared.conn.clone(),
@@ -224,14 +232,17 @@ impl TopicConsumer {
             prepared: shared.prepared.clone(),
             topics_running: shared.topics_running.clone(),
             starting: shared.starting.clone(),
-            sweep_pacer: shared.sweep_pacer.clone(),
+            upkeep: shared.upkeep.clone(),
+            this: this.clone(),
+            sweeps: std::sync::atomic::AtomicU64::new(0),
+            renewing: std::sync::atomic::AtomicBool::new(false),
+            leases_over: std::sync::atomic::AtomicBool::new(false),
+            progress: Mutex::new((0, Instant::now())),
             returned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(HeldMap::default()),
-            holding: tokio::sync::Notify::new(),
             lanes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
-            ack_tx,
-            ack_rx: Mutex::new(Some(ack_rx)),
+            acks: AckQueue::default(),
             acks_done: CancellationToken::new(),
             last_read: Mutex::new(EntryId::MIN),
             released: Mutex::new(Vec::new()),
@@ -250,37 +261,25 @@ impl TopicConsumer {
         // leases on entries that live consumers must take over.
         let mut acker = {
             let this = self.clone();
-            let rx = self.ack_rx.lock().expect("ack receiver lock").take();
-            AbortOnDropHandle::new(tokio::spawn(async move {
-                if let Some(rx) = rx {
-                    this.ack_loop(rx).await;
-                }
-            }))
-        };
-        // Lease renewal runs from the first entry taken (recovery included) until the running
-        // handlers are done: a handler that runs through a graceful stop must not be taken
-        // over (and run twice) meanwhile.
-        let lease = {
-            let this = self.clone();
-            AbortOnDropHandle::new(tokio::spawn(async move { this.lease_loop().await }))
+            AbortOnDropHandle::new(tokio::spawn(async move { this.ack_loop().await }))
         };
         if self.prepare().await {
             if named {
                 self.prepared.send_modify(|n| *n += 1);
             }
             self.topics_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let helpers = {
-                let this = self.clone();
-                AbortOnDropHandle::new(tokio::spawn(async move { this.helper_loops().await }))
-            };
+            // Sweeps run until a graceful stop (`upkeep.rs`).
+            self.start_sweeps();
             self.read_loop().await;
-            helpers.abort();
             self.topics_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Stopping: what waits in per-key queues will not start here.
         self.release_queued();
         self.drain().await;
-        lease.abort();
+        // Leases are renewed from the first entry taken (recovery included) until the running
+        // handlers are done: a handler that runs through a graceful stop must not be taken over
+        // (and run twice) meanwhile.
+        self.leases_over.store(true, std::sync::atomic::Ordering::Release);
         // Every handler task is done: let the acker flush what is queued, then hand back what
         // was not started and leave the group. Bounded together: with Redis unreachable, what
         // is not acknowledged stays pending and runs again.
@@ -570,6 +569,19 @@ impl TopicConsumer {
                 return Some(p);
             }
         }
+        // Boxed: its futures (a semaphore's, a timer) would otherwise sit in every topic's read
+        // loop for as long as it runs, waiting or not (a worker may have 10,000 topics).
+        Box::pin(self.wait_for_slots(semaphore, at_least, want, what)).await
+    }
+
+    /// The slow path of [`Self::slots_of`]: fewer than `at_least` are free.
+    async fn wait_for_slots(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        at_least: usize,
+        want: usize,
+        what: &str,
+    ) -> Option<OwnedSemaphorePermit> {
         let acquire = semaphore.clone().acquire_many_owned(u32::try_from(at_least).unwrap_or(u32::MAX));
         tokio::pin!(acquire);
         let every = self.config.claim_idle.max(Duration::from_secs(10));
@@ -602,13 +614,12 @@ impl TopicConsumer {
     /// Records entries as held since `at`.
     pub(crate) fn hold(&self, ids: impl IntoIterator<Item = EntryId>, at: Instant) {
         let mut held = self.held.lock().expect("held lock");
-        if held.is_empty() {
-            // The lease loop waits for the first entry held (and an iterator may be empty:
-            // waking it for nothing costs one look).
-            self.holding.notify_waiters();
-        }
+        let was_empty = held.is_empty();
         for id in ids {
             held.insert(id, Held { since: at, waiting: false, lost: false });
+        }
+        if was_empty && !held.is_empty() {
+            self.start_renewals();
         }
     }
 
