@@ -1,7 +1,7 @@
 //! Keyspace notifications as the shared reader's doorbell (`consumer/doorbell.rs`), when what
 //! it relies on breaks: rings lost with the subscriber's connection, a subscription that cannot
-//! be made again, replies lost on a broken connection while nothing rings; and start turns
-//! not held by topics that cannot start. Against real redis-server processes; each would wait
+//! be made again, replies lost on a broken connection while nothing rings, Redis restarted
+//! without persistence; and start turns not held by topics that cannot start. Against real redis-server processes; each would wait
 //! for the 30 s full read (or for ever) before its fix.
 
 mod common;
@@ -14,6 +14,7 @@ use common::*;
 use fred::interfaces::{ClientLike, StreamsInterface, TransactionInterface};
 use tributary_core::{wire, Codec, Connection, Envelope, Json};
 use tributary_streams::{Context, HandlerError, Producer, Worker, WorkerHandle};
+use tributary_testkit::ServerOptions;
 
 fn fields(conn: &Connection, n: u64) -> Vec<(bytes::Bytes, bytes::Bytes)> {
     let payload = Json.encode(&Order { n, key: String::new() }).unwrap();
@@ -210,5 +211,51 @@ async fn with_a_doorbell_a_reply_lost_on_a_broken_connection_is_recovered_at_onc
     // Every connection drops; nothing rings.
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     tokio::time::timeout(PROMPTLY, seen.wait_for(3, "a#1, whose reply was lost")).await.expect("recovered at once");
+    worker.shutdown().await;
+}
+
+/// Redis restarted without persistence under a worker of 20 topics that uses the doorbell:
+/// streams, groups and the subscription are gone. Every message confirmed after the restart is
+/// handled, on every topic, and promptly (not at the 30 s full read): the doorbell subscribes
+/// again and reads every topic, and each topic's group is created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_doorbell_every_topic_survives_a_restart_without_persistence() {
+    // The setting is passed on the command line, so the restarted server sends notifications too.
+    let redis = TestRedis::start_with(ServerOptions::new().arg("notify-keyspace-events", "Kt")).await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let seen: Seen<(String, u64)> = Seen::new();
+    let names: Vec<String> = (0..20).map(|i| format!("r.{i}")).collect();
+    let mut b = Worker::builder(conn.clone(), "g").block_for(Duration::from_millis(500));
+    for t in &names {
+        b = b.on(t.as_str(), rec(&seen));
+    }
+    let worker = b.build().unwrap().start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    for t in &names {
+        producer.publish(t, &Order { n: 0, key: String::new() }).await.unwrap();
+    }
+    seen.wait_for(20, "one message per topic before the restart").await;
+    assert_eq!(numpat(&redis), 1, "the doorbell is subscribed");
+
+    redis.kill();
+    redis.restart().await; // empty: streams, groups and subscriptions are gone
+    wait_until(PATIENCE, "the doorbell subscribed again", || async { numpat(&redis) == 1 }).await;
+    let mut confirmed = Vec::new();
+    let mut n = 1;
+    while confirmed.len() < 60 {
+        let topic = &names[n as usize % names.len()];
+        if producer.publish(topic, &Order { n, key: String::new() }).await.is_ok() {
+            confirmed.push((topic.clone(), n));
+        }
+        n += 1;
+    }
+    let handled = wait_until(PATIENCE, "every confirmed publish handled", || {
+        let got = seen.get();
+        let all = confirmed.iter().all(|c| got.contains(c));
+        async move { all }
+    });
+    tokio::time::timeout(PROMPTLY * 2, handled).await.expect("handled promptly, not at the 30 s full read");
+    assert!(worker.stats().groups_recreated >= 1, "lost groups are counted: {:?}", worker.stats());
     worker.shutdown().await;
 }
