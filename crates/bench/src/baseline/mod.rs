@@ -1,8 +1,11 @@
 //! The hand-written fred code Tributary is compared with: what a careful engineer would write
 //! without the framework.
 //!
-//! - [`RawFields`]: stream entry fields with the same names, count and value sizes as a
-//!   Tributary envelope, built once and re-sent as they are (the cheapest fair XADD).
+//! - [`RawFields`]: the entry a user would write, their payload alone in one field
+//!   ([`RawFields::payload_only`], the primary baseline of the publish scenarios), or fields
+//!   shaped like a Tributary envelope ([`RawFields::like_envelope`], a secondary figure that
+//!   shows what the rest of Tributary's work costs beside the envelope's bytes); built once and
+//!   re-sent as they are.
 //! - [`consume`]: `XREADGROUP COUNT n` on a dedicated connection, with the `XACK` of one
 //!   batch overlapping the read of the next.
 //! - [`rpc`]: request/reply over streams with one reply stream per client and one pipeline
@@ -16,13 +19,20 @@ use tributary::{wire, BoxError, Envelope, MsgPack, TraceParent};
 
 pub mod rpc;
 
-/// Entry fields shaped like a Tributary envelope, with constant values.
+/// Entry fields with constant values.
 #[derive(Debug, Clone)]
 pub struct RawFields {
     fields: Vec<(Bytes, Bytes)>,
 }
 
 impl RawFields {
+    /// What a user would write without Tributary: `payload` (already encoded) in one field,
+    /// `p`. No id, type, time or trace context: what the comparison is about is what those
+    /// cost.
+    pub fn payload_only(payload: Bytes) -> Self {
+        Self { fields: vec![(Bytes::from_static(b"p"), payload)] }
+    }
+
     /// The fields Tributary would write for `payload` (already encoded) published with a
     /// trace context, in the current wire format version (`v m p`). Built once; every XADD
     /// re-sends the same bytes.

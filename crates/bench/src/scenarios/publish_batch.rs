@@ -2,10 +2,12 @@
 //!
 //! - Tributary: `Producer::publish_batch(topic, &batch)`: one envelope per message, one
 //!   pipeline of `XADD`s.
-//! - Baseline: a fred pipeline of the same number of typed `xadd`s with the fields of one
-//!   envelope built once (as in `publish`), then `try_all`.
+//! - Baseline: a fred pipeline of the same number of typed `xadd`s, each with the payload alone
+//!   in one field (what a user would write instead), then `try_all`.
+//! - Secondary baseline (`fred, envelope-shaped`): the same pipeline with the fields of one
+//!   envelope built once (as in `publish`).
 //!
-//! Target: throughput >= 0.85x.
+//! Target (against the primary baseline): throughput >= 0.9x.
 
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
@@ -31,7 +33,8 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     let raw_key = env.raw_key("publish-batch");
     let size = o.batch_size.max(1);
     let batch = vec![payload(o.payload_bytes); size];
-    let raw = RawFields::like_envelope(encoded(&batch[0]));
+    let raw = RawFields::payload_only(encoded(&batch[0]));
+    let shaped = RawFields::like_envelope(encoded(&batch[0]));
     let meter = env.cpu_meter().await?;
 
     let tributary = |messages: u64| {
@@ -50,7 +53,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             Ok::<_, BoxError>(run)
         }
     };
-    let baseline = |messages: u64| {
+    let baseline = |messages: u64, raw: &RawFields| {
         let (fred, key, raw) = (fred.clone(), raw_key.clone(), raw.clone());
         let batches = messages.div_ceil(size as u64);
         async move {
@@ -78,13 +81,21 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         tributary(10 * size as u64).await?;
     }
     if o.runs_baseline() {
-        baseline(10 * size as u64).await?;
+        baseline(10 * size as u64, &raw).await?;
+        baseline(10 * size as u64, &shaped).await?;
     }
-    let (mut t_runs, mut b_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
+    let (mut t_runs, mut b_runs, mut s_runs): (Vec<Run>, Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let (t, b) =
-            round_of(o, round, meter.metered(tributary(o.batch_messages)), meter.metered(baseline(o.batch_messages)))
-                .await?;
+        let (t, b) = round_of(
+            o,
+            round,
+            meter.metered(tributary(o.batch_messages)),
+            meter.metered(baseline(o.batch_messages, &raw)),
+        )
+        .await?;
+        if o.only.is_none() {
+            s_runs.push(meter.metered(baseline(o.batch_messages, &shaped)).await?);
+        }
         progress(
             "publish-batch",
             format!("round {}: tributary {}, fred {}", round + 1, rate_of(t.as_ref()), rate_of(b.as_ref())),
@@ -96,6 +107,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
 
     let t = Figures::from_runs("tributary", &t_runs);
     let b = Figures::from_runs("fred", &b_runs);
+    let s = Figures::from_runs("fred, envelope-shaped", &s_runs);
     let mut report = Report::new(
         "publish-batch",
         json!({
@@ -106,9 +118,15 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             "payload_bytes": o.payload_bytes,
             "latency": "per batch",
             "baseline": format!(
-                "fred pipeline of {size} xadd, each {} fields / {} bytes (one Tributary envelope's fields, built once)",
+                "fred pipeline of {size} xadd, each of the payload alone: {} field / {} bytes, built once",
                 raw.len(),
                 raw.bytes()
+            ),
+            "secondary_baseline": format!(
+                "fred, envelope-shaped: fred pipeline of {size} xadd, each {} fields / {} bytes (one Tributary \
+                 envelope's fields, built once)",
+                shaped.len(),
+                shaped.bytes()
             ),
         }),
     );
@@ -117,7 +135,8 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     }
     let throughput = report.ratio("throughput tributary/fred", t.per_second, b.per_second);
     report.ratio("p50 batch latency tributary/fred", t.p50(), b.p50());
-    report.target(Target::at_least("throughput tributary/fred", throughput, 0.85));
-    report.results = vec![t, b];
+    report.ratio("throughput tributary/fred envelope-shaped", t.per_second, s.per_second);
+    report.target(Target::at_least("throughput tributary/fred", throughput, 0.9));
+    report.results = vec![t, b, s];
     Ok(report)
 }
