@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use tributary_core::Connection;
-use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker, WorkerBuilder};
+use tributary_streams::{Admin, Context, HandlerError, Position, Producer, Worker, WorkerBuilder, WorkerHandle};
 
 /// A consumer of `orders` in group `g` whose handlers record the message in `started` and never
 /// finish, so it holds up to `n` entries: dropping its handle is a crash mid-handling.
@@ -150,33 +150,42 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
     second.shutdown().await;
 }
 
+/// A worker `name` of group `g` on `orders` (`claim_idle` 300 ms) that records what it
+/// handles; a message for which `slow(n)` holds takes 1.5 s (simulated work of several
+/// `claim_idle` periods: the lease keeps it with this consumer).
+fn recording_worker(
+    conn: &Connection,
+    name: &'static str,
+    handled: &Seen<(u64, String)>,
+    slow: fn(u64) -> bool,
+) -> WorkerHandle {
+    let h = handled.clone();
+    Worker::builder(conn.clone(), "g")
+        .consumer_name(name)
+        .claim_idle(Duration::from_millis(300))
+        .on("orders", move |o: Order, ctx: Context| {
+            let h = h.clone();
+            async move {
+                h.push((o.n, ctx.consumer().to_owned()));
+                if slow(o.n) {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+}
+
 #[tokio::test]
 async fn a_live_slow_handler_keeps_its_entry() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     Producer::new(conn.clone()).publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     let handled = Seen::new();
-    let mut workers = Vec::new();
-    for name in ["w1", "w2"] {
-        let h = handled.clone();
-        workers.push(
-            Worker::builder(conn.clone(), "g")
-                .consumer_name(name)
-                .claim_idle(Duration::from_millis(300))
-                .on("orders", move |o: Order, ctx: Context| {
-                    let h = h.clone();
-                    async move {
-                        h.push((o.n, ctx.consumer().to_owned()));
-                        // Runs for several claim_idle periods; the lease keeps it ours.
-                        tokio::time::sleep(Duration::from_millis(1500)).await;
-                        Ok::<_, HandlerError>(())
-                    }
-                })
-                .build()
-                .unwrap()
-                .start(),
-        );
-    }
+    let workers: Vec<WorkerHandle> =
+        ["w1", "w2"].into_iter().map(|name| recording_worker(&conn, name, &handled, |_| true)).collect();
     handled.wait_for(1, "handled").await;
     let admin = Admin::new(conn.clone());
     wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
@@ -194,26 +203,7 @@ async fn a_slow_handler_after_an_idle_spell_keeps_its_entry() {
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     let handled = Seen::new();
-    let worker = |name: &'static str| {
-        let h = handled.clone();
-        Worker::builder(conn.clone(), "g")
-            .consumer_name(name)
-            .claim_idle(Duration::from_millis(300))
-            .on("orders", move |o: Order, ctx: Context| {
-                let h = h.clone();
-                async move {
-                    h.push((o.n, ctx.consumer().to_owned()));
-                    if o.n == 2 {
-                        // Simulated work for several claim_idle periods: the lease keeps it ours.
-                        tokio::time::sleep(Duration::from_millis(1500)).await;
-                    }
-                    Ok::<_, HandlerError>(())
-                }
-            })
-            .build()
-            .unwrap()
-            .start()
-    };
+    let worker = |name| recording_worker(&conn, name, &handled, |n| n == 2);
     let first = worker("w1");
     let admin = Admin::new(conn.clone());
     producer.publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
