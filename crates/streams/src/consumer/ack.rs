@@ -42,12 +42,32 @@ impl AckQueue {
         }
     }
 
-    /// Moves up to `max` queued entries to `batch`; true when more are left.
+    /// Moves up to `max` queued entries to `batch`; true when more are left. (Usually by
+    /// swapping the two: their allocations take turns, none is made per batch.)
     fn take(&self, batch: &mut Vec<AckRequest>, max: usize) -> bool {
         let mut queued = self.queued.lock().expect("ack queue lock");
+        if batch.is_empty() && queued.len() <= max {
+            std::mem::swap(batch, &mut *queued);
+            return false;
+        }
         let n = queued.len().min(max);
         batch.extend(queued.drain(..n));
         !queued.is_empty()
+    }
+
+    /// Once the topic is quiet: lets go of what a burst grew (`max_in_flight` entries, 8 KiB at
+    /// the default, kept by each of thousands of topics otherwise).
+    fn shrink_when_empty(&self, batch: &mut Vec<AckRequest>) {
+        const KEPT: usize = 16;
+        let mut queued = self.queued.lock().expect("ack queue lock");
+        if queued.is_empty() {
+            if queued.capacity() > KEPT {
+                *queued = Vec::new();
+            }
+            if batch.capacity() > KEPT {
+                *batch = Vec::new();
+            }
+        }
     }
 }
 
@@ -134,6 +154,9 @@ impl TopicConsumer {
                 all
             });
             drop(all);
+            if !more {
+                self.acks.shrink_when_empty(&mut batch);
+            }
         }
     }
 

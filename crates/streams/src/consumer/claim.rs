@@ -158,7 +158,7 @@ impl TopicConsumer {
     /// while the topic holds entries, from the first entry taken until the topic's handlers are
     /// done at a stop). It also watches whether handlers return at all: see `renew_leases`.
     pub(crate) async fn renew_turn(self: Arc<Self>) {
-        if self.leases_over.load(Ordering::Acquire) {
+        if self.leases_over.load(Ordering::Acquire) || self.hard_stop.is_cancelled() {
             return;
         }
         let progressing = {
@@ -170,12 +170,14 @@ impl TopicConsumer {
             progress.1.elapsed() < self.config.claim_idle
         };
         tokio::select! {
+            // A dropped worker renews nothing more: its entries are for live consumers.
+            biased;
+            _ = self.hard_stop.cancelled() => return,
             renewed = self.renew_leases(progressing) => {
                 if let Err(e) = renewed {
                     tracing::warn!(topic = %self.topic, error = %e, "lease renewal failed");
                 }
             }
-            _ = self.hard_stop.cancelled() => return,
         }
         let held = self.held.lock().expect("held lock");
         if held.is_empty() {
@@ -193,7 +195,7 @@ impl TopicConsumer {
     /// Whether a renewal due now has anything to do; if not, renewals stop until the next
     /// entry is taken (`start_renewals`).
     pub(crate) fn renewals_needed(&self) -> bool {
-        if self.leases_over.load(Ordering::Acquire) {
+        if self.leases_over.load(Ordering::Acquire) || self.hard_stop.is_cancelled() {
             return false;
         }
         let held = self.held.lock().expect("held lock");
@@ -216,6 +218,15 @@ impl TopicConsumer {
                 Duty::Renew,
             );
         }
+    }
+
+    /// Schedules `duty` again after its interval, in place of the run that panicked.
+    pub(crate) fn after_panic(&self, duty: Duty) {
+        let (after, next) = match duty {
+            Duty::Sweep { .. } => (self.sweep_interval(false), Duty::Sweep { busy: false, paced: false }),
+            Duty::Renew => (self.config.lease_interval(), Duty::Renew),
+        };
+        self.upkeep.schedule(tokio::time::Instant::now() + after, self.this.clone(), next);
     }
 
     /// Schedules the first reclaim sweep, at a random point of the first interval, so topics
@@ -241,8 +252,9 @@ impl TopicConsumer {
     pub(crate) async fn sweep_turn(self: Arc<Self>) {
         let round = self.sweeps.fetch_add(1, Ordering::Relaxed);
         let swept = tokio::select! {
-            swept = self.sweep(round % 20 == 19) => swept,
+            biased;
             _ = self.stop.cancelled() => return,
+            swept = self.sweep(round % 20 == 19) => swept,
         };
         let busy = match swept {
             Ok(busy) => busy,

@@ -13,6 +13,7 @@
 // - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
 // - `retry.rs`: the retry policy (backoff with jitter);
 // - `claim.rs`: reclaiming entries of dead consumers, lease renewal, consumer clean-up;
+// - `upkeep.rs`: one task that runs every topic's sweeps and lease renewals when due;
 // - `ack.rs`: batched acks and the dead-letter move;
 // - `handler.rs`: the `Handler` trait, `Context` and `HandlerError`;
 // - `builder.rs`: configuration and defaults.

@@ -58,15 +58,22 @@ const POLL_COST: Duration = Duration::from_micros(1);
 /// How long an idle read blocks, per stream it names, when that is longer than `block_for`
 /// (up to `MAX_IDLE_BLOCK`): each read costs the worker and Redis about 2 µs per stream (the
 /// command sent, each key registered as blocked), so a worker over 10,000 topics that re-read
-/// every 2 s spent 1 % of a core on it, and Redis as much. Nothing waits for the timeout: a
-/// blocked read is woken when a topic joins, leaves or stops, and ends when its connection or a
-/// stream does.
+/// every 2 s spent 1 % of a core on it, and Redis as much. A blocked read is woken
+/// (`CLIENT UNBLOCK`) when a topic joins, leaves or stops, and ends when its connection or a
+/// stream does; once a wake-up did not land (no answer, or the read never found blocked), reads
+/// block for `block_for` only, and none blocks longer once the worker stops.
 const BLOCK_PER_STREAM: Duration = Duration::from_millis(1);
 const MAX_IDLE_BLOCK: Duration = Duration::from_secs(10);
 
 /// How long beyond its `BLOCK` a read may take before it counts as lost (the connection's own
 /// timeout is `block_for` plus this).
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+/// The longest a shared read of topics waiting with `block_for` may block: how long a topic
+/// waits for the answer of a read it withdrew from before giving up on it.
+pub(crate) fn longest_block(block_for: Duration) -> Duration {
+    block_for.max(MAX_IDLE_BLOCK)
+}
 const MIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
 const HOT_READS: u32 = 10;
 
@@ -153,6 +160,7 @@ impl Readers {
                 block_for: self.block_for,
                 stop: self.stop.clone(),
                 unblock_allowed: true,
+                long_blocks: true,
                 rx,
                 command_reconnects: self.conn.reconnect_rx(),
                 waiting: HashMap::new(),
@@ -270,6 +278,9 @@ struct SharedReader {
     /// False once Redis refused `CLIENT UNBLOCK` (or `CLIENT ID`): reads then block for at
     /// most [`BLOCK_WITHOUT_UNBLOCK`], so a topic that joins late waits no longer than that.
     unblock_allowed: bool,
+    /// False once a wake-up of a blocked read did not land: reads then block for `block_for`
+    /// at most, not longer when idle (see `BLOCK_PER_STREAM`).
+    long_blocks: bool,
     rx: mpsc::UnboundedReceiver<Message>,
     /// Reconnections of the command connection: a claim in flight may have lost its reply, so
     /// the topics waiting here recover their own pending entries (those not waiting do when
@@ -613,9 +624,11 @@ impl SharedReader {
         // Topics told of a lost reply are answered after this read, which then does not block:
         // they recover as soon as Redis answers again.
         let lost_waiting = !self.lost.is_empty() && self.waiting.keys().any(|k| self.lost.contains(k));
-        let block_for = if self.unblock_allowed {
+        let block_for = if self.unblock_allowed && self.long_blocks && !self.stop.is_cancelled() {
             let longer = (BLOCK_PER_STREAM * u32::try_from(keys.len()).unwrap_or(u32::MAX)).min(MAX_IDLE_BLOCK);
             self.block_for.max(longer)
+        } else if self.unblock_allowed {
+            self.block_for
         } else {
             self.block_for.min(BLOCK_WITHOUT_UNBLOCK)
         };
@@ -691,13 +704,20 @@ impl SharedReader {
                 _ = async { tokio::time::sleep_until(retry_at.expect("checked")).await }, if retry_at.is_some() => {
                     let Some((tries, _)) = wake else { continue };
                     wake = match self.unblock(*id, link_key).await {
-                        Unblock::Done | Unblock::NoAnswer => None,
+                        Unblock::Done => None,
                         Unblock::Refused if !self.unblock_allowed => None,
                         Unblock::Refused if tries < UNBLOCK_RETRIES.len() => {
                             Some((tries + 1, Instant::now() + UNBLOCK_RETRIES[tries]))
                         }
-                        // Not permitted, or still not blocked: it ends at its BLOCK timeout.
-                        Unblock::Refused => None,
+                        // No answer, or still not blocked: it ends at its BLOCK timeout, and
+                        // later reads block no longer than `block_for`.
+                        Unblock::NoAnswer | Unblock::Refused => {
+                            if std::mem::replace(&mut self.long_blocks, false) && block_ms > self.block_for.as_millis() as i64 {
+                                tracing::warn!(block_ms, "a blocked shared read could not be woken; it ends at its timeout, \
+                                    and reads block for block_for from now on");
+                            }
+                            None
+                        }
                     };
                 }
             }
@@ -1016,10 +1036,17 @@ impl SharedReader {
         {
             return;
         }
-        tracing::warn!(topics, interval = ?interval,
-            "every read names all the topics waiting, so a message waits for the next such read (each costs \
-             Redis about 2 µs a topic): with keyspace notifications on (notify-keyspace-events Kt), reads name \
-             only the topics that got messages (docs/delivery.md, \"Many topics\")");
+        if self.doorbell_refused {
+            tracing::warn!(topics, interval = ?interval,
+                "every read names all the topics waiting, so a message waits for the next such read (each costs \
+                 Redis about 2 µs a topic): the server sends keyspace notifications, but subscribing to them was \
+                 refused (the user needs +psubscribe and the channel; RESP3 connections do not use them)");
+        } else {
+            tracing::warn!(topics, interval = ?interval,
+                "every read names all the topics waiting, so a message waits for the next such read (each costs \
+                 Redis about 2 µs a topic): with keyspace notifications on (notify-keyspace-events Kt), reads name \
+                 only the topics that got messages (docs/delivery.md, \"Many topics\")");
+        }
     }
 
     /// Between reads of a worker with many topics while messages flow: see `POLL_COST`.

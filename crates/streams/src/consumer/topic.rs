@@ -437,14 +437,16 @@ impl TopicConsumer {
                     // for others after `claim_idle`).
                     stopping = true;
                     ticket.withdraw();
-                    let wait = (self.config.block_for + STOP_STEP).min(self.stop_time_left().max(STOP_STEP));
+                    let longest = super::reader::longest_block(self.config.block_for);
+                    let wait = (longest + STOP_STEP).min(self.stop_time_left().max(STOP_STEP));
                     tokio::time::timeout(wait, ticket.answer()).await.unwrap_or(None)
                 }
                 _ = self.wake_reader.notified() => {
                     // A claim waits for the slots this read holds: take them back now (what the
                     // read brought is handled as usual) rather than at its BLOCK timeout.
                     ticket.withdraw();
-                    tokio::time::timeout(self.config.block_for + STOP_STEP, ticket.answer()).await.unwrap_or(None)
+                    let longest = super::reader::longest_block(self.config.block_for);
+                    tokio::time::timeout(longest + STOP_STEP, ticket.answer()).await.unwrap_or(None)
                 }
             };
             // No answer: given up, or the reader is gone. Redis may have delivered to it.

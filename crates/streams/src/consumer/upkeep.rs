@@ -142,17 +142,35 @@ impl Upkeep {
                             continue;
                         }
                     }
-                    self.running.spawn(topic.sweep_turn());
+                    self.running.spawn(run_duty(topic, duty));
                 }
                 Duty::Renew => {
                     // Most topics of a worker with many hold nothing by their renewal (their
                     // entries were acknowledged meanwhile): no task for them.
                     if topic.renewals_needed() {
-                        self.running.spawn(topic.renew_turn());
+                        self.running.spawn(run_duty(topic, duty));
                     }
                 }
             }
         }
+    }
+}
+
+/// Runs one duty of `topic`. One that panics is said at `error` and comes again after its
+/// interval: otherwise the topic's sweeps, or its lease renewals while it holds entries, would
+/// end for the rest of the run.
+async fn run_duty(topic: Arc<TopicConsumer>, duty: Duty) {
+    use futures::FutureExt;
+    let this = topic.clone();
+    let run = async move {
+        match duty {
+            Duty::Sweep { .. } => this.sweep_turn().await,
+            Duty::Renew => this.renew_turn().await,
+        }
+    };
+    if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
+        tracing::error!(topic = %topic.topic, ?duty, "a reclaim sweep or lease renewal panicked; it runs again after its interval");
+        topic.after_panic(duty);
     }
 }
 
