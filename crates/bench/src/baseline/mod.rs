@@ -17,6 +17,7 @@ use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tributary::{wire, BoxError, Envelope, MsgPack, TraceParent};
 
+pub mod pubsub_rpc;
 pub mod rpc;
 
 /// Entry fields with constant values.

@@ -3,13 +3,16 @@
 //!
 //! - Tributary: `RpcClient::call` to an `RpcServer` method returning its request (default
 //!   settings; the payload is `bytes::Bytes`, MessagePack `bin`).
+//! - fred-pubsub: the usual Redis recipe, request/reply over pub/sub, of
+//!   [`crate::baseline::pubsub_rpc`] (nothing durable: what an RPC that keeps nothing costs).
 //! - fred: the hand-written request/reply over streams of [`crate::baseline::rpc`].
 //! - NATS: async-nats `request` to a responder on a private `nats-server`, when one is
 //!   installed.
 //!
 //! Every system has its own client and server connections (as separate processes would) and
-//! is warmed up first; the systems take turns in each round. Target: p50 <= 1.2x the fred
-//! loop, for both caller counts; the NATS ratios are reported.
+//! is warmed up first; the systems take turns in each round. Targets (#19): with many callers,
+//! throughput >= 0.8x the pub/sub RPC's and >= 0.6x NATS'; with one caller, p50 <= 1.1x the
+//! pub/sub RPC's. The streams loop's ratios are reported.
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use serde_json::json;
 use tributary::{BoxError, RpcClient, RpcHandlerError, RpcServer, RpcServerHandle};
 
 use super::{closed_loop, encoded, payload, progress, Options};
+use crate::baseline::pubsub_rpc;
 use crate::baseline::rpc as fred_rpc;
 use crate::env::{delete_keys, Env};
 use crate::nats::{self, Nats};
@@ -30,6 +34,7 @@ const SERVICE: &str = "bench";
 enum System {
     Tributary(RpcClient),
     Fred(fred_rpc::RpcClient),
+    PubSub(pubsub_rpc::RpcClient),
     Nats(async_nats::Client),
 }
 
@@ -38,6 +43,7 @@ impl System {
         match self {
             System::Tributary(_) => "tributary",
             System::Fred(_) => "fred",
+            System::PubSub(_) => "fred-pubsub",
             System::Nats(_) => "nats",
         }
     }
@@ -46,6 +52,7 @@ impl System {
         let echoed = match self {
             System::Tributary(client) => client.call::<_, Bytes>(SERVICE, "echo", body).await?.len(),
             System::Fred(client) => client.call(encoded.clone()).await?.len(),
+            System::PubSub(client) => client.call(encoded.clone()).await?.len(),
             System::Nats(client) => nats::call(client, encoded.clone()).await?.len(),
         };
         if echoed == 0 {
@@ -94,7 +101,13 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         fred_reply_key.clone(),
     );
 
-    let mut systems = vec![System::Tributary(client.clone()), System::Fred(fred_client)];
+    // fred over pub/sub: a channel per service, a reply channel per client.
+    let channel = format!("{}:rpc-pubsub", env.namespace());
+    let pubsub_server = pubsub_rpc::Server::start(&env.url(), env.fred().await?, channel.clone()).await?;
+    let reply_channel = format!("{channel}:reply:{}", uuid::Uuid::now_v7().simple());
+    let pubsub_client = pubsub_rpc::RpcClient::start(&env.url(), env.fred().await?, channel, reply_channel).await?;
+
+    let mut systems = vec![System::Tributary(client.clone()), System::PubSub(pubsub_client), System::Fred(fred_client)];
     let nats_server = if o.no_nats {
         notes.push("NATS baseline skipped (--no-nats)".to_owned());
         None
@@ -167,6 +180,9 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             "fred": "hand-written: XADD request {corr, reply, p}; server XREADGROUP COUNT 64 BLOCK + one pipeline \
                      per read (XADD MAXLEN ~ 10000 reply per request, one XACK); client XREAD BLOCK on its \
                      reply stream from the last id",
+            "fred-pubsub": "hand-written, the usual Redis recipe: client SUBSCRIBEs its reply channel once, \
+                            PUBLISHes {corr, reply channel, payload}; server SUBSCRIBEd to the service channel \
+                            PUBLISHes {corr, payload} back; nothing durable",
             "nats": "async-nats request/reply, private nats-server on loopback",
         }),
     );
@@ -178,25 +194,51 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
     if let Some(only) = o.only {
         report.notes = notes;
         let report = report.one_side(only, results);
-        shut_down(env, server, client, fred_server, nats_server, [request_key, fred_request_key, fred_reply_key])
-            .await?;
+        shut_down(
+            env,
+            server,
+            client,
+            (fred_server, pubsub_server),
+            nats_server,
+            [request_key, fred_request_key, fred_reply_key],
+        )
+        .await?;
         return Ok(report);
     }
     let find = |name: String| results.iter().find(|f| f.name == name).cloned();
     for mode in ["1-caller".to_owned(), format!("{callers}-callers")] {
         let t = find(format!("tributary/{mode}")).ok_or("tributary figures")?;
         let f = find(format!("fred/{mode}")).ok_or("fred figures")?;
-        let p50 = report.ratio(format!("p50 latency tributary/fred {mode}"), t.p50(), f.p50());
+        let one_caller = mode == "1-caller";
+        let ps = find(format!("fred-pubsub/{mode}")).ok_or("fred-pubsub figures")?;
+        let p50 = report.ratio(format!("p50 latency tributary/fred-pubsub {mode}"), t.p50(), ps.p50());
+        let throughput = report.ratio(format!("throughput tributary/fred-pubsub {mode}"), t.per_second, ps.per_second);
+        if one_caller {
+            report.target(Target::at_most(format!("p50 latency tributary/fred-pubsub {mode}"), p50, 1.1));
+        } else {
+            report.target(Target::at_least(format!("throughput tributary/fred-pubsub {mode}"), throughput, 0.8));
+        }
+        report.ratio(format!("p50 latency tributary/fred {mode}"), t.p50(), f.p50());
         report.ratio(format!("throughput tributary/fred {mode}"), t.per_second, f.per_second);
-        report.target(Target::at_most(format!("p50 latency tributary/fred {mode}"), p50, 1.2));
         if let Some(n) = find(format!("nats/{mode}")) {
             report.ratio(format!("p50 latency tributary/nats {mode}"), t.p50(), n.p50());
-            report.ratio(format!("throughput tributary/nats {mode}"), t.per_second, n.per_second);
+            let throughput = report.ratio(format!("throughput tributary/nats {mode}"), t.per_second, n.per_second);
+            if !one_caller {
+                report.target(Target::at_least(format!("throughput tributary/nats {mode}"), throughput, 0.6));
+            }
         }
     }
     report.results = results;
     report.notes = notes;
-    shut_down(env, server, client, fred_server, nats_server, [request_key, fred_request_key, fred_reply_key]).await?;
+    shut_down(
+        env,
+        server,
+        client,
+        (fred_server, pubsub_server),
+        nats_server,
+        [request_key, fred_request_key, fred_reply_key],
+    )
+    .await?;
     Ok(report)
 }
 
