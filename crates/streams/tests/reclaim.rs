@@ -168,7 +168,7 @@ fn recording_worker(
             async move {
                 h.push((o.n, ctx.consumer().to_owned()));
                 if slow(o.n) {
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tokio::time::sleep(Duration::from_millis(1500)).await; // simulated work
                 }
                 Ok::<_, HandlerError>(())
             }

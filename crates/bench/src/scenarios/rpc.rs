@@ -191,20 +191,29 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
         results.push(Figures::from_runs(format!("{}/1-caller", s.name()), &sequential[i]));
         results.push(Figures::from_runs(format!("{}/{callers}-callers", s.name()), &concurrent[i]));
     }
-    if let Some(only) = o.only {
-        report.notes = notes;
-        let report = report.one_side(only, results);
-        shut_down(
-            env,
-            server,
-            client,
-            (fred_server, pubsub_server),
-            nats_server,
-            [request_key, fred_request_key, fred_reply_key],
-        )
-        .await?;
-        return Ok(report);
-    }
+    report.notes = notes;
+    let report = match o.only {
+        Some(only) => report.one_side(only, results),
+        None => {
+            compare(&mut report, &results, callers)?;
+            report.results = results;
+            report
+        }
+    };
+    shut_down(
+        env,
+        server,
+        client,
+        (fred_server, pubsub_server),
+        nats_server,
+        [request_key, fred_request_key, fred_reply_key],
+    )
+    .await?;
+    Ok(report)
+}
+
+/// The ratios of Tributary to each baseline, and the targets (see the module's docs).
+fn compare(report: &mut Report, results: &[Figures], callers: usize) -> Result<(), BoxError> {
     let find = |name: String| results.iter().find(|f| f.name == name).cloned();
     for mode in ["1-caller".to_owned(), format!("{callers}-callers")] {
         let t = find(format!("tributary/{mode}")).ok_or("tributary figures")?;
@@ -228,18 +237,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             }
         }
     }
-    report.results = results;
-    report.notes = notes;
-    shut_down(
-        env,
-        server,
-        client,
-        (fred_server, pubsub_server),
-        nats_server,
-        [request_key, fred_request_key, fred_reply_key],
-    )
-    .await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Stops the servers and clients of the scenario and deletes its keys.
