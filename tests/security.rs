@@ -12,9 +12,10 @@ use tributary_testkit::{wait_until, TestRedis};
 fn acl_rules(ns: &str) -> Vec<String> {
     let commands = "xadd xreadgroup xread xack xclaim xpending xgroup xinfo xrange xrevrange xtrim xlen xdel \
                     del exists get set pexpire evalsha script|load scan zadd zrange zrangebyscore zrem zcard \
-                    zscore incr hset hget hmget hdel time ping type client|id client|unblock";
+                    zscore incr hset hget hmget hdel time ping type client|id client|unblock publish subscribe";
     let mut rules = vec!["on".to_owned(), ">app-secret".to_owned(), "resetkeys".to_owned(), format!("~{ns}:*")];
     rules.push("resetchannels".to_owned());
+    rules.push(format!("&{ns}:rings"));
     rules.push("-@all".to_owned());
     rules.extend(commands.split_whitespace().map(|c| format!("+{c}")));
     rules

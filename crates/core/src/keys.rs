@@ -104,6 +104,13 @@ impl Namespace {
         self.tagged_key("scheduled", "due")
     }
 
+    /// The pub/sub channel on which producers ring for a worker over many topics (a channel,
+    /// not a key): `<ns>:rings`, each message the stream key that got an entry. Used on a
+    /// single Redis where keyspace notifications are off (`docs/delivery.md`, "Many topics").
+    pub fn rings_channel(&self) -> String {
+        format!("{}:rings", self.0)
+    }
+
     /// The retention of `topic`, as `Admin::set_retention` stores it and producers read it:
     /// `<ns>:{<topic>}:retention` (hash; fields in `docs/keys.md`).
     pub fn retention_key(&self, topic: &Topic) -> String {

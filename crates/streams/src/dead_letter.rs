@@ -1,6 +1,7 @@
 //! Dead letters: entries a worker gave up on, kept with the reason in the topic's
 //! dead-letter stream (`<ns>:{<topic>}:dlq`), to inspect, replay or purge.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Limits, R
 
 use crate::consumer::DEAD_LETTER_FIELDS;
 use crate::redis::{call, command, entry_id_of, parse_entries, Args};
+use crate::ring::Ringer;
 use crate::scripts::REPLAY_DEAD_LETTER;
 use crate::StreamError;
 
@@ -197,6 +199,8 @@ pub struct DeadLetters {
     topic: Topic,
     topic_key: String,
     key: String,
+    /// Rings after a replay, for a worker over many topics (`ring.rs`).
+    ringer: Arc<Ringer>,
 }
 
 impl DeadLetters {
@@ -209,6 +213,7 @@ impl DeadLetters {
         Ok(Self {
             topic_key: conn.namespace().topic_stream(&topic),
             key: conn.namespace().dead_letter_stream(&topic),
+            ringer: Arc::new(Ringer::new(&conn)),
             conn,
             topic,
         })
@@ -299,7 +304,11 @@ impl DeadLetters {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
         match REPLAY_DEAD_LETTER.run::<Value>(&self.conn, vec![self.key.clone(), self.topic_key.clone()], args).await {
             Ok(Value::Null) => Ok(None),
-            Ok(v) => Ok(Some(entry_id_of("EVALSHA replay_dead_letter", v)?)),
+            Ok(v) => {
+                let id = entry_id_of("EVALSHA replay_dead_letter", v)?;
+                self.ringer.ring(&self.conn, &self.topic_key).await;
+                Ok(Some(id))
+            }
             Err(e) if ["NOFIELDS", "UNREADABLE", "TRUNCATED"].iter().any(|p| e.is_server_error(p)) => {
                 Err(StreamError::NothingToReplay { id: id.to_string() })
             }

@@ -42,6 +42,7 @@ mod redis;
 mod registry;
 pub mod replay;
 mod retention;
+mod ring;
 mod schedule;
 mod scripts;
 pub mod trace;

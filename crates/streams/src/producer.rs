@@ -18,6 +18,7 @@ use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers,
 
 use crate::redis::entry_id_of;
 use crate::retention::Retention;
+use crate::ring::Ringer;
 use crate::schedule::{due_score, index_at};
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
 use crate::trace::next_traceparent;
@@ -62,6 +63,8 @@ struct Shared {
     safe_trim_every: u64,
     /// What a publish to each topic needs, computed on its first publish.
     targets: NameCache<Target>,
+    /// Rings for a worker over many topics (`ring.rs`).
+    ringer: Ringer,
 }
 
 /// Everything about one topic that a publish needs: validating the name, formatting the
@@ -187,14 +190,15 @@ impl<C: Codec> ProducerBuilder<C> {
     /// [`BuildError`]).
     pub fn build(self) -> Result<Producer<C>, BuildError> {
         Ok(Producer {
-            conn: self.conn,
             codec: self.codec,
             shared: Arc::new(Shared {
                 retention_refresh: self.retention_refresh,
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
                 targets: NameCache::new(MAX_TARGETS),
+                ringer: Ringer::new(&self.conn),
             }),
+            conn: self.conn,
         })
     }
 }
@@ -290,10 +294,23 @@ impl<C: Codec> Producer<C> {
         let id = match idempotency_key {
             None => {
                 let pairs = self.conn.wire_version().xadd_fields(envelope, self.conn.limits()).map_err(limits_err)?;
-                let reply: Value = client
-                    .xadd(target.key_arg.clone(), false, cap(retention), "*", pairs)
-                    .await
-                    .map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XADD", e)))?;
+                let ringer = &self.shared.ringer;
+                let reply: Result<Value, _> = if ringer.due() {
+                    // The ring goes after the entry, in the same round trip.
+                    let pipeline = client.pipeline();
+                    let _: Result<(), _> =
+                        pipeline.xadd(target.key_arg.clone(), false, cap(retention), "*", pairs).await;
+                    ringer.queue(&pipeline, &target.key).await;
+                    let mut replies = pipeline.try_all::<Value>().await.into_iter();
+                    let written = replies.next().unwrap_or(Ok(Value::Null));
+                    if let Some(Ok(rang)) = replies.next() {
+                        ringer.heard(&rang);
+                    }
+                    written
+                } else {
+                    client.xadd(target.key_arg.clone(), false, cap(retention), "*", pairs).await
+                };
+                let reply = reply.map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XADD", e)))?;
                 entry_id_of("XADD", reply)?
             }
             Some(idem) => {
@@ -315,7 +332,10 @@ impl<C: Codec> Producer<C> {
                     .await
                     .map_err(|e| crate::redis::noted(&self.conn, e))?;
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
-                entry_id_of("EVALSHA publish_idempotent", first)?
+                let id = entry_id_of("EVALSHA publish_idempotent", first)?;
+                // (A duplicate rings too: rarely, and harmless.)
+                self.shared.ringer.ring(&self.conn, &target.key).await;
+                id
             }
         };
         self.after_publish(target, retention.as_ref(), 1).await;
@@ -516,7 +536,17 @@ impl<C: Codec> Producer<C> {
                 .await
                 .map_err(|e| RedisError::new("XADD", e))?;
         }
-        let results = pipeline.try_all::<Value>().await;
+        let ringer = &self.shared.ringer;
+        let rings = ringer.due();
+        if rings {
+            ringer.queue(&pipeline, &target.key).await;
+        }
+        let mut results = pipeline.try_all::<Value>().await;
+        if rings {
+            if let Some(Ok(rang)) = results.pop() {
+                ringer.heard(&rang);
+            }
+        }
         let total = results.len();
         let mut stored = Vec::with_capacity(total);
         let mut first_error = None;

@@ -8,6 +8,7 @@
 //! index instead of polling every topic, so its idle cost does not grow with the number of
 //! topics. See `docs/time.md` for the guarantees and the timing bound.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use fred::types::Value;
 use tributary_core::{wire, Connection, DecodeError, Envelope, Topic};
 
 use crate::redis::{call, Args};
+use crate::ring::Ringer;
 use crate::scripts::{CANCEL_SCHEDULED, MOVE_DUE, RELEASE_DUE_TOPIC, TAKE_DUE_TOPICS};
 use crate::StreamError;
 
@@ -48,12 +50,14 @@ pub struct Scheduled {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     conn: Connection,
+    /// Rings after moving messages, for a worker over many topics (`ring.rs`).
+    ringer: Arc<Ringer>,
 }
 
 impl Scheduler {
     /// Operations on `conn`.
     pub fn new(conn: Connection) -> Self {
-        Self { conn }
+        Self { ringer: Arc::new(Ringer::new(&conn)), conn }
     }
 
     fn keys(&self, topic: &Topic) -> (String, String, String) {
@@ -148,8 +152,12 @@ impl Scheduler {
     /// [`StreamError`] when the script fails.
     pub async fn move_due(&self, topic: &Topic, max: usize) -> Result<(u64, Option<Duration>), StreamError> {
         let (set, data, stream) = self.keys(topic);
-        let reply: Vec<i64> = MOVE_DUE.run(&self.conn, vec![set, data, stream], vec![(max as i64).into()]).await?;
+        let reply: Vec<i64> =
+            MOVE_DUE.run(&self.conn, vec![set, data, stream.clone()], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
+        if moved > 0 {
+            self.ringer.ring(&self.conn, &stream).await;
+        }
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
         Ok((moved, next))
     }

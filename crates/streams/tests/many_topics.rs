@@ -661,3 +661,136 @@ async fn with_keyspace_notifications_a_worker_reads_only_the_topics_that_rang() 
     assert_eq!((got.len(), seen.len()), (51, 51), "each handled once");
     worker.shutdown().await;
 }
+
+/// Streams each `XREADGROUP` since the last `SLOWLOG RESET` named (the slow log keeps the first
+/// 31 arguments of a command and counts the rest), and the number of reads it kept.
+async fn streams_per_read(conn: &Connection) -> Vec<usize> {
+    use fred::interfaces::ClientLike;
+    let cmd = fred::types::CustomCommand::new_static("SLOWLOG", fred::types::ClusterHash::FirstKey, false);
+    let log: Vec<fred::types::Value> =
+        conn.redis().custom(cmd, vec![fred::types::Value::from("GET"), fred::types::Value::from(-1)]).await.unwrap();
+    log.into_iter()
+        .filter_map(|entry| {
+            let args = entry.into_array().into_iter().nth(3)?.into_array();
+            let args: Vec<String> = args.into_iter().filter_map(|a| a.into_string()).collect();
+            if !args.first()?.eq_ignore_ascii_case("XREADGROUP") {
+                return None;
+            }
+            let more: Option<usize> = args
+                .last()
+                .and_then(|l| l.strip_prefix("... ("))
+                .and_then(|r| r.strip_suffix(" more arguments)"))
+                .map(|n| n.parse().unwrap());
+            let named = args.iter().position(|a| a.eq_ignore_ascii_case("STREAMS"))?;
+            // After STREAMS: a key and an id per stream.
+            Some((args.len() - named - 1 + more.unwrap_or(0) - usize::from(more.is_some())) / 2)
+        })
+        .collect()
+}
+
+/// Waits until one client listens to the namespace's rings channel.
+async fn until_listening_to_rings(redis: &TestRedis, conn: &Connection) {
+    let channel = conn.namespace().rings_channel();
+    eventually(PATIENCE, || {
+        let listening = redis.cli(&["PUBSUB", "NUMSUB", &channel]);
+        let subscribers = listening.lines().nth(1).map(str::trim).unwrap_or("0").to_owned();
+        let result = if subscribers == "1" { Ok(()) } else { Err(format!("{subscribers} listen to {channel}")) };
+        async move { result }
+    })
+    .await;
+}
+
+/// Without keyspace notifications, a worker over 500 topics or more listens to producers' rings
+/// (`ring.rs`): while messages flow, its reads name the topics that rang rather than all 600,
+/// which cost Redis about 2 µs each. Entries a writer adds without ringing (another client) are
+/// found by the read of every topic: at once while nothing flows (it blocks), within a second
+/// while messages flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keyspace_notifications_a_worker_over_many_topics_reads_what_producers_ring_for() {
+    use fred::interfaces::StreamsInterface;
+    let redis = TestRedis::start_private().await; // notifications off, as by default
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let names = topics("rung", 600);
+    let seen = Handled::new();
+    let worker = worker_over(&conn, &names, &seen).build().unwrap().start();
+    until_ready(&worker).await;
+    until_listening_to_rings(&redis, &conn).await;
+
+    // Another client's entry, while nothing flows: the blocked read of every topic gets it.
+    let raw = |topic: &str, n: u64| {
+        let key = conn.namespace().topic_stream(&Topic::new(topic).unwrap());
+        let payload =
+            tributary_core::Codec::encode(&tributary_core::MsgPack, &Order { n, key: String::new() }).unwrap();
+        let envelope = tributary_core::Envelope::new("Order", tributary_core::MsgPack::CONTENT_TYPE, payload);
+        (key, tributary_core::wire::encode(&envelope, conn.limits()).unwrap())
+    };
+    let (key, fields) = raw(&names[1], 1);
+    let _: fred::types::Value = conn.redis().xadd(key, false, None, "*", fields).await.unwrap();
+    until_handled(&seen, &[(names[1].clone(), 1)], Instant::now(), PROMPTLY, "an unrung entry at idle").await;
+
+    // Rung: what a producer publishes is read by name.
+    redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    redis.cli(&["CONFIG", "SET", "slowlog-max-len", "100000"]);
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let rung: Vec<(String, u64)> = (0..600).step_by(3).map(|i| (names[i].clone(), 100 + i as u64)).collect();
+    let since = Instant::now();
+    for (i, (t, n)) in rung.iter().enumerate() {
+        publish(&producer, t, *n).await;
+        // Another client's entry while messages flow: the read of every topic, once a second,
+        // gets it.
+        if i == 100 {
+            let (key, fields) = raw(&names[2], 2);
+            let _: fred::types::Value = conn.redis().xadd(key, false, None, "*", fields).await.unwrap();
+        }
+    }
+    until_handled(&seen, &rung, since, PATIENCE, "rung entries").await;
+    until_handled(&seen, &[(names[2].clone(), 2)], since, PROMPTLY, "an unrung entry while messages flow").await;
+    let reads = streams_per_read(&conn).await;
+    let by_name = reads.iter().filter(|n| **n < 100).count();
+    eprintln!("{} reads, {by_name} of fewer than 100 streams: {:?}", reads.len(), &reads[..reads.len().min(40)]);
+    assert!(
+        by_name * 2 > reads.len(),
+        "most reads while messages flow name the streams that rang, not all 600: {reads:?}"
+    );
+    let mut got = sorted(&seen);
+    got.dedup();
+    assert_eq!(got.len(), seen.len(), "each handled once");
+    worker.shutdown().await;
+}
+
+/// Redis restarted without persistence under a worker of 600 topics that listens to producers'
+/// rings: streams, groups and the subscription are gone. The worker subscribes again, and every
+/// message confirmed after the restart is handled, each topic's group created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_to_rings_every_topic_survives_a_restart_without_persistence() {
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let names = topics("restart", 600);
+    let seen = Handled::new();
+    let worker = worker_over(&conn, &names, &seen).block_for(Duration::from_millis(500)).build().unwrap().start();
+    until_ready(&worker).await;
+    until_listening_to_rings(&redis, &conn).await;
+    let before: Vec<(String, u64)> = names.iter().step_by(10).map(|t| (t.clone(), 0)).collect();
+    for (t, n) in &before {
+        publish(&producer, t, *n).await;
+    }
+    until_handled(&seen, &before, Instant::now(), PATIENCE, "before the restart").await;
+
+    redis.kill();
+    redis.restart().await; // empty: streams, groups and the subscription are gone
+    until_listening_to_rings(&redis, &conn).await;
+    let mut confirmed = Vec::new();
+    let mut n = 1;
+    while confirmed.len() < 200 {
+        let topic = &names[(n as usize * 7) % names.len()];
+        if producer.publish(topic, &Order { n, key: String::new() }).await.is_ok() {
+            confirmed.push((topic.clone(), n));
+        }
+        n += 1;
+    }
+    until_handled(&seen, &confirmed, Instant::now(), PATIENCE, "confirmed after the restart").await;
+    assert!(worker.stats().groups_recreated >= 1, "lost groups are counted: {:?}", worker.stats());
+    worker.shutdown().await;
+}

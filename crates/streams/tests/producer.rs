@@ -516,3 +516,61 @@ async fn a_producer_idle_longer_than_its_refresh_applies_the_retention_stored_no
     producer.publish_batch("metrics", &orders(300)).await.unwrap();
     assert_eq!(admin.len("metrics").await.unwrap(), 301);
 }
+
+/// Producers ring for a worker over many topics (`ring.rs`): with nobody listening on the
+/// namespace's rings channel, a producer asks once a second at most, not with every publish;
+/// once somebody listens, every publish (single, batch, idempotent) rings with its stream's key;
+/// once nobody listens any more, it goes quiet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_rings_only_while_somebody_listens() {
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    let redis = TestRedis::start_private().await; // every PUBLISH of this server is ours
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    let order = |n| Order { n, key: String::new() };
+    let publishes = || command_calls(&redis, "publish");
+    for n in 0..50 {
+        producer.publish("t", &order(n)).await.unwrap();
+    }
+    producer.publish_batch("t", &[order(50), order(51)]).await.unwrap();
+    assert!(publishes() <= 2, "nobody listens: {} rings for 51 publishes", publishes());
+
+    let channel = conn.namespace().rings_channel();
+    let listener = conn.dedicated_subscriber(1024).await.unwrap();
+    let mut rings = listener.message_rx();
+    listener.subscribe(channel.clone()).await.unwrap();
+    // The producer learns of the listener at its next ask (within a second of the last).
+    let key = conn.namespace().topic_stream(&tributary_core::Topic::new("t").unwrap());
+    let mut n = 100;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            producer.publish("t", &order(n)).await.unwrap();
+            n += 1;
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(50), rings.recv()).await {
+                assert_eq!(m.value.as_str().as_deref(), Some(key.as_str()), "a ring names the stream");
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a listener is rung within PATIENCE");
+    while rings.try_recv().is_ok() {}
+    let before = publishes();
+    for n in 1000..1020 {
+        producer.publish("t", &order(n)).await.unwrap();
+    }
+    producer.publish_batch("t", &[order(1020), order(1021)]).await.unwrap();
+    producer.message("t", &order(1022)).idempotency_key("once").send().await.unwrap();
+    assert_eq!(publishes() - before, 22, "somebody listens: 20 publishes, one batch and an idempotent one ring");
+    for _ in 0..22 {
+        let m = tokio::time::timeout(PATIENCE, rings.recv()).await.unwrap().unwrap();
+        assert_eq!(m.value.as_str().as_deref(), Some(key.as_str()));
+    }
+
+    listener.unsubscribe(channel).await.unwrap();
+    let before = publishes();
+    for n in 2000..2050 {
+        producer.publish("t", &order(n)).await.unwrap();
+    }
+    assert!(publishes() - before <= 2, "nobody listens any more: {} rings for 50 publishes", publishes() - before);
+}

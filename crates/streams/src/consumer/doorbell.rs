@@ -11,6 +11,11 @@
 //! topic is read at its next join); a subscription that cannot be made again, or a connection
 //! that stops answering, ends the doorbell and the reader blocks on every topic again.
 //! Nothing changes for producers, and without such events the reader works as before.
+//!
+//! Where the server sends no such events, a worker over many topics listens to producers'
+//! rings instead (`ring.rs`, [`Source::Rings`]): the same doorbell on `<ns>:rings`, which only
+//! Tributary's own writers ring. So the reader then also reads every stream once a second
+//! while messages flow, and blocks on every stream when they do not (see `reader.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +42,15 @@ const RINGS_BACKLOG: usize = 2_048;
 /// 10,000 streams takes Redis about 20 ms, which every command waits behind.
 pub(crate) const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
+/// Where rings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Keyspace notifications: every write to a stream rings, whoever writes.
+    Keyspace,
+    /// Producers' rings on `<ns>:rings` (`ring.rs`): only Tributary's writers ring.
+    Rings,
+}
+
 /// What the doorbell says.
 #[derive(Debug)]
 pub(crate) enum Ring {
@@ -48,6 +62,7 @@ pub(crate) enum Ring {
 
 /// A running doorbell: its rings, and its listener task (stopped when dropped).
 pub(crate) struct Doorbell {
+    pub(crate) source: Source,
     pub(crate) rings: mpsc::UnboundedReceiver<Ring>,
     _listener: AbortOnDropHandle<()>,
 }
@@ -75,26 +90,57 @@ pub(crate) enum NotStarted {
     Unavailable,
 }
 
-/// Subscribes to the keyspace events of the namespace's topic streams. `Err` when the
-/// subscription cannot be made or confirmed (then the reader works without, and does not ask
-/// again); a connection that cannot be opened now is not a refusal (asked again later).
-pub(crate) async fn start(conn: &Connection) -> Result<Doorbell, NotStarted> {
-    let ns = conn.namespace().as_str();
-    // Topic streams are `<ns>:{<topic>}`; dead-letter and other keys of a topic end otherwise.
-    let pattern = format!("__keyspace@*__:{}:{{*}}", glob_escape(ns));
+/// The subscription's events, by source.
+enum Events {
+    Keyspace(tokio::sync::broadcast::Receiver<fred::types::KeyspaceEvent>),
+    Rings(tokio::sync::broadcast::Receiver<fred::types::Message>),
+}
+
+impl Events {
+    /// The next stream that rang (`None`: an event naming none).
+    async fn next(&mut self) -> Result<Option<Arc<str>>, tokio::sync::broadcast::error::RecvError> {
+        match self {
+            Self::Keyspace(rx) => rx.recv().await.map(|e| e.key.as_str().map(Arc::from)),
+            Self::Rings(rx) => rx.recv().await.map(|m| m.value.as_str().map(|k| Arc::from(&*k))),
+        }
+    }
+}
+
+/// Subscribes to what rings for the namespace's topic streams: their keyspace events, or
+/// producers' rings. `Err` when the subscription cannot be made or confirmed (then the reader
+/// works without, and does not ask again); a connection that cannot be opened now is not a
+/// refusal (asked again later).
+pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell, NotStarted> {
+    let channel = match source {
+        // Topic streams are `<ns>:{<topic>}`; dead-letter and other keys of a topic end otherwise.
+        Source::Keyspace => format!("__keyspace@*__:{}:{{*}}", glob_escape(conn.namespace().as_str())),
+        Source::Rings => conn.namespace().rings_channel(),
+    };
     let client = match conn.dedicated_subscriber(RINGS_BACKLOG).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot open the keyspace-notification connection; reading every topic instead");
+            tracing::warn!(error = %e, ?source, "cannot open the doorbell's connection; reading every topic instead");
             return Err(NotStarted::Unavailable);
         }
     };
     // fred parses keyspace channels into events of their own.
-    let mut events = client.keyspace_event_rx();
+    let mut events = match source {
+        Source::Keyspace => Events::Keyspace(client.keyspace_event_rx()),
+        Source::Rings => Events::Rings(client.message_rx()),
+    };
     let mut reconnects = client.reconnect_rx();
-    if !subscribe(&client, &pattern).await {
-        tracing::warn!(pattern = %pattern, "keyspace notifications are on, but the subscription was refused or could not be confirmed \
-            (the user needs +psubscribe and the channel pattern; on a RESP3 connection it is not used); reading every topic instead");
+    if !subscribe(&client, source, &channel).await {
+        let needs = match source {
+            Source::Keyspace => {
+                "keyspace notifications are on, but the subscription was refused or could not be confirmed \
+                (the user needs +psubscribe and the channel pattern; on a RESP3 connection it is not used)"
+            }
+            Source::Rings => {
+                "the subscription to producers' rings was refused or could not be confirmed \
+                (the user needs +subscribe and the channel; on a RESP3 connection it is not used)"
+            }
+        };
+        tracing::warn!(channel = %channel, "{needs}; reading every topic instead");
         return Err(NotStarted::Refused);
     }
     let (tx, rings) = mpsc::unbounded_channel();
@@ -112,9 +158,9 @@ pub(crate) async fn start(conn: &Connection) -> Result<Doorbell, NotStarted> {
                     }
                     // A new connection has no subscription: subscribe again, then read all
                     // (after: what comes between is rung).
-                    if !subscribe(&client, &pattern).await {
+                    if !subscribe(&client, source, &channel).await {
                         // Closing the rings makes the reader block on every topic again.
-                        tracing::warn!("cannot subscribe to keyspace notifications again; reading every topic instead");
+                        tracing::warn!(?source, "cannot subscribe to the doorbell again; reading every topic instead");
                         return;
                     }
                     let _ = tx.send(Ring::Missed);
@@ -125,14 +171,14 @@ pub(crate) async fn start(conn: &Connection) -> Result<Doorbell, NotStarted> {
                     // without an answer as a subscriber, the doorbell closes and the reader
                     // reads every topic.
                     if !still_subscribed(&client).await {
-                        tracing::warn!("the keyspace-notification subscription does not answer; reading every topic instead");
+                        tracing::warn!(?source, "the doorbell's subscription does not answer; reading every topic instead");
                         return;
                     }
                 }
-                e = events.recv() => match e {
-                    Ok(event) => {
-                        let Some(key) = event.key.as_str() else { continue };
-                        if tx.send(Ring::Key(key.into())).is_err() {
+                e = events.next() => match e {
+                    Ok(key) => {
+                        let Some(key) = key else { continue };
+                        if tx.send(Ring::Key(key)).is_err() {
                             return;
                         }
                     }
@@ -144,14 +190,17 @@ pub(crate) async fn start(conn: &Connection) -> Result<Doorbell, NotStarted> {
             }
         }
     });
-    Ok(Doorbell { rings, _listener: AbortOnDropHandle::new(listener) })
+    Ok(Doorbell { source, rings, _listener: AbortOnDropHandle::new(listener) })
 }
 
-/// `PSUBSCRIBE pattern`, then checks that it took: fred reports success even when Redis
-/// refused it (`NOPERM`).
-async fn subscribe(client: &Dedicated, pattern: &str) -> bool {
-    matches!(tokio::time::timeout(PING_EVERY, client.psubscribe(pattern.to_owned())).await, Ok(Ok(())))
-        && still_subscribed(client).await
+/// `PSUBSCRIBE pattern` (keyspace events) or `SUBSCRIBE channel` (rings), then checks that it
+/// took: fred reports success even when Redis refused it (`NOPERM`).
+async fn subscribe(client: &Dedicated, source: Source, channel: &str) -> bool {
+    let subscribed = match source {
+        Source::Keyspace => tokio::time::timeout(PING_EVERY, client.psubscribe(channel.to_owned())).await,
+        Source::Rings => tokio::time::timeout(PING_EVERY, client.subscribe(channel.to_owned())).await,
+    };
+    matches!(subscribed, Ok(Ok(()))) && still_subscribed(client).await
 }
 
 /// True when the connection answers `PING` as a subscriber does (`["pong", ""]`, where a

@@ -7,7 +7,8 @@
 // Where things live (for maintainers; CONTRIBUTING.md has the whole map):
 // - `topic.rs`: the consumer loop of one topic (group creation, reads, drain);
 // - `reader.rs`: the shared reader: one blocking read for all topics of a worker;
-// - `doorbell.rs`: keyspace notifications telling the shared reader which topics to read;
+// - `doorbell.rs`: keyspace notifications or producers' rings (`../ring.rs`) telling the
+//   shared reader which topics to read;
 // - `group.rs`: re-creating a lost consumer group;
 // - `dispatch.rs`: handing read entries to handlers (batches, per-key lanes);
 // - `process.rs`: handling one message (handler call, ack / retry / dead-letter);
