@@ -10,7 +10,7 @@
 //!   metadata as one MessagePack map with the same names, headers under `h`) and `p`. Redis
 //!   and the client parse, store and send every field of every entry: an RPC request was
 //!   eleven fields in version 1, and field count, not bytes, was most of what made a call
-//!   dearer than a hand-written one (see `docs/performance.md`).
+//!   dearer than a hand-written one (see `docs/performance-history.md`).
 //!
 //! Decoding never panics and never allocates more than the entry already occupies; each
 //! kind of bad input has its own [`DecodeError`] variant.
