@@ -1,6 +1,7 @@
 //! The wire format as documented in docs/wire-format.md: entries written by another client
-//! (version 1 with `redis-cli XADD`, version 2 with another MessagePack encoder, exactly as
-//! the document describes) are handled by a Rust worker.
+//! (version 1 with `redis-cli XADD`, versions 2 and 3 with another MessagePack encoder, exactly
+//! as the document describes) are handled by a Rust worker, and so is a stream where every
+//! version is mixed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use tributary::prelude::*;
+use tributary::wire;
 use tributary_testkit::{wait_until, TestRedis};
 
 #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -81,6 +83,96 @@ async fn version_2_entry_packed_by_another_encoder_is_handled() {
     assert_eq!(key.as_deref(), Some("user-7"));
     assert_eq!(lang.as_deref(), Some("en"));
     assert_eq!(ts, std::time::UNIX_EPOCH + Duration::from_millis(1_732_540_000_000));
+}
+
+#[tokio::test]
+async fn version_3_entries_written_as_the_document_says_are_handled() {
+    use fred::interfaces::StreamsInterface;
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let key = format!("{}:{{greetings}}", redis.namespace());
+    // docs/wire-format.md, the Python example of version 3: `v` and `p` only, the payload
+    // packed here by rmp-serde from a plain map (not by Tributary's encoder).
+    let payload = Bytes::from(rmp_serde::to_vec_named(&serde_json::json!({"text": "hello", "count": 3})).unwrap());
+    let fields = vec![("v", Bytes::from_static(b"3")), ("p", payload.clone())];
+    let id: String = conn.redis().xadd(key.as_str(), false, None, "*", fields).await.unwrap();
+    let (greeting, entry, message, key_seen, lang, ts) = handle_one(&conn).await;
+    assert_eq!(greeting, Greeting { text: "hello".into(), count: 3 });
+    assert_eq!(entry, id);
+    let entry_id: EntryId = id.parse().unwrap();
+    // The id the document's Python function derives, and the entry id's time.
+    assert_eq!(message, MessageId::of_entry("greetings", entry_id).to_string());
+    assert_eq!(ts, std::time::UNIX_EPOCH + Duration::from_millis(entry_id.ms()));
+    assert_eq!((key_seen, lang), (None, None));
+    // With metadata, as the document's comment shows: `m` before `p`.
+    let meta = serde_json::json!({"key": "user-7", "h": {"lang": "en"}});
+    let fields =
+        vec![("v", Bytes::from_static(b"3")), ("m", Bytes::from(rmp_serde::to_vec(&meta).unwrap())), ("p", payload)];
+    let _: String = conn.redis().xadd(key.as_str(), false, None, "*", fields).await.unwrap();
+    let (greeting, _, _, key_seen, lang, _) = handle_one(&conn).await;
+    assert_eq!(greeting, Greeting { text: "hello".into(), count: 3 });
+    assert_eq!((key_seen.as_deref(), lang.as_deref()), (Some("user-7"), Some("en")));
+}
+
+/// One stream holding entries of every version, from other clients and from producers set to
+/// each version: one worker handles them all, in stream order, each with its own id.
+#[tokio::test]
+async fn a_stream_of_mixed_versions_is_handled_in_order() {
+    let redis = TestRedis::start().await;
+    let url = redis.url();
+    let connect = |version| Connection::options().namespace(redis.namespace()).wire_version(version).connect(&url);
+    let key = format!("{}:{{mixed}}", redis.namespace());
+    let json = |n: u32| format!(r#"{{"text":"n","count":{n}}}"#);
+    redis.cli(&[
+        "XADD",
+        &key,
+        "*",
+        "v",
+        "1",
+        "id",
+        "01932c07-a5d8-7c3e-9d4f-000000000001",
+        "type",
+        "Greeting",
+        "ct",
+        "application/json",
+        "ts",
+        "1732540000000",
+        "p",
+        &json(0),
+    ]);
+    let mut counts = vec![0];
+    for (n, version) in [(1, wire::Version::V1), (2, wire::Version::V2), (3, wire::Version::V3)] {
+        let conn = connect(version).await.unwrap();
+        Producer::new(conn).publish("mixed", &serde_json::json!({"text": "n", "count": n})).await.unwrap();
+        counts.push(n);
+    }
+    let conn = connect(wire::Version::V3).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .concurrency(1)
+        .on("mixed", move |g: Greeting, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push((g.count, ctx.message_id()));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    wait_until(Duration::from_secs(30), "every entry handled", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 4 }
+    })
+    .await;
+    worker.shutdown().await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), counts, "in stream order");
+    let versions: Vec<usize> = seen.iter().map(|s| s.1.as_uuid().get_version_num()).collect();
+    assert_eq!(versions, [7, 7, 7, 8], "ids written (by redis-cli, by v1 and v2 producers), one derived (v3)");
+    let ids: std::collections::HashSet<_> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(ids.len(), 4, "each its own id");
 }
 
 type Handled = (Greeting, String, String, Option<String>, Option<String>, std::time::SystemTime);

@@ -428,9 +428,10 @@ impl ConnectOptions {
         self
     }
 
-    /// The wire-format version to write. Defaults to the newest ([`Version::V2`]); set
-    /// [`Version::V1`] while consumers of an older Tributary, which read only version 1,
-    /// still consume the topics (upgrade every reader first, then switch).
+    /// The wire-format version to write. Defaults to the newest ([`Version::V3`]); set
+    /// [`Version::V2`] (or [`Version::V1`]) while consumers of an older Tributary, which read
+    /// only the older versions, still consume the topics (upgrade every reader first, then
+    /// switch).
     pub fn wire_version(mut self, version: Version) -> Self {
         self.wire_version = version;
         self

@@ -69,9 +69,14 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
 /// use tributary_core::{envelope::EnvelopeRef, wire, Limits};
 ///
 /// let payload = Bytes::from_static(b"\x81\xa2id\x01");
-/// let env = EnvelopeRef::new("OrderPlaced", "application/msgpack", &payload);
+/// let env = EnvelopeRef::new("", "application/msgpack", &payload);
 /// let mut names = Vec::new();
+/// // Version 3: no id, time, type or default content type to write.
 /// wire::encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
+/// assert_eq!(names, ["v", "p"]);
+/// names.clear();
+/// let env = EnvelopeRef::new("OrderPlaced", "application/msgpack", &payload);
+/// wire::Version::V2.encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
 /// assert_eq!(names, ["v", "m", "p"]);
 /// names.clear();
 /// wire::Version::V1.encode_fields(&env, &Limits::default(), |name, _value| names.push(name))?;
@@ -83,14 +88,17 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct EnvelopeRef<'a> {
-    /// See [`Envelope::id`].
-    pub id: MessageId,
-    /// See [`Envelope::type_name`].
+    /// See [`Envelope::id`]. `None`: version 3 writes none (readers derive it from the
+    /// entry), versions 1 and 2 make a new one.
+    pub id: Option<MessageId>,
+    /// See [`Envelope::type_name`]. Empty: none given (version 3 writes none; versions 1 and
+    /// 2 refuse it).
     pub type_name: &'a str,
     /// See [`Envelope::content_type`].
     pub content_type: &'a str,
-    /// See [`Envelope::published_at`].
-    pub published_at: SystemTime,
+    /// See [`Envelope::published_at`]. `None`: version 3 writes none (readers take the entry
+    /// id's time), versions 1 and 2 write the id's time.
+    pub published_at: Option<SystemTime>,
     /// See [`Envelope::headers`].
     pub headers: &'a Headers,
     /// See [`Envelope::payload`].
@@ -113,16 +121,14 @@ pub struct EnvelopeRef<'a> {
 static NO_HEADERS: Headers = Headers(BTreeMap::new());
 
 impl<'a> EnvelopeRef<'a> {
-    /// A new message (fresh id, published now) with no optional parts; set them through the
-    /// public fields.
+    /// A new message (its id and time left to the wire format: see [`Self::id`]) with no
+    /// optional parts; set them through the public fields.
     pub fn new(type_name: &'a str, content_type: &'a str, payload: &'a Bytes) -> Self {
-        let id = MessageId::new();
         Self {
-            id,
+            id: None,
             type_name,
             content_type,
-            // The id's own time: one clock read per message, and the two always agree.
-            published_at: id.created_at().unwrap_or_else(SystemTime::now),
+            published_at: None,
             headers: &NO_HEADERS,
             payload,
             key: None,
@@ -132,6 +138,14 @@ impl<'a> EnvelopeRef<'a> {
             expires_at: None,
             traceparent: None,
         }
+    }
+
+    /// The id and publish time versions 1 and 2 write: the envelope's, or a new id and its
+    /// own time (one clock read per message, and the two always agree).
+    pub(crate) fn id_and_time(&self) -> (MessageId, SystemTime) {
+        let id = self.id.unwrap_or_default();
+        let at = self.published_at.or_else(|| id.created_at()).unwrap_or_else(SystemTime::now);
+        (id, at)
     }
 }
 
@@ -157,13 +171,18 @@ impl<'a> EnvelopeRef<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Envelope {
-    /// Unique, sortable message id chosen by the publisher.
+    /// Unique, sortable message id: chosen by the publisher, or, for an entry that carries
+    /// none (wire format version 3), derived from its topic and entry id
+    /// ([`MessageId::of_entry`]). Either way it stays the same through retries,
+    /// dead-lettering and replay.
     pub id: MessageId,
-    /// Name of the message type, e.g. `OrderPlaced`.
+    /// Name of the message type, e.g. `OrderPlaced`; empty when the publisher gave none
+    /// (version 3 entries written by a typed `publish` carry none unless one was set).
     pub type_name: String,
     /// MIME type of the payload, e.g. `application/msgpack`.
     pub content_type: String,
-    /// When the message was published (millisecond precision on the wire).
+    /// When the message was published (millisecond precision on the wire): written by the
+    /// publisher, or, for an entry that carries none, the time of its first entry id.
     pub published_at: SystemTime,
     /// Free-form string headers.
     pub headers: Headers,
@@ -259,10 +278,10 @@ impl Envelope {
     #[doc(hidden)] // `EnvelopeRef` is internal (#25).
     pub fn view(&self) -> EnvelopeRef<'_> {
         EnvelopeRef {
-            id: self.id,
+            id: Some(self.id),
             type_name: &self.type_name,
             content_type: &self.content_type,
-            published_at: self.published_at,
+            published_at: Some(self.published_at),
             headers: &self.headers,
             payload: &self.payload,
             key: self.key.as_deref(),

@@ -30,15 +30,34 @@ impl MessageId {
         Self(uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid())
     }
 
+    /// The id of a message that carries none (wire format version 3): derived from the topic
+    /// and the stream entry id it was first written at (its *origin*, which dead-letter
+    /// replay keeps), so every reader of the entry, in any language, finds the same id, and it
+    /// survives replay. A UUID of version 8 (RFC 9562's custom layout), big-endian:
+    ///
+    /// - bits 0–47: the entry id's milliseconds (so ids sort by time as version 7 ones do);
+    /// - bits 48–51: `8`, the version; bits 52–63: the sequence's low 12 bits;
+    /// - bits 64–65: `10`, the variant; bits 66–93: the sequence's next 28 bits;
+    /// - bits 94–127: the top 34 bits of the 64-bit FNV-1a hash of the topic name's UTF-8.
+    ///
+    /// `docs/wire-format.md` has the same in Python.
+    pub fn of_entry(topic: &str, origin: EntryId) -> Self {
+        let hash =
+            topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let high = (origin.ms << 16) | 0x8000 | (origin.seq & 0xfff);
+        let low = (0b10 << 62) | (((origin.seq >> 12) & 0xfff_ffff) << 34) | (hash >> 30);
+        Self(Uuid::from_u128((u128::from(high) << 64) | u128::from(low)))
+    }
+
     /// The underlying UUID.
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
     }
 
-    /// When the id was created (millisecond precision), for ids made by [`MessageId::new`];
-    /// `None` for a UUID of another version.
+    /// When the id was created (millisecond precision), for ids made by [`MessageId::new`]
+    /// and [`MessageId::of_entry`]; `None` for a UUID of another version.
     pub fn created_at(&self) -> Option<SystemTime> {
-        if self.0.get_version_num() != 7 {
+        if !matches!(self.0.get_version_num(), 7 | 8) {
             return None;
         }
         // A v7 UUID starts with its Unix time in milliseconds, 48 bits big-endian (read
@@ -260,6 +279,18 @@ impl std::hash::Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_id_derives_the_message_id_python_derives() {
+        // The vectors of docs/wire-format.md's Python function.
+        let of = |topic, id: &str| MessageId::of_entry(topic, id.parse().unwrap()).to_string();
+        assert_eq!(of("orders", "1732540000000-5"), "0193636e-6700-8005-8000-000000497649");
+        assert_eq!(of("orders", "1732540000000-70000"), "0193636e-6700-8170-8000-004400497649");
+        assert_eq!(of("greetings", "1732540000000-5"), "0193636e-6700-8005-8000-000130f0e138");
+        let id = MessageId::of_entry("orders", EntryId::new(1_732_540_000_000, 5));
+        assert_eq!(id.as_uuid().get_version_num(), 8);
+        assert_eq!(id.created_at(), Some(UNIX_EPOCH + Duration::from_millis(1_732_540_000_000)));
+    }
 
     #[test]
     fn message_ids_hash_apart_as_u128() {

@@ -32,7 +32,9 @@ use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::envelope::short_type_name;
 use tributary_core::id::IdHasher;
-use tributary_core::{Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MsgPack, RedisError, Topic};
+use tributary_core::{
+    Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic,
+};
 use tributary_streams::replay::Tail;
 use tributary_streams::trace::next_traceparent;
 use tributary_streams::{BuildError, Position, Producer, StreamError};
@@ -425,11 +427,13 @@ impl<C: Codec> RpcClient<C> {
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);
         let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
-        // The request's own id is its correlation id: unique, already made, and a number to
-        // key the pending call by.
-        let key = envelope.id.as_uuid().as_u128();
+        // The request's own id is its correlation id: unique, and a number to key the pending
+        // call by.
+        let request_id = MessageId::new();
+        envelope.id = Some(request_id);
+        let key = request_id.as_uuid().as_u128();
         let mut id = [0u8; 36];
-        let correlation_id = &*envelope.id.as_uuid().hyphenated().encode_lower(&mut id);
+        let correlation_id = &*request_id.as_uuid().hyphenated().encode_lower(&mut id);
         envelope.correlation_id = Some(correlation_id);
         envelope.reply_to = Some(&self.inner.reply_key);
         envelope.deadline = Some(deadline);

@@ -119,7 +119,12 @@ impl DeadLetter {
     /// # Errors
     /// [`DecodeError`] when they are not (e.g. for reason `malformed`).
     pub fn envelope(&self) -> Result<Envelope, DecodeError> {
-        wire::decode(&self.fields, &Limits::default())
+        // Where it was first written (wire format version 3 entries may leave their id and
+        // time to that entry id).
+        match self.original_id.parse() {
+            Ok(at) => wire::decode_entry(&self.fields, &self.topic, at, &Limits::default()),
+            Err(_) => wire::decode(&self.fields, &Limits::default()),
+        }
     }
 
     /// False for an entry of the dead-letter stream that does not start with the dead-letter
@@ -306,7 +311,7 @@ impl DeadLetters {
             Ok(Value::Null) => Ok(None),
             Ok(v) => {
                 let id = entry_id_of("EVALSHA replay_dead_letter", v)?;
-                self.ringer.ring(&self.conn, &self.topic_key).await;
+                self.ringer.ring_soon(&self.conn, &self.topic_key);
                 Ok(Some(id))
             }
             Err(e) if ["NOFIELDS", "UNREADABLE", "TRUNCATED"].iter().any(|p| e.is_server_error(p)) => {

@@ -14,14 +14,17 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::{Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MsgPack, RedisError, Topic};
+use tributary_core::wire::Version;
+use tributary_core::{
+    Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MessageId, MsgPack, RedisError, Topic,
+};
 
 use crate::redis::entry_id_of;
 use crate::retention::Retention;
 use crate::ring::Ringer;
 use crate::schedule::{due_score, index_at};
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
-use crate::trace::next_traceparent;
+use crate::trace::{current_trace, next_traceparent};
 use crate::{BuildError, StreamError};
 
 /// Publishes messages to topics.
@@ -64,7 +67,9 @@ struct Shared {
     /// What a publish to each topic needs, computed on its first publish.
     targets: NameCache<Target>,
     /// Rings for a worker over many topics (`ring.rs`).
-    ringer: Ringer,
+    ringer: Arc<Ringer>,
+    /// See [`ProducerBuilder::start_traces`].
+    start_traces: bool,
 }
 
 /// Everything about one topic that a publish needs: validating the name, formatting the
@@ -128,6 +133,7 @@ impl Producer<MsgPack> {
             retention_refresh: Duration::from_secs(5),
             dedup_ttl: Duration::from_secs(24 * 3600),
             safe_trim_every: 100,
+            start_traces: false,
         }
     }
 }
@@ -141,6 +147,7 @@ pub struct ProducerBuilder<C> {
     retention_refresh: Duration,
     dedup_ttl: Duration,
     safe_trim_every: u64,
+    start_traces: bool,
 }
 
 impl<C: Codec> ProducerBuilder<C> {
@@ -152,6 +159,7 @@ impl<C: Codec> ProducerBuilder<C> {
             retention_refresh: self.retention_refresh,
             dedup_ttl: self.dedup_ttl,
             safe_trim_every: self.safe_trim_every,
+            start_traces: self.start_traces,
         }
     }
 
@@ -183,6 +191,15 @@ impl<C: Codec> ProducerBuilder<C> {
         self
     }
 
+    /// A message published outside any trace starts one of its own (a new root
+    /// `traceparent`). Off by default: a message carries a trace context only when it is
+    /// published inside one (a handler's, or [`in_trace`](crate::trace::in_trace)'s), which
+    /// keeps 55 bytes and their making off every other message.
+    pub fn start_traces(mut self, on: bool) -> Self {
+        self.start_traces = on;
+        self
+    }
+
     /// Builds the producer. No I/O.
     ///
     /// # Errors
@@ -196,7 +213,8 @@ impl<C: Codec> ProducerBuilder<C> {
                 dedup_ttl: self.dedup_ttl,
                 safe_trim_every: self.safe_trim_every,
                 targets: NameCache::new(MAX_TARGETS),
-                ringer: Ringer::new(&self.conn),
+                ringer: Arc::new(Ringer::new(&self.conn)),
+                start_traces: self.start_traces,
             }),
             conn: self.conn,
         })
@@ -218,7 +236,7 @@ impl<C: Codec> Producer<C> {
         // What `self.message(topic, message).send()` does without options, one future less
         // deep: every level copies the fred command future it holds (about 5 KiB).
         let payload = self.encode_payload(topic, message)?;
-        self.publish_ref(topic, &self.new_envelope(short_type_name::<T>(), &payload), None).await
+        self.publish_ref(topic, &self.new_envelope(self.default_type::<T>(), &payload), None).await
     }
 
     /// `message` encoded with this producer's codec.
@@ -226,12 +244,25 @@ impl<C: Codec> Producer<C> {
         self.codec.encode(message).map_err(|source| StreamError::Encode { topic: topic.to_owned(), source })
     }
 
-    /// A new message (fresh id, now) of `type_name` around `payload`, in this producer's
-    /// content type and the task's trace.
+    /// A new message of `type_name` around `payload`, in this producer's content type and
+    /// the task's trace (its id and time are left to the wire format: with version 3, the
+    /// entry id stands for them).
     fn new_envelope<'a>(&'a self, type_name: &'a str, payload: &'a Bytes) -> EnvelopeRef<'a> {
         let mut env = EnvelopeRef::new(type_name, self.codec.content_type(), payload);
-        env.traceparent = Some(next_traceparent());
+        env.traceparent =
+            if self.shared.start_traces { Some(next_traceparent()) } else { current_trace().map(|t| t.child()) };
         env
+    }
+
+    /// The type name a publish of a `T` writes when none is given: none in wire format
+    /// version 3 (`Envelope::type_name` is empty), the type's name in older versions, which
+    /// require one.
+    fn default_type<T: ?Sized>(&self) -> &'static str {
+        if self.conn.wire_version() == Version::V3 {
+            ""
+        } else {
+            short_type_name::<T>()
+        }
     }
 
     /// A publish with options (key, headers, idempotency key); finish with `.send()`.
@@ -298,15 +329,18 @@ impl<C: Codec> Producer<C> {
                 let reply: Result<Value, _> = if ringer.due() {
                     // The ring goes after the entry, in the same round trip.
                     let pipeline = client.pipeline();
-                    let _: Result<(), _> =
-                        pipeline.xadd(target.key_arg.clone(), false, cap(retention), "*", pairs).await;
+                    let _: () = pipeline
+                        .xadd(target.key_arg.clone(), false, cap(retention), "*", pairs)
+                        .await
+                        .map_err(|e| RedisError::new("XADD", e))?;
                     ringer.queue(&pipeline, &target.key).await;
-                    let mut replies = pipeline.try_all::<Value>().await.into_iter();
-                    let written = replies.next().unwrap_or(Ok(Value::Null));
-                    if let Some(Ok(rang)) = replies.next() {
-                        ringer.heard(&rang);
+                    let mut replies = pipeline.try_all::<Value>().await;
+                    if replies.len() == 2 {
+                        let rang = replies.pop().expect("two replies");
+                        ringer.answered(rang.as_ref());
                     }
-                    written
+                    // One reply: the pipeline failed as a whole (its error).
+                    replies.into_iter().next().unwrap_or(Ok(Value::Null))
                 } else {
                     client.xadd(target.key_arg.clone(), false, cap(retention), "*", pairs).await
                 };
@@ -334,7 +368,7 @@ impl<C: Codec> Producer<C> {
                 let first = reply.into_iter().next().unwrap_or(Value::Null);
                 let id = entry_id_of("EVALSHA publish_idempotent", first)?;
                 // (A duplicate rings too: rarely, and harmless.)
-                self.shared.ringer.ring(&self.conn, &target.key).await;
+                self.shared.ringer.ring_soon(&self.conn, &target.key);
                 id
             }
         };
@@ -471,7 +505,13 @@ impl<C: Codec> Producer<C> {
         // Names and values of `v`, `m` and `p` (version 2; version 1 grows the vector).
         let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * 3);
         args.push(Value::from(due_score(at)));
-        args.push(Value::from(envelope.id.to_string()));
+        // A scheduled message carries its id (the schedule's id) and the time it was scheduled:
+        // it is listed before it has an entry to derive them from.
+        let mut envelope = *envelope;
+        let id = *envelope.id.get_or_insert_with(MessageId::new);
+        envelope.published_at = envelope.published_at.or_else(|| id.created_at());
+        let envelope = &envelope;
+        args.push(Value::from(id.to_string()));
         args.push(Value::from(ttl));
         self.conn
             .wire_version()
@@ -506,7 +546,7 @@ impl<C: Codec> Producer<C> {
         I: IntoIterator<Item = &'m T>,
     {
         let payloads = messages.into_iter().map(|m| self.encode_payload(topic, m)).collect::<Result<Vec<_>, _>>()?;
-        let type_name = short_type_name::<T>();
+        let type_name = self.default_type::<T>();
         let envelopes: Vec<EnvelopeRef<'_>> = payloads.iter().map(|p| self.new_envelope(type_name, p)).collect();
         self.publish_refs(topic, &envelopes).await
     }
@@ -542,10 +582,21 @@ impl<C: Codec> Producer<C> {
             ringer.queue(&pipeline, &target.key).await;
         }
         let mut results = pipeline.try_all::<Value>().await;
-        if rings {
-            if let Some(Ok(rang)) = results.pop() {
-                ringer.heard(&rang);
+        if results.len() == envelopes.len() + usize::from(rings) {
+            if rings {
+                let rang = results.pop().expect("the ring's reply");
+                ringer.answered(rang.as_ref());
             }
+        } else {
+            // The pipeline failed as a whole (fred answers its one error): nothing is known to
+            // be stored.
+            let error = results.into_iter().find_map(Result::err).unwrap_or_else(|| {
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    "a pipeline answered fewer replies than commands",
+                )
+            });
+            results = envelopes.iter().map(|_| Err(error.clone())).collect();
         }
         let total = results.len();
         let mut stored = Vec::with_capacity(total);
@@ -686,7 +737,7 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
     }
 
     fn envelope<'s>(&'s self, (payload, headers): &'s (Bytes, Headers)) -> EnvelopeRef<'s> {
-        let type_name = self.type_name.as_deref().unwrap_or(short_type_name::<T>());
+        let type_name = self.type_name.as_deref().unwrap_or(self.producer.default_type::<T>());
         let mut env = self.producer.new_envelope(type_name, payload);
         env.headers = headers;
         env.key = self.key.as_deref();

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use fred::types::Value;
-use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Limits, Topic};
+use tributary_core::{wire, Connection, DecodeError, EntryId, Envelope, Topic};
 
 use crate::position::Position;
 use crate::redis::{call, command, parse_entries, parse_read_reply, Args, RawEntry};
@@ -17,15 +17,20 @@ pub struct Received {
     pub envelope: Result<Envelope, DecodeError>,
 }
 
-/// Decodes what a read returned; a deleted entry (a pending tombstone) is an error entry.
-fn decode_all(entries: Vec<RawEntry>, limits: &Limits) -> Vec<Received> {
+/// Decodes what a read of `key` returned; a deleted entry (a pending tombstone) is an error
+/// entry.
+fn decode_all(conn: &Connection, key: &str, entries: Vec<RawEntry>) -> Vec<Received> {
+    // A topic's entries may leave their id and time to the entry id (wire format version 3).
+    let topic = conn.namespace().topic_of_stream(key);
+    let limits = conn.limits();
     entries
         .into_iter()
         .map(|e| Received {
             entry_id: e.id,
-            envelope: match e.fields {
-                Some(f) => wire::decode(&f, limits),
-                None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
+            envelope: match (e.fields, &topic) {
+                (Some(f), Some(topic)) => wire::decode_entry(&f, topic.as_str(), e.id, limits),
+                (Some(f), None) => wire::decode(&f, limits),
+                (None, _) => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
             },
         })
         .collect()
@@ -109,7 +114,7 @@ impl RangeReader {
         if entries.is_empty() {
             return Ok(None);
         }
-        Ok(Some(decode_all(entries, self.conn.limits())))
+        Ok(Some(decode_all(&self.conn, &self.key, entries)))
     }
 
     /// Reads everything left, up to `limit` entries.
@@ -208,7 +213,7 @@ impl Tail {
     /// the last entry it returned.
     pub async fn next_batch(&mut self) -> Result<Vec<Received>, StreamError> {
         let entries = self.read().await?;
-        Ok(decode_all(entries, self.conn.limits()))
+        Ok(decode_all(&self.conn, &self.key, entries))
     }
 
     /// Like [`next_batch`](Self::next_batch), but the entries as Redis returned them (id and

@@ -10,10 +10,13 @@
 //! Ringing costs nothing where nobody listens: `PUBLISH` answers how many received it, and a
 //! writer that heard "nobody" rings again only with one write a second (to learn of a worker
 //! that started since). While somebody listens, a ring goes in the same pipeline as the write,
-//! after it. Standalone Redis only: on a cluster every `PUBLISH` travels to every node, and
-//! workers there read per slot anyway.
+//! after it (after a script's write, it is sent without waiting for it). A user whose ACL
+//! refuses `PUBLISH` on the channel is told once at `info` and asked again every 10 minutes.
+//! Standalone Redis only: on a cluster every `PUBLISH` travels to every node, and workers
+//! there read per slot anyway.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::bytes_utils::Str;
@@ -27,6 +30,9 @@ use tributary_core::Connection;
 /// its reads of every stream (at most one second apart while messages flow).
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a writer whose rings the server refused (`NOPERM`) tries again.
+const ASK_AGAIN_AFTER_REFUSAL: Duration = Duration::from_secs(600);
+
 /// One writer's rings (cheap: a producer, a mover and a dead-letter stream each hold one).
 #[derive(Debug)]
 pub(crate) struct Ringer {
@@ -37,6 +43,8 @@ pub(crate) struct Ringer {
     /// While nobody listened: when the next write rings (milliseconds since `epoch`).
     next_ask_ms: AtomicU64,
     epoch: Instant,
+    /// A refusal was said.
+    said_refused: AtomicBool,
 }
 
 impl Ringer {
@@ -46,6 +54,7 @@ impl Ringer {
             listened: AtomicBool::new(false),
             next_ask_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            said_refused: AtomicBool::new(false),
         }
     }
 
@@ -74,22 +83,40 @@ impl Ringer {
         }
     }
 
-    /// Rings for the stream `key` now, when due (after a write that could not carry it, such as
-    /// a script's). A failed ring is only logged: the worker's reads of every stream find the
-    /// entry.
-    pub(crate) async fn ring(&self, conn: &Connection, key: &str) {
+    /// Rings for the stream `key` when due, after a write that could not carry it (a script's),
+    /// without waiting: the write is done, and its caller should not wait for a ring. A ring
+    /// that fails is only noted: the worker's reads of every stream find the entry.
+    pub(crate) fn ring_soon(self: &Arc<Self>, conn: &Connection, key: &str) {
         if !self.due() {
             return;
         }
-        let Some(channel) = &self.channel else { return };
-        match conn.client_for(key).await.publish::<Value, _, _>(channel.clone(), key).await {
-            Ok(reply) => self.heard(&reply),
-            Err(e) => tracing::debug!(error = %e, key, "ring not sent"),
+        let Some(channel) = self.channel.clone() else { return };
+        let (this, conn, key) = (self.clone(), conn.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let reply = conn.client_for(&key).await.publish::<Value, _, _>(channel, key.as_str()).await;
+            this.answered(reply.as_ref());
+        });
+    }
+
+    /// Notes the reply of a ring's `PUBLISH`: how many received it, or why it failed.
+    pub(crate) fn answered(&self, reply: Result<&Value, &fred::error::Error>) {
+        match reply {
+            Ok(reply) => self.heard(reply),
+            Err(e) if e.details().starts_with("NOPERM") => {
+                self.listened.store(false, Ordering::Relaxed);
+                let next = self.now_ms() + ASK_AGAIN_AFTER_REFUSAL.as_millis() as u64;
+                self.next_ask_ms.store(next, Ordering::Relaxed);
+                if !self.said_refused.swap(true, Ordering::Relaxed) {
+                    tracing::info!(error = %e, "rings for workers over many topics are refused (the ACL user needs +publish \
+                        and the channel <ns>:rings); such workers read every topic instead. Asked again every 10 minutes");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "ring not sent"),
         }
     }
 
     /// Notes the reply of a ring's `PUBLISH` (how many received it).
-    pub(crate) fn heard(&self, reply: &Value) {
+    fn heard(&self, reply: &Value) {
         let listened = matches!(reply, Value::Integer(n) if *n > 0);
         if self.listened.swap(listened, Ordering::Relaxed) != listened && !listened {
             // Nobody listens any more: ask again in a while.
@@ -113,6 +140,7 @@ mod tests {
             listened: AtomicBool::new(false),
             next_ask_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            said_refused: AtomicBool::new(false),
         }
     }
 

@@ -156,7 +156,7 @@ impl Scheduler {
             MOVE_DUE.run(&self.conn, vec![set, data, stream.clone()], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
         if moved > 0 {
-            self.ringer.ring(&self.conn, &stream).await;
+            self.ringer.ring_soon(&self.conn, &stream);
         }
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
         Ok((moved, next))

@@ -230,7 +230,7 @@ async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
         .on("jobs", move |o: Order, ctx: Context| {
             let (f, s) = (f.clone(), s.clone());
             async move {
-                s.push((o.n, ctx.message_id()));
+                s.push((o.n, ctx.message_id(), ctx.published_at(), ctx.entry_id()));
                 if f.load(Ordering::SeqCst) {
                     return Err(HandlerError::reject("downstream is down"));
                 }
@@ -246,7 +246,12 @@ async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
     assert_eq!(dlq.replay_all().await.unwrap().replayed, 1);
     seen.wait_for(2, "replayed message handled").await;
     let got = seen.get();
-    assert_eq!(got[0], got[1], "same payload and message id");
+    // The message carries no id or time of its own (wire format version 3): both come from the
+    // entry it was first written at, which the replayed entry names (`o`).
+    assert_ne!(got[0].3, got[1].3, "a new entry");
+    assert_eq!((got[0].0, got[0].1, got[0].2), (got[1].0, got[1].1, got[1].2), "same payload, message id and time");
+    assert_eq!(got[0].1, tributary_core::MessageId::of_entry("jobs", got[0].3));
+    assert_eq!(got[1].2, std::time::UNIX_EPOCH + Duration::from_millis(got[0].3.ms()));
     assert_eq!(dlq.count().await.unwrap(), 0);
     worker.shutdown().await;
     assert_eq!(dlq.purge().await.unwrap(), 0);

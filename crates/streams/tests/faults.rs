@@ -193,7 +193,7 @@ async fn hostile_entries_are_dead_lettered_with_a_reason_and_the_group_keeps_mov
     let huge = "x".repeat(5 * 1024 * 1024);
     let shapes: Vec<(Vec<String>, &str)> = vec![
         (entry(&["junk", "fields"]), "entry has no format version field"),
-        (entry(&["v", "3", "p", "{}"]), "unsupported wire format version"),
+        (entry(&["v", "4", "p", "{}"]), "unsupported wire format version"),
         (entry(&["v", "2", "p", "{}"]), "required field `m` is missing"),
         (entry(&["v", "2", "m", "garbage", "p", "{}"]), "not a MessagePack map"),
         (entry(&["v", "one", "p", "{}"]), "unsupported wire format version"),

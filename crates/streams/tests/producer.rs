@@ -18,7 +18,8 @@ async fn published_entry_is_what_the_wire_format_says() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let id = publish_keyed_order(&conn).await;
-    // Version 2 (the default): `v`, `m`, `p`, with `m` read here by another MessagePack decoder.
+    // Version 3 (the default): `v`, `m`, `p`, with `m` read here by another MessagePack decoder,
+    // holding only what this message has: no id, time, type name or trace (none is active).
     let key = format!("{}:{{orders}}", redis.namespace());
     let reply: Value = conn.redis().xrange(key.as_str(), "-", "+", None).await.unwrap();
     let entry = reply.into_array().remove(0).into_array();
@@ -27,18 +28,36 @@ async fn published_entry_is_what_the_wire_format_says() {
         entry[1].clone().into_array().into_iter().map(|v| v.as_bytes().unwrap().to_vec()).collect();
     let names: Vec<&[u8]> = fields.iter().step_by(2).map(Vec::as_slice).collect();
     assert_eq!(names, [&b"v"[..], b"m", b"p"]);
-    assert_eq!(fields[1], b"2");
+    assert_eq!(fields[1], b"3");
     let meta: serde_json::Value = rmp_serde::from_slice(&fields[3]).unwrap();
     let mut keys: Vec<&str> = meta.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["ct", "h", "id", "key", "tp", "ts", "type"]);
-    assert_eq!(meta["type"], "Order");
-    assert_eq!(meta["ct"], "application/msgpack");
+    assert_eq!(keys, ["h", "key"]);
     assert_eq!(meta["key"], "customer-1");
     assert_eq!(meta["h"], serde_json::json!({"source": "web"}));
-    assert!(meta["ts"].as_u64().unwrap() > 1_700_000_000_000);
     let order: Order = rmp_serde::from_slice(&fields[5]).unwrap();
     assert_eq!(order.n, 7);
+
+    // Inside a trace, the message carries a child of it; outside, with `start_traces`, a new one.
+    let root = tributary_core::TraceParent::new_root();
+    let producer = Producer::new(conn.clone());
+    let first = Order { n: 1, key: String::new() };
+    let in_trace = tributary_streams::trace::in_trace(root, producer.publish("traced", &first));
+    let started = Producer::builder(conn.clone()).start_traces(true).build().unwrap();
+    let ids = [in_trace.await.unwrap(), started.publish("traced", &Order { n: 2, key: String::new() }).await.unwrap()];
+    let lean = producer.publish("traced", &Order { n: 3, key: String::new() }).await.unwrap();
+    let read = tributary_streams::replay::Replay::new(conn.clone())
+        .range("traced", tributary_streams::Position::Beginning, tributary_streams::Position::End)
+        .unwrap()
+        .next_batch()
+        .await
+        .unwrap()
+        .unwrap();
+    let traces: Vec<_> = read.iter().map(|r| r.envelope.as_ref().unwrap().traceparent).collect();
+    assert_eq!(read.iter().map(|r| r.entry_id).collect::<Vec<_>>(), [ids[0], ids[1], lean]);
+    assert_eq!(traces[0].map(|t| t.trace_id_hex()), Some(root.trace_id_hex()), "a child of the active trace");
+    assert!(traces[1].is_some_and(|t| t.trace_id_hex() != root.trace_id_hex()), "a trace of its own");
+    assert_eq!(traces[2], None, "no trace, none started: {:?}", traces[2]);
 }
 
 #[tokio::test]
@@ -57,12 +76,13 @@ async fn a_connection_set_to_version_1_writes_one_field_per_part() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], id.to_string());
     let fields: Vec<&str> = lines[1..].iter().step_by(2).copied().collect();
-    assert_eq!(fields, ["v", "id", "type", "ct", "ts", "key", "tp", "h:source", "p"]);
+    // No trace is active: none is written.
+    assert_eq!(fields, ["v", "id", "type", "ct", "ts", "key", "h:source", "p"]);
     assert_eq!(lines[2], "1");
     assert_eq!(lines[6], "Order");
     assert_eq!(lines[8], "application/msgpack");
     assert_eq!(lines[12], "customer-1");
-    assert_eq!(lines[16], "web");
+    assert_eq!(lines[14], "web");
 }
 
 /// Publishes order 7 with key `customer-1` and header `source: web` to `orders`.
@@ -573,4 +593,23 @@ async fn a_producer_rings_only_while_somebody_listens() {
         producer.publish("t", &order(n)).await.unwrap();
     }
     assert!(publishes() - before <= 2, "nobody listens any more: {} rings for 50 publishes", publishes() - before);
+}
+
+/// A batch whose pipeline fails as a whole (Redis is gone) while it carries a ring is an error,
+/// not an empty success: the ring's reply is not taken for the entries'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_rings_and_fails_whole_is_an_error() {
+    let redis = TestRedis::start_private().await;
+    let conn = Connection::options().command_timeout(Duration::from_secs(1)).connect(&redis.url()).await.unwrap();
+    // A new producer rings with its first write (it asks whether somebody listens).
+    let producer = Producer::new(conn.clone());
+    redis.kill();
+    let order = |n| Order { n, key: String::new() };
+    match producer.publish_batch("t", &[order(1), order(2), order(3)]).await {
+        Err(tributary_streams::StreamError::PartialBatch { failed, total, stored, .. }) => {
+            assert_eq!((failed, total, stored.len()), (3, 3, 3), "every entry failed");
+        }
+        Err(_) => {}
+        Ok(ids) => panic!("a batch against a stopped Redis succeeded: {ids:?}"),
+    }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
-use tributary::{wire, BoxError, Envelope, MsgPack, TraceParent};
+use tributary::{wire, BoxError, MsgPack};
 
 pub mod pubsub_rpc;
 pub mod rpc;
@@ -34,15 +34,17 @@ impl RawFields {
         Self { fields: vec![(Bytes::from_static(b"p"), payload)] }
     }
 
-    /// The fields Tributary would write for `payload` (already encoded) published with a
-    /// trace context, in the current wire format version (`v m p`). Built once; every XADD
-    /// re-sends the same bytes.
+    /// The fields a producer writes for `payload` (already encoded) published outside any
+    /// trace, in the current wire format version (version 3: `v p`, the id and time left to
+    /// the entry id). Built once; every XADD re-sends the same bytes.
     ///
     /// # Panics
     /// When the payload breaks the default wire-format limits (4 MiB).
     pub fn like_envelope(payload: Bytes) -> Self {
-        let env = Envelope::new("Bytes", MsgPack::CONTENT_TYPE, payload).with_traceparent(TraceParent::new_root());
-        let fields = wire::encode(&env, &wire::Limits::default()).expect("payload within limits");
+        let env = tributary::envelope::EnvelopeRef::new("", MsgPack::CONTENT_TYPE, &payload);
+        let mut fields = Vec::with_capacity(2);
+        wire::encode_fields(&env, &wire::Limits::default(), |name, value| fields.push((name, value)))
+            .expect("payload within limits");
         Self { fields }
     }
 

@@ -1,7 +1,7 @@
 //! The wire format: how an [`Envelope`] maps to the fields of one Redis stream entry.
 //!
-//! Specified in `docs/wire-format.md`. Readers accept both versions; producers write the
-//! connection's [`Version`] (version 2 unless set otherwise).
+//! Specified in `docs/wire-format.md`. Readers accept every version; producers write the
+//! connection's [`Version`] (version 3 unless set otherwise).
 //!
 //! - **Version 1** ([`Version::V1`], `wire/v1.rs`): one stream field per part of the
 //!   envelope (`v` `1`, `id`, `type`, `ct`, `ts`, optional `key`, `corr`, `reply`, `dl`,
@@ -11,6 +11,12 @@
 //!   and the client parse, store and send every field of every entry: an RPC request was
 //!   eleven fields in version 1, and field count, not bytes, was most of what made a call
 //!   dearer than a hand-written one (see `docs/performance-history.md`).
+//! - **Version 3** ([`Version::V3`], `wire/v3.rs`): the lean envelope. `v` `3` and `p`, with
+//!   `m` (version 2's map, every key optional) only when there is something to carry: the id
+//!   and time are derived from the entry id where the writer leaves them out, a type name
+//!   only when one was given, the content type only when it is not MessagePack. A typed
+//!   publish without key, headers or trace is the payload plus `v` `3`. Decoding an entry
+//!   without an id needs its topic and entry id: [`decode_entry`].
 //!
 //! Decoding never panics and never allocates more than the entry already occupies; each
 //! kind of bad input has its own [`DecodeError`] variant.
@@ -18,19 +24,22 @@
 use bytes::Bytes;
 
 use crate::envelope::{from_millis, Envelope, EnvelopeRef, Headers};
-use crate::id::MessageId;
+use crate::id::{EntryId, MessageId};
 use crate::trace::TraceParent;
 
 mod v1;
 mod v2;
+mod v3;
 
 /// The newest wire format version this crate writes and reads.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 /// `v` of version 1 entries.
 const VERSION_1: &str = "1";
 /// `v` of version 2 entries.
 const VERSION_2: &str = "2";
+/// `v` of version 3 entries.
+const VERSION_3: &str = "3";
 
 /// A wire format version, for writers: readers accept every version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -39,9 +48,13 @@ pub enum Version {
     /// One stream field per envelope part. Keep writing it while readers of an older
     /// Tributary (which know only version 1) still consume the topics.
     V1,
-    /// The metadata packed into one MessagePack field (the default).
-    #[default]
+    /// The metadata packed into one MessagePack field, every part written. Keep writing it
+    /// while readers of a Tributary that knows only versions 1 and 2 still consume the topics.
     V2,
+    /// The lean envelope (the default): only the metadata a message has, the id and time
+    /// taken from the entry id where the writer leaves them out.
+    #[default]
+    V3,
 }
 
 impl Version {
@@ -50,6 +63,7 @@ impl Version {
         match self {
             Version::V1 => 1,
             Version::V2 => 2,
+            Version::V3 => 3,
         }
     }
 
@@ -74,10 +88,11 @@ impl Version {
         limits: &Limits,
         emit: impl FnMut(Bytes, Bytes),
     ) -> Result<(), DecodeError> {
-        check_envelope(env, limits)?;
+        check_envelope(env, limits, self)?;
         match self {
             Version::V1 => v1::encode_fields(env, emit),
             Version::V2 => v2::encode_fields(env, emit),
+            Version::V3 => v3::encode_fields(env, emit),
         }
         Ok(())
     }
@@ -126,6 +141,9 @@ pub mod field {
     pub const EXPIRES: &str = "exp";
     /// Trace context.
     pub const TRACEPARENT: &str = "tp";
+    /// The entry id a message was first written at (version 3, written by dead-letter
+    /// replay): what its id and time are derived from when it carries none.
+    pub const ORIGIN: &str = "o";
     /// Prefix of header fields (version 1).
     pub const HEADER_PREFIX: &str = "h:";
     /// The metadata map (version 2).
@@ -240,7 +258,7 @@ pub fn encode_fields(
     Version::default().encode_fields(env, limits, emit)
 }
 
-fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeError> {
+fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits, version: Version) -> Result<(), DecodeError> {
     let too_large = |what, size, limit| {
         if size > limit {
             Err(DecodeError::TooLarge { what, size, limit })
@@ -251,7 +269,10 @@ fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeEr
     too_large("payload", env.payload.len(), limits.max_payload)?;
     too_large("header count", env.headers.len(), limits.max_headers)?;
     too_large("field count", 12 + env.headers.len(), limits.max_fields)?;
-    check_type_name(env.type_name, limits)?;
+    // Version 3 writes no type name where none was given; the others require one.
+    if !(version == Version::V3 && env.type_name.is_empty()) {
+        check_type_name(env.type_name, limits)?;
+    }
     check_content_type(env.content_type, limits)?;
     for (field, value) in
         [(field::KEY, env.key), (field::CORRELATION_ID, env.correlation_id), (field::REPLY_TO, env.reply_to)]
@@ -267,7 +288,9 @@ fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeEr
     Ok(())
 }
 
-/// Decodes stream entry fields, of any version, into an [`Envelope`].
+/// Decodes stream entry fields, of any version, into an [`Envelope`], without knowing where
+/// they were read: a version 3 entry that carries no id (or time) fails with
+/// [`DecodeError::MissingField`]. Use [`decode_entry`] for entries read from a topic.
 ///
 /// Unknown fields (and unknown metadata keys) are ignored: they count towards
 /// [`Limits::max_fields`], and later revisions of a version can add optional ones without
@@ -276,6 +299,26 @@ fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeEr
 /// # Errors
 /// A [`DecodeError`] naming the first problem found.
 pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, DecodeError> {
+    decode_at(fields, limits, None)
+}
+
+/// Decodes the fields of the entry `entry_id` of `topic`'s stream, of any version: what a
+/// version 3 entry leaves out is derived from them (the id with [`MessageId::of_entry`], the
+/// publish time from the entry id's milliseconds; from the entry id in its `o` field instead
+/// when a dead-letter replay wrote one).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_entry(
+    fields: &[(Bytes, Bytes)],
+    topic: &str,
+    entry_id: EntryId,
+    limits: &Limits,
+) -> Result<Envelope, DecodeError> {
+    decode_at(fields, limits, Some((topic, entry_id)))
+}
+
+fn decode_at(fields: &[(Bytes, Bytes)], limits: &Limits, at: Option<(&str, EntryId)>) -> Result<Envelope, DecodeError> {
     if fields.len() > limits.max_fields {
         return Err(DecodeError::TooLarge { what: "field count", size: fields.len(), limit: limits.max_fields });
     }
@@ -285,6 +328,7 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
         None => Err(DecodeError::MissingVersion),
         Some(v) if v == VERSION_1.as_bytes() => v1::decode(fields, limits),
         Some(v) if v == VERSION_2.as_bytes() => v2::decode(fields, limits),
+        Some(v) if v == VERSION_3.as_bytes() => v3::decode(fields, limits, at),
         Some(v) => Err(DecodeError::UnsupportedVersion { found: lossy(v, 32) }),
     }
 }
@@ -305,6 +349,10 @@ struct Parts<'a> {
     traceparent: Option<&'a [u8]>,
     headers: Headers,
     payload: Option<&'a Bytes>,
+    /// Version 3: the type name and content type may be absent (none given; MessagePack).
+    lean: bool,
+    /// Version 3: the id derived from the entry, for an entry that carries none.
+    derived_id: Option<MessageId>,
 }
 
 impl Parts<'_> {
@@ -343,19 +391,38 @@ impl Parts<'_> {
             }
             utf8(field.as_bytes(), v).map(str::to_owned)
         };
-        let id = required(self.id, field::ID)?;
-        if id.len() > limits.max_meta_bytes {
-            return Err(DecodeError::TooLarge { what: field::ID, size: id.len(), limit: limits.max_meta_bytes });
-        }
-        // One text form only: de-duplication compares ids as text, in any language.
-        let text = utf8(field::ID.as_bytes(), id)?;
-        let id: MessageId = text.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
-        if text.len() != 36 || text != id.to_string() {
-            return Err(invalid(field::ID, "not a UUID in its 36-character lowercase hyphenated form"));
-        }
-        let type_name = meta(required(self.type_name, field::TYPE)?, field::TYPE)?;
-        check_type_name(&type_name, limits)?;
-        let content_type = meta(required(self.content_type, field::CONTENT_TYPE)?, field::CONTENT_TYPE)?;
+        let id = match (self.id, self.derived_id) {
+            (Some(id), _) => {
+                if id.len() > limits.max_meta_bytes {
+                    return Err(DecodeError::TooLarge {
+                        what: field::ID,
+                        size: id.len(),
+                        limit: limits.max_meta_bytes,
+                    });
+                }
+                // One text form only: de-duplication compares ids as text, in any language.
+                let text = utf8(field::ID.as_bytes(), id)?;
+                let id: MessageId = text.parse().map_err(|_| invalid(field::ID, "not a UUID"))?;
+                if text.len() != 36 || text != id.to_string() {
+                    return Err(invalid(field::ID, "not a UUID in its 36-character lowercase hyphenated form"));
+                }
+                id
+            }
+            (None, Some(derived)) => derived,
+            (None, None) => return Err(DecodeError::MissingField { field: field::ID }),
+        };
+        let type_name = match self.type_name {
+            None if self.lean => String::new(),
+            type_name => {
+                let type_name = meta(required(type_name, field::TYPE)?, field::TYPE)?;
+                check_type_name(&type_name, limits)?;
+                type_name
+            }
+        };
+        let content_type = match self.content_type {
+            None if self.lean => crate::MsgPack::CONTENT_TYPE.to_owned(),
+            content_type => meta(required(content_type, field::CONTENT_TYPE)?, field::CONTENT_TYPE)?,
+        };
         check_content_type(&content_type, limits)?;
         let published_at = from_millis(required(self.published_at, field::TIMESTAMP)?);
         let payload = required(self.payload, field::PAYLOAD)?;
@@ -433,7 +500,7 @@ mod tests {
     use proptest::prelude::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    const VERSIONS: [Version; 2] = [Version::V1, Version::V2];
+    const VERSIONS: [Version; 3] = [Version::V1, Version::V2, Version::V3];
 
     fn sample() -> Envelope {
         Envelope::encode(&MsgPack, &serde_json::json!({"order": 7, "items": ["a", "b"]}))
@@ -468,7 +535,7 @@ mod tests {
 
     #[test]
     fn version_2_is_three_fields_whatever_the_envelope_holds() {
-        let fields = encode(&sample(), &Limits::default()).unwrap();
+        let fields = Version::V2.encode(&sample(), &Limits::default()).unwrap();
         assert_eq!(names(&fields), [&b"v"[..], b"m", b"p"]);
         assert_eq!(fields[0].1.as_ref(), b"2");
         assert_eq!(names(&Version::V1.encode(&sample(), &Limits::default()).unwrap()).len(), 14);
@@ -573,7 +640,7 @@ mod tests {
             };
             assert_eq!(decode(&set("v", None), &l), Err(DecodeError::MissingVersion));
             assert!(
-                matches!(decode(&set("v", Some(b"3")), &l), Err(DecodeError::UnsupportedVersion { found }) if found == "3")
+                matches!(decode(&set("v", Some(b"4")), &l), Err(DecodeError::UnsupportedVersion { found }) if found == "4")
             );
             assert_eq!(decode(&set("p", None), &l), Err(DecodeError::MissingField { field: "p" }));
             let mut dup = good.clone();
@@ -660,7 +727,119 @@ mod tests {
             let small = Limits { max_payload: 10, ..Limits::default() };
             assert!(matches!(version.encode(&env, &small), Err(DecodeError::TooLarge { .. })));
             let env = Envelope::new("", Json::CONTENT_TYPE, "{}");
+            // Version 3 writes no type name where none was given; the others require one.
+            assert_eq!(version.encode(&env, &Limits::default()).is_err(), version != Version::V3, "{version:?}");
+            let env = Envelope::new("T", "", "{}");
             assert!(version.encode(&env, &Limits::default()).is_err());
+        }
+    }
+
+    /// What a typed publish writes in version 3: the payload, and metadata only for what it has.
+    fn lean() -> EnvelopeRef<'static> {
+        static PAYLOAD: Bytes = Bytes::from_static(b"\x81\xa1n\x07");
+        EnvelopeRef::new("", MsgPack::CONTENT_TYPE, &PAYLOAD)
+    }
+
+    fn fields_of(version: Version, env: &EnvelopeRef<'_>) -> Vec<(Bytes, Bytes)> {
+        let mut out = Vec::new();
+        version.encode_fields(env, &Limits::default(), |k, v| out.push((k, v))).unwrap();
+        out
+    }
+
+    #[test]
+    fn version_3_writes_the_payload_and_only_the_metadata_there_is() {
+        let env = lean();
+        let fields = fields_of(Version::V3, &env);
+        assert_eq!(fields, [(Bytes::from("v"), Bytes::from("3")), (Bytes::from("p"), env.payload.clone())]);
+        // Read where it was written: the id and time come from the topic and the entry id.
+        let at = EntryId::new(1_732_540_000_000, 5);
+        let read = decode_entry(&fields, "orders", at, &Limits::default()).unwrap();
+        assert_eq!(read.id, MessageId::of_entry("orders", at));
+        assert_eq!(read.published_at, from_millis(1_732_540_000_000));
+        assert_eq!((read.type_name.as_str(), read.content_type.as_str()), ("", MsgPack::CONTENT_TYPE));
+        assert_eq!(read.payload, env.payload.clone());
+        assert_eq!(read.traceparent, None);
+        // Without knowing where it was read, there is no id.
+        assert_eq!(decode(&fields, &Limits::default()), Err(DecodeError::MissingField { field: "id" }));
+        // A key, a JSON payload and a type name given: `m` carries those and nothing else.
+        let mut keyed = lean();
+        keyed.key = Some("customer-1");
+        keyed.type_name = "Order";
+        keyed.content_type = Json::CONTENT_TYPE;
+        let fields = fields_of(Version::V3, &keyed);
+        assert_eq!(names(&fields), [&b"v"[..], b"m", b"p"]);
+        let meta: std::collections::BTreeMap<String, String> = rmp_serde::from_slice(&fields[1].1).unwrap();
+        assert_eq!(meta.keys().collect::<Vec<_>>(), ["ct", "key", "type"]);
+        let read = decode_entry(&fields, "orders", at, &Limits::default()).unwrap();
+        assert_eq!(
+            (read.key.as_deref(), read.type_name.as_str(), read.content_type.as_str()),
+            (Some("customer-1"), "Order", Json::CONTENT_TYPE)
+        );
+    }
+
+    #[test]
+    fn the_version_3_entries_of_the_documentation_are_what_is_written() {
+        // docs/wire-format.md, "Version 3", byte by byte.
+        #[derive(serde::Serialize)]
+        struct Greeting {
+            text: &'static str,
+            count: u32,
+        }
+        let payload = Bytes::from(rmp_serde::to_vec_named(&Greeting { text: "hello", count: 3 }).unwrap());
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        let env = EnvelopeRef::new("", MsgPack::CONTENT_TYPE, &payload);
+        let fields = fields_of(Version::V3, &env);
+        assert_eq!(names(&fields), [&b"v"[..], b"p"]);
+        assert_eq!(fields[0].1.as_ref(), b"3");
+        assert_eq!(hex(&fields[1].1), "82 a4 74 65 78 74 a5 68 65 6c 6c 6f a5 63 6f 75 6e 74 03");
+        let headers: Headers = [("lang".to_owned(), "en".to_owned())].into_iter().collect();
+        let mut keyed = env;
+        keyed.key = Some("user-7");
+        keyed.headers = &headers;
+        let fields = fields_of(Version::V3, &keyed);
+        assert_eq!(names(&fields), [&b"v"[..], b"m", b"p"]);
+        assert_eq!(hex(&fields[1].1), "82 a3 6b 65 79 a6 75 73 65 72 2d 37 a1 68 81 a4 6c 61 6e 67 a2 65 6e");
+    }
+
+    #[test]
+    fn a_version_3_entry_keeps_its_id_and_time_where_it_is_written_again() {
+        let first = EntryId::new(1_732_540_000_000, 5);
+        let mut fields = fields_of(Version::V3, &lean());
+        let original = decode_entry(&fields, "orders", first, &Limits::default()).unwrap();
+        // Dead-letter replay writes the fields again, with `o`: the entry id they came from.
+        fields.push((Bytes::from("o"), Bytes::from(first.to_string())));
+        let replayed = decode_entry(&fields, "orders", EntryId::new(1_732_540_999_000, 0), &Limits::default()).unwrap();
+        assert_eq!((replayed.id, replayed.published_at), (original.id, original.published_at));
+        // An id and time the writer gave win over what the entry would derive.
+        let given = Envelope::new("T", MsgPack::CONTENT_TYPE, "x");
+        let fields = Version::V3.encode(&given, &Limits::default()).unwrap();
+        assert_eq!(decode_entry(&fields, "orders", first, &Limits::default()).unwrap(), given);
+        // A bad `o`, and a second one, are errors of their own.
+        let mut bad = fields_of(Version::V3, &lean());
+        bad.push((Bytes::from("o"), Bytes::from("yesterday")));
+        assert!(
+            matches!(decode_entry(&bad, "orders", first, &Limits::default()), Err(DecodeError::InvalidField { field, .. }) if field == "o")
+        );
+        bad.pop();
+        bad.push((Bytes::from("o"), Bytes::from("1-1")));
+        bad.push((Bytes::from("o"), Bytes::from("1-2")));
+        assert!(matches!(
+            decode_entry(&bad, "orders", first, &Limits::default()),
+            Err(DecodeError::DuplicateField { .. })
+        ));
+    }
+
+    #[test]
+    fn versions_1_and_2_still_write_every_part_of_a_lean_envelope() {
+        for version in [Version::V1, Version::V2] {
+            let env = lean();
+            assert!(version.encode_fields(&env, &Limits::default(), |_, _| {}).is_err(), "no type name: {version:?}");
+            let mut typed = lean();
+            typed.type_name = "Order";
+            let fields = fields_of(version, &typed);
+            let read = decode(&fields, &Limits::default()).unwrap();
+            assert_eq!(read.id.as_uuid().get_version_num(), 7, "a new id: {version:?}");
+            assert_eq!(Some(read.published_at), read.id.created_at(), "its own time: {version:?}");
         }
     }
 

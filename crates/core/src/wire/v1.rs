@@ -14,8 +14,9 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     // This runs once per published message: field names and common values are static, and
     // every other value is written into one buffer that the fields share (one allocation
     // instead of one per field, and no formatting machinery).
+    let (id, published_at) = env.id_and_time();
     let (mut ts, mut dl, mut exp) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
-    let ts = ts.format(to_millis(env.published_at)).as_bytes();
+    let ts = ts.format(to_millis(published_at)).as_bytes();
     let dl = env.deadline.map(|t| dl.format(to_millis(t)).as_bytes());
     let exp = env.expires_at.map(|t| exp.format(to_millis(t)).as_bytes());
     let tp = env.traceparent.map(|t| t.to_ascii());
@@ -24,8 +25,8 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
         crate::Json::CONTENT_TYPE => Some(crate::Json::CONTENT_TYPE),
         _ => None,
     };
-    let mut id = [0u8; 36];
-    let id = env.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes();
+    let mut id_text = [0u8; 36];
+    let id = id.as_uuid().hyphenated().encode_lower(&mut id_text).as_bytes();
     let opt = |v: Option<&[u8]>| v.map_or(0, <[u8]>::len);
     let len = id.len()
         + env.type_name.len()

@@ -17,8 +17,9 @@ use crate::envelope::{to_millis, Envelope, EnvelopeRef};
 
 /// Emits `v`, `m` and `p` (the envelope was checked already).
 pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, Bytes)) {
-    let mut id = [0u8; 36];
-    let id = &*env.id.as_uuid().hyphenated().encode_lower(&mut id);
+    let (id, published_at) = env.id_and_time();
+    let mut id_text = [0u8; 36];
+    let id = &*id.as_uuid().hyphenated().encode_lower(&mut id_text);
     let tp = env.traceparent.map(|t| t.to_ascii());
     let strings = [
         (field::KEY, env.key.map(str::as_bytes)),
@@ -47,7 +48,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     put_str(&mut m, field::CONTENT_TYPE);
     put_str(&mut m, env.content_type);
     put_str(&mut m, field::TIMESTAMP);
-    put_uint(&mut m, to_millis(env.published_at));
+    put_uint(&mut m, to_millis(published_at));
     for (name, value) in strings {
         if let Some(value) = value {
             put_str(&mut m, name);
@@ -90,6 +91,12 @@ pub(super) fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envel
     }
     let meta = meta.ok_or(DecodeError::MissingField { field: field::META })?;
     let mut parts = Parts { payload, ..Parts::default() };
+    read_meta(meta, &mut parts, limits)?;
+    parts.into_envelope(limits)
+}
+
+/// Reads the metadata map `meta` (version 2's, and version 3's) into `parts`.
+pub(super) fn read_meta<'a>(meta: &'a [u8], parts: &mut Parts<'a>, limits: &Limits) -> Result<(), DecodeError> {
     let mut r = Reader(meta);
     let entries = match r.next()? {
         Token::Map(n) => n,
@@ -142,7 +149,7 @@ pub(super) fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envel
             }
         }
     }
-    parts.into_envelope(limits)
+    Ok(())
 }
 
 /// The metadata keys a reader knows (the last one, `h`, holds the headers).
@@ -160,7 +167,7 @@ const KEYS: [&str; 11] = [
     field::HEADERS,
 ];
 
-fn put_map_len(out: &mut Vec<u8>, len: usize) {
+pub(super) fn put_map_len(out: &mut Vec<u8>, len: usize) {
     // At most 11 keys, or `Limits::max_headers` headers: a u32 always holds it.
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     match len {
@@ -170,12 +177,12 @@ fn put_map_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_str_bytes(out, s.as_bytes());
 }
 
 /// [`put_str`] for text known to be UTF-8 (ASCII the encoder wrote itself).
-fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
+pub(super) fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     // Checked lengths (metadata 1 KiB, headers 8 KiB by default) never reach u32::MAX.
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     match len {
@@ -187,7 +194,7 @@ fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn put_uint(out: &mut Vec<u8>, v: u64) {
+pub(super) fn put_uint(out: &mut Vec<u8>, v: u64) {
     match v {
         0..=0x7f => out.push(v as u8),
         0x80..=0xff => put_head(out, 0xcc, &[v as u8]),

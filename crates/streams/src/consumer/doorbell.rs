@@ -129,7 +129,12 @@ pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell,
         Source::Rings => Events::Rings(client.message_rx()),
     };
     let mut reconnects = client.reconnect_rx();
-    if !subscribe(&client, source, &channel).await {
+    let subscribed = subscribe(&client, source, &channel).await;
+    if subscribed == Subscribed::NoAnswer {
+        tracing::warn!(channel = %channel, ?source, "the doorbell's subscription got no answer; reading every topic, and asking again later");
+        return Err(NotStarted::Unavailable);
+    }
+    if subscribed == Subscribed::Refused {
         let needs = match source {
             Source::Keyspace => {
                 "keyspace notifications are on, but the subscription was refused or could not be confirmed \
@@ -140,7 +145,11 @@ pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell,
                 (the user needs +subscribe and the channel; on a RESP3 connection it is not used)"
             }
         };
-        tracing::warn!(channel = %channel, "{needs}; reading every topic instead");
+        match source {
+            Source::Keyspace => tracing::warn!(channel = %channel, "{needs}; reading every topic instead"),
+            // Said at `warn` once messages flow (`reader.rs`, `say_polling`).
+            Source::Rings => tracing::info!(channel = %channel, "{needs}; reading every topic instead"),
+        }
         return Err(NotStarted::Refused);
     }
     let (tx, rings) = mpsc::unbounded_channel();
@@ -158,7 +167,7 @@ pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell,
                     }
                     // A new connection has no subscription: subscribe again, then read all
                     // (after: what comes between is rung).
-                    if !subscribe(&client, source, &channel).await {
+                    if subscribe(&client, source, &channel).await != Subscribed::Yes {
                         // Closing the rings makes the reader block on every topic again.
                         tracing::warn!(?source, "cannot subscribe to the doorbell again; reading every topic instead");
                         return;
@@ -170,7 +179,7 @@ pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell,
                     // A connection that died silently never reconnects, and would ring no more:
                     // without an answer as a subscriber, the doorbell closes and the reader
                     // reads every topic.
-                    if !still_subscribed(&client).await {
+                    if subscription(&client).await != Subscribed::Yes {
                         tracing::warn!(?source, "the doorbell's subscription does not answer; reading every topic instead");
                         return;
                     }
@@ -193,25 +202,43 @@ pub(crate) async fn start(conn: &Connection, source: Source) -> Result<Doorbell,
     Ok(Doorbell { source, rings, _listener: AbortOnDropHandle::new(listener) })
 }
 
+/// Whether a connection is subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscribed {
+    Yes,
+    /// Redis answered, but not as a subscriber: `NOPERM`, or a RESP3 connection.
+    Refused,
+    /// No answer (a timeout, a connection that failed): not a refusal.
+    NoAnswer,
+}
+
 /// `PSUBSCRIBE pattern` (keyspace events) or `SUBSCRIBE channel` (rings), then checks that it
 /// took: fred reports success even when Redis refused it (`NOPERM`).
-async fn subscribe(client: &Dedicated, source: Source, channel: &str) -> bool {
+async fn subscribe(client: &Dedicated, source: Source, channel: &str) -> Subscribed {
     let subscribed = match source {
         Source::Keyspace => tokio::time::timeout(PING_EVERY, client.psubscribe(channel.to_owned())).await,
         Source::Rings => tokio::time::timeout(PING_EVERY, client.subscribe(channel.to_owned())).await,
     };
-    matches!(subscribed, Ok(Ok(()))) && still_subscribed(client).await
+    match subscribed {
+        Ok(Ok(())) => subscription(client).await,
+        Ok(Err(e)) if e.details().starts_with("NOPERM") => Subscribed::Refused,
+        _ => Subscribed::NoAnswer,
+    }
 }
 
-/// True when the connection answers `PING` as a subscriber does (`["pong", ""]`, where a
+/// `Yes` when the connection answers `PING` as a subscriber does (`["pong", ""]`, where a
 /// connection that is not subscribed answers `PONG`). On RESP3, where both answer `PONG`, this
-/// says false: the reader then reads every topic, as without notifications.
-async fn still_subscribed(client: &Dedicated) -> bool {
+/// says `Refused`: the reader then reads every topic, as without a doorbell.
+async fn subscription(client: &Dedicated) -> Subscribed {
     let ping = client.custom::<Value, _>(
         fred::types::CustomCommand::new_static("PING", fred::types::ClusterHash::Random, false),
         Vec::<Value>::new(),
     );
-    matches!(tokio::time::timeout(PING_EVERY, ping).await, Ok(Ok(Value::Array(_))))
+    match tokio::time::timeout(PING_EVERY, ping).await {
+        Ok(Ok(Value::Array(_))) => Subscribed::Yes,
+        Ok(Ok(_)) => Subscribed::Refused,
+        _ => Subscribed::NoAnswer,
+    }
 }
 
 /// `s` with the characters a Redis glob pattern treats specially escaped.

@@ -193,6 +193,7 @@ impl Readers {
                 doorbell_refused: false,
                 rings_wanted: false,
                 sweep: Vec::new(),
+                unrung_seen: false,
                 rings_refused: false,
                 next_rings_try: Instant::now(),
                 ready: HashSet::new(),
@@ -342,6 +343,8 @@ struct SharedReader {
     /// With producers' rings: the streams the read of every stream under way has yet to read
     /// (see `SWEEP_SLICE`).
     sweep: Vec<Arc<str>>,
+    /// A read of the sweep under way found entries of streams that did not ring.
+    unrung_seen: bool,
     /// Subscribing to producers' rings was refused: not tried again.
     rings_refused: bool,
     /// Not before then (after a try that could not connect, or a doorbell that ended).
@@ -717,6 +720,9 @@ impl SharedReader {
         let mut wake: Option<(usize, Instant)> = None;
         // (A closed event channel would answer at once for ever.)
         let (mut link_events, mut command_events, mut stop_seen) = (true, true, false);
+        // Rings that come while the read blocks are noted (not left to pile up while nothing
+        // flows on this worker's topics and others ring on the namespace's channel).
+        let mut rings_open = self.doorbell.is_some();
         let reply = loop {
             let retry_at = wake.map(|(_, at)| at);
             tokio::select! {
@@ -735,6 +741,18 @@ impl SharedReader {
                     stop_seen = true;
                     wake.get_or_insert((0, Instant::now()));
                 }
+                ring = async {
+                    match self.doorbell.as_mut() {
+                        Some(bell) => bell.rings.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if rings_open => match ring {
+                    Some(ring) => self.ring(ring),
+                    None => {
+                        rings_open = false;
+                        self.doorbell_closed();
+                    }
+                },
                 r = reconnects.recv(), if link_events => {
                     link_events = !matches!(r, Err(broadcast::error::RecvError::Closed));
                     if link_events {
@@ -784,6 +802,24 @@ impl SharedReader {
         }
         match reply {
             Ok(streams) => {
+                if self.source() == Some(Source::Rings) {
+                    if reads_all {
+                        // Every stream was just read: the next sweep is due a period from now.
+                        self.sweep.clear();
+                        self.next_full = Instant::now() + RINGS_FULL_READ_EVERY;
+                    } else {
+                        // Entries of streams that did not ring (rings that came meanwhile taken
+                        // first): a writer that does not ring is at work, and sweeps follow
+                        // each other (see `sweep_period`).
+                        while let Some(ring) = self.doorbell.as_mut().and_then(|d| d.rings.try_recv().ok()) {
+                            self.ring(ring);
+                        }
+                        let unrung = |k: &[u8]| std::str::from_utf8(k).is_ok_and(|k| !self.ready.contains(k));
+                        if streams.iter().any(|(k, _)| unrung(k)) {
+                            self.unrung_seen = true;
+                        }
+                    }
+                }
                 let interval = self.poll_interval();
                 if !streams.is_empty() && self.source() == Some(Source::Rings) {
                     self.hot_until = Some(Instant::now() + RINGS_FULL_READ_EVERY);
@@ -1015,8 +1051,32 @@ impl SharedReader {
 
     /// The next read is of every waiting topic, and each busy one is read at its next join.
     fn read_everything_again(&mut self) {
+        // Those waiting now in a sweep that starts at once (a slice at a time), the others
+        // when they join again.
         self.next_full = Instant::now();
-        self.ready.extend(self.known.iter().cloned());
+        self.sweep.clear();
+        let busy: Vec<Arc<str>> = self.known.iter().filter(|k| !self.waiting.contains_key(*k)).cloned().collect();
+        self.ready.extend(busy);
+    }
+
+    /// The doorbell's rings stopped (its subscription could not be made again, or stopped
+    /// answering): the reader blocks on every topic again.
+    fn doorbell_closed(&mut self) {
+        tracing::warn!(source = ?self.source(), "the doorbell stopped: the shared read blocks on every topic again");
+        self.end_doorbell();
+    }
+
+    /// With producers' rings: how long from the end of one sweep of every stream to the next.
+    /// A second, or, when the last sweep found entries of streams that did not ring (a writer
+    /// that does not ring is at work: an older producer, another client), as often as reads
+    /// of every topic polled before rings (see `POLL_COST`), so such a writer's messages wait
+    /// about a sweep, not a second.
+    fn sweep_period(&mut self) -> Duration {
+        if std::mem::take(&mut self.unrung_seen) {
+            self.poll_interval().max(MIN_POLL_INTERVAL)
+        } else {
+            RINGS_FULL_READ_EVERY
+        }
     }
 
     /// With a doorbell: waits until a waiting topic's stream rang (or is otherwise ready), or
@@ -1068,7 +1128,7 @@ impl SharedReader {
                     }
                 }
                 if self.sweep.is_empty() {
-                    let every = if rings { RINGS_FULL_READ_EVERY } else { doorbell::FULL_READ_EVERY };
+                    let every = if rings { self.sweep_period() } else { doorbell::FULL_READ_EVERY };
                     self.next_full = Instant::now() + every;
                 }
             }
@@ -1080,8 +1140,7 @@ impl SharedReader {
                 ring = bell.rings.recv() => match ring {
                     Some(ring) => self.ring(ring),
                     None => {
-                        tracing::warn!("keyspace notifications stopped: the shared read blocks on every topic again");
-                        self.end_doorbell();
+                        self.doorbell_closed();
                         return Some(None);
                     }
                 },

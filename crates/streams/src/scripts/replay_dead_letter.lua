@@ -5,6 +5,9 @@
 -- workers of other groups acknowledge it without handling it, so a replay never runs a
 -- message again in a service that had handled it. A `dlq:for` among the original fields (a
 -- message replayed before) is replaced.
+-- A version 3 entry (`v` `3`) without `o` gains `o`, the entry id it had in the topic (the
+-- dead letter's `dlq:id`): a message that carries no id or time of its own is known by the
+-- entry it was first written at, so it keeps both through the replay.
 -- KEYS[1] dead-letter stream, KEYS[2] topic stream (same hash tag)
 -- ARGV[1] dead-letter entry id, ARGV[2] number of metadata field/value pairs to skip
 -- Returns the new entry id, nil if the dead letter does not exist, or an error when it has
@@ -22,20 +25,33 @@ if f[meta + 1] == 'dlq:truncated' then
   return redis.error_reply('TRUNCATED only a prefix of the original entry was kept')
 end
 local group = false
+local origin = false
 for i = 1, meta, 2 do
   if f[i] == 'dlq:group' then
     group = f[i + 1]
+  elseif f[i] == 'dlq:id' then
+    origin = f[i + 1]
   end
 end
 local args = {'XADD', KEYS[2], '*'}
+local lean, has_origin = false, false
 for i = meta + 1, #f, 2 do
   if f[i] ~= 'dlq:for' then
     args[#args + 1] = f[i]
     args[#args + 1] = f[i + 1]
   end
+  if f[i] == 'v' and f[i + 1] == '3' then
+    lean = true
+  elseif f[i] == 'o' then
+    has_origin = true
+  end
 end
 if #args == 3 then
   return redis.error_reply('NOFIELDS the dead letter has no original fields to replay')
+end
+if lean and origin and not has_origin then
+  args[#args + 1] = 'o'
+  args[#args + 1] = origin
 end
 if group then
   args[#args + 1] = 'dlq:for'

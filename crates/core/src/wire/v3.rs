@@ -1,0 +1,118 @@
+//! Version 3, the lean envelope: what a message needs and nothing else.
+//!
+//! An entry is `v` `3` and `p` (the payload), with `m` (version 2's metadata map, every key
+//! optional) only when there is metadata to carry, and `o` after a dead-letter replay. What an
+//! entry leaves out, readers take from where it already is:
+//!
+//! - no `id`: the message id is derived from the topic and the entry id it was first written
+//!   at ([`MessageId::of_entry`](crate::MessageId::of_entry)), `o` when a replay wrote it;
+//! - no `ts`: the publish time is that entry id's milliseconds (Redis' clock);
+//! - no `type`: none was given (an empty type name); no `ct`: `application/msgpack`.
+//!
+//! A typed publish with no key, header, trace or expiry is two fields, the payload and two
+//! bytes more than the entry a user would write by hand (see `docs/wire-format.md`).
+
+use bytes::Bytes;
+
+use super::v2::{put_map_len, put_str, put_str_bytes, put_uint, read_meta};
+use super::{field, invalid, lossy, DecodeError, Limits, Parts, VERSION_3};
+use crate::codec::MsgPack;
+use crate::envelope::{to_millis, Envelope, EnvelopeRef};
+use crate::id::{EntryId, MessageId};
+
+/// Emits `v`, `m` when there is metadata, and `p` (the envelope was checked already).
+pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, Bytes)) {
+    let mut id_text = [0u8; 36];
+    let id = env.id.map(|id| &*id.as_uuid().hyphenated().encode_lower(&mut id_text));
+    let tp = env.traceparent.map(|t| t.to_ascii());
+    let strings = [
+        (field::ID, id.map(str::as_bytes)),
+        (field::TYPE, Some(env.type_name.as_bytes()).filter(|t| !t.is_empty())),
+        (field::CONTENT_TYPE, Some(env.content_type.as_bytes()).filter(|ct| *ct != MsgPack::CONTENT_TYPE.as_bytes())),
+        (field::KEY, env.key.map(str::as_bytes)),
+        (field::CORRELATION_ID, env.correlation_id.map(str::as_bytes)),
+        (field::REPLY_TO, env.reply_to.map(str::as_bytes)),
+        (field::TRACEPARENT, tp.as_ref().map(|t| &t[..])),
+    ];
+    let times =
+        [(field::TIMESTAMP, env.published_at), (field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
+    let present = strings.iter().filter(|(_, v)| v.is_some()).count()
+        + times.iter().filter(|(_, v)| v.is_some()).count()
+        + usize::from(!env.headers.is_empty());
+    let s = |k: &'static str| Bytes::from_static(k.as_bytes());
+    emit(s(field::VERSION), s(VERSION_3));
+    if present > 0 {
+        // Every key and value with its longest header (5 bytes for strings, 9 for integers).
+        let len = 1
+            + strings.iter().map(|(_, v)| v.map_or(0, |v| 11 + v.len())).sum::<usize>()
+            + 13 * times.len()
+            + 6
+            + env.headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
+        let mut m = Vec::with_capacity(len);
+        put_map_len(&mut m, present);
+        for (name, value) in strings {
+            if let Some(value) = value {
+                put_str(&mut m, name);
+                put_str_bytes(&mut m, value);
+            }
+        }
+        for (name, value) in times {
+            if let Some(value) = value {
+                put_str(&mut m, name);
+                put_uint(&mut m, to_millis(value));
+            }
+        }
+        if !env.headers.is_empty() {
+            put_str(&mut m, field::HEADERS);
+            put_map_len(&mut m, env.headers.len());
+            for (name, value) in env.headers.iter() {
+                put_str(&mut m, name);
+                put_str(&mut m, value);
+            }
+        }
+        emit(s(field::META), Bytes::from(m));
+    }
+    emit(s(field::PAYLOAD), env.payload.clone());
+}
+
+/// Decodes version 3 `fields` (the caller checked the field count and the version). `at`:
+/// the topic and entry id the fields were read at, for what the entry leaves out.
+pub(super) fn decode(
+    fields: &[(Bytes, Bytes)],
+    limits: &Limits,
+    at: Option<(&str, EntryId)>,
+) -> Result<Envelope, DecodeError> {
+    let (mut version, mut meta, mut payload, mut origin) = (None, None, None, None);
+    for (name, value) in fields {
+        let slot = match name.as_ref() {
+            b"v" => &mut version,
+            b"m" => &mut meta,
+            b"p" => &mut payload,
+            b"o" => &mut origin,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(DecodeError::DuplicateField { field: lossy(name, 64) });
+        }
+    }
+    let mut parts = Parts { payload, lean: true, ..Parts::default() };
+    if let Some(meta) = meta {
+        read_meta(meta, &mut parts, limits)?;
+    }
+    // The entry the message was first written at: `o` once replayed, else where it is read.
+    let origin = match origin {
+        Some(o) => Some(EntryId::from_ascii(o).ok_or_else(|| invalid(field::ORIGIN, "not a stream entry id"))?),
+        None => at.map(|(_, id)| id),
+    };
+    if parts.id.is_none() {
+        let (Some((topic, _)), Some(origin)) = (at, origin) else {
+            // Read without knowing where from (`wire::decode`): there is no id to derive.
+            return Err(DecodeError::MissingField { field: field::ID });
+        };
+        parts.derived_id = Some(MessageId::of_entry(topic, origin));
+    }
+    if parts.published_at.is_none() {
+        parts.published_at = Some(origin.ok_or(DecodeError::MissingField { field: field::TIMESTAMP })?.ms());
+    }
+    parts.into_envelope(limits)
+}
