@@ -101,7 +101,7 @@ async fn version_3_entries_written_as_the_document_says_are_handled() {
     assert_eq!(entry, id);
     let entry_id: EntryId = id.parse().unwrap();
     // The id the document's Python function derives, and the entry id's time.
-    assert_eq!(message, MessageId::of_entry("greetings", entry_id).to_string());
+    assert_eq!(message, MessageId::of_entry(&key, entry_id).to_string());
     assert_eq!(ts, std::time::UNIX_EPOCH + Duration::from_millis(entry_id.ms()));
     assert_eq!((key_seen, lang), (None, None));
     // With metadata, as the document's comment shows: `m` before `p`.

@@ -105,7 +105,7 @@ pub(crate) fn message(entry_id: EntryId, env: &Envelope, attempt: Option<u64>) -
     let mut m = json!({
         "entry_id": entry_id.to_string(),
         "message_id": env.id.to_string(),
-        "type": env.type_name,
+        "type": (!env.type_name.is_empty()).then_some(&env.type_name),
         "key": env.key,
         "headers": headers,
         "published_at": humantime::format_rfc3339_millis(env.published_at).to_string(),

@@ -92,7 +92,7 @@ pub struct EnvelopeRef<'a> {
     /// entry), versions 1 and 2 make a new one.
     pub id: Option<MessageId>,
     /// See [`Envelope::type_name`]. Empty: none given (version 3 writes none; versions 1 and
-    /// 2 refuse it).
+    /// 2 write [`wire::UNNAMED`](crate::wire::UNNAMED)).
     pub type_name: &'a str,
     /// See [`Envelope::content_type`].
     pub content_type: &'a str,
@@ -172,12 +172,14 @@ impl<'a> EnvelopeRef<'a> {
 #[non_exhaustive]
 pub struct Envelope {
     /// Unique, sortable message id: chosen by the publisher, or, for an entry that carries
-    /// none (wire format version 3), derived from its topic and entry id
+    /// none (wire format version 3), derived from its topic's stream key and entry id
     /// ([`MessageId::of_entry`]). Either way it stays the same through retries,
     /// dead-lettering and replay.
     pub id: MessageId,
     /// Name of the message type, e.g. `OrderPlaced`; empty when the publisher gave none
-    /// (version 3 entries written by a typed `publish` carry none unless one was set).
+    /// (version 3 entries written by a typed `publish` carry none unless one was set, or the
+    /// producer writes type names: `ProducerBuilder::type_names`). Versions 1 and 2 write
+    /// [`wire::UNNAMED`](crate::wire::UNNAMED) for an empty one.
     pub type_name: String,
     /// MIME type of the payload, e.g. `application/msgpack`.
     pub content_type: String,

@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-/// Unique, time-sortable identity of a message (a UUIDv7).
+/// Unique, time-sortable identity of a message: a UUIDv7 the publisher chose, or, for an entry
+/// that carries none (wire format version 3), a UUIDv8 derived from its stream and entry id
+/// ([`MessageId::of_entry`]).
 ///
-/// The id is chosen by the publisher and travels with the message through retries,
-/// dead-lettering and replay, so a consumer can use it to de-duplicate. Ids created in one
-/// process sort in creation order.
+/// The id travels with the message through retries, dead-lettering and replay, so a consumer
+/// can use it to de-duplicate. Ids created in one process sort in creation order; derived ids
+/// are unique within one Redis deployment (see [`MessageId::of_entry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageId(Uuid);
 
@@ -30,22 +32,28 @@ impl MessageId {
         Self(uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid())
     }
 
-    /// The id of a message that carries none (wire format version 3): derived from the topic
-    /// and the stream entry id it was first written at (its *origin*, which dead-letter
-    /// replay keeps), so every reader of the entry, in any language, finds the same id, and it
-    /// survives replay. A UUID of version 8 (RFC 9562's custom layout), big-endian:
+    /// The id of a message that carries none (wire format version 3): derived from its topic's
+    /// stream key (`<namespace>:{<topic>}`) and the entry id it was first written at (its
+    /// *origin*, which dead-letter replay keeps), so every reader of the entry, in any language,
+    /// finds the same id, and it survives replay. A UUID of version 8 (RFC 9562's custom
+    /// layout), big-endian:
     ///
-    /// - bits 0–47: the entry id's milliseconds (so ids sort by time as version 7 ones do);
-    /// - bits 48–51: `8`, the version; bits 52–63: the sequence's low 12 bits;
-    /// - bits 64–65: `10`, the variant; bits 66–93: the sequence's next 28 bits;
-    /// - bits 94–127: the top 34 bits of the 64-bit FNV-1a hash of the topic name's UTF-8.
+    /// - bits 0–47: the entry id's milliseconds, modulo 2^48 (ids sort by millisecond);
+    /// - bits 48–51: `8`, the version; bits 52–63: the sequence's bits 0–11;
+    /// - bits 64–65: `10`, the variant; bits 66–77: the sequence's bits 12–23;
+    /// - bits 78–127: the top 50 bits of the 64-bit FNV-1a hash of the stream key's UTF-8.
     ///
+    /// Unique as long as entry ids are: within one Redis deployment's stream (Redis never gives
+    /// an id twice while the stream exists, nor 2^24 in one millisecond), and between streams
+    /// but for a hash collision (50 bits). Two deployments that use the same namespace and
+    /// topic make the same ids: where ids must be unique across them (one de-duplication store
+    /// for two regions), publish with explicit ids (`ProducerBuilder::message_ids`).
     /// `docs/wire-format.md` has the same in Python.
-    pub fn of_entry(topic: &str, origin: EntryId) -> Self {
+    pub fn of_entry(stream: &str, origin: EntryId) -> Self {
         let hash =
-            topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        let high = (origin.ms << 16) | 0x8000 | (origin.seq & 0xfff);
-        let low = (0b10 << 62) | (((origin.seq >> 12) & 0xfff_ffff) << 34) | (hash >> 30);
+            stream.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let high = ((origin.ms & 0xffff_ffff_ffff) << 16) | 0x8000 | (origin.seq & 0xfff);
+        let low = (0b10 << 62) | (((origin.seq >> 12) & 0xfff) << 50) | (hash >> 14);
         Self(Uuid::from_u128((u128::from(high) << 64) | u128::from(low)))
     }
 
@@ -55,7 +63,8 @@ impl MessageId {
     }
 
     /// When the id was created (millisecond precision), for ids made by [`MessageId::new`]
-    /// and [`MessageId::of_entry`]; `None` for a UUID of another version.
+    /// and [`MessageId::of_entry`] (any UUID of version 7 or 8 is read that way); `None` for a
+    /// UUID of another version.
     pub fn created_at(&self) -> Option<SystemTime> {
         if !matches!(self.0.get_version_num(), 7 | 8) {
             return None;
@@ -283,11 +292,12 @@ mod tests {
     #[test]
     fn an_entry_id_derives_the_message_id_python_derives() {
         // The vectors of docs/wire-format.md's Python function.
-        let of = |topic, id: &str| MessageId::of_entry(topic, id.parse().unwrap()).to_string();
-        assert_eq!(of("orders", "1732540000000-5"), "0193636e-6700-8005-8000-000000497649");
-        assert_eq!(of("orders", "1732540000000-70000"), "0193636e-6700-8170-8000-004400497649");
-        assert_eq!(of("greetings", "1732540000000-5"), "0193636e-6700-8005-8000-000130f0e138");
-        let id = MessageId::of_entry("orders", EntryId::new(1_732_540_000_000, 5));
+        let of = |stream, id: &str| MessageId::of_entry(stream, id.parse().unwrap()).to_string();
+        assert_eq!(of("tributary:{orders}", "1732540000000-5"), "0193636e-6700-8005-8001-3606fad2b74f");
+        assert_eq!(of("tributary:{orders}", "1732540000000-70000"), "0193636e-6700-8170-8045-3606fad2b74f");
+        assert_eq!(of("tributary:{greetings}", "1732540000000-5"), "0193636e-6700-8005-8001-c8e4f433604e");
+        assert_eq!(of("jobs:{orders}", "1732540000000-5"), "0193636e-6700-8005-8003-fa7125ec3033");
+        let id = MessageId::of_entry("tributary:{orders}", EntryId::new(1_732_540_000_000, 5));
         assert_eq!(id.as_uuid().get_version_num(), 8);
         assert_eq!(id.created_at(), Some(UNIX_EPOCH + Duration::from_millis(1_732_540_000_000)));
     }

@@ -13,7 +13,8 @@
 //!
 //! let env = Envelope::encode(&MsgPack, &OrderPlaced { id: 1, total_cents: 990 })?.with_key("c-42");
 //! let fields = wire::encode(&env, &wire::Limits::default())?;   // what XADD writes
-//! let back = wire::decode(&fields, &wire::Limits::default())?;  // what a consumer reads
+//! let back = wire::decode(&fields, &wire::Limits::default())?;  // an envelope with its id
+//! // (a consumer reads a topic's entries with `wire::decode_entry`: see `wire`)
 //! assert_eq!(back.decode::<OrderPlaced>()?, OrderPlaced { id: 1, total_cents: 990 });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

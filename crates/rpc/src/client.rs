@@ -36,7 +36,7 @@ use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic,
 };
 use tributary_streams::replay::Tail;
-use tributary_streams::trace::next_traceparent;
+use tributary_streams::trace::current_trace;
 use tributary_streams::{BuildError, Position, Producer, StreamError};
 
 use crate::error::RpcError;
@@ -365,6 +365,16 @@ impl Drop for PendingSlot<'_> {
 }
 
 impl<C: Codec> RpcClient<C> {
+    /// The type name a request of `Req` carries: none in wire format version 3 (servers route
+    /// by method, not by type), the type's name in older versions, which require one.
+    fn request_type<Req: ?Sized>(&self) -> &'static str {
+        if self.inner.conn.wire_version() == tributary_core::wire::Version::V3 {
+            ""
+        } else {
+            short_type_name::<Req>()
+        }
+    }
+
     /// Creates the reply stream and starts its reader, unless done already; calls do it
     /// themselves, so this only moves the work (and a connection error) to a moment you choose,
     /// such as start-up.
@@ -426,19 +436,19 @@ impl<C: Codec> RpcClient<C> {
         let send_err = |source| RpcError::Send { service: service.to_owned(), source };
         let payload = self.codec.encode(request).map_err(codec_err)?;
         let headers = self.inner.method_headers(method);
-        let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
+        let mut envelope = EnvelopeRef::new(self.request_type::<Req>(), self.codec.content_type(), &payload);
         // The request's own id is its correlation id: unique, and a number to key the pending
-        // call by.
-        let request_id = MessageId::new();
-        envelope.id = Some(request_id);
-        let key = request_id.as_uuid().as_u128();
+        // call by (so it is written, where version 3 would leave a message's id to its entry).
+        let call_id = MessageId::new();
+        envelope.id = Some(call_id);
+        let key = call_id.as_uuid().as_u128();
         let mut id = [0u8; 36];
-        let correlation_id = &*request_id.as_uuid().hyphenated().encode_lower(&mut id);
+        let correlation_id = &*call_id.as_uuid().hyphenated().encode_lower(&mut id);
         envelope.correlation_id = Some(correlation_id);
         envelope.reply_to = Some(&self.inner.reply_key);
         envelope.deadline = Some(deadline);
         envelope.headers = &headers;
-        envelope.traceparent = Some(next_traceparent());
+        envelope.traceparent = current_trace().map(|t| t.child());
         let fields = (self.inner.conn.wire_version().xadd_fields(&envelope, self.inner.conn.limits()))
             .map_err(|source| send_err(StreamError::Limits { topic: stream.topic.to_string(), source }))?;
 
@@ -505,9 +515,9 @@ impl<C: Codec> RpcClient<C> {
             source,
         })?;
         let headers = self.inner.method_headers(method);
-        let mut envelope = EnvelopeRef::new(short_type_name::<Req>(), self.codec.content_type(), &payload);
+        let mut envelope = EnvelopeRef::new(self.request_type::<Req>(), self.codec.content_type(), &payload);
         envelope.headers = &headers;
-        envelope.traceparent = Some(next_traceparent());
+        envelope.traceparent = current_trace().map(|t| t.child());
         self.inner
             .producer
             .publish_ref(stream.topic.as_str(), &envelope, None)

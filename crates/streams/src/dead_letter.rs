@@ -45,6 +45,8 @@ pub struct DeadLetter {
     /// The original entry's size in bytes when only a prefix of it was kept (it was larger
     /// than any valid envelope); such a dead letter cannot be replayed.
     pub truncated_from: Option<u64>,
+    /// The topic's stream key, which a version 3 message's id is derived from.
+    stream: String,
 }
 
 /// What [`DeadLetters::replay_all`] did.
@@ -122,7 +124,7 @@ impl DeadLetter {
         // Where it was first written (wire format version 3 entries may leave their id and
         // time to that entry id).
         match self.original_id.parse() {
-            Ok(at) => wire::decode_entry(&self.fields, &self.topic, at, &Limits::default()),
+            Ok(at) => wire::decode_entry(&self.fields, &self.stream, at, &Limits::default()),
             Err(_) => wire::decode(&self.fields, &Limits::default()),
         }
     }
@@ -134,7 +136,8 @@ impl DeadLetter {
         self.reason != UNREADABLE
     }
 
-    fn parse(id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Self {
+    /// The dead letter `id` with `fields`, of the topic whose stream is `stream`.
+    fn parse(stream: &str, id: EntryId, mut fields: Vec<(Bytes, Bytes)>) -> Self {
         if fields.len() < DEAD_LETTER_FIELDS.len()
             || !fields.iter().zip(DEAD_LETTER_FIELDS).all(|((k, _), want)| k.as_ref() == want.as_bytes())
         {
@@ -153,6 +156,7 @@ impl DeadLetter {
                 dead_at: UNIX_EPOCH + Duration::from_millis(id.ms()),
                 fields,
                 truncated_from: None,
+                stream: stream.to_owned(),
             };
         }
         let mut original = fields.split_off(DEAD_LETTER_FIELDS.len());
@@ -177,6 +181,7 @@ impl DeadLetter {
             dead_at: UNIX_EPOCH + Duration::from_millis(text(7).parse().unwrap_or(0)),
             fields: original,
             truncated_from,
+            stream: stream.to_owned(),
         }
     }
 }
@@ -240,7 +245,10 @@ impl DeadLetters {
     pub async fn list(&self, count: usize) -> Result<Vec<DeadLetter>, StreamError> {
         let args = Args::new().arg("-").arg("+").arg("COUNT").arg(count as i64);
         let entries = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
-        Ok(entries.into_iter().map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default())).collect())
+        Ok(entries
+            .into_iter()
+            .map(|e| DeadLetter::parse(&self.topic_key, e.id, e.fields.unwrap_or_default()))
+            .collect())
     }
 
     /// The oldest `count` dead letters that `filter` takes, reading the dead-letter stream page
@@ -257,7 +265,7 @@ impl DeadLetters {
             let Some(last) = page.last().map(|e| e.id) else { break };
             found.extend(
                 page.into_iter()
-                    .map(|e| DeadLetter::parse(e.id, e.fields.unwrap_or_default()))
+                    .map(|e| DeadLetter::parse(&self.topic_key, e.id, e.fields.unwrap_or_default()))
                     .filter(|l| filter.matches(l))
                     .take(count - found.len()),
             );
@@ -279,7 +287,7 @@ impl DeadLetters {
             let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
             let Some(last) = page.last().map(|e| e.id) else { return Ok(None) };
             for entry in page {
-                let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
+                let letter = DeadLetter::parse(&self.topic_key, entry.id, entry.fields.unwrap_or_default());
                 if letter.is_readable() && letter.original_id == wanted {
                     return Ok(Some(letter));
                 }
@@ -366,7 +374,7 @@ impl DeadLetters {
             let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
             let Some(page_last) = page.last().map(|e| e.id) else { return Ok(report) };
             for entry in page {
-                let letter = DeadLetter::parse(entry.id, entry.fields.unwrap_or_default());
+                let letter = DeadLetter::parse(&self.topic_key, entry.id, entry.fields.unwrap_or_default());
                 if !letter.is_readable() {
                     if filter.reason.is_none() && filter.group.is_none() {
                         report.unreadable += 1;

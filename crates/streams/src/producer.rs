@@ -70,6 +70,10 @@ struct Shared {
     ringer: Arc<Ringer>,
     /// See [`ProducerBuilder::start_traces`].
     start_traces: bool,
+    /// See [`ProducerBuilder::type_names`].
+    type_names: bool,
+    /// See [`ProducerBuilder::message_ids`].
+    message_ids: bool,
 }
 
 /// Everything about one topic that a publish needs: validating the name, formatting the
@@ -134,6 +138,8 @@ impl Producer<MsgPack> {
             dedup_ttl: Duration::from_secs(24 * 3600),
             safe_trim_every: 100,
             start_traces: false,
+            type_names: false,
+            message_ids: false,
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct ProducerBuilder<C> {
     dedup_ttl: Duration,
     safe_trim_every: u64,
     start_traces: bool,
+    type_names: bool,
+    message_ids: bool,
 }
 
 impl<C: Codec> ProducerBuilder<C> {
@@ -160,6 +168,8 @@ impl<C: Codec> ProducerBuilder<C> {
             dedup_ttl: self.dedup_ttl,
             safe_trim_every: self.safe_trim_every,
             start_traces: self.start_traces,
+            type_names: self.type_names,
+            message_ids: self.message_ids,
         }
     }
 
@@ -200,6 +210,25 @@ impl<C: Codec> ProducerBuilder<C> {
         self
     }
 
+    /// Every message carries its type's name (the Rust type's last path segment, e.g.
+    /// `OrderPlaced`), for consumers that tell message types apart by
+    /// `Envelope::type_name`. Off by default in wire format version 3, where a message
+    /// carries a type name only when one is given (`Publish::type_name`); versions 1 and 2
+    /// always write it.
+    pub fn type_names(mut self, on: bool) -> Self {
+        self.type_names = on;
+        self
+    }
+
+    /// Every message carries a message id of its own (a UUIDv7, 41 bytes) instead of the one
+    /// derived from its entry (wire format version 3, `MessageId::of_entry`): for ids unique
+    /// across Redis deployments that use the same namespace and topics (one de-duplication
+    /// store for two regions). Off by default; versions 1 and 2 always write one.
+    pub fn message_ids(mut self, on: bool) -> Self {
+        self.message_ids = on;
+        self
+    }
+
     /// Builds the producer. No I/O.
     ///
     /// # Errors
@@ -215,6 +244,8 @@ impl<C: Codec> ProducerBuilder<C> {
                 targets: NameCache::new(MAX_TARGETS),
                 ringer: Arc::new(Ringer::new(&self.conn)),
                 start_traces: self.start_traces,
+                type_names: self.type_names,
+                message_ids: self.message_ids,
             }),
             conn: self.conn,
         })
@@ -251,14 +282,17 @@ impl<C: Codec> Producer<C> {
         let mut env = EnvelopeRef::new(type_name, self.codec.content_type(), payload);
         env.traceparent =
             if self.shared.start_traces { Some(next_traceparent()) } else { current_trace().map(|t| t.child()) };
+        if self.shared.message_ids {
+            env.id = Some(MessageId::new());
+        }
         env
     }
 
     /// The type name a publish of a `T` writes when none is given: none in wire format
-    /// version 3 (`Envelope::type_name` is empty), the type's name in older versions, which
-    /// require one.
+    /// version 3 (`Envelope::type_name` is empty) unless the producer writes type names, the
+    /// type's name in older versions, which require one.
     fn default_type<T: ?Sized>(&self) -> &'static str {
-        if self.conn.wire_version() == Version::V3 {
+        if self.conn.wire_version() == Version::V3 && !self.shared.type_names {
             ""
         } else {
             short_type_name::<T>()
@@ -774,7 +808,9 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
         self
     }
 
-    /// Overrides the type name (defaults to the Rust type's name without its path).
+    /// Sets the type name the message carries. Without it: none in wire format version 3
+    /// (unless [`ProducerBuilder::type_names`]), the Rust type's name without its path in
+    /// versions 1 and 2.
     pub fn type_name(mut self, name: impl Into<String>) -> Self {
         self.type_name = Some(name.into());
         self

@@ -21,16 +21,16 @@ pub struct Received {
 /// entry.
 fn decode_all(conn: &Connection, key: &str, entries: Vec<RawEntry>) -> Vec<Received> {
     // A topic's entries may leave their id and time to the entry id (wire format version 3).
-    let topic = conn.namespace().topic_of_stream(key);
+    let of_topic = conn.namespace().topic_of_stream(key).is_some();
     let limits = conn.limits();
     entries
         .into_iter()
         .map(|e| Received {
             entry_id: e.id,
-            envelope: match (e.fields, &topic) {
-                (Some(f), Some(topic)) => wire::decode_entry(&f, topic.as_str(), e.id, limits),
-                (Some(f), None) => wire::decode(&f, limits),
-                (None, _) => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
+            envelope: match e.fields {
+                Some(f) if of_topic => wire::decode_entry(&f, key, e.id, limits),
+                Some(f) => wire::decode(&f, limits),
+                None => Err(DecodeError::MalformedEntry { reason: "entry was deleted" }),
             },
         })
         .collect()
@@ -48,7 +48,7 @@ fn decode_all(conn: &Connection, key: &str, entries: Vec<RawEntry>) -> Vec<Recei
 /// let mut range = Replay::new(conn).range("orders", Position::Time(an_hour_ago), Position::End)?;
 /// while let Some(batch) = range.next_batch().await? {
 ///     for entry in batch {
-///         println!("{} {:?}", entry.entry_id, entry.envelope.map(|e| e.type_name));
+///         println!("{} {:?}", entry.entry_id, entry.envelope.map(|e| e.id));
 ///     }
 /// }
 /// # Ok(()) }
@@ -146,7 +146,7 @@ impl RangeReader {
 /// let mut tail = Tail::topic(conn, "orders", Position::End)?;
 /// loop {
 ///     for entry in tail.next_batch().await? {
-///         println!("{} {:?}", entry.entry_id, entry.envelope.map(|e| e.type_name));
+///         println!("{} {:?}", entry.entry_id, entry.envelope.map(|e| e.id));
 ///     }
 /// }
 /// # }

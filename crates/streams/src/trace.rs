@@ -22,7 +22,8 @@ pub async fn in_trace<F: Future>(tp: TraceParent, fut: F) -> F::Output {
 }
 
 /// The `traceparent` for a message published now: a child of the current trace, or a new
-/// trace. What producers write, and the RPC client into its requests.
+/// trace. What producers write with `ProducerBuilder::start_traces` (without, they write a
+/// child of the current trace only, and nothing outside one).
 pub fn next_traceparent() -> TraceParent {
     current_trace().map_or_else(TraceParent::new_root, |t| t.child())
 }

@@ -250,7 +250,8 @@ async fn dead_letters_replay_onto_the_topic_with_the_same_message_id() {
     // entry it was first written at, which the replayed entry names (`o`).
     assert_ne!(got[0].3, got[1].3, "a new entry");
     assert_eq!((got[0].0, got[0].1, got[0].2), (got[1].0, got[1].1, got[1].2), "same payload, message id and time");
-    assert_eq!(got[0].1, tributary_core::MessageId::of_entry("jobs", got[0].3));
+    let stream = conn.namespace().topic_stream(&tributary_core::Topic::new("jobs").unwrap());
+    assert_eq!(got[0].1, tributary_core::MessageId::of_entry(&stream, got[0].3));
     assert_eq!(got[1].2, std::time::UNIX_EPOCH + Duration::from_millis(got[0].3.ms()));
     assert_eq!(dlq.count().await.unwrap(), 0);
     worker.shutdown().await;

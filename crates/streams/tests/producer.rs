@@ -58,6 +58,20 @@ async fn published_entry_is_what_the_wire_format_says() {
     assert_eq!(traces[0].map(|t| t.trace_id_hex()), Some(root.trace_id_hex()), "a child of the active trace");
     assert!(traces[1].is_some_and(|t| t.trace_id_hex() != root.trace_id_hex()), "a trace of its own");
     assert_eq!(traces[2], None, "no trace, none started: {:?}", traces[2]);
+
+    // Type names and message ids of their own, where a producer is set to write them.
+    let full = Producer::builder(conn.clone()).type_names(true).message_ids(true).build().unwrap();
+    let at = full.publish("full", &Order { n: 4, key: String::new() }).await.unwrap();
+    let read = tributary_streams::replay::Replay::new(conn.clone())
+        .range("full", tributary_streams::Position::Beginning, tributary_streams::Position::End)
+        .unwrap()
+        .next_batch()
+        .await
+        .unwrap()
+        .unwrap();
+    let env = read[0].envelope.as_ref().unwrap();
+    assert_eq!((read[0].entry_id, env.type_name.as_str()), (at, "Order"));
+    assert_eq!(env.id.as_uuid().get_version_num(), 7, "its own id, not one derived from the entry");
 }
 
 #[tokio::test]

@@ -31,6 +31,10 @@ mod v1;
 mod v2;
 mod v3;
 
+/// The type name versions 1 and 2, which require one, write for a message that has none (a
+/// version 3 message read back and published again on a connection set to an older version).
+pub const UNNAMED: &str = "unnamed";
+
 /// The newest wire format version this crate writes and reads.
 pub const WIRE_VERSION: u32 = 3;
 
@@ -88,7 +92,7 @@ impl Version {
         limits: &Limits,
         emit: impl FnMut(Bytes, Bytes),
     ) -> Result<(), DecodeError> {
-        check_envelope(env, limits, self)?;
+        check_envelope(env, limits)?;
         match self {
             Version::V1 => v1::encode_fields(env, emit),
             Version::V2 => v2::encode_fields(env, emit),
@@ -258,7 +262,7 @@ pub fn encode_fields(
     Version::default().encode_fields(env, limits, emit)
 }
 
-fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits, version: Version) -> Result<(), DecodeError> {
+fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits) -> Result<(), DecodeError> {
     let too_large = |what, size, limit| {
         if size > limit {
             Err(DecodeError::TooLarge { what, size, limit })
@@ -269,8 +273,8 @@ fn check_envelope(env: &EnvelopeRef<'_>, limits: &Limits, version: Version) -> R
     too_large("payload", env.payload.len(), limits.max_payload)?;
     too_large("header count", env.headers.len(), limits.max_headers)?;
     too_large("field count", 12 + env.headers.len(), limits.max_fields)?;
-    // Version 3 writes no type name where none was given; the others require one.
-    if !(version == Version::V3 && env.type_name.is_empty()) {
+    // Version 3 writes no type name where none was given; the others write `UNNAMED`.
+    if !env.type_name.is_empty() {
         check_type_name(env.type_name, limits)?;
     }
     check_content_type(env.content_type, limits)?;
@@ -302,20 +306,21 @@ pub fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, De
     decode_at(fields, limits, None)
 }
 
-/// Decodes the fields of the entry `entry_id` of `topic`'s stream, of any version: what a
-/// version 3 entry leaves out is derived from them (the id with [`MessageId::of_entry`], the
-/// publish time from the entry id's milliseconds; from the entry id in its `o` field instead
-/// when a dead-letter replay wrote one).
+/// Decodes the fields of the entry `entry_id` of the topic stream `stream` (its key,
+/// `<namespace>:{<topic>}`), of any version: what a version 3 entry leaves out is derived from
+/// them (the id with [`MessageId::of_entry`], the publish time from the entry id's
+/// milliseconds; from the entry id in its `o` field instead when a dead-letter replay wrote
+/// one).
 ///
 /// # Errors
 /// As [`decode`].
 pub fn decode_entry(
     fields: &[(Bytes, Bytes)],
-    topic: &str,
+    stream: &str,
     entry_id: EntryId,
     limits: &Limits,
 ) -> Result<Envelope, DecodeError> {
-    decode_at(fields, limits, Some((topic, entry_id)))
+    decode_at(fields, limits, Some((stream, entry_id)))
 }
 
 fn decode_at(fields: &[(Bytes, Bytes)], limits: &Limits, at: Option<(&str, EntryId)>) -> Result<Envelope, DecodeError> {
@@ -727,8 +732,9 @@ mod tests {
             let small = Limits { max_payload: 10, ..Limits::default() };
             assert!(matches!(version.encode(&env, &small), Err(DecodeError::TooLarge { .. })));
             let env = Envelope::new("", Json::CONTENT_TYPE, "{}");
-            // Version 3 writes no type name where none was given; the others require one.
-            assert_eq!(version.encode(&env, &Limits::default()).is_err(), version != Version::V3, "{version:?}");
+            // Version 3 writes no type name where none was given; the others write `UNNAMED`.
+            let read = decode(&version.encode(&env, &Limits::default()).unwrap(), &Limits::default()).unwrap();
+            assert_eq!(read.type_name, if version == Version::V3 { "" } else { UNNAMED }, "{version:?}");
             let env = Envelope::new("T", "", "{}");
             assert!(version.encode(&env, &Limits::default()).is_err());
         }
@@ -832,8 +838,8 @@ mod tests {
     #[test]
     fn versions_1_and_2_still_write_every_part_of_a_lean_envelope() {
         for version in [Version::V1, Version::V2] {
-            let env = lean();
-            assert!(version.encode_fields(&env, &Limits::default(), |_, _| {}).is_err(), "no type name: {version:?}");
+            let read = decode(&fields_of(version, &lean()), &Limits::default()).unwrap();
+            assert_eq!(read.type_name, UNNAMED, "no type name: {version:?}");
             let mut typed = lean();
             typed.type_name = "Order";
             let fields = fields_of(version, &typed);
@@ -894,13 +900,13 @@ mod tests {
             headers in proptest::collection::btree_map("[a-z][a-z0-9-]{0,20}", "\\PC{0,300}", 0..20),
             payload in proptest::collection::vec(any::<u8>(), 0..512),
             ts in 0u64..u64::MAX / 2,
-            v1 in any::<bool>(),
+            version in 0usize..3,
         ) {
             let mut env = Envelope::new(type_name, MsgPack::CONTENT_TYPE, payload);
             env.published_at = UNIX_EPOCH + Duration::from_millis(ts);
             env.key = key;
             for (k, v) in headers { env.headers.insert(k, v); }
-            let version = if v1 { Version::V1 } else { Version::V2 };
+            let version = VERSIONS[version];
             let fields = version.encode(&env, &Limits::default()).unwrap();
             prop_assert_eq!(decode(&fields, &Limits::default()).unwrap(), env);
         }

@@ -15,6 +15,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     // every other value is written into one buffer that the fields share (one allocation
     // instead of one per field, and no formatting machinery).
     let (id, published_at) = env.id_and_time();
+    let type_name = if env.type_name.is_empty() { super::UNNAMED } else { env.type_name };
     let (mut ts, mut dl, mut exp) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
     let ts = ts.format(to_millis(published_at)).as_bytes();
     let dl = env.deadline.map(|t| dl.format(to_millis(t)).as_bytes());
@@ -29,7 +30,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     let id = id.as_uuid().hyphenated().encode_lower(&mut id_text).as_bytes();
     let opt = |v: Option<&[u8]>| v.map_or(0, <[u8]>::len);
     let len = id.len()
-        + env.type_name.len()
+        + type_name.len()
         + content_type.map_or(env.content_type.len(), |_| 0)
         + ts.len()
         + opt(env.key.map(str::as_bytes))
@@ -47,7 +48,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     // The lengths, in the order the values were put; fields are then cut from the buffer.
     let mut lens = [0usize; 11];
     lens[0] = put(id);
-    lens[1] = put(env.type_name.as_bytes());
+    lens[1] = put(type_name.as_bytes());
     lens[2] = if content_type.is_none() { put(env.content_type.as_bytes()) } else { 0 };
     lens[3] = put(ts);
     lens[4] = env.key.map_or(0, |k| put(k.as_bytes()));

@@ -18,6 +18,7 @@ use crate::envelope::{to_millis, Envelope, EnvelopeRef};
 /// Emits `v`, `m` and `p` (the envelope was checked already).
 pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, Bytes)) {
     let (id, published_at) = env.id_and_time();
+    let type_name = if env.type_name.is_empty() { super::UNNAMED } else { env.type_name };
     let mut id_text = [0u8; 36];
     let id = &*id.as_uuid().hyphenated().encode_lower(&mut id_text);
     let tp = env.traceparent.map(|t| t.to_ascii());
@@ -30,7 +31,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     let times = [(field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
     // Every key and value with its longest header (5 bytes for strings, 9 for integers).
     let len = 1
-        + [id, env.type_name, env.content_type].iter().map(|v| 10 + v.len()).sum::<usize>()
+        + [id, type_name, env.content_type].iter().map(|v| 10 + v.len()).sum::<usize>()
         + 13
         + strings.iter().map(|(_, v)| v.map_or(0, |v| 11 + v.len())).sum::<usize>()
         + 13 * times.len()
@@ -44,7 +45,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     put_str(&mut m, field::ID);
     put_str(&mut m, id);
     put_str(&mut m, field::TYPE);
-    put_str(&mut m, env.type_name);
+    put_str(&mut m, type_name);
     put_str(&mut m, field::CONTENT_TYPE);
     put_str(&mut m, env.content_type);
     put_str(&mut m, field::TIMESTAMP);

@@ -4,7 +4,7 @@
 //! optional) only when there is metadata to carry, and `o` after a dead-letter replay. What an
 //! entry leaves out, readers take from where it already is:
 //!
-//! - no `id`: the message id is derived from the topic and the entry id it was first written
+//! - no `id`: the message id is derived from the stream key and the entry id it was first written
 //!   at ([`MessageId::of_entry`](crate::MessageId::of_entry)), `o` when a replay wrote it;
 //! - no `ts`: the publish time is that entry id's milliseconds (Redis' clock);
 //! - no `type`: none was given (an empty type name); no `ct`: `application/msgpack`.
@@ -76,7 +76,7 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
 }
 
 /// Decodes version 3 `fields` (the caller checked the field count and the version). `at`:
-/// the topic and entry id the fields were read at, for what the entry leaves out.
+/// the topic stream and entry id the fields were read at, for what the entry leaves out.
 pub(super) fn decode(
     fields: &[(Bytes, Bytes)],
     limits: &Limits,
@@ -105,11 +105,11 @@ pub(super) fn decode(
         None => at.map(|(_, id)| id),
     };
     if parts.id.is_none() {
-        let (Some((topic, _)), Some(origin)) = (at, origin) else {
+        let (Some((stream, _)), Some(origin)) = (at, origin) else {
             // Read without knowing where from (`wire::decode`): there is no id to derive.
             return Err(DecodeError::MissingField { field: field::ID });
         };
-        parts.derived_id = Some(MessageId::of_entry(topic, origin));
+        parts.derived_id = Some(MessageId::of_entry(stream, origin));
     }
     if parts.published_at.is_none() {
         parts.published_at = Some(origin.ok_or(DecodeError::MissingField { field: field::TIMESTAMP })?.ms());

@@ -87,7 +87,7 @@ impl TopicConsumer {
             let body = match entry.fields {
                 None => JobBody::Tombstone,
                 Some(fields) if for_other_group(&fields, &self.group) => JobBody::ForOtherGroup,
-                Some(fields) => match wire::decode_entry(&fields, self.topic.as_str(), entry.id, self.conn.limits()) {
+                Some(fields) => match wire::decode_entry(&fields, &self.key, entry.id, self.conn.limits()) {
                     Ok(env) => JobBody::Message(Box::new(env)),
                     Err(e) => JobBody::Malformed(e.to_string()),
                 },
