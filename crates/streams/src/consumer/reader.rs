@@ -88,6 +88,10 @@ const RINGS_FROM_STREAMS: usize = 500;
 /// read blocks on every stream, which any write wakes.
 const RINGS_FULL_READ_EVERY: Duration = Duration::from_secs(1);
 
+/// With producers' rings: how soon after a read of every stream the first sweep comes (see
+/// `read`).
+const RINGS_FIRST_SWEEP: Duration = Duration::from_millis(50);
+
 /// With a doorbell, the read of every stream goes in slices of this many streams, each with the
 /// streams that rang: one read of 10,000 streams held up every rung read behind it for 40 to
 /// 60 ms (with producers' rings, p99 44 ms at 2,000 messages a second over 10,000 topics,
@@ -664,6 +668,14 @@ impl SharedReader {
             return Ok(());
         }
         let (keys, count) = (all.keys.clone(), all.count);
+        // Streams in this read are not ready any more: taken out before it is sent, so a ring
+        // that comes while it is under way (for an entry it may not see) makes them ready again.
+        // Given back if the read fails.
+        let was_ready: Vec<Arc<str>> = if self.ready.is_empty() {
+            Vec::new()
+        } else {
+            keys.iter().filter(|k| self.ready.remove(*k)).cloned().collect()
+        };
         if reads_all
             && keys.len() >= RINGS_FROM_STREAMS
             && self.doorbell.is_none()
@@ -799,14 +811,19 @@ impl SharedReader {
         };
         if reply.is_ok() {
             self.unnamed_losses = 0;
+        } else {
+            self.ready.extend(was_ready.iter().cloned());
         }
         match reply {
             Ok(streams) => {
                 if self.source() == Some(Source::Rings) {
                     if reads_all {
-                        // Every stream was just read: the next sweep is due a period from now.
+                        // Every stream was just read. The next sweep is soon all the same:
+                        // messages start to flow, and a producer that has not heard of this
+                        // worker yet learns of it with its next ring, writing unrung meanwhile
+                        // (before, such a message waited a second at 10,000 topics).
                         self.sweep.clear();
-                        self.next_full = Instant::now() + RINGS_FULL_READ_EVERY;
+                        self.next_full = Instant::now() + RINGS_FIRST_SWEEP;
                     } else {
                         // Entries of streams that did not ring (rings that came meanwhile taken
                         // first): a writer that does not ring is at work, and sweeps follow
@@ -814,7 +831,11 @@ impl SharedReader {
                         while let Some(ring) = self.doorbell.as_mut().and_then(|d| d.rings.try_recv().ok()) {
                             self.ring(ring);
                         }
-                        let unrung = |k: &[u8]| std::str::from_utf8(k).is_ok_and(|k| !self.ready.contains(k));
+                        // Rung: before the read (taken out of `ready` for it) or while it ran.
+                        let rung_before: HashSet<&str> = was_ready.iter().map(|k| &**k).collect();
+                        let unrung = |k: &[u8]| {
+                            std::str::from_utf8(k).is_ok_and(|k| !rung_before.contains(k) && !self.ready.contains(k))
+                        };
                         if streams.iter().any(|(k, _)| unrung(k)) {
                             self.unrung_seen = true;
                         }
@@ -830,13 +851,7 @@ impl SharedReader {
                     }
                     self.hot_until = Some(Instant::now() + self.hot_interval * HOT_READS);
                 }
-                // Streams read are not ready any more, unless they filled the count (more may
-                // be there).
-                if !self.ready.is_empty() {
-                    for key in keys.iter() {
-                        self.ready.remove(key);
-                    }
-                }
+                // Streams that filled the count are ready again (more may be there).
                 for (key, entries) in &streams {
                     if entries.len() >= count {
                         if let Some(key) = std::str::from_utf8(key).ok().and_then(|k| self.known.get(k)) {
