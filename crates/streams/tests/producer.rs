@@ -46,13 +46,7 @@ async fn published_entry_is_what_the_wire_format_says() {
     let started = Producer::builder(conn.clone()).start_traces(true).build().unwrap();
     let ids = [in_trace.await.unwrap(), started.publish("traced", &Order { n: 2, key: String::new() }).await.unwrap()];
     let lean = producer.publish("traced", &Order { n: 3, key: String::new() }).await.unwrap();
-    let read = tributary_streams::replay::Replay::new(conn.clone())
-        .range("traced", tributary_streams::Position::Beginning, tributary_streams::Position::End)
-        .unwrap()
-        .next_batch()
-        .await
-        .unwrap()
-        .unwrap();
+    let read = read_topic(&conn, "traced").await;
     let traces: Vec<_> = read.iter().map(|r| r.envelope.as_ref().unwrap().traceparent).collect();
     assert_eq!(read.iter().map(|r| r.entry_id).collect::<Vec<_>>(), [ids[0], ids[1], lean]);
     assert_eq!(traces[0].map(|t| t.trace_id_hex()), Some(root.trace_id_hex()), "a child of the active trace");
@@ -62,13 +56,7 @@ async fn published_entry_is_what_the_wire_format_says() {
     // Type names and message ids of their own, where a producer is set to write them.
     let full = Producer::builder(conn.clone()).type_names(true).message_ids(true).build().unwrap();
     let at = full.publish("full", &Order { n: 4, key: String::new() }).await.unwrap();
-    let read = tributary_streams::replay::Replay::new(conn.clone())
-        .range("full", tributary_streams::Position::Beginning, tributary_streams::Position::End)
-        .unwrap()
-        .next_batch()
-        .await
-        .unwrap()
-        .unwrap();
+    let read = read_topic(&conn, "full").await;
     let env = read[0].envelope.as_ref().unwrap();
     assert_eq!((read[0].entry_id, env.type_name.as_str()), (at, "Order"));
     assert_eq!(env.id.as_uuid().get_version_num(), 7, "its own id, not one derived from the entry");
@@ -97,6 +85,16 @@ async fn a_connection_set_to_version_1_writes_one_field_per_part() {
     assert_eq!(lines[8], "application/msgpack");
     assert_eq!(lines[12], "customer-1");
     assert_eq!(lines[14], "web");
+}
+
+/// Every entry of `topic`, decoded.
+async fn read_topic(conn: &Connection, topic: &str) -> Vec<tributary_streams::Received> {
+    let range = tributary_streams::Replay::new(conn.clone()).range(
+        topic,
+        tributary_streams::Position::Beginning,
+        tributary_streams::Position::End,
+    );
+    range.unwrap().next_batch().await.unwrap().unwrap_or_default()
 }
 
 /// Publishes order 7 with key `customer-1` and header `source: web` to `orders`.

@@ -13,7 +13,9 @@
 use bytes::Bytes;
 
 use super::{field, invalid, lossy, DecodeError, Limits, Parts, VERSION_2};
-use crate::envelope::{to_millis, Envelope, EnvelopeRef};
+use std::time::SystemTime;
+
+use crate::envelope::{to_millis, Envelope, EnvelopeRef, Headers};
 
 /// Emits `v`, `m` and `p` (the envelope was checked already).
 pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, Bytes)) {
@@ -23,33 +25,44 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     let id = &*id.as_uuid().hyphenated().encode_lower(&mut id_text);
     let tp = env.traceparent.map(|t| t.to_ascii());
     let strings = [
+        (field::ID, Some(id.as_bytes())),
+        (field::TYPE, Some(type_name.as_bytes())),
+        (field::CONTENT_TYPE, Some(env.content_type.as_bytes())),
         (field::KEY, env.key.map(str::as_bytes)),
         (field::CORRELATION_ID, env.correlation_id.map(str::as_bytes)),
         (field::REPLY_TO, env.reply_to.map(str::as_bytes)),
         (field::TRACEPARENT, tp.as_ref().map(|t| &t[..])),
     ];
-    let times = [(field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
+    let times =
+        [(field::TIMESTAMP, Some(published_at)), (field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
+    let m = meta_map(&strings, &times, env.headers).unwrap_or_default();
+    let s = |k: &'static str| Bytes::from_static(k.as_bytes());
+    emit(s(field::VERSION), s(VERSION_2));
+    emit(s(field::META), Bytes::from(m));
+    emit(s(field::PAYLOAD), env.payload.clone());
+}
+
+/// The metadata map of versions 2 and 3: the `strings` and `times` that are present, in that
+/// order, then the headers; `None` when nothing is.
+pub(super) fn meta_map(
+    strings: &[(&str, Option<&[u8]>)],
+    times: &[(&str, Option<SystemTime>)],
+    headers: &Headers,
+) -> Option<Vec<u8>> {
+    let present = strings.iter().filter(|(_, v)| v.is_some()).count()
+        + times.iter().filter(|(_, v)| v.is_some()).count()
+        + usize::from(!headers.is_empty());
+    if present == 0 {
+        return None;
+    }
     // Every key and value with its longest header (5 bytes for strings, 9 for integers).
     let len = 1
-        + [id, type_name, env.content_type].iter().map(|v| 10 + v.len()).sum::<usize>()
-        + 13
         + strings.iter().map(|(_, v)| v.map_or(0, |v| 11 + v.len())).sum::<usize>()
         + 13 * times.len()
         + 6
-        + env.headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
+        + headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
     let mut m = Vec::with_capacity(len);
-    let present = strings.iter().filter(|(_, v)| v.is_some()).count()
-        + times.iter().filter(|(_, v)| v.is_some()).count()
-        + usize::from(!env.headers.is_empty());
-    put_map_len(&mut m, 4 + present);
-    put_str(&mut m, field::ID);
-    put_str(&mut m, id);
-    put_str(&mut m, field::TYPE);
-    put_str(&mut m, type_name);
-    put_str(&mut m, field::CONTENT_TYPE);
-    put_str(&mut m, env.content_type);
-    put_str(&mut m, field::TIMESTAMP);
-    put_uint(&mut m, to_millis(published_at));
+    put_map_len(&mut m, present);
     for (name, value) in strings {
         if let Some(value) = value {
             put_str(&mut m, name);
@@ -59,21 +72,18 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     for (name, value) in times {
         if let Some(value) = value {
             put_str(&mut m, name);
-            put_uint(&mut m, to_millis(value));
+            put_uint(&mut m, to_millis(*value));
         }
     }
-    if !env.headers.is_empty() {
+    if !headers.is_empty() {
         put_str(&mut m, field::HEADERS);
-        put_map_len(&mut m, env.headers.len());
-        for (name, value) in env.headers.iter() {
+        put_map_len(&mut m, headers.len());
+        for (name, value) in headers.iter() {
             put_str(&mut m, name);
             put_str(&mut m, value);
         }
     }
-    let s = |k: &'static str| Bytes::from_static(k.as_bytes());
-    emit(s(field::VERSION), s(VERSION_2));
-    emit(s(field::META), Bytes::from(m));
-    emit(s(field::PAYLOAD), env.payload.clone());
+    Some(m)
 }
 
 /// Decodes version 2 `fields` (the caller checked the field count and the version).

@@ -14,10 +14,10 @@
 
 use bytes::Bytes;
 
-use super::v2::{put_map_len, put_str, put_str_bytes, put_uint, read_meta};
+use super::v2::{meta_map, read_meta};
 use super::{field, invalid, lossy, DecodeError, Limits, Parts, VERSION_3};
 use crate::codec::MsgPack;
-use crate::envelope::{to_millis, Envelope, EnvelopeRef};
+use crate::envelope::{Envelope, EnvelopeRef};
 use crate::id::{EntryId, MessageId};
 
 /// Emits `v`, `m` when there is metadata, and `p` (the envelope was checked already).
@@ -36,40 +36,9 @@ pub(super) fn encode_fields(env: &EnvelopeRef<'_>, mut emit: impl FnMut(Bytes, B
     ];
     let times =
         [(field::TIMESTAMP, env.published_at), (field::DEADLINE, env.deadline), (field::EXPIRES, env.expires_at)];
-    let present = strings.iter().filter(|(_, v)| v.is_some()).count()
-        + times.iter().filter(|(_, v)| v.is_some()).count()
-        + usize::from(!env.headers.is_empty());
     let s = |k: &'static str| Bytes::from_static(k.as_bytes());
     emit(s(field::VERSION), s(VERSION_3));
-    if present > 0 {
-        // Every key and value with its longest header (5 bytes for strings, 9 for integers).
-        let len = 1
-            + strings.iter().map(|(_, v)| v.map_or(0, |v| 11 + v.len())).sum::<usize>()
-            + 13 * times.len()
-            + 6
-            + env.headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
-        let mut m = Vec::with_capacity(len);
-        put_map_len(&mut m, present);
-        for (name, value) in strings {
-            if let Some(value) = value {
-                put_str(&mut m, name);
-                put_str_bytes(&mut m, value);
-            }
-        }
-        for (name, value) in times {
-            if let Some(value) = value {
-                put_str(&mut m, name);
-                put_uint(&mut m, to_millis(value));
-            }
-        }
-        if !env.headers.is_empty() {
-            put_str(&mut m, field::HEADERS);
-            put_map_len(&mut m, env.headers.len());
-            for (name, value) in env.headers.iter() {
-                put_str(&mut m, name);
-                put_str(&mut m, value);
-            }
-        }
+    if let Some(m) = meta_map(&strings, &times, env.headers) {
         emit(s(field::META), Bytes::from(m));
     }
     emit(s(field::PAYLOAD), env.payload.clone());
