@@ -252,8 +252,9 @@ impl FromStr for EntryId {
 }
 
 /// A multiply-rotate hasher (the scheme of rustc's `FxHasher`) for maps and sets keyed by ids:
-/// [`EntryId`]s, or [`MessageId`]s as `u128`. SipHash, the standard library's default, cost
-/// hundreds of instructions per lookup on the consumer's and the RPC client's hot paths.
+/// [`EntryId`]s, or [`MessageId`]s as `u128`. SipHash, the standard library's default, was a
+/// measurable share of the consumer's and the RPC client's hot paths
+/// (docs/performance-history.md, "Counted in instructions").
 ///
 /// It is not resistant to chosen keys: use it only where the keys are ids Redis or this
 /// process made and the map stays small (entries in flight, calls waiting for a reply).

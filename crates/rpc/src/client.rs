@@ -14,8 +14,9 @@ use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::config::Options;
 
 /// Requests of calls are sent without the connection's command timeout: the call's own timeout
-/// bounds them. The second timer, with the producer's topic lookup this path also skips, cost
-/// about 2,000 instructions per call (callgrind, `rpc` in docs/performance-history.md).
+/// bounds them, and a second timer per call (with the producer's topic lookup, which this path
+/// also skips) was a measurable share of a call (docs/performance-history.md, "The RPC call
+/// path, counted again").
 const UNTIMED: Options = Options {
     max_attempts: None,
     max_redirections: None,
@@ -466,8 +467,9 @@ impl<C: Codec> RpcClient<C> {
 
         let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
         // Boxed: fred's command future is about 5 KiB, and unboxed it made this future 6.5 KiB,
-        // copied whole at every move (into the timeout, into the caller's state): more
-        // instructions than the allocation (callgrind, `rpc` in docs/performance-history.md).
+        // copied whole at every move (into the timeout, into the caller's state), which cost
+        // more than the allocation (docs/performance-history.md, "The RPC call path, counted
+        // again").
         let exchange = Box::pin(async {
             let client = self.inner.conn.client_for_slot(fred::util::redis_keyslot(stream.key.as_bytes())).await;
             let untimed = client.with_options(&UNTIMED);

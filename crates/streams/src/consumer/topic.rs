@@ -771,8 +771,9 @@ pub(crate) fn reconnected(events: &mut broadcast::Receiver<Server>) -> bool {
 }
 
 /// The entries a consumer holds, hashed by [`IdHasher`]: the map is touched twice per
-/// message (held when dispatched, forgotten once acknowledged), where SipHash cost
-/// about 400 instructions per message (callgrind, `e2e`). Not resistant to chosen keys, which is
+/// message (held when dispatched, forgotten once acknowledged), where SipHash was a
+/// measurable share of a message's cost (docs/performance-history.md, "Counted in
+/// instructions"). Not resistant to chosen keys, which is
 /// fine here: it holds at most `max_in_flight` ids, all of them handed out by Redis to this
 /// consumer.
 pub(crate) type HeldMap = HashMap<EntryId, Held, BuildHasherDefault<IdHasher>>;
