@@ -147,27 +147,8 @@ async fn a_stream_of_mixed_versions_is_handled_in_order() {
         counts.push(n);
     }
     let conn = connect(wire::Version::V3).await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let worker = Worker::builder(conn.clone(), "g")
-        .concurrency(1)
-        .on("mixed", move |g: Greeting, ctx: Context| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push((g.count, ctx.message_id()));
-                Ok::<_, HandlerError>(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start();
-    wait_until(Duration::from_secs(30), "every entry handled", || {
-        let n = seen.lock().unwrap().len();
-        async move { n == 4 }
-    })
-    .await;
-    worker.shutdown().await;
-    let seen = seen.lock().unwrap().clone();
+    let handled = handle(&conn, "mixed", 4).await;
+    let seen: Vec<(u32, MessageId)> = handled.iter().map(|h| (h.0.count, h.2.parse().unwrap())).collect();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), counts, "in stream order");
     let versions: Vec<usize> = seen.iter().map(|s| s.1.as_uuid().get_version_num()).collect();
     assert_eq!(versions, [7, 7, 7, 8], "ids written (by redis-cli, by v1 and v2 producers), one derived (v3)");
@@ -179,11 +160,18 @@ type Handled = (Greeting, String, String, Option<String>, Option<String>, std::t
 
 /// Runs a worker on topic `greetings` until it handled one message; what its handler saw.
 async fn handle_one(conn: &Connection) -> Handled {
+    handle(conn, "greetings", 1).await.remove(0)
+}
+
+/// Runs a worker (one handler at a time: stream order) on `topic` until it handled `n`
+/// messages; what its handler saw, in order.
+async fn handle(conn: &Connection, topic: &str, n: usize) -> Vec<Handled> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let worker = Worker::builder(conn.clone(), "g")
         .consumer_name("c")
-        .on("greetings", move |g: Greeting, ctx: Context| {
+        .concurrency(1)
+        .on(topic, move |g: Greeting, ctx: Context| {
             let s = s.clone();
             async move {
                 s.lock().unwrap().push((
@@ -200,12 +188,12 @@ async fn handle_one(conn: &Connection) -> Handled {
         .build()
         .unwrap()
         .start();
-    wait_until(Duration::from_secs(30), "the entry is handled", || {
-        let n = seen.lock().unwrap().len();
-        async move { n == 1 }
+    wait_until(Duration::from_secs(30), "the entries are handled", || {
+        let done = seen.lock().unwrap().len() == n;
+        async move { done }
     })
     .await;
-    let handled = seen.lock().unwrap().remove(0);
     worker.shutdown().await;
+    let handled = std::mem::take(&mut *seen.lock().unwrap());
     handled
 }

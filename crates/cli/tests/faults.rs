@@ -76,7 +76,7 @@ async fn worker_processes_killed_at_random_lose_no_message() {
         assert!(started.elapsed() < Duration::from_secs(300), "not finished after 5 minutes");
         // Kill a random consumer at a random moment (at most 20 kills), then start it again
         // under the same name: it recovers its own pending entries, others may reclaim them.
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..400))).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..400))).await; // the fault's random moment
         if kills < 40 && !done {
             let i = fastrand::usize(..names.len());
             let (mut child, reader) = std::mem::replace(&mut procs[i], spawn_consumer(&redis, names[i], &counts));

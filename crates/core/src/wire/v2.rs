@@ -88,22 +88,27 @@ pub(super) fn meta_map(
 
 /// Decodes version 2 `fields` (the caller checked the field count and the version).
 pub(super) fn decode(fields: &[(Bytes, Bytes)], limits: &Limits) -> Result<Envelope, DecodeError> {
-    let (mut version, mut meta, mut payload) = (None, None, None);
-    for (name, value) in fields {
-        let slot = match name.as_ref() {
-            b"v" => &mut version,
-            b"m" => &mut meta,
-            b"p" => &mut payload,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(DecodeError::DuplicateField { field: lossy(name, 64) });
-        }
-    }
+    let [_, meta, payload] = take_fields(fields, [b"v", b"m", b"p"])?;
     let meta = meta.ok_or(DecodeError::MissingField { field: field::META })?;
     let mut parts = Parts { payload, ..Parts::default() };
     read_meta(meta, &mut parts, limits)?;
     parts.into_envelope(limits)
+}
+
+/// The values of the fields `names` (each may occur once; other fields are ignored), for the
+/// versions whose entries are a few fixed fields (2 and 3).
+pub(super) fn take_fields<'a, const N: usize>(
+    fields: &'a [(Bytes, Bytes)],
+    names: [&[u8]; N],
+) -> Result<[Option<&'a Bytes>; N], DecodeError> {
+    let mut found = [None; N];
+    for (name, value) in fields {
+        let Some(i) = names.iter().position(|n| *n == name.as_ref()) else { continue };
+        if found[i].replace(value).is_some() {
+            return Err(DecodeError::DuplicateField { field: lossy(name, 64) });
+        }
+    }
+    Ok(found)
 }
 
 /// Reads the metadata map `meta` (version 2's, and version 3's) into `parts`.

@@ -14,8 +14,8 @@
 
 use bytes::Bytes;
 
-use super::v2::{meta_map, read_meta};
-use super::{field, invalid, lossy, DecodeError, Limits, Parts, VERSION_3};
+use super::v2::{meta_map, read_meta, take_fields};
+use super::{field, invalid, DecodeError, Limits, Parts, VERSION_3};
 use crate::codec::MsgPack;
 use crate::envelope::{Envelope, EnvelopeRef};
 use crate::id::{EntryId, MessageId};
@@ -51,19 +51,7 @@ pub(super) fn decode(
     limits: &Limits,
     at: Option<(&str, EntryId)>,
 ) -> Result<Envelope, DecodeError> {
-    let (mut version, mut meta, mut payload, mut origin) = (None, None, None, None);
-    for (name, value) in fields {
-        let slot = match name.as_ref() {
-            b"v" => &mut version,
-            b"m" => &mut meta,
-            b"p" => &mut payload,
-            b"o" => &mut origin,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(DecodeError::DuplicateField { field: lossy(name, 64) });
-        }
-    }
+    let [_, meta, payload, origin] = take_fields(fields, [b"v", b"m", b"p", b"o"])?;
     let mut parts = Parts { payload, lean: true, ..Parts::default() };
     if let Some(meta) = meta {
         read_meta(meta, &mut parts, limits)?;
