@@ -172,6 +172,11 @@ pub struct Options {
     #[arg(long, default_value_t = 20_000, help_heading = "rpc")]
     pub rpc_concurrent_calls: u64,
 
+    /// rpc: the server's `Worker::concurrency` (handlers running at once); the library's
+    /// default when not given.
+    #[arg(long, help_heading = "rpc")]
+    pub rpc_server_concurrency: Option<usize>,
+
     /// rpc: skip the NATS baseline even when `nats-server` is installed.
     #[arg(long, help_heading = "rpc")]
     pub no_nats: bool,

@@ -82,10 +82,12 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
 
     // Tributary: server and client on connections of their own.
     let server_conn = env.connect().await?;
-    let server = RpcServer::builder(server_conn.clone(), SERVICE)
-        .method("echo", |req: Bytes, _ctx| async move { Ok::<_, RpcHandlerError>(req) })
-        .build()?
-        .start();
+    let mut server = RpcServer::builder(server_conn.clone(), SERVICE)
+        .method("echo", |req: Bytes, _ctx| async move { Ok::<_, RpcHandlerError>(req) });
+    if let Some(n) = o.rpc_server_concurrency {
+        server = server.configure_worker(move |w| w.concurrency(n));
+    }
+    let server = server.build()?.start();
     let client_conn = env.connect().await?;
     let client = RpcClient::builder(client_conn.clone()).default_timeout(Duration::from_secs(10)).build()?;
     let request_key = server_conn.namespace().topic_stream(&tributary::rpc_keys::request_topic(SERVICE)?);
@@ -177,6 +179,7 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, BoxError> {
             "rounds": o.rounds,
             "payload_bytes": o.payload_bytes,
             "tributary": "RpcClient::call -> RpcServer method echo (defaults)",
+            "tributary_server_concurrency": o.rpc_server_concurrency,
             "fred": "hand-written: XADD request {corr, reply, p}; server XREADGROUP COUNT 64 BLOCK + one pipeline \
                      per read (XADD MAXLEN ~ 10000 reply per request, one XACK); client XREAD BLOCK on its \
                      reply stream from the last id",
