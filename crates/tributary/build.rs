@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-const GUIDES: [&str; 12] = [
+const GUIDES: [&str; 13] = [
     "delivery",
     "rpc",
     "time",
@@ -19,6 +19,7 @@ const GUIDES: [&str; 12] = [
     "troubleshooting",
     "from-pubsub",
     "performance",
+    "observability",
 ];
 
 fn main() {

@@ -38,7 +38,7 @@ use tributary_core::{
 };
 use tributary_streams::replay::Tail;
 use tributary_streams::trace::current_trace;
-use tributary_streams::{BuildError, Position, Producer, StreamError};
+use tributary_streams::{metrics, BuildError, Position, Producer, StreamError};
 
 use crate::error::RpcError;
 use crate::keys;
@@ -86,6 +86,8 @@ struct Inner {
     default_timeout: Duration,
     pending: Mutex<PendingCalls>,
     late_replies: AtomicU64,
+    /// `tributary.rpc.late_replies`.
+    late_reply_counter: ::metrics::Counter,
     reply_ttl: Duration,
     /// Set once the reply stream exists and its reader runs (see `RpcClient::ready`).
     started: tokio::sync::OnceCell<()>,
@@ -181,6 +183,10 @@ impl<C: Codec> RpcClientBuilder<C> {
             default_timeout: self.default_timeout,
             pending: Mutex::new(PendingCalls::default()),
             late_replies: AtomicU64::new(0),
+            late_reply_counter: ::metrics::counter!(
+                metrics::RPC_LATE_REPLIES,
+                metrics::label::SYSTEM => metrics::SYSTEM
+            ),
             reply_ttl: self.reply_ttl,
             started: tokio::sync::OnceCell::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -321,7 +327,7 @@ impl Inner {
         self.request_streams.get_or_try_insert(service, |s| {
             let topic = keys::request_topic(s)?;
             let key = Key::from(self.conn.namespace().topic_stream(&topic));
-            Ok(RequestStream { topic, key })
+            Ok(RequestStream { topic, key, durations: NameCache::new(256) })
         })
     }
 
@@ -342,6 +348,7 @@ impl Inner {
         if !delivered {
             // The call timed out or was dropped: nobody waits for this reply.
             self.late_replies.fetch_add(1, Ordering::Relaxed);
+            self.late_reply_counter.increment(1);
             tracing::debug!(correlation_id, "late reply discarded");
         }
     }
@@ -416,6 +423,33 @@ impl<C: Codec> RpcClient<C> {
     /// # Errors
     /// As [`call`](Self::call).
     pub async fn call_with_timeout<Req, Resp>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let started = std::time::Instant::now();
+        let result = self.exchange(service, method, request, timeout).await;
+        if let Ok(stream) = self.inner.request_stream(service) {
+            let duration = started.elapsed();
+            match &result {
+                Ok(_) => stream.call_duration(service, method).record(duration),
+                Err(e) => {
+                    let labels = call_labels(service, method, Some(metrics::error_type(e.kind())));
+                    ::metrics::histogram!(metrics::RPC_CALL_DURATION, labels).record(duration);
+                }
+            }
+        }
+        result
+    }
+
+    /// The call itself (see `call_with_timeout`).
+    async fn exchange<Req, Resp>(
         &self,
         service: &str,
         method: &str,
@@ -569,4 +603,26 @@ impl<C: Codec> RpcClient<C> {
 struct RequestStream {
     topic: Topic,
     key: Key,
+    /// `rpc.client.call.duration` of successful calls, by method (registered on first use).
+    durations: NameCache<::metrics::Histogram>,
+}
+
+impl RequestStream {
+    fn call_duration(&self, service: &str, method: &str) -> Arc<::metrics::Histogram> {
+        self.durations.get_or_insert_with(method, |m| {
+            ::metrics::histogram!(metrics::RPC_CALL_DURATION, call_labels(service, m, None))
+        })
+    }
+}
+
+/// The labels of `rpc.client.call.duration`.
+fn call_labels(service: &str, method: &str, error: Option<&'static str>) -> Vec<::metrics::Label> {
+    use ::metrics::Label;
+    let mut labels = vec![
+        Label::from_static_parts(metrics::label::SYSTEM, metrics::SYSTEM),
+        Label::new(metrics::label::RPC_SERVICE, service.to_owned()),
+        Label::new(metrics::label::RPC_METHOD, method.to_owned()),
+    ];
+    labels.extend(error.map(|e| Label::from_static_parts(metrics::label::ERROR_TYPE, e)));
+    labels
 }

@@ -36,6 +36,7 @@ pub mod admin;
 pub mod consumer;
 pub mod dead_letter;
 mod error;
+pub mod metrics;
 mod position;
 mod producer;
 mod redis;

@@ -19,6 +19,7 @@ use tributary_core::{
     Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MessageId, MsgPack, RedisError, Topic,
 };
 
+use crate::metrics::PublishMetrics;
 use crate::redis::entry_id_of;
 use crate::retention::Retention;
 use crate::ring::Ringer;
@@ -90,6 +91,7 @@ struct Target {
     /// Entries this producer published to the topic: safe retention trims every
     /// `safe_trim_every` of them (counted per topic, so every topic gets its turn).
     publishes: AtomicU64,
+    metrics: PublishMetrics,
 }
 
 /// The trimming arguments of an `XADD` with `retention` now (none without plain retention;
@@ -354,6 +356,20 @@ impl<C: Codec> Producer<C> {
         envelope: &EnvelopeRef<'_>,
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
+        let started = Instant::now();
+        let stored = self.store_on(client, target, envelope, idempotency_key).await;
+        target.metrics.published(started, u64::from(stored.is_ok()), stored.as_ref().err().map(|e| (1, e.kind())));
+        stored
+    }
+
+    /// Stores `envelope` (see `publish_on`).
+    async fn store_on(
+        &self,
+        client: &Client,
+        target: &Arc<Target>,
+        envelope: &EnvelopeRef<'_>,
+        idempotency_key: Option<&str>,
+    ) -> Result<EntryId, StreamError> {
         let limits_err = |source| StreamError::Limits { topic: target.topic.to_string(), source };
         let retention = self.retention(target).await;
         let id = match idempotency_key {
@@ -420,6 +436,7 @@ impl<C: Codec> Producer<C> {
                 slot: fred::util::redis_keyslot(key.as_bytes()),
                 retention: CachedRetention::default(),
                 publishes: AtomicU64::new(0),
+                metrics: PublishMetrics::new(topic.as_str()),
                 topic,
                 key,
             })
@@ -596,7 +613,26 @@ impl<C: Codec> Producer<C> {
 
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
-        let retention = self.retention(&target).await;
+        let started = Instant::now();
+        let stored = self.store_batch(&target, envelopes).await;
+        let (n, failed) = match &stored {
+            Ok(ids) => (ids.len() as u64, None),
+            Err(e @ StreamError::PartialBatch { failed, total, .. }) => {
+                ((total - failed) as u64, Some((*failed as u64, e.kind())))
+            }
+            Err(e) => (0, Some((envelopes.len() as u64, e.kind()))),
+        };
+        target.metrics.published(started, n, failed);
+        stored
+    }
+
+    /// Stores `envelopes` in one pipeline (see `publish_refs`).
+    async fn store_batch(
+        &self,
+        target: &Arc<Target>,
+        envelopes: &[EnvelopeRef<'_>],
+    ) -> Result<Vec<EntryId>, StreamError> {
+        let retention = self.retention(target).await;
         let cap = cap(retention);
         let pipeline = self.conn.client_for_slot(target.slot).await.pipeline();
         for env in envelopes {
@@ -644,7 +680,7 @@ impl<C: Codec> Producer<C> {
                 }
             }
         }
-        self.after_publish(&target, retention.as_ref(), total as u64).await;
+        self.after_publish(target, retention.as_ref(), total as u64).await;
         match first_error {
             None => Ok(stored.into_iter().flatten().collect()),
             Some(source) => Err(StreamError::PartialBatch {

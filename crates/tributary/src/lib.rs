@@ -19,10 +19,11 @@ pub use tributary_core::fred;
 #[cfg(feature = "streams")]
 #[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
 pub use tributary_streams::{
-    admin, async_trait, consumer, dead_letter, handler_fn, layer_fn, raw_handler_fn, replay, trace, Admin, BuildError,
-    Context, DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy, HoldReason,
-    Layer, Next, Position, Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention, RetryPolicy,
-    Route, RouteOptions, Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    admin, async_trait, consumer, dead_letter, handler_fn, layer_fn, metrics, raw_handler_fn, replay, trace, Admin,
+    BuildError, Context, DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy,
+    HoldReason, Layer, Next, Position, Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention,
+    RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle,
+    WorkerStats,
 };
 
 #[cfg(feature = "rpc")]
@@ -105,6 +106,8 @@ pub mod guide {
     pub mod from_pubsub {}
     #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/performance.md"))]
     pub mod performance {}
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/observability.md"))]
+    pub mod observability {}
 }
 
 /// The names most applications need: `use tributary::prelude::*;`.

@@ -221,6 +221,7 @@ impl TopicConsumer {
                 Ok(moved) => {
                     if moved == 1 {
                         self.stats.settle(&self.stats.dead_lettered, 1);
+                        self.metrics.dead_lettered(reason.as_str());
                         if reason == DeadLetterReason::Malformed {
                             Stats::add(&self.stats.malformed, 1);
                         }

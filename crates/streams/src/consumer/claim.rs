@@ -151,6 +151,7 @@ impl TopicConsumer {
         drop(slots);
         self.dispatch(taken).await;
         Stats::add(&self.stats.reclaimed, count as u64);
+        self.metrics.reclaimed.increment(count as u64);
         Ok(Some((rows.len(), count)))
     }
 

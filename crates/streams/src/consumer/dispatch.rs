@@ -81,6 +81,7 @@ impl TopicConsumer {
     /// Decodes `taken` and starts handling it: lanes for keyed entries, the rest concurrently
     /// (see the module docs). Returns once every entry is running or done.
     pub(crate) async fn dispatch(self: &Arc<Self>, taken: Vec<Taken>) {
+        self.metrics.consumed.increment(taken.len() as u64);
         let mut free = Vec::with_capacity(taken.len());
         self.hold(taken.iter().map(|t| t.entry.id), Instant::now());
         for Taken { entry, deliveries, permit, admit } in taken {

@@ -57,6 +57,7 @@ impl TopicConsumer {
         };
         if self.create_group(&start.to_string()).await? {
             Stats::add(&self.stats.groups_recreated, 1);
+            self.metrics.groups_recreated.increment(1);
             tracing::error!(topic = %self.topic, group = %self.group, start = %start,
                 "consumer group was missing (Redis restarted without persistence, or the group or topic \
                  was deleted, or a failover reached a replica without it); created it again after the \

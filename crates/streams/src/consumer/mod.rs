@@ -51,6 +51,7 @@ pub use retry::RetryPolicy;
 pub use route::{Route, RouteOptions};
 pub use stats::WorkerStats;
 
+use crate::metrics::ConsumerMetrics;
 pub(crate) use ack::DEAD_LETTER_FIELDS;
 use stats::Stats;
 use topic::{Shared, TopicConsumer};
@@ -181,9 +182,17 @@ impl Worker {
         let mut running: HashSet<Topic> = HashSet::new();
         for (topic, handler, options) in &self.routes {
             running.insert(topic.clone());
-            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options).run(true));
+            let metrics = Arc::new(ConsumerMetrics::new(topic.as_str(), &shared.group));
+            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options, metrics).run(true));
         }
         if !self.patterns.is_empty() {
+            // Every topic a pattern matches records under the pattern: labels stay bounded
+            // however many topics match.
+            let pattern_metrics: Vec<Arc<ConsumerMetrics>> = self
+                .patterns
+                .iter()
+                .map(|(p, _, _)| Arc::new(ConsumerMetrics::new(p.as_str(), &shared.group)))
+                .collect();
             let mut discovery = crate::registry::Discovery::new(self.conn.clone());
             let patterns: Vec<TopicPattern> = self.patterns.iter().map(|(p, _, _)| p.clone()).collect();
             loop {
@@ -191,14 +200,20 @@ impl Worker {
                     Ok(topics) => {
                         for topic in topics {
                             // The first pattern that matches the topic handles it.
-                            let Some((pattern, handler, options)) =
-                                self.patterns.iter().find(|(p, _, _)| p.matches(&topic) && p.permits(&topic))
+                            let Some(((pattern, handler, options), metrics)) = self
+                                .patterns
+                                .iter()
+                                .zip(&pattern_metrics)
+                                .find(|((p, _, _), _)| p.matches(&topic) && p.permits(&topic))
                             else {
                                 continue;
                             };
                             if running.insert(topic.clone()) {
                                 tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                loops.spawn(TopicConsumer::new(&shared, topic, handler.clone(), options).run(false));
+                                let metrics = metrics.clone();
+                                loops.spawn(
+                                    TopicConsumer::new(&shared, topic, handler.clone(), options, metrics).run(false),
+                                );
                             }
                         }
                     }

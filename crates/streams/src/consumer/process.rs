@@ -7,7 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,6 +20,7 @@ use super::dispatch::{Job, JobBody, Settlement};
 use super::handler::{Action, Context, ContextInner};
 use super::stats::Stats;
 use super::topic::TopicConsumer;
+use crate::metrics::Attempt;
 use crate::scripts::CLAIM_OWNED;
 use crate::trace::in_trace;
 
@@ -136,6 +137,7 @@ impl TopicConsumer {
                     },
                 };
                 Stats::add(&self.stats.delivered, 1);
+                let running = self.metrics.running();
                 let handler = self.handler.clone();
                 let call = ctx.clone();
                 let run = async move {
@@ -151,11 +153,22 @@ impl TopicConsumer {
                         None => run.instrument(span.clone()).await,
                     }
                 };
-                match self.config.handler_timeout {
+                let started = Instant::now();
+                let outcome = match self.config.handler_timeout {
                     None => Some(run.await),
                     // Boxed: the timer would make every message's future larger.
                     Some(limit) => Box::pin(tokio::time::timeout(limit, run)).await.ok(),
-                }
+                };
+                drop(running);
+                let attempt = match &outcome {
+                    Some(Ok(Ok(()))) => Attempt::Ok,
+                    Some(Ok(Err(e))) if matches!(e.action, Action::Reject) => Attempt::Rejected,
+                    Some(Ok(Err(_))) => Attempt::HandlerError,
+                    Some(Err(_)) => Attempt::Panic,
+                    None => Attempt::Timeout,
+                };
+                self.metrics.processed(started, attempt);
+                outcome
             };
             self.returned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (error, delay) = match outcome {
@@ -190,6 +203,7 @@ impl TopicConsumer {
             // Waiting to retry takes no read-ahead room: the next entries may be read meanwhile.
             drop(admit.take());
             Stats::add(&self.stats.retried, 1);
+            self.metrics.retries.increment(1);
             span.in_scope(|| tracing::info!(error = %error, retry_in = ?delay, "handler failed; will retry"));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -286,6 +300,7 @@ impl TopicConsumer {
     /// An expired message: counted, then dead-lettered or acknowledged (`ExpiredPolicy`).
     async fn settle_expired(&self, id: EntryId, attempt: u64, permit: OwnedSemaphorePermit) -> Settled {
         Stats::add(&self.stats.expired, 1);
+        self.metrics.expired.increment(1);
         match self.config.expired {
             ExpiredPolicy::DeadLetter => {
                 self.dead_letter(id, DeadLetterReason::Expired, attempt, "expired before it was handled").await;

@@ -28,6 +28,7 @@ use super::reader::{Outcome, ReaderLink};
 use super::route::RouteOptions;
 use super::stats::Stats;
 use super::upkeep::UpkeepLink;
+use crate::metrics::ConsumerMetrics;
 use crate::scripts::{DELETE_CONSUMER_IF_EMPTY, RELEASE_OWNED};
 
 /// Bounds on a graceful stop's own steps, for when Redis is unreachable: ending the blocked
@@ -130,6 +131,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) group: String,
     pub(crate) config: Arc<ConsumerConfig>,
     pub(crate) stats: Arc<Stats>,
+    /// This route's metrics handles (a pattern's are shared by the topics it matched).
+    pub(crate) metrics: Arc<ConsumerMetrics>,
     pub(crate) handler: Arc<dyn Handler>,
     /// Topic, group and consumer name, shared by every message's `Context`.
     pub(crate) origin: Arc<Origin>,
@@ -194,7 +197,13 @@ pub(crate) struct TopicConsumer {
 }
 
 impl TopicConsumer {
-    pub(crate) fn new(shared: &Shared, topic: Topic, handler: Arc<dyn Handler>, options: &RouteOptions) -> Arc<Self> {
+    pub(crate) fn new(
+        shared: &Shared,
+        topic: Topic,
+        handler: Arc<dyn Handler>,
+        options: &RouteOptions,
+        metrics: Arc<ConsumerMetrics>,
+    ) -> Arc<Self> {
         let mut config = shared.config.clone();
         if options != &RouteOptions::default() {
             let mut c = (*config).clone();
@@ -222,6 +231,7 @@ impl TopicConsumer {
             running: Arc::new(Semaphore::new(config.concurrency)),
             config,
             stats: shared.stats.clone(),
+            metrics,
             handler,
             origin,
             stop: shared.stop.clone(),

@@ -1,0 +1,208 @@
+//! Metrics through the `metrics` facade (#20), read back from a recorder installed for this
+//! test binary, against a real redis-server. Each test uses topics of its own: the recorder is
+//! shared by every test of the binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tributary_streams::metrics::{self as m, label};
+use tributary_streams::{Context, HandlerError, Producer, StreamError, Worker};
+
+/// A series: its name, and its labels as sorted `(name, value)` pairs.
+type Series = (String, Vec<(String, String)>);
+
+/// What the recorder holds: counters and gauges as last read, histograms' samples as gathered
+/// over every snapshot (a snapshot drains them).
+#[derive(Default)]
+struct Recorded {
+    values: HashMap<Series, DebugValue>,
+    samples: HashMap<Series, Vec<f64>>,
+}
+
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("the only recorder of this binary");
+        snapshotter
+    })
+}
+
+fn recorded() -> &'static Mutex<Recorded> {
+    static RECORDED: OnceLock<Mutex<Recorded>> = OnceLock::new();
+    RECORDED.get_or_init(Mutex::default)
+}
+
+/// Labels as sorted `(name, value)` pairs, from `name=value` strings.
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    v.sort();
+    v
+}
+
+/// Reads the recorder into `recorded()`.
+fn take_snapshot() {
+    let mut recorded = recorded().lock().unwrap();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let key = key.key();
+        let mut l: Vec<(String, String)> = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+        l.sort();
+        let id = (key.name().to_owned(), l);
+        match value {
+            DebugValue::Histogram(samples) => {
+                recorded.samples.entry(id).or_default().extend(samples.iter().map(|s| s.into_inner()));
+            }
+            other => {
+                recorded.values.insert(id, other);
+            }
+        }
+    }
+}
+
+/// A counter's value, 0 when it was never registered.
+fn counter(name: &str, pairs: &[(&str, &str)]) -> u64 {
+    take_snapshot();
+    match recorded().lock().unwrap().values.get(&(name.to_owned(), labels(pairs))) {
+        Some(DebugValue::Counter(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// A gauge's value, if registered.
+fn gauge(name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+    take_snapshot();
+    match recorded().lock().unwrap().values.get(&(name.to_owned(), labels(pairs))) {
+        Some(DebugValue::Gauge(v)) => Some(v.into_inner()),
+        _ => None,
+    }
+}
+
+/// A histogram's samples so far.
+fn samples(name: &str, pairs: &[(&str, &str)]) -> Vec<f64> {
+    take_snapshot();
+    recorded().lock().unwrap().samples.get(&(name.to_owned(), labels(pairs))).cloned().unwrap_or_default()
+}
+
+/// Every series of `name` whose labels include `pair`.
+fn series_with(name: &str, pair: (&str, &str)) -> Vec<Vec<(String, String)>> {
+    take_snapshot();
+    let recorded = recorded().lock().unwrap();
+    let has = |l: &Vec<(String, String)>| l.iter().any(|(k, v)| k == pair.0 && v == pair.1);
+    let mut found: Vec<_> = recorded
+        .values
+        .keys()
+        .chain(recorded.samples.keys())
+        .filter(|(n, l)| n == name && has(l))
+        .map(|(_, l)| l.clone())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[tokio::test]
+async fn a_producer_and_a_worker_record_what_they_do() {
+    snapshotter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let topic = "metrics.orders";
+    let producer = Producer::new(conn.clone());
+    for n in [1, 7, 13] {
+        producer.publish(topic, &Order { n, key: String::new() }).await.unwrap();
+    }
+    producer
+        .publish_batch(topic, &[Order { n: 2, key: String::new() }, Order { n: 3, key: String::new() }])
+        .await
+        .unwrap();
+    // Too large to be a message: refused before Redis, and counted as a failure.
+    let huge = Order { n: 0, key: "k".repeat(5 * 1024 * 1024) };
+    assert!(matches!(producer.publish(topic, &huge).await, Err(StreamError::Limits { .. })));
+
+    let sent = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::OPERATION, "publish")];
+    assert_eq!(counter(m::SENT_MESSAGES, &sent), 5, "three publishes and a batch of two");
+    assert_eq!(samples(m::OPERATION_DURATION, &sent).len(), 4, "one duration per publish or batch");
+    let failed = [
+        (label::SYSTEM, m::SYSTEM),
+        (label::DESTINATION, topic),
+        (label::OPERATION, "publish"),
+        (label::ERROR_TYPE, "config"),
+    ];
+    assert_eq!(counter(m::SENT_MESSAGES, &failed), 1);
+
+    // 7 fails once then succeeds; 13 is rejected; the others succeed at once.
+    let failures = Seen::<u64>::new();
+    let seen = failures.clone();
+    let worker = Worker::builder(conn.clone(), "billing")
+        .retry_policy(tributary_streams::RetryPolicy::exponential(Duration::from_millis(10), Duration::from_millis(10)))
+        .on(topic, move |o: Order, ctx: Context| {
+            let seen = seen.clone();
+            async move {
+                if o.n == 13 {
+                    return Err(HandlerError::reject("unlucky"));
+                }
+                if o.n == 7 && ctx.attempt() == 1 {
+                    seen.push(o.n);
+                    return Err(HandlerError::retry("not yet"));
+                }
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let stats = tokio::time::timeout(PATIENCE, worker.settled(5)).await.expect("every entry settled");
+    assert_eq!((stats.acked, stats.dead_lettered, stats.retried), (4, 1, 1));
+    assert_eq!(failures.get(), [7]);
+
+    let base = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::GROUP, "billing")];
+    let with =
+        |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> { base.iter().chain(extra).copied().collect() };
+    assert_eq!(counter(m::CONSUMED_MESSAGES, &with(&[(label::OPERATION, "receive")])), 5);
+    assert_eq!(samples(m::PROCESS_DURATION, &with(&[(label::OPERATION, "process")])).len(), 4);
+    let handler_error = with(&[(label::OPERATION, "process"), (label::ERROR_TYPE, "handler_error")]);
+    assert_eq!(samples(m::PROCESS_DURATION, &handler_error).len(), 1);
+    let rejected = with(&[(label::OPERATION, "process"), (label::ERROR_TYPE, "rejected")]);
+    assert_eq!(samples(m::PROCESS_DURATION, &rejected).len(), 1);
+    assert!(samples(m::PROCESS_DURATION, &rejected).iter().all(|s| (0.0..10.0).contains(s)), "seconds");
+    assert_eq!(counter(m::RETRIES, &base), 1);
+    assert_eq!(counter(m::DEAD_LETTERS, &with(&[(label::REASON, "rejected")])), 1);
+    assert_eq!(counter(m::DEAD_LETTERS, &with(&[(label::REASON, "max_deliveries")])), 0);
+    assert_eq!(gauge(m::IN_FLIGHT, &base), Some(0.0), "no handler runs once all settled");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topics_a_pattern_matched_are_recorded_under_the_pattern() {
+    snapshotter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    for topic in ["sensors.a", "sensors.b", "sensors.c"] {
+        producer.publish(topic, &Order { n: 1, key: String::new() }).await.unwrap();
+    }
+    let seen = Seen::<u64>::new();
+    let worker = Worker::builder(conn.clone(), "dashboards")
+        .pattern_refresh(Duration::from_millis(50))
+        .on_pattern("sensors.*", record(&seen))
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("every entry settled");
+    let receive = [
+        (label::SYSTEM, m::SYSTEM),
+        (label::DESTINATION, "sensors.*"),
+        (label::GROUP, "dashboards"),
+        (label::OPERATION, "receive"),
+    ];
+    assert_eq!(counter(m::CONSUMED_MESSAGES, &receive), 3);
+    for topic in ["sensors.a", "sensors.b", "sensors.c"] {
+        assert_eq!(series_with(m::CONSUMED_MESSAGES, (label::DESTINATION, topic)), Vec::<Vec<_>>::new());
+    }
+    worker.shutdown().await;
+}
