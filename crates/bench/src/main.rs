@@ -66,6 +66,23 @@ async fn main() -> ExitCode {
         };
     }
 
+    // Installed before any producer or worker registers its handles (#20): rendered every
+    // 5 s, as a scrape would, so histograms do not pile up.
+    if cli.options.metrics_recorder {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            eprintln!("cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                std::hint::black_box(handle.render());
+            }
+        });
+        eprintln!("metrics: a Prometheus recorder is installed (--metrics-recorder)");
+    }
     let env = Env::start().await;
     let redis_version = env.redis_version().await.unwrap_or_else(|e| format!("unknown ({e})"));
     eprintln!("redis {redis_version} at {}, namespace {}", env.url(), env.namespace());

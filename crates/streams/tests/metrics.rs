@@ -172,8 +172,46 @@ async fn a_producer_and_a_worker_record_what_they_do() {
     assert!(samples(m::PROCESS_DURATION, &rejected).iter().all(|s| (0.0..10.0).contains(s)), "seconds");
     assert_eq!(counter(m::RETRIES, &base), 1);
     assert_eq!(counter(m::DEAD_LETTERS, &with(&[(label::REASON, "rejected")])), 1);
-    assert_eq!(counter(m::DEAD_LETTERS, &with(&[(label::REASON, "max_deliveries")])), 0);
     assert_eq!(gauge(m::IN_FLIGHT, &base), Some(0.0), "no handler runs once all settled");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_in_flight_gauge_counts_a_running_handler_until_it_returns() {
+    snapshotter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let topic = "metrics.slow";
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let waiting = release.clone();
+    let worker = Worker::builder(conn.clone(), "reports")
+        .on(topic, move |_o: Order, _ctx: Context| {
+            let waiting = waiting.clone();
+            async move {
+                waiting.notified().await;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let started = std::time::Instant::now();
+    Producer::new(conn.clone()).publish(topic, &Order { n: 1, key: String::new() }).await.unwrap();
+    let base = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::GROUP, "reports")];
+    wait_until(PATIENCE, "the handler counted as running", || async { gauge(m::IN_FLIGHT, &base) == Some(1.0) }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the handler's run, simulated
+    release.notify_one();
+    tokio::time::timeout(PATIENCE, worker.settled(1)).await.expect("settled");
+    assert_eq!(gauge(m::IN_FLIGHT, &base), Some(0.0));
+    let process = [
+        (label::SYSTEM, m::SYSTEM),
+        (label::DESTINATION, topic),
+        (label::GROUP, "reports"),
+        (label::OPERATION, "process"),
+    ];
+    let took = samples(m::PROCESS_DURATION, &process);
+    assert_eq!(took.len(), 1);
+    assert!(took[0] >= 0.1 && took[0] <= started.elapsed().as_secs_f64(), "in seconds: {took:?}");
     worker.shutdown().await;
 }
 

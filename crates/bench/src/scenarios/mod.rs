@@ -172,6 +172,11 @@ pub struct Options {
     #[arg(long, default_value_t = 20_000, help_heading = "rpc")]
     pub rpc_concurrent_calls: u64,
 
+    /// Every scenario: install a Prometheus recorder (`metrics-exporter-prometheus`, rendered
+    /// every 5 s) before anything is built, to measure what Tributary's metrics cost (#20).
+    #[arg(long)]
+    pub metrics_recorder: bool,
+
     /// rpc: the server's `Worker::concurrency` (handlers running at once); the library's
     /// default when not given.
     #[arg(long, help_heading = "rpc")]

@@ -145,6 +145,8 @@ impl TopicConsumer {
             if !Box::pin(self.send_acks(&batch)).await {
                 return;
             }
+            // Before `settle`, which wakes whoever waits for the count.
+            self.report_running();
             self.stats.settle(&self.stats.acked, batch.len() as u64);
             self.forget(batch.iter().map(|(id, _)| *id));
             // One permit for the batch, so the slots go back under one lock of the semaphore
@@ -220,6 +222,7 @@ impl TopicConsumer {
             match DEAD_LETTER.run::<i64>(&self.conn, keys.clone(), args.clone()).await {
                 Ok(moved) => {
                     if moved == 1 {
+                        self.report_running();
                         self.stats.settle(&self.stats.dead_lettered, 1);
                         self.metrics.dead_lettered(reason.as_str());
                         if reason == DeadLetterReason::Malformed {

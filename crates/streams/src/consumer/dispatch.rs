@@ -59,6 +59,15 @@ fn for_other_group(fields: &[(bytes::Bytes, bytes::Bytes)], group: &str) -> bool
     matches!(fields.last(), Some((name, to)) if name.as_ref() == b"dlq:for" && to.as_ref() != group.as_bytes())
 }
 
+/// Counts the topic's running handlers when dropped (see `TopicConsumer::report_running`).
+struct ReportRunning<'a>(&'a TopicConsumer);
+
+impl Drop for ReportRunning<'_> {
+    fn drop(&mut self) {
+        self.0.report_running();
+    }
+}
+
 /// A sequence of messages handled one at a time, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Lane {
@@ -82,6 +91,8 @@ impl TopicConsumer {
     /// (see the module docs). Returns once every entry is running or done.
     pub(crate) async fn dispatch(self: &Arc<Self>, taken: Vec<Taken>) {
         self.metrics.consumed.increment(taken.len() as u64);
+        // Once the batch's handlers started (at every return).
+        let _report = ReportRunning(self);
         let mut free = Vec::with_capacity(taken.len());
         self.hold(taken.iter().map(|t| t.entry.id), Instant::now());
         for Taken { entry, deliveries, permit, admit } in taken {

@@ -137,7 +137,6 @@ impl TopicConsumer {
                     },
                 };
                 Stats::add(&self.stats.delivered, 1);
-                let running = self.metrics.running();
                 let handler = self.handler.clone();
                 let call = ctx.clone();
                 let run = async move {
@@ -159,7 +158,6 @@ impl TopicConsumer {
                     // Boxed: the timer would make every message's future larger.
                     Some(limit) => Box::pin(tokio::time::timeout(limit, run)).await.ok(),
                 };
-                drop(running);
                 let attempt = match &outcome {
                     Some(Ok(Ok(()))) => Attempt::Ok,
                     Some(Ok(Err(e))) if matches!(e.action, Action::Reject) => Attempt::Rejected,

@@ -133,6 +133,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) stats: Arc<Stats>,
     /// This route's metrics handles (a pattern's are shared by the topics it matched).
     pub(crate) metrics: Arc<ConsumerMetrics>,
+    /// The running handlers this topic last counted in `tributary.handlers.in_flight`.
+    running_reported: std::sync::atomic::AtomicI64,
     pub(crate) handler: Arc<dyn Handler>,
     /// Topic, group and consumer name, shared by every message's `Context`.
     pub(crate) origin: Arc<Origin>,
@@ -196,6 +198,13 @@ pub(crate) struct TopicConsumer {
     pub(crate) claim_turn: tokio::sync::Notify,
 }
 
+/// A topic that is gone (stopped, or dropped at a hard stop) runs no handler any more.
+impl Drop for TopicConsumer {
+    fn drop(&mut self) {
+        self.metrics.report_running(&self.running_reported, 0);
+    }
+}
+
 impl TopicConsumer {
     pub(crate) fn new(
         shared: &Shared,
@@ -232,6 +241,7 @@ impl TopicConsumer {
             config,
             stats: shared.stats.clone(),
             metrics,
+            running_reported: std::sync::atomic::AtomicI64::new(0),
             handler,
             origin,
             stop: shared.stop.clone(),
@@ -640,6 +650,13 @@ impl TopicConsumer {
         if let Some(h) = self.held.lock().expect("held lock").get_mut(&id) {
             h.waiting = true;
         }
+    }
+
+    /// Counts this topic's running handlers in `tributary.handlers.in_flight`: after each read
+    /// batch started its handlers, each acknowledgement batch and each dead letter.
+    pub(crate) fn report_running(&self) {
+        let running = self.config.concurrency.saturating_sub(self.running.available_permits());
+        self.metrics.report_running(&self.running_reported, running as i64);
     }
 
     pub(crate) fn forget(&self, ids: impl IntoIterator<Item = EntryId>) {
