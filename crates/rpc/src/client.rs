@@ -31,7 +31,6 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
-use tributary_core::envelope::short_type_name;
 use tributary_core::id::IdHasher;
 use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic,
@@ -376,11 +375,7 @@ impl<C: Codec> RpcClient<C> {
     /// The type name a request of `Req` carries: none in wire format version 3 (servers route
     /// by method, not by type), the type's name in older versions, which require one.
     fn request_type<Req: ?Sized>(&self) -> &'static str {
-        if self.inner.conn.wire_version() == tributary_core::wire::Version::V3 {
-            ""
-        } else {
-            short_type_name::<Req>()
-        }
+        self.inner.conn.wire_version().default_type_name::<Req>()
     }
 
     /// Creates the reply stream and starts its reader, unless done already; calls do it
@@ -433,24 +428,25 @@ impl<C: Codec> RpcClient<C> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        // A service name that is not valid is refused before anything is timed.
+        let stream = self.inner.request_stream(service)?;
         let started = std::time::Instant::now();
-        let result = self.exchange(service, method, request, timeout).await;
-        if let Ok(stream) = self.inner.request_stream(service) {
-            let duration = started.elapsed();
-            match &result {
-                Ok(_) => stream.call_duration(service, method).record(duration),
-                Err(e) => {
-                    let labels = call_labels(service, method, Some(metrics::error_type(e.kind())));
-                    ::metrics::histogram!(metrics::RPC_CALL_DURATION, labels).record(duration);
-                }
+        let result = self.exchange(&stream, service, method, request, timeout).await;
+        let duration = started.elapsed();
+        match &result {
+            Ok(_) => stream.call_duration(service, method).record(duration),
+            Err(e) => {
+                let labels = call_labels(service, method, Some(metrics::error_type(e.kind())));
+                ::metrics::histogram!(metrics::RPC_CALL_DURATION, labels).record(duration);
             }
         }
         result
     }
 
-    /// The call itself (see `call_with_timeout`).
+    /// The call itself (see `call_with_timeout`), to the request stream of `service`.
     async fn exchange<Req, Resp>(
         &self,
+        stream: &RequestStream,
         service: &str,
         method: &str,
         request: &Req,
@@ -463,7 +459,6 @@ impl<C: Codec> RpcClient<C> {
         let timeout = timeout.min(LONGEST_CALL);
         let started = tokio::time::Instant::now();
         let deadline = SystemTime::now() + timeout;
-        let stream = self.inner.request_stream(service)?;
         // The reply reader runs before the request exists (a no-op after the first call).
         let timed_out = || RpcError::Timeout { service: service.to_owned(), method: method.to_owned(), after: timeout };
         tokio::time::timeout_at(started + timeout, self.ready()).await.map_err(|_| timed_out())??;

@@ -307,19 +307,20 @@ impl DeadLetters {
     pub async fn replay(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let replayed = self.replay_one(id).await;
         if matches!(replayed, Ok(Some(_))) {
+            self.ringer.ring_soon(&self.conn, &self.topic_key);
             crate::retention::apply_stored(&self.conn, &self.topic).await;
         }
         replayed
     }
 
-    /// [`Self::replay`] without trimming by the topic's retention afterwards.
+    /// [`Self::replay`] without ringing or trimming by the topic's retention afterwards (a
+    /// replay of many letters does both once per page or once in all).
     async fn replay_one(&self, id: EntryId) -> Result<Option<EntryId>, StreamError> {
         let args: Vec<Value> = vec![id.to_string().into(), Value::from(DEAD_LETTER_FIELDS.len() as i64)];
         match REPLAY_DEAD_LETTER.run::<Value>(&self.conn, vec![self.key.clone(), self.topic_key.clone()], args).await {
             Ok(Value::Null) => Ok(None),
             Ok(v) => {
                 let id = entry_id_of("EVALSHA replay_dead_letter", v)?;
-                self.ringer.ring_soon(&self.conn, &self.topic_key);
                 Ok(Some(id))
             }
             Err(e) if ["NOFIELDS", "UNREADABLE", "TRUNCATED"].iter().any(|p| e.is_server_error(p)) => {
@@ -373,30 +374,47 @@ impl DeadLetters {
             let args = Args::new().arg(start.as_str()).arg(last.to_string()).arg("COUNT").arg(100);
             let page = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
             let Some(page_last) = page.last().map(|e| e.id) else { return Ok(report) };
-            for entry in page {
-                let letter = DeadLetter::parse(&self.topic_key, entry.id, entry.fields.unwrap_or_default());
-                if !letter.is_readable() {
-                    if filter.reason.is_none() && filter.group.is_none() {
-                        report.unreadable += 1;
-                    }
-                    continue;
-                }
-                if !filter.matches(&letter) {
-                    continue;
-                }
-                match self.replay_one(entry.id).await {
-                    Ok(Some(_)) => report.replayed += 1,
-                    Ok(None) => {}
-                    Err(StreamError::NothingToReplay { .. }) => report.without_fields += 1,
-                    Err(e) => return Err(e),
-                }
+            let replayed_before = report.replayed;
+            let page_result = self.replay_page(filter, page, &mut report).await;
+            // One ring for the page's letters, also when it stopped at an error.
+            if report.replayed > replayed_before {
+                self.ringer.ring_soon(&self.conn, &self.topic_key);
             }
+            page_result?;
             progress(&report);
             if page_last >= last {
                 return Ok(report);
             }
             start = format!("({page_last}");
         }
+    }
+
+    /// Replays the letters of `page` that `filter` takes, counting them in `report`.
+    async fn replay_page(
+        &self,
+        filter: &DeadLetterFilter,
+        page: Vec<crate::redis::RawEntry>,
+        report: &mut ReplayAll,
+    ) -> Result<(), StreamError> {
+        for entry in page {
+            let letter = DeadLetter::parse(&self.topic_key, entry.id, entry.fields.unwrap_or_default());
+            if !letter.is_readable() {
+                if filter.reason.is_none() && filter.group.is_none() {
+                    report.unreadable += 1;
+                }
+                continue;
+            }
+            if !filter.matches(&letter) {
+                continue;
+            }
+            match self.replay_one(entry.id).await {
+                Ok(Some(_)) => report.replayed += 1,
+                Ok(None) => {}
+                Err(StreamError::NothingToReplay { .. }) => report.without_fields += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every dead letter (the whole dead-letter stream). Returns how many there were.

@@ -14,7 +14,6 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::slot_command;
 use tributary_core::envelope::short_type_name;
-use tributary_core::wire::Version;
 use tributary_core::{
     Codec, Connection, EntryId, Envelope, EnvelopeRef, Headers, MessageId, MsgPack, RedisError, Topic,
 };
@@ -294,10 +293,10 @@ impl<C: Codec> Producer<C> {
     /// version 3 (`Envelope::type_name` is empty) unless the producer writes type names, the
     /// type's name in older versions, which require one.
     fn default_type<T: ?Sized>(&self) -> &'static str {
-        if self.conn.wire_version() == Version::V3 && !self.shared.type_names {
-            ""
-        } else {
+        if self.shared.type_names {
             short_type_name::<T>()
+        } else {
+            self.conn.wire_version().default_type_name::<T>()
         }
     }
 

@@ -106,6 +106,22 @@ fn series_with(name: &str, pair: (&str, &str)) -> Vec<Vec<(String, String)>> {
     found
 }
 
+/// The labels of a producer's series for `topic`, with `extra`.
+fn sent_labels<'a>(topic: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::OPERATION, "publish")]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+/// The labels of a worker's series for `destination` read by `group`, with `extra`.
+fn worker_labels<'a>(destination: &'a str, group: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, destination), (label::GROUP, group)]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_producer_and_a_worker_record_what_they_do() {
     snapshotter();
@@ -124,15 +140,10 @@ async fn a_producer_and_a_worker_record_what_they_do() {
     let huge = Order { n: 0, key: "k".repeat(5 * 1024 * 1024) };
     assert!(matches!(producer.publish(topic, &huge).await, Err(StreamError::Limits { .. })));
 
-    let sent = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::OPERATION, "publish")];
+    let sent = sent_labels(topic, &[]);
     assert_eq!(counter(m::SENT_MESSAGES, &sent), 5, "three publishes and a batch of two");
     assert_eq!(samples(m::OPERATION_DURATION, &sent).len(), 4, "one duration per publish or batch");
-    let failed = [
-        (label::SYSTEM, m::SYSTEM),
-        (label::DESTINATION, topic),
-        (label::OPERATION, "publish"),
-        (label::ERROR_TYPE, "config"),
-    ];
+    let failed = sent_labels(topic, &[(label::ERROR_TYPE, "config")]);
     assert_eq!(counter(m::SENT_MESSAGES, &failed), 1);
 
     // 7 fails once then succeeds; 13 is rejected; the others succeed at once.
@@ -160,9 +171,8 @@ async fn a_producer_and_a_worker_record_what_they_do() {
     assert_eq!((stats.acked, stats.dead_lettered, stats.retried), (4, 1, 1));
     assert_eq!(failures.get(), [7]);
 
-    let base = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::GROUP, "billing")];
-    let with =
-        |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> { base.iter().chain(extra).copied().collect() };
+    let base = worker_labels(topic, "billing", &[]);
+    let with = |extra: &[(&'static str, &'static str)]| worker_labels(topic, "billing", extra);
     assert_eq!(counter(m::CONSUMED_MESSAGES, &with(&[(label::OPERATION, "receive")])), 5);
     assert_eq!(samples(m::PROCESS_DURATION, &with(&[(label::OPERATION, "process")])).len(), 4);
     let handler_error = with(&[(label::OPERATION, "process"), (label::ERROR_TYPE, "handler_error")]);
@@ -197,18 +207,13 @@ async fn the_in_flight_gauge_counts_a_running_handler_until_it_returns() {
         .start();
     let started = std::time::Instant::now();
     Producer::new(conn.clone()).publish(topic, &Order { n: 1, key: String::new() }).await.unwrap();
-    let base = [(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic), (label::GROUP, "reports")];
+    let base = worker_labels(topic, "reports", &[]);
     wait_until(PATIENCE, "the handler counted as running", || async { gauge(m::IN_FLIGHT, &base) == Some(1.0) }).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // the handler's run, simulated
     release.notify_one();
     tokio::time::timeout(PATIENCE, worker.settled(1)).await.expect("settled");
     assert_eq!(gauge(m::IN_FLIGHT, &base), Some(0.0));
-    let process = [
-        (label::SYSTEM, m::SYSTEM),
-        (label::DESTINATION, topic),
-        (label::GROUP, "reports"),
-        (label::OPERATION, "process"),
-    ];
+    let process = worker_labels(topic, "reports", &[(label::OPERATION, "process")]);
     let took = samples(m::PROCESS_DURATION, &process);
     assert_eq!(took.len(), 1);
     assert!(took[0] >= 0.1 && took[0] <= started.elapsed().as_secs_f64(), "in seconds: {took:?}");
@@ -232,12 +237,7 @@ async fn topics_a_pattern_matched_are_recorded_under_the_pattern() {
         .unwrap()
         .start();
     tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("every entry settled");
-    let receive = [
-        (label::SYSTEM, m::SYSTEM),
-        (label::DESTINATION, "sensors.*"),
-        (label::GROUP, "dashboards"),
-        (label::OPERATION, "receive"),
-    ];
+    let receive = worker_labels("sensors.*", "dashboards", &[(label::OPERATION, "receive")]);
     assert_eq!(counter(m::CONSUMED_MESSAGES, &receive), 3);
     for topic in ["sensors.a", "sensors.b", "sensors.c"] {
         assert_eq!(series_with(m::CONSUMED_MESSAGES, (label::DESTINATION, topic)), Vec::<Vec<_>>::new());

@@ -62,6 +62,16 @@ pub enum Version {
 }
 
 impl Version {
+    /// The type name a message of type `T` is written with when none is given: none in
+    /// version 3 (readers take an entry without one as unnamed), the type's short name in
+    /// versions 1 and 2, which require one.
+    pub fn default_type_name<T: ?Sized>(self) -> &'static str {
+        match self {
+            Version::V3 => "",
+            Version::V1 | Version::V2 => crate::envelope::short_type_name::<T>(),
+        }
+    }
+
     /// The number this version is written as in `v`.
     pub fn number(self) -> u32 {
         match self {
