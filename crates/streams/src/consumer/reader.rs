@@ -824,7 +824,8 @@ impl SharedReader {
                         // (before, such a message waited a second at 10,000 topics).
                         self.sweep.clear();
                         self.next_full = Instant::now() + RINGS_FIRST_SWEEP;
-                    } else {
+                    } else if !streams.is_empty() && was_ready.len() < keys.len() {
+                        // (Nothing to look for when nothing came, or every stream read rang.)
                         // Entries of streams that did not ring (rings that came meanwhile taken
                         // first): a writer that does not ring is at work, and sweeps follow
                         // each other (see `sweep_period`).
