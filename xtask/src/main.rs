@@ -48,6 +48,7 @@ fn test() -> Result<(), String> {
     public_api::check(&target_dir().join("doc"), &workspace_root())?;
     // The published crates package and build on their own (no file outside a crate, no
     // dependency cargo cannot find), as `cargo publish` would check them.
+    forget_packaged_crates()?;
     cargo(
         &[
             "publish",
@@ -149,6 +150,33 @@ fn public_api(check: bool) -> Result<(), String> {
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace root, where
 /// [`cargo`] runs) or `target`.
+/// Removes the workspace's crates that an earlier `publish --dry-run` unpacked under
+/// `$CARGO_HOME/registry`. The dry run verifies them through a temporary registry whose
+/// unpacked sources cargo keeps, by name and version, and reuses on the next run from the same
+/// checkout path: a crate whose API changed since (same version) would be built from the old
+/// sources, and its dependents fail to compile.
+fn forget_packaged_crates() -> Result<(), String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else { continue };
+        // crates.io's own directories never hold a Tributary crate of this workspace.
+        for registry in registries.flatten().filter(|r| !r.file_name().to_string_lossy().starts_with("index.")) {
+            for entry in std::fs::read_dir(registry.path()).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with("tributary-") {
+                    let path = entry.path();
+                    let removed =
+                        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                    removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace_root().join(dir),
