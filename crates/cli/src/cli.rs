@@ -50,6 +50,20 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// `tributary stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Topics to show (default: every topic of the namespace).
+    pub(crate) topics: Vec<String>,
+    /// Refresh every `--interval` until interrupted: in place on a terminal, else a table (or
+    /// JSON lines) per round.
+    #[arg(long)]
+    pub(crate) watch: bool,
+    /// Time between two samples: the rates are measured over it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub(crate) interval: std::time::Duration,
+}
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -100,6 +114,12 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Every topic and group at a glance: rates in and out, lag, pending, oldest pending
+    /// entry, consumers, dead letters, scheduled messages. Rates are measured over `--interval`.
+    #[command(
+        after_help = "Examples:\n  tributary stats\n  tributary stats orders payments --watch\n  tributary --output json stats --watch --interval 10s >> stats.jsonl"
+    )]
+    Stats(StatsArgs),
     /// List the consumer groups of a topic.
     #[command(after_help = "Examples:\n  tributary groups orders")]
     Groups {

@@ -17,6 +17,7 @@ mod publish;
 mod retention;
 mod rpc;
 mod scheduled;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -156,6 +157,7 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Consume(args) => consume::consume(conn, args).await,
         Command::Tail(args) => consume::tail(conn, args).await,
         Command::Topics => inspect::topics(conn, out).await,
+        Command::Stats(args) => stats::run(conn, out, args).await,
         Command::Info { topic } => inspect::info(conn, out, &topic).await,
         Command::Get { topic, id } => inspect::get(conn, &topic, id).await,
         Command::Completions { .. } => Ok(()),

@@ -9,12 +9,17 @@ use crate::cli::Output;
 
 /// Prints rows: aligned columns under `headers`, or one JSON object per row.
 pub(crate) fn rows(output: Output, headers: &[&str], rows: Vec<Vec<Value>>) {
+    let _ = write_rows(output, headers, rows);
+}
+
+/// [`rows`], saying whether standard output took them (it fails once a pipe's reader is gone).
+pub(crate) fn write_rows(output: Output, headers: &[&str], rows: Vec<Vec<Value>>) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
             for row in rows {
                 let obj: Map<String, Value> = headers.iter().map(|h| h.to_string()).zip(row).collect();
-                let _ = writeln!(out, "{}", Value::Object(obj));
+                writeln!(out, "{}", Value::Object(obj))?;
             }
         }
         Output::Table => {
@@ -35,13 +40,13 @@ pub(crate) fn rows(output: Output, headers: &[&str], rows: Vec<Vec<Value>>) {
                     .trim_end()
                     .to_owned()
             };
-            let _ = writeln!(out, "{}", line(headers.iter().map(|h| h.to_uppercase()).collect()));
+            writeln!(out, "{}", line(headers.iter().map(|h| h.to_uppercase()).collect()))?;
             for r in cells {
-                let _ = writeln!(out, "{}", line(r));
+                writeln!(out, "{}", line(r))?;
             }
         }
     }
-    let _ = out.flush();
+    out.flush()
 }
 
 fn cell(v: &Value) -> String {

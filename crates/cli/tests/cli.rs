@@ -891,3 +891,71 @@ async fn contexts_save_connections_and_never_print_the_password() {
     let out = ctx(&["--context", "prod", "--url", &url, "topics"]);
     assert!(!out.status.success(), "--context and --url together are refused");
 }
+
+#[tokio::test]
+async fn stats_shows_the_lag_of_a_group_nobody_consumes_and_rates_while_watching() {
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let batch: Vec<Order> = (0..5).map(|id| Order { id, item: String::new() }).collect();
+    producer.publish_batch("orders", &batch).await.unwrap();
+
+    let rows = json_lines(&run(&redis, &["--output", "json", "stats", "orders", "--interval", "100ms"]));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!((row["topic"].as_str(), row["group"].as_str()), (Some("orders"), Some("billing")));
+    assert_eq!((row["length"].as_u64(), row["lag"].as_u64(), row["pending"].as_u64()), (Some(5), Some(5), Some(0)));
+    assert_eq!(row["in_per_s"].as_f64(), Some(0.0), "nothing published during the interval");
+    let table = String::from_utf8(run(&redis, &["stats", "--interval", "100ms"]).stdout).unwrap();
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let lines: Vec<Vec<String>> = table.lines().map(words).collect();
+    assert_eq!(lines[0][..6], ["TOPIC", "GROUP", "LENGTH", "IN_PER_S", "OUT_PER_S", "LAG"], "{table}");
+    assert!(lines.iter().any(|l| l[..3] == ["orders", "billing", "5"] && l[5] == "5"), "{table}");
+
+    // Watching while a worker drains the topic: entries go out, and the lag falls to 0.
+    let watch = cli(&redis, &["--output", "json", "stats", "orders", "--watch", "--interval", "200ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch = KillOnDrop(watch);
+    let lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let (tx, mut rows) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = next_row(&mut rows).await;
+    assert_eq!((first["lag"].as_u64(), first["out_per_s"].as_f64()), (Some(5), Some(0.0)), "{first}");
+    let worker = Worker::builder(conn.clone(), "billing").on("orders", |_o: Order, _ctx: Context| async { Ok(()) });
+    let worker = worker.build().unwrap().start();
+    let mut went_out = 0.0;
+    loop {
+        let row = next_row(&mut rows).await;
+        went_out += row["out_per_s"].as_f64().expect("a rate") * 0.2;
+        if row["lag"].as_u64() == Some(0) && row["pending"].as_u64() == Some(0) {
+            break;
+        }
+    }
+    // Rates are per second over each 200 ms round (rounded to 0.1): 5 entries went out.
+    assert!((went_out - 5.0_f64).abs() < 1.0, "{went_out}");
+    worker.shutdown().await;
+}
+
+/// The next row `stats --watch` printed.
+async fn next_row(rows: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(PATIENCE, rows.recv()).await.expect("a round").expect("a line")
+}
+
+/// A child process killed when the test is done with it, or fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -561,6 +561,10 @@ impl ConnectOptions {
         };
         let (limits, wire_version) = (self.limits, self.wire_version);
         let client = Arc::new(client);
+        crate::metrics::count_reconnects(match &router {
+            None => client.reconnect_rx(),
+            Some(router) => router.reconnect_rx(),
+        });
         Ok(Connection {
             inner: Arc::new(Inner {
                 client,

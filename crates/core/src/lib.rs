@@ -29,6 +29,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod keys;
+pub mod metrics;
 mod slot_router;
 pub mod trace;
 pub mod wire;

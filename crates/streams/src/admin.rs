@@ -46,6 +46,8 @@ pub struct GroupInfo {
     pub last_delivered: EntryId,
     /// Entries not yet delivered to the group, when Redis can tell.
     pub lag: Option<u64>,
+    /// Entries the group has read (`entries-read`), when Redis can tell.
+    pub entries_read: Option<u64>,
 }
 
 /// One entry of a group's pending entries list.
@@ -78,6 +80,10 @@ impl Admin {
     /// Operations on `conn`.
     pub fn new(conn: Connection) -> Self {
         Self { conn }
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     fn key(&self, topic: &str) -> Result<String, StreamError> {
@@ -134,8 +140,14 @@ impl Admin {
         };
         let mut out = Vec::new();
         for g in reply.into_array() {
-            let mut info =
-                GroupInfo { name: String::new(), consumers: 0, pending: 0, last_delivered: EntryId::MIN, lag: None };
+            let mut info = GroupInfo {
+                name: String::new(),
+                consumers: 0,
+                pending: 0,
+                last_delivered: EntryId::MIN,
+                lag: None,
+                entries_read: None,
+            };
             for (k, v) in pairs(g) {
                 match k.as_str() {
                     "name" => info.name = v.into_string().unwrap_or_default(),
@@ -143,6 +155,7 @@ impl Admin {
                     "pending" => info.pending = v.as_u64().unwrap_or(0),
                     "last-delivered-id" => info.last_delivered = entry_id_of("XINFO GROUPS", v)?,
                     "lag" => info.lag = v.as_u64(),
+                    "entries-read" => info.entries_read = v.as_u64(),
                     _ => {}
                 }
             }

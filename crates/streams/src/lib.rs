@@ -46,6 +46,7 @@ mod retention;
 mod ring;
 mod schedule;
 mod scripts;
+mod topic_stats;
 pub mod trace;
 
 pub use admin::{Admin, ConsumerInfo, GroupInfo, PendingInfo};
@@ -62,3 +63,4 @@ pub use producer::{Producer, ProducerBuilder, Publish};
 pub use replay::{Received, Replay};
 pub use retention::{HeldBy, HoldReason, Retention, Trimmed};
 pub use schedule::{Scheduled, Scheduler};
+pub use topic_stats::{GroupStats, TopicStats};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tributary_streams::metrics::{self as m, label};
-use tributary_streams::{Context, HandlerError, Producer, StreamError, Worker};
+use tributary_streams::{Admin, Context, HandlerError, Producer, StreamError, Worker};
 
 /// A series: its name, and its labels as sorted `(name, value)` pairs.
 type Series = (String, Vec<(String, String)>);
@@ -242,5 +242,140 @@ async fn topics_a_pattern_matched_are_recorded_under_the_pattern() {
     for topic in ["sensors.a", "sensors.b", "sensors.c"] {
         assert_eq!(series_with(m::CONSUMED_MESSAGES, (label::DESTINATION, topic)), Vec::<Vec<_>>::new());
     }
+    worker.shutdown().await;
+}
+
+/// The labels of a sampled topic's series, or of one of its groups.
+fn sampled_labels<'a>(topic: &'a str, group: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut l = vec![(label::SYSTEM, m::SYSTEM), (label::DESTINATION, topic)];
+    l.extend(group.map(|g| (label::GROUP, g)));
+    l
+}
+
+#[tokio::test]
+async fn the_sampler_reports_lag_pending_dead_letters_and_scheduled_from_redis() {
+    snapshotter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let topic = "sampled.orders";
+    let admin = Admin::new(conn.clone());
+    admin.create_group(topic, "billing", tributary_streams::Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for n in 1..=4 {
+        producer.publish(topic, &Order { n, key: String::new() }).await.unwrap();
+    }
+    producer.message(topic, &Order { n: 99, key: String::new() }).schedule_in(Duration::from_secs(3600)).await.unwrap();
+    let mut sampler = m::Sampler::new(conn.clone()).topics([topic]);
+    let stats = sampler.sample().await.unwrap();
+    assert_eq!((stats[0].length, stats[0].scheduled, stats[0].dead_letters), (4, 1, 0));
+    let (t, g) = (sampled_labels(topic, None), sampled_labels(topic, Some("billing")));
+    assert_eq!(gauge(m::TOPIC_LENGTH, &t), Some(4.0));
+    assert_eq!(gauge(m::SCHEDULED_LENGTH, &t), Some(1.0));
+    assert_eq!(gauge(m::GROUP_LAG, &g), Some(4.0), "nothing read yet");
+    assert_eq!(gauge(m::GROUP_PENDING, &g), Some(0.0));
+    assert_eq!(gauge(m::GROUP_OLDEST_PENDING_IDLE, &g), Some(0.0));
+
+    // A worker that rejects 1 and holds the others in its handler: lag 0, three pending, one
+    // dead letter.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let worker = Worker::builder(conn.clone(), "billing")
+        .on(topic, move |o: Order, _ctx: Context| {
+            let gate = gate.clone();
+            async move {
+                if o.n == 1 {
+                    return Err(HandlerError::reject("bad order"));
+                }
+                gate.acquire().await.expect("open").forget();
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.settled(1)).await.expect("the rejected one settled");
+    let stats = sampler.sample().await.unwrap();
+    let billing = &stats[0].groups[0];
+    assert_eq!((billing.lag, billing.pending, stats[0].dead_letters), (Some(0), 3, 1));
+    assert!(billing.oldest_pending_idle.is_some());
+    assert_eq!(gauge(m::GROUP_LAG, &g), Some(0.0));
+    assert_eq!(gauge(m::GROUP_PENDING, &g), Some(3.0));
+    assert_eq!(gauge(m::GROUP_CONSUMERS, &g), Some(1.0));
+    assert_eq!(gauge(m::DEAD_LETTER_LENGTH, &t), Some(1.0));
+    let idle = gauge(m::GROUP_OLDEST_PENDING_IDLE, &g).unwrap();
+    assert!((0.0..PATIENCE.as_secs_f64()).contains(&idle), "seconds: {idle}");
+
+    release.add_permits(3);
+    tokio::time::timeout(PATIENCE, worker.settled(4)).await.expect("all settled");
+    sampler.sample().await.unwrap();
+    assert_eq!(gauge(m::GROUP_PENDING, &g), Some(0.0));
+    worker.shutdown().await;
+
+    // A deleted group is reported as 0, not left at its last figures.
+    producer.publish(topic, &Order { n: 5, key: String::new() }).await.unwrap();
+    admin.create_group(topic, "audit", tributary_streams::Position::Beginning).await.unwrap();
+    sampler.sample().await.unwrap();
+    let audit = sampled_labels(topic, Some("audit"));
+    assert_eq!(gauge(m::GROUP_LAG, &audit), Some(5.0));
+    assert!(admin.delete_group(topic, "audit").await.unwrap());
+    sampler.sample().await.unwrap();
+    assert_eq!(gauge(m::GROUP_LAG, &audit), Some(0.0));
+    assert_eq!(gauge(m::GROUP_LAG, &g), Some(1.0), "billing is still there, one behind");
+}
+
+#[tokio::test]
+async fn scheduled_messages_moved_and_reconnections_are_counted() {
+    snapshotter();
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    let topic = "counted.reminders";
+    let producer = Producer::new(conn.clone());
+    for n in 0..2 {
+        producer.message(topic, &Order { n, key: String::new() }).schedule_in(Duration::from_millis(50)).await.unwrap();
+    }
+    let seen = Seen::<u64>::new();
+    let worker = Worker::builder(conn.clone(), "reminders").on(topic, record(&seen)).build().unwrap().start();
+    tokio::time::timeout(PATIENCE, worker.settled(2)).await.expect("both delivered when due");
+    let moved = sampled_labels(topic, None);
+    assert_eq!(counter(m::SCHEDULED_MOVED, &moved), 2);
+    worker.shutdown().await;
+
+    let reconnects = [(label::SYSTEM, m::SYSTEM)];
+    let before = counter(m::RECONNECTS, &reconnects);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    wait_until(PATIENCE, "the reconnection counted", || async { counter(m::RECONNECTS, &reconnects) > before }).await;
+    Admin::new(conn).len(topic).await.expect("connected again");
+}
+
+#[tokio::test]
+async fn an_entry_taken_over_while_held_counts_as_a_lost_lease() {
+    snapshotter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let topic = "leased.jobs";
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let worker = Worker::builder(conn.clone(), "crunchers")
+        .claim_idle(Duration::from_millis(300))
+        .on(topic, move |_o: Order, _ctx: Context| {
+            let gate = gate.clone();
+            async move {
+                gate.notified().await;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let id = Producer::new(conn.clone()).publish(topic, &Order { n: 1, key: String::new() }).await.unwrap();
+    let admin = Admin::new(conn.clone());
+    wait_until(PATIENCE, "the entry held", || async { admin.pending_count(topic, "crunchers").await.unwrap() == 1 })
+        .await;
+    // An operator (or a consumer that thought this one dead) takes it over.
+    let key = conn.namespace().topic_stream(&tributary_core::Topic::new(topic).unwrap());
+    redis.cli(&["XCLAIM", &key, "crunchers", "thief", "0", &id.to_string()]);
+    let lost = worker_labels(topic, "crunchers", &[]);
+    wait_until(PATIENCE, "the lost lease counted", || async { counter(m::LEASES_LOST, &lost) == 1 }).await;
+    release.notify_one();
     worker.shutdown().await;
 }

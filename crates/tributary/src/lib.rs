@@ -20,10 +20,10 @@ pub use tributary_core::fred;
 #[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
 pub use tributary_streams::{
     admin, async_trait, consumer, dead_letter, handler_fn, layer_fn, metrics, raw_handler_fn, replay, trace, Admin,
-    BuildError, Context, DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, Handler, HandlerError, HeldBy,
-    HoldReason, Layer, Next, Position, Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll, Retention,
-    RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError, Trimmed, Worker, WorkerBuilder, WorkerHandle,
-    WorkerStats,
+    BuildError, Context, DeadLetter, DeadLetterFilter, DeadLetters, ExpiredPolicy, GroupStats, Handler, HandlerError,
+    HeldBy, HoldReason, Layer, Next, Position, Producer, ProducerBuilder, Publish, Received, Replay, ReplayAll,
+    Retention, RetryPolicy, Route, RouteOptions, Scheduled, Scheduler, StreamError, TopicStats, Trimmed, Worker,
+    WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 #[cfg(feature = "rpc")]

@@ -369,6 +369,7 @@ impl TopicConsumer {
                 let mut held = self.held.lock().expect("held lock");
                 if let Some(h) = held.get_mut(&id).filter(|h| !h.lost) {
                     h.lost = true;
+                    self.metrics.leases_lost.increment(1);
                     tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id, by = %by,
                         waiting = h.waiting, "entry held here was taken over by another consumer (this one was \
                         presumed dead: its leases lapsed for claim_idle)");

@@ -23,6 +23,14 @@
 //! assert_eq!(metrics::DEAD_LETTERS, "tributary.dead_letters");
 //! ```
 
+mod sampler;
+
+pub use sampler::{
+    Sampler, SamplerTask, DEAD_LETTER_LENGTH, GROUP_CONSUMERS, GROUP_LAG, GROUP_OLDEST_PENDING_IDLE, GROUP_PENDING,
+    SCHEDULED_LENGTH, TOPIC_LENGTH,
+};
+pub use tributary_core::metrics::RECONNECTS;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
@@ -59,6 +67,13 @@ pub const EXPIRED: &str = "tributary.expired";
 /// Times a worker found its consumer group gone and created it again (counter). Labels:
 /// destination and group.
 pub const GROUPS_RECREATED: &str = "tributary.groups_recreated";
+/// Leases of entries a worker held that another consumer took over meanwhile (counter): the
+/// worker was presumed dead (its renewals lapsed for `claim_idle`), and the entry may run
+/// twice. Labels: destination and group.
+pub const LEASES_LOST: &str = "tributary.leases.lost";
+/// Scheduled messages moved to their topic's stream when due (counter). Labels:
+/// `messaging.system`, `messaging.destination.name` (the topic).
+pub const SCHEDULED_MOVED: &str = "tributary.scheduled.moved";
 /// Handlers running (gauge), as counted after each read batch, acknowledgement batch and dead
 /// letter; a pattern's topics add up. Labels: destination and group.
 pub const IN_FLIGHT: &str = "tributary.handlers.in_flight";
@@ -179,6 +194,7 @@ pub(crate) struct ConsumerMetrics {
     pub(crate) reclaimed: Counter,
     pub(crate) expired: Counter,
     pub(crate) groups_recreated: Counter,
+    pub(crate) leases_lost: Counter,
     in_flight: Gauge,
 }
 
@@ -212,6 +228,7 @@ impl ConsumerMetrics {
             reclaimed: counter!(RECLAIMED, base.iter()),
             expired: counter!(EXPIRED, base.iter()),
             groups_recreated: counter!(GROUPS_RECREATED, base.iter()),
+            leases_lost: counter!(LEASES_LOST, base.iter()),
             in_flight: gauge!(IN_FLIGHT, base.iter()),
         }
     }
