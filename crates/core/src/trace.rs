@@ -118,6 +118,56 @@ impl TraceParent {
     }
 }
 
+/// The OpenTelemetry context of `span`, as a `traceparent`: what a message published inside it
+/// carries. `None` without the `opentelemetry` feature, or when no `tracing-opentelemetry`
+/// layer records the span.
+#[doc(hidden)]
+pub fn span_traceparent(span: &tracing::Span) -> Option<TraceParent> {
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        // Not `is_sampled`: a span a sampler dropped still carries its trace onwards.
+        if sc.is_valid() {
+            return Some(TraceParent {
+                trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+                parent_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+                flags: sc.trace_flags().to_u8(),
+            });
+        }
+    }
+    let _ = span;
+    None
+}
+
+/// Makes `span` (not yet entered) continue the trace of `parent`, a remote span: as its child,
+/// or with `link`, in a trace of its own that links to it. Nothing without the `opentelemetry`
+/// feature or a `tracing-opentelemetry` layer.
+#[doc(hidden)]
+pub fn follow_remote(span: &tracing::Span, parent: TraceParent, link: bool) {
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let sc = SpanContext::new(
+            TraceId::from(parent.trace_id),
+            SpanId::from(parent.parent_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        if link {
+            span.add_link(sc);
+        } else {
+            // Fails only without a layer, or for a span nobody records: nothing to follow then.
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
+        }
+    }
+    let _ = (span, parent, link);
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ascii = self.to_ascii();

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::id::IdHasher;
+use tributary_core::trace::span_traceparent;
 use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic,
 };
@@ -478,7 +479,22 @@ impl<C: Codec> RpcClient<C> {
         envelope.reply_to = Some(&self.inner.reply_key);
         envelope.deadline = Some(deadline);
         envelope.headers = &headers;
-        envelope.traceparent = current_trace().map(|t| t.child());
+        // OpenTelemetry's RPC conventions: the client span is named `service/method`. The
+        // request carries its context (with a layer), else a child of the task's trace.
+        let span = tracing::info_span!(
+            "call",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "tributary",
+            rpc.service = service,
+            rpc.method = method,
+            messaging.system = metrics::SYSTEM,
+            messaging.destination.name = %stream.topic,
+            messaging.message.conversation_id = %correlation_id,
+            error.type = tracing::field::Empty,
+        );
+        envelope.traceparent = span_traceparent(&span).or_else(|| current_trace().map(|t| t.child()));
         let fields = (self.inner.conn.wire_version().xadd_fields(&envelope, self.inner.conn.limits()))
             .map_err(|source| send_err(StreamError::Limits { topic: stream.topic.to_string(), source }))?;
 
@@ -494,7 +510,6 @@ impl<C: Codec> RpcClient<C> {
         }
         let mut slot = PendingSlot { inner: &self.inner, key, answered: false };
 
-        let span = tracing::debug_span!("tributary.call", service, method, correlation_id = %correlation_id);
         // Boxed: fred's command future is about 5 KiB, and unboxed it made this future 6.5 KiB,
         // copied whole at every move (into the timeout, into the caller's state), which cost
         // more than the allocation (docs/performance-history.md, "The RPC call path, counted
@@ -506,16 +521,29 @@ impl<C: Codec> RpcClient<C> {
                 .map_err(|e| send_err(RedisError::new("XADD", e).into()))?;
             rx.await.map_err(|_| RpcError::Closed)
         });
+        let failed = |kind: &'static str| {
+            span.record("otel.status_code", "error");
+            span.record("error.type", kind);
+        };
         let reply =
-            match tokio::time::timeout_at(started + timeout, tracing::Instrument::instrument(exchange, span)).await {
-                Ok(reply) => {
-                    let reply = reply?;
+            match tokio::time::timeout_at(started + timeout, tracing::Instrument::instrument(exchange, span.clone()))
+                .await
+            {
+                Ok(Ok(reply)) => {
                     slot.answered = true;
                     reply
                 }
-                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => {
+                    failed(metrics::error_type(e.kind()));
+                    return Err(e);
+                }
+                Err(_) => {
+                    failed("timeout");
+                    return Err(timed_out());
+                }
             };
         if reply.is_error {
+            failed("remote");
             let body: ErrorBody = reply.decode().map_err(codec_err)?;
             return Err(RpcError::Remote {
                 service: service.to_owned(),

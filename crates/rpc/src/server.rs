@@ -362,8 +362,19 @@ impl DispatchInner {
             return Ok(());
         }
         let method = env.headers.get(METHOD_HEADER).unwrap_or_default();
-        let span = tracing::info_span!("tributary.serve", service = %self.service, method = %method,
-            correlation_id = correlation_id.unwrap_or_default());
+        // OpenTelemetry's RPC conventions; a child of the worker's `process` span, which
+        // continues the caller's `call` span (with the `opentelemetry` feature and a layer).
+        let span = tracing::info_span!(
+            "serve",
+            otel.name = %format_args!("{}/{method}", self.service),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "tributary",
+            rpc.service = %self.service,
+            rpc.method = %method,
+            messaging.message.conversation_id = correlation_id.unwrap_or_default(),
+            error.type = tracing::field::Empty,
+        );
         let result = match self.methods.get(method) {
             None => {
                 Err(error_body(code::UNKNOWN_METHOD, format!("service `{}` has no method `{method}`", self.service)))
@@ -401,8 +412,10 @@ impl DispatchInner {
                 }
             }
         };
-        if result.is_err() {
+        if let Err(e) = &result {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            span.record("otel.status_code", "error");
+            span.record("error.type", e.code.as_str());
         }
         let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) else {
             if let Err(e) = &result {

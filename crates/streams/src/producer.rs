@@ -24,8 +24,9 @@ use crate::retention::Retention;
 use crate::ring::Ringer;
 use crate::schedule::{due_score, index_at};
 use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
-use crate::trace::{current_trace, next_traceparent};
+use crate::trace::{current_trace, next_traceparent, publish_span, record_failure, stamp};
 use crate::{BuildError, StreamError};
+use tracing::Instrument;
 
 /// Publishes messages to topics.
 ///
@@ -356,8 +357,14 @@ impl<C: Codec> Producer<C> {
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
         let started = Instant::now();
-        let stored = self.store_on(client, target, envelope, idempotency_key).await;
+        let span = publish_span(target.topic.as_str(), 1);
+        let mut envelope = *envelope;
+        envelope.traceparent = stamp(&span, envelope.traceparent);
+        let stored = self.store_on(client, target, &envelope, idempotency_key).instrument(span.clone()).await;
         target.metrics.published(started, u64::from(stored.is_ok()), stored.as_ref().err().map(|e| (1, e.kind())));
+        if let Err(e) = &stored {
+            record_failure(&span, e.kind());
+        }
         stored
     }
 
@@ -613,7 +620,24 @@ impl<C: Codec> Producer<C> {
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
         let started = Instant::now();
-        let stored = self.store_batch(&target, envelopes).await;
+        let span = publish_span(target.topic.as_str(), envelopes.len());
+        // Every message of the batch carries the batch's span, when a layer records it.
+        let stamped: Vec<EnvelopeRef<'_>>;
+        let envelopes = match stamp(&span, None) {
+            None => envelopes,
+            Some(tp) => {
+                stamped = envelopes
+                    .iter()
+                    .map(|e| {
+                        let mut e = *e;
+                        e.traceparent = Some(tp);
+                        e
+                    })
+                    .collect();
+                &stamped
+            }
+        };
+        let stored = self.store_batch(&target, envelopes).instrument(span.clone()).await;
         let (n, failed) = match &stored {
             Ok(ids) => (ids.len() as u64, None),
             Err(e @ StreamError::PartialBatch { failed, total, .. }) => {
@@ -622,6 +646,9 @@ impl<C: Codec> Producer<C> {
             Err(e) => (0, Some((envelopes.len() as u64, e.kind()))),
         };
         target.metrics.published(started, n, failed);
+        if let Some((_, kind)) = failed {
+            record_failure(&span, kind);
+        }
         stored
     }
 

@@ -27,3 +27,33 @@ pub async fn in_trace<F: Future>(tp: TraceParent, fut: F) -> F::Output {
 pub fn next_traceparent() -> TraceParent {
     current_trace().map_or_else(TraceParent::new_root, |t| t.child())
 }
+
+/// The `publish {topic}` span around a publish or a batch of `count`, named and attributed by
+/// the OpenTelemetry messaging conventions. With the `opentelemetry` feature and a layer, the
+/// messages carry its context (see [`stamp`]).
+pub(crate) fn publish_span(topic: &str, count: usize) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = crate::metrics::SYSTEM,
+        messaging.operation.name = "publish",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        messaging.batch.message_count = count as i64,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The `traceparent` a message published inside `span` carries: the span's OpenTelemetry
+/// context when a layer records it, else `fallback` (the task's trace, if any).
+pub(crate) fn stamp(span: &tracing::Span, fallback: Option<TraceParent>) -> Option<TraceParent> {
+    tributary_core::trace::span_traceparent(span).or(fallback)
+}
+
+/// Marks `span` failed with an error of `kind`.
+pub(crate) fn record_failure(span: &tracing::Span, kind: tributary_core::ErrorKind) {
+    span.record("otel.status_code", "error");
+    span.record("error.type", crate::metrics::error_type(kind));
+}

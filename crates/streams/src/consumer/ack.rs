@@ -165,6 +165,21 @@ impl TopicConsumer {
     /// One `XACK` for `batch`, retried until Redis confirms it. False when the worker stopped at
     /// once meanwhile (the entries stay pending and are delivered again).
     async fn send_acks(&self, batch: &[AckRequest]) -> bool {
+        let span = tracing::info_span!(
+            "settle",
+            otel.name = %format_args!("settle {}", self.topic),
+            otel.kind = "client",
+            messaging.system = crate::metrics::SYSTEM,
+            messaging.operation.name = "ack",
+            messaging.operation.type = "settle",
+            messaging.destination.name = %self.topic,
+            messaging.consumer.group.name = %self.group,
+            messaging.batch.message_count = batch.len() as i64,
+        );
+        tracing::Instrument::instrument(self.send_acks_in_span(batch), span).await
+    }
+
+    async fn send_acks_in_span(&self, batch: &[AckRequest]) -> bool {
         let mut backoff = Duration::from_millis(50);
         loop {
             let ids = id_args(batch.iter().map(|(id, _)| *id));

@@ -25,6 +25,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) concurrency: usize,
     pub(crate) prefetch: usize,
     pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) trace_links: bool,
     pub(crate) max_deliveries: u64,
     pub(crate) retry: RetryPolicy,
     pub(crate) claim_idle: Duration,
@@ -131,6 +132,7 @@ impl WorkerBuilder {
                 concurrency: 32,
                 prefetch: 32,
                 handler_timeout: None,
+                trace_links: false,
                 max_deliveries: 5,
                 retry: RetryPolicy::default(),
                 claim_idle: Duration::from_secs(30),
@@ -306,6 +308,17 @@ impl WorkerBuilder {
     /// `RouteOptions::timeout` overrides it for one topic. Defaults to none.
     pub fn handler_timeout(mut self, d: Duration) -> Self {
         self.config.handler_timeout = Some(d);
+        self
+    }
+
+    /// How a handler's `process` span relates to the span that published its message (with the
+    /// `opentelemetry` feature and a `tracing-opentelemetry` layer): by default it is that
+    /// span's child, in the producer's trace; with `true` it starts a trace of its own with a
+    /// link to it (for consumers whose work should not lengthen the producer's trace, such as
+    /// batch jobs reading hours later). Handlers' own publishes continue the `process` span's
+    /// trace either way.
+    pub fn trace_links(mut self, on: bool) -> Self {
+        self.config.trace_links = on;
         self
     }
 

@@ -23,6 +23,7 @@ use super::topic::TopicConsumer;
 use crate::metrics::Attempt;
 use crate::scripts::CLAIM_OWNED;
 use crate::trace::in_trace;
+use tributary_core::trace::{follow_remote, span_traceparent};
 
 /// How handling one entry ended.
 enum Settled {
@@ -115,15 +116,28 @@ impl TopicConsumer {
         let mut ctx = Context { inner: ctx_inner };
         loop {
             let span = tracing::info_span!(
-                "tributary.handle",
-                topic = %self.topic,
-                group = %self.group,
-                consumer = %self.config.consumer_name,
+                "process",
+                otel.name = %format_args!("process {}", self.topic),
+                otel.kind = "consumer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = crate::metrics::SYSTEM,
+                messaging.operation.name = "process",
+                messaging.operation.type = "process",
+                messaging.destination.name = %self.topic,
+                messaging.consumer.group.name = %self.group,
+                messaging.client.id = %self.config.consumer_name,
+                messaging.message.id = %ctx.message_id(),
                 entry_id = %id,
-                message_id = %ctx.message_id(),
                 attempt,
                 trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+                error.type = tracing::field::Empty,
             );
+            if let Some(tp) = trace {
+                follow_remote(&span, tp, self.config.trace_links);
+            }
+            // What the handler's publishes continue: this span's OpenTelemetry context, or a
+            // child of the message's trace.
+            let current = span_traceparent(&span).or(trace.map(|tp| tp.child()));
             let outcome = {
                 let _slot = match slot.take() {
                     Some(s) => s,
@@ -147,8 +161,8 @@ impl TopicConsumer {
                     }
                 };
                 let run = async {
-                    match trace {
-                        Some(tp) => in_trace(tp.child(), run).instrument(span.clone()).await,
+                    match current {
+                        Some(tp) => in_trace(tp, run).instrument(span.clone()).await,
                         None => run.instrument(span.clone()).await,
                     }
                 };
@@ -166,6 +180,10 @@ impl TopicConsumer {
                     None => Attempt::Timeout,
                 };
                 self.metrics.processed(started, attempt);
+                if let Some(error) = attempt.error_type() {
+                    span.record("otel.status_code", "error");
+                    span.record("error.type", error);
+                }
                 outcome
             };
             self.returned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

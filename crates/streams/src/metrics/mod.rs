@@ -181,6 +181,19 @@ pub(crate) enum Attempt {
     Timeout,
 }
 
+impl Attempt {
+    /// Its `error.type`; `None` for a success.
+    pub(crate) fn error_type(self) -> Option<&'static str> {
+        match self {
+            Self::Ok => None,
+            Self::HandlerError => Some("handler_error"),
+            Self::Rejected => Some("rejected"),
+            Self::Panic => Some("panic"),
+            Self::Timeout => Some("timeout"),
+        }
+    }
+}
+
 /// The handles of one route of a worker: a named topic, or a pattern shared by every topic it
 /// matched.
 #[derive(Debug)]
@@ -207,7 +220,8 @@ impl ConsumerMetrics {
         let base = [system, destination, group];
         let with = |extra: &[Label]| -> Vec<Label> { base.iter().cloned().chain(extra.iter().cloned()).collect() };
         let op = |name: &'static str| Label::from_static_parts(label::OPERATION, name);
-        let process = |error: Option<&'static str>| {
+        let process = |attempt: Attempt| {
+            let error = attempt.error_type();
             let mut labels = with(&[op("process")]);
             labels.extend(error.map(|e| Label::from_static_parts(label::ERROR_TYPE, e)));
             histogram!(PROCESS_DURATION, labels.iter())
@@ -217,11 +231,11 @@ impl ConsumerMetrics {
         Self {
             consumed: counter!(CONSUMED_MESSAGES, with(&[op("receive")]).iter()),
             process: [
-                process(None),
-                process(Some("handler_error")),
-                process(Some("rejected")),
-                process(Some("panic")),
-                process(Some("timeout")),
+                process(Attempt::Ok),
+                process(Attempt::HandlerError),
+                process(Attempt::Rejected),
+                process(Attempt::Panic),
+                process(Attempt::Timeout),
             ],
             retries: counter!(RETRIES, base.iter()),
             dead_letters: [reason("malformed"), reason("max_deliveries"), reason("rejected"), reason("expired")],
