@@ -168,3 +168,23 @@ async fn an_rpc_call_is_one_trace_from_the_client_through_the_server_and_back() 
     assert_eq!(text(serve, "rpc.method").as_deref(), Some("quote"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_publish_outside_any_span_continues_the_trace_it_was_given() {
+    exporter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let producer = Producer::new(conn.clone());
+    // A trace that came from elsewhere (an HTTP request's `traceparent`), with no span here.
+    let incoming: tributary::TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap();
+    tributary::trace::in_trace(incoming, producer.publish("given.orders", &Order { n: 3 })).await.unwrap();
+    let publish = span("publish given.orders").await;
+    assert_eq!(u128::from_be_bytes(publish.span_context.trace_id().to_bytes()), incoming.trace_id());
+    assert_eq!(u64::from_be_bytes(publish.parent_span_id.to_bytes()), incoming.parent_id());
+    // The message carries the publish span, in the given trace.
+    let range = Replay::new(conn.clone()).range("given.orders", Position::Beginning, Position::End).unwrap();
+    let got = range.collect(10).await.unwrap();
+    let carried = got[0].envelope.as_ref().unwrap().traceparent.expect("a trace context");
+    assert_eq!(carried.trace_id(), incoming.trace_id());
+    assert_eq!(carried.parent_id(), u64::from_be_bytes(publish.span_context.span_id().to_bytes()));
+}

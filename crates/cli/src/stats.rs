@@ -11,51 +11,43 @@ use tributary::{BoxError, Connection, TopicStats};
 use crate::cli::{Output, StatsArgs};
 use crate::output;
 
-/// The columns of a table; JSON lines have the idle time in milliseconds and the time of the
-/// sample.
-const TABLE: [&str; 11] = [
-    "topic",
-    "group",
-    "length",
-    "in_per_s",
-    "out_per_s",
-    "lag",
-    "pending",
-    "oldest_pending_idle",
-    "consumers",
-    "dead_letters",
-    "scheduled",
-];
-const JSON: [&str; 12] = [
-    "topic",
-    "group",
-    "length",
-    "in_per_s",
-    "out_per_s",
-    "lag",
-    "pending",
-    "oldest_pending_idle_ms",
-    "consumers",
-    "dead_letters",
-    "scheduled",
-    "sampled_at",
-];
+/// The columns; JSON lines have the idle time in milliseconds, and the time of the sample.
+fn headers(out: Output) -> Vec<&'static str> {
+    let oldest = if out == Output::Json { "oldest_pending_idle_ms" } else { "oldest_pending_idle" };
+    let mut h = vec!["topic", "group", "length", "in_per_s", "out_per_s", "lag", "pending", oldest];
+    h.extend(["consumers", "dead_letters", "scheduled"]);
+    if out == Output::Json {
+        h.push("sampled_at");
+    }
+    h
+}
 
 pub(crate) async fn run(conn: Connection, out: Output, args: StatsArgs) -> Result<(), BoxError> {
     let mut sampler = Sampler::new(conn);
     if !args.topics.is_empty() {
         sampler = sampler.topics(args.topics.clone());
     }
+    if args.interval.is_zero() {
+        return Err("--interval must be longer than 0 (the rates are measured over it)".into());
+    }
     let redraw = args.watch && out == Output::Table && std::io::stdout().is_terminal();
-    let mut earlier: HashMap<String, TopicStats> =
-        sampler.sample().await?.into_iter().map(|s| (s.topic.clone(), s)).collect();
+    let headers = headers(out);
+    // One listener for the whole run: a Ctrl-C while Redis is being read is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut earlier: HashMap<String, TopicStats> = tokio::select! {
+        sampled = sampler.sample() => sampled?.into_iter().map(|s| (s.topic.clone(), s)).collect(),
+        _ = &mut interrupted => return Ok(()),
+    };
     let mut rounds = 0u64;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(args.interval) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        let now = sampler.sample().await?;
+        let now = tokio::select! {
+            sampled = async {
+                tokio::time::sleep(args.interval).await;
+                sampler.sample().await
+            } => sampled?,
+            _ = &mut interrupted => return Ok(()),
+        };
         let rows = now.iter().flat_map(|s| rows(s, earlier.get(&s.topic), out)).collect();
         // On a terminal: home, clear, and a title line; in a pipe, a blank line between tables.
         // (Written, not printed: `print!` panics once a pipe's reader is gone.)
@@ -67,7 +59,7 @@ pub(crate) async fn run(conn: Connection, out: Output, args: StatsArgs) -> Resul
             let _ = writeln!(std::io::stdout());
         }
         rounds += 1;
-        if let Err(e) = output::write_rows(out, if out == Output::Json { &JSON } else { &TABLE }, rows) {
+        if let Err(e) = output::write_rows(out, &headers, rows) {
             // `stats --watch | head`: the reader is gone, and so is the point of going on.
             return if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
         }

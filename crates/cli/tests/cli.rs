@@ -932,17 +932,24 @@ async fn stats_shows_the_lag_of_a_group_nobody_consumes_and_rates_while_watching
     assert_eq!((first["lag"].as_u64(), first["out_per_s"].as_f64()), (Some(5), Some(0.0)), "{first}");
     let worker = Worker::builder(conn.clone(), "billing").on("orders", |_o: Order, _ctx: Context| async { Ok(()) });
     let worker = worker.build().unwrap().start();
-    let mut went_out = 0.0;
+    let (mut went_out, mut at) = (0.0, sampled_at(&first));
     loop {
         let row = next_row(&mut rows).await;
-        went_out += row["out_per_s"].as_f64().expect("a rate") * 0.2;
+        // Rates are per second between two samples (rounded to 0.1).
+        went_out +=
+            row["out_per_s"].as_f64().expect("a rate") * sampled_at(&row).duration_since(at).unwrap().as_secs_f64();
+        at = sampled_at(&row);
         if row["lag"].as_u64() == Some(0) && row["pending"].as_u64() == Some(0) {
             break;
         }
     }
-    // Rates are per second over each 200 ms round (rounded to 0.1): 5 entries went out.
-    assert!((went_out - 5.0_f64).abs() < 1.0, "{went_out}");
+    assert!((went_out - 5.0_f64).abs() < 0.5, "5 entries went out: {went_out}");
     worker.shutdown().await;
+}
+
+/// When a `stats` row was sampled.
+fn sampled_at(row: &Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339(row["sampled_at"].as_str().expect("sampled_at")).expect("an RFC 3339 time")
 }
 
 /// The next row `stats --watch` printed.

@@ -124,7 +124,7 @@ impl TraceParent {
 #[doc(hidden)]
 pub fn span_traceparent(span: &tracing::Span) -> Option<TraceParent> {
     #[cfg(feature = "opentelemetry")]
-    {
+    if !span.is_disabled() {
         use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let cx = span.context();
@@ -148,7 +148,7 @@ pub fn span_traceparent(span: &tracing::Span) -> Option<TraceParent> {
 #[doc(hidden)]
 pub fn follow_remote(span: &tracing::Span, parent: TraceParent, link: bool) {
     #[cfg(feature = "opentelemetry")]
-    {
+    if !span.is_disabled() {
         use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let sc = SpanContext::new(
@@ -166,6 +166,30 @@ pub fn follow_remote(span: &tracing::Span, parent: TraceParent, link: bool) {
         }
     }
     let _ = (span, parent, link);
+}
+
+/// Makes `span` (not yet entered) a child of `parent` unless the span it was created in has an
+/// OpenTelemetry context of its own (then `tracing`'s parent stands): what a publish span does
+/// inside `in_trace`, or for an envelope that names its trace. Nothing without the
+/// `opentelemetry` feature or a layer.
+#[doc(hidden)]
+pub fn follow_unless_traced(span: &tracing::Span, parent: Option<TraceParent>) {
+    #[cfg(feature = "opentelemetry")]
+    if let Some(parent) = parent.filter(|_| !span.is_disabled()) {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if !tracing::Span::current().context().span().span_context().is_valid() {
+            follow_remote(span, parent, false);
+        }
+    }
+    let _ = (span, parent);
+}
+
+/// Marks `span` failed: `otel.status_code` `error` and `error.type` (fields the span declared).
+#[doc(hidden)]
+pub fn record_failure(span: &tracing::Span, error_type: &str) {
+    span.record("otel.status_code", "error");
+    span.record("error.type", error_type);
 }
 
 impl fmt::Display for TraceParent {

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tributary_core::cache::NameCache;
 use tributary_core::connection::keyed_command;
 use tributary_core::id::IdHasher;
-use tributary_core::trace::span_traceparent;
+use tributary_core::trace::{follow_unless_traced, record_failure, span_traceparent};
 use tributary_core::{
     Codec, Connection, EntryId, EnvelopeRef, Headers, InvalidName, MessageId, MsgPack, RedisError, Topic,
 };
@@ -494,6 +494,7 @@ impl<C: Codec> RpcClient<C> {
             messaging.message.conversation_id = %correlation_id,
             error.type = tracing::field::Empty,
         );
+        follow_unless_traced(&span, current_trace());
         envelope.traceparent = span_traceparent(&span).or_else(|| current_trace().map(|t| t.child()));
         let fields = (self.inner.conn.wire_version().xadd_fields(&envelope, self.inner.conn.limits()))
             .map_err(|source| send_err(StreamError::Limits { topic: stream.topic.to_string(), source }))?;
@@ -521,10 +522,7 @@ impl<C: Codec> RpcClient<C> {
                 .map_err(|e| send_err(RedisError::new("XADD", e).into()))?;
             rx.await.map_err(|_| RpcError::Closed)
         });
-        let failed = |kind: &'static str| {
-            span.record("otel.status_code", "error");
-            span.record("error.type", kind);
-        };
+        let failed = |kind: &'static str| record_failure(&span, kind);
         let reply =
             match tokio::time::timeout_at(started + timeout, tracing::Instrument::instrument(exchange, span.clone()))
                 .await

@@ -414,8 +414,7 @@ impl DispatchInner {
         };
         if let Err(e) = &result {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            span.record("otel.status_code", "error");
-            span.record("error.type", e.code.as_str());
+            tributary_core::trace::record_failure(&span, &e.code);
         }
         let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) else {
             if let Err(e) = &result {

@@ -27,6 +27,7 @@ use crate::scripts::{PUBLISH_IDEMPOTENT, SCHEDULE};
 use crate::trace::{current_trace, next_traceparent, publish_span, record_failure, stamp};
 use crate::{BuildError, StreamError};
 use tracing::Instrument;
+use tributary_core::trace::{follow_unless_traced, span_traceparent};
 
 /// Publishes messages to topics.
 ///
@@ -358,8 +359,11 @@ impl<C: Codec> Producer<C> {
     ) -> Result<EntryId, StreamError> {
         let started = Instant::now();
         let span = publish_span(target.topic.as_str(), 1);
+        // Outside an OpenTelemetry span, the publish continues the task's trace (`in_trace`), or
+        // the one the envelope names.
+        follow_unless_traced(&span, current_trace().or(envelope.traceparent));
         let mut envelope = *envelope;
-        envelope.traceparent = stamp(&span, envelope.traceparent);
+        envelope.traceparent = stamp(span_traceparent(&span), envelope.traceparent);
         let stored = self.store_on(client, target, &envelope, idempotency_key).instrument(span.clone()).await;
         target.metrics.published(started, u64::from(stored.is_ok()), stored.as_ref().err().map(|e| (1, e.kind())));
         if let Err(e) = &stored {
@@ -621,16 +625,18 @@ impl<C: Codec> Producer<C> {
         let target = self.target(topic)?;
         let started = Instant::now();
         let span = publish_span(target.topic.as_str(), envelopes.len());
-        // Every message of the batch carries the batch's span, when a layer records it.
+        follow_unless_traced(&span, current_trace());
+        // The messages of the batch carry the batch's span, when a layer records it (those that
+        // name a trace of their own keep it).
         let stamped: Vec<EnvelopeRef<'_>>;
-        let envelopes = match stamp(&span, None) {
+        let envelopes = match span_traceparent(&span) {
             None => envelopes,
             Some(tp) => {
                 stamped = envelopes
                     .iter()
                     .map(|e| {
                         let mut e = *e;
-                        e.traceparent = Some(tp);
+                        e.traceparent = stamp(Some(tp), e.traceparent);
                         e
                     })
                     .collect();

@@ -156,12 +156,12 @@ impl Scheduler {
             MOVE_DUE.run(&self.conn, vec![set, data, stream.clone()], vec![(max as i64).into()]).await?;
         let moved = reply.first().copied().unwrap_or(0).max(0) as u64;
         if moved > 0 {
-            self.ringer.ring_soon(&self.conn, &stream);
             let labels = [
                 ::metrics::Label::from_static_parts(crate::metrics::label::SYSTEM, crate::metrics::SYSTEM),
                 ::metrics::Label::new(crate::metrics::label::DESTINATION, topic.to_string()),
             ];
             ::metrics::counter!(crate::metrics::SCHEDULED_MOVED, labels.iter()).increment(moved);
+            self.ringer.ring_soon(&self.conn, &stream);
         }
         let next = reply.get(1).copied().filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
         Ok((moved, next))

@@ -41,19 +41,24 @@ pub(crate) fn publish_span(topic: &str, count: usize) -> tracing::Span {
         messaging.operation.name = "publish",
         messaging.operation.type = "send",
         messaging.destination.name = %topic,
-        messaging.batch.message_count = count as i64,
+        // Only for batches, by the conventions.
+        messaging.batch.message_count = (count > 1).then_some(count as i64),
         error.type = tracing::field::Empty,
     )
 }
 
-/// The `traceparent` a message published inside `span` carries: the span's OpenTelemetry
-/// context when a layer records it, else `fallback` (the task's trace, if any).
-pub(crate) fn stamp(span: &tracing::Span, fallback: Option<TraceParent>) -> Option<TraceParent> {
-    tributary_core::trace::span_traceparent(span).or(fallback)
+/// The `traceparent` a message published inside a publish span carries, where the message says
+/// `own` (its envelope's: a child of the task's trace, or one given): the span's OpenTelemetry
+/// context (`span`, when a layer records it) unless the message names another trace, else `own`.
+pub(crate) fn stamp(span: Option<TraceParent>, own: Option<TraceParent>) -> Option<TraceParent> {
+    match (span, own) {
+        (Some(span), None) => Some(span),
+        (Some(span), Some(own)) if span.trace_id() == own.trace_id() => Some(span),
+        (_, own) => own,
+    }
 }
 
 /// Marks `span` failed with an error of `kind`.
 pub(crate) fn record_failure(span: &tracing::Span, kind: tributary_core::ErrorKind) {
-    span.record("otel.status_code", "error");
-    span.record("error.type", crate::metrics::error_type(kind));
+    tributary_core::trace::record_failure(span, crate::metrics::error_type(kind));
 }

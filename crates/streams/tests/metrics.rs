@@ -353,14 +353,15 @@ async fn an_entry_taken_over_while_held_counts_as_a_lost_lease() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let topic = "leased.jobs";
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    // A gate rather than a notification: the entry may run twice (that is the point).
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let gate = release.clone();
     let worker = Worker::builder(conn.clone(), "crunchers")
         .claim_idle(Duration::from_millis(300))
         .on(topic, move |_o: Order, _ctx: Context| {
             let gate = gate.clone();
             async move {
-                gate.notified().await;
+                let _open = gate.acquire().await.expect("open");
                 Ok::<(), HandlerError>(())
             }
         })
@@ -376,6 +377,6 @@ async fn an_entry_taken_over_while_held_counts_as_a_lost_lease() {
     redis.cli(&["XCLAIM", &key, "crunchers", "thief", "0", &id.to_string()]);
     let lost = worker_labels(topic, "crunchers", &[]);
     wait_until(PATIENCE, "the lost lease counted", || async { counter(m::LEASES_LOST, &lost) == 1 }).await;
-    release.notify_one();
+    release.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
     worker.shutdown().await;
 }

@@ -165,7 +165,9 @@ impl TopicConsumer {
     /// One `XACK` for `batch`, retried until Redis confirms it. False when the worker stopped at
     /// once meanwhile (the entries stay pending and are delivered again).
     async fn send_acks(&self, batch: &[AckRequest]) -> bool {
-        let span = tracing::info_span!(
+        // At `debug`: an acknowledgement batch belongs to no one message's trace, and each would
+        // be a trace of one span.
+        let span = tracing::debug_span!(
             "settle",
             otel.name = %format_args!("settle {}", self.topic),
             otel.kind = "client",

@@ -23,7 +23,7 @@ use super::topic::TopicConsumer;
 use crate::metrics::Attempt;
 use crate::scripts::CLAIM_OWNED;
 use crate::trace::in_trace;
-use tributary_core::trace::{follow_remote, span_traceparent};
+use tributary_core::trace::{follow_remote, record_failure, span_traceparent};
 
 /// How handling one entry ended.
 enum Settled {
@@ -115,6 +115,18 @@ impl TopicConsumer {
             Arc::new(ContextInner { origin: self.origin.clone(), entry_id: id, attempt, envelope: *envelope });
         let mut ctx = Context { inner: ctx_inner };
         loop {
+            // The slot first: a retry's span does not include the wait for one.
+            let held = match slot.take() {
+                Some(s) => s,
+                None => match self.handler_slot().await {
+                    Some(s) => s,
+                    None => {
+                        // Claimed for this attempt, which now will not run here.
+                        self.release(id, attempt - 1);
+                        return Settled::Done;
+                    }
+                },
+            };
             let span = tracing::info_span!(
                 "process",
                 otel.name = %format_args!("process {}", self.topic),
@@ -129,7 +141,7 @@ impl TopicConsumer {
                 messaging.message.id = %ctx.message_id(),
                 entry_id = %id,
                 attempt,
-                trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+                trace_id = tracing::field::Empty,
                 error.type = tracing::field::Empty,
             );
             if let Some(tp) = trace {
@@ -138,18 +150,11 @@ impl TopicConsumer {
             // What the handler's publishes continue: this span's OpenTelemetry context, or a
             // child of the message's trace.
             let current = span_traceparent(&span).or(trace.map(|tp| tp.child()));
+            if let Some(tp) = current.filter(|_| !span.is_disabled()) {
+                span.record("trace_id", tp.trace_id_hex());
+            }
             let outcome = {
-                let _slot = match slot.take() {
-                    Some(s) => s,
-                    None => match self.handler_slot().await {
-                        Some(s) => s,
-                        None => {
-                            // Claimed for this attempt, which now will not run here.
-                            self.release(id, attempt - 1);
-                            return Settled::Done;
-                        }
-                    },
-                };
+                let _slot = held;
                 Stats::add(&self.stats.delivered, 1);
                 let handler = self.handler.clone();
                 let call = ctx.clone();
@@ -181,8 +186,7 @@ impl TopicConsumer {
                 };
                 self.metrics.processed(started, attempt);
                 if let Some(error) = attempt.error_type() {
-                    span.record("otel.status_code", "error");
-                    span.record("error.type", error);
+                    record_failure(&span, error);
                 }
                 outcome
             };

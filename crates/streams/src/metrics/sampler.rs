@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::metrics::{gauge, Gauge, Label};
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tributary_core::Connection;
@@ -21,8 +22,8 @@ pub const TOPIC_LENGTH: &str = "tributary.topic.length";
 pub const DEAD_LETTER_LENGTH: &str = "tributary.dead_letter.length";
 /// Messages scheduled for a topic and not yet due (gauge). Labels as [`TOPIC_LENGTH`].
 pub const SCHEDULED_LENGTH: &str = "tributary.scheduled.length";
-/// Entries of a topic not yet delivered to a group (gauge; left at its last value while Redis
-/// cannot tell). Labels: `messaging.system`, `messaging.destination.name`,
+/// Entries of a topic not yet delivered to a group (gauge; NaN while Redis cannot tell: after
+/// `XDEL` of entries the group had not read, or for a group created at an arbitrary id). Labels: `messaging.system`, `messaging.destination.name`,
 /// `messaging.consumer.group.name`.
 pub const GROUP_LAG: &str = "tributary.group.lag";
 /// Entries delivered to a group and not yet acknowledged (gauge). Labels as [`GROUP_LAG`].
@@ -34,13 +35,17 @@ pub const GROUP_CONSUMERS: &str = "tributary.group.consumers";
 /// [`GROUP_LAG`].
 pub const GROUP_OLDEST_PENDING_IDLE: &str = "tributary.group.oldest_pending.idle";
 
+/// Topics a [`Sampler`] reads at once.
+pub const CONCURRENCY: usize = 16;
+
 /// Samples topics from Redis into gauges, every [`interval`](Self::interval): the figures of
 /// [`Admin::topic_stats`] for every topic of the namespace, or for the topics named.
 ///
 /// Workers do not sample: run one sampler per deployment, or one in every instance (each then
-/// reports the same figures; aggregate them with `max`). A round costs about five commands a
-/// topic, one more a group with entries pending. A topic or group that disappears has its
-/// gauges set to 0.
+/// reports the same figures; aggregate them with `max`). A round costs, for every topic of the
+/// namespace, two `SCAN`s of the keyspace to list them (none with [`topics`](Self::topics)),
+/// then four commands a topic and one more a group with entries pending, [`CONCURRENCY`]
+/// topics at a time. A topic or group that disappears has its gauges set to 0.
 ///
 /// # Example
 /// ```no_run
@@ -136,7 +141,7 @@ impl Sampler {
         self
     }
 
-    /// Samples once and sets the gauges; returns what it read. A topic that cannot be read is
+    /// Samples once and sets the gauges; returns what it read, in the order of the topics. A topic that cannot be read is
     /// skipped with a warning (its gauges keep their values).
     ///
     /// # Errors
@@ -154,8 +159,15 @@ impl Sampler {
         };
         let mut seen: HashMap<Series, SeriesGauges> = HashMap::with_capacity(self.reported.len());
         let mut sampled = Vec::with_capacity(topics.len());
-        for topic in topics {
-            let stats = match self.admin.topic_stats(&topic).await {
+        let admin = &self.admin;
+        let mut reads = futures::stream::iter(topics)
+            .map(|topic| async move {
+                let stats = admin.topic_stats(&topic).await;
+                (topic, stats)
+            })
+            .buffered(CONCURRENCY);
+        while let Some((topic, stats)) = reads.next().await {
+            let stats = match stats {
                 Ok(stats) => stats,
                 Err(e) => {
                     tracing::warn!(topic = %topic, error = %e, "could not sample a topic's figures");
@@ -179,9 +191,7 @@ impl Sampler {
                 if let SeriesGauges::Group { lag, pending, consumers, oldest_pending_idle } =
                     take(&mut self.reported, &mut seen, (topic.clone(), Some(group.name.clone())))
                 {
-                    if let Some(n) = group.lag {
-                        lag.set(n as f64);
-                    }
+                    lag.set(group.lag.map_or(f64::NAN, |n| n as f64));
                     pending.set(group.pending as f64);
                     consumers.set(group.consumers as f64);
                     oldest_pending_idle.set(group.oldest_pending_idle.unwrap_or_default().as_secs_f64());
@@ -198,6 +208,9 @@ impl Sampler {
 
     /// Samples every [`interval`](Self::interval) in a task of its own, until the returned
     /// handle is dropped. A round that fails is said at `warn` and tried again at the next.
+    /// (The gauges keep their last values after; an exporter's idle timeout can drop them,
+    /// such as `PrometheusBuilder::idle_timeout`.)
+    #[must_use = "sampling stops when the handle is dropped"]
     pub fn spawn(mut self) -> SamplerTask {
         let task = tokio::spawn(async move {
             let mut next = Instant::now();
@@ -231,6 +244,7 @@ fn take<'a>(
 
 /// A [`Sampler`] running in a task; dropping it stops the task.
 #[derive(Debug)]
+#[must_use = "sampling stops when the handle is dropped"]
 pub struct SamplerTask {
     task: JoinHandle<()>,
 }
