@@ -7,8 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary_testkit::{wait_until, workspace_binary, TestRedis};
+use tributary_testkit::{http, wait_until, workspace_binary, TestRedis};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -24,16 +23,12 @@ impl Drop for Example {
 
 /// The samples of a Prometheus text page: `name{labels}` → value.
 async fn scrape(addr: &str) -> Result<HashMap<String, f64>, String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await.map_err(|e| e.to_string())?;
-    let (head, body) = page.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("not 200: {head}"));
+    let page = http("GET", addr, "/metrics", &[], "")?;
+    if page.status != 200 {
+        return Err(format!("status {}", page.status));
     }
-    Ok(body
+    Ok(page
+        .body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

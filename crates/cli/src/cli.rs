@@ -64,6 +64,27 @@ pub(crate) struct StatsArgs {
     pub(crate) interval: std::time::Duration,
 }
 
+/// `tributary dashboard`.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Address to listen on. Anything but a loopback address needs `--token`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Allow replaying and purging dead letters from the page (read-only without).
+    #[arg(long)]
+    pub(crate) allow_actions: bool,
+    /// A secret the page must present (it asks for it once); required to listen beyond
+    /// loopback.
+    #[arg(long, env = "TRIBUTARY_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// How often the server samples the topics (the charts' resolution).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub(crate) interval: std::time::Duration,
+    /// The workers' `claim_idle`: a pending entry idle longer is flagged as nobody's work.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub(crate) claim_idle: std::time::Duration,
+}
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -120,6 +141,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tributary stats\n  tributary stats orders payments --watch\n  tributary --output json stats --watch --interval 10s >> stats.jsonl"
     )]
     Stats(StatsArgs),
+    /// A web page over the topics: lag, rates and dead letters, with charts; dead letters can be
+    /// read, replayed and purged when started with `--allow-actions`.
+    #[command(
+        after_help = "Examples:\n  tributary dashboard                          # http://127.0.0.1:8080, read-only\n  tributary dashboard --allow-actions\n  TRIBUTARY_DASHBOARD_TOKEN=$(openssl rand -hex 16) tributary dashboard --listen 0.0.0.0:8080"
+    )]
+    Dashboard(DashboardArgs),
     /// List the consumer groups of a topic.
     #[command(after_help = "Examples:\n  tributary groups orders")]
     Groups {

@@ -7,6 +7,7 @@ mod checks;
 mod cli;
 mod consume;
 mod contexts;
+mod dashboard;
 mod dead_letters;
 mod groups;
 mod inspect;
@@ -158,6 +159,7 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Tail(args) => consume::tail(conn, args).await,
         Command::Topics => inspect::topics(conn, out).await,
         Command::Stats(args) => stats::run(conn, out, args).await,
+        Command::Dashboard(args) => dashboard::run(conn, args).await,
         Command::Info { topic } => inspect::info(conn, out, &topic).await,
         Command::Get { topic, id } => inspect::get(conn, &topic, id).await,
         Command::Completions { .. } => Ok(()),

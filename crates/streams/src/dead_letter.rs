@@ -274,6 +274,16 @@ impl DeadLetters {
         Ok(found)
     }
 
+    /// The dead letter `id` (an entry of the dead-letter stream), if there is one.
+    ///
+    /// # Errors
+    /// [`StreamError::Redis`] when the command fails.
+    pub async fn get(&self, id: EntryId) -> Result<Option<DeadLetter>, StreamError> {
+        let args = Args::new().arg(id.to_string()).arg(id.to_string());
+        let entries = parse_entries("XRANGE", call::<Value>(&self.conn, "XRANGE", &self.key, args).await?)?;
+        Ok(entries.into_iter().next().map(|e| DeadLetter::parse(&self.topic_key, e.id, e.fields.unwrap_or_default())))
+    }
+
     /// The dead letter of the topic entry `original` (its `original_id`), oldest first if
     /// there are several. Reads the dead-letter stream page by page.
     ///

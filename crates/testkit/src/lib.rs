@@ -454,3 +454,59 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     }
     dir.join(name)
 }
+
+/// An HTTP/1.1 response: its status code and body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code (`200`).
+    pub status: u16,
+    /// Body, as text.
+    pub body: String,
+}
+
+/// One HTTP/1.1 request to `addr` (`host:port`) on a connection of its own, for tests of the
+/// servers this workspace runs (the dashboard, a metrics exporter): `headers` as `(name,
+/// value)`, `body` sent as it is. Blocking, bounded by a 10 s timeout per read and write.
+///
+/// # Errors
+/// When the server cannot be reached or its answer is not HTTP.
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<HttpResponse, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let limit = Some(Duration::from_secs(10));
+    stream.set_read_timeout(limit).and_then(|()| stream.set_write_timeout(limit)).map_err(|e| e.to_string())?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, rest) = answer.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status: {head}"))?;
+    // A chunked body (what servers send without a length) is joined back together.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|e| format!("chunk size `{size}`: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(after.get(..n).ok_or("short chunk")?);
+            rest = after.get(n + 2..).unwrap_or("");
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Ok(HttpResponse { status, body })
+}

@@ -1,0 +1,246 @@
+//! The JSON the page reads, and the actions it asks for.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tributary::{DeadLetter, DeadLetters, EntryId, StreamError};
+
+use super::history::{now_ms, point_before};
+use super::{error, Shared, ACTION_HEADER};
+use crate::output;
+
+/// How far back "growing" looks.
+const GROWING_OVER: Duration = Duration::from_secs(60);
+
+pub(crate) async fn config(State(d): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "allow_actions": d.allow_actions,
+        "namespace": d.conn.namespace().as_str(),
+        "interval_ms": d.history.interval.as_millis() as u64,
+        "claim_idle_ms": d.claim_idle.as_millis() as u64,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Page {
+    /// Only topics whose name contains this.
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// A page of topics with their groups and what is wrong with them, from the last sample.
+pub(crate) async fn overview(State(d): State<Shared>, Query(page): Query<Page>) -> Json<Value> {
+    let claim_idle = d.claim_idle;
+    d.history.read(|h| {
+        let matching: Vec<_> = h.latest.iter().filter(|s| s.topic.contains(page.q.as_str())).collect();
+        let topics: Vec<Value> = matching
+            .iter()
+            .skip(page.offset)
+            .take(page.limit.min(1000))
+            .map(|s| {
+                let series = h.points.get(&s.topic);
+                let last = series.and_then(|p| p.back());
+                let before = series.and_then(|p| point_before(p, GROWING_OVER));
+                let groups: Vec<Value> = s
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let lag_then =
+                            before.and_then(|b| b.groups.iter().find(|x| x.name == g.name)).and_then(|x| x.lag);
+                        let out =
+                            last.and_then(|p| p.groups.iter().find(|x| x.name == g.name)).and_then(|x| x.out_per_s);
+                        json!({
+                            "name": g.name,
+                            "consumers": g.consumers,
+                            "lag": g.lag,
+                            "pending": g.pending,
+                            "oldest_pending_idle_ms": g.oldest_pending_idle.map(|d| d.as_millis() as u64),
+                            "out_per_s": out,
+                            "stuck": g.oldest_pending_idle.is_some_and(|idle| idle > claim_idle),
+                            "lag_growing": matches!((g.lag, lag_then), (Some(now), Some(then)) if now > then),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "topic": s.topic,
+                    "length": s.length,
+                    "in_per_s": last.and_then(|p| p.in_per_s),
+                    "dead_letters": s.dead_letters,
+                    "dead_letters_growing": before.is_some_and(|b| s.dead_letters > b.dead_letters),
+                    "scheduled": s.scheduled,
+                    "groups": groups,
+                })
+            })
+            .collect();
+        Json(json!({
+            "rounds": h.rounds,
+            "error": h.error,
+            "now_ms": now_ms(),
+            "total": matching.len(),
+            "offset": page.offset,
+            "topics": topics,
+        }))
+    })
+}
+
+/// A topic's points over the last minutes, oldest first.
+pub(crate) async fn topic_history(State(d): State<Shared>, Path(topic): Path<String>) -> Response {
+    d.history.read(|h| match h.points.get(&topic) {
+        Some(points) => Json(json!({ "topic": topic, "points": points })).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no samples of topic `{topic}` (yet)")),
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Count {
+    #[serde(default = "default_limit")]
+    count: usize,
+}
+
+/// The oldest dead letters of a topic.
+pub(crate) async fn dead_letters(
+    State(d): State<Shared>,
+    Path(topic): Path<String>,
+    Query(Count { count }): Query<Count>,
+) -> Response {
+    let listed = async { DeadLetters::new(d.conn.clone(), &topic)?.list(count.min(1000)).await };
+    match listed.await {
+        Ok(letters) => {
+            let letters: Vec<Value> = letters.iter().map(summary).collect();
+            Json(json!({ "topic": topic, "dead_letters": letters })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// One dead letter in full: its message decoded, headers, trace.
+pub(crate) async fn dead_letter(State(d): State<Shared>, Path((topic, id)): Path<(String, String)>) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else {
+        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
+    };
+    let found = async { DeadLetters::new(d.conn.clone(), &topic)?.get(id).await };
+    match found.await {
+        Ok(Some(letter)) => {
+            let mut full = summary(&letter);
+            match letter.envelope() {
+                Ok(env) => {
+                    let entry = letter.original_id.parse().unwrap_or(EntryId::MIN);
+                    full["message"] = output::message(entry, &env, None);
+                    full["message"]["trace_id"] = json!(env.traceparent.map(|t| t.trace_id_hex()));
+                }
+                Err(e) => full["unreadable"] = json!(e.to_string()),
+            }
+            Json(full).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("topic `{topic}` has no dead letter {id}")),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ReplayRequest {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Replays the dead letters named, or all of them (malformed ones stay: replayed, they would
+/// only be dead-lettered again).
+pub(crate) async fn replay(
+    State(d): State<Shared>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<ReplayRequest>,
+) -> Response {
+    if let Some(refused) = refuse_action(&d, &headers) {
+        return refused;
+    }
+    let dlq = match DeadLetters::new(d.conn.clone(), &topic) {
+        Ok(dlq) => dlq,
+        Err(e) => return failure(e),
+    };
+    if request.all {
+        let all = tributary::DeadLetterFilter::all().except_reason("malformed");
+        return match dlq.replay_matching(&all, |_| {}).await {
+            Ok(report) => Json(json!({ "replayed": report.replayed, "unreadable": report.unreadable, "without_fields": report.without_fields })).into_response(),
+            Err(e) => failure(e),
+        };
+    }
+    let mut replayed = 0;
+    for id in &request.ids {
+        let Ok(id) = id.parse::<EntryId>() else {
+            return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
+        };
+        match dlq.replay(id).await {
+            Ok(Some(_)) => replayed += 1,
+            Ok(None) => {}
+            Err(e) => return failure(e),
+        }
+    }
+    tracing::info!(topic = %topic, replayed, "dead letters replayed from the dashboard");
+    Json(json!({ "replayed": replayed })).into_response()
+}
+
+/// Deletes every dead letter of a topic.
+pub(crate) async fn purge(State(d): State<Shared>, Path(topic): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_action(&d, &headers) {
+        return refused;
+    }
+    match async { DeadLetters::new(d.conn.clone(), &topic)?.purge().await }.await {
+        Ok(purged) => {
+            tracing::info!(topic = %topic, purged, "dead letters purged from the dashboard");
+            Json(json!({ "purged": purged })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// Why an action is refused, if it is.
+fn refuse_action(d: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if !d.allow_actions {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "read-only: start the dashboard with --allow-actions to change anything",
+        ));
+    }
+    if !headers.contains_key(ACTION_HEADER) {
+        return Some(error(StatusCode::BAD_REQUEST, format!("an action needs the `{ACTION_HEADER}` header")));
+    }
+    None
+}
+
+fn summary(l: &DeadLetter) -> Value {
+    json!({
+        "id": l.id.to_string(),
+        "original_id": l.original_id,
+        "group": l.group,
+        "consumer": l.consumer,
+        "reason": l.reason,
+        "attempts": l.attempts,
+        "error": l.error,
+        "dead_at": humantime::format_rfc3339_millis(l.dead_at).to_string(),
+        "readable": l.is_readable(),
+    })
+}
+
+fn failure(e: StreamError) -> Response {
+    let status = match e {
+        StreamError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    error(status, e.to_string())
+}

@@ -1,0 +1,281 @@
+// The dashboard's page: no framework, no network beyond this server. Views by the URL's hash:
+//   #/                          overview of every topic and group
+//   #/topic/NAME                charts and dead letters of a topic
+//   #/topic/NAME/dlq/ID         one dead letter in full
+"use strict";
+
+const view = document.getElementById("view");
+let config = null;
+let timer = null;
+
+// The token, if the server wants one: given once as `?token=`, kept for this tab only.
+const given = new URLSearchParams(location.search).get("token");
+if (given) {
+  sessionStorage.setItem("tributary-token", given);
+  history.replaceState(null, "", location.pathname + location.hash);
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  const token = sessionStorage.getItem("tributary-token");
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch("/api" + path, { ...options, headers });
+  if (response.status === 401) {
+    const entered = prompt("This dashboard needs its token:");
+    if (entered) {
+      sessionStorage.setItem("tributary-token", entered);
+      return api(path, options);
+    }
+  }
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function action(path, body) {
+  return api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Tributary-Action": "1" },
+    body: JSON.stringify(body || {}),
+  });
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return node;
+}
+
+const num = (v) => (v === null || v === undefined ? "–" : typeof v === "number" && !Number.isInteger(v) ? v.toFixed(1) : String(v));
+
+function idle(ms) {
+  if (ms === null || ms === undefined) return "–";
+  if (ms < 1000) return ms + "ms";
+  if (ms < 60000) return (ms / 1000).toFixed(1) + "s";
+  if (ms < 3600000) return Math.floor(ms / 60000) + "m" + String(Math.floor(ms / 1000) % 60).padStart(2, "0") + "s";
+  return Math.floor(ms / 3600000) + "h" + String(Math.floor(ms / 60000) % 60).padStart(2, "0") + "m";
+}
+
+function topicLink(topic) {
+  return el("a", { href: "#/topic/" + encodeURIComponent(topic) }, topic);
+}
+
+function status(text, isError) {
+  const s = document.getElementById("status");
+  s.textContent = text;
+  s.className = isError ? "error" : "";
+}
+
+// ---- overview ---------------------------------------------------------------------------
+
+const overviewState = { q: "", offset: 0, limit: 100 };
+
+async function overview() {
+  const started = performance.now();
+  const q = new URLSearchParams({ q: overviewState.q, offset: overviewState.offset, limit: overviewState.limit });
+  const data = await api("/overview?" + q);
+  const rows = [];
+  for (const t of data.topics) {
+    const groups = t.groups.length ? t.groups : [null];
+    groups.forEach((g, i) => {
+      const first = i === 0;
+      rows.push(
+        el(
+          "tr",
+          { "data-topic": t.topic, "data-group": g ? g.name : "" },
+          el("td", {}, first ? topicLink(t.topic) : ""),
+          el("td", {}, g ? g.name : el("span", { class: "muted" }, "no group")),
+          el("td", { class: "num" }, first ? num(t.length) : ""),
+          el("td", { class: "num" }, first ? num(t.in_per_s) : ""),
+          el("td", { class: "num" }, g ? num(g.out_per_s) : ""),
+          el("td", { class: "num lag" + (g && g.lag_growing ? " warn" : ""), title: g && g.lag_growing ? "growing over the last minute" : null }, g ? num(g.lag) : ""),
+          el("td", { class: "num" }, g ? num(g.pending) : ""),
+          el("td", { class: "num" + (g && g.stuck ? " bad" : ""), title: g && g.stuck ? "idle longer than claim_idle: nobody works on it" : null }, g ? idle(g.oldest_pending_idle_ms) : ""),
+          el("td", { class: "num" }, g ? num(g.consumers) : ""),
+          el("td", { class: "num dead" + (first && t.dead_letters_growing ? " bad" : ""), title: first && t.dead_letters_growing ? "growing over the last minute" : null }, first ? num(t.dead_letters) : ""),
+          el("td", { class: "num" }, first ? num(t.scheduled) : ""),
+        ),
+      );
+    });
+  }
+  const search = el("input", { type: "search", placeholder: "filter topics", value: overviewState.q });
+  search.addEventListener("change", () => { overviewState.q = search.value; overviewState.offset = 0; refresh(); });
+  const last = Math.min(data.offset + data.topics.length, data.total);
+  const pager = el("span", { class: "muted" }, data.total ? `topics ${data.offset + 1}–${last} of ${data.total}` : "no topics");
+  const prev = el("button", { disabled: data.offset === 0, onclick: () => { overviewState.offset = Math.max(0, overviewState.offset - overviewState.limit); refresh(); } }, "‹ previous");
+  const next = el("button", { disabled: last >= data.total, onclick: () => { overviewState.offset += overviewState.limit; refresh(); } }, "next ›");
+  const heads = ["topic", "group", "length", "in/s", "out/s", "lag", "pending", "oldest pending", "consumers", "dead letters", "scheduled"];
+  const table = el("table", { id: "overview" },
+    el("thead", {}, el("tr", {}, heads.map((h, i) => el("th", { class: i > 1 ? "num" : "" }, h)))),
+    el("tbody", {}, rows));
+  view.replaceChildren(el("h1", {}, "Topics"), el("div", { class: "toolbar" }, search, prev, next, pager), table);
+  if (data.error) status("sampling failed: " + data.error, true);
+  // For the browser test and the curious: how long this view took, request included.
+  document.body.dataset.renderMs = String(Math.round(performance.now() - started));
+}
+
+// ---- charts -----------------------------------------------------------------------------
+
+const COLOURS = ["#2f5bd3", "#c2410c", "#067647", "#7c3aed", "#b42318", "#0e7490"];
+
+function chart(title, series) {
+  const W = 420, H = 150, P = 28;
+  const all = series.flatMap((s) => s.points);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("width", W);
+  svg.setAttribute("height", H);
+  svg.dataset.title = title;
+  svg.dataset.points = String(all.length);
+  const text = (x, y, s, anchor) => {
+    const t = document.createElementNS(svg.namespaceURI, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.textContent = s;
+    if (anchor) t.setAttribute("text-anchor", anchor);
+    svg.append(t);
+  };
+  text(P, 14, title);
+  if (!all.length) { text(W / 2, H / 2, "no data yet", "middle"); return svg; }
+  const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
+  const top = Math.max(1, ...all.map((p) => p[1]));
+  const x = (t) => P + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * P);
+  const y = (v) => H - P + 6 - (v / top) * (H - 2 * P);
+  text(P - 4, y(top) + 4, num(top), "end");
+  text(P - 4, y(0) + 4, "0", "end");
+  text(W - P, H - 4, Math.round((t1 - t0) / 1000) + " s", "end");
+  series.forEach((s, i) => {
+    const line = document.createElementNS(svg.namespaceURI, "polyline");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", COLOURS[i % COLOURS.length]);
+    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("points", s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
+    svg.append(line);
+    text(W - P, 14 + 12 * i, s.name, "end");
+    svg.lastChild.setAttribute("fill", COLOURS[i % COLOURS.length]);
+  });
+  return svg;
+}
+
+function groupSeries(points, field) {
+  const names = [...new Set(points.flatMap((p) => p.groups.map((g) => g.name)))];
+  return names.map((name) => ({
+    name,
+    points: points.flatMap((p) => {
+      const g = p.groups.find((x) => x.name === name);
+      return g && g[field] !== null && g[field] !== undefined ? [[p.at_ms, g[field]]] : [];
+    }),
+  }));
+}
+
+// ---- a topic ----------------------------------------------------------------------------
+
+async function topic(name) {
+  const [hist, dlq] = await Promise.all([
+    api("/topics/" + encodeURIComponent(name) + "/history").catch(() => ({ points: [] })),
+    api("/topics/" + encodeURIComponent(name) + "/dead-letters?count=100"),
+  ]);
+  const points = hist.points;
+  const inRate = { name: "in", points: points.filter((p) => p.in_per_s !== null).map((p) => [p.at_ms, p.in_per_s]) };
+  const charts = el("div", { class: "charts" },
+    chart("lag", groupSeries(points, "lag")),
+    chart("pending", groupSeries(points, "pending")),
+    chart("messages/s", [inRate, ...groupSeries(points, "out_per_s").map((s) => ({ ...s, name: s.name + " out" }))]));
+
+  const readOnly = !config.allow_actions;
+  const why = readOnly ? "read-only: start the dashboard with --allow-actions" : null;
+  const boxes = [];
+  const rows = dlq.dead_letters.map((l) => {
+    const box = el("input", { type: "checkbox", value: l.id, disabled: readOnly });
+    boxes.push(box);
+    return el("tr", { "data-id": l.id },
+      el("td", {}, box),
+      el("td", {}, el("a", { href: `#/topic/${encodeURIComponent(name)}/dlq/${l.id}` }, l.id)),
+      el("td", {}, l.reason), el("td", { class: "num" }, num(l.attempts)), el("td", {}, l.group),
+      el("td", {}, l.error), el("td", {}, l.dead_at));
+  });
+  const done = (what) => (r) => { status(what(r)); route(); };
+  const failed = (e) => status(e.message, true);
+  const replaySelected = el("button", { id: "replay-selected", disabled: readOnly, title: why, onclick: () => {
+    const ids = boxes.filter((b) => b.checked).map((b) => b.value);
+    if (ids.length && confirm(`Replay ${ids.length} dead letter(s) onto ${name}?`))
+      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids }).then(done((r) => `replayed ${r.replayed}`), failed);
+  } }, "Replay selected");
+  const replayAll = el("button", { id: "replay-all", disabled: readOnly, title: why, onclick: () => {
+    if (confirm(`Replay every dead letter of ${name} (malformed ones stay)?`))
+      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { all: true }).then(done((r) => `replayed ${r.replayed}`), failed);
+  } }, "Replay all");
+  const purge = el("button", { id: "purge", class: "danger", disabled: readOnly, title: why, onclick: () => {
+    if (confirm(`Delete every dead letter of ${name}? This cannot be undone.`))
+      action(`/topics/${encodeURIComponent(name)}/dead-letters/purge`).then(done((r) => `purged ${r.purged}`), failed);
+  } }, "Purge");
+  const table = dlq.dead_letters.length
+    ? el("table", { id: "dead-letters" },
+        el("thead", {}, el("tr", {}, ["", "id", "reason", "attempts", "group", "last error", "dead at"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows))
+    : el("p", { class: "muted" }, "No dead letters.");
+  view.replaceChildren(
+    el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", name),
+    charts,
+    el("h2", {}, `Dead letters (${dlq.dead_letters.length}${dlq.dead_letters.length === 100 ? "+" : ""})`),
+    el("div", { class: "toolbar" }, replaySelected, replayAll, purge),
+    table);
+}
+
+// ---- a dead letter ----------------------------------------------------------------------
+
+async function deadLetter(name, id) {
+  const l = await api(`/topics/${encodeURIComponent(name)}/dead-letters/${encodeURIComponent(id)}`);
+  const readOnly = !config.allow_actions;
+  const replay = el("button", { id: "replay-one", disabled: readOnly || !l.readable,
+    title: readOnly ? "read-only: start the dashboard with --allow-actions" : null, onclick: () => {
+      if (confirm(`Replay dead letter ${id} onto ${name}?`))
+        action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids: [id] })
+          .then((r) => { status(`replayed ${r.replayed}`); location.hash = "#/topic/" + encodeURIComponent(name); },
+                (e) => status(e.message, true));
+    } }, "Replay");
+  const facts = [["reason", l.reason], ["attempts", l.attempts], ["group", l.group], ["consumer", l.consumer],
+    ["last error", l.error], ["dead at", l.dead_at], ["original entry", l.original_id],
+    ["trace id", l.message ? l.message.trace_id : null]];
+  view.replaceChildren(
+    el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", topicLink(name), " / dead letter ", id),
+    el("dl", {}, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))])),
+    el("div", { class: "toolbar" }, replay),
+    el("h2", {}, "Message"),
+    el("pre", { id: "message" }, l.message ? JSON.stringify(l.message, null, 2) : "unreadable: " + l.unreadable));
+}
+
+// ---- routing ----------------------------------------------------------------------------
+
+async function route() {
+  clearTimeout(timer);
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  try {
+    if (parts[0] === "topic" && parts[2] === "dlq") await deadLetter(parts[1], parts[3]);
+    else if (parts[0] === "topic") { await topic(parts[1]); timer = setTimeout(refresh, Math.max(config.interval_ms, 2000)); }
+    else { await overview(); timer = setTimeout(refresh, Math.max(config.interval_ms, 1000)); }
+    if (!document.getElementById("status").classList.contains("error")) status("updated " + new Date().toLocaleTimeString());
+  } catch (e) {
+    status(e.message, true);
+    timer = setTimeout(refresh, 5000);
+  }
+}
+
+function refresh() {
+  // Not while someone is choosing dead letters or typing.
+  if (document.activeElement && document.activeElement.matches("input")) { timer = setTimeout(refresh, 1000); return; }
+  route();
+}
+
+(async () => {
+  config = await api("/config");
+  document.getElementById("namespace").textContent = "namespace " + config.namespace;
+  const mode = document.getElementById("mode");
+  mode.textContent = config.allow_actions ? "actions allowed" : "read-only";
+  mode.classList.toggle("actions", config.allow_actions);
+  window.addEventListener("hashchange", route);
+  route();
+})().catch((e) => status(e.message, true));

@@ -1,0 +1,169 @@
+//! `tributary dashboard` as an operator runs it, against a real redis-server: its API over
+//! HTTP (what the page shows and does), and its safety: read-only unless asked, actions only
+//! with their header, a token when it has one, none of the Redis password.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tributary::prelude::*;
+use tributary_testkit::{http, wait_until, HttpResponse, TestRedis};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+/// A dashboard process, stopped when the test is done with it.
+struct Dashboard {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `tributary dashboard` with `args` and waits until it answers.
+async fn dashboard(redis: &TestRedis, args: &[&str]) -> Dashboard {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .env("REDIS_URL", redis.url())
+        .env("TRIBUTARY_NAMESPACE", redis.namespace())
+        .args(["dashboard", "--listen", &addr, "--interval", "200ms"])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run tributary");
+    let d = Dashboard { child, addr };
+    wait_until(PATIENCE, "the dashboard answering", || async { http("GET", &d.addr, "/", &[], "").is_ok() }).await;
+    d
+}
+
+fn get(d: &Dashboard, path: &str) -> Value {
+    let r = http("GET", &d.addr, path, &[], "").unwrap();
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn post(d: &Dashboard, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    http("POST", &d.addr, path, &all, body).unwrap()
+}
+
+/// The overview's row of `topic` once a sample satisfies `ready`.
+async fn topic_row(d: &Dashboard, topic: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut row = Value::Null;
+    wait_until(PATIENCE, &format!("the overview's row of {topic}"), || {
+        let overview = get(d, "/api/overview");
+        row = overview["topics"].as_array().unwrap().iter().find(|t| t["topic"] == topic).cloned().unwrap_or_default();
+        let ok = !row.is_null() && ready(&row);
+        async move { ok }
+    })
+    .await;
+    row
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for id in 0..3 {
+        producer.publish("orders", &Order { id }).await.unwrap();
+    }
+
+    // No worker: the overview shows the group's lag.
+    let read_only = dashboard(&redis, &[]).await;
+    let page = http("GET", &read_only.addr, "/", &[], "").unwrap();
+    assert!(page.body.contains("<script src=\"/app.js\">"), "{}", page.body);
+    let js = http("GET", &read_only.addr, "/app.js", &[], "").unwrap();
+    assert_eq!(js.status, 200);
+    let elsewhere = js.body.replace("http://www.w3.org/2000/svg", "");
+    assert!(!elsewhere.contains("http://") && !elsewhere.contains("https://"), "nothing loaded from elsewhere");
+    let row = topic_row(&read_only, "orders", |r| r["groups"][0]["lag"] == 3).await;
+    assert_eq!((row["length"].as_u64(), row["groups"][0]["name"].as_str()), (Some(3), Some("billing")));
+
+    // A worker that refuses order 1: a dead letter, listed and readable in full.
+    let worker = Worker::builder(conn.clone(), "billing")
+        .on("orders", |o: Order, _ctx: Context| async move {
+            if o.id == 1 {
+                return Err(HandlerError::reject("order 1 is refused"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("settled");
+    worker.shutdown().await;
+    let row = topic_row(&read_only, "orders", |r| r["dead_letters"] == 1 && r["groups"][0]["lag"] == 0).await;
+    assert_eq!(row["groups"][0]["pending"], 0);
+    let letters = get(&read_only, "/api/topics/orders/dead-letters");
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0]["reason"].as_str(), letters[0]["group"].as_str()), (Some("rejected"), Some("billing")));
+    let id = letters[0]["id"].as_str().unwrap().to_owned();
+    let letter = get(&read_only, &format!("/api/topics/orders/dead-letters/{id}"));
+    assert_eq!(letter["error"], "order 1 is refused");
+    assert_eq!(letter["message"]["payload"]["id"], 1, "the payload decoded: {letter}");
+    let history = get(&read_only, "/api/topics/orders/history");
+    assert!(history["points"].as_array().unwrap().len() >= 2, "points for the charts: {history}");
+
+    // Read-only refuses to replay, and the dead letter stays.
+    let body = format!(r#"{{"ids":["{id}"]}}"#);
+    let refused = post(&read_only, "/api/topics/orders/dead-letters/replay", &[("X-Tributary-Action", "1")], &body);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("--allow-actions"), "{}", refused.body);
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    assert_eq!(dlq.count().await.unwrap(), 1);
+
+    // With actions allowed: not without the action header (a cross-site form cannot send it),
+    // then replayed onto the topic.
+    let writable = dashboard(&redis, &["--allow-actions"]).await;
+    let no_header = post(&writable, "/api/topics/orders/dead-letters/replay", &[], &body);
+    assert_eq!(no_header.status, 400, "{}", no_header.body);
+    assert_eq!(dlq.count().await.unwrap(), 1);
+    let replayed = post(&writable, "/api/topics/orders/dead-letters/replay", &[("X-Tributary-Action", "1")], &body);
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    assert_eq!(serde_json::from_str::<Value>(&replayed.body).unwrap()["replayed"], 1);
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    assert_eq!(Admin::new(conn.clone()).len("orders").await.unwrap(), 4, "back on the topic");
+}
+
+#[tokio::test]
+async fn a_dashboard_with_a_token_answers_only_with_it_and_refuses_the_network_without_one() {
+    let redis = TestRedis::start().await;
+    let d = dashboard(&redis, &["--token", "s3cret-token"]).await;
+    // The page itself holds no data.
+    assert_eq!(http("GET", &d.addr, "/", &[], "").unwrap().status, 200);
+    let without = http("GET", &d.addr, "/api/overview", &[], "").unwrap();
+    assert_eq!(without.status, 401, "{}", without.body);
+    let wrong = http("GET", &d.addr, "/api/overview", &[("Authorization", "Bearer s3cret-tokeN")], "").unwrap();
+    assert_eq!(wrong.status, 401);
+    let with = http("GET", &d.addr, "/api/config", &[("Authorization", "Bearer s3cret-token")], "").unwrap();
+    assert_eq!(with.status, 200, "{}", with.body);
+    assert!(!with.body.contains(&redis.url()) && !with.body.contains("redis://"), "no URL: {}", with.body);
+
+    // Beyond loopback without a token: refused before listening.
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .env("REDIS_URL", redis.url())
+        .env_remove("TRIBUTARY_DASHBOARD_TOKEN")
+        .args(["dashboard", "--listen", &format!("0.0.0.0:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs a token"), "{said}");
+}
