@@ -1,6 +1,7 @@
 //! Project tasks, so a newcomer needs two commands:
 //!
-//! - `cargo xtask test`: install `redis-server` if missing (Debian, as root), then format
+//! - `cargo xtask test`: install `redis-server` (and Chromium for the dashboard's browser test)
+//!   if missing (Debian, as root), then format
 //!   check, clippy, docs, the demo, and the whole test suite;
 //! - `cargo xtask demo`: install `redis-server` if missing, start a private one, run the
 //!   examples against it;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
 
 fn test() -> Result<(), String> {
     ensure_redis()?;
+    ensure_browser()?;
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     // The facade's features stand alone: the macros without RPC, the core alone.
@@ -238,14 +240,34 @@ fn ensure_redis() -> Result<(), String> {
     if has("redis-server") && has("redis-cli") && has_openssl() {
         return Ok(());
     }
+    install(
+        &["redis-server", "redis-tools", "openssl"],
+        "redis-server (7.0 or later) and openssl are needed. Install them first, e.g. \
+         `sudo apt-get install redis-server openssl` or `brew install redis openssl`.",
+    )
+}
+
+/// `chromium` and `chromedriver`, for the dashboard's browser test.
+fn ensure_browser() -> Result<(), String> {
+    if has("chromium") && has("chromedriver") {
+        return Ok(());
+    }
+    install(
+        &["chromium", "chromium-driver"],
+        "chromium and chromedriver are needed for the dashboard's browser test. Install them first, \
+         e.g. `sudo apt-get install chromium chromium-driver`.",
+    )
+}
+
+/// Installs Debian's `packages` when root with apt-get; else fails with `advice`.
+fn install(packages: &[&str], advice: &str) -> Result<(), String> {
     let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !(is_root && has("apt-get")) {
-        return Err("redis-server (7.0 or later) and openssl are needed. Install them first, e.g. \
-                    `sudo apt-get install redis-server openssl` or `brew install redis openssl`."
-            .to_owned());
+        return Err(advice.to_owned());
     }
-    eprintln!("xtask: installing redis-server with apt-get");
-    let install = ["install", "-y", "--no-install-recommends", "redis-server", "redis-tools", "openssl"];
+    eprintln!("xtask: installing {} with apt-get", packages.join(", "));
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
     for args in [&["update"][..], &install[..]] {
         let status = Command::new("apt-get")
             .args(args)

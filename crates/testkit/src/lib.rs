@@ -487,8 +487,28 @@ pub fn http(
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    // Read up to the length the server announces: some (chromedriver) keep the connection
+    // open whatever the request says.
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if n == 0 {
+            break;
+        }
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+            });
+            let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+            if length.is_some_and(|len| rest.len() >= len) || (chunked && rest.ends_with("0\r\n\r\n")) {
+                break;
+            }
+        }
+    }
     let answer = String::from_utf8_lossy(&answer);
     let (head, rest) = answer.split_once("\r\n\r\n").ok_or("no end of headers")?;
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status: {head}"))?;

@@ -65,10 +65,18 @@ function topicLink(topic) {
   return el("a", { href: "#/topic/" + encodeURIComponent(topic) }, topic);
 }
 
+let flashUntil = 0;
+
 function status(text, isError) {
   const s = document.getElementById("status");
   s.textContent = text;
   s.className = isError ? "error" : "";
+}
+
+// What an action did (or why it failed) stays up a while through refreshes.
+function flash(text, isError) {
+  status(text, isError);
+  flashUntil = Date.now() + 8000;
 }
 
 // ---- overview ---------------------------------------------------------------------------
@@ -197,8 +205,8 @@ async function topic(name) {
       el("td", {}, l.reason), el("td", { class: "num" }, num(l.attempts)), el("td", {}, l.group),
       el("td", {}, l.error), el("td", {}, l.dead_at));
   });
-  const done = (what) => (r) => { status(what(r)); route(); };
-  const failed = (e) => status(e.message, true);
+  const done = (what) => (r) => { flash(what(r)); route(); };
+  const failed = (e) => flash(e.message, true);
   const replaySelected = el("button", { id: "replay-selected", disabled: readOnly, title: why, onclick: () => {
     const ids = boxes.filter((b) => b.checked).map((b) => b.value);
     if (ids.length && confirm(`Replay ${ids.length} dead letter(s) onto ${name}?`))
@@ -234,8 +242,8 @@ async function deadLetter(name, id) {
     title: readOnly ? "read-only: start the dashboard with --allow-actions" : null, onclick: () => {
       if (confirm(`Replay dead letter ${id} onto ${name}?`))
         action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids: [id] })
-          .then((r) => { status(`replayed ${r.replayed}`); location.hash = "#/topic/" + encodeURIComponent(name); },
-                (e) => status(e.message, true));
+          .then((r) => { flash(`replayed ${r.replayed}`); location.hash = "#/topic/" + encodeURIComponent(name); },
+                (e) => flash(e.message, true));
     } }, "Replay");
   const facts = [["reason", l.reason], ["attempts", l.attempts], ["group", l.group], ["consumer", l.consumer],
     ["last error", l.error], ["dead at", l.dead_at], ["original entry", l.original_id],
@@ -257,7 +265,7 @@ async function route() {
     if (parts[0] === "topic" && parts[2] === "dlq") await deadLetter(parts[1], parts[3]);
     else if (parts[0] === "topic") { await topic(parts[1]); timer = setTimeout(refresh, Math.max(config.interval_ms, 2000)); }
     else { await overview(); timer = setTimeout(refresh, Math.max(config.interval_ms, 1000)); }
-    if (!document.getElementById("status").classList.contains("error")) status("updated " + new Date().toLocaleTimeString());
+    if (Date.now() > flashUntil) status("updated " + new Date().toLocaleTimeString());
   } catch (e) {
     status(e.message, true);
     timer = setTimeout(refresh, 5000);

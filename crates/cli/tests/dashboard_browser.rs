@@ -1,0 +1,194 @@
+//! `tributary dashboard` in a real browser (headless Chromium through chromedriver, which
+//! `.ci/run` installs), against a real redis-server: the overview shows a topic's lag, a dead
+//! letter is opened and replayed (refused read-only), a chart has data points, and the
+//! overview of 1,000 topics renders in bounded time. With `UPDATE_SCREENSHOTS=1`, the views
+//! are saved under `docs/` (what `docs/dashboard.md` shows).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use tributary::prelude::*;
+use tributary_testkit::{http, wait_until, TestRedis};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+/// A child process killed when the test is done with it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn answering(addr: &str, path: &str, what: &str) {
+    wait_until(PATIENCE, what, || async { http("GET", addr, path, &[], "").is_ok_and(|r| r.status == 200) }).await;
+}
+
+/// `tributary dashboard` with `args`, answering.
+async fn dashboard(redis: &TestRedis, args: &[&str]) -> (Process, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .env("REDIS_URL", redis.url())
+        .env("TRIBUTARY_NAMESPACE", redis.namespace())
+        .args(["dashboard", "--listen", &addr])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run tributary");
+    let process = Process(child);
+    answering(&addr, "/", "the dashboard answering").await;
+    (process, format!("http://{addr}"))
+}
+
+/// Headless Chromium, driven through a chromedriver of its own.
+async fn browser() -> (Process, Client) {
+    let port = free_port();
+    let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run installs them)");
+    let driver = Process(driver);
+    answering(&format!("127.0.0.1:{port}"), "/status", "chromedriver answering").await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"] }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a browser session");
+    (driver, client)
+}
+
+/// The text of the first element matching `css`, once it satisfies `ready`.
+async fn text_when(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = match client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if ready(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "`{css}` still reads `{text}` after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // the page's next refresh
+    }
+}
+
+/// An attribute of the first element matching `css`, once there is one.
+async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
+    text_when(client, css, |_| true).await;
+    client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()?
+}
+
+/// Saves a screenshot of the page under `docs/` when asked to (`UPDATE_SCREENSHOTS=1`).
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(format!("dashboard-{name}.png"));
+        std::fs::write(&path, png).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for id in 0..3 {
+        producer.publish("orders", &Order { id }).await.unwrap();
+    }
+    let (_read_only, read_only) = dashboard(&redis, &["--interval", "300ms"]).await;
+    let (_driver, client) = browser().await;
+
+    // The overview: the group's lag while no worker runs.
+    client.goto(&read_only).await.unwrap();
+    let lag = r#"#overview tr[data-topic="orders"][data-group="billing"] td.lag"#;
+    text_when(&client, lag, |t| t == "3").await;
+    text_when(&client, "#mode", |t| t == "read-only").await;
+    screenshot(&client, "overview").await;
+
+    // A worker refuses order 1: the topic's page lists the dead letter, with charts.
+    let worker = Worker::builder(conn.clone(), "billing")
+        .on("orders", |o: Order, _ctx: Context| async move {
+            if o.id == 1 {
+                return Err(HandlerError::reject("order 1 is refused"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("settled");
+    worker.shutdown().await;
+    text_when(&client, lag, |t| t == "0").await;
+    client.goto(&format!("{read_only}/#/topic/orders")).await.unwrap();
+    text_when(&client, "#dead-letters tbody tr td:nth-child(3)", |t| t == "rejected").await;
+    let points: usize = attr(&client, r#"svg.chart[data-title="lag"]"#, "data-points").await.unwrap().parse().unwrap();
+    assert!(points >= 2, "the lag chart has {points} points");
+    assert!(!client.find(Locator::Id("replay-selected")).await.unwrap().is_enabled().await.unwrap(), "read-only");
+    screenshot(&client, "topic").await;
+
+    // Opened in full: the payload decoded, the error.
+    client.find(Locator::Css("#dead-letters tbody tr td:nth-child(2) a")).await.unwrap().click().await.unwrap();
+    text_when(&client, "#message", |t| t.contains("\"id\": 1")).await;
+    assert!(!client.find(Locator::Id("replay-one")).await.unwrap().is_enabled().await.unwrap(), "read-only");
+    screenshot(&client, "dead-letter").await;
+    let dlq = DeadLetters::new(conn.clone(), "orders").unwrap();
+    assert_eq!(dlq.count().await.unwrap(), 1, "nothing replayed read-only");
+
+    // With actions allowed: chosen, confirmed, replayed onto the topic.
+    let (_writable, writable) = dashboard(&redis, &["--interval", "300ms", "--allow-actions"]).await;
+    client.goto(&format!("{writable}/#/topic/orders")).await.unwrap();
+    text_when(&client, "#mode", |t| t == "actions allowed").await;
+    text_when(&client, "#dead-letters tbody tr td:nth-child(3)", |t| t == "rejected").await;
+    client.find(Locator::Css("#dead-letters tbody input[type=checkbox]")).await.unwrap().click().await.unwrap();
+    client.find(Locator::Id("replay-selected")).await.unwrap().click().await.unwrap();
+    client.accept_alert().await.expect("a confirmation was asked");
+    text_when(&client, "#status", |t| t.contains("replayed 1")).await;
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    assert_eq!(Admin::new(conn.clone()).len("orders").await.unwrap(), 4, "back on the topic");
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_overview_of_a_thousand_topics_renders_a_page_at_a_time() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for n in 0..1000 {
+        producer.publish(&format!("load.t{n:04}"), &Order { id: n }).await.unwrap();
+    }
+    let (_d, url) = dashboard(&redis, &["--interval", "2s"]).await;
+    let (_driver, client) = browser().await;
+    client.goto(&url).await.unwrap();
+    text_when(&client, ".toolbar .muted", |t| t == "topics 1–100 of 1000").await;
+    let rows = client.find_all(Locator::Css("#overview tbody tr")).await.unwrap().len();
+    assert_eq!(rows, 100, "a page of topics");
+    // The render time of the view, request included, as the page measured it.
+    let render_ms: u64 = attr(&client, "body", "data-render-ms").await.unwrap().parse().unwrap();
+    eprintln!("overview of 1,000 topics: a page of 100 rendered in {render_ms} ms");
+    assert!(render_ms < 5_000, "{render_ms} ms");
+    client.close().await.unwrap();
+}
