@@ -2,10 +2,13 @@
 //! HTTP (what the page shows and does), and its safety: read-only unless asked, actions only
 //! with their header, a token when it has one, none of the Redis password.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::{dashboard, Dashboard};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, HttpResponse, TestRedis};
 
@@ -14,39 +17,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Order {
     id: u64,
-}
-
-/// A dashboard process, stopped when the test is done with it.
-struct Dashboard {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts `tributary dashboard` with `args` and waits until it answers.
-async fn dashboard(redis: &TestRedis, args: &[&str]) -> Dashboard {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .env("REDIS_URL", redis.url())
-        .env("TRIBUTARY_NAMESPACE", redis.namespace())
-        .args(["dashboard", "--listen", &addr, "--interval", "200ms"])
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run tributary");
-    let d = Dashboard { child, addr };
-    wait_until(PATIENCE, "the dashboard answering", || async { http("GET", &d.addr, "/", &[], "").is_ok() }).await;
-    d
 }
 
 fn get(d: &Dashboard, path: &str) -> Value {
@@ -85,7 +55,7 @@ async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed(
     }
 
     // No worker: the overview shows the group's lag.
-    let read_only = dashboard(&redis, &[]).await;
+    let read_only = dashboard(&redis, &["--interval", "200ms"]);
     let page = http("GET", &read_only.addr, "/", &[], "").unwrap();
     assert!(page.body.contains("<script src=\"/app.js\">"), "{}", page.body);
     let js = http("GET", &read_only.addr, "/app.js", &[], "").unwrap();
@@ -131,7 +101,7 @@ async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed(
 
     // With actions allowed: not without the action header (a cross-site form cannot send it),
     // then replayed onto the topic.
-    let writable = dashboard(&redis, &["--allow-actions"]).await;
+    let writable = dashboard(&redis, &["--interval", "200ms", "--allow-actions"]);
     let no_header = post(&writable, "/api/topics/orders/dead-letters/replay", &[], &body);
     assert_eq!(no_header.status, 400, "{}", no_header.body);
     assert_eq!(dlq.count().await.unwrap(), 1);
@@ -145,7 +115,7 @@ async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed(
 #[tokio::test]
 async fn a_dashboard_with_a_token_answers_only_with_it_and_refuses_the_network_without_one() {
     let redis = TestRedis::start().await;
-    let d = dashboard(&redis, &["--token", "s3cret-token"]).await;
+    let d = dashboard(&redis, &["--token", "s3cret-token"]);
     // The page itself holds no data.
     assert_eq!(http("GET", &d.addr, "/", &[], "").unwrap().status, 200);
     let without = http("GET", &d.addr, "/api/overview", &[], "").unwrap();
@@ -160,10 +130,68 @@ async fn a_dashboard_with_a_token_answers_only_with_it_and_refuses_the_network_w
     let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .env("REDIS_URL", redis.url())
         .env_remove("TRIBUTARY_DASHBOARD_TOKEN")
-        .args(["dashboard", "--listen", &format!("0.0.0.0:{}", free_port())])
+        .args(["dashboard", "--listen", "0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("needs a token"), "{said}");
+}
+
+#[tokio::test]
+async fn without_a_token_only_requests_addressed_to_this_machine_are_answered() {
+    let redis = TestRedis::start().await;
+    let d = dashboard(&redis, &[]);
+    // A page elsewhere whose name was rebound to 127.0.0.1 sends its own name as the host.
+    let rebound = http("GET", &d.addr, "/api/overview", &[("Host", "attacker.example:8080")], "").unwrap();
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    let local = http("GET", &d.addr, "/api/overview", &[("Host", "localhost:8080")], "").unwrap();
+    assert_eq!(local.status, 200, "{}", local.body);
+    // Every answer forbids framing and loading from elsewhere.
+    let page = http("GET", &d.addr, "/", &[], "").unwrap();
+    assert_eq!(page.status, 200);
+    let head = page.head.to_ascii_lowercase();
+    assert!(head.contains("content-security-policy: default-src 'self'; frame-ancestors 'none'"), "{head}");
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(!d.stderr.lock().unwrap().contains("redis://"), "no URL in the log");
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_a_group_its_pending_entries_one_entry_and_cancels_scheduled_messages() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let id = producer.publish("jobs", &Order { id: 7 }).await.unwrap();
+    // A consumer that read the entry and died holding it.
+    Admin::new(conn.clone()).create_group("jobs", "crunchers", Position::Beginning).await.unwrap();
+    let key = conn.namespace().topic_stream(&tributary::Topic::new("jobs").unwrap());
+    redis.cli(&["XREADGROUP", "GROUP", "crunchers", "gone-1", "COUNT", "1", "STREAMS", &key, ">"]);
+    let scheduled = producer.message("jobs", &Order { id: 8 }).schedule_in(Duration::from_secs(3600)).await.unwrap();
+
+    let read_only = dashboard(&redis, &["--interval", "200ms"]);
+    let group = get(&read_only, "/api/topics/jobs/groups/crunchers");
+    assert_eq!(group["consumers"][0]["name"], "gone-1");
+    assert_eq!(group["consumers"][0]["pending"], 1);
+    assert_eq!(group["pending"][0]["id"], id.to_string());
+    assert_eq!(
+        (group["pending"][0]["consumer"].as_str(), group["pending"][0]["deliveries"].as_u64()),
+        (Some("gone-1"), Some(1))
+    );
+    let entry = get(&read_only, &format!("/api/topics/jobs/messages/{id}"));
+    assert_eq!(entry["payload"]["id"], 7, "{entry}");
+    let missing = http("GET", &read_only.addr, "/api/topics/jobs/messages/1-1", &[], "").unwrap();
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let list = get(&read_only, "/api/topics/jobs/scheduled");
+    assert_eq!(list["scheduled"][0]["id"], scheduled.as_str());
+    assert_eq!(list["scheduled"][0]["payload"]["id"], 8);
+
+    let body = format!(r#"{{"id":"{scheduled}"}}"#);
+    let action = [("X-Tributary-Action", "1")];
+    assert_eq!(post(&read_only, "/api/topics/jobs/scheduled/cancel", &action, &body).status, 403);
+    let scheduler = Scheduler::new(conn.clone());
+    assert_eq!(scheduler.count("jobs").await.unwrap(), 1);
+    let writable = dashboard(&redis, &["--interval", "200ms", "--allow-actions"]);
+    let cancelled = post(&writable, "/api/topics/jobs/scheduled/cancel", &action, &body);
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(scheduler.count("jobs").await.unwrap(), 0);
 }

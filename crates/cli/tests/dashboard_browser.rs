@@ -4,11 +4,14 @@
 //! overview of 1,000 topics renders in bounded time. With `UPDATE_SCREENSHOTS=1`, the views
 //! are saved under `docs/` (what `docs/dashboard.md` shows).
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use support::{spawn_group, Process};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, TestRedis};
 
@@ -19,51 +22,39 @@ struct Order {
     id: u64,
 }
 
-/// A child process killed when the test is done with it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn answering(addr: &str, path: &str, what: &str) {
-    wait_until(PATIENCE, what, || async { http("GET", addr, path, &[], "").is_ok_and(|r| r.status == 200) }).await;
-}
-
-/// `tributary dashboard` with `args`, answering.
-async fn dashboard(redis: &TestRedis, args: &[&str]) -> (Process, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .env("REDIS_URL", redis.url())
-        .env("TRIBUTARY_NAMESPACE", redis.namespace())
-        .args(["dashboard", "--listen", &addr])
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run tributary");
-    let process = Process(child);
-    answering(&addr, "/", "the dashboard answering").await;
-    (process, format!("http://{addr}"))
+/// `tributary dashboard` with `args`: its process and URL.
+fn dashboard(redis: &TestRedis, args: &[&str]) -> (support::Dashboard, String) {
+    let d = support::dashboard(redis, args);
+    let url = format!("http://{}", d.addr);
+    (d, url)
 }
 
 /// Headless Chromium, driven through a chromedriver of its own.
 async fn browser() -> (Process, Client) {
-    let port = free_port();
-    let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    // chromedriver picks no port of its own: a free one, taken back at once, and retried if
+    // another process took it meanwhile.
+    let (driver, port) = loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = spawn_group(
+            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
         .expect("chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run installs them)");
-    let driver = Process(driver);
-    answering(&format!("127.0.0.1:{port}"), "/status", "chromedriver answering").await;
+        let mut driver = Process(child);
+        let addr = format!("127.0.0.1:{port}");
+        let mut up = false;
+        wait_until(PATIENCE, "chromedriver answering, or gone", || {
+            up = http("GET", &addr, "/status", &[], "").is_ok_and(|r| r.status == 200);
+            let exited = driver.0.try_wait().ok().flatten().is_some();
+            async move { up || exited }
+        })
+        .await;
+        if up {
+            break (driver, port);
+        }
+    };
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -94,6 +85,22 @@ async fn text_when(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> 
     }
 }
 
+/// Clicks the first element matching `css`, again if the page re-rendered it meanwhile.
+async fn click(client: &Client, css: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let clicked = match client.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "cannot click `{css}`: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // the page's next render
+    }
+}
+
 /// An attribute of the first element matching `css`, once there is one.
 async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
     text_when(client, css, |_| true).await;
@@ -119,7 +126,7 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     for id in 0..3 {
         producer.publish("orders", &Order { id }).await.unwrap();
     }
-    let (_read_only, read_only) = dashboard(&redis, &["--interval", "300ms"]).await;
+    let (_read_only, read_only) = dashboard(&redis, &["--interval", "300ms"]);
     let (_driver, client) = browser().await;
 
     // The overview: the group's lag while no worker runs.
@@ -151,7 +158,7 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     screenshot(&client, "topic").await;
 
     // Opened in full: the payload decoded, the error.
-    client.find(Locator::Css("#dead-letters tbody tr td:nth-child(2) a")).await.unwrap().click().await.unwrap();
+    click(&client, "#dead-letters tbody tr td:nth-child(2) a").await;
     text_when(&client, "#message", |t| t.contains("\"id\": 1")).await;
     assert!(!client.find(Locator::Id("replay-one")).await.unwrap().is_enabled().await.unwrap(), "read-only");
     screenshot(&client, "dead-letter").await;
@@ -159,12 +166,12 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     assert_eq!(dlq.count().await.unwrap(), 1, "nothing replayed read-only");
 
     // With actions allowed: chosen, confirmed, replayed onto the topic.
-    let (_writable, writable) = dashboard(&redis, &["--interval", "300ms", "--allow-actions"]).await;
+    let (_writable, writable) = dashboard(&redis, &["--interval", "300ms", "--allow-actions"]);
     client.goto(&format!("{writable}/#/topic/orders")).await.unwrap();
     text_when(&client, "#mode", |t| t == "actions allowed").await;
     text_when(&client, "#dead-letters tbody tr td:nth-child(3)", |t| t == "rejected").await;
-    client.find(Locator::Css("#dead-letters tbody input[type=checkbox]")).await.unwrap().click().await.unwrap();
-    client.find(Locator::Id("replay-selected")).await.unwrap().click().await.unwrap();
+    click(&client, "#dead-letters tbody input[type=checkbox]").await;
+    click(&client, "#replay-selected").await;
     client.accept_alert().await.expect("a confirmation was asked");
     text_when(&client, "#status", |t| t.contains("replayed 1")).await;
     assert_eq!(dlq.count().await.unwrap(), 0);
@@ -180,7 +187,7 @@ async fn the_overview_of_a_thousand_topics_renders_a_page_at_a_time() {
     for n in 0..1000 {
         producer.publish(&format!("load.t{n:04}"), &Order { id: n }).await.unwrap();
     }
-    let (_d, url) = dashboard(&redis, &["--interval", "2s"]).await;
+    let (_d, url) = dashboard(&redis, &["--interval", "2s"]);
     let (_driver, client) = browser().await;
     client.goto(&url).await.unwrap();
     text_when(&client, ".toolbar .muted", |t| t == "topics 1–100 of 1000").await;

@@ -460,16 +460,19 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 pub struct HttpResponse {
     /// Status code (`200`).
     pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
     /// Body, as text.
     pub body: String,
 }
 
 /// One HTTP/1.1 request to `addr` (`host:port`) on a connection of its own, for tests of the
-/// servers this workspace runs (the dashboard, a metrics exporter): `headers` as `(name,
-/// value)`, `body` sent as it is. Blocking, bounded by a 10 s timeout per read and write.
+/// servers this workspace runs in another process (the dashboard, a metrics exporter):
+/// `headers` as `(name, value)`, `body` sent as it is. Blocking (so not for a server in the
+/// test's own runtime), bounded by a 10 s timeout per read and write.
 ///
 /// # Errors
-/// When the server cannot be reached or its answer is not HTTP.
+/// When the server cannot be reached, its answer is not HTTP, or it ends early.
 pub fn http(
     method: &str,
     addr: &str,
@@ -481,52 +484,67 @@ pub fn http(
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     let limit = Some(Duration::from_secs(10));
     stream.set_read_timeout(limit).and_then(|()| stream.set_write_timeout(limit)).map_err(|e| e.to_string())?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    // Read up to the length the server announces: some (chromedriver) keep the connection
-    // open whatever the request says.
+    // Read up to the length the server announces (some, such as chromedriver, keep the
+    // connection open whatever the request says), or the last chunk, or the end.
     let mut answer = Vec::new();
     let mut buf = [0u8; 16 * 1024];
-    loop {
+    let (head_len, length, chunked) = loop {
         let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
         answer.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&answer);
-        if n == 0 {
-            break;
-        }
-        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+        if let Some(at) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..at]).to_ascii_lowercase();
             let length = head.lines().find_map(|l| {
                 let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                (name.trim() == "content-length").then(|| value.trim().parse::<usize>().ok())?
             });
-            let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-            if length.is_some_and(|len| rest.len() >= len) || (chunked && rest.ends_with("0\r\n\r\n")) {
-                break;
-            }
+            break (at + 4, length, head.contains("transfer-encoding: chunked"));
         }
+        if n == 0 {
+            return Err("the connection closed before the end of the headers".to_owned());
+        }
+    };
+    loop {
+        let rest = &answer[head_len..];
+        if length.is_some_and(|len| rest.len() >= len) || (chunked && rest.ends_with(b"0\r\n\r\n")) {
+            break;
+        }
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            if length.is_some() || chunked {
+                return Err(format!("the body ended early after {} bytes", rest.len()));
+            }
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
     }
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, rest) = answer.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&answer[..head_len]).into_owned();
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status: {head}"))?;
-    // A chunked body (what servers send without a length) is joined back together.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).map_err(|e| format!("chunk size `{size}`: {e}"))?;
+    let mut rest = &answer[head_len..];
+    let body = if chunked {
+        // Joined back together, on bytes.
+        let mut out = Vec::new();
+        while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = String::from_utf8_lossy(&rest[..at]).trim().to_owned();
+            let n = usize::from_str_radix(&size, 16).map_err(|e| format!("chunk size `{size}`: {e}"))?;
             if n == 0 {
                 break;
             }
-            out.push_str(after.get(..n).ok_or("short chunk")?);
-            rest = after.get(n + 2..).unwrap_or("");
+            out.extend_from_slice(rest.get(at + 2..at + 2 + n).ok_or("a short chunk")?);
+            rest = rest.get(at + 4 + n..).unwrap_or_default();
         }
         out
     } else {
-        rest.to_owned()
+        rest[..length.unwrap_or(rest.len()).min(rest.len())].to_vec()
     };
-    Ok(HttpResponse { status, body })
+    let body = String::from_utf8(body).map_err(|e| format!("a body that is not UTF-8: {e}"))?;
+    Ok(HttpResponse { status, head, body })
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tributary::{DeadLetter, DeadLetters, EntryId, StreamError};
+use tributary::{Admin, DeadLetter, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError};
 
 use super::history::{now_ms, point_before};
 use super::{error, Shared, ACTION_HEADER};
@@ -87,6 +87,7 @@ pub(crate) async fn overview(State(d): State<Shared>, Query(page): Query<Page>) 
             .collect();
         Json(json!({
             "rounds": h.rounds,
+            "sampled_at_ms": h.sampled_at_ms,
             "error": h.error,
             "now_ms": now_ms(),
             "total": matching.len(),
@@ -176,23 +177,36 @@ pub(crate) async fn replay(
     if request.all {
         let all = tributary::DeadLetterFilter::all().except_reason("malformed");
         return match dlq.replay_matching(&all, |_| {}).await {
-            Ok(report) => Json(json!({ "replayed": report.replayed, "unreadable": report.unreadable, "without_fields": report.without_fields })).into_response(),
+            Ok(report) => {
+                tracing::info!(topic = %topic, replayed = report.replayed, "all dead letters replayed from the dashboard");
+                Json(json!({ "replayed": report.replayed, "skipped": report.unreadable + report.without_fields }))
+                    .into_response()
+            }
             Err(e) => failure(e),
         };
     }
-    let mut replayed = 0;
+    let mut ids = Vec::with_capacity(request.ids.len());
     for id in &request.ids {
-        let Ok(id) = id.parse::<EntryId>() else {
-            return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
-        };
-        match dlq.replay(id).await {
-            Ok(Some(_)) => replayed += 1,
-            Ok(None) => {}
-            Err(e) => return failure(e),
+        match id.parse::<EntryId>() {
+            Ok(id) => ids.push(id),
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id")),
         }
     }
-    tracing::info!(topic = %topic, replayed, "dead letters replayed from the dashboard");
-    Json(json!({ "replayed": replayed })).into_response()
+    // Gone already (replayed elsewhere) or not replayable: skipped, as a replay of all does.
+    let (mut replayed, mut skipped) = (0, 0);
+    for id in ids {
+        match dlq.replay(id).await {
+            Ok(Some(_)) => replayed += 1,
+            Ok(None) | Err(StreamError::NothingToReplay { .. }) => skipped += 1,
+            Err(e) => {
+                tracing::warn!(topic = %topic, replayed, error = %e, "replaying dead letters from the dashboard failed midway");
+                let said = format!("replayed {replayed}, then failed: {e}");
+                return (StatusCode::BAD_GATEWAY, Json(json!({ "replayed": replayed, "error": said }))).into_response();
+            }
+        }
+    }
+    tracing::info!(topic = %topic, replayed, skipped, "dead letters replayed from the dashboard");
+    Json(json!({ "replayed": replayed, "skipped": skipped })).into_response()
 }
 
 /// Deletes every dead letter of a topic.
@@ -243,4 +257,111 @@ fn failure(e: StreamError) -> Response {
         _ => StatusCode::BAD_GATEWAY,
     };
     error(status, e.to_string())
+}
+
+/// One entry of a topic by its id, decoded.
+pub(crate) async fn message(State(d): State<Shared>, Path((topic, id)): Path<(String, String)>) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else {
+        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
+    };
+    let read =
+        async { Replay::new(d.conn.clone()).range(&topic, Position::At(id), Position::At(id))?.collect(1).await };
+    match read.await {
+        Ok(found) => match found.into_iter().next() {
+            Some(received) => match &received.envelope {
+                Ok(env) => {
+                    let mut m = output::message(received.entry_id, env, None);
+                    m["trace_id"] = json!(env.traceparent.map(|t| t.trace_id_hex()));
+                    Json(m).into_response()
+                }
+                Err(e) => Json(json!({ "entry_id": received.entry_id.to_string(), "malformed": e.to_string() }))
+                    .into_response(),
+            },
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no entry {id} on topic `{topic}` (trimmed, deleted, or never there)"),
+            ),
+        },
+        Err(e) => failure(e),
+    }
+}
+
+/// A group of a topic: its consumers, and its oldest pending entries with who holds them.
+pub(crate) async fn group(
+    State(d): State<Shared>,
+    Path((topic, group)): Path<(String, String)>,
+    Query(Count { count }): Query<Count>,
+) -> Response {
+    let admin = Admin::new(d.conn.clone());
+    let read = async {
+        let consumers = admin.consumers(&topic, &group).await?;
+        let pending = admin.pending(&topic, &group, count.min(1000)).await?;
+        Ok::<_, StreamError>((consumers, pending))
+    };
+    match read.await {
+        Ok((consumers, pending)) => {
+            let consumers: Vec<Value> = consumers
+                .iter()
+                .map(|c| json!({ "name": c.name, "pending": c.pending, "idle_ms": c.idle_ms }))
+                .collect();
+            let pending: Vec<Value> = pending
+                .iter()
+                .map(|p| json!({ "id": p.id.to_string(), "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries }))
+                .collect();
+            Json(json!({ "topic": topic, "group": group, "consumers": consumers, "pending": pending })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// The scheduled messages of a topic due first.
+pub(crate) async fn scheduled(
+    State(d): State<Shared>,
+    Path(topic): Path<String>,
+    Query(Count { count }): Query<Count>,
+) -> Response {
+    match Scheduler::new(d.conn.clone()).list(&topic, count.min(1000)).await {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "due": humantime::format_rfc3339_millis(s.due).to_string(),
+                        "payload": s.envelope.as_ref().map(output::payload).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            Json(json!({ "topic": topic, "scheduled": list })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CancelRequest {
+    id: String,
+}
+
+/// Cancels one scheduled message.
+pub(crate) async fn cancel_scheduled(
+    State(d): State<Shared>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<CancelRequest>,
+) -> Response {
+    if let Some(refused) = refuse_action(&d, &headers) {
+        return refused;
+    }
+    match Scheduler::new(d.conn.clone()).cancel(&topic, &request.id).await {
+        Ok(true) => {
+            tracing::info!(topic = %topic, id = %request.id, "scheduled message cancelled from the dashboard");
+            Json(json!({ "cancelled": 1 })).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no scheduled message {} on `{topic}` (delivered or cancelled)", request.id),
+        ),
+        Err(e) => failure(e),
+    }
 }

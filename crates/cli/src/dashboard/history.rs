@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use tributary::metrics::Sampler;
 use tributary::TopicStats;
 
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) error: Option<String>,
     /// Rounds that completed.
     pub(crate) rounds: u64,
+    /// When the last round that completed began (ms since the epoch).
+    pub(crate) sampled_at_ms: Option<u64>,
 }
 
 impl History {
@@ -61,11 +64,12 @@ impl History {
         f(&self.inner.lock().expect("history lock"))
     }
 
-    /// Records a round: rates against the previous one, a point per topic; topics gone are
-    /// forgotten.
+    /// Records a round: rates against the previous one, a point per topic. A topic missing
+    /// from a round (gone, or its read failed) keeps its points until they are older than
+    /// [`KEPT`], like every point.
     fn record(&self, sampled: Vec<TopicStats>) {
         let mut inner = self.inner.lock().expect("history lock");
-        let keep = (KEPT.as_secs_f64() / self.interval.as_secs_f64()).ceil() as usize;
+        let oldest_kept = now_ms().saturating_sub(KEPT.as_millis() as u64);
         let before: HashMap<&str, &TopicStats> = inner.latest.iter().map(|s| (s.topic.as_str(), s)).collect();
         let mut points: Vec<(String, Point)> = Vec::with_capacity(sampled.len());
         for now in &sampled {
@@ -89,16 +93,17 @@ impl History {
             };
             points.push((now.topic.clone(), point));
         }
-        let mut kept = HashMap::with_capacity(points.len());
         for (topic, point) in points {
-            let mut series = inner.points.remove(&topic).unwrap_or_default();
-            if series.len() >= keep {
+            inner.points.entry(topic).or_default().push_back(point);
+        }
+        for series in inner.points.values_mut() {
+            while series.front().is_some_and(|p| p.at_ms < oldest_kept) {
                 series.pop_front();
             }
-            series.push_back(point);
-            kept.insert(topic, series);
         }
-        inner.points = kept;
+        inner.points.retain(|_, series| !series.is_empty());
+        let started = sampled.iter().map(|s| s.sampled_at).min().unwrap_or_else(SystemTime::now);
+        inner.sampled_at_ms = Some(started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64);
         inner.latest = sampled;
         inner.error = None;
         inner.rounds += 1;
@@ -115,11 +120,18 @@ pub(crate) async fn sample_forever(dashboard: Arc<Dashboard>) {
     let every = dashboard.history.interval;
     loop {
         let started = tokio::time::Instant::now();
-        match sampler.sample().await {
-            Ok(sampled) => dashboard.history.record(sampled),
-            Err(e) => {
+        // A round that panics is said, and the next one tried: the page must not go on showing
+        // old figures as if they were fresh.
+        match std::panic::AssertUnwindSafe(sampler.sample()).catch_unwind().await {
+            Ok(Ok(sampled)) => dashboard.history.record(sampled),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not sample the topics; trying again in {every:?}");
                 dashboard.history.failed(e.to_string());
+            }
+            Err(_) => {
+                tracing::error!("sampling the topics panicked; trying again in {every:?}");
+                dashboard.history.failed("sampling the topics panicked (see the dashboard's log)".to_owned());
+                sampler = Sampler::new(dashboard.conn.clone());
             }
         }
         tokio::time::sleep_until(started + every).await;

@@ -46,8 +46,8 @@ pub(crate) async fn run(conn: Connection, args: DashboardArgs) -> Result<(), Box
         )
         .into());
     }
-    if args.interval.is_zero() {
-        return Err("--interval must be longer than 0".into());
+    if args.interval < std::time::Duration::from_millis(100) {
+        return Err("--interval must be at least 100ms".into());
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -63,13 +63,25 @@ pub(crate) async fn run(conn: Connection, args: DashboardArgs) -> Result<(), Box
     let mode = if args.allow_actions { "actions allowed" } else { "read-only" };
     // On standard error with the logs; standard output stays empty.
     eprintln!("tributary: dashboard on http://{} ({mode}); Ctrl-C to stop", listener.local_addr()?);
-    let served = axum::serve(listener, router(dashboard))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let served = axum::serve(listener, router(dashboard)).with_graceful_shutdown(stopped()).await;
     sampling.abort();
     served.map_err(Into::into)
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and Kubernetes send).
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn router(dashboard: Shared) -> Router {
@@ -81,13 +93,57 @@ fn router(dashboard: Shared) -> Router {
         .route("/topics/{topic}/dead-letters/{id}", get(api::dead_letter))
         .route("/topics/{topic}/dead-letters/replay", post(api::replay))
         .route("/topics/{topic}/dead-letters/purge", post(api::purge))
+        .route("/topics/{topic}/messages/{id}", get(api::message))
+        .route("/topics/{topic}/groups/{group}", get(api::group))
+        .route("/topics/{topic}/scheduled", get(api::scheduled))
+        .route("/topics/{topic}/scheduled/cancel", post(api::cancel_scheduled))
         .route_layer(middleware::from_fn_with_state(dashboard.clone(), authorize));
     Router::new()
         .route("/", get(|| async { page("text/html; charset=utf-8", include_str!("page/index.html")) }))
         .route("/app.js", get(|| async { page("text/javascript; charset=utf-8", include_str!("page/app.js")) }))
         .route("/style.css", get(|| async { page("text/css; charset=utf-8", include_str!("page/style.css")) }))
         .nest("/api", api)
+        .layer(middleware::from_fn_with_state(dashboard.clone(), guard))
         .with_state(dashboard)
+}
+
+/// Every response: no framing (clickjacking), nothing from elsewhere, no sniffing, no
+/// referrer. Without a token, only requests addressed to this machine by IP or `localhost`: a
+/// page on another site that rebinds its own name to 127.0.0.1 would otherwise be the page's
+/// origin, and could read and act as the page does.
+async fn guard(State(dashboard): State<Shared>, request: Request, next: Next) -> Response {
+    if dashboard.token.is_none() {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if !addressed_here(host) {
+            return error(StatusCode::FORBIDDEN, "without a token, open the dashboard at 127.0.0.1 or localhost");
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Whether a `Host` header names this machine by address (an IP literal) or `localhost`, not a
+/// domain someone else controls.
+fn addressed_here(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8080`
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// An embedded asset; the page holds no data, so it needs no token.
@@ -123,6 +179,16 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 #[cfg(test)]
 mod tests {
     use super::same;
+
+    #[test]
+    fn only_addresses_and_localhost_count_as_this_machine() {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.7:80"] {
+            assert!(super::addressed_here(ok), "{ok}");
+        }
+        for bad in ["evil.example:8080", "localhost.evil.example", "", "127.0.0.1.nip.io:8080", "[::1"] {
+            assert!(!super::addressed_here(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

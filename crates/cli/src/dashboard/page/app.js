@@ -2,6 +2,8 @@
 //   #/                          overview of every topic and group
 //   #/topic/NAME                charts and dead letters of a topic
 //   #/topic/NAME/dlq/ID         one dead letter in full
+//   #/topic/NAME/group/GROUP    a group's consumers and pending entries
+//   #/topic/NAME/message/ID     one entry of the topic
 "use strict";
 
 const view = document.getElementById("view");
@@ -27,8 +29,10 @@ async function api(path, options = {}) {
       return api(path, options);
     }
   }
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  const text = await response.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = { error: text || response.status + " " + response.statusText }; }
+  if (!response.ok) throw new Error(body.error || response.status + " " + response.statusText);
   return body;
 }
 
@@ -112,19 +116,19 @@ async function overview() {
     });
   }
   const search = el("input", { type: "search", placeholder: "filter topics", value: overviewState.q });
-  search.addEventListener("change", () => { overviewState.q = search.value; overviewState.offset = 0; refresh(); });
+  search.addEventListener("change", () => { overviewState.q = search.value; overviewState.offset = 0; route(); });
   const last = Math.min(data.offset + data.topics.length, data.total);
   const pager = el("span", { class: "muted" }, data.total ? `topics ${data.offset + 1}–${last} of ${data.total}` : "no topics");
-  const prev = el("button", { disabled: data.offset === 0, onclick: () => { overviewState.offset = Math.max(0, overviewState.offset - overviewState.limit); refresh(); } }, "‹ previous");
-  const next = el("button", { disabled: last >= data.total, onclick: () => { overviewState.offset += overviewState.limit; refresh(); } }, "next ›");
+  const prev = el("button", { disabled: data.offset === 0, onclick: () => { overviewState.offset = Math.max(0, overviewState.offset - overviewState.limit); route(); } }, "‹ previous");
+  const next = el("button", { disabled: last >= data.total, onclick: () => { overviewState.offset += overviewState.limit; route(); } }, "next ›");
   const heads = ["topic", "group", "length", "in/s", "out/s", "lag", "pending", "oldest pending", "consumers", "dead letters", "scheduled"];
   const table = el("table", { id: "overview" },
     el("thead", {}, el("tr", {}, heads.map((h, i) => el("th", { class: i > 1 ? "num" : "" }, h)))),
     el("tbody", {}, rows));
   view.replaceChildren(el("h1", {}, "Topics"), el("div", { class: "toolbar" }, search, prev, next, pager), table);
-  if (data.error) status("sampling failed: " + data.error, true);
   // For the browser test and the curious: how long this view took, request included.
   document.body.dataset.renderMs = String(Math.round(performance.now() - started));
+  return data;
 }
 
 // ---- charts -----------------------------------------------------------------------------
@@ -181,11 +185,17 @@ function groupSeries(points, field) {
 
 // ---- a topic ----------------------------------------------------------------------------
 
+const path = (...parts) => parts.map(encodeURIComponent).join("/");
+const selected = new Set();
+
 async function topic(name) {
-  const [hist, dlq] = await Promise.all([
+  const [hist, dlq, over, sched] = await Promise.all([
     api("/topics/" + encodeURIComponent(name) + "/history").catch(() => ({ points: [] })),
     api("/topics/" + encodeURIComponent(name) + "/dead-letters?count=100"),
+    api("/overview?" + new URLSearchParams({ q: name, limit: 1000 })),
+    api("/topics/" + encodeURIComponent(name) + "/scheduled?count=100"),
   ]);
+  const info = over.topics.find((t) => t.topic === name) || { groups: [] };
   const points = hist.points;
   const inRate = { name: "in", points: points.filter((p) => p.in_per_s !== null).map((p) => [p.at_ms, p.in_per_s]) };
   const charts = el("div", { class: "charts" },
@@ -197,7 +207,10 @@ async function topic(name) {
   const why = readOnly ? "read-only: start the dashboard with --allow-actions" : null;
   const boxes = [];
   const rows = dlq.dead_letters.map((l) => {
-    const box = el("input", { type: "checkbox", value: l.id, disabled: readOnly });
+    // Ticks outlive the page's refreshes.
+    const key = name + "/" + l.id;
+    const box = el("input", { type: "checkbox", value: l.id, disabled: readOnly, checked: selected.has(key) });
+    box.addEventListener("change", () => (box.checked ? selected.add(key) : selected.delete(key)));
     boxes.push(box);
     return el("tr", { "data-id": l.id },
       el("td", {}, box),
@@ -205,7 +218,7 @@ async function topic(name) {
       el("td", {}, l.reason), el("td", { class: "num" }, num(l.attempts)), el("td", {}, l.group),
       el("td", {}, l.error), el("td", {}, l.dead_at));
   });
-  const done = (what) => (r) => { flash(what(r)); route(); };
+  const done = (what) => (r) => { selected.clear(); flash(what(r)); route(); };
   const failed = (e) => flash(e.message, true);
   const replaySelected = el("button", { id: "replay-selected", disabled: readOnly, title: why, onclick: () => {
     const ids = boxes.filter((b) => b.checked).map((b) => b.value);
@@ -225,12 +238,71 @@ async function topic(name) {
         el("thead", {}, el("tr", {}, ["", "id", "reason", "attempts", "group", "last error", "dead at"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows))
     : el("p", { class: "muted" }, "No dead letters.");
+  const groups = info.groups.length
+    ? el("table", { id: "groups" },
+        el("thead", {}, el("tr", {}, ["group", "consumers", "lag", "pending", "oldest pending"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, info.groups.map((g) => el("tr", {},
+          el("td", {}, el("a", { href: "#/topic/" + path(name) + "/group/" + encodeURIComponent(g.name) }, g.name)),
+          el("td", { class: "num" }, num(g.consumers)), el("td", { class: "num" }, num(g.lag)),
+          el("td", { class: "num" }, num(g.pending)),
+          el("td", { class: "num" + (g.stuck ? " bad" : "") }, idle(g.oldest_pending_idle_ms))))))
+    : el("p", { class: "muted" }, "No groups.");
+  const entry = el("input", { type: "search", placeholder: "entry id, e.g. 1795617835928-0", id: "entry-id" });
+  entry.addEventListener("change", () => { if (entry.value.trim()) location.hash = "#/topic/" + path(name) + "/message/" + encodeURIComponent(entry.value.trim()); });
+  const scheduled = sched.scheduled.length
+    ? el("table", { id: "scheduled" },
+        el("thead", {}, el("tr", {}, ["id", "due", "payload", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, sched.scheduled.map((s) => el("tr", { "data-id": s.id },
+          el("td", {}, s.id), el("td", {}, s.due), el("td", {}, JSON.stringify(s.payload)),
+          el("td", {}, el("button", { class: "danger", disabled: readOnly, title: why, onclick: () => {
+            if (confirm(`Cancel scheduled message ${s.id}? It will not be delivered.`))
+              action(`/topics/${encodeURIComponent(name)}/scheduled/cancel`, { id: s.id }).then(done(() => "cancelled 1"), failed);
+          } }, "Cancel"))))))
+    : el("p", { class: "muted" }, "No scheduled messages.");
   view.replaceChildren(
     el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", name),
     charts,
+    el("h2", {}, "Groups"),
+    groups,
+    el("div", { class: "toolbar" }, entry),
     el("h2", {}, `Dead letters (${dlq.dead_letters.length}${dlq.dead_letters.length === 100 ? "+" : ""})`),
     el("div", { class: "toolbar" }, replaySelected, replayAll, purge),
-    table);
+    table,
+    el("h2", {}, `Scheduled (${sched.scheduled.length}${sched.scheduled.length === 100 ? "+" : ""})`),
+    scheduled);
+}
+
+// ---- a group, and one entry -------------------------------------------------------------
+
+async function group(name, groupName) {
+  const g = await api("/topics/" + path(name) + "/groups/" + encodeURIComponent(groupName) + "?count=100");
+  const consumers = g.consumers.length
+    ? el("table", { id: "consumers" },
+        el("thead", {}, el("tr", {}, ["consumer", "pending", "idle"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, g.consumers.map((c) => el("tr", {},
+          el("td", {}, c.name), el("td", { class: "num" }, num(c.pending)),
+          el("td", { class: "num" + (c.pending > 0 && c.idle_ms > config.claim_idle_ms ? " bad" : "") }, idle(c.idle_ms))))))
+    : el("p", { class: "muted" }, "No consumers.");
+  const pending = g.pending.length
+    ? el("table", { id: "pending" },
+        el("thead", {}, el("tr", {}, ["entry", "consumer", "idle", "deliveries"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, g.pending.map((p) => el("tr", {},
+          el("td", {}, el("a", { href: "#/topic/" + path(name) + "/message/" + encodeURIComponent(p.id) }, p.id)),
+          el("td", {}, p.consumer),
+          el("td", { class: "num" + (p.idle_ms > config.claim_idle_ms ? " bad" : "") }, idle(p.idle_ms)),
+          el("td", { class: "num" }, num(p.deliveries))))))
+    : el("p", { class: "muted" }, "Nothing pending.");
+  view.replaceChildren(
+    el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", topicLink(name), " / group ", groupName),
+    el("h2", {}, "Consumers"), consumers,
+    el("h2", {}, `Pending entries (oldest ${g.pending.length})`), pending);
+}
+
+async function entry(name, id) {
+  const m = await api("/topics/" + path(name) + "/messages/" + encodeURIComponent(id));
+  view.replaceChildren(
+    el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", topicLink(name), " / entry ", id),
+    el("pre", { id: "message" }, JSON.stringify(m, null, 2)));
 }
 
 // ---- a dead letter ----------------------------------------------------------------------
@@ -260,11 +332,19 @@ async function deadLetter(name, id) {
 
 async function route() {
   clearTimeout(timer);
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   try {
+    const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
     if (parts[0] === "topic" && parts[2] === "dlq") await deadLetter(parts[1], parts[3]);
+    else if (parts[0] === "topic" && parts[2] === "group") { await group(parts[1], parts[3]); timer = setTimeout(refresh, Math.max(config.interval_ms, 2000)); }
+    else if (parts[0] === "topic" && parts[2] === "message") await entry(parts[1], parts[3]);
     else if (parts[0] === "topic") { await topic(parts[1]); timer = setTimeout(refresh, Math.max(config.interval_ms, 2000)); }
-    else { await overview(); timer = setTimeout(refresh, Math.max(config.interval_ms, 1000)); }
+    else {
+      const data = await overview();
+      timer = setTimeout(refresh, Math.max(config.interval_ms, 1000));
+      // Figures from a round that failed are not passed off as fresh.
+      const at = data.sampled_at_ms ? new Date(data.sampled_at_ms).toLocaleTimeString() : "never";
+      if (data.error) { status(`sampling failed: ${data.error} (figures from ${at})`, true); return; }
+    }
     if (Date.now() > flashUntil) status("updated " + new Date().toLocaleTimeString());
   } catch (e) {
     status(e.message, true);

@@ -1,0 +1,72 @@
+//! Running `tributary dashboard` (and chromedriver) as child processes for tests.
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use tributary_testkit::TestRedis;
+
+/// A child process (and the processes it started, in its process group) killed when the test
+/// is done with it, or fails.
+pub(crate) struct Process(pub(crate) Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The whole group: chromedriver's Chromium goes with it.
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` in a process group of its own.
+pub(crate) fn spawn_group(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0).spawn()
+}
+
+/// A running dashboard: its process, its address (`127.0.0.1:port`, the port it was given by
+/// the system), and what it wrote on standard error.
+pub(crate) struct Dashboard {
+    pub(crate) addr: String,
+    pub(crate) stderr: Arc<Mutex<String>>,
+    _process: Process,
+}
+
+/// Starts `tributary dashboard` with `args` on a free port, and returns once it listens.
+pub(crate) fn dashboard(redis: &TestRedis, args: &[&str]) -> Dashboard {
+    let child = spawn_group(
+        Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .env("REDIS_URL", redis.url())
+            .env("TRIBUTARY_NAMESPACE", redis.namespace())
+            .env_remove("TRIBUTARY_DASHBOARD_TOKEN")
+            .args(["dashboard", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("run tributary");
+    let mut process = Process(child);
+    let mut lines = BufReader::new(process.0.stderr.take().expect("stderr")).lines();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.expect("stderr");
+        stderr.lock().unwrap().push_str(&line);
+        if let Some(rest) = line.split_once("dashboard on http://").map(|(_, r)| r) {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("the dashboard did not start: {}", stderr.lock().unwrap()));
+    // Drained for as long as it runs, and kept for the test to read.
+    let kept = stderr.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push_str(&line);
+        }
+    });
+    Dashboard { addr, stderr, _process: process }
+}
