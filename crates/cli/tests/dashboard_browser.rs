@@ -123,9 +123,11 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
     Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
     let producer = Producer::new(conn.clone());
+    let mut ids = Vec::new();
     for id in 0..3 {
-        producer.publish("orders", &Order { id }).await.unwrap();
+        ids.push(producer.publish("orders", &Order { id }).await.unwrap());
     }
+    let reminder = producer.message("orders", &Order { id: 9 }).schedule_in(Duration::from_secs(3600)).await.unwrap();
     let (_read_only, read_only) = dashboard(&redis, &["--interval", "300ms"]);
     let (_driver, client) = browser().await;
 
@@ -176,6 +178,23 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     text_when(&client, "#status", |t| t.contains("replayed 1")).await;
     assert_eq!(dlq.count().await.unwrap(), 0);
     assert_eq!(Admin::new(conn.clone()).len("orders").await.unwrap(), 4, "back on the topic");
+
+    // The group's consumers and pending entries (a consumer that read the replayed entry and
+    // died), a message by its id, and a scheduled message cancelled.
+    let key = conn.namespace().topic_stream(&tributary::Topic::new("orders").unwrap());
+    redis.cli(&["XREADGROUP", "GROUP", "billing", "gone-1", "COUNT", "1", "STREAMS", &key, ">"]);
+    client.goto(&format!("{writable}/#/topic/orders/group/billing")).await.unwrap();
+    text_when(&client, "#consumers tbody tr td:nth-child(1)", |t| t == "gone-1").await;
+    text_when(&client, "#pending tbody tr td:nth-child(2)", |t| t == "gone-1").await;
+    screenshot(&client, "group").await;
+    client.goto(&format!("{writable}/#/topic/orders/message/{}", ids[2])).await.unwrap();
+    text_when(&client, "#message", |t| t.contains("\"id\": 2")).await;
+    client.goto(&format!("{writable}/#/topic/orders")).await.unwrap();
+    text_when(&client, "#scheduled tbody tr td:nth-child(1)", |t| t == reminder).await;
+    click(&client, "#scheduled tbody tr button").await;
+    client.accept_alert().await.expect("a confirmation was asked");
+    text_when(&client, "#status", |t| t.contains("cancelled 1")).await;
+    assert_eq!(Scheduler::new(conn.clone()).count("orders").await.unwrap(), 0);
     client.close().await.unwrap();
 }
 

@@ -240,7 +240,7 @@ async function topic(name) {
     : el("p", { class: "muted" }, "No dead letters.");
   const groups = info.groups.length
     ? el("table", { id: "groups" },
-        el("thead", {}, el("tr", {}, ["group", "consumers", "lag", "pending", "oldest pending"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["group", "consumers", "lag", "pending", "oldest pending"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
         el("tbody", {}, info.groups.map((g) => el("tr", {},
           el("td", {}, el("a", { href: "#/topic/" + path(name) + "/group/" + encodeURIComponent(g.name) }, g.name)),
           el("td", { class: "num" }, num(g.consumers)), el("td", { class: "num" }, num(g.lag)),
@@ -278,7 +278,7 @@ async function group(name, groupName) {
   const g = await api("/topics/" + path(name) + "/groups/" + encodeURIComponent(groupName) + "?count=100");
   const consumers = g.consumers.length
     ? el("table", { id: "consumers" },
-        el("thead", {}, el("tr", {}, ["consumer", "pending", "idle"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["consumer", "pending", "idle"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
         el("tbody", {}, g.consumers.map((c) => el("tr", {},
           el("td", {}, c.name), el("td", { class: "num" }, num(c.pending)),
           el("td", { class: "num" + (c.pending > 0 && c.idle_ms > config.claim_idle_ms ? " bad" : "") }, idle(c.idle_ms))))))
