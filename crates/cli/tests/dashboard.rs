@@ -8,16 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dashboard, Dashboard};
+use support::{dashboard, drain_refusing_order_1, Dashboard, Order};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, HttpResponse, TestRedis};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Order {
-    id: u64,
-}
 
 fn get(d: &Dashboard, path: &str) -> Value {
     let r = http("GET", &d.addr, path, &[], "").unwrap();
@@ -66,18 +61,7 @@ async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed(
     assert_eq!((row["length"].as_u64(), row["groups"][0]["name"].as_str()), (Some(3), Some("billing")));
 
     // A worker that refuses order 1: a dead letter, listed and readable in full.
-    let worker = Worker::builder(conn.clone(), "billing")
-        .on("orders", |o: Order, _ctx: Context| async move {
-            if o.id == 1 {
-                return Err(HandlerError::reject("order 1 is refused"));
-            }
-            Ok(())
-        })
-        .build()
-        .unwrap()
-        .start();
-    tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("settled");
-    worker.shutdown().await;
+    drain_refusing_order_1(&conn, 3).await;
     let row = topic_row(&read_only, "orders", |r| r["dead_letters"] == 1 && r["groups"][0]["lag"] == 0).await;
     assert_eq!(row["groups"][0]["pending"], 0);
     let letters = get(&read_only, "/api/topics/orders/dead-letters");

@@ -11,16 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use support::{spawn_group, Process};
+use support::{drain_refusing_order_1, spawn_group, Order, Process};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, TestRedis};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Order {
-    id: u64,
-}
 
 /// `tributary dashboard` with `args`: its process and URL.
 fn dashboard(redis: &TestRedis, args: &[&str]) -> (support::Dashboard, String) {
@@ -139,18 +134,7 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     screenshot(&client, "overview").await;
 
     // A worker refuses order 1: the topic's page lists the dead letter, with charts.
-    let worker = Worker::builder(conn.clone(), "billing")
-        .on("orders", |o: Order, _ctx: Context| async move {
-            if o.id == 1 {
-                return Err(HandlerError::reject("order 1 is refused"));
-            }
-            Ok(())
-        })
-        .build()
-        .unwrap()
-        .start();
-    tokio::time::timeout(PATIENCE, worker.settled(3)).await.expect("settled");
-    worker.shutdown().await;
+    drain_refusing_order_1(&conn, 3).await;
     text_when(&client, lag, |t| t == "0").await;
     client.goto(&format!("{read_only}/#/topic/orders")).await.unwrap();
     text_when(&client, "#dead-letters tbody tr td:nth-child(3)", |t| t == "rejected").await;

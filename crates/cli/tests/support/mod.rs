@@ -6,7 +6,33 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use tributary::prelude::*;
 use tributary_testkit::TestRedis;
+
+/// What the dashboard tests publish.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Order {
+    pub(crate) id: u64,
+}
+
+/// Runs a `billing` worker over `orders` until `count` entries are settled, refusing order 1
+/// (a dead letter, reason `rejected`), then stops it.
+pub(crate) async fn drain_refusing_order_1(conn: &Connection, count: u64) {
+    let worker = Worker::builder(conn.clone(), "billing")
+        .on("orders", |o: Order, _ctx: Context| async move {
+            if o.id == 1 {
+                return Err(HandlerError::reject("order 1 is refused"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(Duration::from_secs(30), worker.settled(count)).await.expect("settled");
+    worker.shutdown().await;
+}
 
 /// A child process (and the processes it started, in its process group) killed when the test
 /// is done with it, or fails.

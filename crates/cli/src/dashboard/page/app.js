@@ -91,6 +91,11 @@ async function overview() {
   const started = performance.now();
   const q = new URLSearchParams({ q: overviewState.q, offset: overviewState.offset, limit: overviewState.limit });
   const data = await api("/overview?" + q);
+  if (!data.topics.length && data.offset > 0 && data.total > 0) {
+    // The page went away (topics deleted, or a narrower filter): back to the first.
+    overviewState.offset = 0;
+    return overview();
+  }
   const rows = [];
   for (const t of data.topics) {
     const groups = t.groups.length ? t.groups : [null];
