@@ -179,3 +179,73 @@ async fn the_dashboard_shows_a_group_its_pending_entries_one_entry_and_cancels_s
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(scheduler.count("jobs").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn dead_letters_are_filtered_by_reason_and_group_and_replayed_by_filter() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for id in 0..3 {
+        producer.publish("orders", &Order { id }).await.unwrap();
+    }
+    drain_refusing_order_1(&conn, 3).await; // billing: order 1 rejected
+                                            // Another group gives up on order 2 after one delivery.
+    let audit = Worker::builder(conn.clone(), "audit")
+        .max_deliveries(1)
+        .on("orders", |o: Order, _ctx: Context| async move {
+            if o.id == 2 {
+                return Err(HandlerError::retry("audit store down"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, audit.settled(3)).await.expect("settled");
+    audit.shutdown().await;
+
+    let d = dashboard(&redis, &["--allow-actions"]);
+    let reasons = |path: &str| -> Vec<String> {
+        let listed = get(&d, path);
+        listed["dead_letters"].as_array().unwrap().iter().map(|l| l["reason"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(reasons("/api/topics/orders/dead-letters").len(), 2);
+    assert_eq!(reasons("/api/topics/orders/dead-letters?reason=rejected"), ["rejected"]);
+    assert_eq!(reasons("/api/topics/orders/dead-letters?group=audit"), ["max_deliveries"]);
+    assert!(reasons("/api/topics/orders/dead-letters?group=audit&reason=rejected").is_empty());
+
+    // Replaying all of one group's leaves the other's.
+    let action = [("X-Tributary-Action", "1")];
+    let replayed = post(&d, "/api/topics/orders/dead-letters/replay", &action, r#"{"all":true,"group":"audit"}"#);
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    assert_eq!(serde_json::from_str::<Value>(&replayed.body).unwrap()["replayed"], 1);
+    assert_eq!(reasons("/api/topics/orders/dead-letters"), ["rejected"]);
+}
+
+#[tokio::test]
+async fn the_redis_password_reaches_neither_the_page_nor_the_log() {
+    let pw = "right-horse-battery";
+    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new().arg("requirepass", pw)).await;
+    let url = format!("redis://:{pw}@127.0.0.1:{}", redis.port());
+    let conn = Connection::options().namespace(redis.namespace()).connect(&url).await.unwrap();
+    Producer::new(conn.clone()).publish("orders", &Order { id: 1 }).await.unwrap();
+    let d = support::dashboard_at(&url, &redis.namespace(), &["--allow-actions", "-v"]);
+    let row = topic_row(&d, "orders", |r| r["length"] == 1).await;
+    assert_eq!(row["topic"], "orders");
+    let mut seen = String::new();
+    for path in [
+        "/",
+        "/app.js",
+        "/api/config",
+        "/api/overview",
+        "/api/topics/orders/dead-letters",
+        "/api/topics/not%20a%20topic/dead-letters",
+    ] {
+        seen.push_str(&http("GET", &d.addr, path, &[], "").unwrap().body);
+    }
+    seen.push_str(
+        &post(&d, "/api/topics/orders/dead-letters/replay", &[("X-Tributary-Action", "1")], r#"{"ids":["1-1"]}"#).body,
+    );
+    seen.push_str(&d.stderr.lock().unwrap());
+    assert!(!seen.contains(pw) && !seen.contains("horse"), "the password leaked: {seen}");
+}

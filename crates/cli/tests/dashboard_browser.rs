@@ -82,15 +82,29 @@ async fn text_when(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> 
 
 /// Clicks the first element matching `css`, again if the page re-rendered it meanwhile.
 async fn click(client: &Client, css: &str) {
+    act_on(client, css, "click", |e| async move { e.click().await }).await;
+}
+
+/// Chooses `value` in the select matching `css`, again if the page re-rendered it meanwhile.
+async fn choose(client: &Client, css: &str, value: &str) {
+    act_on(client, css, "choose in", |e| async move { e.select_by_value(value).await }).await;
+}
+
+/// Does `act` to the first element matching `css`, found again when a re-render made it stale.
+async fn act_on<F, Fut>(client: &Client, css: &str, what: &str, act: F)
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+{
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let clicked = match client.find(Locator::Css(css)).await {
-            Ok(e) => e.click().await.map_err(|e| e.to_string()),
+        let done = match client.find(Locator::Css(css)).await {
+            Ok(e) => act(e).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        match clicked {
+        match done {
             Ok(()) => return,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "cannot click `{css}`: {e}"),
+            Err(e) => assert!(std::time::Instant::now() < deadline, "cannot {what} `{css}`: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // the page's next render
     }
@@ -142,6 +156,11 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
     assert!(points >= 2, "the lag chart has {points} points");
     assert!(!client.find(Locator::Id("replay-selected")).await.unwrap().is_enabled().await.unwrap(), "read-only");
     screenshot(&client, "topic").await;
+    // Filtered by reason: none of another reason, then all again.
+    choose(&client, "#filter-reason", "expired").await;
+    text_when(&client, "main", |t| t.contains("No dead letters.")).await;
+    choose(&client, "#filter-reason", "rejected").await;
+    text_when(&client, "#dead-letters tbody tr td:nth-child(3)", |t| t == "rejected").await;
 
     // Opened in full: the payload decoded, the error.
     click(&client, "#dead-letters tbody tr td:nth-child(2) a").await;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tributary::{Admin, DeadLetter, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError};
+use tributary::{Admin, DeadLetter, DeadLetterFilter, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError};
 
 use super::history::{now_ms, point_before};
 use super::{error, Shared, ACTION_HEADER};
@@ -111,13 +111,39 @@ pub(crate) struct Count {
     count: usize,
 }
 
-/// The oldest dead letters of a topic.
+#[derive(Deserialize)]
+pub(crate) struct LetterQuery {
+    #[serde(default = "default_limit")]
+    count: usize,
+    /// Only this reason (`rejected`, `max_deliveries`, ...).
+    #[serde(default)]
+    reason: String,
+    /// Only the letters of this group.
+    #[serde(default)]
+    group: String,
+}
+
+impl LetterQuery {
+    fn filter(&self) -> DeadLetterFilter {
+        let mut filter = DeadLetterFilter::all();
+        if !self.reason.is_empty() {
+            filter = filter.reason(self.reason.as_str());
+        }
+        if !self.group.is_empty() {
+            filter = filter.group(self.group.as_str());
+        }
+        filter
+    }
+}
+
+/// The oldest dead letters of a topic, of a reason or a group if asked.
 pub(crate) async fn dead_letters(
     State(d): State<Shared>,
     Path(topic): Path<String>,
-    Query(Count { count }): Query<Count>,
+    Query(query): Query<LetterQuery>,
 ) -> Response {
-    let listed = async { DeadLetters::new(d.conn.clone(), &topic)?.list(count.min(1000)).await };
+    let (filter, count) = (query.filter(), query.count.min(1000));
+    let listed = async { DeadLetters::new(d.conn.clone(), &topic)?.list_matching(&filter, count).await };
     match listed.await {
         Ok(letters) => {
             let letters: Vec<Value> = letters.iter().map(summary).collect();
@@ -157,6 +183,12 @@ pub(crate) struct ReplayRequest {
     ids: Vec<String>,
     #[serde(default)]
     all: bool,
+    /// With `all`: only this reason.
+    #[serde(default)]
+    reason: String,
+    /// With `all`: only this group's.
+    #[serde(default)]
+    group: String,
 }
 
 /// Replays the dead letters named, or all of them (malformed ones stay: replayed, they would
@@ -175,7 +207,13 @@ pub(crate) async fn replay(
         Err(e) => return failure(e),
     };
     if request.all {
-        let all = tributary::DeadLetterFilter::all().except_reason("malformed");
+        // Malformed letters only when asked for by reason: replayed, they would only be
+        // dead-lettered again.
+        let chosen = LetterQuery { count: 0, reason: request.reason, group: request.group };
+        let mut all = chosen.filter();
+        if chosen.reason.is_empty() {
+            all = all.except_reason("malformed");
+        }
         return match dlq.replay_matching(&all, |_| {}).await {
             Ok(report) => {
                 tracing::info!(topic = %topic, replayed = report.replayed, "all dead letters replayed from the dashboard");

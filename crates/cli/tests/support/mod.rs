@@ -64,10 +64,15 @@ pub(crate) struct Dashboard {
 
 /// Starts `tributary dashboard` with `args` on a free port, and returns once it listens.
 pub(crate) fn dashboard(redis: &TestRedis, args: &[&str]) -> Dashboard {
+    dashboard_at(&redis.url(), &redis.namespace(), args)
+}
+
+/// [`dashboard`] for the server at `url`.
+pub(crate) fn dashboard_at(url: &str, namespace: &str, args: &[&str]) -> Dashboard {
     let child = spawn_group(
         Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .env("REDIS_URL", redis.url())
-            .env("TRIBUTARY_NAMESPACE", redis.namespace())
+            .env("REDIS_URL", url)
+            .env("TRIBUTARY_NAMESPACE", namespace)
             .env_remove("TRIBUTARY_DASHBOARD_TOKEN")
             .args(["dashboard", "--listen", "127.0.0.1:0"])
             .args(args)

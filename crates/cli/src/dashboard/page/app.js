@@ -192,11 +192,15 @@ function groupSeries(points, field) {
 
 const path = (...parts) => parts.map(encodeURIComponent).join("/");
 const selected = new Set();
+// The dead letters shown: of one reason, of one group, or all.
+const letterFilter = { reason: "", group: "" };
+let letterTopic = null;
 
 async function topic(name) {
+  if (letterTopic !== name) { letterTopic = name; letterFilter.reason = ""; letterFilter.group = ""; }
   const [hist, dlq, over, sched] = await Promise.all([
     api("/topics/" + encodeURIComponent(name) + "/history").catch(() => ({ points: [] })),
-    api("/topics/" + encodeURIComponent(name) + "/dead-letters?count=100"),
+    api("/topics/" + encodeURIComponent(name) + "/dead-letters?" + new URLSearchParams({ count: 100, ...letterFilter })),
     api("/overview?" + new URLSearchParams({ q: name, limit: 1000 })),
     api("/topics/" + encodeURIComponent(name) + "/scheduled?count=100"),
   ]);
@@ -230,10 +234,21 @@ async function topic(name) {
     if (ids.length && confirm(`Replay ${ids.length} dead letter(s) onto ${name}?`))
       action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids }).then(done((r) => `replayed ${r.replayed}`), failed);
   } }, "Replay selected");
+  const filtered = letterFilter.reason || letterFilter.group;
   const replayAll = el("button", { id: "replay-all", disabled: readOnly, title: why, onclick: () => {
-    if (confirm(`Replay every dead letter of ${name} (malformed ones stay)?`))
-      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { all: true }).then(done((r) => `replayed ${r.replayed}`), failed);
-  } }, "Replay all");
+    const which = filtered ? "every dead letter shown (all pages)" : "every dead letter (malformed ones stay)";
+    if (confirm(`Replay ${which} of ${name}?`))
+      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { all: true, ...letterFilter }).then(done((r) => `replayed ${r.replayed}`), failed);
+  } }, filtered ? "Replay all shown" : "Replay all");
+  const choose = (field, options) => {
+    const select = el("select", { id: "filter-" + field },
+      el("option", { value: "" }, "any " + field), options.map((o) => el("option", { value: o, selected: o === letterFilter[field] }, o)));
+    select.addEventListener("change", () => { letterFilter[field] = select.value; route(); });
+    return select;
+  };
+  const reasons = ["rejected", "max_deliveries", "malformed", "expired"];
+  const groupNames = info.groups.map((g) => g.name);
+  if (letterFilter.group && !groupNames.includes(letterFilter.group)) groupNames.push(letterFilter.group);
   const purge = el("button", { id: "purge", class: "danger", disabled: readOnly, title: why, onclick: () => {
     if (confirm(`Delete every dead letter of ${name}? This cannot be undone.`))
       action(`/topics/${encodeURIComponent(name)}/dead-letters/purge`).then(done((r) => `purged ${r.purged}`), failed);
@@ -271,7 +286,7 @@ async function topic(name) {
     groups,
     el("div", { class: "toolbar" }, entry),
     el("h2", {}, `Dead letters (${dlq.dead_letters.length}${dlq.dead_letters.length === 100 ? "+" : ""})`),
-    el("div", { class: "toolbar" }, replaySelected, replayAll, purge),
+    el("div", { class: "toolbar" }, choose("reason", reasons), choose("group", groupNames), replaySelected, replayAll, purge),
     table,
     el("h2", {}, `Scheduled (${sched.scheduled.length}${sched.scheduled.length === 100 ? "+" : ""})`),
     scheduled);
