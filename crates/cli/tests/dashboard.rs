@@ -153,6 +153,11 @@ async fn the_dashboard_shows_a_group_its_pending_entries_one_entry_and_cancels_s
     let scheduled = producer.message("jobs", &Order { id: 8 }).schedule_in(Duration::from_secs(3600)).await.unwrap();
 
     let read_only = dashboard(&redis, &["--interval", "200ms"]);
+    let row = topic_row(&read_only, "jobs", |r| r["groups"][0]["pending"] == 1).await;
+    assert_eq!(
+        (row["groups"][0]["busy_consumers"].as_u64(), row["groups"][0]["consumers"].as_u64()),
+        (Some(1), Some(1))
+    );
     let group = get(&read_only, "/api/topics/jobs/groups/crunchers");
     assert_eq!(group["consumers"][0]["name"], "gone-1");
     assert_eq!(group["consumers"][0]["pending"], 1);

@@ -40,6 +40,8 @@ pub struct GroupStats {
     pub name: String,
     /// Consumers in the group (live or not: Redis keeps a consumer until it is removed).
     pub consumers: u64,
+    /// Consumers holding entries pending (busy); the others are idle.
+    pub busy_consumers: u64,
     /// Entries delivered to the group and not yet acknowledged.
     pub pending: u64,
     /// Entries not yet delivered to the group; `None` when Redis cannot tell (entries the
@@ -120,12 +122,15 @@ impl Admin {
         };
         let mut groups = Vec::new();
         for info in self.groups(topic).await? {
-            let oldest_pending_idle = match info.pending {
-                0 => None,
-                _ => oldest_pending_idle(conn, &key, &info.name).await?,
+            let (busy_consumers, oldest_pending_idle) = match info.pending {
+                0 => (0, None),
+                _ => {
+                    (busy_consumers(conn, &key, &info.name).await?, oldest_pending_idle(conn, &key, &info.name).await?)
+                }
             };
             groups.push(GroupStats {
                 consumers: info.consumers,
+                busy_consumers,
                 pending: info.pending,
                 lag: info.lag,
                 entries_read: info.entries_read,
@@ -137,6 +142,18 @@ impl Admin {
         let scheduled = call(conn, "ZCARD", &keys.scheduled_set(&name), Args::new()).await?;
         Ok(TopicStats { topic: name.to_string(), length, entries_added, groups, dead_letters, scheduled, sampled_at })
     }
+}
+
+/// How many consumers of `group` hold pending entries (`XPENDING`'s summary form).
+async fn busy_consumers(conn: &Connection, key: &str, group: &str) -> Result<u64, StreamError> {
+    let summary: Value = match call(conn, "XPENDING", key, Args::new().arg(group)).await {
+        Ok(summary) => summary,
+        // The group went between the two looks.
+        Err(e) if e.is_server_error("NOGROUP") => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let holders = summary.into_array().into_iter().nth(3).map(|v| v.into_array().len()).unwrap_or(0);
+    Ok(holders as u64)
 }
 
 /// The idle time of the lowest pending id of `group`, if any is pending.

@@ -298,6 +298,7 @@ async fn the_sampler_reports_lag_pending_dead_letters_and_scheduled_from_redis()
     let billing = &stats[0].groups[0];
     assert_eq!((billing.lag, billing.pending, stats[0].dead_letters), (Some(0), 3, 1));
     assert!(billing.oldest_pending_idle.is_some());
+    assert_eq!((billing.consumers, billing.busy_consumers), (1, 1), "its one consumer holds them");
     assert_eq!(gauge(m::GROUP_LAG, &g), Some(0.0));
     assert_eq!(gauge(m::GROUP_PENDING, &g), Some(3.0));
     assert_eq!(gauge(m::GROUP_CONSUMERS, &g), Some(1.0));

@@ -65,6 +65,7 @@ pub(crate) async fn overview(State(d): State<Shared>, Query(page): Query<Page>) 
                         json!({
                             "name": g.name,
                             "consumers": g.consumers,
+                            "busy_consumers": g.busy_consumers,
                             "lag": g.lag,
                             "pending": g.pending,
                             "oldest_pending_idle_ms": g.oldest_pending_idle.map(|d| d.as_millis() as u64),

@@ -44,7 +44,7 @@ pub const CONCURRENCY: usize = 16;
 /// Workers do not sample: run one sampler per deployment, or one in every instance (each then
 /// reports the same figures; aggregate them with `max`). A round costs, for every topic of the
 /// namespace, two `SCAN`s of the keyspace to list them (none with [`topics`](Self::topics)),
-/// then four commands a topic and one more a group with entries pending, [`CONCURRENCY`]
+/// then four commands a topic and two more a group with entries pending, [`CONCURRENCY`]
 /// topics at a time. A topic or group that disappears has its gauges set to 0.
 ///
 /// # Example

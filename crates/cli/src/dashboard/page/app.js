@@ -113,7 +113,7 @@ async function overview() {
           el("td", { class: "num lag" + (g && g.lag_growing ? " warn" : ""), title: g && g.lag_growing ? "growing over the last minute" : null }, g ? num(g.lag) : ""),
           el("td", { class: "num" }, g ? num(g.pending) : ""),
           el("td", { class: "num" + (g && g.stuck ? " bad" : ""), title: g && g.stuck ? "idle longer than claim_idle: nobody works on it" : null }, g ? idle(g.oldest_pending_idle_ms) : ""),
-          el("td", { class: "num" }, g ? num(g.consumers) : ""),
+          el("td", { class: "num consumers", title: g ? "busy (holding entries) / all" : null }, g ? `${g.busy_consumers}/${g.consumers}` : ""),
           el("td", { class: "num dead" + (first && t.dead_letters_growing ? " bad" : ""), title: first && t.dead_letters_growing ? "growing over the last minute" : null }, first ? num(t.dead_letters) : ""),
           el("td", { class: "num" }, first ? num(t.scheduled) : ""),
         ),
@@ -263,7 +263,7 @@ async function topic(name) {
         el("thead", {}, el("tr", {}, ["group", "consumers", "lag", "pending", "oldest pending"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
         el("tbody", {}, info.groups.map((g) => el("tr", {},
           el("td", {}, el("a", { href: "#/topic/" + path(name) + "/group/" + encodeURIComponent(g.name) }, g.name)),
-          el("td", { class: "num" }, num(g.consumers)), el("td", { class: "num" }, num(g.lag)),
+          el("td", { class: "num" }, `${g.busy_consumers}/${g.consumers}`), el("td", { class: "num" }, num(g.lag)),
           el("td", { class: "num" }, num(g.pending)),
           el("td", { class: "num" + (g.stuck ? " bad" : "") }, idle(g.oldest_pending_idle_ms))))))
     : el("p", { class: "muted" }, "No groups.");
