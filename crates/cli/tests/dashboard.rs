@@ -254,3 +254,22 @@ async fn the_redis_password_reaches_neither_the_page_nor_the_log() {
     seen.push_str(&d.stderr.lock().unwrap());
     assert!(!seen.contains(pw) && !seen.contains("horse"), "the password leaked: {seen}");
 }
+
+#[tokio::test]
+async fn topics_named_dot_and_dot_dot_are_reachable_as_the_page_addresses_them() {
+    let redis = TestRedis::start().await;
+    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    for topic in [".", ".."] {
+        Producer::new(conn.clone()).publish(topic, &Order { id: 1 }).await.unwrap();
+    }
+    let d = dashboard(&redis, &["--interval", "200ms"]);
+    topic_row(&d, "..", |r| r["length"] == 1).await;
+    // The page puts a `~` before a topic's name in its API paths: no `.` or `..` segment for the
+    // browser to remove.
+    for (segment, topic) in [("~.", "."), ("~..", ".."), ("~orders", "orders")] {
+        let listed = get(&d, &format!("/api/topics/{segment}/dead-letters"));
+        assert_eq!(listed["topic"], topic);
+    }
+    let history = get(&d, "/api/topics/~../history");
+    assert_eq!(history["topic"], "..");
+}

@@ -14,6 +14,17 @@ use super::history::{now_ms, point_before};
 use super::{error, Shared, ACTION_HEADER};
 use crate::output;
 
+/// A topic's name in an API path. The page writes it after a `~`: `.` and `..` are valid topic
+/// names, and as path segments a browser would remove them.
+pub(crate) struct TopicName(String);
+
+impl<'de> Deserialize<'de> for TopicName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Ok(Self(raw.strip_prefix('~').map(str::to_owned).unwrap_or(raw)))
+    }
+}
+
 /// How far back "growing" looks.
 const GROWING_OVER: Duration = Duration::from_secs(60);
 
@@ -99,7 +110,7 @@ pub(crate) async fn overview(State(d): State<Shared>, Query(page): Query<Page>) 
 }
 
 /// A topic's points over the last minutes, oldest first.
-pub(crate) async fn topic_history(State(d): State<Shared>, Path(topic): Path<String>) -> Response {
+pub(crate) async fn topic_history(State(d): State<Shared>, Path(TopicName(topic)): Path<TopicName>) -> Response {
     d.history.read(|h| match h.points.get(&topic) {
         Some(points) => Json(json!({ "topic": topic, "points": points })).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no samples of topic `{topic}` (yet)")),
@@ -140,7 +151,7 @@ impl LetterQuery {
 /// The oldest dead letters of a topic, of a reason or a group if asked.
 pub(crate) async fn dead_letters(
     State(d): State<Shared>,
-    Path(topic): Path<String>,
+    Path(TopicName(topic)): Path<TopicName>,
     Query(query): Query<LetterQuery>,
 ) -> Response {
     let (filter, count) = (query.filter(), query.count.min(1000));
@@ -155,7 +166,10 @@ pub(crate) async fn dead_letters(
 }
 
 /// One dead letter in full: its message decoded, headers, trace.
-pub(crate) async fn dead_letter(State(d): State<Shared>, Path((topic, id)): Path<(String, String)>) -> Response {
+pub(crate) async fn dead_letter(
+    State(d): State<Shared>,
+    Path((TopicName(topic), id)): Path<(TopicName, String)>,
+) -> Response {
     let Ok(id) = id.parse::<EntryId>() else {
         return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
     };
@@ -196,7 +210,7 @@ pub(crate) struct ReplayRequest {
 /// only be dead-lettered again).
 pub(crate) async fn replay(
     State(d): State<Shared>,
-    Path(topic): Path<String>,
+    Path(TopicName(topic)): Path<TopicName>,
     headers: HeaderMap,
     Json(request): Json<ReplayRequest>,
 ) -> Response {
@@ -249,7 +263,11 @@ pub(crate) async fn replay(
 }
 
 /// Deletes every dead letter of a topic.
-pub(crate) async fn purge(State(d): State<Shared>, Path(topic): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn purge(
+    State(d): State<Shared>,
+    Path(TopicName(topic)): Path<TopicName>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(refused) = refuse_action(&d, &headers) {
         return refused;
     }
@@ -299,7 +317,10 @@ fn failure(e: StreamError) -> Response {
 }
 
 /// One entry of a topic by its id, decoded.
-pub(crate) async fn message(State(d): State<Shared>, Path((topic, id)): Path<(String, String)>) -> Response {
+pub(crate) async fn message(
+    State(d): State<Shared>,
+    Path((TopicName(topic), id)): Path<(TopicName, String)>,
+) -> Response {
     let Ok(id) = id.parse::<EntryId>() else {
         return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an entry id"));
     };
@@ -328,7 +349,7 @@ pub(crate) async fn message(State(d): State<Shared>, Path((topic, id)): Path<(St
 /// A group of a topic: its consumers, and its oldest pending entries with who holds them.
 pub(crate) async fn group(
     State(d): State<Shared>,
-    Path((topic, group)): Path<(String, String)>,
+    Path((TopicName(topic), group)): Path<(TopicName, String)>,
     Query(Count { count }): Query<Count>,
 ) -> Response {
     let admin = Admin::new(d.conn.clone());
@@ -356,7 +377,7 @@ pub(crate) async fn group(
 /// The scheduled messages of a topic due first.
 pub(crate) async fn scheduled(
     State(d): State<Shared>,
-    Path(topic): Path<String>,
+    Path(TopicName(topic)): Path<TopicName>,
     Query(Count { count }): Query<Count>,
 ) -> Response {
     match Scheduler::new(d.conn.clone()).list(&topic, count.min(1000)).await {
@@ -385,7 +406,7 @@ pub(crate) struct CancelRequest {
 /// Cancels one scheduled message.
 pub(crate) async fn cancel_scheduled(
     State(d): State<Shared>,
-    Path(topic): Path<String>,
+    Path(TopicName(topic)): Path<TopicName>,
     headers: HeaderMap,
     Json(request): Json<CancelRequest>,
 ) -> Response {

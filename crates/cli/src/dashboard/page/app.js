@@ -191,6 +191,8 @@ function groupSeries(points, field) {
 // ---- a topic ----------------------------------------------------------------------------
 
 const path = (...parts) => parts.map(encodeURIComponent).join("/");
+// A topic in an API path: after `~`, so that `.` and `..` (valid names) stay segments.
+const topicSegment = (name) => "~" + encodeURIComponent(name);
 const selected = new Set();
 // The dead letters shown: of one reason, of one group, or all.
 const letterFilter = { reason: "", group: "" };
@@ -199,10 +201,10 @@ let letterTopic = null;
 async function topic(name) {
   if (letterTopic !== name) { letterTopic = name; letterFilter.reason = ""; letterFilter.group = ""; }
   const [hist, dlq, over, sched] = await Promise.all([
-    api("/topics/" + encodeURIComponent(name) + "/history").catch(() => ({ points: [] })),
-    api("/topics/" + encodeURIComponent(name) + "/dead-letters?" + new URLSearchParams({ count: 100, ...letterFilter })),
+    api("/topics/" + topicSegment(name) + "/history").catch(() => ({ points: [] })),
+    api("/topics/" + topicSegment(name) + "/dead-letters?" + new URLSearchParams({ count: 100, ...letterFilter })),
     api("/overview?" + new URLSearchParams({ q: name, limit: 1000 })),
-    api("/topics/" + encodeURIComponent(name) + "/scheduled?count=100"),
+    api("/topics/" + topicSegment(name) + "/scheduled?count=100"),
   ]);
   const info = over.topics.find((t) => t.topic === name) || { groups: [] };
   const points = hist.points;
@@ -232,13 +234,13 @@ async function topic(name) {
   const replaySelected = el("button", { id: "replay-selected", disabled: readOnly, title: why, onclick: () => {
     const ids = boxes.filter((b) => b.checked).map((b) => b.value);
     if (ids.length && confirm(`Replay ${ids.length} dead letter(s) onto ${name}?`))
-      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids }).then(done((r) => `replayed ${r.replayed}`), failed);
+      action(`/topics/${topicSegment(name)}/dead-letters/replay`, { ids }).then(done((r) => `replayed ${r.replayed}`), failed);
   } }, "Replay selected");
   const filtered = letterFilter.reason || letterFilter.group;
   const replayAll = el("button", { id: "replay-all", disabled: readOnly, title: why, onclick: () => {
     const which = filtered ? "every dead letter shown (all pages)" : "every dead letter (malformed ones stay)";
     if (confirm(`Replay ${which} of ${name}?`))
-      action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { all: true, ...letterFilter }).then(done((r) => `replayed ${r.replayed}`), failed);
+      action(`/topics/${topicSegment(name)}/dead-letters/replay`, { all: true, ...letterFilter }).then(done((r) => `replayed ${r.replayed}`), failed);
   } }, filtered ? "Replay all shown" : "Replay all");
   const choose = (field, options) => {
     const select = el("select", { id: "filter-" + field },
@@ -251,7 +253,7 @@ async function topic(name) {
   if (letterFilter.group && !groupNames.includes(letterFilter.group)) groupNames.push(letterFilter.group);
   const purge = el("button", { id: "purge", class: "danger", disabled: readOnly, title: why, onclick: () => {
     if (confirm(`Delete every dead letter of ${name}? This cannot be undone.`))
-      action(`/topics/${encodeURIComponent(name)}/dead-letters/purge`).then(done((r) => `purged ${r.purged}`), failed);
+      action(`/topics/${topicSegment(name)}/dead-letters/purge`).then(done((r) => `purged ${r.purged}`), failed);
   } }, "Purge");
   const table = dlq.dead_letters.length
     ? el("table", { id: "dead-letters" },
@@ -276,7 +278,7 @@ async function topic(name) {
           el("td", {}, s.id), el("td", {}, s.due), el("td", {}, JSON.stringify(s.payload)),
           el("td", {}, el("button", { class: "danger", disabled: readOnly, title: why, onclick: () => {
             if (confirm(`Cancel scheduled message ${s.id}? It will not be delivered.`))
-              action(`/topics/${encodeURIComponent(name)}/scheduled/cancel`, { id: s.id }).then(done(() => "cancelled 1"), failed);
+              action(`/topics/${topicSegment(name)}/scheduled/cancel`, { id: s.id }).then(done(() => "cancelled 1"), failed);
           } }, "Cancel"))))))
     : el("p", { class: "muted" }, "No scheduled messages.");
   view.replaceChildren(
@@ -295,7 +297,7 @@ async function topic(name) {
 // ---- a group, and one entry -------------------------------------------------------------
 
 async function group(name, groupName) {
-  const g = await api("/topics/" + path(name) + "/groups/" + encodeURIComponent(groupName) + "?count=100");
+  const g = await api("/topics/" + topicSegment(name) + "/groups/" + encodeURIComponent(groupName) + "?count=100");
   const consumers = g.consumers.length
     ? el("table", { id: "consumers" },
         el("thead", {}, el("tr", {}, ["consumer", "pending", "idle"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
@@ -319,7 +321,7 @@ async function group(name, groupName) {
 }
 
 async function entry(name, id) {
-  const m = await api("/topics/" + path(name) + "/messages/" + encodeURIComponent(id));
+  const m = await api("/topics/" + topicSegment(name) + "/messages/" + encodeURIComponent(id));
   view.replaceChildren(
     el("h1", {}, el("a", { href: "#/" }, "Topics"), " / ", topicLink(name), " / entry ", id),
     el("pre", { id: "message" }, JSON.stringify(m, null, 2)));
@@ -328,12 +330,12 @@ async function entry(name, id) {
 // ---- a dead letter ----------------------------------------------------------------------
 
 async function deadLetter(name, id) {
-  const l = await api(`/topics/${encodeURIComponent(name)}/dead-letters/${encodeURIComponent(id)}`);
+  const l = await api(`/topics/${topicSegment(name)}/dead-letters/${encodeURIComponent(id)}`);
   const readOnly = !config.allow_actions;
   const replay = el("button", { id: "replay-one", disabled: readOnly || !l.readable,
     title: readOnly ? "read-only: start the dashboard with --allow-actions" : null, onclick: () => {
       if (confirm(`Replay dead letter ${id} onto ${name}?`))
-        action(`/topics/${encodeURIComponent(name)}/dead-letters/replay`, { ids: [id] })
+        action(`/topics/${topicSegment(name)}/dead-letters/replay`, { ids: [id] })
           .then((r) => { flash(`replayed ${r.replayed}`); location.hash = "#/topic/" + encodeURIComponent(name); },
                 (e) => flash(e.message, true));
     } }, "Replay");
