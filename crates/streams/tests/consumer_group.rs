@@ -335,3 +335,13 @@ async fn settled_waits_for_entries_acknowledged_or_dead_lettered() {
     assert!(tokio::time::timeout(Duration::from_millis(200), worker.settled(101)).await.is_err());
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_server_under_test_is_the_one_asked_for() {
+    // `TRIBUTARY_TEST_SERVER=valkey` (the Valkey leg of `cargo xtask test`) runs these tests on
+    // Valkey: this says which server answered, so the leg cannot pass on Redis by mistake.
+    let redis = TestRedis::start_private().await;
+    let info = redis.cli(&["INFO", "server"]);
+    let valkey = info.contains("server_name:valkey");
+    assert_eq!(valkey, tributary_testkit::test_server() == "valkey", "{info}");
+}

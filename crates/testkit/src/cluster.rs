@@ -39,7 +39,7 @@ impl TestCluster {
                 nodes.push(process);
             }
         }
-        let mut create = Command::new("redis-cli");
+        let mut create = Command::new(crate::cli_binary());
         create.arg("--cluster").arg("create");
         for n in &nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
@@ -114,7 +114,7 @@ impl TestCluster {
             .iter()
             .filter(|n| n.is_running())
             .find(|n| {
-                let out = Command::new("redis-cli").args(["-p", &n.port.to_string(), "EXISTS", key]).output();
+                let out = Command::new(crate::cli_binary()).args(["-p", &n.port.to_string(), "EXISTS", key]).output();
                 out.is_ok_and(|o| {
                     let text = String::from_utf8_lossy(&o.stdout);
                     !text.contains("MOVED") && node_cli(n.port, &["ROLE"]).starts_with("master")
@@ -154,8 +154,11 @@ impl TestCluster {
 }
 
 fn node_cli(port: u16, args: &[&str]) -> String {
-    let out =
-        Command::new("redis-cli").args(["-c", "-p", &port.to_string()]).args(args).output().expect("run redis-cli");
+    let out = Command::new(crate::cli_binary())
+        .args(["-c", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -6,6 +6,9 @@
 //! [`kill`](TestRedis::kill) and [`restart`](TestRedis::restart) for real. The process is
 //! killed and the directory removed on drop.
 //!
+//! With `TRIBUTARY_TEST_SERVER=valkey`, the same tests start `valkey-server` (and use
+//! `valkey-cli`) instead: [`server_binary`], [`cli_binary`].
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use tributary_testkit::TestRedis;
@@ -222,7 +225,7 @@ impl TestRedis {
     /// # Panics
     /// When `redis-cli` cannot be run or fails.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = Command::new(cli_binary())
             .arg("-u")
             .arg(&self.url)
             .args(args)
@@ -255,9 +258,9 @@ impl Process {
         }
     }
 
-    /// Starts redis-server and waits until it answers PING. False if it exited (port taken).
+    /// Starts the server and waits until it answers PING. False if it exited (port taken).
     pub(crate) async fn spawn(&self) -> bool {
-        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let bin = server_binary();
         let mut cmd = Command::new(&bin);
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -285,6 +288,10 @@ impl Process {
         cmd.args(&self.options.extra);
         let child = match cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
             Ok(c) => c,
+            Err(e) if test_server() == "valkey" => panic!(
+                "cannot run `{bin}` ({e}). Put valkey-server on the PATH, or set VALKEY_SERVER (and \
+                 VALKEY_CLI) to absolute paths; `cargo xtask test-valkey` fetches Valkey 8.1."
+            ),
             Err(e) => panic!(
                 "cannot run `{bin}` ({e}). Install Redis 7 (Debian: `apt-get install redis-server`) \
                  or set REDIS_URL to a server the tests may use."
@@ -547,4 +554,31 @@ pub fn http(
     };
     let body = String::from_utf8(body).map_err(|e| format!("a body that is not UTF-8: {e}"))?;
     Ok(HttpResponse { status, head, body })
+}
+
+/// Which server the tests start: `redis` (the default), or `valkey` with
+/// `TRIBUTARY_TEST_SERVER=valkey`.
+pub fn test_server() -> &'static str {
+    match std::env::var("TRIBUTARY_TEST_SERVER").as_deref() {
+        Ok("valkey") => "valkey",
+        _ => "redis",
+    }
+}
+
+/// The server binary the tests start: `REDIS_SERVER` (or `VALKEY_SERVER` for Valkey) when set,
+/// else `redis-server` (`valkey-server`) on the `PATH`.
+pub fn server_binary() -> String {
+    match test_server() {
+        "valkey" => std::env::var("VALKEY_SERVER").unwrap_or_else(|_| "valkey-server".to_owned()),
+        _ => std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned()),
+    }
+}
+
+/// The command-line client of [`test_server`]: `redis-cli`, or `valkey-cli` (`VALKEY_CLI` when
+/// set).
+pub fn cli_binary() -> String {
+    match test_server() {
+        "valkey" => std::env::var("VALKEY_CLI").unwrap_or_else(|_| "valkey-cli".to_owned()),
+        _ => "redis-cli".to_owned(),
+    }
 }
