@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dashboard, drain_refusing_order_1, Dashboard, Order};
+use support::{connect, dashboard, drain_refusing_order_1, Dashboard, Order};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, HttpResponse, TestRedis};
 
@@ -42,7 +42,7 @@ async fn topic_row(d: &Dashboard, topic: &str, ready: impl Fn(&Value) -> bool) -
 #[tokio::test]
 async fn the_dashboard_shows_lag_and_dead_letters_and_replays_only_when_allowed() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
     let producer = Producer::new(conn.clone());
     for id in 0..3 {
@@ -143,7 +143,7 @@ async fn without_a_token_only_requests_addressed_to_this_machine_are_answered() 
 #[tokio::test]
 async fn the_dashboard_shows_a_group_its_pending_entries_one_entry_and_cancels_scheduled_messages() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     let id = producer.publish("jobs", &Order { id: 7 }).await.unwrap();
     // A consumer that read the entry and died holding it.
@@ -188,13 +188,13 @@ async fn the_dashboard_shows_a_group_its_pending_entries_one_entry_and_cancels_s
 #[tokio::test]
 async fn dead_letters_are_filtered_by_reason_and_group_and_replayed_by_filter() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     for id in 0..3 {
         producer.publish("orders", &Order { id }).await.unwrap();
     }
-    drain_refusing_order_1(&conn, 3).await; // billing: order 1 rejected
-                                            // Another group gives up on order 2 after one delivery.
+    // billing rejects order 1; audit gives up on order 2 after one delivery.
+    drain_refusing_order_1(&conn, 3).await;
     let audit = Worker::builder(conn.clone(), "audit")
         .max_deliveries(1)
         .on("orders", |o: Order, _ctx: Context| async move {
@@ -258,7 +258,7 @@ async fn the_redis_password_reaches_neither_the_page_nor_the_log() {
 #[tokio::test]
 async fn topics_named_dot_and_dot_dot_are_reachable_as_the_page_addresses_them() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     for topic in [".", ".."] {
         Producer::new(conn.clone()).publish(topic, &Order { id: 1 }).await.unwrap();
     }

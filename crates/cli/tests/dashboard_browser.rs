@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use support::{drain_refusing_order_1, spawn_group, Order, Process};
+use support::{connect, drain_refusing_order_1, spawn_group, Order, Process};
 use tributary::prelude::*;
-use tributary_testkit::{http, wait_until, TestRedis};
+use tributary_testkit::{eventually, http, wait_until, TestRedis};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -66,18 +66,22 @@ async fn browser() -> (Process, Client) {
 
 /// The text of the first element matching `css`, once it satisfies `ready`.
 async fn text_when(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    let last = std::sync::Mutex::new(String::new());
+    eventually(PATIENCE, || async {
         let text = match client.find(Locator::Css(css)).await {
             Ok(e) => e.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if ready(&text) {
-            return text;
+        let ok = ready(&text);
+        *last.lock().unwrap() = text.clone();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("`{css}` reads `{text}`"))
         }
-        assert!(std::time::Instant::now() < deadline, "`{css}` still reads `{text}` after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // the page's next refresh
-    }
+    })
+    .await;
+    last.into_inner().unwrap()
 }
 
 /// Clicks the first element matching `css`, again if the page re-rendered it meanwhile.
@@ -96,18 +100,13 @@ where
     F: Fn(fantoccini::elements::Element) -> Fut,
     Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
 {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let done = match client.find(Locator::Css(css)).await {
-            Ok(e) => act(e).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match done {
-            Ok(()) => return,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "cannot {what} `{css}`: {e}"),
+    eventually(PATIENCE, || async {
+        match client.find(Locator::Css(css)).await {
+            Ok(e) => act(e).await.map_err(|e| format!("cannot {what} `{css}`: {e}")),
+            Err(e) => Err(format!("cannot {what} `{css}`: {e}")),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await; // the page's next render
-    }
+    })
+    .await;
 }
 
 /// An attribute of the first element matching `css`, once there is one.
@@ -129,7 +128,7 @@ async fn screenshot(client: &Client, name: &str) {
 #[tokio::test]
 async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     Admin::new(conn.clone()).create_group("orders", "billing", Position::Beginning).await.unwrap();
     let producer = Producer::new(conn.clone());
     let mut ids = Vec::new();
@@ -204,7 +203,7 @@ async fn an_operator_sees_lag_opens_a_dead_letter_and_replays_it_in_a_browser() 
 #[tokio::test]
 async fn the_overview_of_a_thousand_topics_renders_a_page_at_a_time() {
     let redis = TestRedis::start().await;
-    let conn = Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap();
+    let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
     for n in 0..1000 {
         producer.publish(&format!("load.t{n:04}"), &Order { id: n }).await.unwrap();

@@ -11,6 +11,11 @@ use std::time::Duration;
 use tributary::prelude::*;
 use tributary_testkit::TestRedis;
 
+/// A connection to `redis`, in its namespace.
+pub(crate) async fn connect(redis: &TestRedis) -> Connection {
+    Connection::options().namespace(redis.namespace()).connect(&redis.url()).await.unwrap()
+}
+
 /// What the dashboard tests publish.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Order {
