@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tributary::prelude::*;
+use tributary::ErrorKind;
 use tributary_testkit::{wait_until, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -370,6 +371,63 @@ async fn a_primary_failover_does_not_pause_other_primaries_topics() {
         "failed primary's consumer stalled {victim_consumed_stall:?}"
     );
     worker.shutdown().await;
+}
+
+/// A command in flight on a primary that the cluster replaces fails once it is replaced: it does
+/// not wait out its timeout. First a primary killed (its client reconnects in vain), then one
+/// frozen (SIGSTOP: its connection stays open and silent, as with a hung host). Before, the old
+/// primary's client was closed with a `QUIT` that waited (5 s) behind the frozen node's silence
+/// or was lost in a reconnection attempt to the dead one, and a publish sent at the wrong moment
+/// waited out the command timeout (5 s in CI, against a 2.3 s failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_flight_on_a_failed_primary_ends_with_the_failover() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_default()).try_init();
+    let cluster = TestCluster::start(3, 1).await;
+    let ns = cluster.namespace();
+    let timeout = Duration::from_secs(30);
+    let conn =
+        Connection::options().namespace(ns.as_str()).command_timeout(timeout).connect(&cluster.url()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    let dead = cluster.primary_of(&format!("{ns}:{{orders}}"));
+    let frozen_topic = ["payments", "refunds", "invoices", "shipments", "returns", "carts", "users", "stock"]
+        .into_iter()
+        .find(|t| cluster.primary_of(&format!("{ns}:{{{t}}}")) != dead)
+        .expect("a topic on another primary");
+    let frozen = cluster.primary_of(&format!("{ns}:{{{frozen_topic}}}"));
+    for (topic, primary, fail) in [("orders", dead, "kill"), (frozen_topic, frozen, "freeze")] {
+        let replica = replica_of(&cluster, primary);
+        // The primary takes the publish's first write but holds it (paused writes), so it is in
+        // flight when the primary fails.
+        cluster.cli_on(primary, &["CLIENT", "PAUSE", "60000", "WRITE"]);
+        let publishing = {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                let result = producer.publish(topic, &Msg { n: 1 }).await;
+                (result, std::time::Instant::now())
+            })
+        };
+        wait_until(PATIENCE, "a write held by the paused primary", || async {
+            cluster.cli_on(primary, &["CLIENT", "LIST"]).lines().any(|l| l.contains(" flags=b "))
+        })
+        .await;
+        let failed_at = std::time::Instant::now();
+        match fail {
+            "kill" => cluster.kill(primary),
+            _ => cluster.pause(primary),
+        }
+        wait_until(PATIENCE, "the replica promoted", || async { role(replica).starts_with("master") }).await;
+        let failover = failed_at.elapsed();
+        let (result, ended) = tokio::time::timeout(timeout, publishing).await.expect("the publish ended").unwrap();
+        let took = ended.duration_since(failed_at);
+        eprintln!("{fail}: failover {failover:?}; the publish in flight ended after {took:?} with {result:?}");
+        // Not confirmed: the write may or may not have run (and been replicated) first.
+        let err = result.expect_err("a publish whose primary failed unanswered is not confirmed");
+        assert_eq!(err.kind(), ErrorKind::Connection, "{fail}: {err}");
+        assert!(took <= failover + Duration::from_secs(1), "{fail}: ended {took:?} after, failover {failover:?}");
+        // The topic takes publishes on its new primary.
+        producer.publish(topic, &Msg { n: 2 }).await.unwrap();
+    }
 }
 
 /// A planned failover (`CLUSTER FAILOVER` on the replica): the old primary stays up as a replica

@@ -328,8 +328,19 @@ impl Dedicated {
 
     /// Closes the connection now (bounded by 5 s) unless it was closed already.
     pub(crate) async fn quit_now(&self) {
+        self.quit_within(Duration::from_secs(5)).await;
+    }
+
+    /// Closes the connection unless it was closed already: `QUIT` when connected, so that the
+    /// commands in flight get their replies first, waiting at most `bound` (a frozen server
+    /// never answers); then the connection task is aborted, which fails every command still
+    /// waiting (a `QUIT` sent while fred reconnects is not read until it has reconnected, which
+    /// to a node gone for good is never).
+    pub(crate) async fn quit_within(&self, bound: Duration) {
         if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.client.quit()).await;
+            if self.client.is_connected() {
+                let _ = tokio::time::timeout(bound, self.client.quit()).await;
+            }
             if let Some(task) = self.task.lock().expect("task lock").take() {
                 task.abort();
             }
@@ -363,7 +374,9 @@ impl Drop for Dedicated {
         let task = self.task.lock().map(|mut t| t.take()).unwrap_or(None);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+                if client.is_connected() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+                }
                 if let Some(task) = task {
                     task.abort();
                 }

@@ -74,6 +74,9 @@ impl RedisError {
             F::Auth => ErrorKind::Auth,
             F::Config | F::Url | F::InvalidArgument | F::InvalidCommand => ErrorKind::Config,
             F::NotFound => ErrorKind::NotFound,
+            // The reply channel closed: the client's connection task ended (it was closed, or
+            // its node left the cluster) with the command unanswered. It may have run.
+            F::Unknown if err.details() == "channel closed" => ErrorKind::Connection,
             _ if err.details().starts_with("NOGROUP") => ErrorKind::NotFound,
             _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
             _ if UNAVAILABLE.iter().any(|p| err.details().starts_with(p)) => ErrorKind::Unavailable,

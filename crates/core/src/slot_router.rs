@@ -13,7 +13,7 @@
 //! on meanwhile.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use fred::clients::Client;
@@ -31,6 +31,11 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(100);
 /// Bound of one `CLUSTER SLOTS` question to one node.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a silent primary (its last `CLUSTER SLOTS` timed out) is asked again.
+const ASK_SILENT_EVERY: Duration = Duration::from_secs(5);
+/// How long a replaced primary's client waits for replies to the commands in flight on it
+/// before they fail: a live node answers within milliseconds, a frozen one never.
+const REPLACED_QUIT_BOUND: Duration = Duration::from_millis(250);
 
 pub(crate) struct SlotRouter {
     /// The cluster's builder: credentials, TLS, timeouts and reconnect policy for node clients.
@@ -45,6 +50,11 @@ pub(crate) struct SlotRouter {
     /// Reconnections of any node client, and replaced primaries: a command in flight on them
     /// may have run with its reply lost.
     reconnects: broadcast::Sender<Server>,
+    /// Primaries connected but silent, and when they were last asked: their last `CLUSTER SLOTS`
+    /// timed out (a frozen process or host keeps its connections open and answers nothing).
+    /// While any is, the map is re-read at the pace of a failover; they are asked again only
+    /// every [`ASK_SILENT_EVERY`].
+    silent: Arc<Mutex<HashMap<Server, Instant>>>,
 }
 
 /// Which primary serves which slot, and the client of each.
@@ -81,6 +91,7 @@ impl SlotRouter {
             refreshed: Notify::new(),
             wake: Notify::new(),
             reconnects,
+            silent: Arc::default(),
         });
         router.install(routing).await;
         tokio::spawn(keep_current(Arc::downgrade(&router)));
@@ -150,21 +161,73 @@ impl SlotRouter {
         self.reconnects.subscribe()
     }
 
-    /// Re-reads the map from the first node that answers, connects to new primaries and closes
+    /// Whether every primary is connected and answers.
+    fn all_up(&self) -> bool {
+        self.silent.lock().expect("silent lock").is_empty() && self.routes().nodes.values().all(|c| c.is_connected())
+    }
+
+    /// Re-reads the map from the nodes that answer, connects to new primaries and closes
     /// the clients of nodes that are no longer primaries.
     async fn refresh(&self) {
         let current = self.routes();
-        // Up to three nodes, in random order, and the map most of them report: a primary cut
-        // off from the rest of the cluster (but not from us) still claims its old slots.
-        let mut asked: Vec<_> = current.nodes.iter().filter(|(_, c)| c.is_connected()).collect();
-        fastrand::shuffle(&mut asked);
-        let mut answers: Vec<(ClusterRouting, usize)> = Vec::new();
-        for (server, client) in asked.into_iter().take(3) {
-            if let Ok(found) = ask(client, server.host.to_string()).await {
-                match answers.iter_mut().find(|(r, _)| r.slots() == found.slots()) {
-                    Some((_, votes)) => *votes += 1,
-                    None => answers.push((found, 1)),
+        // Up to three nodes, in random order, asked at once, and the map most of them report: a
+        // primary cut off from the rest of the cluster (but not from us) still claims its old
+        // slots. A frozen node answers nothing: the others' answers are not held up by it.
+        let asked: Vec<_> = {
+            // A silent node is asked again once in a while: it may have come back.
+            let mut silent = self.silent.lock().expect("silent lock");
+            let mut asked: Vec<_> = current
+                .nodes
+                .iter()
+                .filter(|(s, c)| c.is_connected() && silent.get(*s).map_or(true, |at| at.elapsed() >= ASK_SILENT_EVERY))
+                .collect();
+            fastrand::shuffle(&mut asked);
+            asked.truncate(3);
+            for (server, _) in &asked {
+                if let Some(at) = silent.get_mut(*server) {
+                    *at = Instant::now();
                 }
+            }
+            asked
+        };
+        let majority = asked.len() / 2 + 1;
+        let (answered, mut answers_rx) = tokio::sync::mpsc::unbounded_channel();
+        for (server, client) in &asked {
+            let (server, client, answered, silent) =
+                ((*server).clone(), (***client).clone(), answered.clone(), self.silent.clone());
+            // A task each, so a silent node is still found out (and skipped from then on) after
+            // the others' answers made this refresh go on.
+            tokio::spawn(async move {
+                let found = ask(&client, server.host.to_string()).await;
+                let mut silent = silent.lock().expect("silent lock");
+                match &found {
+                    Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                        silent.insert(server, Instant::now());
+                    }
+                    _ => {
+                        silent.remove(&server);
+                    }
+                }
+                drop(silent);
+                let _ = answered.send(found);
+            });
+        }
+        drop(answered);
+        let mut answers: Vec<(ClusterRouting, usize)> = Vec::new();
+        while let Some(found) = answers_rx.recv().await {
+            let Ok(found) = found else { continue };
+            let votes = match answers.iter_mut().find(|(r, _)| r.slots() == found.slots()) {
+                Some((_, votes)) => {
+                    *votes += 1;
+                    *votes
+                }
+                None => {
+                    answers.push((found, 1));
+                    1
+                }
+            };
+            if votes >= majority {
+                break;
             }
         }
         let routing = answers.into_iter().max_by_key(|(_, votes)| *votes).map(|(r, _)| r);
@@ -203,6 +266,7 @@ impl SlotRouter {
             nodes.insert(server, client);
         }
         let gone: Vec<_> = current.nodes.keys().filter(|s| !nodes.contains_key(*s)).cloned().collect();
+        self.silent.lock().expect("silent lock").retain(|s, _| nodes.contains_key(s));
         if !current.nodes.is_empty() {
             tracing::info!(
                 primaries = ?nodes.keys().map(ToString::to_string).collect::<Vec<_>>(),
@@ -210,9 +274,15 @@ impl SlotRouter {
                 "cluster map changed"
             );
         }
-        // The old clients close when the last command holding one ends (`Dedicated` drop).
+        let replaced: Vec<_> = gone.iter().filter_map(|s| current.nodes.get(s).cloned()).collect();
         *self.routes.write().expect("routes lock") = Arc::new(Routes { routing, nodes });
         self.refreshed.notify_waiters();
+        // Commands in flight on a replaced primary end now: a dead node's client would wait for
+        // a reconnection that never comes, a frozen one's for a reply, each up to the command
+        // timeout. A live one (a planned failover) answers them (`MOVED`) before `QUIT`.
+        for client in replaced {
+            tokio::spawn(async move { client.quit_within(REPLACED_QUIT_BOUND).await });
+        }
     }
 
     /// A client of the primary `server`. Not waited for beyond one attempt: an unreachable one
@@ -257,8 +327,7 @@ impl SlotRouter {
 async fn keep_current(router: Weak<SlotRouter>) {
     loop {
         let Some(r) = router.upgrade() else { return };
-        let all_up = r.routes().nodes.values().all(|c| c.is_connected());
-        let wait = if all_up { REFRESH_EVERY } else { REFRESH_WHILE_DOWN };
+        let wait = if r.all_up() { REFRESH_EVERY } else { REFRESH_WHILE_DOWN };
         // Holding the router while waiting keeps it (and its node clients) alive up to `wait`
         // after the connection is dropped: no longer.
         tokio::select! {

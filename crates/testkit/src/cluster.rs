@@ -104,6 +104,11 @@ impl TestCluster {
         node_cli(node.port, args)
     }
 
+    /// Runs `redis-cli -p <port>` with `args` and returns its output.
+    pub fn cli_on(&self, port: u16, args: &[&str]) -> String {
+        node_cli(port, args)
+    }
+
     /// The port of the primary serving `key` now.
     ///
     /// # Panics
@@ -131,6 +136,16 @@ impl TestCluster {
     pub fn kill(&self, port: u16) {
         let node = self.nodes.iter().find(|n| n.port == port).expect("a node on that port");
         node.kill();
+    }
+
+    /// Freezes the node on `port` with SIGSTOP: its connections stay open and nothing is
+    /// answered (a hung host); the other nodes soon count it as failed.
+    ///
+    /// # Panics
+    /// When no node has that port or it is not running.
+    pub fn pause(&self, port: u16) {
+        let node = self.nodes.iter().find(|n| n.port == port).expect("a node on that port");
+        node.signal("STOP");
     }
 
     /// Waits until every running node reports `cluster_state:ok` and agrees on the slots.
