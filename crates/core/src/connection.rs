@@ -11,10 +11,11 @@ use std::time::Duration;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, ReconnectPolicy};
-use fred::types::Builder;
+use fred::types::{Builder, Value};
 
 use crate::error::{ErrorKind, RedisError};
 use crate::keys::Namespace;
+use crate::server::{ServerInfo, ServerKind, MINIMUM_REDIS};
 use crate::slot_router::SlotRouter;
 use crate::wire::{Limits, Version};
 
@@ -52,6 +53,7 @@ struct Inner {
     limits: Limits,
     wire_version: Version,
     server: String,
+    server_info: ServerInfo,
 }
 
 impl fmt::Debug for Connection {
@@ -164,6 +166,23 @@ impl Connection {
         self.inner.wire_version
     }
 
+    /// Which server this connection talks to (Redis or Valkey, and its version), as it said
+    /// when the connection was made. On Redis Cluster, the node that was asked.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tributary_core::ConnectError> {
+    /// use tributary_core::{Connection, ServerKind};
+    ///
+    /// let conn = Connection::connect("redis://127.0.0.1:6379").await?;
+    /// if conn.server_info().kind() == ServerKind::Valkey {
+    ///     println!("on {}", conn.server_info()); // "on Valkey 8.1.8"
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn server_info(&self) -> &ServerInfo {
+        &self.inner.server_info
+    }
+
     /// The same connection with another namespace (shares the command client).
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
         Self {
@@ -176,6 +195,7 @@ impl Connection {
                 limits: self.inner.limits,
                 wire_version: self.inner.wire_version,
                 server: self.inner.server.clone(),
+                server_info: self.inner.server_info.clone(),
             }),
         }
     }
@@ -562,6 +582,21 @@ impl ConnectOptions {
         let task = client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
         // Closed (QUIT, task aborted) if anything below fails.
         let client = Dedicated::new(client).with_task(task);
+        let server_info = match hello(&client).await {
+            Ok(info) => info,
+            Err(reason) => {
+                client.quit_now().await;
+                return Err(ConnectError::UnsupportedServer { server, reason });
+            }
+        };
+        if let Err(reason) = server_info.check() {
+            client.quit_now().await;
+            return Err(ConnectError::UnsupportedServer { server, reason });
+        }
+        match server_info.kind() {
+            ServerKind::Redis | ServerKind::Valkey => tracing::info!(%server, "connected to {server_info}"),
+            _ => tracing::warn!(%server, "connected to {server_info}, which Tributary is not tested on"),
+        }
         let router = if clustered {
             let mut nodes = builder.clone();
             // A command in flight when its node's connection drops fails at once, rather than
@@ -588,8 +623,28 @@ impl ConnectOptions {
                 limits,
                 wire_version,
                 server,
+                server_info,
             }),
         })
+    }
+}
+
+/// Asks the server who it is (`HELLO` without arguments: every user may, and it changes
+/// nothing). An error only for a server too old to know `HELLO` (before Redis 6.0); any other
+/// failure leaves the server unknown, with a warning.
+async fn hello(client: &Client) -> Result<ServerInfo, String> {
+    let cmd = fred::types::CustomCommand::new_static("HELLO", fred::types::ClusterHash::Random, false);
+    match client.custom::<Value, Value>(cmd, vec![]).await {
+        Ok(reply) => Ok(ServerInfo::from_hello(&reply)),
+        Err(e) if e.details().to_ascii_lowercase().contains("unknown command") => Err(format!(
+            "the server does not know HELLO, so it is older than Redis 6.0: Tributary needs Redis {}.{} \
+             or later (or any Valkey)",
+            MINIMUM_REDIS.major, MINIMUM_REDIS.minor
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "the server did not say which it is (HELLO failed); going on");
+            Ok(ServerInfo::unknown())
+        }
     }
 }
 
@@ -614,6 +669,14 @@ pub enum ConnectError {
         /// What is wrong.
         reason: String,
     },
+    /// The server is older than Tributary supports (see [`crate::server::MINIMUM_REDIS`]).
+    #[error("cannot use `{server}`: {reason}")]
+    UnsupportedServer {
+        /// The server URL with any password replaced by `***`.
+        server: String,
+        /// Which server it is, the minimum, and why.
+        reason: String,
+    },
     /// Connecting or authenticating failed.
     #[error("cannot connect to `{server}`: {reason}")]
     Redis {
@@ -636,7 +699,10 @@ impl ConnectError {
     /// Classification of the failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidUrl { .. } | Self::InvalidNamespace(_) | Self::InvalidTls { .. } => ErrorKind::Config,
+            Self::InvalidUrl { .. }
+            | Self::InvalidNamespace(_)
+            | Self::InvalidTls { .. }
+            | Self::UnsupportedServer { .. } => ErrorKind::Config,
             Self::Redis { source, .. } => source.kind(),
         }
     }

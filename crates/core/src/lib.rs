@@ -30,6 +30,7 @@ pub mod error;
 pub mod id;
 pub mod keys;
 pub mod metrics;
+pub mod server;
 mod slot_router;
 pub mod trace;
 pub mod wire;
@@ -46,6 +47,7 @@ pub use envelope::EnvelopeRef;
 pub use error::{BoxError, ErrorKind, RedisError};
 pub use id::{EntryId, MessageId};
 pub use keys::{InvalidName, Namespace, Topic, TopicPattern};
+pub use server::{ServerInfo, ServerKind, ServerVersion};
 pub use trace::TraceParent;
 pub use wire::{DecodeError, Limits};
 

