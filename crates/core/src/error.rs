@@ -74,9 +74,9 @@ impl RedisError {
             F::Auth => ErrorKind::Auth,
             F::Config | F::Url | F::InvalidArgument | F::InvalidCommand => ErrorKind::Config,
             F::NotFound => ErrorKind::NotFound,
-            // The reply channel closed: the client's connection task ended (it was closed, or
-            // its node left the cluster) with the command unanswered. It may have run.
-            F::Unknown if err.details() == "channel closed" => ErrorKind::Connection,
+            // The client's connection task ended (it was closed, or its node left the cluster):
+            // with the command unanswered (it may have run), or before it was sent.
+            F::Unknown if is_router_gone(err.details()) => ErrorKind::Connection,
             _ if err.details().starts_with("NOGROUP") => ErrorKind::NotFound,
             _ if err.details().starts_with("NOPERM") || err.details().starts_with("WRONGPASS") => ErrorKind::Auth,
             _ if UNAVAILABLE.iter().any(|p| err.details().starts_with(p)) => ErrorKind::Unavailable,
@@ -108,5 +108,31 @@ impl RedisError {
     /// True when Redis replied with an error starting with `prefix` (e.g. `BUSYGROUP`).
     pub fn is_server_error(&self, prefix: &str) -> bool {
         self.detail.cause.downcast_ref::<fred::error::Error>().is_some_and(|e| e.details().starts_with(prefix))
+    }
+}
+
+/// fred's words for a command whose client's connection task had ended: the reply channel
+/// closed (tokio's `RecvError`, with the command unanswered) or the command could not be
+/// handed to the task at all.
+fn is_router_gone(details: &str) -> bool {
+    details == "channel closed" || details == "Failed to send command to router."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fred turns a dropped reply channel into `Unknown` with tokio's words, which an upgrade
+    /// of either could change: this pins them.
+    #[tokio::test]
+    async fn a_client_whose_task_ended_fails_commands_as_a_connection_error() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        drop(tx);
+        let closed: fred::error::Error = rx.await.unwrap_err().into();
+        assert_eq!(RedisError::new("XADD", closed).kind(), ErrorKind::Connection);
+        let unsent = fred::error::Error::new(fred::error::ErrorKind::Unknown, "Failed to send command to router.");
+        assert_eq!(RedisError::new("XADD", unsent).kind(), ErrorKind::Connection);
+        let other = fred::error::Error::new(fred::error::ErrorKind::Unknown, "something else");
+        assert_eq!(RedisError::new("XADD", other).kind(), ErrorKind::Server);
     }
 }

@@ -34,7 +34,8 @@ pub enum ServerKind {
     /// Valkey (`server: valkey`), the Linux Foundation's fork of Redis 7.2.4.
     Valkey,
     /// Another server that speaks the protocol (a proxy, a managed service's own build), or
-    /// one that did not answer `HELLO`: not tested, used as it is.
+    /// one that did not answer `HELLO`: not tested; refused only when the version it gives is
+    /// below [`MINIMUM_REDIS`].
     Other,
 }
 
@@ -59,6 +60,22 @@ impl ServerInfo {
         };
         let version = field("version").as_deref().and_then(ServerVersion::parse);
         Self { kind, name, version }
+    }
+
+    /// Reads `INFO server`'s text (asked when `HELLO` was not answered): `None` when it names
+    /// no version.
+    pub(crate) fn from_info(text: &str) -> Option<Self> {
+        let field = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|v| v.trim().to_owned())
+        };
+        let name = field("server_name").unwrap_or_else(|| "redis".to_owned());
+        let kind = if name == "valkey" { ServerKind::Valkey } else { ServerKind::Redis };
+        let version = match kind {
+            ServerKind::Valkey => field("valkey_version"),
+            _ => field("redis_version"),
+        };
+        let version = Some(ServerVersion::parse(&version?)?);
+        Some(Self { kind, name, version })
     }
 
     /// A server that would not say (`HELLO` failed for a reason other than age).
@@ -125,6 +142,7 @@ impl fmt::Display for ServerInfo {
 
 /// A server version, `major.minor.patch`; ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct ServerVersion {
     /// Major version.
     pub major: u16,
@@ -185,6 +203,16 @@ mod tests {
         assert!(other.check().is_err(), "an older protocol version is refused whatever the name");
         assert_eq!(ServerInfo::unknown().to_string(), "an unknown server");
         assert!(ServerInfo::unknown().check().is_ok());
+    }
+
+    #[test]
+    fn info_server_names_the_server_when_hello_cannot() {
+        let redis = ServerInfo::from_info("# Server\r\nredis_version:6.0.16\r\nredis_mode:standalone\r\n").unwrap();
+        assert_eq!((redis.kind(), redis.to_string()), (ServerKind::Redis, "Redis 6.0.16".to_owned()));
+        assert!(redis.check().is_err());
+        let valkey = "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n";
+        assert_eq!(ServerInfo::from_info(valkey).unwrap().to_string(), "Valkey 8.1.8");
+        assert_eq!(ServerInfo::from_info("# Server\r\n"), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! every primary for the length of the failover (docs/reliability.md). Here each primary has
 //! a client of its own (a single-node fred client, with its own reconnect loop), and a map of
 //! slots to primaries says which one serves a key. The map is read with `CLUSTER SLOTS` from
-//! any node that answers: every second, and every 100 ms while a node is unreachable, so a
-//! promoted replica takes over its slots within a step of the cluster's own failover.
+//! the nodes that answer: every second, and every 100 ms while a node is unreachable or silent,
+//! so a promoted replica takes over its slots within a step of the cluster's own failover.
 //!
 //! A command for a slot whose primary is unreachable waits (up to the command timeout) for
 //! the primary to come back or for the map to name another one; commands for other slots go
@@ -163,7 +163,11 @@ impl SlotRouter {
 
     /// Whether every primary is connected and answers.
     fn all_up(&self) -> bool {
-        self.silent.lock().expect("silent lock").is_empty() && self.routes().nodes.values().all(|c| c.is_connected())
+        let routes = self.routes();
+        // Only primaries of the map count: an ask that timed out after its node was replaced
+        // leaves an entry behind, dropped at the next refresh.
+        let silent = self.silent.lock().expect("silent lock");
+        silent.keys().all(|s| !routes.nodes.contains_key(s)) && routes.nodes.values().all(|c| c.is_connected())
     }
 
     /// Re-reads the map from the nodes that answer, connects to new primaries and closes
@@ -176,6 +180,7 @@ impl SlotRouter {
         let asked: Vec<_> = {
             // A silent node is asked again once in a while: it may have come back.
             let mut silent = self.silent.lock().expect("silent lock");
+            silent.retain(|s, _| current.nodes.contains_key(s));
             let mut asked: Vec<_> = current
                 .nodes
                 .iter()
@@ -279,7 +284,8 @@ impl SlotRouter {
         self.refreshed.notify_waiters();
         // Commands in flight on a replaced primary end now: a dead node's client would wait for
         // a reconnection that never comes, a frozen one's for a reply, each up to the command
-        // timeout. A live one (a planned failover) answers them (`MOVED`) before `QUIT`.
+        // timeout. A live one (a planned failover) usually answers them (`MOVED`) before `QUIT`;
+        // one still holding writes for its failover after the bound fails them unanswered.
         for client in replaced {
             tokio::spawn(async move { client.quit_within(REPLACED_QUIT_BOUND).await });
         }

