@@ -136,7 +136,8 @@ async fn a_call_times_out_at_its_deadline_and_is_never_executed_afterwards() {
         .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
-    assert!(took >= Duration::from_millis(200) && took < Duration::from_millis(700), "timed out after {took:?}");
+    // Not much later either (without a deadline of its own, a call waited for ever).
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "timed out after {took:?}");
 
     let calls = Arc::new(AtomicU64::new(0));
     let server = echo_server(&conn, "s", calls.clone());

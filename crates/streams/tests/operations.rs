@@ -193,12 +193,13 @@ async fn a_rolling_deploy_handles_every_message_exactly_once() {
     done.wait_for(150, "traffic before the deploy").await;
     // Deploy: stop `a` gracefully while `b` runs and messages keep coming. The first poll of
     // `shutdown()` signals the stop; a handler that passed its start check just before may
-    // still record its start a moment later, so starts count as late 100 ms after the signal
-    // (before the fix, queued entries kept starting for the whole drain: 800 ms per handler).
+    // still record its start a moment later (on a loaded 2-core machine, a while later), so
+    // starts count as late 400 ms after the signal (before the fix, queued entries kept
+    // starting for the whole drain: 800 ms per handler).
     let shutdown = a.shutdown();
     tokio::pin!(shutdown);
     assert!(futures::poll!(&mut shutdown).is_pending());
-    let stopped_at = Instant::now() + Duration::from_millis(100);
+    let stopped_at = Instant::now() + Duration::from_millis(400);
     shutdown.await;
     publisher.await.unwrap();
     done.wait_for(1_000, "every message").await;
@@ -413,22 +414,20 @@ async fn a_message_that_expires_during_its_retry_backoff_never_reaches_the_handl
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
     let producer = Producer::new(conn.clone());
-    producer
-        .message("orders", &Order { n: 1, key: String::new() })
-        .ttl(Duration::from_millis(400))
-        .send()
-        .await
-        .unwrap();
     let calls: Seen<u64> = Seen::new();
     let c = calls.clone();
     let worker = Worker::builder(conn.clone(), "g")
         .on("orders", move |o: Order, _ctx: Context| {
             c.push(o.n);
-            async move { Err::<(), _>(HandlerError::retry_after("not yet", Duration::from_millis(800))) }
+            async move { Err::<(), _>(HandlerError::retry_after("not yet", Duration::from_secs(2))) }
         })
         .build()
         .unwrap()
         .start();
+    // Running first, so the message reaches the handler well within its TTL however slow the
+    // machine is to start a worker.
+    worker.ready().await;
+    producer.message("orders", &Order { n: 1, key: String::new() }).ttl(Duration::from_secs(1)).send().await.unwrap();
     let dead = DeadLetters::new(conn.clone(), "orders").unwrap();
     wait_until(PATIENCE, "dead-lettered as expired", || {
         let dead = &dead;

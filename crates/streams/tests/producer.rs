@@ -127,7 +127,7 @@ async fn batch_publish_stores_all_in_order_in_one_round_trip() {
 async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     let redis = TestRedis::start().await;
     let conn = connect(&redis).await;
-    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_millis(400)).build().unwrap();
+    let producer = Producer::builder(conn.clone()).dedup_ttl(Duration::from_secs(2)).build().unwrap();
     let send = |n| {
         let producer = producer.clone();
         async move { producer.message("payments", &Order { n, key: String::new() }).idempotency_key("pay-1").send().await }
@@ -140,7 +140,7 @@ async fn idempotent_publish_returns_the_first_id_and_adds_nothing() {
     // The dedup key has a TTL and lives in the topic's slot.
     let dedup = format!("{}:{{payments}}:dedup:pay-1", redis.namespace());
     let ttl: i64 = redis.cli(&["PTTL", &dedup]).trim().parse().unwrap();
-    assert!(ttl > 0 && ttl <= 400, "ttl {ttl}");
+    assert!(ttl > 0 && ttl <= 2000, "ttl {ttl}");
     // After the TTL the key is forgotten: a new publish stores a new entry.
     wait_until(PATIENCE, "dedup key expired", || async { redis.cli(&["EXISTS", &dedup]).trim() == "0" }).await;
     let third = send(3).await.unwrap();

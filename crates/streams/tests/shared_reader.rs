@@ -218,5 +218,6 @@ async fn without_client_unblock_a_late_join_does_not_wait_out_block_for() {
     eprintln!("latency, CLIENT UNBLOCK permitted: {plain:?}");
     eprintln!("latency, -@dangerous:              {hardened:?}");
     let worst = hardened.iter().max().unwrap();
-    assert!(*worst < Duration::from_millis(500), "worst {worst:?}");
+    // Reads block 100 ms with the fix, 2 s without: 1 s leaves room for a loaded machine.
+    assert!(*worst < Duration::from_secs(1), "worst {worst:?}");
 }
