@@ -150,9 +150,10 @@ async fn restarted_consumer_recovers_its_own_pending_entries_first() {
     second.shutdown().await;
 }
 
-/// A worker `name` of group `g` on `orders` (`claim_idle` 300 ms) that records what it
-/// handles; a message for which `slow(n)` holds takes 1.5 s (simulated work of several
-/// `claim_idle` periods: the lease keeps it with this consumer).
+/// A worker `name` of group `g` on `orders` (`claim_idle` 1 s) that records what it handles; a
+/// message for which `slow(n)` holds takes 3 s (simulated work of several `claim_idle` periods:
+/// the lease, renewed every 333 ms, keeps it with this consumer, with room for a renewal late
+/// by most of a second on a loaded machine).
 fn recording_worker(
     conn: &Connection,
     name: &'static str,
@@ -162,13 +163,13 @@ fn recording_worker(
     let h = handled.clone();
     Worker::builder(conn.clone(), "g")
         .consumer_name(name)
-        .claim_idle(Duration::from_millis(300))
+        .claim_idle(Duration::from_secs(1))
         .on("orders", move |o: Order, ctx: Context| {
             let h = h.clone();
             async move {
                 h.push((o.n, ctx.consumer().to_owned()));
                 if slow(o.n) {
-                    tokio::time::sleep(Duration::from_millis(1500)).await; // simulated work
+                    tokio::time::sleep(Duration::from_secs(3)).await; // simulated work
                 }
                 Ok::<_, HandlerError>(())
             }
@@ -209,9 +210,9 @@ async fn a_slow_handler_after_an_idle_spell_keeps_its_entry() {
     producer.publish("orders", &Order { n: 1, key: String::new() }).await.unwrap();
     handled.wait_for(1, "the first message handled").await;
     wait_until(PATIENCE, "acked", || async { admin.pending_count("orders", "g").await.unwrap() == 0 }).await;
-    // An idle spell of a few lease intervals (100 ms): a renewal finds nothing held, and
+    // An idle spell of a few lease intervals (333 ms): a renewal finds nothing held, and
     // renewals stop. (Nothing to await: nothing outside the worker shows it.)
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     producer.publish("orders", &Order { n: 2, key: String::new() }).await.unwrap();
     handled.wait_for(2, "the second message started").await;
     // A live peer that sweeps: it takes over whatever stays idle for claim_idle.
