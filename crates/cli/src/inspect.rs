@@ -1,8 +1,9 @@
 //! `tributary topics | info | get | groups | consumers | pending`.
 
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tributary::rpc_keys::is_request_topic;
-use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError};
+use tributary::{Admin, BoxError, Connection, DeadLetters, EntryId, Position, Replay, Scheduler, StreamError, Topic};
 
 use crate::checks;
 use crate::cli::Output;
@@ -17,25 +18,42 @@ pub(crate) async fn topics(conn: Connection, out: Output) -> Result<(), BoxError
     topics.extend(admin.scheduled_topics().await?);
     topics.sort_by(|a, b| (is_request_topic(a), a).cmp(&(is_request_topic(b), b)));
     topics.dedup();
-    let mut rows = Vec::new();
-    for topic in topics {
-        let name = topic.as_str();
-        let groups = admin.groups(name).await?;
-        let dead = DeadLetters::new(conn.clone(), name)?.count().await?;
-        let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
-        rows.push(vec![
-            json!(name),
-            json!(if is_request_topic(&topic) { "rpc requests" } else { "topic" }),
-            json!(admin.len(name).await?),
-            json!(groups.len()),
-            json!(groups.iter().map(|g| g.pending).sum::<u64>()),
-            json!(lag),
-            json!(dead),
-            json!(scheduler.count(name).await?),
-        ]);
-    }
+    // Several topics at a time, each row's commands at once: one round trip per command in
+    // turn made 1,000 topics take 1.9 s on a local server, and a remote one much longer.
+    let rows: Vec<Vec<Value>> = futures::stream::iter(topics)
+        .map(|topic| topic_row(&admin, &scheduler, &conn, topic))
+        .buffered(TOPICS_AT_ONCE)
+        .try_collect()
+        .await?;
     output::rows(out, &["topic", "kind", "length", "groups", "pending", "max_lag", "dead_letters", "scheduled"], rows);
     Ok(())
+}
+
+/// How many topics `tributary topics` reads at a time.
+const TOPICS_AT_ONCE: usize = 16;
+
+/// One row of `tributary topics`.
+async fn topic_row(
+    admin: &Admin,
+    scheduler: &Scheduler,
+    conn: &Connection,
+    topic: Topic,
+) -> Result<Vec<Value>, BoxError> {
+    let name = topic.as_str();
+    let dead_letters = DeadLetters::new(conn.clone(), name)?;
+    let (groups, dead, length, scheduled) =
+        tokio::try_join!(admin.groups(name), dead_letters.count(), admin.len(name), scheduler.count(name))?;
+    let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
+    Ok(vec![
+        json!(name),
+        json!(if is_request_topic(&topic) { "rpc requests" } else { "topic" }),
+        json!(length),
+        json!(groups.len()),
+        json!(groups.iter().map(|g| g.pending).sum::<u64>()),
+        json!(lag),
+        json!(dead),
+        json!(scheduled),
+    ])
 }
 
 pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {
