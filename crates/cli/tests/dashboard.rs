@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{connect, dashboard, drain_refusing_order_1, Dashboard, Order};
+use support::{connect, dashboard, drain_refusing_order_1, run_until_settled, Dashboard, Order};
 use tributary::prelude::*;
 use tributary_testkit::{http, wait_until, HttpResponse, TestRedis};
 
@@ -197,19 +197,14 @@ async fn dead_letters_are_filtered_by_reason_and_group_and_replayed_by_filter() 
     }
     // billing rejects order 1; audit gives up on order 2 after one delivery.
     drain_refusing_order_1(&conn, 3).await;
-    let audit = Worker::builder(conn.clone(), "audit")
-        .max_deliveries(1)
-        .on("orders", |o: Order, _ctx: Context| async move {
+    let audit =
+        Worker::builder(conn.clone(), "audit").max_deliveries(1).on("orders", |o: Order, _ctx: Context| async move {
             if o.id == 2 {
                 return Err(HandlerError::retry("audit store down"));
             }
             Ok(())
-        })
-        .build()
-        .unwrap()
-        .start();
-    tokio::time::timeout(PATIENCE, audit.settled(3)).await.expect("settled");
-    audit.shutdown().await;
+        });
+    run_until_settled(audit, 3).await;
 
     let d = dashboard(&redis, &["--allow-actions"]);
     let reasons = |path: &str| -> Vec<String> {

@@ -582,17 +582,13 @@ impl ConnectOptions {
         let task = client.init().await.map_err(|e| ConnectError::redis(&server, e))?;
         // Closed (QUIT, task aborted) if anything below fails.
         let client = Dedicated::new(client).with_task(task);
-        let server_info = match hello(&client).await {
+        let server_info = match hello(&client).await.and_then(|info| info.check().map(|()| info)) {
             Ok(info) => info,
             Err(reason) => {
                 client.quit_now().await;
                 return Err(ConnectError::UnsupportedServer { server, reason });
             }
         };
-        if let Err(reason) = server_info.check() {
-            client.quit_now().await;
-            return Err(ConnectError::UnsupportedServer { server, reason });
-        }
         match server_info.kind() {
             ServerKind::Redis | ServerKind::Valkey => tracing::info!(%server, "connected to {server_info}"),
             _ => tracing::warn!(%server, "connected to {server_info}, which Tributary is not tested on"),

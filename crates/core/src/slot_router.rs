@@ -271,7 +271,6 @@ impl SlotRouter {
             nodes.insert(server, client);
         }
         let gone: Vec<_> = current.nodes.keys().filter(|s| !nodes.contains_key(*s)).cloned().collect();
-        self.silent.lock().expect("silent lock").retain(|s, _| nodes.contains_key(s));
         if !current.nodes.is_empty() {
             tracing::info!(
                 primaries = ?nodes.keys().map(ToString::to_string).collect::<Vec<_>>(),

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use fred::types::Value;
 use tributary_core::{Connection, Topic};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, GroupInfo};
 use crate::redis::{call, call_sub, pairs, Args};
 use crate::StreamError;
 
@@ -105,43 +105,53 @@ impl Admin {
         let keys = conn.namespace();
         let key = keys.topic_stream(&name);
         let sampled_at = SystemTime::now();
-        let (length, entries_added) = match call_sub::<Value>(conn, "XINFO", "STREAM", &key, Args::new()).await {
-            Ok(reply) => {
-                let (mut length, mut added) = (0, None);
-                for (k, v) in pairs(reply) {
-                    match k.as_str() {
-                        "length" => length = v.as_u64().unwrap_or(0),
-                        "entries-added" => added = v.as_u64(),
-                        _ => {}
+        let stream = async {
+            match call_sub::<Value>(conn, "XINFO", "STREAM", &key, Args::new()).await {
+                Ok(reply) => {
+                    let (mut length, mut added) = (0, None);
+                    for (k, v) in pairs(reply) {
+                        match k.as_str() {
+                            "length" => length = v.as_u64().unwrap_or(0),
+                            "entries-added" => added = v.as_u64(),
+                            _ => {}
+                        }
                     }
+                    Ok((length, added.unwrap_or(length)))
                 }
-                (length, added.unwrap_or(length))
+                Err(e) if e.is_server_error("ERR no such key") => Ok((0, 0)),
+                Err(e) => Err(StreamError::from(e)),
             }
-            Err(e) if e.is_server_error("ERR no such key") => (0, 0),
-            Err(e) => return Err(e.into()),
         };
-        let mut groups = Vec::new();
-        for info in self.groups(topic).await? {
-            let (busy_consumers, oldest_pending_idle) = match info.pending {
-                0 => (0, None),
-                _ => {
-                    (busy_consumers(conn, &key, &info.name).await?, oldest_pending_idle(conn, &key, &info.name).await?)
-                }
-            };
-            groups.push(GroupStats {
-                consumers: info.consumers,
-                busy_consumers,
-                pending: info.pending,
-                lag: info.lag,
-                entries_read: info.entries_read,
-                oldest_pending_idle,
-                name: info.name,
-            });
-        }
-        let dead_letters = call(conn, "XLEN", &keys.dead_letter_stream(&name), Args::new()).await?;
-        let scheduled = call(conn, "ZCARD", &keys.scheduled_set(&name), Args::new()).await?;
+        // The commands of one look go out together: one round trip, not one per command.
+        let dead_letter_key = keys.dead_letter_stream(&name);
+        let scheduled_key = keys.scheduled_set(&name);
+        let ((length, entries_added), infos, dead_letters, scheduled) = tokio::try_join!(
+            stream,
+            self.groups(topic),
+            async { call(conn, "XLEN", &dead_letter_key, Args::new()).await.map_err(StreamError::from) },
+            async { call(conn, "ZCARD", &scheduled_key, Args::new()).await.map_err(StreamError::from) },
+        )?;
+        let groups = futures::future::try_join_all(infos.into_iter().map(|info| group_stats(conn, &key, info))).await?;
         Ok(TopicStats { topic: name.to_string(), length, entries_added, groups, dead_letters, scheduled, sampled_at })
     }
+}
+
+/// `info` with how many consumers are busy and the idle time of the oldest pending entry (two
+/// `XPENDING`s at once, only when entries are pending).
+async fn group_stats(conn: &Connection, key: &str, info: GroupInfo) -> Result<GroupStats, StreamError> {
+    let (busy_consumers, oldest_pending_idle) = match info.pending {
+        0 => (0, None),
+        _ => tokio::try_join!(busy_consumers(conn, key, &info.name), oldest_pending_idle(conn, key, &info.name))?,
+    };
+    Ok(GroupStats {
+        consumers: info.consumers,
+        busy_consumers,
+        pending: info.pending,
+        lag: info.lag,
+        entries_read: info.entries_read,
+        oldest_pending_idle,
+        name: info.name,
+    })
 }
 
 /// How many consumers of `group` hold pending entries (`XPENDING`'s summary form).

@@ -136,17 +136,16 @@ pub(crate) struct LetterQuery {
     group: String,
 }
 
-impl LetterQuery {
-    fn filter(&self) -> DeadLetterFilter {
-        let mut filter = DeadLetterFilter::all();
-        if !self.reason.is_empty() {
-            filter = filter.reason(self.reason.as_str());
-        }
-        if !self.group.is_empty() {
-            filter = filter.group(self.group.as_str());
-        }
-        filter
+/// The dead letters of `reason` and of `group`; an empty one does not filter.
+fn letter_filter(reason: &str, group: &str) -> DeadLetterFilter {
+    let mut filter = DeadLetterFilter::all();
+    if !reason.is_empty() {
+        filter = filter.reason(reason);
     }
+    if !group.is_empty() {
+        filter = filter.group(group);
+    }
+    filter
 }
 
 /// The oldest dead letters of a topic, of a reason or a group if asked.
@@ -155,7 +154,7 @@ pub(crate) async fn dead_letters(
     Path(TopicName(topic)): Path<TopicName>,
     Query(query): Query<LetterQuery>,
 ) -> Response {
-    let (filter, count) = (query.filter(), query.count.min(1000));
+    let (filter, count) = (letter_filter(&query.reason, &query.group), query.count.min(1000));
     let listed = async { DeadLetters::new(d.conn.clone(), &topic)?.list_matching(&filter, count).await };
     match listed.await {
         Ok(letters) => {
@@ -225,9 +224,8 @@ pub(crate) async fn replay(
     if request.all {
         // Malformed letters only when asked for by reason: replayed, they would only be
         // dead-lettered again.
-        let chosen = LetterQuery { count: 0, reason: request.reason, group: request.group };
-        let mut all = chosen.filter();
-        if chosen.reason.is_empty() {
+        let mut all = letter_filter(&request.reason, &request.group);
+        if request.reason.is_empty() {
             all = all.except_reason("malformed");
         }
         return match dlq.replay_matching(&all, |_| {}).await {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tributary::prelude::*;
+use tributary::WorkerBuilder;
 use tributary_testkit::TestRedis;
 
 /// A connection to `redis`, in its namespace.
@@ -25,16 +26,19 @@ pub(crate) struct Order {
 /// Runs a `billing` worker over `orders` until `count` entries are settled, refusing order 1
 /// (a dead letter, reason `rejected`), then stops it.
 pub(crate) async fn drain_refusing_order_1(conn: &Connection, count: u64) {
-    let worker = Worker::builder(conn.clone(), "billing")
-        .on("orders", |o: Order, _ctx: Context| async move {
-            if o.id == 1 {
-                return Err(HandlerError::reject("order 1 is refused"));
-            }
-            Ok(())
-        })
-        .build()
-        .unwrap()
-        .start();
+    let billing = Worker::builder(conn.clone(), "billing").on("orders", |o: Order, _ctx: Context| async move {
+        if o.id == 1 {
+            return Err(HandlerError::reject("order 1 is refused"));
+        }
+        Ok(())
+    });
+    run_until_settled(billing, count).await;
+}
+
+/// Starts the worker `builder` describes, waits (up to 30 s) until it settled `count` entries,
+/// and stops it.
+pub(crate) async fn run_until_settled(builder: WorkerBuilder, count: u64) {
+    let worker = builder.build().unwrap().start();
     tokio::time::timeout(Duration::from_secs(30), worker.settled(count)).await.expect("settled");
     worker.shutdown().await;
 }
