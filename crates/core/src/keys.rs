@@ -117,6 +117,27 @@ impl Namespace {
         format!("{}:{{{}}}:retention", self.0, topic.0)
     }
 
+    /// The partition count of a partitioned topic: `<ns>:{<topic>}:partitions` (a whole
+    /// number, set once by `Admin::create_topic`; absent for a topic of one stream).
+    pub fn partitions_key(&self, topic: &Topic) -> String {
+        format!("{}:{{{}}}:partitions", self.0, topic.0)
+    }
+
+    /// The live members of `group` on partitioned `topic`, for assigning its partitions:
+    /// `<ns>:{<topic>}:members:<group>` (sorted set of consumer names scored by the
+    /// millisecond time their membership runs out).
+    pub fn partition_members(&self, topic: &Topic, group: &str) -> String {
+        format!("{}:{{{}}}:members:{group}", self.0, topic.0)
+    }
+
+    /// The lease of `group` on a partition (see [`Topic::partition`]):
+    /// `<ns>:{<topic>#<p>}:lease:<group>` (string: the owner's fencing token, with an
+    /// expiry), in the partition's hash slot so the scripts that settle its entries check it
+    /// atomically.
+    pub fn partition_lease(&self, partition: &Topic, group: &str) -> String {
+        format!("{}:{{{}}}:lease:{group}", self.0, partition.0)
+    }
+
     /// A `SCAN MATCH` pattern for the streams of topics matching the glob `pattern`.
     pub fn topic_stream_pattern(&self, pattern: &TopicPattern) -> String {
         format!("{}:{{{}}}", self.0, pattern.0)
@@ -198,6 +219,44 @@ impl Topic {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Partition `index` of this topic: the topic `<name>#<index>`, whose keys have a hash tag
+    /// of their own (so a topic's partitions spread over a cluster's shards). `#` is not a
+    /// character of topic names, so no topic a user names is a partition.
+    pub fn partition(&self, index: u32) -> Topic {
+        Topic(format!("{}#{index}", self.0))
+    }
+
+    /// The topic and index of a partition ([`Topic::partition`]); `None` for a topic.
+    pub fn partition_of(&self) -> Option<(&str, u32)> {
+        let (name, index) = self.0.rsplit_once('#')?;
+        Some((name, index.parse().ok()?))
+    }
+
+    /// The topic a partition belongs to, or this topic when it is not a partition.
+    pub fn parent(&self) -> Topic {
+        match self.partition_of() {
+            Some((name, _)) => Topic(name.to_owned()),
+            None => self.clone(),
+        }
+    }
+
+    /// A topic or a partition (`<topic>#<index>`) as Tributary stores its name (in the due
+    /// index of scheduled messages, in dead letters): [`Topic::new`], which refuses partitions,
+    /// is for names users give.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when the name is neither.
+    pub fn parse_stored(name: impl Into<String>) -> Result<Self, InvalidName> {
+        let name = name.into();
+        if let Some((topic, index)) = name.rsplit_once('#') {
+            if !index.is_empty() && index.len() <= 4 && index.bytes().all(|b| b.is_ascii_digit()) {
+                validate("topic", topic, 200)?;
+                return Ok(Self(name));
+            }
+        }
+        Self::new(name)
     }
 
     /// The entry of [`RESERVED_TOPIC_PREFIXES`] this topic's name starts with, if any.
@@ -524,5 +583,27 @@ mod tests {
         assert!(TopicPattern::new("orders.*").is_ok());
         assert!(TopicPattern::new("orders.{x}").is_err());
         assert!(Namespace::new("my app").is_err());
+    }
+
+    #[test]
+    fn partitions_are_topics_no_user_can_name_with_keys_of_their_own() {
+        let orders = Topic::new("orders").unwrap();
+        let p3 = orders.partition(3);
+        assert_eq!(p3.as_str(), "orders#3");
+        assert!(Topic::new("orders#3").is_err(), "users cannot name a partition");
+        assert_eq!(p3.partition_of(), Some(("orders", 3)));
+        assert_eq!(orders.partition_of(), None);
+        assert_eq!(p3.parent(), orders);
+        assert_eq!(Topic::parse_stored("orders#3").unwrap(), p3);
+        assert_eq!(Topic::parse_stored("orders").unwrap(), orders);
+        for bad in ["orders#", "orders#x", "or{d}ers#1", "#1", "orders#12345"] {
+            assert!(Topic::parse_stored(bad).is_err(), "{bad}");
+        }
+        let ns = Namespace::default();
+        assert_eq!(ns.topic_stream(&p3), "tributary:{orders#3}");
+        assert_eq!(ns.partition_lease(&p3, "billing"), "tributary:{orders#3}:lease:billing");
+        assert_eq!(ns.partitions_key(&orders), "tributary:{orders}:partitions");
+        assert_eq!(ns.partition_members(&orders, "billing"), "tributary:{orders}:members:billing");
+        assert_eq!(ns.topic_of_stream("tributary:{orders#3}"), None, "a partition is not a topic of its own");
     }
 }

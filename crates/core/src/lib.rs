@@ -30,6 +30,7 @@ pub mod error;
 pub mod id;
 pub mod keys;
 pub mod metrics;
+pub mod partition;
 pub mod server;
 mod slot_router;
 pub mod trace;

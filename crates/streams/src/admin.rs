@@ -364,18 +364,64 @@ impl Admin {
         Ok(call(&self.conn, "XLEN", &key, Args::new()).await?)
     }
 
-    /// Deletes `topic`: its stream (with every group), its dead-letter stream and its stored
-    /// retention. Returns the number of keys removed. Idempotency keys expire on their own.
+    /// Makes `topic` a partitioned topic of `partitions` streams (1 to
+    /// [`MAX_PARTITIONS`](tributary_core::partition::MAX_PARTITIONS)): a message with a key goes
+    /// to the partition of its key, and each partition is consumed by one member of a group at
+    /// a time, so a key's messages are handled in order across every instance of a service
+    /// (`docs/partitions.md`). Returns false when the topic already had this count; another
+    /// count is refused, since keys would change partitions.
+    ///
+    /// Producers learn of it at their next look-up of the topic (within
+    /// [`ProducerBuilder::retention_refresh`](crate::ProducerBuilder::retention_refresh)),
+    /// workers when they start the topic: create it before deploying either.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: tributary_streams::Admin) -> Result<(), tributary_streams::StreamError> {
+    /// admin.create_topic("orders", 16).await?;
+    /// assert_eq!(admin.partitions("orders").await?, Some(16));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StreamError::Partitions`] for a count out of range or unlike the stored one;
+    /// [`StreamError`] for a bad name or a failed command.
+    pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<bool, StreamError> {
+        crate::partitions::create(&self.conn, &Topic::new(topic)?, partitions).await
+    }
+
+    /// The partition count of `topic` (see [`Admin::create_topic`]); `None` for a topic of one
+    /// stream.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a bad name, a failed command, or a stored count that is not one.
+    pub async fn partitions(&self, topic: &str) -> Result<Option<u32>, StreamError> {
+        crate::partitions::stored(&self.conn, &Topic::new(topic)?).await
+    }
+
+    /// Deletes `topic`: its stream (with every group), its dead-letter stream, its stored
+    /// retention and, for a partitioned topic, its partitions (each stream and dead-letter
+    /// stream) and its count. Returns the number of keys removed. Idempotency keys and
+    /// partition leases expire on their own.
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn delete_topic(&self, topic: &str) -> Result<u64, StreamError> {
         let topic = Topic::new(topic)?;
         let ns = self.conn.namespace();
+        let partitions = crate::partitions::stored(&self.conn, &topic).await.ok().flatten().unwrap_or(0);
         let (stream, dlq, retention) =
             (ns.topic_stream(&topic), ns.dead_letter_stream(&topic), ns.retention_key(&topic));
         // The keys share the topic's hash tag, so one DEL works on Redis Cluster too.
-        let deleted = call(&self.conn, "DEL", &stream, Args::new().arg(dlq).arg(retention)).await?;
+        let mut deleted =
+            call(&self.conn, "DEL", &stream, Args::new().arg(dlq).arg(retention).arg(ns.partitions_key(&topic)))
+                .await?;
+        // Each partition has a hash tag of its own: a command each.
+        for p in 0..partitions {
+            let part = topic.partition(p);
+            let n: u64 =
+                call(&self.conn, "DEL", &ns.topic_stream(&part), Args::new().arg(ns.dead_letter_stream(&part))).await?;
+            deleted += n;
+        }
         // The registry is in another slot: a second command.
         let _: i64 = call(&self.conn, "ZREM", &ns.topic_registry(), Args::new().arg(topic.as_str())).await?;
         Ok(deleted)

@@ -76,6 +76,16 @@ pub enum StreamError {
         /// Dead-letter entry id.
         id: String,
     },
+    /// A topic's partitions cannot be as asked: the count is out of range, the topic already
+    /// has another count (it is fixed once set: see `docs/partitions.md`), or what is stored
+    /// is not a count.
+    #[error("topic `{topic}`: {reason}")]
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl StreamError {
@@ -86,6 +96,7 @@ impl StreamError {
             Self::Encode { .. } | Self::Limits { .. } | Self::InvalidName(_) => ErrorKind::Config,
             Self::NothingToReplay { .. } => ErrorKind::NotFound,
             Self::InvalidRetention { .. } => ErrorKind::Decode,
+            Self::Partitions { .. } => ErrorKind::Config,
             Self::Connect(e) => e.kind(),
             Self::NotReplicated { .. } => ErrorKind::Timeout,
         }

@@ -37,6 +37,7 @@ pub mod consumer;
 pub mod dead_letter;
 mod error;
 pub mod metrics;
+mod partitions;
 mod position;
 mod producer;
 mod redis;

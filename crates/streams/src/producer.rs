@@ -1,6 +1,6 @@
 //! The producer: typed, batched and idempotent publishing to topics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -77,9 +77,9 @@ struct Shared {
     message_ids: bool,
 }
 
-/// Everything about one topic that a publish needs: validating the name, formatting the
-/// stream key and hashing its slot once per topic instead of on every publish, and the
-/// topic's stored retention as last read.
+/// Everything about one topic (or partition) that a publish needs: validating the name,
+/// formatting the stream key and hashing its slot once per topic instead of on every publish,
+/// and the topic's stored settings as last read.
 #[derive(Debug)]
 struct Target {
     topic: Topic,
@@ -87,11 +87,47 @@ struct Target {
     /// The key as a command argument; cloning it only counts a reference.
     key_arg: Key,
     slot: u16,
-    retention: CachedRetention,
+    /// The topic's stored settings, shared by its partitions' targets.
+    retention: Arc<CachedRetention>,
     /// Entries this producer published to the topic: safe retention trims every
     /// `safe_trim_every` of them (counted per topic, so every topic gets its turn).
     publishes: AtomicU64,
     metrics: PublishMetrics,
+    /// A partitioned topic's partitions, made on their first use.
+    partitions: RwLock<Vec<Arc<Target>>>,
+    /// Where the next message without a key goes, of a partitioned topic.
+    next: AtomicU32,
+}
+
+impl Target {
+    fn new(conn: &Connection, topic: Topic, retention: Arc<CachedRetention>) -> Self {
+        let key = conn.namespace().topic_stream(&topic);
+        Target {
+            key_arg: Key::from(Bytes::from(key.clone())),
+            slot: fred::util::redis_keyslot(key.as_bytes()),
+            retention,
+            publishes: AtomicU64::new(0),
+            metrics: PublishMetrics::new(topic.parent().as_str()),
+            topic,
+            key,
+            partitions: RwLock::new(Vec::new()),
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// Partition `index` of this topic, which has `count` of them.
+    fn partition(&self, conn: &Connection, index: u32, count: u32) -> Arc<Target> {
+        if let Some(t) = self.partitions.read().expect("partitions lock").get(index as usize) {
+            return t.clone();
+        }
+        let mut parts = self.partitions.write().expect("partitions lock");
+        if parts.len() != count as usize {
+            *parts = (0..count)
+                .map(|p| Arc::new(Target::new(conn, self.topic.partition(p), self.retention.clone())))
+                .collect();
+        }
+        parts[index as usize].clone()
+    }
 }
 
 /// The trimming arguments of an `XADD` with `retention` now (none without plain retention;
@@ -107,6 +143,8 @@ struct CachedRetention {
     last: RwLock<Option<(Option<Retention>, Instant)>>,
     /// A background read of it is under way.
     refreshing: AtomicBool,
+    /// The topic's partition count as last read; 0 for a topic of one stream.
+    partitions: AtomicU32,
 }
 
 /// Clears [`CachedRetention::refreshing`] when the background read ends, however it ends.
@@ -342,9 +380,26 @@ impl<C: Codec> Producer<C> {
         envelope: &EnvelopeRef<'_>,
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
-        let target = self.target(topic)?;
+        let target = self.route(self.target(topic)?, envelope.key.or(idempotency_key)).await;
         let client = self.conn.client_for_slot(target.slot).await;
         self.publish_on(&client, &target, envelope, idempotency_key).await
+    }
+
+    /// Where a message with `key` goes: `target` itself, or for a partitioned topic the
+    /// partition of `key`, and each partition in turn without one (an idempotent publish is
+    /// routed by its idempotency key, so that a retry lands where the first try did).
+    async fn route(&self, target: Arc<Target>, key: Option<&str>) -> Arc<Target> {
+        // Reads the topic's settings, the partition count with them, when they are due.
+        self.retention(&target).await;
+        let count = target.retention.partitions.load(Ordering::Relaxed);
+        if count == 0 {
+            return target;
+        }
+        let index = match key {
+            Some(key) => tributary_core::partition::of_key(key, count),
+            None => target.next.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        target.partition(&self.conn, index, count)
     }
 
     /// Publishes over `client` (the topic's node's): a replicated publish sends its `WAIT` over
@@ -439,19 +494,9 @@ impl<C: Codec> Producer<C> {
 
     /// The cached [`Target`] of `topic`, computed on first use.
     fn target(&self, topic: &str) -> Result<Arc<Target>, StreamError> {
-        self.shared.targets.get_or_try_insert(topic, |name| {
-            let topic = Topic::new(name)?;
-            let key = self.conn.namespace().topic_stream(&topic);
-            Ok(Target {
-                key_arg: Key::from(Bytes::from(key.clone())),
-                slot: fred::util::redis_keyslot(key.as_bytes()),
-                retention: CachedRetention::default(),
-                publishes: AtomicU64::new(0),
-                metrics: PublishMetrics::new(topic.as_str()),
-                topic,
-                key,
-            })
-        })
+        self.shared
+            .targets
+            .get_or_try_insert(topic, |name| Ok(Target::new(&self.conn, Topic::new(name)?, Arc::default())))
     }
 
     /// The stored retention of `target`'s topic, never older than
@@ -557,9 +602,8 @@ impl<C: Codec> Producer<C> {
         at: SystemTime,
         idempotency_key: Option<&str>,
     ) -> Result<String, StreamError> {
-        let target = self.target(topic)?;
         // Registers the topic, for pattern workers to consume it once its messages move.
-        self.retention(&target).await;
+        let target = self.route(self.target(topic)?, envelope.key.or(idempotency_key)).await;
         let topic = target.topic.clone();
         let ns = self.conn.namespace();
         let dedup = idempotency_key.map(|k| ns.dedup_key(&topic, k));
@@ -644,7 +688,7 @@ impl<C: Codec> Producer<C> {
                 &stamped
             }
         };
-        let stored = self.store_batch(&target, envelopes).await;
+        let stored = self.store_batch_routed(&target, envelopes).await;
         let (n, failed) = match &stored {
             Ok(ids) => (ids.len() as u64, None),
             Err(e @ StreamError::PartialBatch { failed, total, .. }) => {
@@ -657,6 +701,64 @@ impl<C: Codec> Producer<C> {
             record_failure(&span, kind);
         }
         stored
+    }
+
+    /// Stores `envelopes` in `target`, or for a partitioned topic each in its partition (a
+    /// pipeline per partition, all at once).
+    async fn store_batch_routed(
+        &self,
+        target: &Arc<Target>,
+        envelopes: &[EnvelopeRef<'_>],
+    ) -> Result<Vec<EntryId>, StreamError> {
+        self.retention(target).await;
+        if target.retention.partitions.load(Ordering::Relaxed) == 0 {
+            return self.store_batch(target, envelopes).await;
+        }
+        // Encode errors before anything is sent, as for a topic of one stream.
+        for env in envelopes {
+            self.conn
+                .wire_version()
+                .xadd_fields(env, self.conn.limits())
+                .map_err(|source| StreamError::Limits { topic: target.topic.to_string(), source })?;
+        }
+        let mut groups: Vec<(Arc<Target>, Vec<usize>, Vec<EnvelopeRef<'_>>)> = Vec::new();
+        for (i, env) in envelopes.iter().enumerate() {
+            let part = self.route(target.clone(), env.key).await;
+            match groups.iter_mut().find(|(t, _, _)| Arc::ptr_eq(t, &part)) {
+                Some((_, at, envs)) => {
+                    at.push(i);
+                    envs.push(*env);
+                }
+                None => groups.push((part, vec![i], vec![*env])),
+            }
+        }
+        let results =
+            futures::future::join_all(groups.iter().map(|(part, _, envs)| self.store_batch(part, envs))).await;
+        let mut stored: Vec<Option<EntryId>> = vec![None; envelopes.len()];
+        let mut first_error = None;
+        for ((_, at, _), result) in groups.iter().zip(results) {
+            match result {
+                Ok(ids) => at.iter().zip(ids).for_each(|(i, id)| stored[*i] = Some(id)),
+                Err(StreamError::PartialBatch { stored: some, source, .. }) => {
+                    at.iter().zip(some).for_each(|(i, id)| stored[*i] = id);
+                    first_error.get_or_insert(source);
+                }
+                Err(StreamError::Redis(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        match first_error {
+            None => Ok(stored.into_iter().flatten().collect()),
+            Some(source) => Err(StreamError::PartialBatch {
+                topic: target.topic.to_string(),
+                failed: stored.iter().filter(|s| s.is_none()).count(),
+                total: envelopes.len(),
+                stored,
+                source,
+            }),
+        }
     }
 
     /// Stores `envelopes` in one pipeline (see `publish_refs`).
@@ -749,9 +851,20 @@ impl<C: Codec> Producer<C> {
 async fn look_up(conn: &Connection, target: &Target, previous: Option<Retention>) -> Option<Retention> {
     // The bound counts from when the read was asked for, not from its answer.
     let asked_at = Instant::now();
-    let topics = [&target.topic];
-    let (stored, registered) =
-        tokio::join!(crate::retention::stored(conn, &target.topic), crate::registry::register(conn, &topics));
+    // A partition's settings are its topic's.
+    let topic = target.topic.parent();
+    let topics = [&topic];
+    let (stored, partitions, registered) = tokio::join!(
+        crate::retention::stored(conn, &topic),
+        crate::partitions::stored(conn, &topic),
+        crate::registry::register(conn, &topics)
+    );
+    match partitions {
+        Ok(n) => target.retention.partitions.store(n.unwrap_or(0), Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(topic = %topic, error = %e, "cannot read the topic's partition count; keeping what it was")
+        }
+    }
     if let Err(e) = registered {
         tracing::warn!(topic = %target.topic, error = %e, "could not register the topic; pattern workers find it by their next scan");
     }
@@ -898,7 +1011,8 @@ impl<C: Codec, T: Serialize + ?Sized> Publish<'_, C, T> {
         //
         // Both go over one client, the topic's node's, whose own reconnections are watched: on
         // Redis Cluster the map could otherwise send them to two nodes.
-        let target = self.producer.target(self.topic)?;
+        let key = self.key.as_deref().or(self.idempotency_key.as_deref());
+        let target = self.producer.route(self.producer.target(self.topic)?, key).await;
         let client = self.producer.conn.client_for_slot(target.slot).await;
         let mut reconnects = self.replicated.map(|_| client.reconnect_rx());
         let id =

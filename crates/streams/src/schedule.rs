@@ -264,7 +264,9 @@ impl Scheduler {
         let mut reply = TAKE_DUE_TOPICS.run::<Vec<Value>>(&self.conn, vec![index.clone()], args).await?.into_iter();
         let mut number = || reply.next().and_then(|v| v.as_i64()).unwrap_or(-1);
         let (lease, now, next_ms) = (number(), number(), number());
-        let taken: Vec<Topic> = reply.filter_map(|v| v.into_string().and_then(|n| Topic::new(n).ok())).collect();
+        // Partitions of partitioned topics (`<topic>#<p>`) have scheduled messages of their own.
+        let taken: Vec<Topic> =
+            reply.filter_map(|v| v.into_string().and_then(|n| Topic::parse_stored(n).ok())).collect();
         let mut more = taken.len() >= TOPICS_PER_TAKE;
         let mut next = (next_ms >= 0).then(|| Duration::from_millis(next_ms as u64));
         for topic in &taken {

@@ -64,3 +64,7 @@ script!(REGISTER_TOPICS, "register_topics");
 script!(NEW_TOPICS, "new_topics");
 script!(MOVE_DUE, "move_due");
 script!(CANCEL_SCHEDULED, "cancel_scheduled");
+script!(LEASE_RENEW, "lease_renew");
+script!(LEASE_RELEASE, "lease_release");
+script!(FENCED_ACK, "fenced_ack");
+script!(PARTITION_MEMBERS, "partition_members");

@@ -13,7 +13,16 @@ use tributary_core::{EntryId, RedisError};
 use super::stats::Stats;
 use super::topic::TopicConsumer;
 use crate::redis::{call, id_args, Args};
-use crate::scripts::DEAD_LETTER;
+use crate::scripts::{DEAD_LETTER, FENCED_ACK};
+
+/// How sending a batch of acknowledgements ended.
+enum Sent {
+    Acked,
+    /// The worker stopped at once meanwhile: the entries stay pending, delivered again.
+    Stopped,
+    /// Of a partition: its lease is another consumer's now (`partitions.rs`).
+    Fenced,
+}
 
 /// An entry to acknowledge, with the in-flight slot it occupies until the ack is confirmed.
 pub(crate) type AckRequest = (EntryId, OwnedSemaphorePermit);
@@ -142,8 +151,22 @@ impl TopicConsumer {
             }
             // Boxed: the command's future (5 KB) would otherwise sit in this loop's state for as
             // long as the topic runs, idle or not (a worker may have thousands of topics).
-            if !Box::pin(self.send_acks(&batch)).await {
-                return;
+            match Box::pin(self.send_acks(&batch)).await {
+                Sent::Acked => {}
+                Sent::Stopped => return,
+                Sent::Fenced => {
+                    // Another consumer owns the partition now and handles these again: this
+                    // one starts nothing more of it.
+                    if let Some(fence) = &self.fence {
+                        fence.lose();
+                    }
+                    self.stop.cancel();
+                    tracing::warn!(topic = %self.topic, group = %self.group, entries = batch.len(),
+                        "lost the partition's lease before acknowledging; its new owner handles these again");
+                    self.forget(batch.iter().map(|(id, _)| *id));
+                    batch.clear();
+                    continue;
+                }
             }
             // Before `settle`, which wakes whoever waits for the count.
             self.report_running();
@@ -162,9 +185,9 @@ impl TopicConsumer {
         }
     }
 
-    /// One `XACK` for `batch`, retried until Redis confirms it. False when the worker stopped at
-    /// once meanwhile (the entries stay pending and are delivered again).
-    async fn send_acks(&self, batch: &[AckRequest]) -> bool {
+    /// One `XACK` for `batch`, retried until Redis confirms it (of a partition, only while this
+    /// consumer holds its lease: `partitions.rs`).
+    async fn send_acks(&self, batch: &[AckRequest]) -> Sent {
         // At `debug`: an acknowledgement batch belongs to no one message's trace, and each would
         // be a trace of one span.
         let span = tracing::debug_span!(
@@ -181,26 +204,38 @@ impl TopicConsumer {
         tracing::Instrument::instrument(self.send_acks_in_span(batch), span).await
     }
 
-    async fn send_acks_in_span(&self, batch: &[AckRequest]) -> bool {
+    async fn send_acks_in_span(&self, batch: &[AckRequest]) -> Sent {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let ids = id_args(batch.iter().map(|(id, _)| *id));
-            // fred's typed command: a custom command would make the connection flush its
-            // socket for it alone.
-            let acked = self
-                .conn
-                .client_for(&self.key)
-                .await
-                .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
-                .await;
-            match acked.map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XACK", e))) {
-                Ok(_) => return true,
+            let acked = match &self.fence {
+                None => {
+                    let ids = id_args(batch.iter().map(|(id, _)| *id));
+                    // fred's typed command: a custom command would make the connection flush its
+                    // socket for it alone.
+                    self.conn
+                        .client_for(&self.key)
+                        .await
+                        .xack::<i64, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
+                        .await
+                        .map_err(|e| crate::redis::noted(&self.conn, RedisError::new("XACK", e)))
+                }
+                Some(fence) => {
+                    let mut args = Vec::with_capacity(batch.len() + 2);
+                    args.push(Value::from(fence.token.as_str()));
+                    args.push(Value::from(self.group.as_str()));
+                    args.extend(batch.iter().map(|(id, _)| Value::from(id.to_string())));
+                    FENCED_ACK.run::<i64>(&self.conn, vec![self.key.clone(), fence.lease_key.clone()], args).await
+                }
+            };
+            match acked {
+                Ok(-1) => return Sent::Fenced,
+                Ok(_) => return Sent::Acked,
                 Err(e) => {
                     // Unacked entries stay pending and would be delivered again; keep trying,
                     // the connection reconnects on its own.
                     tracing::warn!(topic = %self.topic, error = %e, "XACK failed; retrying");
                     if self.hard_stop.is_cancelled() {
-                        return false;
+                        return Sent::Stopped;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -213,7 +248,8 @@ impl TopicConsumer {
     pub(crate) async fn dead_letter(&self, id: EntryId, reason: DeadLetterReason, attempts: u64, error: &str) {
         let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
         let values = [
-            self.topic.as_str().to_owned(),
+            // A partition's dead letters name its topic (a replay goes to the key's partition).
+            self.origin.topic.clone(),
             self.group.clone(),
             self.config.consumer_name.clone(),
             id.to_string(),
@@ -229,14 +265,24 @@ impl TopicConsumer {
             Value::from(i64::try_from(whole_entry_limit(self.conn.limits())).unwrap_or(i64::MAX)),
             Value::from(TRUNCATED_PREFIX as i64),
         ];
+        let mut keys = vec![self.key.clone(), self.conn.namespace().dead_letter_stream(&self.topic)];
+        if let Some(fence) = &self.fence {
+            // Of a partition: moved only while this consumer holds its lease.
+            keys.push(fence.lease_key.clone());
+            args.push(fence.token.as_str().into());
+        }
         for (name, value) in DEAD_LETTER_FIELDS.iter().zip(values) {
             args.push((*name).into());
             args.push(value.into());
         }
-        let keys = vec![self.key.clone(), self.conn.namespace().dead_letter_stream(&self.topic)];
         let mut backoff = Duration::from_millis(50);
         for _ in 0..5 {
             match DEAD_LETTER.run::<i64>(&self.conn, keys.clone(), args.clone()).await {
+                Ok(-1) => {
+                    tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id,
+                        "lost the partition's lease before dead-lettering; its new owner handles the entry");
+                    return;
+                }
                 Ok(moved) => {
                     if moved == 1 {
                         self.report_running();

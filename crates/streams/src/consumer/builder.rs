@@ -38,6 +38,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) expired: ExpiredPolicy,
     pub(crate) schedule_poll: Option<Duration>,
     pub(crate) limit: Option<u64>,
+    pub(crate) partition_lease: Duration,
 }
 
 /// What a worker does with a message whose expiry passed before it was handled. Either way
@@ -145,6 +146,7 @@ impl WorkerBuilder {
                 expired: ExpiredPolicy::DeadLetter,
                 schedule_poll: Some(Duration::from_millis(100)),
                 limit: None,
+                partition_lease: Duration::from_secs(10),
             },
             routes: Vec::new(),
             patterns: Vec::new(),
@@ -342,6 +344,17 @@ impl WorkerBuilder {
         self
     }
 
+    /// Of partitioned topics (`docs/partitions.md`): how long this worker's hold on a partition
+    /// (its lease) lasts unless renewed, and its membership among the group's members. It is
+    /// renewed every third of this; a partition of a worker that died moves to a live one
+    /// within this plus a third. Shorter moves partitions sooner after a crash, but a worker
+    /// cut off from Redis (or paused) for longer loses its partitions. Defaults to 10 s; at
+    /// least 300 ms.
+    pub fn partition_lease(mut self, d: Duration) -> Self {
+        self.config.partition_lease = d;
+        self
+    }
+
     /// How often to look for entries to take over. Defaults to half of `claim_idle`.
     pub fn claim_interval(mut self, d: Duration) -> Self {
         self.config.claim_interval = Some(d);
@@ -424,6 +437,9 @@ impl WorkerBuilder {
         positive("max_deliveries", c.max_deliveries > 0)?;
         positive("block_for", c.block_for >= Duration::from_millis(1))?;
         positive("claim_idle", c.claim_idle >= Duration::from_millis(1))?;
+        if c.partition_lease < Duration::from_millis(300) {
+            return Err(BuildError::OutOfRange { setting: "partition_lease", requirement: "at least 300 ms" });
+        }
         positive("handler_timeout", !matches!(c.handler_timeout, Some(d) if d.is_zero()))?;
         if c.consumer_name.is_empty() || c.consumer_name.len() > 200 {
             return Err(BuildError::OutOfRange { setting: "consumer_name", requirement: "1 to 200 bytes" });

@@ -24,16 +24,18 @@ impl TopicConsumer {
     ///
     /// Page by page, each as far as there are free slots: however many entries the name holds
     /// (more than `max_in_flight`, say), they go through the handlers a slot at a time.
+    ///
+    /// Of a partition, recovers every entry pending in the group, whoever holds it.
     pub(crate) async fn recover_own_pending(self: &Arc<Self>) -> Result<(), RedisError> {
         let page = self.config.batch_size.min(self.config.max_in_flight).max(1);
         let mut start = "-".to_owned();
         loop {
-            let args = Args::new()
-                .arg(self.group.as_str())
-                .arg(start.as_str())
-                .arg("+")
-                .arg(page as i64)
-                .arg(self.config.consumer_name.as_str());
+            let mut args = Args::new().arg(self.group.as_str()).arg(start.as_str()).arg("+").arg(page as i64);
+            // Of a partition, every entry pending in the group is its owner's to handle, before
+            // any new one: what the consumers that had it before left (`partitions.rs`).
+            if self.fence.is_none() {
+                args = args.arg(self.config.consumer_name.as_str());
+            }
             let rows = match call::<Value>(&self.conn, "XPENDING", &self.key, args).await {
                 Ok(reply) => parse_pending(reply)?,
                 Err(e) if Self::is_group_lost(&e) => {

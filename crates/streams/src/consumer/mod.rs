@@ -27,6 +27,7 @@ mod doorbell;
 mod group;
 mod handler;
 mod layer;
+mod partitions;
 mod process;
 mod reader;
 mod retry;
@@ -183,7 +184,7 @@ impl Worker {
         for (topic, handler, options) in &self.routes {
             running.insert(topic.clone());
             let metrics = Arc::new(ConsumerMetrics::new(topic.as_str(), &shared.group));
-            loops.spawn(TopicConsumer::new(&shared, topic.clone(), handler.clone(), options, metrics).run(true));
+            loops.spawn(consume_topic(shared.clone(), topic.clone(), handler.clone(), options.clone(), metrics, true));
         }
         if !self.patterns.is_empty() {
             // Every topic a pattern matches records under the pattern: labels stay bounded
@@ -211,9 +212,14 @@ impl Worker {
                             if running.insert(topic.clone()) {
                                 tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
                                 let metrics = metrics.clone();
-                                loops.spawn(
-                                    TopicConsumer::new(&shared, topic, handler.clone(), options, metrics).run(false),
-                                );
+                                loops.spawn(consume_topic(
+                                    shared.clone(),
+                                    topic,
+                                    handler.clone(),
+                                    options.clone(),
+                                    metrics,
+                                    false,
+                                ));
                             }
                         }
                     }
@@ -231,6 +237,39 @@ impl Worker {
             // It stops after the pass under way (bounded: a lease it leaves runs out anyway).
             let _ = tokio::time::timeout(Duration::from_secs(5), mover).await;
         }
+    }
+}
+
+/// Consumes `topic` until the worker stops: each of its partitions in turn with the group's
+/// other members (`partitions.rs`) when it is partitioned, else its one stream. `named`: see
+/// `TopicConsumer::run`.
+async fn consume_topic(
+    shared: Arc<Shared>,
+    topic: Topic,
+    handler: Arc<dyn Handler>,
+    options: RouteOptions,
+    metrics: Arc<ConsumerMetrics>,
+    named: bool,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let partitions = loop {
+        match crate::partitions::stored(&shared.conn, &topic).await {
+            Ok(partitions) => break partitions,
+            Err(e) => {
+                tracing::error!(topic = %topic, error = %e, "cannot tell whether the topic is partitioned; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    match partitions {
+        Some(partitions) => {
+            partitions::PartitionedTopic { shared, topic, partitions, handler, options, metrics }.run(named).await;
+        }
+        None => TopicConsumer::new(&shared, topic, handler, &options, metrics, None).run(named).await,
     }
 }
 

@@ -76,8 +76,9 @@ impl TopicConsumer {
             Box::pin(self.dead_letter(id, DeadLetterReason::MaxDeliveries, attempt, &error)).await;
             return Settled::Done;
         }
-        // Start it, unless stopping: then it goes back unstarted, for another consumer.
-        if self.stop.is_cancelled() {
+        // Start it, unless stopping (or, of a partition, its lease may have run out): then it
+        // goes back unstarted, for another consumer.
+        if self.stop.is_cancelled() || !self.holds_partition() {
             self.release(id, attempt - 1);
             return Settled::Done;
         }
@@ -232,6 +233,11 @@ impl TopicConsumer {
                     self.release(id, attempt);
                     return Settled::Done;
                 }
+            }
+            if !self.holds_partition() {
+                // Of a partition whose lease may have run out: its next owner retries it.
+                self.release(id, attempt);
+                return Settled::Done;
             }
             // Its expiry may have passed while it waited: it never reaches the handler then.
             if ctx.envelope().is_expired(SystemTime::now()) {

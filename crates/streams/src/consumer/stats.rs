@@ -18,6 +18,7 @@ pub(crate) struct Stats {
     pub(crate) released: AtomicU64,
     pub(crate) groups_recreated: AtomicU64,
     pub(crate) replays_for_other_groups: AtomicU64,
+    pub(crate) partitions_lost: AtomicU64,
     /// Woken whenever entries are settled (see [`WorkerStats::settled`]).
     pub(crate) on_settled: tokio::sync::Notify,
 }
@@ -64,6 +65,7 @@ impl Stats {
             released: g(&self.released),
             groups_recreated: g(&self.groups_recreated),
             replays_for_other_groups: g(&self.replays_for_other_groups),
+            partitions_lost: g(&self.partitions_lost),
         }
     }
 }
@@ -101,6 +103,11 @@ pub struct WorkerStats {
     pub groups_recreated: u64,
     /// Replayed dead letters addressed to another group, acknowledged without handling.
     pub replays_for_other_groups: u64,
+    /// Partitions whose lease this worker found another's (or gone) while it consumed them:
+    /// it was cut off from Redis, or paused, for longer than `partition_lease`
+    /// (`docs/partitions.md`). It stopped them at once; their new owners handle what it had
+    /// not acknowledged.
+    pub partitions_lost: u64,
 }
 
 impl WorkerStats {

@@ -24,6 +24,7 @@ use super::ack::{AckQueue, DeadLetterReason};
 use super::builder::ConsumerConfig;
 use super::dispatch::{Job, JobBody, Lane, Taken};
 use super::handler::{Handler, Origin};
+use super::partitions::{Fence, PartitionRole};
 use super::reader::{Outcome, ReaderLink};
 use super::route::RouteOptions;
 use super::stats::Stats;
@@ -196,6 +197,8 @@ pub(crate) struct TopicConsumer {
     pub(crate) wake_reader: tokio::sync::Notify,
     /// A claim got its slots (or gave up): the read loop may take what is left.
     pub(crate) claim_turn: tokio::sync::Notify,
+    /// Of a partition: the lease this consumer holds on it (`partitions.rs`).
+    pub(crate) fence: Option<Arc<Fence>>,
 }
 
 /// A topic that is gone (stopped, or dropped at a hard stop) runs no handler any more.
@@ -212,6 +215,7 @@ impl TopicConsumer {
         handler: Arc<dyn Handler>,
         options: &RouteOptions,
         metrics: Arc<ConsumerMetrics>,
+        partition: Option<PartitionRole>,
     ) -> Arc<Self> {
         let mut config = shared.config.clone();
         if options != &RouteOptions::default() {
@@ -222,8 +226,9 @@ impl TopicConsumer {
             c.handler_timeout = options.timeout.or(c.handler_timeout);
             config = Arc::new(c);
         }
+        // A partition's handlers see its topic.
         let origin = Arc::new(Origin {
-            topic: topic.to_string(),
+            topic: topic.parent().to_string(),
             group: shared.group.clone(),
             consumer: shared.config.consumer_name.clone(),
         });
@@ -244,7 +249,8 @@ impl TopicConsumer {
             running_reported: std::sync::atomic::AtomicI64::new(0),
             handler,
             origin,
-            stop: shared.stop.clone(),
+            stop: partition.as_ref().map_or_else(|| shared.stop.clone(), |p| p.stop.clone()),
+            fence: partition.map(|p| p.fence),
             stopped_at: shared.stopped_at.clone(),
             hard_stop: shared.hard_stop.clone(),
             abandon: shared.hard_stop.child_token(),
@@ -388,6 +394,11 @@ impl TopicConsumer {
         let mut backoff = Duration::from_millis(100);
         loop {
             lost_reply |= reconnected(&mut command_reconnects);
+            if !self.holds_partition() {
+                // A partition whose lease may have run out reads nothing more (`partitions.rs`).
+                self.stop.cancel();
+                break;
+            }
             if lost_reply {
                 self.reader.pass();
                 // Entries Redis recorded as delivered to this consumer whose reply never came:
@@ -495,6 +506,14 @@ impl TopicConsumer {
                     }
                     if let Some(last) = entries.last() {
                         *self.last_read.lock().expect("last read lock") = last.id;
+                    }
+                    if self.fence.is_some() && !entries.is_empty() && Box::pin(self.others_hold_entries()).await {
+                        // Of a partition, a consumer that had it before holds entries older than
+                        // these (a read of its, served after it lost the lease): everything is
+                        // taken over in id order before these run, which stay pending here.
+                        self.budget.give_back(entries.len().min(slots.len()));
+                        lost_reply = true;
+                        continue;
                     }
                     let taken = entries
                         .into_iter()

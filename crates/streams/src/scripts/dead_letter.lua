@@ -9,7 +9,17 @@
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] dead-letter MAXLEN (0: unbounded),
 -- ARGV[4] largest entry copied whole (bytes), ARGV[5] bytes kept of a larger one
 -- ARGV[6 ..] metadata field/value pairs, written before the entry's own fields
--- Returns 1 when moved, 0 when the entry was no longer pending (someone else settled it).
+-- Of a partition (`consumer/partitions.rs`): KEYS[3] the group's lease on it, and ARGV[6] the
+-- caller's fencing token before the pairs; nothing is moved unless the lease is the caller's.
+-- Returns 1 when moved, 0 when the entry was no longer pending (someone else settled it),
+-- -1 when the caller lost the partition's lease.
+local first = 6
+if KEYS[3] then
+  if redis.call('GET', KEYS[3]) ~= ARGV[6] then
+    return -1
+  end
+  first = 7
+end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not pending[1] then
   return 0
@@ -21,7 +31,7 @@ if tonumber(ARGV[3]) > 0 then
   args[#args + 1] = ARGV[3]
 end
 args[#args + 1] = '*'
-for i = 6, #ARGV do
+for i = first, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 -- The raw fields, exactly as stored: a malformed entry is kept for inspection.

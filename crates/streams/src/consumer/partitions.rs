@@ -1,0 +1,392 @@
+//! Sharing a partitioned topic's partitions among the members of a group: each partition is
+//! consumed by one member at a time, so a key's messages (all in one partition) are handled in
+//! publish order across every instance of a service (`docs/partitions.md`).
+//!
+//! - Membership: every member says it is alive each *tick* (a third of the lease time) in
+//!   `<ns>:{<topic>}:members:<group>`, scored by Redis' clock; a member that stops saying so
+//!   drops out after the lease time.
+//! - Assignment: the live members sorted by name, partition `p` to member `p mod m`; every
+//!   member computes the same from the same list.
+//! - Leases: a member consumes a partition only while it holds the group's lease on it
+//!   (`<ns>:{<topic>#<p>}:lease:<group>`, `SET NX PX`, renewed each tick). The lease's token is
+//!   the *fence*: acknowledgements and dead-letter moves of the partition run in scripts that
+//!   check it, so a member that lost the lease (cut off, frozen) settles nothing after another
+//!   took over; and a member starts nothing once its lease may have run out by its own clock.
+//! - Hand-over: a member that is no longer assigned a partition stops it gracefully (what has
+//!   not started is handed back, running handlers finish and are acknowledged), renewing the
+//!   lease meanwhile, then releases it; the new owner takes every entry pending in the group
+//!   first, in id order, then reads new ones. A dead member's leases run out instead.
+//!
+//! So a partition moves within the lease time plus one tick of its owner dying, and within
+//! two ticks plus its running handlers' time of a member joining or leaving gracefully.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::types::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tributary_core::{RedisError, Topic};
+
+use super::handler::Handler;
+use super::route::RouteOptions;
+use super::stats::Stats;
+use super::topic::{Shared, TopicConsumer};
+use crate::metrics::ConsumerMetrics;
+use crate::redis::{call, call_sub, Args};
+use crate::scripts::{LEASE_RELEASE, LEASE_RENEW, PARTITION_MEMBERS};
+
+/// The lease a consumer holds on a partition, shared with the partition's consumer.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    /// `<ns>:{<topic>#<p>}:lease:<group>`.
+    pub(crate) lease_key: String,
+    /// This holder's token (the lease key's value while it is this holder's).
+    pub(crate) token: String,
+    /// Until when the lease surely holds, by this process' clock: milliseconds after `since`.
+    valid_until: AtomicU64,
+    since: Instant,
+    /// Known to be another's: it never holds again.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Fence {
+    fn new(lease_key: String, token: String) -> Self {
+        Self { lease_key, token, valid_until: AtomicU64::new(0), since: Instant::now(), lost: Default::default() }
+    }
+
+    /// True while the lease surely holds: it was taken or renewed, by a command sent at
+    /// `sent_at`, for `lease`; nine tenths of that count (clocks of two machines drift apart a
+    /// little, and Redis counts from when it ran the command, a little later).
+    pub(crate) fn holds(&self) -> bool {
+        !self.lost.load(Ordering::Acquire)
+            && (self.since.elapsed().as_millis() as u64) < self.valid_until.load(Ordering::Acquire)
+    }
+
+    /// The lease is known to be another's: nothing more starts.
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
+    fn extend(&self, sent_at: Instant, lease: Duration) {
+        let until = sent_at.saturating_duration_since(self.since) + lease * 9 / 10;
+        self.valid_until.fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+}
+
+/// What makes a topic consumer a partition's: its own stop (the partition is handed over
+/// without stopping the worker) and its lease.
+pub(crate) struct PartitionRole {
+    pub(crate) stop: CancellationToken,
+    pub(crate) fence: Arc<Fence>,
+}
+
+impl TopicConsumer {
+    /// True unless this is a partition whose lease may have run out.
+    pub(crate) fn holds_partition(&self) -> bool {
+        self.fence.as_ref().map_or(true, |f| f.holds())
+    }
+
+    /// Of a partition: whether consumers other than this one hold entries pending in the
+    /// group (a failed look counts as yes: the caller then recovers, which retries).
+    pub(crate) async fn others_hold_entries(&self) -> bool {
+        let reply = match call::<Value>(&self.conn, "XPENDING", &self.key, Args::new().arg(self.group.as_str())).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "cannot look at the partition's pending entries");
+                return true;
+            }
+        };
+        // [count, first id, last id, [[consumer, count], ...]]
+        let consumers = reply.into_array().into_iter().nth(3).map(Value::into_array).unwrap_or_default();
+        consumers.into_iter().any(|row| {
+            let mut cols = row.into_array().into_iter();
+            let name = cols.next().and_then(|v| v.into_string()).unwrap_or_default();
+            name != self.config.consumer_name
+        })
+    }
+}
+
+/// A partition this member consumes.
+struct Owned {
+    fence: Arc<Fence>,
+    stop: CancellationToken,
+    /// Set once it is being handed over (stopping): its lease is renewed until it stopped.
+    leaving: bool,
+}
+
+/// One member's part in consuming a partitioned topic: its partitions' consumers, started and
+/// stopped as the assignment changes, and the topic's own stream (entries published there
+/// before the topic was partitioned, or by writers that do not partition), consumed as a topic
+/// of one stream.
+pub(crate) struct PartitionedTopic {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) topic: Topic,
+    pub(crate) partitions: u32,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: RouteOptions,
+    pub(crate) metrics: Arc<ConsumerMetrics>,
+}
+
+impl PartitionedTopic {
+    /// Runs until the worker stops; then stops its partitions gracefully, leaves the group's
+    /// members and releases its leases. `named`: counted by `WorkerHandle::ready` once its
+    /// first assignment round is done.
+    pub(crate) async fn run(self, named: bool) {
+        let lease = self.shared.config.partition_lease;
+        let tick = lease / 3;
+        let ns = self.shared.conn.namespace().clone();
+        let members_key = ns.partition_members(&self.topic, &self.shared.group);
+        let me = self.shared.config.consumer_name.clone();
+        tracing::info!(topic = %self.topic, group = %self.shared.group, partitions = self.partitions, consumer = %me,
+            "joining the group's members of a partitioned topic");
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        // Which partition each task consumes (the topic's own stream's is not in it).
+        let mut task_of: HashMap<tokio::task::Id, u32> = HashMap::new();
+        // The topic's own stream, as any topic.
+        {
+            let base = TopicConsumer::new(
+                &self.shared,
+                self.topic.clone(),
+                self.handler.clone(),
+                &self.options,
+                self.metrics.clone(),
+                None,
+            );
+            tasks.spawn(base.run(false));
+        }
+        // Every partition's group exists from the start, at the configured position: a
+        // partition first taken later must not skip what was published to it meanwhile.
+        self.create_groups().await;
+        let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+        let mut counted = !named;
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_tick) => {}
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    // A partition's consumer ended: handed over, or stopped itself when its
+                    // lease may have run out. Its lease is released (if still its own).
+                    let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                    if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                        self.release(o.0, &o.1.fence).await;
+                    }
+                    continue;
+                }
+                _ = self.shared.stop.cancelled() => break,
+            }
+            next_tick = tokio::time::Instant::now() + tick;
+            let members = match self.heartbeat(&members_key, &me, lease, false).await {
+                Ok(members) => members,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
+                        "cannot renew this member of a partitioned topic; partitions whose lease runs out stop");
+                    // Leases are still renewed below, where Redis answers.
+                    Vec::new()
+                }
+            };
+            let wanted = assigned(&members, &me, self.partitions);
+            // Renew what is held (being handed over included); stop what was lost or is no
+            // longer assigned.
+            self.renew(&mut owned, lease).await;
+            for (p, o) in owned.iter_mut() {
+                if !o.leaving && (!members.is_empty() && !wanted.contains(p) || !o.fence.holds()) {
+                    tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p,
+                        held = o.fence.holds(), "handing over a partition");
+                    o.leaving = true;
+                    o.stop.cancel();
+                }
+            }
+            // Take what is assigned and free.
+            for p in wanted {
+                if owned.contains_key(&p) {
+                    continue;
+                }
+                if let Some(fence) = self.acquire(p, lease).await {
+                    tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p, consumer = %me,
+                        "took a partition");
+                    let stop = self.shared.stop.child_token();
+                    let role = PartitionRole { stop: stop.clone(), fence: fence.clone() };
+                    let consumer = TopicConsumer::new(
+                        &self.shared,
+                        self.topic.partition(p),
+                        self.handler.clone(),
+                        &self.options,
+                        self.metrics.clone(),
+                        Some(role),
+                    );
+                    let task = tasks.spawn(consumer.run(false));
+                    task_of.insert(task.id(), p);
+                    owned.insert(p, Owned { fence, stop, leaving: false });
+                }
+            }
+            if !counted {
+                counted = true;
+                self.shared.prepared.send_modify(|n| *n += 1);
+            }
+        }
+        // Stopping: leave the members at once, so the others take over without waiting for this
+        // membership to run out; renew the leases while the partitions drain.
+        if let Err(e) = self.heartbeat(&members_key, &me, lease, true).await {
+            tracing::warn!(topic = %self.topic, error = %e, "could not leave the members of a partitioned topic");
+        }
+        let mut renew_at = tokio::time::Instant::now() + tick;
+        while !tasks.is_empty() {
+            tokio::select! {
+                done = tasks.join_next_with_id() => {
+                    let Some(done) = done else { break };
+                    let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                    if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                        self.release(o.0, &o.1.fence).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(renew_at) => {
+                    renew_at = tokio::time::Instant::now() + tick;
+                    self.renew(&mut owned, lease).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the group on every partition (`MKSTREAM`), at the worker's start position;
+    /// failures are logged (a partition's consumer creates its group again when it starts).
+    async fn create_groups(&self) {
+        let conn = &self.shared.conn;
+        let start = self.shared.config.start.group_cursor();
+        let creates = (0..self.partitions).map(|p| {
+            let key = conn.namespace().topic_stream(&self.topic.partition(p));
+            let args = Args::new().arg(self.shared.group.as_str()).arg(start.as_str()).arg("MKSTREAM");
+            async move { call_sub::<Value>(conn, "XGROUP", "CREATE", &key, args).await }
+        });
+        for result in futures::future::join_all(creates).await {
+            match result {
+                Ok(_) => {}
+                Err(e) if e.is_server_error("BUSYGROUP") => {}
+                Err(e) => tracing::warn!(topic = %self.topic, error = %e, "could not create the group on a partition"),
+            }
+        }
+    }
+
+    /// Says this member is alive (or leaves), and returns the live members.
+    async fn heartbeat(&self, key: &str, me: &str, lease: Duration, leave: bool) -> Result<Vec<String>, RedisError> {
+        let args = vec![
+            Value::from(me),
+            Value::from(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            Value::from(if leave { "1" } else { "0" }),
+        ];
+        let members: Vec<Value> = PARTITION_MEMBERS.run(&self.shared.conn, vec![key.to_owned()], args).await?;
+        Ok(members.into_iter().filter_map(|v| v.into_string()).collect())
+    }
+
+    /// Takes partition `p`'s lease if nobody holds it.
+    async fn acquire(&self, p: u32, lease: Duration) -> Option<Arc<Fence>> {
+        let conn = &self.shared.conn;
+        let key = conn.namespace().partition_lease(&self.topic.partition(p), &self.shared.group);
+        let token = format!("{}/{:016x}", self.shared.config.consumer_name, rand_token());
+        let sent_at = Instant::now();
+        let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        match call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms)).await {
+            Ok(Value::Null) => None,
+            Ok(_) => {
+                let fence = Arc::new(Fence::new(key, token));
+                fence.extend(sent_at, lease);
+                Some(fence)
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = p, error = %e, "cannot take a partition's lease");
+                None
+            }
+        }
+    }
+
+    /// Renews the leases held, all at once; a lease found another's (or gone) is lost: its
+    /// partition stops (it settles nothing more: the fence).
+    async fn renew(&self, owned: &mut BTreeMap<u32, Owned>, lease: Duration) {
+        let conn = &self.shared.conn;
+        let ms = Value::from(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let sent_at = Instant::now();
+        let renewals = owned.iter().map(|(p, o)| {
+            let args = vec![Value::from(o.fence.token.as_str()), ms.clone()];
+            async move { (*p, LEASE_RENEW.run::<i64>(conn, vec![o.fence.lease_key.clone()], args).await) }
+        });
+        let results: HashMap<u32, Result<i64, RedisError>> =
+            futures::future::join_all(renewals).await.into_iter().collect();
+        for (p, result) in results {
+            let Some(o) = owned.get_mut(&p) else { continue };
+            match result {
+                Ok(1) => o.fence.extend(sent_at, lease),
+                Ok(_) => {
+                    tracing::warn!(topic = %self.topic, group = %self.shared.group, partition = p,
+                        "lost a partition's lease (it ran out, or the key was deleted); stopping it");
+                    Stats::add(&self.shared.stats.partitions_lost, 1);
+                    o.fence.lose();
+                    o.leaving = true;
+                    o.stop.cancel();
+                }
+                Err(e) => tracing::warn!(topic = %self.topic, partition = p, error = %e,
+                    "cannot renew a partition's lease; it stops if its lease runs out"),
+            }
+        }
+    }
+
+    /// Releases partition `p`'s lease after its consumer stopped, for the next owner to take it
+    /// at once (if it is still this holder's).
+    async fn release(&self, p: u32, fence: &Fence) {
+        let args = vec![Value::from(fence.token.as_str())];
+        if let Err(e) = LEASE_RELEASE.run::<i64>(&self.shared.conn, vec![fence.lease_key.clone()], args).await {
+            tracing::warn!(topic = %self.topic, partition = p, error = %e,
+                "could not release a partition's lease; the next owner takes it when it runs out");
+        }
+    }
+}
+
+/// The partitions of `partitions` assigned to `me` among `members`: sorted by name, partition
+/// `p` to the member at `p mod m`. None when `me` is not among them.
+pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> Vec<u32> {
+    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let Some(at) = sorted.iter().position(|m| *m == me) else { return Vec::new() };
+    (0..partitions).filter(|p| *p as usize % sorted.len() == at).collect()
+}
+
+/// A token no other holder has: the time and a counter, mixed.
+fn rand_token() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) ^ u64::from(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_dealt_round_robin_over_the_members_sorted_by_name() {
+        let members: Vec<String> = ["c", "a", "b"].map(String::from).to_vec();
+        assert_eq!(assigned(&members, "a", 8), vec![0, 3, 6]);
+        assert_eq!(assigned(&members, "b", 8), vec![1, 4, 7]);
+        assert_eq!(assigned(&members, "c", 8), vec![2, 5]);
+        assert_eq!(assigned(&members, "d", 8), Vec::<u32>::new(), "not a member: nothing");
+        let alone = vec!["a".to_owned()];
+        assert_eq!(assigned(&alone, "a", 3), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_fence_holds_for_nine_tenths_of_the_lease_from_when_it_was_asked() {
+        let fence = Fence::new("k".into(), "t".into());
+        assert!(!fence.holds(), "nothing taken yet");
+        fence.extend(Instant::now(), Duration::ZERO);
+        assert!(!fence.holds(), "a lease of no time never holds");
+        fence.extend(Instant::now(), Duration::from_secs(10));
+        assert!(fence.holds());
+        let until = fence.valid_until.load(Ordering::Acquire);
+        assert!((8_900..=9_100).contains(&until), "{until} ms");
+        fence.extend(fence.since, Duration::from_secs(1));
+        assert_eq!(fence.valid_until.load(Ordering::Acquire), until, "an older renewal never shortens it");
+    }
+}

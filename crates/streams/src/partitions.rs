@@ -1,0 +1,54 @@
+//! Partitioned topics: a topic of N streams (its partitions, `<topic>#<p>`: see
+//! `Topic::partition`), a message going to the partition of its key (`partition::of_key`),
+//! or to each in turn without a key. The count is stored once, under
+//! `<ns>:{<topic>}:partitions`, by `Admin::create_topic`; producers read it with the topic's
+//! retention and workers when they start the topic. How workers share the partitions is in
+//! `consumer/partitions.rs`; the model and its guarantees in `docs/partitions.md`.
+
+use fred::types::Value;
+use tributary_core::partition::MAX_PARTITIONS;
+use tributary_core::{Connection, Topic};
+
+use crate::redis::{call, Args};
+use crate::StreamError;
+
+/// The stored partition count of `topic`: `None` for a topic of one stream.
+pub(crate) async fn stored(conn: &Connection, topic: &Topic) -> Result<Option<u32>, StreamError> {
+    let key = conn.namespace().partitions_key(topic);
+    let value: Value = call(conn, "GET", &key, Args::new()).await?;
+    parse(topic, value)
+}
+
+/// Stores `partitions` as `topic`'s count. Setting the count it has is a no-op (true when it
+/// was set now); another count is refused: keys would move to other partitions, and a key's
+/// order would break across the change.
+pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) -> Result<bool, StreamError> {
+    let refused = |reason: String| StreamError::Partitions { topic: topic.to_string(), reason };
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(refused(format!("{partitions} partitions: a topic has 1 to {MAX_PARTITIONS}")));
+    }
+    let key = conn.namespace().partitions_key(topic);
+    // `SET NX GET` answers what was there, and sets only when nothing was.
+    let before: Value = call(conn, "SET", &key, Args::new().arg(partitions as i64).arg("NX").arg("GET")).await?;
+    match parse(topic, before)? {
+        None => Ok(true),
+        Some(n) if n == partitions => Ok(false),
+        Some(n) => Err(refused(format!(
+            "it has {n} partitions; the count of a topic is fixed once set (create a new topic to change it)"
+        ))),
+    }
+}
+
+fn parse(topic: &Topic, value: Value) -> Result<Option<u32>, StreamError> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        other => other.as_string().unwrap_or_default(),
+    };
+    match text.parse::<u32>() {
+        Ok(n) if (1..=MAX_PARTITIONS).contains(&n) => Ok(Some(n)),
+        _ => Err(StreamError::Partitions {
+            topic: topic.to_string(),
+            reason: format!("its stored partition count `{text}` is not a number from 1 to {MAX_PARTITIONS}"),
+        }),
+    }
+}
