@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-const GUIDES: [&str; 13] = [
+const GUIDES: [&str; 14] = [
     "delivery",
     "rpc",
     "time",
@@ -20,6 +20,7 @@ const GUIDES: [&str; 13] = [
     "from-pubsub",
     "performance",
     "observability",
+    "partitions",
 ];
 
 fn main() {

@@ -186,6 +186,9 @@ pub(crate) enum Command {
     /// A topic's retention, which every producer applies: show, set or clear it.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Topics: create a partitioned one.
+    #[command(subcommand)]
+    Topic(TopicCommand),
     /// Scheduled (delayed) messages: list or cancel.
     #[command(subcommand)]
     Scheduled(ScheduledCommand),
@@ -447,6 +450,23 @@ pub(crate) struct TrimArgs {
     /// a terminal and needs this elsewhere).
     #[arg(long)]
     pub(crate) yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Make a topic partitioned: N streams, a message with a key always in the same one, each
+    /// consumed by one member of a group at a time (docs/partitions.md). The count is fixed once
+    /// set; the same count again changes nothing. Create it before deploying producers and
+    /// workers of the topic. A partition is named `<topic>#<p>` in other commands
+    /// (`tributary groups 'orders#3'`, `tributary dlq list 'orders#3'`).
+    #[command(after_help = "Examples:\n  tributary topic create orders --partitions 16")]
+    Create {
+        /// Topic.
+        topic: String,
+        /// Number of partitions (1 to 1024).
+        #[arg(long)]
+        partitions: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

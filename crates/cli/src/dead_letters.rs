@@ -11,13 +11,24 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
     let topic = match &command {
         DlqCommand::List { topic, .. } | DlqCommand::Replay { topic, .. } | DlqCommand::Purge { topic, .. } => topic,
     };
+    // A partitioned topic's dead letters are in each partition's dead-letter stream.
+    let dlqs = dead_letter_streams(&conn, topic).await?;
+    let mut total = 0;
+    for dlq in &dlqs {
+        total += dlq.count().await?;
+    }
     // Dead letters may outlive their topic's stream (deleted by hand): they are still listed.
-    if DeadLetters::new(conn.clone(), topic)?.count().await? == 0 {
+    if total == 0 {
         checks::topic(&Admin::new(conn.clone()), conn.namespace().as_str(), topic).await?;
     }
     match command {
-        DlqCommand::List { topic, count, filter, raw } => {
-            let letters = DeadLetters::new(conn, &topic)?.list_matching(&filter.to_filter(), count).await?;
+        DlqCommand::List { count, filter, raw, .. } => {
+            let mut letters = Vec::new();
+            for dlq in &dlqs {
+                letters.extend(dlq.list_matching(&filter.to_filter(), count).await?);
+            }
+            letters.sort_by_key(|l| l.dead_at);
+            letters.truncate(count);
             if raw {
                 for l in letters {
                     let fields: serde_json::Map<String, serde_json::Value> = l
@@ -52,9 +63,7 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
             );
         }
         DlqCommand::Replay { topic, id, all, filter } => {
-            let dlq = DeadLetters::new(conn, &topic)?;
             if all {
-                let total = dlq.count().await?;
                 // A malformed entry replayed is dead-lettered again (until the consumer's code
                 // changes): replayed only when asked for by `--reason malformed`.
                 let skip_malformed = filter.reason.is_none();
@@ -63,44 +72,57 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
                     chosen = chosen.except_reason("malformed");
                 }
                 let (started, mut said) = (std::time::Instant::now(), std::time::Instant::now());
-                let report = dlq
-                    .replay_matching(&chosen, |so_far| {
-                        // Long replays say how far they are, about once a second.
-                        if said.elapsed() >= std::time::Duration::from_secs(1) {
-                            said = std::time::Instant::now();
-                            eprintln!(
-                                "tributary: replayed {} of at most {total} ({:.0?} so far)",
-                                so_far.replayed,
-                                started.elapsed()
-                            );
-                        }
-                    })
-                    .await?;
-                output::single(out, "replayed", json!(report.replayed));
+                let (mut replayed, mut unreadable, mut without_fields, mut malformed_left) = (0, 0, 0, false);
                 let malformed = tributary::DeadLetterFilter::all().reason("malformed");
-                if skip_malformed && !dlq.list_matching(&malformed, 1).await?.is_empty() {
+                for dlq in &dlqs {
+                    let before = replayed;
+                    let report = dlq
+                        .replay_matching(&chosen, |so_far| {
+                            // Long replays say how far they are, about once a second.
+                            if said.elapsed() >= std::time::Duration::from_secs(1) {
+                                said = std::time::Instant::now();
+                                eprintln!(
+                                    "tributary: replayed {} of at most {total} ({:.0?} so far)",
+                                    before + so_far.replayed,
+                                    started.elapsed()
+                                );
+                            }
+                        })
+                        .await?;
+                    replayed += report.replayed;
+                    unreadable += report.unreadable;
+                    without_fields += report.without_fields;
+                    malformed_left |= skip_malformed && !dlq.list_matching(&malformed, 1).await?.is_empty();
+                }
+                output::single(out, "replayed", json!(replayed));
+                if malformed_left {
                     eprintln!(
                         "tributary: malformed dead letters were left where they are (replayed, they would be \
                          dead-lettered again); replay them with --reason malformed"
                     );
                 }
-                if report.unreadable + report.without_fields > 0 {
+                if unreadable + without_fields > 0 {
                     eprintln!(
-                        "tributary: left in the dead-letter stream: {} unreadable (not dead letters; see `dlq list`), \
-                         {} whose original entry had been trimmed",
-                        report.unreadable, report.without_fields
+                        "tributary: left in the dead-letter stream: {unreadable} unreadable (not dead letters; see `dlq list`), \
+                         {without_fields} whose original entry had been trimmed"
                     );
                 }
             } else if let Some(id) = id {
                 // The dead letter's own id, or the original entry's id that `dlq list` shows.
                 let id: EntryId = id.parse()?;
-                let replayed = match dlq.replay(id).await? {
-                    Some(new_id) => Some(new_id),
-                    None => match dlq.find_original(id).await? {
-                        Some(letter) => dlq.replay(letter.id).await?,
-                        None => None,
-                    },
-                };
+                let mut replayed = None;
+                for dlq in &dlqs {
+                    replayed = match dlq.replay(id).await? {
+                        Some(new_id) => Some(new_id),
+                        None => match dlq.find_original(id).await? {
+                            Some(letter) => dlq.replay(letter.id).await?,
+                            None => None,
+                        },
+                    };
+                    if replayed.is_some() {
+                        break;
+                    }
+                }
                 match replayed {
                     Some(new_id) => output::single(out, "entry_id", json!(new_id.to_string())),
                     None => {
@@ -114,14 +136,25 @@ pub(crate) async fn run(conn: Connection, out: Output, command: DlqCommand) -> R
             }
         }
         DlqCommand::Purge { topic, yes } => {
-            let dlq = DeadLetters::new(conn, &topic)?;
-            let count = dlq.count().await?;
-            checks::confirm(&format!("Delete all {count} dead letters of `{topic}`?"), yes)?;
-            let n = dlq.purge().await?;
+            checks::confirm(&format!("Delete all {total} dead letters of `{topic}`?"), yes)?;
+            let mut n = 0;
+            for dlq in &dlqs {
+                n += dlq.purge().await?;
+            }
             output::single(out, "purged", json!(n));
         }
     }
     Ok(())
+}
+
+/// The dead letters of `topic` and, of a partitioned topic, of each partition.
+async fn dead_letter_streams(conn: &Connection, topic: &str) -> Result<Vec<DeadLetters>, BoxError> {
+    let partitions = Admin::new(conn.clone()).partitions(topic).await.ok().flatten().unwrap_or(0);
+    let mut all = vec![DeadLetters::new(conn.clone(), topic)?];
+    for p in 0..partitions {
+        all.push(DeadLetters::new(conn.clone(), &format!("{topic}#{p}"))?);
+    }
+    Ok(all)
 }
 
 /// A field value as JSON: the text when it is UTF-8, else `{"$base64": "..."}`.

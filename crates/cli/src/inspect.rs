@@ -39,12 +39,24 @@ async fn topic_row(
 ) -> Result<Vec<Value>, BoxError> {
     let name = topic.as_str();
     let dead_letters = DeadLetters::new(conn.clone(), name)?;
-    let (groups, dead, length, scheduled) =
-        tokio::try_join!(admin.groups(name), dead_letters.count(), admin.len(name), scheduler.count(name))?;
+    let (groups, dead, length, scheduled, partitions) = tokio::try_join!(
+        admin.groups(name),
+        dead_letters.count(),
+        admin.len(name),
+        scheduler.count(name),
+        admin.partitions(name)
+    )?;
     let lag: Option<u64> = groups.iter().map(|g| g.lag).try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
+    // Of a partitioned topic, the figures are of its own stream; `groups` and `stats` show each
+    // partition.
+    let kind = match partitions {
+        Some(n) => format!("{n} partitions"),
+        None if is_request_topic(&topic) => "rpc requests".to_owned(),
+        None => "topic".to_owned(),
+    };
     Ok(vec![
         json!(name),
-        json!(if is_request_topic(&topic) { "rpc requests" } else { "topic" }),
+        json!(kind),
         json!(length),
         json!(groups.len()),
         json!(groups.iter().map(|g| g.pending).sum::<u64>()),
@@ -57,15 +69,33 @@ async fn topic_row(
 pub(crate) async fn groups(conn: Connection, out: Output, topic: &str) -> Result<(), BoxError> {
     let admin = Admin::new(conn.clone());
     checks::topic(&admin, conn.namespace().as_str(), topic).await?;
-    let rows = admin
-        .groups(topic)
-        .await?
-        .into_iter()
-        .map(|g| {
-            vec![json!(g.name), json!(g.consumers), json!(g.pending), json!(g.last_delivered.to_string()), json!(g.lag)]
-        })
+    let row = |g: tributary::admin::GroupInfo| {
+        vec![json!(g.name), json!(g.consumers), json!(g.pending), json!(g.last_delivered.to_string()), json!(g.lag)]
+    };
+    let Some(partitions) = admin.partitions(topic).await.ok().flatten() else {
+        let rows = admin.groups(topic).await?.into_iter().map(row).collect();
+        output::rows(out, &["group", "consumers", "pending", "last_delivered", "lag"], rows);
+        return Ok(());
+    };
+    // A partitioned topic: a row per group of its own stream (partition `-`) and of each
+    // partition.
+    let streams: Vec<(String, String)> = std::iter::once(("-".to_owned(), topic.to_owned()))
+        .chain((0..partitions).map(|p| (p.to_string(), format!("{topic}#{p}"))))
         .collect();
-    output::rows(out, &["group", "consumers", "pending", "last_delivered", "lag"], rows);
+    let groups: Vec<Vec<tributary::admin::GroupInfo>> = futures::stream::iter(&streams)
+        .map(|(_, name)| admin.groups(name))
+        .buffered(tributary::metrics::SAMPLER_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut rows = Vec::new();
+    for ((partition, _), groups) in streams.iter().zip(groups) {
+        for g in groups {
+            let mut r = vec![json!(partition)];
+            r.extend(row(g));
+            rows.push(r);
+        }
+    }
+    output::rows(out, &["partition", "group", "consumers", "pending", "last_delivered", "lag"], rows);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ mod retention;
 mod rpc;
 mod scheduled;
 mod stats;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -170,6 +171,7 @@ async fn command(conn: Connection, out: cli::Output, command: Command) -> Result
         Command::Group(command) => groups::group(conn, out, command).await,
         Command::Trim(args) => groups::trim(conn, out, args).await,
         Command::Retention(command) => retention::run(conn, out, command).await,
+        Command::Topic(command) => topic::run(conn, out, command).await,
         Command::Scheduled(command) => scheduled::run(conn, out, command).await,
         Command::Rpc(command) => rpc::run(conn, out, command).await,
         // Handled before connecting.

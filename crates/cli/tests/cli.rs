@@ -966,3 +966,38 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn a_partitioned_topic_is_created_and_its_partitions_shown_with_the_cli() {
+    let redis = TestRedis::start().await;
+    let said = |out: Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        said(run(&redis, &["topic", "create", "orders", "--partitions", "4"])),
+        "created topic orders with 4 partitions"
+    );
+    assert_eq!(
+        said(run(&redis, &["topic", "create", "orders", "--partitions", "4"])),
+        "topic orders already has 4 partitions; left as it was"
+    );
+    assert!(fails(&redis, &["topic", "create", "orders", "--partitions", "8"]).contains("it has 4 partitions"));
+    // Listed before anything was published; a group created by the CLI is on every partition.
+    let topics = json_lines(&run(&redis, &["--output", "json", "topics"]));
+    assert_eq!(topics[0]["topic"], "orders");
+    assert_eq!(topics[0]["kind"], "4 partitions");
+    run(&redis, &["group", "create", "orders", "billing"]);
+    run(&redis, &["publish", "orders", "--key", "customer-42", "--json", r#"{"id":1,"item":"tea"}"#]);
+    let groups = json_lines(&run(&redis, &["--output", "json", "groups", "orders"]));
+    let partitions: Vec<&str> = groups.iter().map(|g| g["partition"].as_str().unwrap()).collect();
+    assert_eq!(partitions, ["-", "0", "1", "2", "3"], "{groups:?}");
+    assert!(groups.iter().all(|g| g["group"] == "billing"));
+    // customer-42 is in partition crc32 mod 4 = 1, unread by billing.
+    assert_eq!(groups[2]["lag"], 1, "{groups:?}");
+    assert_eq!(groups.iter().filter(|g| g["lag"] == 0).count(), 4);
+    let stats = json_lines(&run(&redis, &["--output", "json", "stats", "--interval", "100ms"]));
+    let rows: Vec<(&str, u64)> =
+        stats.iter().map(|s| (s["topic"].as_str().unwrap(), s["length"].as_u64().unwrap())).collect();
+    assert_eq!(rows, [("orders", 0), ("orders#0", 0), ("orders#1", 1), ("orders#2", 0), ("orders#3", 0)]);
+    // One partition by its name.
+    let one = json_lines(&run(&redis, &["--output", "json", "groups", "orders#1"]));
+    assert_eq!(one[0]["lag"], 1);
+}

@@ -66,6 +66,11 @@ mod tests {
         assert_eq!(crc32(b"customer-42"), 0x49FD_A815);
         assert_eq!(of_key("customer-42", 16), 5);
         assert_eq!(of_key("order-1", 16), 15);
+        assert_eq!(crc32(b"order-1"), 0xE0B3_7FEF);
+        assert_eq!((of_key("a", 16), of_key("a", 7)), (3, 4));
+        assert_eq!(of_key("order-1", 7), 6);
+        assert_eq!(of_key("customer-42", 7), 5);
+        assert_eq!(of_key("clé", 16), 4);
         assert_eq!(crc32("clé".as_bytes()), 0x06C7_2A74);
         assert_eq!(of_key("clé", 7), 2);
     }

@@ -14,6 +14,11 @@ use crate::StreamError;
 
 /// Administrative operations. Cheap to clone.
 ///
+/// Group operations (create, move, delete) on a partitioned topic apply to its own stream and
+/// every partition (`docs/partitions.md`); the others look at the topic's own stream. Every
+/// operation also takes one partition by its name, `<topic>#<p>` (`orders#3`): its length,
+/// groups, pending entries, stats, trimming.
+///
 /// # Example
 /// ```no_run
 /// # async fn demo(conn: tributary_core::Connection) -> Result<(), tributary_streams::StreamError> {
@@ -87,22 +92,38 @@ impl Admin {
     }
 
     fn key(&self, topic: &str) -> Result<String, StreamError> {
-        Ok(self.conn.namespace().topic_stream(&Topic::new(topic)?))
+        Ok(self.conn.namespace().topic_stream(&Topic::parse_stored(topic)?))
     }
 
-    /// Creates `group` on `topic` (and the stream if needed), starting at `start`. Returns
-    /// false if the group already existed (it is left unchanged).
+    /// The stream of `topic` and, when it is a partitioned topic, of each of its partitions.
+    async fn streams(&self, topic: &str) -> Result<Vec<String>, StreamError> {
+        let topic = Topic::parse_stored(topic)?;
+        let ns = self.conn.namespace();
+        let mut keys = vec![ns.topic_stream(&topic)];
+        if topic.partition_of().is_none() {
+            let partitions = crate::partitions::stored(&self.conn, &topic).await?.unwrap_or(0);
+            keys.extend((0..partitions).map(|p| ns.topic_stream(&topic.partition(p))));
+        }
+        Ok(keys)
+    }
+
+    /// Creates `group` on `topic` (and the stream if needed), starting at `start`; on a
+    /// partitioned topic, on every partition too. Returns false if the group already existed
+    /// everywhere (it is left unchanged).
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn create_group(&self, topic: &str, group: &str, start: Position) -> Result<bool, StreamError> {
-        let key = self.key(topic)?;
-        let args = Args::new().arg(group).arg(start.group_cursor()).arg("MKSTREAM");
-        match call_sub::<Value>(&self.conn, "XGROUP", "CREATE", &key, args).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_server_error("BUSYGROUP") => Ok(false),
-            Err(e) => Err(e.into()),
+        let mut created = false;
+        for key in self.streams(topic).await? {
+            let args = Args::new().arg(group).arg(start.group_cursor()).arg("MKSTREAM");
+            match call_sub::<Value>(&self.conn, "XGROUP", "CREATE", &key, args).await {
+                Ok(_) => created = true,
+                Err(e) if e.is_server_error("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(created)
     }
 
     /// Moves the cursor of `group` so its next new entry is the one at `position`: a
@@ -111,9 +132,10 @@ impl Admin {
     /// # Errors
     /// [`StreamError`] for a bad name, a missing group, or a failed command.
     pub async fn set_group_position(&self, topic: &str, group: &str, position: Position) -> Result<(), StreamError> {
-        let key = self.key(topic)?;
-        let args = Args::new().arg(group).arg(position.group_cursor());
-        call_sub::<Value>(&self.conn, "XGROUP", "SETID", &key, args).await?;
+        for key in self.streams(topic).await? {
+            let args = Args::new().arg(group).arg(position.group_cursor());
+            call_sub::<Value>(&self.conn, "XGROUP", "SETID", &key, args).await?;
+        }
         Ok(())
     }
 
@@ -122,9 +144,17 @@ impl Admin {
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn delete_group(&self, topic: &str, group: &str) -> Result<bool, StreamError> {
-        let key = self.key(topic)?;
-        let n: i64 = call_sub(&self.conn, "XGROUP", "DESTROY", &key, Args::new().arg(group)).await?;
-        Ok(n == 1)
+        let mut deleted = false;
+        for key in self.streams(topic).await? {
+            let n: i64 = match call_sub(&self.conn, "XGROUP", "DESTROY", &key, Args::new().arg(group)).await {
+                Ok(n) => n,
+                // A partition never written to has no stream yet.
+                Err(e) if e.is_server_error("ERR The XGROUP subcommand requires the key to exist") => 0,
+                Err(e) => return Err(e.into()),
+            };
+            deleted |= n == 1;
+        }
+        Ok(deleted)
     }
 
     /// The groups of `topic`.
@@ -259,7 +289,10 @@ impl Admin {
     async fn scan_topics(&self, pattern: &TopicPattern, with_reserved: bool) -> Result<Vec<Topic>, StreamError> {
         let ns = self.conn.namespace();
         let matcher = ns.topic_stream_pattern(pattern);
-        let keys = self.scan(&matcher, ScanType::Stream, "stream").await?;
+        let mut keys = self.scan(&matcher, ScanType::Stream, "stream").await?;
+        // Partitioned topics, whose own stream may not exist (`partitions.rs`).
+        let counts = self.scan(&format!("{matcher}:partitions"), ScanType::String, "string").await?;
+        keys.extend(counts.iter().filter_map(|k| k.strip_suffix(":partitions")).map(str::to_owned));
         let mut found: Vec<Topic> = keys
             .into_iter()
             .filter_map(|k| ns.topic_of_stream(&k))
@@ -480,6 +513,6 @@ impl Admin {
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn trim(&self, topic: &str, retention: Retention) -> Result<crate::Trimmed, StreamError> {
-        retention.trim(&self.conn, &Topic::new(topic)?).await
+        retention.trim(&self.conn, &Topic::parse_stored(topic)?).await
     }
 }

@@ -219,7 +219,7 @@ impl DeadLetters {
     /// # Errors
     /// [`StreamError::InvalidName`] for a bad topic name.
     pub fn new(conn: Connection, topic: &str) -> Result<Self, StreamError> {
-        let topic = Topic::new(topic)?;
+        let topic = Topic::parse_stored(topic)?;
         Ok(Self {
             topic_key: conn.namespace().topic_stream(&topic),
             key: conn.namespace().dead_letter_stream(&topic),

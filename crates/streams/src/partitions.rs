@@ -31,7 +31,12 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
     // `SET NX GET` answers what was there, and sets only when nothing was.
     let before: Value = call(conn, "SET", &key, Args::new().arg(partitions as i64).arg("NX").arg("GET")).await?;
     match parse(topic, before)? {
-        None => Ok(true),
+        None => {
+            // Listed by `Admin::topics` and found by workers' topic patterns before the first
+            // publish.
+            crate::registry::register(conn, &[topic]).await?;
+            Ok(true)
+        }
         Some(n) if n == partitions => Ok(false),
         Some(n) => Err(refused(format!(
             "it has {n} partitions; the count of a topic is fixed once set (create a new topic to change it)"

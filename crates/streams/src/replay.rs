@@ -69,7 +69,7 @@ impl Replay {
     /// # Errors
     /// [`StreamError::InvalidName`] for a bad topic name.
     pub fn range(&self, topic: &str, from: Position, to: Position) -> Result<RangeReader, StreamError> {
-        let topic = Topic::new(topic)?;
+        let topic = Topic::parse_stored(topic)?;
         Ok(RangeReader {
             conn: self.conn.clone(),
             key: self.conn.namespace().topic_stream(&topic),
@@ -171,7 +171,7 @@ impl Tail {
     /// # Errors
     /// [`StreamError::InvalidName`] for a bad topic name.
     pub fn topic(conn: Connection, topic: &str, from: Position) -> Result<Self, StreamError> {
-        let key = conn.namespace().topic_stream(&Topic::new(topic)?);
+        let key = conn.namespace().topic_stream(&Topic::parse_stored(topic)?);
         Ok(Self::stream_key(conn, key, from))
     }
 

@@ -65,21 +65,50 @@ impl Scheduler {
         (ns.scheduled_set(topic), ns.scheduled_data(topic), ns.topic_stream(topic))
     }
 
-    /// Number of messages of `topic` waiting for their time.
+    /// `topic` and, when it is a partitioned topic, its partitions: each has its own scheduled
+    /// messages (a keyed message waits in its key's partition). A partition by its name
+    /// (`orders#3`) is itself alone.
+    async fn with_partitions(&self, topic: &str) -> Result<Vec<Topic>, StreamError> {
+        let topic = Topic::parse_stored(topic)?;
+        let partitions = match topic.partition_of() {
+            Some(_) => 0,
+            None => crate::partitions::stored(&self.conn, &topic).await?.unwrap_or(0),
+        };
+        let parts = (0..partitions).map(|p| topic.partition(p)).collect::<Vec<_>>();
+        Ok(std::iter::once(topic).chain(parts).collect())
+    }
+
+    /// Number of messages of `topic` waiting for their time (of a partitioned topic, in all
+    /// its partitions).
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn count(&self, topic: &str) -> Result<u64, StreamError> {
-        let (set, _, _) = self.keys(&Topic::new(topic)?);
-        Ok(call(&self.conn, "ZCARD", &set, Args::new()).await?)
+        let mut total = 0;
+        for topic in self.with_partitions(topic).await? {
+            let (set, _, _) = self.keys(&topic);
+            total += call::<u64>(&self.conn, "ZCARD", &set, Args::new()).await?;
+        }
+        Ok(total)
     }
 
-    /// The `count` scheduled messages of `topic` due first.
+    /// The `count` scheduled messages of `topic` due first (of a partitioned topic, of all its
+    /// partitions).
     ///
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn list(&self, topic: &str, count: usize) -> Result<Vec<Scheduled>, StreamError> {
-        let (set, data, _) = self.keys(&Topic::new(topic)?);
+        let mut all = Vec::new();
+        for topic in self.with_partitions(topic).await? {
+            all.extend(self.list_one(&topic, count).await?);
+        }
+        all.sort_by_key(|s| s.due);
+        all.truncate(count);
+        Ok(all)
+    }
+
+    async fn list_one(&self, topic: &Topic, count: usize) -> Result<Vec<Scheduled>, StreamError> {
+        let (set, data, _) = self.keys(topic);
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -121,9 +150,14 @@ impl Scheduler {
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn cancel(&self, topic: &str, id: &str) -> Result<bool, StreamError> {
-        let (set, data, _) = self.keys(&Topic::new(topic)?);
-        let n: i64 = CANCEL_SCHEDULED.run(&self.conn, vec![set, data], vec![id.into()]).await?;
-        Ok(n == 1)
+        for topic in self.with_partitions(topic).await? {
+            let (set, data, _) = self.keys(&topic);
+            let n: i64 = CANCEL_SCHEDULED.run(&self.conn, vec![set, data], vec![id.into()]).await?;
+            if n == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Delivers scheduled message `id` of `topic` now instead of at its due time (it is made
@@ -133,16 +167,18 @@ impl Scheduler {
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn run_now(&self, topic: &str, id: &str) -> Result<bool, StreamError> {
-        let topic = Topic::new(topic)?;
-        let (set, _, _) = self.keys(&topic);
-        let score: Value = call(&self.conn, "ZSCORE", &set, Args::new().arg(id)).await?;
-        if score.is_null() {
-            return Ok(false);
+        for topic in self.with_partitions(topic).await? {
+            let (set, _, _) = self.keys(&topic);
+            let score: Value = call(&self.conn, "ZSCORE", &set, Args::new().arg(id)).await?;
+            if score.is_null() {
+                continue;
+            }
+            // XX: never adds it back if it was delivered or cancelled meanwhile.
+            let _: Value = call(&self.conn, "ZADD", &set, Args::new().arg("XX").arg(0).arg(id)).await?;
+            self.move_due(&topic, 1000).await?;
+            return Ok(true);
         }
-        // XX: never adds it back if it was delivered or cancelled meanwhile.
-        let _: Value = call(&self.conn, "ZADD", &set, Args::new().arg("XX").arg(0).arg(id)).await?;
-        self.move_due(&topic, 1000).await?;
-        Ok(true)
+        Ok(false)
     }
 
     /// Moves up to `max` due messages of `topic` to its stream. Returns how many moved and

@@ -100,7 +100,7 @@ impl Admin {
     /// # Errors
     /// [`StreamError`] for a bad name or a failed command.
     pub async fn topic_stats(&self, topic: &str) -> Result<TopicStats, StreamError> {
-        let name = Topic::new(topic)?;
+        let name = Topic::parse_stored(topic)?;
         let conn = self.connection();
         let keys = conn.namespace();
         let key = keys.topic_stream(&name);

@@ -463,3 +463,87 @@ async fn member_processes_killed_and_added_keep_every_keys_order() {
         let _ = child.wait();
     }
 }
+
+/// Retries keep a message's place in its key's order; what fails for good is dead-lettered in
+/// its partition's dead-letter stream under the topic's name, and replays back into the
+/// partition; an expired message is settled without its handler; a scheduled keyed message
+/// arrives in its key's partition. All on a partitioned topic, through the same worker.
+#[tokio::test]
+async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 2).await.unwrap();
+    let seen: Seen<(String, u64, u64)> = Seen::new();
+    let fail_for_good = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (s, f) = (seen.clone(), fail_for_good.clone());
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("a")
+        .partition_lease(LEASE)
+        .max_deliveries(2)
+        .retry_policy(tributary_streams::RetryPolicy::exponential(Duration::from_millis(20), Duration::from_millis(40)))
+        .on("orders", move |o: Order, ctx: Context| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                assert_eq!(ctx.topic(), "orders", "handlers see the topic, not the partition");
+                s.push((o.key.clone(), o.n, ctx.attempt()));
+                match o.n {
+                    // Fails once, then succeeds: the next of its key waits for it.
+                    1 if ctx.attempt() == 1 => Err(HandlerError::retry("not yet")),
+                    // Fails for good until the test says otherwise.
+                    3 if f.load(std::sync::atomic::Ordering::SeqCst) => Err(HandlerError::retry("broken")),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for n in 0..3 {
+        producer.message("orders", &Order { n, key: "k".into() }).key("k").send().await.unwrap();
+    }
+    seen.wait_for(4, "0, 1 twice, 2").await;
+    assert_eq!(
+        seen.get(),
+        [("k".to_owned(), 0, 1), ("k".to_owned(), 1, 1), ("k".to_owned(), 1, 2), ("k".to_owned(), 2, 1)],
+        "the retry kept its place"
+    );
+    // Dead-lettered in the key's partition, naming the topic.
+    producer.message("orders", &Order { n: 3, key: "k".into() }).key("k").send().await.unwrap();
+    let p = tributary_core::partition::of_key("k", 2);
+    let dlq = tributary_streams::DeadLetters::new(conn.clone(), &format!("orders#{p}")).unwrap();
+    let d = &dlq;
+    wait_until(PATIENCE, "dead-lettered", || async move { d.count().await.unwrap() == 1 }).await;
+    let letter = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!((letter.topic.as_str(), letter.reason.as_str(), letter.attempts), ("orders", "max_deliveries", 2));
+    // Replayed into the partition, it is handled there.
+    fail_for_good.store(false, std::sync::atomic::Ordering::SeqCst);
+    dlq.replay(letter.id).await.unwrap().expect("replayed");
+    seen.wait_for(7, "3 replayed").await;
+    assert_eq!(seen.get()[6].1, 3);
+    // Expired: settled without the handler.
+    producer
+        .message("orders", &Order { n: 4, key: "k".into() })
+        .key("k")
+        .ttl(Duration::from_millis(1))
+        .send()
+        .await
+        .unwrap();
+    let w = &worker;
+    wait_until(PATIENCE, "expired", || async move { w.stats().expired == 1 }).await;
+    // Scheduled with a key: waits in the key's partition, then is handled.
+    producer
+        .message("orders", &Order { n: 5, key: "k".into() })
+        .key("k")
+        .schedule_in(Duration::from_millis(200))
+        .await
+        .unwrap();
+    let scheduler = tributary_streams::Scheduler::new(conn.clone());
+    assert_eq!(scheduler.count("orders").await.unwrap(), 1, "counted with the topic's partitions");
+    seen.wait_for(8, "the scheduled message").await;
+    assert_eq!(seen.get()[7], ("k".to_owned(), 5, 1));
+    assert_eq!(xlen(&redis, &stream(&redis, &format!("orders#{p}"))), 7, "all in the key's partition");
+    worker.shutdown().await;
+}

@@ -2,10 +2,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tributary_core::{
-    codec, connection, envelope, id, keys, server, trace as trace_context, wire, BoxError, Codec, CodecError,
-    ConnectError, ConnectOptions, Connection, DecodeError, EntryId, Envelope, ErrorKind, Headers, InvalidName, Json,
-    Limits, MessageId, MsgPack, Namespace, RedisError, ServerInfo, ServerKind, ServerVersion, Topic, TopicPattern,
-    TraceParent,
+    codec, connection, envelope, id, keys, partition, server, trace as trace_context, wire, BoxError, Codec,
+    CodecError, ConnectError, ConnectOptions, Connection, DecodeError, EntryId, Envelope, ErrorKind, Headers,
+    InvalidName, Json, Limits, MessageId, MsgPack, Namespace, RedisError, ServerInfo, ServerKind, ServerVersion, Topic,
+    TopicPattern, TraceParent,
 };
 
 /// The Redis client library Tributary uses, for [`ConnectOptions::connect_with`] and
@@ -109,6 +109,8 @@ pub mod guide {
     pub mod performance {}
     #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/observability.md"))]
     pub mod observability {}
+    #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/partitions.md"))]
+    pub mod partitions {}
 }
 
 /// The names most applications need: `use tributary::prelude::*;`.

@@ -157,6 +157,8 @@ impl Sampler {
                 all.into_iter().map(|t| t.to_string()).collect()
             }
         };
+        // A partitioned topic's partitions are sampled too, each under its name (`orders#3`).
+        let topics = with_partitions(&self.admin, topics).await;
         let mut seen: HashMap<Series, SeriesGauges> = HashMap::with_capacity(self.reported.len());
         let mut sampled = Vec::with_capacity(topics.len());
         let admin = &self.admin;
@@ -233,6 +235,26 @@ impl Sampler {
 }
 
 /// The gauges of `series`: those reported last round, or new ones; moved to `seen`.
+/// `topics`, each followed by its partitions when it is partitioned (a topic whose count cannot
+/// be read is sampled alone).
+async fn with_partitions(admin: &Admin, topics: Vec<String>) -> Vec<String> {
+    let counts: Vec<u32> = futures::stream::iter(topics.clone())
+        .map(|topic| {
+            let admin = admin.clone();
+            async move { admin.partitions(&topic).await.ok().flatten().unwrap_or(0) }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut all = Vec::with_capacity(topics.len());
+    for (topic, count) in topics.into_iter().zip(counts) {
+        let partitions: Vec<String> = (0..count).map(|p| format!("{topic}#{p}")).collect();
+        all.push(topic);
+        all.extend(partitions);
+    }
+    all
+}
+
 fn take<'a>(
     reported: &mut HashMap<Series, SeriesGauges>,
     seen: &'a mut HashMap<Series, SeriesGauges>,
