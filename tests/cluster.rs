@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tributary::prelude::*;
-use tributary::ErrorKind;
+use tributary::{ErrorKind, MsgPack, WorkerHandle};
 use tributary_testkit::{wait_until, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -539,4 +539,192 @@ async fn a_worker_reads_topics_in_many_slots_of_a_cluster() {
             .await;
     }
     worker.shutdown().await;
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Keyed {
+    key: String,
+    n: u64,
+}
+
+/// Per key, the numbers in the order handlers started them, and overlaps seen.
+type Journal = Arc<Mutex<(HashMap<String, Vec<u64>>, HashMap<String, u64>, Vec<String>)>>;
+
+/// Marks its key as not running once dropped: returned, or its worker crashed.
+struct Running(Journal, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().1.remove(&self.1);
+    }
+}
+
+fn keyed_worker(
+    conn: &Connection,
+    name: &str,
+    journal: &Journal,
+    handled: &Arc<std::sync::atomic::AtomicU64>,
+) -> WorkerHandle {
+    let (journal, handled) = (journal.clone(), handled.clone());
+    Worker::builder(conn.clone(), "g")
+        .consumer_name(name)
+        .partition_lease(Duration::from_millis(900))
+        .on("orders", move |m: Keyed, _ctx: Context| {
+            let (journal, handled) = (journal.clone(), handled.clone());
+            async move {
+                {
+                    let mut j = journal.lock().unwrap();
+                    if let Some(other) = j.1.insert(m.key.clone(), m.n) {
+                        j.2.push(format!("{} {} while {other}", m.key, m.n));
+                    }
+                    j.0.entry(m.key.clone()).or_default().push(m.n);
+                }
+                let _running = Running(journal.clone(), m.key.clone());
+                tokio::time::sleep(Duration::from_millis(m.n % 2)).await;
+                handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+}
+
+/// Messages a second three members handle of `total` keyed messages published to `topic` (as
+/// fast as a producer publishes them in batches of 1,000) once the members have shared it out.
+async fn throughput(cluster: &TestCluster, conn: &Connection, topic: &str, total: u64) -> f64 {
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<WorkerHandle> = (0..3)
+        .map(|i| {
+            let handled = handled.clone();
+            Worker::builder(conn.clone(), "g")
+                .consumer_name(format!("c{i}"))
+                .partition_lease(Duration::from_millis(900))
+                .on(topic, move |_: Keyed, _ctx: Context| {
+                    handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::future::ready(Ok::<_, HandlerError>(()))
+                })
+                .build()
+                .unwrap()
+                .start()
+        })
+        .collect();
+    for w in &workers {
+        tokio::time::timeout(PATIENCE, w.ready()).await.expect("ready");
+    }
+    let partitions = Admin::new(conn.clone()).partitions(topic).await.unwrap().unwrap_or(0);
+    let ns = cluster.namespace();
+    wait_until(PATIENCE, "the partitions shared out", || async {
+        let mut held = HashMap::<String, u32>::new();
+        for p in 0..partitions {
+            let owner = cluster.cli(&["GET", &format!("{ns}:{{{topic}#{p}}}:lease:g")]);
+            *held.entry(owner.split('/').next().unwrap_or_default().trim().to_owned()).or_default() += 1;
+        }
+        partitions == 0 || (held.len() == 3 && held.values().all(|n| *n >= partitions / 3))
+    })
+    .await;
+    let producer = Producer::new(conn.clone());
+    let started = std::time::Instant::now();
+    for chunk in 0..total / 1000 {
+        let envelopes: Vec<Envelope> = (0..1000)
+            .map(|i| {
+                let m = Keyed { key: format!("k{}", (chunk * 1000 + i) % 500), n: i };
+                Envelope::encode(&MsgPack, &m).unwrap().with_key(m.key.as_str())
+            })
+            .collect();
+        producer.publish_envelopes(topic, &envelopes).await.unwrap();
+    }
+    let h = handled.clone();
+    wait_until(PATIENCE, "every message handled", || {
+        let n = h.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n >= total }
+    })
+    .await;
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    for w in workers {
+        w.shutdown().await;
+    }
+    rate
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_topic_spreads_over_the_shards_and_keeps_each_keys_order() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_default()).try_init();
+    let cluster = TestCluster::start(3, 0).await;
+    let ns = cluster.namespace();
+    let conn = Connection::options().namespace(ns.as_str()).connect(&cluster.url()).await.unwrap();
+    let admin = Admin::new(conn.clone());
+    admin.create_topic("orders", 16).await.unwrap();
+    let primaries: HashSet<u16> = (0..16).map(|p| cluster.primary_of(&format!("{ns}:{{orders#{p}}}"))).collect();
+    assert_eq!(primaries.len(), 3, "16 partitions land on every primary");
+
+    // Three members, one crashes and one joins while 20,000 keyed messages flow.
+    let journal: Journal = Arc::default();
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let a = keyed_worker(&conn, "a", &journal, &handled);
+    let b = keyed_worker(&conn, "b", &journal, &handled);
+    let c = keyed_worker(&conn, "c", &journal, &handled);
+    for w in [&a, &b, &c] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.expect("ready");
+    }
+    let (keys, per_key) = (200u64, 100u64);
+    let producer = Producer::new(conn.clone());
+    let publisher = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for n in 0..per_key {
+                let envelopes: Vec<Envelope> = (0..keys)
+                    .map(|k| {
+                        let m = Keyed { key: format!("k{k}"), n };
+                        Envelope::encode(&MsgPack, &m).unwrap().with_key(m.key.as_str())
+                    })
+                    .collect();
+                producer.publish_envelopes("orders", &envelopes).await.unwrap();
+            }
+        })
+    };
+    let total = keys * per_key;
+    let h = handled.clone();
+    wait_until(PATIENCE, "a third handled", || {
+        let n = h.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n >= total / 3 }
+    })
+    .await;
+    drop(a);
+    let d = keyed_worker(&conn, "d", &journal, &handled);
+    publisher.await.unwrap();
+    let j = journal.clone();
+    wait_until(PATIENCE, "every message handled", || {
+        let done = {
+            let j = j.lock().unwrap();
+            j.0.len() == keys as usize && j.0.values().all(|s| s.iter().max() == Some(&(per_key - 1)))
+        };
+        async move { done }
+    })
+    .await;
+    {
+        let j = journal.lock().unwrap();
+        assert!(j.2.is_empty(), "a key's messages ran at once: {:?}", &j.2[..j.2.len().min(5)]);
+        for (key, seq) in &j.0 {
+            for pair in seq.windows(2) {
+                assert!(pair[1] == pair[0] + 1 || pair[1] <= pair[0], "key {key}: {seq:?}");
+            }
+        }
+    }
+    for w in [b, c, d] {
+        w.shutdown().await;
+    }
+
+    // Throughput, reported (a figure, not a target: `docs/partitions.md`): the same load on a
+    // topic of one stream (one shard) and on 16 partitions (three shards), three members each.
+    let total = 30_000u64;
+    admin.create_topic("spread", 16).await.unwrap();
+    let one = throughput(&cluster, &conn, "single", total).await;
+    let three = throughput(&cluster, &conn, "spread", total).await;
+    eprintln!(
+        "cluster throughput, 3 members, {total} keyed messages: one stream (1 shard) {one:.0}/s, \
+         16 partitions (3 shards) {three:.0}/s, ratio {:.2}",
+        three / one
+    );
 }
