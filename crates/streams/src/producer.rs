@@ -860,7 +860,13 @@ async fn look_up(conn: &Connection, target: &Target, previous: Option<Retention>
         crate::registry::register(conn, &topics)
     );
     match partitions {
-        Ok(n) => target.retention.partitions.store(n.unwrap_or(0), Ordering::Relaxed),
+        Ok(Some(n)) => target.retention.partitions.store(n, Ordering::Relaxed),
+        // Gone after it was read: kept (Redis restarted without persistence, and the topic's
+        // workers put it back; a topic is deleted with its workers stopped).
+        Ok(None) if target.retention.partitions.load(Ordering::Relaxed) > 0 => {
+            tracing::warn!(topic = %topic, "the topic's partition count is gone; keeping the one last read");
+        }
+        Ok(None) => {}
         Err(e) => {
             tracing::warn!(topic = %topic, error = %e, "cannot read the topic's partition count; keeping what it was")
         }

@@ -547,3 +547,68 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
     assert_eq!(xlen(&redis, &stream(&redis, &format!("orders#{p}"))), 7, "all in the key's partition");
     worker.shutdown().await;
 }
+
+/// Redis restarted without persistence under running members: the partition count is put back
+/// (producers keep partitioning the topic), no member takes another's partitions because the
+/// members' set was lost, and every key's messages run in order, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys_order() {
+    init_tracing();
+    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new()).await; // no AOF, no RDB
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker(&conn, "a", &journal);
+    let b = journaling_worker(&conn, "b", &journal);
+    for w in [&a, &b] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
+    }
+    let producer = Producer::new(conn.clone());
+    let (keys, per_key) = (20usize, 40u64);
+    // A publish is retried until confirmed (a retried one may be stored twice: handled twice).
+    let publish = |n: u64| {
+        let producer = producer.clone();
+        async move {
+            for k in 0..keys {
+                let key = format!("k{k}");
+                while producer.message("orders", &Order { n, key: key.clone() }).key(key.clone()).send().await.is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    for n in 0..10 {
+        publish(n).await;
+    }
+    let j = journal.clone();
+    wait_until(PATIENCE, "traffic before the restart", move || {
+        let n = j.lock().unwrap().started.values().map(Vec::len).sum::<usize>();
+        async move { n >= keys * 10 }
+    })
+    .await;
+    redis.kill();
+    redis.restart().await; // empty: streams, groups, leases, members and the count are gone
+    for n in 10..per_key {
+        publish(n).await;
+    }
+    let j = journal.clone();
+    wait_until(PATIENCE, "every message handled", move || {
+        let done = {
+            let j = j.lock().unwrap();
+            j.started.values().all(|s| s.iter().max() == Some(&(per_key - 1)))
+        };
+        async move { done }
+    })
+    .await;
+    {
+        let j = journal.lock().unwrap();
+        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", &j.overlaps[..j.overlaps.len().min(5)]);
+        check_order(&j, keys, per_key);
+    }
+    assert_eq!(Admin::new(conn.clone()).partitions("orders").await.unwrap(), Some(4), "the count was put back");
+    assert_eq!(xlen(&redis, &stream(&redis, "orders")), 0, "producers kept partitioning the topic");
+    for w in [a, b] {
+        w.shutdown().await;
+    }
+}

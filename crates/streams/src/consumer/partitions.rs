@@ -161,6 +161,7 @@ impl PartitionedTopic {
         // partition first taken later must not skip what was published to it meanwhile.
         self.create_groups().await;
         let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+        let mut alive = Alive::default();
         let mut counted = !named;
         let mut next_tick = tokio::time::Instant::now();
         loop {
@@ -179,7 +180,7 @@ impl PartitionedTopic {
             }
             next_tick = tokio::time::Instant::now() + tick;
             let members = match self.heartbeat(&members_key, &me, lease, false).await {
-                Ok(members) => members,
+                Ok(heard) => alive.update(heard),
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
                         "cannot renew this member of a partitioned topic; partitions whose lease runs out stop");
@@ -269,15 +270,30 @@ impl PartitionedTopic {
         }
     }
 
-    /// Says this member is alive (or leaves), and returns the live members.
-    async fn heartbeat(&self, key: &str, me: &str, lease: Duration, leave: bool) -> Result<Vec<String>, RedisError> {
+    /// Says this member is alive (or leaves), and returns the live members. Puts the topic's
+    /// partition count back when it is gone.
+    async fn heartbeat(&self, key: &str, me: &str, lease: Duration, leave: bool) -> Result<Heard, RedisError> {
         let args = vec![
             Value::from(me),
             Value::from(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
             Value::from(if leave { "1" } else { "0" }),
+            Value::from(i64::from(self.partitions)),
         ];
-        let members: Vec<Value> = PARTITION_MEMBERS.run(&self.shared.conn, vec![key.to_owned()], args).await?;
-        Ok(members.into_iter().filter_map(|v| v.into_string()).collect())
+        let count = self.shared.conn.namespace().partitions_key(&self.topic);
+        let reply: Vec<Value> = PARTITION_MEMBERS.run(&self.shared.conn, vec![key.to_owned(), count], args).await?;
+        let mut reply = reply.into_iter();
+        if reply.next().and_then(|v| v.as_i64()) == Some(1) {
+            tracing::error!(topic = %self.topic, partitions = self.partitions,
+                "the topic's partition count was gone (Redis restarted without persistence, or the key was \
+                 deleted); put it back, so producers keep partitioning the topic");
+        }
+        let now = reply.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        let mut rows = Vec::new();
+        while let (Some(member), Some(score)) = (reply.next(), reply.next()) {
+            let score = score.as_f64().unwrap_or(0.0) as i64;
+            rows.extend(member.into_string().map(|m| (m, score)));
+        }
+        Ok(Heard { now, rows })
     }
 
     /// Takes partition `p`'s lease if nobody holds it.
@@ -342,6 +358,40 @@ impl PartitionedTopic {
     }
 }
 
+/// What a heartbeat heard: Redis' time and every member with its score (ms).
+struct Heard {
+    now: i64,
+    rows: Vec<(String, i64)>,
+}
+
+/// The members this one knows alive, each until its membership runs out by this process' clock.
+///
+/// Remembered rather than taken from each heartbeat alone: a member is gone only when its
+/// membership ran out or it left, never because the sorted set was lost (Redis restarted
+/// without persistence). Otherwise the first member to beat after such a restart would find
+/// itself alone and take partitions the others still consume.
+#[derive(Default)]
+struct Alive(HashMap<String, Instant>);
+
+impl Alive {
+    /// Takes in what a heartbeat heard; returns the members alive now.
+    fn update(&mut self, heard: Heard) -> Vec<String> {
+        let local = Instant::now();
+        for (member, score) in heard.rows {
+            if score < 0 {
+                // It left.
+                self.0.remove(&member);
+                continue;
+            }
+            let until = local + Duration::from_millis(u64::try_from(score - heard.now).unwrap_or(0));
+            let known = self.0.entry(member).or_insert(until);
+            *known = (*known).max(until);
+        }
+        self.0.retain(|_, until| *until > local);
+        self.0.keys().cloned().collect()
+    }
+}
+
 /// The partitions of `partitions` assigned to `me` among `members`: sorted by name, partition
 /// `p` to the member at `p mod m`. None when `me` is not among them.
 pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> Vec<u32> {
@@ -374,6 +424,30 @@ mod tests {
         assert_eq!(assigned(&members, "d", 8), Vec::<u32>::new(), "not a member: nothing");
         let alone = vec!["a".to_owned()];
         assert_eq!(assigned(&alone, "a", 3), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn members_are_alive_until_their_membership_runs_out_or_they_leave_not_when_the_set_is_lost() {
+        let mut alive = Alive::default();
+        let heard = |rows: &[(&str, i64)]| Heard {
+            now: 1_000,
+            rows: rows.iter().map(|(m, s)| ((*m).to_owned(), *s)).collect(),
+        };
+        let mut members = alive.update(heard(&[("a", 11_000), ("b", 11_000), ("c", 11_000)]));
+        members.sort();
+        assert_eq!(members, ["a", "b", "c"]);
+        // The set was lost (Redis restarted empty): only a has beaten since.
+        let mut members = alive.update(heard(&[("a", 11_000)]));
+        members.sort();
+        assert_eq!(members, ["a", "b", "c"], "b and c are alive until their memberships run out");
+        // c left.
+        let mut members = alive.update(heard(&[("a", 11_000), ("c", -900)]));
+        members.sort();
+        assert_eq!(members, ["a", "b"]);
+        // b's membership ran out without a beat; d's runs out as it is heard.
+        alive.0.insert("b".into(), Instant::now() - Duration::from_millis(1));
+        let members = alive.update(heard(&[("a", 11_000), ("d", 1_000)]));
+        assert_eq!(members, ["a"]);
     }
 
     #[test]

@@ -1,16 +1,31 @@
--- A member of a group on a partitioned topic says it is alive, and learns who else is
--- (`consumer/partitions.rs`). By Redis' clock, so members on hosts whose clocks disagree
--- agree on who is alive.
--- KEYS[1] the group's members (sorted set, scored by when each membership runs out, ms)
--- ARGV[1] this member, ARGV[2] how long its membership lasts (ms), ARGV[3] 1 to leave
--- Returns the live members (any order).
+-- A member of a group on a partitioned topic says it is alive (or that it leaves), and learns
+-- who else is (`consumer/partitions.rs`). By Redis' clock, so members on hosts whose clocks
+-- disagree agree on who is alive. It also puts the topic's partition count back if it is gone
+-- (Redis restarted without persistence, or lost the key): producers would otherwise stop
+-- partitioning the topic.
+-- KEYS[1] the group's members (sorted set: a live member scored by when its membership runs
+-- out, ms; one that left scored by minus the time it left)
+-- KEYS[2] the topic's partition count (same hash tag)
+-- ARGV[1] this member, ARGV[2] how long its membership lasts (ms), ARGV[3] 1 to leave,
+-- ARGV[4] the partition count this member consumes
+-- Returns 1 if the count was put back (else 0), Redis' time (ms), then each member and score.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
 if ARGV[3] == '1' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[1], -now, ARGV[1])
 else
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+-- Memberships that ran out, and leaves older than a lease (every member has seen them).
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. -(now - lease), '(0')
+redis.call('PEXPIRE', KEYS[1], 2 * lease)
+local restored = 0
+if ARGV[3] ~= '1' and redis.call('SET', KEYS[2], ARGV[4], 'NX') then
+  restored = 1
+end
+local reply = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(reply, 1, now)
+table.insert(reply, 1, restored)
+return reply
