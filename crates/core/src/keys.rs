@@ -150,6 +150,14 @@ impl Namespace {
         Topic::new(name).ok()
     }
 
+    /// As [`Namespace::topic_of_stream`], and the partition (`orders#3`, see
+    /// [`Topic::parse_stored`]) when `key` is a partition's stream.
+    pub fn stored_topic_of_stream(&self, key: &str) -> Option<Topic> {
+        let rest = key.strip_prefix(self.0.as_str())?.strip_prefix(":{")?;
+        let name = rest.strip_suffix('}')?;
+        Topic::parse_stored(name).ok()
+    }
+
     /// A key of this namespace that is not a topic's: `<ns>:<kind>:{<tag>}`, in the Redis
     /// Cluster slot of `tag`. For Tributary's own crates, e.g. tributary-rpc's reply streams
     /// (`<ns>:reply:{<client-id>}`).
@@ -251,7 +259,10 @@ impl Topic {
     pub fn parse_stored(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();
         if let Some((topic, index)) = name.rsplit_once('#') {
-            if !index.is_empty() && index.len() <= 4 && index.bytes().all(|b| b.is_ascii_digit()) {
+            // The name `Topic::partition` gives: no leading zero, below the most partitions.
+            let canonical =
+                index.parse::<u32>().is_ok_and(|p| p < crate::partition::MAX_PARTITIONS && p.to_string() == index);
+            if canonical {
                 validate("topic", topic, 200)?;
                 return Ok(Self(name));
             }
@@ -596,7 +607,7 @@ mod tests {
         assert_eq!(p3.parent(), orders);
         assert_eq!(Topic::parse_stored("orders#3").unwrap(), p3);
         assert_eq!(Topic::parse_stored("orders").unwrap(), orders);
-        for bad in ["orders#", "orders#x", "or{d}ers#1", "#1", "orders#12345"] {
+        for bad in ["orders#", "orders#x", "or{d}ers#1", "#1", "orders#12345", "orders#01", "orders#1024"] {
             assert!(Topic::parse_stored(bad).is_err(), "{bad}");
         }
         let ns = Namespace::default();
@@ -605,5 +616,8 @@ mod tests {
         assert_eq!(ns.partitions_key(&orders), "tributary:{orders}:partitions");
         assert_eq!(ns.partition_members(&orders, "billing"), "tributary:{orders}:members:billing");
         assert_eq!(ns.topic_of_stream("tributary:{orders#3}"), None, "a partition is not a topic of its own");
+        assert_eq!(ns.stored_topic_of_stream("tributary:{orders#3}"), Some(p3));
+        assert_eq!(ns.stored_topic_of_stream("tributary:{orders}"), Some(orders));
+        assert_eq!(ns.stored_topic_of_stream("tributary:{orders#3}:scheduled"), None);
     }
 }

@@ -279,7 +279,8 @@ impl Admin {
         let mut found: Vec<Topic> = keys
             .iter()
             .filter_map(|k| k.strip_suffix(":scheduled"))
-            .filter_map(|stream| ns.topic_of_stream(stream))
+            // A partition's scheduled messages wait in the partition's set.
+            .filter_map(|stream| ns.stored_topic_of_stream(stream))
             .collect();
         found.sort();
         found.dedup();

@@ -88,14 +88,17 @@ impl Discovery {
         found.extend(self.waiting.drain());
         found.sort();
         found.dedup();
-        // Only topics with a stream: consuming one would create it (and its group) for a
-        // topic that has none.
+        // Only topics with a stream or a partition count: consuming one would create it (and
+        // its group) for a topic that has none. A partitioned topic's own stream may not exist.
         let admin = crate::Admin::new(self.conn.clone());
         let exists: Vec<(Topic, bool)> = futures::stream::iter(found)
             .map(|topic| {
                 let admin = &admin;
                 async move {
-                    let exists = admin.topic_exists(topic.as_str()).await;
+                    let exists = match admin.topic_exists(topic.as_str()).await {
+                        Ok(false) => admin.partitions(topic.as_str()).await.map(|n| n.is_some()),
+                        other => other,
+                    };
                     (topic, exists)
                 }
             })

@@ -21,7 +21,7 @@ pub struct Received {
 /// entry.
 fn decode_all(conn: &Connection, key: &str, entries: Vec<RawEntry>) -> Vec<Received> {
     // A topic's entries may leave their id and time to the entry id (wire format version 3).
-    let of_topic = conn.namespace().topic_of_stream(key).is_some();
+    let of_topic = conn.namespace().stored_topic_of_stream(key).is_some();
     let limits = conn.limits();
     entries
         .into_iter()

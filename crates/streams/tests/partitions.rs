@@ -523,6 +523,15 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
     dlq.replay(letter.id).await.unwrap().expect("replayed");
     seen.wait_for(7, "3 replayed").await;
     assert_eq!(seen.get()[6].1, 3);
+    // Read directly, a partition's entries decode as any topic's.
+    let mut range = tributary_streams::Replay::new(conn.clone())
+        .range(&format!("orders#{p}"), tributary_streams::Position::Beginning, tributary_streams::Position::End)
+        .unwrap();
+    let read = range.next_batch().await.unwrap().expect("a page");
+    assert_eq!(read.len(), 5, "0 to 3 and the replayed 3");
+    for entry in &read {
+        assert!(entry.envelope.is_ok(), "{:?}", entry.envelope);
+    }
     // Expired: settled without the handler.
     producer
         .message("orders", &Order { n: 4, key: "k".into() })
@@ -537,11 +546,13 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
     producer
         .message("orders", &Order { n: 5, key: "k".into() })
         .key("k")
-        .schedule_in(Duration::from_millis(200))
+        .schedule_in(Duration::from_secs(2))
         .await
         .unwrap();
     let scheduler = tributary_streams::Scheduler::new(conn.clone());
     assert_eq!(scheduler.count("orders").await.unwrap(), 1, "counted with the topic's partitions");
+    let waiting = Admin::new(conn.clone()).scheduled_topics().await.unwrap();
+    assert_eq!(waiting.iter().map(|t| t.as_str()).collect::<Vec<_>>(), [format!("orders#{p}")], "found by a scan");
     seen.wait_for(8, "the scheduled message").await;
     assert_eq!(seen.get()[7], ("k".to_owned(), 5, 1));
     assert_eq!(xlen(&redis, &stream(&redis, &format!("orders#{p}"))), 7, "all in the key's partition");
@@ -611,4 +622,39 @@ async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys
     for w in [a, b] {
         w.shutdown().await;
     }
+}
+
+/// A topic pattern finds a partitioned topic whose own stream does not exist, consumes each
+/// of its partitions once (not as topics of their own), and its handlers see the topic.
+#[tokio::test]
+async fn a_topic_pattern_finds_a_partitioned_topic_and_consumes_its_partitions() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("eu.orders", 3).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    for n in 0..30 {
+        producer.message("eu.orders", &Order { n, key: format!("k{n}") }).key(format!("k{n}")).send().await.unwrap();
+    }
+    assert_eq!(redis.cli(&["EXISTS", &stream(&redis, "eu.orders")]).trim(), "0", "no stream of its own");
+    let seen: Seen<(String, u64)> = Seen::new();
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .partition_lease(LEASE)
+        .pattern_refresh(Duration::from_millis(100))
+        .on_pattern("eu.*", move |o: Order, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((ctx.topic().to_owned(), o.n));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    seen.wait_for(30, "every message of the partitioned topic").await;
+    let mut got = seen.get();
+    got.sort();
+    assert_eq!(got, (0..30).map(|n| ("eu.orders".to_owned(), n)).collect::<Vec<_>>(), "each once, under the topic");
+    worker.shutdown().await;
 }
