@@ -97,6 +97,14 @@ impl Namespace {
         format!("{}:epoch", self.tagged_key("topics", "all"))
     }
 
+    /// How many topics were partitioned in this namespace: `<ns>:topics:{all}:partitioned`, a
+    /// counter `Admin::create_topic` increments, which running workers read (one `GET` each
+    /// `pattern_refresh`) to find the topics of one stream they consume that were partitioned
+    /// since. In the registry's hash slot.
+    pub fn partitioned_seq(&self) -> String {
+        format!("{}:partitioned", self.tagged_key("topics", "all"))
+    }
+
     /// The namespace's index of topics with scheduled messages, by their earliest due time:
     /// `<ns>:scheduled:{due}` (sorted set of topic names scored by due milliseconds), so that
     /// movers wake when something is due instead of polling every topic.

@@ -407,7 +407,10 @@ impl Admin {
     ///
     /// Producers learn of it at their next look-up of the topic (within
     /// [`ProducerBuilder::retention_refresh`](crate::ProducerBuilder::retention_refresh)),
-    /// workers when they start the topic: create it before deploying either.
+    /// workers when they start the topic or, running, within
+    /// [`pattern_refresh`](crate::WorkerBuilder::pattern_refresh): best create it before
+    /// deploying either. Of a topic in use, the groups it has are created on every partition at
+    /// its beginning, so nothing published to the partitions before the workers look is skipped.
     ///
     /// ```no_run
     /// # async fn demo(admin: tributary_streams::Admin) -> Result<(), tributary_streams::StreamError> {

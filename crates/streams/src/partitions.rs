@@ -9,7 +9,7 @@ use fred::types::Value;
 use tributary_core::partition::MAX_PARTITIONS;
 use tributary_core::{Connection, Topic};
 
-use crate::redis::{call, Args};
+use crate::redis::{call, call_sub, Args};
 use crate::StreamError;
 
 /// The stored partition count of `topic`: `None` for a topic of one stream.
@@ -35,6 +35,9 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
             // Listed by `Admin::topics` and found by workers' topic patterns before the first
             // publish.
             crate::registry::register(conn, &[topic]).await?;
+            adopt_groups(conn, topic, partitions).await?;
+            // Running workers of the topic look whether it is partitioned when this changes.
+            let _: i64 = call(conn, "INCR", &conn.namespace().partitioned_seq(), Args::new()).await?;
             Ok(true)
         }
         Some(n) if n == partitions => Ok(false),
@@ -42,6 +45,26 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
             "it has {n} partitions; the count of a topic is fixed once set (create a new topic to change it)"
         ))),
     }
+}
+
+/// Creates the groups of a topic in use on each of its new partitions, at their beginning:
+/// producers write to the partitions from their next look-up, and the groups' running workers
+/// start consuming them a little later (`consumer/mod.rs`); nothing written meanwhile may be
+/// skipped, whatever position the workers would start a new group at.
+async fn adopt_groups(conn: &Connection, topic: &Topic, partitions: u32) -> Result<(), StreamError> {
+    let groups = crate::Admin::new(conn.clone()).groups(topic.as_str()).await?;
+    for group in &groups {
+        for p in 0..partitions {
+            let key = conn.namespace().topic_stream(&topic.partition(p));
+            let args = Args::new().arg(group.name.as_str()).arg("0").arg("MKSTREAM");
+            match call_sub::<Value>(conn, "XGROUP", "CREATE", &key, args).await {
+                Ok(_) => {}
+                Err(e) if e.is_server_error("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse(topic: &Topic, value: Value) -> Result<Option<u32>, StreamError> {

@@ -233,6 +233,7 @@ async fn partitions_move_to_a_joining_member_and_from_a_dead_one_within_the_stat
     let r = &redis;
     wait_until(PATIENCE, "b holds half", || async move { owners(r, "orders", 4) == ["a", "b", "a", "b"] }).await;
     let took = joined.elapsed();
+    eprintln!("moved: join {took:?}");
     assert!(took < LEASE * 2, "a join moved partitions in {took:?} (two ticks: {:?})", LEASE * 2 / 3);
 
     // Dying: its leases run out (at most LEASE), and the survivor takes them at its next tick.
@@ -240,6 +241,7 @@ async fn partitions_move_to_a_joining_member_and_from_a_dead_one_within_the_stat
     drop(a);
     wait_until(PATIENCE, "b holds everything", || async move { owners(r, "orders", 4) == vec!["b"; 4] }).await;
     let took = died.elapsed();
+    eprintln!("moved: crash {took:?}");
     assert!(took < LEASE + LEASE / 3 + Duration::from_millis(400), "a crash moved partitions in {took:?}");
 
     // Leaving gracefully: the leases are released at once.
@@ -249,6 +251,7 @@ async fn partitions_move_to_a_joining_member_and_from_a_dead_one_within_the_stat
     b.shutdown().await;
     wait_until(PATIENCE, "c holds everything", || async move { owners(r, "orders", 4) == vec!["c"; 4] }).await;
     let took = left.elapsed();
+    eprintln!("moved: leave {took:?}");
     assert!(took < LEASE, "a graceful leave moved partitions in {took:?}");
     c.shutdown().await;
 }
@@ -310,6 +313,7 @@ async fn a_member_that_lost_a_partitions_lease_settles_nothing_of_it_and_starts_
     assert_eq!(tokio::time::timeout(PATIENCE, entered.recv()).await.unwrap(), Some(1));
     assert_eq!(tokio::time::timeout(PATIENCE, entered.recv()).await.unwrap(), Some(2));
     wait_until(PATIENCE, "both acknowledged", || async move { w.stats().acked == 2 }).await;
+    assert_eq!(worker.stats().partitions_lost, 1, "one lease lost, counted once");
     worker.shutdown().await;
 }
 
@@ -656,5 +660,103 @@ async fn a_topic_pattern_finds_a_partitioned_topic_and_consumes_its_partitions()
     let mut got = seen.get();
     got.sort();
     assert_eq!(got, (0..30).map(|n| ("eu.orders".to_owned(), n)).collect::<Vec<_>>(), "each once, under the topic");
+    worker.shutdown().await;
+}
+
+/// A read of another consumer that Redis served late (a frozen former owner's): the owner
+/// finds those entries pending elsewhere after its next read, and takes them over in id order
+/// before it handles what it read, instead of overtaking them.
+#[tokio::test]
+async fn entries_another_consumer_read_of_a_partition_are_taken_over_before_newer_ones() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 1).await.unwrap();
+    let seen: Seen<u64> = Seen::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s, g) = (seen.clone(), gate.clone());
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("a")
+        .partition_lease(LEASE)
+        // Reads nothing while a message runs: the next entry waits in the stream.
+        .concurrency(1)
+        .prefetch(0)
+        .claim_idle(Duration::from_secs(60))
+        .on("orders", move |o: Order, _ctx: Context| {
+            let (s, g) = (s.clone(), g.clone());
+            async move {
+                s.push(o.n);
+                if o.n == 1 {
+                    g.acquire().await.unwrap().forget();
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    producer.message("orders", &Order { n: 1, key: "k".into() }).key("k").send().await.unwrap();
+    seen.wait_for(1, "1 running").await;
+    // 2 is read by a consumer that is not a (as a former owner's read would be).
+    producer.message("orders", &Order { n: 2, key: "k".into() }).key("k").send().await.unwrap();
+    let partition = stream(&redis, "orders#0");
+    let stray = redis.cli(&["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "1", "STREAMS", &partition, ">"]);
+    assert!(!stray.trim().is_empty(), "ghost read 2");
+    producer.message("orders", &Order { n: 3, key: "k".into() }).key("k").send().await.unwrap();
+    gate.add_permits(1);
+    seen.wait_for(3, "2 and 3").await;
+    assert_eq!(seen.get(), [1, 2, 3], "2 taken over before 3 ran");
+    let w = &worker;
+    wait_until(PATIENCE, "all acknowledged", || async move { w.stats().acked == 3 }).await;
+    assert!(redis.cli(&["XPENDING", &partition, "g"]).starts_with('0'), "nothing left pending");
+    worker.shutdown().await;
+}
+
+/// A topic partitioned while workers consume it: they go on with its own stream and consume
+/// its partitions too, from their beginning (even for a group that starts new streams at their
+/// end), so nothing producers wrote to the partitions meanwhile is skipped.
+#[tokio::test]
+async fn a_topic_partitioned_while_in_use_has_its_partitions_consumed_by_the_running_workers() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let seen: Seen<(String, u64)> = Seen::new();
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .partition_lease(LEASE)
+        .pattern_refresh(Duration::from_millis(100))
+        .start_from(tributary_streams::Position::End)
+        .on("orders", move |o: Order, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((o.key, o.n));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    Producer::new(conn.clone()).message("orders", &Order { n: 0, key: "before".into() }).send().await.unwrap();
+    seen.wait_for(1, "the message of the topic's own stream").await;
+
+    assert!(Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap());
+    let producer = Producer::new(conn.clone());
+    for n in 1..=40 {
+        let key = format!("k{}", n % 8);
+        producer.message("orders", &Order { n, key: key.clone() }).key(key).send().await.unwrap();
+    }
+    assert_eq!(xlen(&redis, &stream(&redis, "orders")), 1, "the new messages went to the partitions");
+    seen.wait_for(41, "every message").await;
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (key, n) in seen.get() {
+        by_key.entry(key).or_default().push(n);
+    }
+    assert_eq!(by_key.values().map(Vec::len).sum::<usize>(), 41, "each once");
+    for (key, ns) in &by_key {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key}: {ns:?} out of order");
+    }
     worker.shutdown().await;
 }

@@ -281,6 +281,10 @@ impl TopicConsumer {
                 Ok(-1) => {
                     tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id,
                         "lost the partition's lease before dead-lettering; its new owner handles the entry");
+                    if let Some(fence) = &self.fence {
+                        fence.lose();
+                    }
+                    self.stop.cancel();
                     return;
                 }
                 Ok(moved) => {
@@ -305,6 +309,7 @@ impl TopicConsumer {
         }
         // Still pending: a later reclaim sees its delivery count and moves it then.
         tracing::error!(topic = %self.topic, entry_id = %id, "could not dead-letter entry; left pending");
+        self.leave_unsettled(id, "it could not be dead-lettered");
     }
 
     /// Acknowledges a pending entry there is nothing to handle for: its data is gone (deleted

@@ -384,7 +384,9 @@ impl WorkerBuilder {
     /// How often topic patterns look for new topics in the namespace's registry of topics (one
     /// script call that returns only topics registered since the last look; producers register
     /// the topics they publish to). Topics the registry misses are found by a scan of the
-    /// keyspace when the worker starts and every 10 minutes. Defaults to 5 s.
+    /// keyspace when the worker starts and every 10 minutes. Defaults to 5 s. As often, a worker reads the
+    /// namespace's count of topics partitioned, to find whether a topic of one stream it
+    /// consumes was partitioned since (`docs/partitions.md`).
     pub fn pattern_refresh(mut self, d: Duration) -> Self {
         self.config.pattern_refresh = d;
         self

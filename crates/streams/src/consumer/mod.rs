@@ -125,7 +125,9 @@ impl Worker {
         let stopped_at = Arc::new(OnceLock::new());
         let (prepared, ready) = tokio::sync::watch::channel(0usize);
         let (upkeep_link, upkeep) = upkeep::Upkeep::new();
+        let (partitioned_tx, partitioned) = tokio::sync::watch::channel(None);
         let shared = Shared {
+            partitioned,
             prepared: Arc::new(prepared),
             conn: self.conn.clone(),
             group: self.group.clone(),
@@ -149,7 +151,7 @@ impl Worker {
         let consumer = self.config.consumer_name.clone();
         let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;
         let topics = self.routes.len();
-        let task = tokio::spawn(self.run(shared, upkeep));
+        let task = tokio::spawn(self.run(shared, upkeep, partitioned_tx));
         WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, ready, topics, task: Some(task) }
     }
 
@@ -166,8 +168,23 @@ impl Worker {
         handle.shutdown().await;
     }
 
-    async fn run(self, shared: Shared, upkeep: upkeep::Upkeep) {
+    async fn run(self, shared: Shared, upkeep: upkeep::Upkeep, partitioned: tokio::sync::watch::Sender<Option<i64>>) {
         let shared = Arc::new(shared);
+        // The count of topics partitioned, read once before the topics start (each compares
+        // later changes with what it saw then), then every `pattern_refresh`.
+        read_partitioned_seq(&shared, &partitioned).await;
+        let watcher = {
+            let shared = shared.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(shared.config.pattern_refresh) => {}
+                        _ = shared.stop.cancelled() => return,
+                    }
+                    read_partitioned_seq(&shared, &partitioned).await;
+                }
+            }))
+        };
         // One scheduled-message mover per worker, whatever its number of topics: it waits on
         // the namespace's due index (see `schedule.rs`).
         let mover = shared.config.schedule_poll.map(|poll| {
@@ -232,6 +249,7 @@ impl Worker {
             }
         }
         while loops.join_next().await.is_some() {}
+        drop(watcher);
         drop(upkeep);
         if let Some(mover) = mover {
             // It stops after the pass under way (bounded: a lease it leaves runs out anyway).
@@ -252,6 +270,9 @@ async fn consume_topic(
     named: bool,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // Changes from here on mean the topic may have been partitioned after the look below.
+    let mut changes = shared.partitioned.clone();
+    changes.borrow_and_update();
     let partitions = loop {
         match crate::partitions::stored(&shared.conn, &topic).await {
             Ok(partitions) => break partitions,
@@ -267,9 +288,75 @@ async fn consume_topic(
     };
     match partitions {
         Some(partitions) => {
-            partitions::PartitionedTopic { shared, topic, partitions, handler, options, metrics }.run(named).await;
+            let own_stream = true;
+            partitions::PartitionedTopic { shared, topic, partitions, handler, options, metrics, own_stream }
+                .run(named)
+                .await;
         }
-        None => TopicConsumer::new(&shared, topic, handler, &options, metrics, None).run(named).await,
+        None => {
+            let one = TopicConsumer::new(&shared, topic.clone(), handler.clone(), &options, metrics.clone(), None);
+            // Partitioned while this worker runs (`Admin::create_topic` on a topic in use):
+            // its partitions are consumed too from then on, beside its own stream, whose
+            // consumer goes on (the groups were created on the partitions at their beginning,
+            // so nothing published there meanwhile is skipped).
+            let later = async {
+                let partitions = partitioned_later(&shared, &topic, changes).await?;
+                tracing::warn!(topic = %topic, partitions, group = %shared.group,
+                    "the topic was partitioned while this worker consumed it; consuming its partitions too \
+                     (per-key order holds within the partitions, not between entries written before and after)");
+                let own_stream = false;
+                let topic = topic.clone();
+                let partitioned = partitions::PartitionedTopic {
+                    shared: shared.clone(),
+                    topic,
+                    partitions,
+                    handler,
+                    options: options.clone(),
+                    metrics,
+                    own_stream,
+                };
+                partitioned.run(false).await;
+                Some(())
+            };
+            tokio::join!(one.run(named), later);
+        }
+    }
+}
+
+/// Reads the namespace's count of topics partitioned into `seq` (a failed read is logged and
+/// changes nothing).
+async fn read_partitioned_seq(shared: &Shared, seq: &tokio::sync::watch::Sender<Option<i64>>) {
+    let key = shared.conn.namespace().partitioned_seq();
+    match crate::redis::call::<Option<i64>>(&shared.conn, "GET", &key, crate::redis::Args::new()).await {
+        Ok(now) => {
+            seq.send_if_modified(|was| {
+                let changed = *was != Some(now.unwrap_or(0));
+                *was = Some(now.unwrap_or(0));
+                changed
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read whether topics were partitioned; trying again"),
+    }
+}
+
+/// Waits until `topic` has a partition count, looking each time the namespace's count of
+/// topics partitioned changes (`changes`, subscribed before the topic's count was first read);
+/// `None` once the worker stops.
+async fn partitioned_later(
+    shared: &Shared,
+    topic: &Topic,
+    mut changes: tokio::sync::watch::Receiver<Option<i64>>,
+) -> Option<u32> {
+    loop {
+        tokio::select! {
+            changed = changes.changed() => changed.ok()?,
+            _ = shared.stop.cancelled() => return None,
+        }
+        match crate::partitions::stored(&shared.conn, topic).await {
+            Ok(Some(partitions)) => return Some(partitions),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot tell whether the topic was partitioned"),
+        }
     }
 }
 

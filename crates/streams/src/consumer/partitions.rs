@@ -48,25 +48,50 @@ pub(crate) struct Fence {
     /// Until when the lease surely holds, by this process' clock: milliseconds after `since`.
     valid_until: AtomicU64,
     since: Instant,
-    /// Known to be another's: it never holds again.
+    /// Given up for good (lost, run out, or left with an entry unsettled): it never holds again.
     lost: std::sync::atomic::AtomicBool,
+    /// Counts the leases lost (`WorkerStats::partitions_lost`).
+    stats: Arc<Stats>,
 }
 
 impl Fence {
-    fn new(lease_key: String, token: String) -> Self {
-        Self { lease_key, token, valid_until: AtomicU64::new(0), since: Instant::now(), lost: Default::default() }
+    /// The fence of a lease taken by a command sent at `sent_at`, for `lease`.
+    fn taken(lease_key: String, token: String, sent_at: Instant, lease: Duration, stats: Arc<Stats>) -> Self {
+        let fence =
+            Self { lease_key, token, valid_until: AtomicU64::new(0), since: sent_at, lost: Default::default(), stats };
+        fence.extend(sent_at, lease);
+        fence
     }
 
     /// True while the lease surely holds: it was taken or renewed, by a command sent at
     /// `sent_at`, for `lease`; nine tenths of that count (clocks of two machines drift apart a
     /// little, and Redis counts from when it ran the command, a little later).
+    ///
+    /// Once seen run out it never holds again, even when a late renewal then answers: another
+    /// member may have taken the lease in between and started the partition's entries. The
+    /// partition stops; this member takes it again afresh if it is still its to take.
     pub(crate) fn holds(&self) -> bool {
-        !self.lost.load(Ordering::Acquire)
-            && (self.since.elapsed().as_millis() as u64) < self.valid_until.load(Ordering::Acquire)
+        if self.lost.load(Ordering::Acquire) {
+            return false;
+        }
+        if (self.since.elapsed().as_millis() as u64) < self.valid_until.load(Ordering::Acquire) {
+            return true;
+        }
+        self.lose();
+        false
     }
 
-    /// The lease is known to be another's: nothing more starts.
+    /// The lease is another's, or may be (it ran out): nothing more starts. Counted once.
     pub(crate) fn lose(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            Stats::add(&self.stats.partitions_lost, 1);
+        }
+    }
+
+    /// This holder gives the partition up (an entry is left unsettled, which the key's next
+    /// must not overtake): nothing more starts, and the lease is released once the partition's
+    /// consumer stopped. Not a lost lease.
+    pub(crate) fn give_up(&self) {
         self.lost.store(true, Ordering::Release);
     }
 
@@ -84,9 +109,28 @@ pub(crate) struct PartitionRole {
 }
 
 impl TopicConsumer {
-    /// True unless this is a partition whose lease may have run out.
+    /// True unless this is a partition whose lease may have run out; such a partition stops
+    /// (its member takes it again if it is still its own).
     pub(crate) fn holds_partition(&self) -> bool {
-        self.fence.as_ref().map_or(true, |f| f.holds())
+        let holds = self.fence.as_ref().map_or(true, |f| f.holds());
+        if !holds {
+            self.stop.cancel();
+        }
+        holds
+    }
+
+    /// Of a partition: entry `id` is left unsettled and not running here (another consumer
+    /// took it, or a command about it failed), so the next entry of its key must not start.
+    /// The partition stops without starting anything more, and its next owner (this member
+    /// again, if it is still its own) takes every pending entry in id order first. Of a
+    /// topic of one stream: nothing to do, the entry is handled again after `claim_idle`.
+    pub(crate) fn leave_unsettled(&self, id: tributary_core::EntryId, why: &str) {
+        if let Some(fence) = &self.fence {
+            tracing::warn!(topic = %self.topic, group = %self.group, entry_id = %id, why,
+                "an entry of the partition is left unsettled; stopping the partition so its key's next entries wait for it");
+            fence.give_up();
+            self.stop.cancel();
+        }
     }
 
     /// Of a partition: whether consumers other than this one hold entries pending in the
@@ -128,6 +172,9 @@ pub(crate) struct PartitionedTopic {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) options: RouteOptions,
     pub(crate) metrics: Arc<ConsumerMetrics>,
+    /// Whether to consume the topic's own stream too (false when it runs already: the topic
+    /// was partitioned after the worker started it).
+    pub(crate) own_stream: bool,
 }
 
 impl PartitionedTopic {
@@ -146,7 +193,7 @@ impl PartitionedTopic {
         // Which partition each task consumes (the topic's own stream's is not in it).
         let mut task_of: HashMap<tokio::task::Id, u32> = HashMap::new();
         // The topic's own stream, as any topic.
-        {
+        if self.own_stream {
             let base = TopicConsumer::new(
                 &self.shared,
                 self.topic.clone(),
@@ -179,7 +226,16 @@ impl PartitionedTopic {
                 _ = self.shared.stop.cancelled() => break,
             }
             next_tick = tokio::time::Instant::now() + tick;
-            let members = match self.heartbeat(&members_key, &me, lease, false).await {
+            // Each step bounded by a tick: a slow Redis delays the next round, never stalls the
+            // loop (leases not renewed in time run out, and their partitions stop).
+            let heard = tokio::time::timeout(tick, self.heartbeat(&members_key, &me, lease, false))
+                .await
+                .unwrap_or_else(|_| {
+                    let e =
+                        fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {tick:?}"));
+                    Err(RedisError::new("EVALSHA", e))
+                });
+            let members = match heard {
                 Ok(heard) => alive.update(heard),
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
@@ -191,7 +247,7 @@ impl PartitionedTopic {
             let wanted = assigned(&members, &me, self.partitions);
             // Renew what is held (being handed over included); stop what was lost or is no
             // longer assigned.
-            self.renew(&mut owned, lease).await;
+            self.renew(&mut owned, lease, tick).await;
             for (p, o) in owned.iter_mut() {
                 if !o.leaving && (!members.is_empty() && !wanted.contains(p) || !o.fence.holds()) {
                     tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p,
@@ -200,12 +256,11 @@ impl PartitionedTopic {
                     o.stop.cancel();
                 }
             }
-            // Take what is assigned and free.
-            for p in wanted {
-                if owned.contains_key(&p) {
-                    continue;
-                }
-                if let Some(fence) = self.acquire(p, lease).await {
+            // Take what is assigned and free, all at once.
+            let free: Vec<u32> = wanted.into_iter().filter(|p| !owned.contains_key(p)).collect();
+            let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease))).await;
+            for (p, fence) in free.into_iter().zip(taken) {
+                if let Some(fence) = fence {
                     tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p, consumer = %me,
                         "took a partition");
                     let stop = self.shared.stop.child_token();
@@ -245,7 +300,7 @@ impl PartitionedTopic {
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
                     renew_at = tokio::time::Instant::now() + tick;
-                    self.renew(&mut owned, lease).await;
+                    self.renew(&mut owned, lease, tick).await;
                 }
             }
         }
@@ -305,11 +360,7 @@ impl PartitionedTopic {
         let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         match call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms)).await {
             Ok(Value::Null) => None,
-            Ok(_) => {
-                let fence = Arc::new(Fence::new(key, token));
-                fence.extend(sent_at, lease);
-                Some(fence)
-            }
+            Ok(_) => Some(Arc::new(Fence::taken(key, token, sent_at, lease, self.shared.stats.clone()))),
             Err(e) => {
                 tracing::warn!(topic = %self.topic, partition = p, error = %e, "cannot take a partition's lease");
                 None
@@ -317,9 +368,10 @@ impl PartitionedTopic {
         }
     }
 
-    /// Renews the leases held, all at once; a lease found another's (or gone) is lost: its
-    /// partition stops (it settles nothing more: the fence).
-    async fn renew(&self, owned: &mut BTreeMap<u32, Owned>, lease: Duration) {
+    /// Renews the leases held, all at once, waiting at most `bound` for the replies; a lease
+    /// found another's (or gone) is lost: its partition stops (it settles nothing more: the
+    /// fence).
+    async fn renew(&self, owned: &mut BTreeMap<u32, Owned>, lease: Duration, bound: Duration) {
         let conn = &self.shared.conn;
         let ms = Value::from(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let sent_at = Instant::now();
@@ -327,16 +379,21 @@ impl PartitionedTopic {
             let args = vec![Value::from(o.fence.token.as_str()), ms.clone()];
             async move { (*p, LEASE_RENEW.run::<i64>(conn, vec![o.fence.lease_key.clone()], args).await) }
         });
-        let results: HashMap<u32, Result<i64, RedisError>> =
-            futures::future::join_all(renewals).await.into_iter().collect();
+        let Ok(results) = tokio::time::timeout(bound, futures::future::join_all(renewals)).await else {
+            tracing::warn!(topic = %self.topic, group = %self.shared.group, bound = ?bound,
+                "renewing the partitions' leases took too long; partitions whose lease runs out stop");
+            return;
+        };
+        let results: HashMap<u32, Result<i64, RedisError>> = results.into_iter().collect();
         for (p, result) in results {
             let Some(o) = owned.get_mut(&p) else { continue };
             match result {
                 Ok(1) => o.fence.extend(sent_at, lease),
                 Ok(_) => {
-                    tracing::warn!(topic = %self.topic, group = %self.shared.group, partition = p,
-                        "lost a partition's lease (it ran out, or the key was deleted); stopping it");
-                    Stats::add(&self.shared.stats.partitions_lost, 1);
+                    if !o.leaving {
+                        tracing::warn!(topic = %self.topic, group = %self.shared.group, partition = p,
+                            "lost a partition's lease (it ran out, or the key was deleted); stopping it");
+                    }
                     o.fence.lose();
                     o.leaving = true;
                     o.stop.cancel();
@@ -451,16 +508,26 @@ mod tests {
     }
 
     #[test]
-    fn a_fence_holds_for_nine_tenths_of_the_lease_from_when_it_was_asked() {
-        let fence = Fence::new("k".into(), "t".into());
-        assert!(!fence.holds(), "nothing taken yet");
-        fence.extend(Instant::now(), Duration::ZERO);
-        assert!(!fence.holds(), "a lease of no time never holds");
-        fence.extend(Instant::now(), Duration::from_secs(10));
+    fn a_fence_holds_for_nine_tenths_of_the_lease_from_when_it_was_asked_and_never_again_once_run_out() {
+        let stats = Arc::new(Stats::default());
+        let fence = Fence::taken("k".into(), "t".into(), Instant::now(), Duration::from_secs(10), stats.clone());
         assert!(fence.holds());
         let until = fence.valid_until.load(Ordering::Acquire);
         assert!((8_900..=9_100).contains(&until), "{until} ms");
         fence.extend(fence.since, Duration::from_secs(1));
         assert_eq!(fence.valid_until.load(Ordering::Acquire), until, "an older renewal never shortens it");
+
+        let fence = Fence::taken("k".into(), "t".into(), Instant::now(), Duration::ZERO, stats.clone());
+        assert!(!fence.holds(), "a lease of no time never holds");
+        fence.extend(Instant::now(), Duration::from_secs(10));
+        assert!(!fence.holds(), "a late renewal does not make a fence that ran out hold again");
+        fence.lose();
+        assert_eq!(stats.snapshot().partitions_lost, 1, "lost once, counted once");
+
+        let fence = Fence::taken("k".into(), "t".into(), Instant::now(), Duration::from_secs(10), stats.clone());
+        fence.give_up();
+        assert!(!fence.holds());
+        fence.lose();
+        assert_eq!(stats.snapshot().partitions_lost, 1, "given up is not lost");
     }
 }

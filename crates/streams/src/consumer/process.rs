@@ -100,6 +100,7 @@ impl TopicConsumer {
                     },
                 };
                 if !Box::pin(self.still_ours_after_wait(id)).await {
+                    self.leave_unsettled(id, "taken over while it waited to start");
                     return Settled::Done;
                 }
                 slot
@@ -128,6 +129,12 @@ impl TopicConsumer {
                     }
                 },
             };
+            // Of a partition, checked last before the handler: waits for a slot can outlast
+            // the lease.
+            if !self.holds_partition() {
+                self.release(id, attempt - 1);
+                return Settled::Done;
+            }
             let span = tracing::info_span!(
                 "process",
                 otel.name = %format_args!("process {}", self.topic),
@@ -258,6 +265,7 @@ impl TopicConsumer {
                 }
                 Ok(_) => {
                     tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
+                    self.leave_unsettled(id, "taken over or deleted while it waited to retry");
                     return Settled::Done;
                 }
                 Err(e) if Self::is_group_lost(&e) => {
@@ -272,6 +280,7 @@ impl TopicConsumer {
                 Err(e) => {
                     // It stays pending here; the reclaim sweep picks it up again.
                     tracing::warn!(topic = %self.topic, entry_id = %id, error = %e, "could not claim entry for retry");
+                    self.leave_unsettled(id, "its retry could not be claimed");
                     return Settled::Done;
                 }
             }

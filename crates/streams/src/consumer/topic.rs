@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
     pub(crate) prepared: Arc<tokio::sync::watch::Sender<usize>>,
+    /// The namespace's count of topics partitioned (`Namespace::partitioned_seq`) as last read:
+    /// topics of one stream look whether they were partitioned when it changes.
+    pub(crate) partitioned: tokio::sync::watch::Receiver<Option<i64>>,
 }
 
 /// How many more entries a worker may take; unlimited unless `WorkerBuilder::limit` was set.
