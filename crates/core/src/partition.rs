@@ -26,6 +26,72 @@ pub fn of_key(key: &str, partitions: u32) -> u32 {
     crc32(key.as_bytes()) % partitions
 }
 
+/// Which member of a group consumes each partition: the owner's name for each of `partitions`
+/// partitions, given the group's live members (any order; repeats count once). Every member
+/// computes it from the same list, so they agree without talking.
+///
+/// Each partition goes to the member it ranks highest ([`rank`]), as far as balance allows:
+/// every member gets `partitions / m` or one more. Pairs are taken best first, a pair skipped
+/// when its partition has an owner or its member has its share. So a member that joins takes
+/// about its share and little else moves, and a member that leaves frees only its own (unlike
+/// dealing partitions out by position, where most would move). Empty when `members` is.
+///
+/// ```
+/// use tributary_core::partition::owners;
+///
+/// let owned = owners(&["a", "b", "c"], 16);
+/// assert_eq!(owned.len(), 16);
+/// for m in ["a", "b", "c"] {
+///     let n = owned.iter().filter(|o| **o == m).count();
+///     assert!(n == 5 || n == 6);
+/// }
+/// ```
+pub fn owners<'a>(members: &[&'a str], partitions: u32) -> Vec<&'a str> {
+    let mut members = members.to_vec();
+    members.sort_unstable();
+    members.dedup();
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let (n, m) = (partitions as usize, members.len());
+    let (share, extra) = (n / m, n % m);
+    let mut pairs: Vec<(u64, u32, usize)> =
+        (0..partitions).flat_map(|p| members.iter().enumerate().map(move |(i, name)| (rank(name, p), p, i))).collect();
+    // Best first; ties by partition, then member, so every member sorts alike.
+    pairs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut owner: Vec<Option<usize>> = vec![None; n];
+    let mut load = vec![0usize; m];
+    let mut with_extra = 0;
+    for (_, p, i) in pairs {
+        let p = p as usize;
+        let cap = if with_extra < extra { share + 1 } else { share };
+        if owner[p].is_some() || load[i] >= cap {
+            continue;
+        }
+        owner[p] = Some(i);
+        load[i] += 1;
+        if load[i] == share + 1 {
+            with_extra += 1;
+        }
+    }
+    owner.into_iter().map(|o| members[o.expect("the shares add up to every partition")]).collect()
+}
+
+/// How much `member` wants `partition`, for [`owners`]: FNV-1a (64 bits) over the UTF-8 bytes
+/// of `<member>#<partition>` (the partition in decimal), then MurmurHash3's 64-bit finalizer.
+pub fn rank(member: &str, partition: u32) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in member.bytes().chain(std::iter::once(b'#')).chain(partition.to_string().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
+}
+
 /// CRC-32 (IEEE 802.3, as zlib computes it) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
@@ -73,6 +139,42 @@ mod tests {
         assert_eq!(of_key("clé", 16), 4);
         assert_eq!(crc32("clé".as_bytes()), 0x06C7_2A74);
         assert_eq!(of_key("clé", 7), 2);
+    }
+
+    /// Every partition has one owner, shares differ by one at most, and a join or a leave
+    /// moves little more than the joiner's or leaver's share (dealing by position moved most).
+    #[test]
+    fn owners_are_balanced_and_a_join_or_a_leave_moves_about_one_share() {
+        assert!(owners(&[], 4).is_empty());
+        assert_eq!(owners(&["a", "a"], 3), ["a", "a", "a"]);
+        let (mut moved_join, mut moved_leave, mut trials) = (0, 0, 0);
+        for seed in 0..200u32 {
+            let names: Vec<String> = (0..5).map(|i| format!("host-{}-{i}", crc32(&seed.to_le_bytes()))).collect();
+            let three: Vec<&str> = names[..3].iter().map(String::as_str).collect();
+            let four: Vec<&str> = names[..4].iter().map(String::as_str).collect();
+            for n in [1, 4, 16, 64] {
+                let (before, after) = (owners(&three, n), owners(&four, n));
+                assert_eq!(before.len(), n as usize);
+                for set in [&three, &four] {
+                    let owned = owners(set, n);
+                    let shares: Vec<usize> = set.iter().map(|m| owned.iter().filter(|o| *o == m).count()).collect();
+                    let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                    assert!(hi - lo <= 1, "{shares:?}");
+                }
+                let mut reversed = four.clone();
+                reversed.reverse();
+                assert_eq!(owners(&reversed, n), after, "the order members are listed in does not matter");
+                if n == 16 {
+                    trials += 1;
+                    moved_join += before.iter().zip(&after).filter(|(b, a)| b != a).count();
+                    moved_leave += after.iter().zip(&owners(&four[1..], n)).filter(|(b, a)| b != a).count();
+                }
+            }
+        }
+        let (join, leave) = (moved_join as f64 / trials as f64, moved_leave as f64 / trials as f64);
+        eprintln!("16 partitions, 3 -> 4 members: {join:.2} move on average; 4 -> 3: {leave:.2}");
+        // The least possible: 4 (the joiner's share) and 4 (the leaver's share).
+        assert!(join < 6.0 && leave < 6.0, "join {join}, leave {leave}");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! - Membership: every member says it is alive each *tick* (a third of the lease time) in
 //!   `<ns>:{<topic>}:members:<group>`, scored by Redis' clock; a member that stops saying so
 //!   drops out after the lease time.
-//! - Assignment: the live members sorted by name, partition `p` to member `p mod m`; every
-//!   member computes the same from the same list.
+//! - Assignment: `partition::owners` of the live members (each partition to the member that
+//!   ranks it highest, as far as balance allows); every member computes the same from the same
+//!   list, and a join or a leave moves about one member's share.
 //! - Leases: a member consumes a partition only while it holds the group's lease on it
 //!   (`<ns>:{<topic>#<p>}:lease:<group>`, `SET NX PX`, renewed each tick). The lease's token is
 //!   the *fence*: acknowledgements and dead-letter moves of the partition run in scripts that
@@ -209,6 +210,7 @@ impl PartitionedTopic {
         self.create_groups().await;
         let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
         let mut alive = Alive::default();
+        let mut assignment: (Vec<String>, Vec<u32>) = (Vec::new(), Vec::new());
         let mut counted = !named;
         let mut next_tick = tokio::time::Instant::now();
         loop {
@@ -244,7 +246,13 @@ impl PartitionedTopic {
                     Vec::new()
                 }
             };
-            let wanted = assigned(&members, &me, self.partitions);
+            // Computed again only when the members change (a sort of partitions x members).
+            let mut members = members;
+            members.sort_unstable();
+            if assignment.0 != members {
+                assignment = (members.clone(), assigned(&members, &me, self.partitions));
+            }
+            let wanted = assignment.1.clone();
             // Renew what is held (being handed over included); stop what was lost or is no
             // longer assigned.
             self.renew(&mut owned, lease, tick).await;
@@ -449,14 +457,12 @@ impl Alive {
     }
 }
 
-/// The partitions of `partitions` assigned to `me` among `members`: sorted by name, partition
-/// `p` to the member at `p mod m`. None when `me` is not among them.
+/// The partitions of `partitions` assigned to `me` among `members` (`partition::owners`).
+/// None when `me` is not among them.
 pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> Vec<u32> {
-    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let Some(at) = sorted.iter().position(|m| *m == me) else { return Vec::new() };
-    (0..partitions).filter(|p| *p as usize % sorted.len() == at).collect()
+    let names: Vec<&str> = members.iter().map(String::as_str).collect();
+    let owners = tributary_core::partition::owners(&names, partitions);
+    (0..partitions).filter(|p| owners[*p as usize] == me).collect()
 }
 
 /// A token no other holder has: the time and a counter, mixed.
@@ -473,11 +479,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_dealt_round_robin_over_the_members_sorted_by_name() {
+    fn each_partition_is_assigned_to_exactly_one_member() {
         let members: Vec<String> = ["c", "a", "b"].map(String::from).to_vec();
-        assert_eq!(assigned(&members, "a", 8), vec![0, 3, 6]);
-        assert_eq!(assigned(&members, "b", 8), vec![1, 4, 7]);
-        assert_eq!(assigned(&members, "c", 8), vec![2, 5]);
+        let mut all: Vec<u32> = ["a", "b", "c"].iter().flat_map(|m| assigned(&members, m, 8)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
         assert_eq!(assigned(&members, "d", 8), Vec::<u32>::new(), "not a member: nothing");
         let alone = vec!["a".to_owned()];
         assert_eq!(assigned(&alone, "a", 3), vec![0, 1, 2]);
