@@ -139,16 +139,33 @@ async fn stop_signal() {
 }
 
 pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxError> {
-    if !Admin::new(conn.clone()).topic_exists(&args.topic).await? {
+    let admin = Admin::new(conn.clone());
+    let streams = crate::inspect::streams_of(&admin, &args.topic).await?;
+    if streams.len() == 1 && !admin.topic_exists(&args.topic).await? {
         // Waiting is right (tail follows what arrives), silently is not: a typo looks the same.
         eprintln!("tributary: topic `{}` does not exist yet; waiting for its first message", args.topic);
     }
-    let mut tail = Tail::topic(conn, &args.topic, args.from)?;
+    // Of a partitioned topic, every partition and its own stream, each printed as it arrives
+    // (partitions have no order between them; each one's is kept).
+    let tails =
+        streams.iter().map(|(_, name)| Tail::topic(conn.clone(), name, args.from)).collect::<Result<Vec<_>, _>>()?;
+    let mut batches = futures::stream::select_all(tails.into_iter().map(|tail| {
+        Box::pin(futures::stream::unfold(Some(tail), |tail| async move {
+            let mut tail = tail?;
+            let batch = tail.next_batch().await;
+            // A failed read ends the whole tail (as with one stream).
+            let next = batch.is_ok().then_some(tail);
+            Some((batch, next))
+        }))
+    }));
     let limit = args.count.unwrap_or(u64::MAX);
     let mut n = 0;
     while n < limit {
         let batch = tokio::select! {
-            b = tail.next_batch() => b?,
+            b = futures::StreamExt::next(&mut batches) => match b {
+                Some(b) => b?,
+                None => break,
+            },
             _ = stop_signal() => break,
         };
         for received in batch {
@@ -165,6 +182,6 @@ pub(crate) async fn tail(conn: Connection, args: TailArgs) -> Result<(), BoxErro
             }
         }
     }
-    tail.close().await;
+    drop(batches); // closes the read connections, in the background
     Ok(())
 }

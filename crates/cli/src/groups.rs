@@ -56,8 +56,14 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
     }
     let admin = Admin::new(conn.clone());
     checks::topic(&admin, conn.namespace().as_str(), &args.topic).await?;
+    // Of a partitioned topic, its own stream and each partition, each to the limit (as its
+    // retention applies).
+    let streams = crate::inspect::streams_of(&admin, &args.topic).await?;
     if !args.safe {
-        let len = admin.len(&args.topic).await?;
+        let mut len = 0;
+        for (_, name) in &streams {
+            len += admin.len(name).await?;
+        }
         checks::confirm(
             &format!(
                 "Trim `{}` ({len} entries) without --safe? Entries a group has not read or acknowledged may go.",
@@ -66,28 +72,39 @@ pub(crate) async fn trim(conn: Connection, out: Output, args: TrimArgs) -> Resul
             args.yes,
         )?;
     }
-    let trimmed = admin.trim(&args.topic, retention).await?;
-    let held = trimmed.held_by.as_ref();
-    match out {
-        Output::Json => println!(
-            "{}",
-            json!({
-                "removed": trimmed.removed,
-                "remaining": trimmed.remaining,
-                "held_by": held.map(|h| json!({
-                    "group": h.group,
-                    "reason": match h.reason { HoldReason::Pending => "pending", _ => "unread" },
-                    "from": h.from.to_string(),
-                })),
-            })
-        ),
-        Output::Table => match held {
-            None => println!("removed {}; {} remain", trimmed.removed, trimmed.remaining),
-            Some(h) => println!(
-                "removed {}; kept {}: group `{}` needs them ({} from {} on)",
-                trimmed.removed, trimmed.remaining, h.group, h.reason, h.from
-            ),
-        },
+    for (partition, name) in &streams {
+        let trimmed = admin.trim(name, retention).await?;
+        let held = trimmed.held_by.as_ref();
+        // A line per stream of a partitioned topic, each saying which.
+        let partitioned = streams.len() > 1;
+        let which = partition.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        match out {
+            Output::Json => {
+                let mut line = json!({
+                    "removed": trimmed.removed,
+                    "remaining": trimmed.remaining,
+                    "held_by": held.map(|h| json!({
+                        "group": h.group,
+                        "reason": match h.reason { HoldReason::Pending => "pending", _ => "unread" },
+                        "from": h.from.to_string(),
+                    })),
+                });
+                if partitioned {
+                    line["partition"] = json!(which);
+                }
+                println!("{line}");
+            }
+            Output::Table => {
+                let prefix = if partitioned { format!("partition {which}: ") } else { String::new() };
+                match held {
+                    None => println!("{prefix}removed {}; {} remain", trimmed.removed, trimmed.remaining),
+                    Some(h) => println!(
+                        "{prefix}removed {}; kept {}: group `{}` needs them ({} from {} on)",
+                        trimmed.removed, trimmed.remaining, h.group, h.reason, h.from
+                    ),
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -1000,4 +1000,39 @@ async fn a_partitioned_topic_is_created_and_its_partitions_shown_with_the_cli() 
     // One partition by its name.
     let one = json_lines(&run(&redis, &["--output", "json", "groups", "orders#1"]));
     assert_eq!(one[0]["lag"], 1);
+
+    // The topic's figures are its partitions' together.
+    run(&redis, &["publish", "orders", "--key", "order-1", "--json", r#"{"id":2,"item":"cake"}"#]);
+    let topics = json_lines(&run(&redis, &["--output", "json", "topics"]));
+    assert_eq!((topics[0]["length"].as_u64(), topics[0]["groups"].as_u64()), (Some(2), Some(1)), "{topics:?}");
+    // tail follows every partition; get finds an entry in its partition.
+    let tailed = json_lines(&run(&redis, &["tail", "orders", "--from", "0", "--count", "2"]));
+    let mut ids: Vec<i64> = tailed.iter().map(|m| m["payload"]["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2], "{tailed:?}");
+    let entry = tailed.iter().find(|m| m["payload"]["id"] == 2).unwrap()["entry_id"].as_str().unwrap().to_owned();
+    let got = json_lines(&run(&redis, &["get", "orders", &entry]));
+    assert_eq!(got[0]["payload"]["item"], "cake");
+    // An entry read by a member and not acknowledged: pending, consumers and info show where.
+    let p1 = format!("{}:{{orders#1}}", redis.namespace());
+    redis.cli(&["XREADGROUP", "GROUP", "billing", "m1", "COUNT", "1", "STREAMS", &p1, ">"]);
+    let pending = json_lines(&run(&redis, &["--output", "json", "pending", "orders", "billing"]));
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!((pending[0]["partition"].as_str(), pending[0]["consumer"].as_str()), (Some("1"), Some("m1")));
+    let consumers = json_lines(&run(&redis, &["--output", "json", "consumers", "orders", "billing"]));
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
+    assert_eq!((consumers[0]["partition"].as_str(), consumers[0]["pending"].as_u64()), (Some("1"), Some(1)));
+    let info = json_lines(&run(&redis, &["--output", "json", "info", "orders"]));
+    let value = |what: &str| info.iter().find(|r| r["what"] == what).map(|r| r["value"].clone()).unwrap();
+    assert_eq!((value("partitions"), value("length")), (serde_json::json!(4), serde_json::json!(2)));
+    let billing = value("group billing");
+    assert!(
+        billing.as_str().unwrap().starts_with("lag 1, pending 1, over every partition; consumers: m1 (1 pending)"),
+        "{billing}"
+    );
+    // trim --safe trims each partition, and keeps what billing still needs.
+    let trimmed = json_lines(&run(&redis, &["--output", "json", "trim", "orders", "--maxlen", "0", "--safe"]));
+    let rows: Vec<(&str, u64)> =
+        trimmed.iter().map(|t| (t["partition"].as_str().unwrap(), t["remaining"].as_u64().unwrap())).collect();
+    assert_eq!(rows, [("-", 0), ("0", 0), ("1", 1), ("2", 0), ("3", 1)], "{trimmed:?}");
 }
