@@ -188,3 +188,32 @@ async fn a_publish_outside_any_span_continues_the_trace_it_was_given() {
     assert_eq!(carried.trace_id(), incoming.trace_id());
     assert_eq!(carried.parent_id(), u64::from_be_bytes(publish.span_context.span_id().to_bytes()));
 }
+
+/// A partitioned topic's spans name the topic, with the partition in
+/// `messaging.destination.partition.id`, and its messages keep their trace across it.
+#[tokio::test]
+async fn a_partitioned_topics_spans_name_the_topic_and_the_partition() {
+    exporter();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("parted.orders", 4).await.unwrap();
+    let worker = Worker::builder(conn.clone(), "billing")
+        .on("parted.orders", |_o: Order, _ctx: Context| async { Ok(()) })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    producer.message("parted.orders", &Order { n: 4 }).key("customer-42").send().await.unwrap();
+    tokio::time::timeout(PATIENCE, worker.settled(1)).await.expect("handled");
+    let publish = span("publish parted.orders").await;
+    let process = span("process parted.orders").await;
+    // customer-42 is in partition crc32 mod 4 = 1 (docs/wire-format.md).
+    for s in [&publish, &process] {
+        assert_eq!(text(s, "messaging.destination.name").as_deref(), Some("parted.orders"), "{}", s.name);
+        // A string, by the conventions.
+        assert_eq!(text(s, "messaging.destination.partition.id").as_deref(), Some("1"), "{}", s.name);
+    }
+    assert_eq!(process.span_context.trace_id(), publish.span_context.trace_id());
+    worker.shutdown().await;
+}

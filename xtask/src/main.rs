@@ -97,7 +97,7 @@ fn test_valkey() -> Result<(), String> {
     Ok(())
 }
 
-/// What runs on Valkey too: delivery, dead letters, reclaim, time, faults, RPC, cluster (one
+/// What runs on Valkey too: delivery, dead letters, reclaim, time, faults, partitions, RPC, cluster (one
 /// cargo run each: `--test` would select in every package given).
 const VALKEY_TESTS: [&[&str]; 3] = [
     &[
@@ -114,6 +114,8 @@ const VALKEY_TESTS: [&[&str]; 3] = [
         "time",
         "--test",
         "faults",
+        "--test",
+        "partitions",
     ],
     &["test", "-p", "tributary-rpc"],
     &["test", "-p", "tributary-redis", "--test", "cluster", "--test", "servers"],

@@ -445,7 +445,13 @@ impl Admin {
     pub async fn delete_topic(&self, topic: &str) -> Result<u64, StreamError> {
         let topic = Topic::new(topic)?;
         let ns = self.conn.namespace();
-        let partitions = crate::partitions::stored(&self.conn, &topic).await.ok().flatten().unwrap_or(0);
+        let partitions = match crate::partitions::stored(&self.conn, &topic).await {
+            Ok(n) => n.unwrap_or(0),
+            // A count that is not one (written by hand): every partition there may be.
+            Err(StreamError::Partitions { .. }) => tributary_core::partition::MAX_PARTITIONS,
+            // Not knowing them, deleting the rest would leave the partitions behind unlisted.
+            Err(e) => return Err(e),
+        };
         let (stream, dlq, retention) =
             (ns.topic_stream(&topic), ns.dead_letter_stream(&topic), ns.retention_key(&topic));
         // The keys share the topic's hash tag, so one DEL works on Redis Cluster too.

@@ -412,7 +412,7 @@ impl<C: Codec> Producer<C> {
         idempotency_key: Option<&str>,
     ) -> Result<EntryId, StreamError> {
         let started = Instant::now();
-        let span = publish_span(target.topic.as_str(), 1);
+        let span = publish_span(&target.topic, 1);
         // Outside an OpenTelemetry span, the publish continues the task's trace (`in_trace`), or
         // the one the envelope names.
         follow_unless_traced(&span, current_trace().or(envelope.traceparent));
@@ -669,7 +669,7 @@ impl<C: Codec> Producer<C> {
     async fn publish_refs(&self, topic: &str, envelopes: &[EnvelopeRef<'_>]) -> Result<Vec<EntryId>, StreamError> {
         let target = self.target(topic)?;
         let started = Instant::now();
-        let span = publish_span(target.topic.as_str(), envelopes.len());
+        let span = publish_span(&target.topic, envelopes.len());
         follow_unless_traced(&span, current_trace());
         // The messages of the batch carry the batch's span, when a layer records it (those that
         // name a trace of their own keep it).

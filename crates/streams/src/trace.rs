@@ -29,9 +29,11 @@ pub fn next_traceparent() -> TraceParent {
 }
 
 /// The `publish {topic}` span around a publish or a batch of `count`, named and attributed by
-/// the OpenTelemetry messaging conventions. With the `opentelemetry` feature and a layer, the
-/// messages carry its context (see [`stamp`]).
-pub(crate) fn publish_span(topic: &str, count: usize) -> tracing::Span {
+/// the OpenTelemetry messaging conventions (a partition, `orders#3`, is destination `orders`,
+/// partition id 3). With the `opentelemetry` feature and a layer, the messages carry its
+/// context (see [`stamp`]).
+pub(crate) fn publish_span(topic: &tributary_core::Topic, count: usize) -> tracing::Span {
+    let (topic, partition) = topic.partition_of().map_or((topic.as_str(), None), |(t, p)| (t, Some(p)));
     tracing::info_span!(
         "publish",
         otel.name = %format_args!("publish {topic}"),
@@ -41,6 +43,7 @@ pub(crate) fn publish_span(topic: &str, count: usize) -> tracing::Span {
         messaging.operation.name = "publish",
         messaging.operation.type = "send",
         messaging.destination.name = %topic,
+        messaging.destination.partition.id = partition,
         // Only for batches, by the conventions.
         messaging.batch.message_count = (count > 1).then_some(count as i64),
         error.type = tracing::field::Empty,

@@ -192,12 +192,13 @@ impl TopicConsumer {
         // be a trace of one span.
         let span = tracing::debug_span!(
             "settle",
-            otel.name = %format_args!("settle {}", self.topic),
+            otel.name = %format_args!("settle {}", self.origin.topic),
             otel.kind = "client",
             messaging.system = crate::metrics::SYSTEM,
             messaging.operation.name = "ack",
             messaging.operation.type = "settle",
-            messaging.destination.name = %self.topic,
+            messaging.destination.name = %self.origin.topic,
+            messaging.destination.partition.id = self.origin.partition,
             messaging.consumer.group.name = %self.group,
             messaging.batch.message_count = batch.len() as i64,
         );

@@ -14,7 +14,10 @@ use tributary_core::{BoxError, CodecError, EntryId, Envelope, Headers, MessageId
 /// message's context shares it instead of copying three strings.
 #[derive(Debug)]
 pub(crate) struct Origin {
+    /// The topic (of a partition, its topic's name).
     pub(crate) topic: String,
+    /// Of a partition, its number.
+    pub(crate) partition: Option<u32>,
     pub(crate) group: String,
     pub(crate) consumer: String,
 }

@@ -137,13 +137,14 @@ impl TopicConsumer {
             }
             let span = tracing::info_span!(
                 "process",
-                otel.name = %format_args!("process {}", self.topic),
+                otel.name = %format_args!("process {}", self.origin.topic),
                 otel.kind = "consumer",
                 otel.status_code = tracing::field::Empty,
                 messaging.system = crate::metrics::SYSTEM,
                 messaging.operation.name = "process",
                 messaging.operation.type = "process",
-                messaging.destination.name = %self.topic,
+                messaging.destination.name = %self.origin.topic,
+                messaging.destination.partition.id = self.origin.partition,
                 messaging.consumer.group.name = %self.group,
                 messaging.client.id = %self.config.consumer_name,
                 messaging.message.id = %ctx.message_id(),

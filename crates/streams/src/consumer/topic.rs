@@ -232,6 +232,7 @@ impl TopicConsumer {
         // A partition's handlers see its topic.
         let origin = Arc::new(Origin {
             topic: topic.parent().to_string(),
+            partition: topic.partition_of().map(|(_, p)| p),
             group: shared.group.clone(),
             consumer: shared.config.consumer_name.clone(),
         });
