@@ -97,11 +97,11 @@ impl Namespace {
         format!("{}:epoch", self.tagged_key("topics", "all"))
     }
 
-    /// How many topics were partitioned in this namespace: `<ns>:topics:{all}:partitioned`, a
-    /// counter `Admin::create_topic` increments, which running workers read (one `GET` each
-    /// `pattern_refresh`) to find the topics of one stream they consume that were partitioned
-    /// since. In the registry's hash slot.
-    pub fn partitioned_seq(&self) -> String {
+    /// The namespace's mark of the last partitioning: `<ns>:topics:{all}:partitioned`, a value
+    /// `Admin::create_topic` sets anew each time (the topic and the time), which running workers
+    /// read (one `GET` each `pattern_refresh`) to find, when it changed, the topics of one
+    /// stream they consume that were partitioned since. In the registry's hash slot.
+    pub fn partitioning_mark(&self) -> String {
         format!("{}:partitioned", self.tagged_key("topics", "all"))
     }
 

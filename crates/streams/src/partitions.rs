@@ -28,23 +28,36 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
         return Err(refused(format!("{partitions} partitions: a topic has 1 to {MAX_PARTITIONS}")));
     }
     let key = conn.namespace().partitions_key(topic);
+    let mismatch = |n: u32| {
+        refused(format!(
+            "it has {n} partitions; the count of a topic is fixed once set (create a new topic to change it)"
+        ))
+    };
+    match stored(conn, topic).await? {
+        Some(n) if n != partitions => return Err(mismatch(n)),
+        _ => {}
+    }
+    // Everything else first, so that the count, once there, finds it done (a worker that
+    // starts then creates no group at its own start position before these); and again when
+    // the count was there already, which repairs a call that failed half-way. Each step is
+    // idempotent.
+    adopt_groups(conn, topic, partitions).await?;
+    // Listed by `Admin::topics` and found by workers' topic patterns before the first publish.
+    crate::registry::register(conn, &[topic]).await?;
     // `SET NX GET` answers what was there, and sets only when nothing was.
     let before: Value = call(conn, "SET", &key, Args::new().arg(partitions as i64).arg("NX").arg("GET")).await?;
-    match parse(topic, before)? {
-        None => {
-            // Listed by `Admin::topics` and found by workers' topic patterns before the first
-            // publish.
-            crate::registry::register(conn, &[topic]).await?;
-            adopt_groups(conn, topic, partitions).await?;
-            // Running workers of the topic look whether it is partitioned when this changes.
-            let _: i64 = call(conn, "INCR", &conn.namespace().partitioned_seq(), Args::new()).await?;
-            Ok(true)
-        }
-        Some(n) if n == partitions => Ok(false),
-        Some(n) => Err(refused(format!(
-            "it has {n} partitions; the count of a topic is fixed once set (create a new topic to change it)"
-        ))),
-    }
+    let created = match parse(topic, before)? {
+        None => true,
+        Some(n) if n == partitions => false,
+        Some(n) => return Err(mismatch(n)),
+    };
+    // Running workers look whether their topics of one stream were partitioned when this
+    // changes: a value never used before (a counter could come back to one a worker saw, after
+    // Redis restarted without persistence).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mark = format!("{topic}@{now}");
+    let _: Value = call(conn, "SET", &conn.namespace().partitioning_mark(), Args::new().arg(mark)).await?;
+    Ok(created)
 }
 
 /// Creates the groups of a topic in use on each of its new partitions, at their beginning:

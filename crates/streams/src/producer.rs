@@ -145,7 +145,16 @@ struct CachedRetention {
     refreshing: AtomicBool,
     /// The topic's partition count as last read; 0 for a topic of one stream.
     partitions: AtomicU32,
+    /// Since when a count read before has been found gone (see `look_up`).
+    partitions_gone_since: std::sync::Mutex<Option<Instant>>,
 }
+
+/// For how many `retention_refresh` (60 s by default) a producer keeps partitioning a topic
+/// whose count it read before and now finds gone. Running members of the topic put a lost count
+/// back within a tick (a third of their `partition_lease`); one gone this long was deleted with
+/// its topic (or nothing consumes the topic now): its messages go to the topic's own stream
+/// again, where a worker finds them, rather than to partitions nobody may consume.
+const PARTITIONS_KEPT_WHEN_GONE: u32 = 12;
 
 /// Clears [`CachedRetention::refreshing`] when the background read ends, however it ends.
 struct Refreshing<'a>(&'a AtomicBool);
@@ -519,7 +528,7 @@ impl<C: Codec> Producer<C> {
                             let (conn, target) = (self.conn.clone(), target.clone());
                             runtime.spawn(async move {
                                 let _refreshing = Refreshing(&target.retention.refreshing);
-                                look_up(&conn, &target, retention).await;
+                                look_up(&conn, &target, retention, refresh).await;
                             });
                         }
                         // Polled outside a Tokio runtime: read it here, next time.
@@ -528,8 +537,8 @@ impl<C: Codec> Producer<C> {
                 }
                 retention
             }
-            Some((retention, _)) => look_up(&self.conn, target, retention).await,
-            None => look_up(&self.conn, target, None).await,
+            Some((retention, _)) => look_up(&self.conn, target, retention, refresh).await,
+            None => look_up(&self.conn, target, None, refresh).await,
         }
     }
 
@@ -848,7 +857,12 @@ impl<C: Codec> Producer<C> {
 /// the read fails). The topic is registered (for workers' topic patterns) at the same moments,
 /// in parallel: on the first publish, and again at each refresh, so a registry lost with
 /// Redis' data is filled again.
-async fn look_up(conn: &Connection, target: &Target, previous: Option<Retention>) -> Option<Retention> {
+async fn look_up(
+    conn: &Connection,
+    target: &Target,
+    previous: Option<Retention>,
+    refresh: Duration,
+) -> Option<Retention> {
     // The bound counts from when the read was asked for, not from its answer.
     let asked_at = Instant::now();
     // A partition's settings are its topic's.
@@ -859,12 +873,24 @@ async fn look_up(conn: &Connection, target: &Target, previous: Option<Retention>
         crate::partitions::stored(conn, &topic),
         crate::registry::register(conn, &topics)
     );
+    let gone_since = || target.retention.partitions_gone_since.lock().expect("partitions gone lock");
     match partitions {
-        Ok(Some(n)) => target.retention.partitions.store(n, Ordering::Relaxed),
-        // Gone after it was read: kept (Redis restarted without persistence, and the topic's
-        // workers put it back; a topic is deleted with its workers stopped).
+        Ok(Some(n)) => {
+            target.retention.partitions.store(n, Ordering::Relaxed);
+            *gone_since() = None;
+        }
+        // Gone after it was read: kept a while (Redis restarted without persistence, and the
+        // topic's workers put it back), then forgotten (the topic was deleted).
         Ok(None) if target.retention.partitions.load(Ordering::Relaxed) > 0 => {
-            tracing::warn!(topic = %topic, "the topic's partition count is gone; keeping the one last read");
+            let since = *gone_since().get_or_insert(asked_at);
+            if since.elapsed() < refresh * PARTITIONS_KEPT_WHEN_GONE {
+                tracing::warn!(topic = %topic, "the topic's partition count is gone; keeping the one last read a while");
+            } else {
+                tracing::warn!(topic = %topic, gone_for = ?since.elapsed(),
+                    "the topic's partition count has been gone for long: publishing to its own stream again");
+                target.retention.partitions.store(0, Ordering::Relaxed);
+                *gone_since() = None;
+            }
         }
         Ok(None) => {}
         Err(e) => {

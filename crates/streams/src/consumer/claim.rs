@@ -301,7 +301,13 @@ impl TopicConsumer {
         }
         let held = self.held.lock().expect("held lock").len() as u64;
         if pending > held {
-            self.reclaim_idle().await?;
+            if self.fence.is_some() {
+                // Of a partition: every pending entry is its owner's, taken in id order by
+                // the read loop (`recover_own_pending`), never beside it.
+                self.recovery_wanted.store(true, Ordering::Release);
+            } else {
+                self.reclaim_idle().await?;
+            }
         }
         if clean_up {
             if let Err(e) = self.remove_idle_consumers().await {

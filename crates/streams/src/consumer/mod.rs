@@ -168,11 +168,16 @@ impl Worker {
         handle.shutdown().await;
     }
 
-    async fn run(self, shared: Shared, upkeep: upkeep::Upkeep, partitioned: tokio::sync::watch::Sender<Option<i64>>) {
+    async fn run(
+        self,
+        shared: Shared,
+        upkeep: upkeep::Upkeep,
+        partitioned: tokio::sync::watch::Sender<Option<String>>,
+    ) {
         let shared = Arc::new(shared);
-        // The count of topics partitioned, read once before the topics start (each compares
+        // The mark of the last partitioning, read once before the topics start (each compares
         // later changes with what it saw then), then every `pattern_refresh`.
-        read_partitioned_seq(&shared, &partitioned).await;
+        read_partitioning_mark(&shared, &partitioned).await;
         let watcher = {
             let shared = shared.clone();
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
@@ -181,7 +186,7 @@ impl Worker {
                         _ = tokio::time::sleep(shared.config.pattern_refresh) => {}
                         _ = shared.stop.cancelled() => return,
                     }
-                    read_partitioned_seq(&shared, &partitioned).await;
+                    read_partitioning_mark(&shared, &partitioned).await;
                 }
             }))
         };
@@ -323,15 +328,16 @@ async fn consume_topic(
     }
 }
 
-/// Reads the namespace's count of topics partitioned into `seq` (a failed read is logged and
-/// changes nothing).
-async fn read_partitioned_seq(shared: &Shared, seq: &tokio::sync::watch::Sender<Option<i64>>) {
-    let key = shared.conn.namespace().partitioned_seq();
-    match crate::redis::call::<Option<i64>>(&shared.conn, "GET", &key, crate::redis::Args::new()).await {
+/// Reads the namespace's mark of the last partitioning into `mark` (`Some("")` when there is
+/// none; a failed read is logged and changes nothing).
+async fn read_partitioning_mark(shared: &Shared, mark: &tokio::sync::watch::Sender<Option<String>>) {
+    let key = shared.conn.namespace().partitioning_mark();
+    match crate::redis::call::<Option<String>>(&shared.conn, "GET", &key, crate::redis::Args::new()).await {
         Ok(now) => {
-            seq.send_if_modified(|was| {
-                let changed = *was != Some(now.unwrap_or(0));
-                *was = Some(now.unwrap_or(0));
+            let now = Some(now.unwrap_or_default());
+            mark.send_if_modified(|was| {
+                let changed = *was != now;
+                *was = now;
                 changed
             });
         }
@@ -339,23 +345,34 @@ async fn read_partitioned_seq(shared: &Shared, seq: &tokio::sync::watch::Sender<
     }
 }
 
-/// Waits until `topic` has a partition count, looking each time the namespace's count of
-/// topics partitioned changes (`changes`, subscribed before the topic's count was first read);
-/// `None` once the worker stops.
+/// Waits until `topic` has a partition count, looking each time the namespace's mark of the
+/// last partitioning changes (`changes`, subscribed before the topic's count was first read;
+/// a failed look is tried again until it succeeds); `None` once the worker stops.
 async fn partitioned_later(
     shared: &Shared,
     topic: &Topic,
-    mut changes: tokio::sync::watch::Receiver<Option<i64>>,
+    mut changes: tokio::sync::watch::Receiver<Option<String>>,
 ) -> Option<u32> {
     loop {
         tokio::select! {
             changed = changes.changed() => changed.ok()?,
             _ = shared.stop.cancelled() => return None,
         }
-        match crate::partitions::stored(&shared.conn, topic).await {
-            Ok(Some(partitions)) => return Some(partitions),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot tell whether the topic was partitioned"),
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match crate::partitions::stored(&shared.conn, topic).await {
+                Ok(Some(partitions)) => return Some(partitions),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, retry_in = ?backoff,
+                        "cannot tell whether the topic was partitioned; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shared.stop.cancelled() => return None,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 }

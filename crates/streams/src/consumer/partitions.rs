@@ -134,9 +134,15 @@ impl TopicConsumer {
         }
     }
 
-    /// Of a partition: whether consumers other than this one hold entries pending in the
-    /// group (a failed look counts as yes: the caller then recovers, which retries).
-    pub(crate) async fn others_hold_entries(&self) -> bool {
+    /// Of a partition, after a read of `read` entries: whether entries are pending in the group
+    /// that this consumer does not handle: held by other consumers, or under its own name
+    /// beyond what it holds and just read (a late reply to a read of an earlier run of it). A
+    /// failed look counts as yes: the caller then recovers, which retries.
+    pub(crate) async fn pending_elsewhere(&self, read: usize) -> bool {
+        // Counted before the look: what is acknowledged meanwhile leaves both (an entry only
+        // leaves `held` after it left the group's pending entries), so the comparison below
+        // never counts it as missing.
+        let held = self.held.lock().expect("held lock").len();
         let reply = match call::<Value>(&self.conn, "XPENDING", &self.key, Args::new().arg(self.group.as_str())).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -149,7 +155,10 @@ impl TopicConsumer {
         consumers.into_iter().any(|row| {
             let mut cols = row.into_array().into_iter();
             let name = cols.next().and_then(|v| v.into_string()).unwrap_or_default();
-            name != self.config.consumer_name
+            // The count comes as a bulk string.
+            let count: usize =
+                cols.next().and_then(|v| v.as_string()).and_then(|c| c.parse().ok()).unwrap_or(usize::MAX);
+            name != self.config.consumer_name || count > held + read
         })
     }
 }
@@ -221,7 +230,7 @@ impl PartitionedTopic {
                     // lease may have run out. Its lease is released (if still its own).
                     let id = done.map_or_else(|e| e.id(), |(id, ())| id);
                     if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
-                        self.release(o.0, &o.1.fence).await;
+                        self.release(o.0, &o.1.fence, tick).await;
                     }
                     continue;
                 }
@@ -232,11 +241,7 @@ impl PartitionedTopic {
             // loop (leases not renewed in time run out, and their partitions stop).
             let heard = tokio::time::timeout(tick, self.heartbeat(&members_key, &me, lease, false))
                 .await
-                .unwrap_or_else(|_| {
-                    let e =
-                        fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {tick:?}"));
-                    Err(RedisError::new("EVALSHA", e))
-                });
+                .unwrap_or_else(|_| Err(no_reply_within("EVALSHA", tick)));
             let members = match heard {
                 Ok(heard) => alive.update(heard),
                 Err(e) => {
@@ -266,7 +271,7 @@ impl PartitionedTopic {
             }
             // Take what is assigned and free, all at once.
             let free: Vec<u32> = wanted.into_iter().filter(|p| !owned.contains_key(p)).collect();
-            let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease))).await;
+            let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
             for (p, fence) in free.into_iter().zip(taken) {
                 if let Some(fence) = fence {
                     tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p, consumer = %me,
@@ -293,8 +298,12 @@ impl PartitionedTopic {
         }
         // Stopping: leave the members at once, so the others take over without waiting for this
         // membership to run out; renew the leases while the partitions drain.
-        if let Err(e) = self.heartbeat(&members_key, &me, lease, true).await {
-            tracing::warn!(topic = %self.topic, error = %e, "could not leave the members of a partitioned topic");
+        let left = tokio::time::timeout(tick, self.heartbeat(&members_key, &me, lease, true))
+            .await
+            .unwrap_or_else(|_| Err(no_reply_within("EVALSHA", tick)));
+        if let Err(e) = left {
+            tracing::warn!(topic = %self.topic, error = %e,
+                "could not leave the members of a partitioned topic; the others take over when its membership runs out");
         }
         let mut renew_at = tokio::time::Instant::now() + tick;
         while !tasks.is_empty() {
@@ -303,7 +312,7 @@ impl PartitionedTopic {
                     let Some(done) = done else { break };
                     let id = done.map_or_else(|e| e.id(), |(id, ())| id);
                     if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
-                        self.release(o.0, &o.1.fence).await;
+                        self.release(o.0, &o.1.fence, tick).await;
                     }
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
@@ -359,18 +368,23 @@ impl PartitionedTopic {
         Ok(Heard { now, rows })
     }
 
-    /// Takes partition `p`'s lease if nobody holds it.
-    async fn acquire(&self, p: u32, lease: Duration) -> Option<Arc<Fence>> {
+    /// Takes partition `p`'s lease if nobody holds it, waiting at most `bound` for Redis.
+    async fn acquire(&self, p: u32, lease: Duration, bound: Duration) -> Option<Arc<Fence>> {
         let conn = &self.shared.conn;
         let key = conn.namespace().partition_lease(&self.topic.partition(p), &self.shared.group);
         let token = format!("{}/{:016x}", self.shared.config.consumer_name, rand_token());
         let sent_at = Instant::now();
         let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        match call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms)).await {
+        let set = call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms));
+        match tokio::time::timeout(bound, set).await.unwrap_or_else(|_| Err(no_reply_within("SET", bound))) {
             Ok(Value::Null) => None,
             Ok(_) => Some(Arc::new(Fence::taken(key, token, sent_at, lease, self.shared.stats.clone()))),
             Err(e) => {
                 tracing::warn!(topic = %self.topic, partition = p, error = %e, "cannot take a partition's lease");
+                // It may have been taken all the same (the reply was lost): give it back, so
+                // the partition does not wait a whole lease for nobody.
+                let fence = Fence::taken(key, token, sent_at, Duration::ZERO, self.shared.stats.clone());
+                self.release(p, &fence, bound).await;
                 None
             }
         }
@@ -383,16 +397,18 @@ impl PartitionedTopic {
         let conn = &self.shared.conn;
         let ms = Value::from(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let sent_at = Instant::now();
+        // Each bounded on its own: one slow node must not cost the leases the others renewed.
         let renewals = owned.iter().map(|(p, o)| {
             let args = vec![Value::from(o.fence.token.as_str()), ms.clone()];
-            async move { (*p, LEASE_RENEW.run::<i64>(conn, vec![o.fence.lease_key.clone()], args).await) }
+            async move {
+                let renew = LEASE_RENEW.run::<i64>(conn, vec![o.fence.lease_key.clone()], args);
+                let renewed =
+                    tokio::time::timeout(bound, renew).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
+                (*p, renewed)
+            }
         });
-        let Ok(results) = tokio::time::timeout(bound, futures::future::join_all(renewals)).await else {
-            tracing::warn!(topic = %self.topic, group = %self.shared.group, bound = ?bound,
-                "renewing the partitions' leases took too long; partitions whose lease runs out stop");
-            return;
-        };
-        let results: HashMap<u32, Result<i64, RedisError>> = results.into_iter().collect();
+        let results: HashMap<u32, Result<i64, RedisError>> =
+            futures::future::join_all(renewals).await.into_iter().collect();
         for (p, result) in results {
             let Some(o) = owned.get_mut(&p) else { continue };
             match result {
@@ -413,14 +429,23 @@ impl PartitionedTopic {
     }
 
     /// Releases partition `p`'s lease after its consumer stopped, for the next owner to take it
-    /// at once (if it is still this holder's).
-    async fn release(&self, p: u32, fence: &Fence) {
+    /// at once (if it is still this holder's), waiting at most `bound` for Redis.
+    async fn release(&self, p: u32, fence: &Fence, bound: Duration) {
         let args = vec![Value::from(fence.token.as_str())];
-        if let Err(e) = LEASE_RELEASE.run::<i64>(&self.shared.conn, vec![fence.lease_key.clone()], args).await {
+        let release = LEASE_RELEASE.run::<i64>(&self.shared.conn, vec![fence.lease_key.clone()], args);
+        let released =
+            tokio::time::timeout(bound, release).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
+        if let Err(e) = released {
             tracing::warn!(topic = %self.topic, partition = p, error = %e,
                 "could not release a partition's lease; the next owner takes it when it runs out");
         }
     }
+}
+
+/// The error of a command that did not answer within `bound` (it may have run all the same).
+fn no_reply_within(command: &'static str, bound: Duration) -> RedisError {
+    let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {bound:?}"));
+    RedisError::new(command, e)
 }
 
 /// What a heartbeat heard: Redis' time and every member with its score (ms).

@@ -264,9 +264,12 @@ impl TopicConsumer {
                     attempt += 1;
                     ctx = ctx.with_attempt(attempt);
                 }
-                Ok(_) => {
+                Ok((_, taken)) => {
                     tracing::info!(topic = %self.topic, entry_id = %id, "entry taken over or deleted while waiting to retry");
-                    self.leave_unsettled(id, "taken over or deleted while it waited to retry");
+                    if !taken.is_empty() {
+                        // Another consumer holds it (deleted or acknowledged, nothing waits).
+                        self.leave_unsettled(id, "taken over while it waited to retry");
+                    }
                     return Settled::Done;
                 }
                 Err(e) if Self::is_group_lost(&e) => {

@@ -65,9 +65,9 @@ pub(crate) struct Shared {
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
     pub(crate) prepared: Arc<tokio::sync::watch::Sender<usize>>,
-    /// The namespace's count of topics partitioned (`Namespace::partitioned_seq`) as last read:
-    /// topics of one stream look whether they were partitioned when it changes.
-    pub(crate) partitioned: tokio::sync::watch::Receiver<Option<i64>>,
+    /// The namespace's mark of the last partitioning (`Namespace::partitioning_mark`) as last
+    /// read: topics of one stream look whether they were partitioned when it changes.
+    pub(crate) partitioned: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// How many more entries a worker may take; unlimited unless `WorkerBuilder::limit` was set.
@@ -196,6 +196,10 @@ pub(crate) struct TopicConsumer {
     pub(crate) released: Mutex<Vec<(EntryId, u64)>>,
     /// Claims (reclaim sweeps, recoveries) waiting for slots: they go before the next read.
     pub(crate) claims_waiting: std::sync::atomic::AtomicUsize,
+    /// Of a partition: the sweep found entries pending that this consumer does not hold. The
+    /// read loop takes them over, in id order, before it reads on (a sweep claiming them
+    /// beside a recovery could queue a key's later entry first).
+    pub(crate) recovery_wanted: std::sync::atomic::AtomicBool,
     /// A claim waits for slots a blocked read holds: the read is woken to give them back.
     pub(crate) wake_reader: tokio::sync::Notify,
     /// A claim got its slots (or gave up): the read loop may take what is left.
@@ -277,6 +281,7 @@ impl TopicConsumer {
             last_read: Mutex::new(EntryId::MIN),
             released: Mutex::new(Vec::new()),
             claims_waiting: std::sync::atomic::AtomicUsize::new(0),
+            recovery_wanted: std::sync::atomic::AtomicBool::new(false),
             wake_reader: tokio::sync::Notify::new(),
             claim_turn: tokio::sync::Notify::new(),
         })
@@ -398,6 +403,7 @@ impl TopicConsumer {
         let mut backoff = Duration::from_millis(100);
         loop {
             lost_reply |= reconnected(&mut command_reconnects);
+            lost_reply |= self.recovery_wanted.swap(false, std::sync::atomic::Ordering::AcqRel);
             if !self.holds_partition() {
                 // A partition whose lease may have run out reads nothing more (`partitions.rs`).
                 self.stop.cancel();
@@ -511,7 +517,10 @@ impl TopicConsumer {
                     if let Some(last) = entries.last() {
                         *self.last_read.lock().expect("last read lock") = last.id;
                     }
-                    if self.fence.is_some() && !entries.is_empty() && Box::pin(self.others_hold_entries()).await {
+                    if self.fence.is_some()
+                        && !entries.is_empty()
+                        && Box::pin(self.pending_elsewhere(entries.len())).await
+                    {
                         // Of a partition, a consumer that had it before holds entries older than
                         // these (a read of its, served after it lost the lease): everything is
                         // taken over in id order before these run, which stay pending here.
