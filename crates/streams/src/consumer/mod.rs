@@ -27,6 +27,7 @@ mod doorbell;
 mod group;
 mod handler;
 mod layer;
+mod partitioned_later;
 mod partitions;
 mod process;
 mod reader;
@@ -125,9 +126,8 @@ impl Worker {
         let stopped_at = Arc::new(OnceLock::new());
         let (prepared, ready) = tokio::sync::watch::channel(0usize);
         let (upkeep_link, upkeep) = upkeep::Upkeep::new();
-        let (partitioned_tx, partitioned) = tokio::sync::watch::channel(None);
         let shared = Shared {
-            partitioned,
+            unpartitioned: Default::default(),
             prepared: Arc::new(prepared),
             conn: self.conn.clone(),
             group: self.group.clone(),
@@ -151,7 +151,7 @@ impl Worker {
         let consumer = self.config.consumer_name.clone();
         let shutdown_bound = self.config.shutdown_timeout + SHUTDOWN_GRACE;
         let topics = self.routes.len();
-        let task = tokio::spawn(self.run(shared, upkeep, partitioned_tx));
+        let task = tokio::spawn(self.run(shared, upkeep));
         WorkerHandle { stop, stopped_at, hard_stop, stats, consumer, shutdown_bound, ready, topics, task: Some(task) }
     }
 
@@ -168,28 +168,13 @@ impl Worker {
         handle.shutdown().await;
     }
 
-    async fn run(
-        self,
-        shared: Shared,
-        upkeep: upkeep::Upkeep,
-        partitioned: tokio::sync::watch::Sender<Option<String>>,
-    ) {
+    async fn run(self, shared: Shared, upkeep: upkeep::Upkeep) {
         let shared = Arc::new(shared);
-        // The mark of the last partitioning, read once before the topics start (each compares
-        // later changes with what it saw then), then every `pattern_refresh`.
-        read_partitioning_mark(&shared, &partitioned).await;
-        let watcher = {
-            let shared = shared.clone();
-            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(shared.config.pattern_refresh) => {}
-                        _ = shared.stop.cancelled() => return,
-                    }
-                    read_partitioning_mark(&shared, &partitioned).await;
-                }
-            }))
-        };
+        // Topics partitioned while this worker runs (`partitioned_later.rs`): the mark is read
+        // once before any topic reads its count, then every `pattern_refresh`.
+        let seen = partitioned_later::read_mark(&shared).await;
+        let watcher =
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(partitioned_later::run(shared.clone(), seen)));
         // One scheduled-message mover per worker, whatever its number of topics: it waits on
         // the namespace's due index (see `schedule.rs`).
         let mover = shared.config.schedule_poll.map(|poll| {
@@ -206,15 +191,19 @@ impl Worker {
         for (topic, handler, options) in &self.routes {
             running.insert(topic.clone());
             let metrics = Arc::new(ConsumerMetrics::new(topic.as_str(), &shared.group));
-            loops.spawn(consume_topic(shared.clone(), topic.clone(), handler.clone(), options.clone(), metrics, true));
+            let route = Arc::new(Consuming { handler: handler.clone(), options: options.clone(), metrics });
+            loops.spawn(consume_topic(shared.clone(), topic.clone(), route, true));
         }
         if !self.patterns.is_empty() {
             // Every topic a pattern matches records under the pattern: labels stay bounded
-            // however many topics match.
-            let pattern_metrics: Vec<Arc<ConsumerMetrics>> = self
+            // however many topics match. One `Consuming` for all of them.
+            let pattern_routes: Vec<Arc<Consuming>> = self
                 .patterns
                 .iter()
-                .map(|(p, _, _)| Arc::new(ConsumerMetrics::new(p.as_str(), &shared.group)))
+                .map(|(p, handler, options)| {
+                    let metrics = Arc::new(ConsumerMetrics::new(p.as_str(), &shared.group));
+                    Arc::new(Consuming { handler: handler.clone(), options: options.clone(), metrics })
+                })
                 .collect();
             let mut discovery = crate::registry::Discovery::new(self.conn.clone());
             let patterns: Vec<TopicPattern> = self.patterns.iter().map(|(p, _, _)| p.clone()).collect();
@@ -223,25 +212,17 @@ impl Worker {
                     Ok(topics) => {
                         for topic in topics {
                             // The first pattern that matches the topic handles it.
-                            let Some(((pattern, handler, options), metrics)) = self
+                            let Some(((pattern, _, _), route)) = self
                                 .patterns
                                 .iter()
-                                .zip(&pattern_metrics)
+                                .zip(&pattern_routes)
                                 .find(|((p, _, _), _)| p.matches(&topic) && p.permits(&topic))
                             else {
                                 continue;
                             };
                             if running.insert(topic.clone()) {
                                 tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                let metrics = metrics.clone();
-                                loops.spawn(consume_topic(
-                                    shared.clone(),
-                                    topic,
-                                    handler.clone(),
-                                    options.clone(),
-                                    metrics,
-                                    false,
-                                ));
+                                loops.spawn(consume_topic(shared.clone(), topic, route.clone(), false));
                             }
                         }
                     }
@@ -254,7 +235,8 @@ impl Worker {
             }
         }
         while loops.join_next().await.is_some() {}
-        drop(watcher);
+        // It stops with the worker, after the partitioned topics it started.
+        let _ = watcher.await;
         drop(upkeep);
         if let Some(mover) = mover {
             // It stops after the pass under way (bounded: a lease it leaves runs out anyway).
@@ -266,115 +248,68 @@ impl Worker {
 /// Consumes `topic` until the worker stops: each of its partitions in turn with the group's
 /// other members (`partitions.rs`) when it is partitioned, else its one stream. `named`: see
 /// `TopicConsumer::run`.
-async fn consume_topic(
-    shared: Arc<Shared>,
-    topic: Topic,
-    handler: Arc<dyn Handler>,
-    options: RouteOptions,
-    metrics: Arc<ConsumerMetrics>,
-    named: bool,
-) {
+async fn consume_topic(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>, named: bool) {
+    // Watched from before the look below: a partitioning after it is seen.
+    shared.unpartitioned.watch(topic.clone(), route.clone());
+    // Boxed: its state would otherwise stay in this future, which every topic keeps for as long
+    // as it runs (a worker may have tens of thousands of topics).
+    let Some(partitions) = Box::pin(partition_count(&shared, &topic)).await else {
+        shared.unpartitioned.forget(&topic);
+        return;
+    };
+    match partitions {
+        Some(partitions) => {
+            shared.unpartitioned.forget(&topic);
+            // Boxed: inline, its state would make every topic's future, of a worker with
+            // thousands of topics of one stream, kilobytes larger.
+            Box::pin(partitions::PartitionedTopic::new(shared, topic, partitions, route, true).run(named)).await;
+        }
+        None => {
+            // Partitioned later: `partitioned_later.rs` starts its partitions beside this (it
+            // keeps the topic in its map until the worker stops).
+            TopicConsumer::new(&shared, topic, route.handler.clone(), &route.options, route.metrics.clone(), None)
+                .run(named)
+                .await;
+        }
+    }
+}
+
+/// `topic`'s partition count (`Some(None)` for a topic of one stream), read again until it can
+/// be; `None` once the worker stops. The look takes a start turn, as a topic's start does
+/// (`TopicConsumer::start_turn`): 10,000 topics' commands in flight at once left the worker
+/// 40 MiB larger for good.
+async fn partition_count(shared: &Shared, topic: &Topic) -> Option<Option<u32>> {
     let mut backoff = Duration::from_millis(100);
-    // Changes from here on mean the topic may have been partitioned after the look below.
-    let mut changes = shared.partitioned.clone();
-    changes.borrow_and_update();
-    let partitions = loop {
-        match crate::partitions::stored(&shared.conn, &topic).await {
-            Ok(partitions) => break partitions,
+    loop {
+        let turn = tokio::select! {
+            turn = shared.starting.clone().acquire_owned() => turn.ok()?,
+            _ = shared.stop.cancelled() => return None,
+        };
+        // Boxed once the turn is taken: every topic waits for its turn in this future at a
+        // worker's start, and the command's future (6 KB) in each made them 60 MiB together.
+        let stored = Box::pin(crate::partitions::stored(&shared.conn, topic)).await;
+        drop(turn);
+        match stored {
+            Ok(partitions) => return Some(partitions),
             Err(e) => {
-                tracing::error!(topic = %topic, error = %e, "cannot tell whether the topic is partitioned; retrying");
+                tracing::error!(topic = %topic, error = %e, retry_in = ?backoff,
+                    "cannot tell whether the topic is partitioned; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shared.stop.cancelled() => return,
+                    _ = shared.stop.cancelled() => return None,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    };
-    match partitions {
-        Some(partitions) => {
-            let own_stream = true;
-            partitions::PartitionedTopic { shared, topic, partitions, handler, options, metrics, own_stream }
-                .run(named)
-                .await;
-        }
-        None => {
-            let one = TopicConsumer::new(&shared, topic.clone(), handler.clone(), &options, metrics.clone(), None);
-            // Partitioned while this worker runs (`Admin::create_topic` on a topic in use):
-            // its partitions are consumed too from then on, beside its own stream, whose
-            // consumer goes on (the groups were created on the partitions at their beginning,
-            // so nothing published there meanwhile is skipped).
-            let later = async {
-                let partitions = partitioned_later(&shared, &topic, changes).await?;
-                tracing::warn!(topic = %topic, partitions, group = %shared.group,
-                    "the topic was partitioned while this worker consumed it; consuming its partitions too \
-                     (per-key order holds within the partitions, not between entries written before and after)");
-                let own_stream = false;
-                let topic = topic.clone();
-                let partitioned = partitions::PartitionedTopic {
-                    shared: shared.clone(),
-                    topic,
-                    partitions,
-                    handler,
-                    options: options.clone(),
-                    metrics,
-                    own_stream,
-                };
-                partitioned.run(false).await;
-                Some(())
-            };
-            tokio::join!(one.run(named), later);
-        }
     }
 }
 
-/// Reads the namespace's mark of the last partitioning into `mark` (`Some("")` when there is
-/// none; a failed read is logged and changes nothing).
-async fn read_partitioning_mark(shared: &Shared, mark: &tokio::sync::watch::Sender<Option<String>>) {
-    let key = shared.conn.namespace().partitioning_mark();
-    match crate::redis::call::<Option<String>>(&shared.conn, "GET", &key, crate::redis::Args::new()).await {
-        Ok(now) => {
-            let now = Some(now.unwrap_or_default());
-            mark.send_if_modified(|was| {
-                let changed = *was != now;
-                *was = now;
-                changed
-            });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read whether topics were partitioned; trying again"),
-    }
-}
-
-/// Waits until `topic` has a partition count, looking each time the namespace's mark of the
-/// last partitioning changes (`changes`, subscribed before the topic's count was first read;
-/// a failed look is tried again until it succeeds); `None` once the worker stops.
-async fn partitioned_later(
-    shared: &Shared,
-    topic: &Topic,
-    mut changes: tokio::sync::watch::Receiver<Option<String>>,
-) -> Option<u32> {
-    loop {
-        tokio::select! {
-            changed = changes.changed() => changed.ok()?,
-            _ = shared.stop.cancelled() => return None,
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match crate::partitions::stored(&shared.conn, topic).await {
-                Ok(Some(partitions)) => return Some(partitions),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(topic = %topic, error = %e, retry_in = ?backoff,
-                        "cannot tell whether the topic was partitioned; trying again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shared.stop.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
+/// What consuming a topic takes: its handler, options and metrics. One for each topic named
+/// and one for all the topics of a pattern, shared (a worker may have tens of thousands).
+pub(crate) struct Consuming {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: RouteOptions,
+    pub(crate) metrics: Arc<ConsumerMetrics>,
 }
 
 /// How long a graceful stop may take beyond `shutdown_timeout`: the final acknowledgements,

@@ -31,11 +31,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::{RedisError, Topic};
 
-use super::handler::Handler;
-use super::route::RouteOptions;
 use super::stats::Stats;
 use super::topic::{Shared, TopicConsumer};
-use crate::metrics::ConsumerMetrics;
+use super::Consuming;
 use crate::redis::{call, call_sub, Args};
 use crate::scripts::{LEASE_RELEASE, LEASE_RENEW, PARTITION_MEMBERS};
 
@@ -176,18 +174,26 @@ struct Owned {
 /// before the topic was partitioned, or by writers that do not partition), consumed as a topic
 /// of one stream.
 pub(crate) struct PartitionedTopic {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) topic: Topic,
-    pub(crate) partitions: u32,
-    pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) options: RouteOptions,
-    pub(crate) metrics: Arc<ConsumerMetrics>,
+    shared: Arc<Shared>,
+    topic: Topic,
+    partitions: u32,
+    route: Arc<Consuming>,
     /// Whether to consume the topic's own stream too (false when it runs already: the topic
     /// was partitioned after the worker started it).
-    pub(crate) own_stream: bool,
+    own_stream: bool,
 }
 
 impl PartitionedTopic {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        topic: Topic,
+        partitions: u32,
+        route: Arc<Consuming>,
+        own_stream: bool,
+    ) -> Self {
+        Self { shared, topic, partitions, route, own_stream }
+    }
+
     /// Runs until the worker stops; then stops its partitions gracefully, leaves the group's
     /// members and releases its leases. `named`: counted by `WorkerHandle::ready` once its
     /// first assignment round is done.
@@ -207,9 +213,9 @@ impl PartitionedTopic {
             let base = TopicConsumer::new(
                 &self.shared,
                 self.topic.clone(),
-                self.handler.clone(),
-                &self.options,
-                self.metrics.clone(),
+                self.route.handler.clone(),
+                &self.route.options,
+                self.route.metrics.clone(),
                 None,
             );
             tasks.spawn(base.run(false));
@@ -281,9 +287,9 @@ impl PartitionedTopic {
                     let consumer = TopicConsumer::new(
                         &self.shared,
                         self.topic.partition(p),
-                        self.handler.clone(),
-                        &self.options,
-                        self.metrics.clone(),
+                        self.route.handler.clone(),
+                        &self.route.options,
+                        self.route.metrics.clone(),
                         Some(role),
                     );
                     let task = tasks.spawn(consumer.run(false));

@@ -65,9 +65,9 @@ pub(crate) struct Shared {
     pub(crate) readers: super::reader::Readers,
     /// Topics consuming (group created, own entries recovered): `WorkerHandle::ready`.
     pub(crate) prepared: Arc<tokio::sync::watch::Sender<usize>>,
-    /// The namespace's mark of the last partitioning (`Namespace::partitioning_mark`) as last
-    /// read: topics of one stream look whether they were partitioned when it changes.
-    pub(crate) partitioned: tokio::sync::watch::Receiver<Option<String>>,
+    /// The worker's topics of one stream, looked at again when a topic is partitioned
+    /// (`partitioned_later.rs`).
+    pub(crate) unpartitioned: super::partitioned_later::Watched,
 }
 
 /// How many more entries a worker may take; unlimited unless `WorkerBuilder::limit` was set.
