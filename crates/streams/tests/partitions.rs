@@ -30,6 +30,11 @@ fn xlen(redis: &TestRedis, key: &str) -> u64 {
     redis.cli(&["XLEN", key]).trim().parse().unwrap()
 }
 
+/// Publishes message `n` of `key` to `orders`, with `key` as its key.
+async fn send_keyed(producer: &Producer, n: u64, key: &str) {
+    producer.message("orders", &Order { n, key: key.to_owned() }).key(key).send().await.unwrap();
+}
+
 /// The consumer holding each partition's lease for group `g` (empty: nobody).
 fn owners(redis: &TestRedis, topic: &str, partitions: u32) -> Vec<String> {
     (0..partitions)
@@ -63,7 +68,7 @@ async fn keys_go_to_their_partition_and_messages_without_a_key_spread_evenly() {
 
     // A key's messages all go to `crc32(key) mod 4` (vectors in docs/wire-format.md).
     for i in 0..10u64 {
-        producer.message("orders", &Order { n: i, key: "customer-42".into() }).key("customer-42").send().await.unwrap();
+        send_keyed(&producer, i, "customer-42").await;
     }
     let p = tributary_core::partition::of_key("customer-42", 4);
     assert_eq!(p, 1);
@@ -167,7 +172,7 @@ async fn a_keys_messages_run_in_order_one_at_a_time_across_members_that_crash_an
             for n in 0..per_key {
                 for k in 0..keys {
                     let key = format!("k{k}");
-                    producer.message("orders", &Order { n, key: key.clone() }).key(key).send().await.unwrap();
+                    send_keyed(&producer, n, &key).await;
                 }
                 if n % 10 == 9 {
                     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -290,9 +295,9 @@ async fn a_member_that_lost_a_partitions_lease_settles_nothing_of_it_and_starts_
     tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
     let producer = Producer::new(conn.clone());
     // 1 runs (held at the gate), 2 waits behind it: same key.
-    producer.message("orders", &Order { n: 1, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 1, "k").await;
     assert_eq!(tokio::time::timeout(PATIENCE, entered.recv()).await.unwrap(), Some(1));
-    producer.message("orders", &Order { n: 2, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 2, "k").await;
     let partition = stream(&redis, "orders#0");
     let r = &redis;
     let p = partition.clone();
@@ -514,7 +519,7 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
     tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
     let producer = Producer::new(conn.clone());
     for n in 0..3 {
-        producer.message("orders", &Order { n, key: "k".into() }).key("k").send().await.unwrap();
+        send_keyed(&producer, n, "k").await;
     }
     seen.wait_for(4, "0, 1 twice, 2").await;
     assert_eq!(
@@ -523,7 +528,7 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
         "the retry kept its place"
     );
     // Dead-lettered in the key's partition, naming the topic.
-    producer.message("orders", &Order { n: 3, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 3, "k").await;
     let p = tributary_core::partition::of_key("k", 2);
     let dlq = tributary_streams::DeadLetters::new(conn.clone(), &format!("orders#{p}")).unwrap();
     let d = &dlq;
@@ -705,14 +710,14 @@ async fn entries_another_consumer_read_of_a_partition_are_taken_over_before_newe
         .start();
     tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
     let producer = Producer::new(conn.clone());
-    producer.message("orders", &Order { n: 1, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 1, "k").await;
     seen.wait_for(1, "1 running").await;
     // 2 is read by a consumer that is not a (as a former owner's read would be).
-    producer.message("orders", &Order { n: 2, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 2, "k").await;
     let partition = stream(&redis, "orders#0");
     let stray = redis.cli(&["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "1", "STREAMS", &partition, ">"]);
     assert!(!stray.trim().is_empty(), "ghost read 2");
-    producer.message("orders", &Order { n: 3, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 3, "k").await;
     gate.add_permits(1);
     seen.wait_for(3, "2 and 3").await;
     assert_eq!(seen.get(), [1, 2, 3], "2 taken over before 3 ran");
@@ -754,7 +759,7 @@ async fn a_topic_partitioned_while_in_use_has_its_partitions_consumed_by_the_run
     let producer = Producer::new(conn.clone());
     for n in 1..=40 {
         let key = format!("k{}", n % 8);
-        producer.message("orders", &Order { n, key: key.clone() }).key(key).send().await.unwrap();
+        send_keyed(&producer, n, &key).await;
     }
     assert_eq!(xlen(&redis, &stream(&redis, "orders")), 1, "the new messages went to the partitions");
     seen.wait_for(41, "every message").await;
@@ -782,14 +787,14 @@ async fn a_producer_keeps_a_vanished_partition_count_a_while_then_publishes_to_t
     admin.create_topic("orders", 2).await.unwrap();
     let refresh = Duration::from_millis(50);
     let producer = Producer::builder(conn.clone()).retention_refresh(refresh).build().unwrap();
-    producer.message("orders", &Order { n: 0, key: "k".into() }).key("k").send().await.unwrap();
+    send_keyed(&producer, 0, "k").await;
     admin.delete_topic("orders").await.unwrap();
     let deleted = Instant::now();
     let own = stream(&redis, "orders");
     let mut n = 1;
     while xlen(&redis, &own) == 0 {
         assert!(deleted.elapsed() < PATIENCE, "still publishing to partitions after {:?}", deleted.elapsed());
-        producer.message("orders", &Order { n, key: "k".into() }).key("k").send().await.unwrap();
+        send_keyed(&producer, n, "k").await;
         n += 1;
         tokio::time::sleep(Duration::from_millis(10)).await; // a publisher's pace, not a wait for a condition
     }
