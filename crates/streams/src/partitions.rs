@@ -41,7 +41,7 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
     // starts then creates no group at its own start position before these); and again when
     // the count was there already, which repairs a call that failed half-way. Each step is
     // idempotent.
-    adopt_groups(conn, topic, partitions).await?;
+    let adopted = adopt_groups(conn, topic, partitions).await?;
     // Listed by `Admin::topics` and found by workers' topic patterns before the first publish.
     crate::registry::register(conn, &[topic]).await?;
     // `SET NX GET` answers what was there, and sets only when nothing was.
@@ -51,12 +51,22 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
         Some(n) if n == partitions => false,
         Some(n) => return Err(mismatch(n)),
     };
+    let mark_key = conn.namespace().partitioning_mark();
+    if !created && !adopted {
+        // Nothing changed here. The mark is set again only if the last one is another topic's
+        // (this call may repair one whose mark was never set); a service that ensures its
+        // topic at every start does not make every worker look at all its topics each time.
+        let last: Option<String> = call(conn, "GET", &mark_key, Args::new()).await?;
+        if last.is_some_and(|m| m.rsplit_once('@').is_some_and(|(t, _)| t == topic.as_str())) {
+            return Ok(false);
+        }
+    }
     // Running workers look whether their topics of one stream were partitioned when this
     // changes: a value never used before (a counter could come back to one a worker saw, after
     // Redis restarted without persistence).
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let mark = format!("{topic}@{now}");
-    let _: Value = call(conn, "SET", &conn.namespace().partitioning_mark(), Args::new().arg(mark)).await?;
+    let _: Value = call(conn, "SET", &mark_key, Args::new().arg(mark)).await?;
     Ok(created)
 }
 
@@ -64,20 +74,22 @@ pub(crate) async fn create(conn: &Connection, topic: &Topic, partitions: u32) ->
 /// producers write to the partitions from their next look-up, and the groups' running workers
 /// start consuming them a little later (`consumer/mod.rs`); nothing written meanwhile may be
 /// skipped, whatever position the workers would start a new group at.
-async fn adopt_groups(conn: &Connection, topic: &Topic, partitions: u32) -> Result<(), StreamError> {
+/// True when it created a group (a call before stopped half-way, or this is the first).
+async fn adopt_groups(conn: &Connection, topic: &Topic, partitions: u32) -> Result<bool, StreamError> {
     let groups = crate::Admin::new(conn.clone()).groups(topic.as_str()).await?;
+    let mut created = false;
     for group in &groups {
         for p in 0..partitions {
             let key = conn.namespace().topic_stream(&topic.partition(p));
             let args = Args::new().arg(group.name.as_str()).arg("0").arg("MKSTREAM");
             match call_sub::<Value>(conn, "XGROUP", "CREATE", &key, args).await {
-                Ok(_) => {}
+                Ok(_) => created = true,
                 Err(e) if e.is_server_error("BUSYGROUP") => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 fn parse(topic: &Topic, value: Value) -> Result<Option<u32>, StreamError> {

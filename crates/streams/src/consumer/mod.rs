@@ -259,7 +259,14 @@ async fn consume_topic(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>,
     };
     match partitions {
         Some(partitions) => {
-            shared.unpartitioned.forget(&topic);
+            if shared.unpartitioned.forget(&topic).is_none() {
+                // The watcher saw it partitioned first (its look came before this one's answer)
+                // and consumes its partitions already: the own stream is left to this.
+                TopicConsumer::new(&shared, topic, route.handler.clone(), &route.options, route.metrics.clone(), None)
+                    .run(named)
+                    .await;
+                return;
+            }
             // Boxed: inline, its state would make every topic's future, of a worker with
             // thousands of topics of one stream, kilobytes larger.
             Box::pin(partitions::PartitionedTopic::new(shared, topic, partitions, route, true).run(named)).await;
@@ -281,9 +288,18 @@ async fn consume_topic(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>,
 async fn partition_count(shared: &Shared, topic: &Topic) -> Option<Option<u32>> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let turn = tokio::select! {
-            turn = shared.starting.clone().acquire_owned() => turn.ok()?,
-            _ = shared.stop.cancelled() => return None,
+        let since = Instant::now();
+        let acquire = shared.starting.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let turn = loop {
+            tokio::select! {
+                turn = &mut acquire => break turn.ok()?,
+                _ = shared.stop.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                    tracing::warn!(topic = %topic, group = %shared.group, waiting_for = ?since.elapsed(),
+                        "waiting for other topics of the worker to start before looking whether this one is partitioned");
+                }
+            }
         };
         // Boxed once the turn is taken: every topic waits for its turn in this future at a
         // worker's start, and the command's future (6 KB) in each made them 60 MiB together.

@@ -61,16 +61,25 @@ pub(crate) async fn read_mark(shared: &Shared) -> Option<String> {
 /// a change). Then waits for the partitioned topics it started to stop.
 pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
     let mut started = JoinSet::new();
+    // Topics whose look failed: looked at again next turn, whatever the mark.
+    let mut again: Vec<Topic> = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.config.pattern_refresh) => {}
             _ = shared.stop.cancelled() => break,
         }
         let Some(mark) = read_mark(&shared).await else { continue };
-        if seen.as_ref() == Some(&mark) {
+        let topics = if seen.as_ref() == Some(&mark) {
+            std::mem::take(&mut again)
+        } else {
+            again.clear();
+            shared.unpartitioned.topics()
+        };
+        seen = Some(mark);
+        if topics.is_empty() {
             continue;
         }
-        let looks: Vec<_> = futures::stream::iter(shared.unpartitioned.topics())
+        let looks = futures::stream::iter(topics)
             .map(|topic| {
                 let conn = &shared.conn;
                 async move {
@@ -79,15 +88,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
                 }
             })
             .buffer_unordered(16)
-            .collect()
-            .await;
-        // A look that failed is made again at the next turn.
-        let mut all_looked = true;
+            .collect::<Vec<_>>();
+        let looks = tokio::select! {
+            looks = looks => looks,
+            _ = shared.stop.cancelled() => break,
+        };
         for (topic, count) in looks {
             match count {
                 Ok(Some(partitions)) => {
+                    if shared.stop.is_cancelled() {
+                        break;
+                    }
                     let Some(route) = shared.unpartitioned.forget(&topic) else {
-                        continue; // stopped meanwhile
+                        continue; // its own look found it partitioned first
                     };
                     tracing::warn!(topic = %topic, partitions, group = %shared.group,
                         "the topic was partitioned while this worker consumed it; consuming its partitions too \
@@ -97,13 +110,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    all_looked = false;
                     tracing::warn!(topic = %topic, error = %e, "cannot tell whether the topic was partitioned; trying again");
+                    again.push(topic);
                 }
             }
-        }
-        if all_looked {
-            seen = Some(mark);
         }
     }
     while started.join_next().await.is_some() {}

@@ -136,7 +136,7 @@ impl TopicConsumer {
     /// that this consumer does not handle: held by other consumers, or under its own name
     /// beyond what it holds and just read (a late reply to a read of an earlier run of it). A
     /// failed look counts as yes: the caller then recovers, which retries.
-    pub(crate) async fn pending_elsewhere(&self, read: usize) -> bool {
+    pub(crate) async fn pending_elsewhere(&self, first_read: tributary_core::EntryId, read: usize) -> bool {
         // Counted before the look: what is acknowledged meanwhile leaves both (an entry only
         // leaves `held` after it left the group's pending entries), so the comparison below
         // never counts it as missing.
@@ -149,7 +149,14 @@ impl TopicConsumer {
             }
         };
         // [count, first id, last id, [[consumer, count], ...]]
-        let consumers = reply.into_array().into_iter().nth(3).map(Value::into_array).unwrap_or_default();
+        let mut reply = reply.into_array().into_iter();
+        let oldest = reply.nth(1).and_then(|v| v.as_string()).and_then(|id| id.parse::<tributary_core::EntryId>().ok());
+        // The oldest pending entry, older than this read and not held here: left by a read of
+        // an earlier run (the counts below miss it while acknowledgements are on their way).
+        if oldest.is_some_and(|id| id < first_read && !self.held.lock().expect("held lock").contains_key(&id)) {
+            return true;
+        }
+        let consumers = reply.nth(1).map(Value::into_array).unwrap_or_default();
         consumers.into_iter().any(|row| {
             let mut cols = row.into_array().into_iter();
             let name = cols.next().and_then(|v| v.into_string()).unwrap_or_default();
@@ -228,19 +235,24 @@ impl PartitionedTopic {
         let mut assignment: (Vec<String>, Vec<u32>) = (Vec::new(), Vec::new());
         let mut counted = !named;
         let mut next_tick = tokio::time::Instant::now();
+        // Releases run beside the loop: awaited in it, one slow node would hold back the
+        // renewals of every lease.
+        let mut releasing: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next_tick) => {}
+                biased;
+                _ = self.shared.stop.cancelled() => break,
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     // A partition's consumer ended: handed over, or stopped itself when its
                     // lease may have run out. Its lease is released (if still its own).
                     let id = done.map_or_else(|e| e.id(), |(id, ())| id);
-                    if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
-                        self.release(o.0, &o.1.fence, tick).await;
+                    if let Some((p, o)) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                        releasing.spawn(self.release(p, o.fence, tick));
                     }
                     continue;
                 }
-                _ = self.shared.stop.cancelled() => break,
+                Some(_) = releasing.join_next(), if !releasing.is_empty() => continue,
+                _ = tokio::time::sleep_until(next_tick) => {}
             }
             next_tick = tokio::time::Instant::now() + tick;
             // Each step bounded by a tick: a slow Redis delays the next round, never stalls the
@@ -317,8 +329,8 @@ impl PartitionedTopic {
                 done = tasks.join_next_with_id() => {
                     let Some(done) = done else { break };
                     let id = done.map_or_else(|e| e.id(), |(id, ())| id);
-                    if let Some(o) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
-                        self.release(o.0, &o.1.fence, tick).await;
+                    if let Some((p, o)) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                        releasing.spawn(self.release(p, o.fence, tick));
                     }
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
@@ -327,6 +339,7 @@ impl PartitionedTopic {
                 }
             }
         }
+        while releasing.join_next().await.is_some() {}
     }
 
     /// Creates the group on every partition (`MKSTREAM`), at the worker's start position;
@@ -390,7 +403,7 @@ impl PartitionedTopic {
                 // It may have been taken all the same (the reply was lost): give it back, so
                 // the partition does not wait a whole lease for nobody.
                 let fence = Fence::taken(key, token, sent_at, Duration::ZERO, self.shared.stats.clone());
-                self.release(p, &fence, bound).await;
+                tokio::spawn(self.release(p, Arc::new(fence), bound));
                 None
             }
         }
@@ -436,14 +449,22 @@ impl PartitionedTopic {
 
     /// Releases partition `p`'s lease after its consumer stopped, for the next owner to take it
     /// at once (if it is still this holder's), waiting at most `bound` for Redis.
-    async fn release(&self, p: u32, fence: &Fence, bound: Duration) {
-        let args = vec![Value::from(fence.token.as_str())];
-        let release = LEASE_RELEASE.run::<i64>(&self.shared.conn, vec![fence.lease_key.clone()], args);
-        let released =
-            tokio::time::timeout(bound, release).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
-        if let Err(e) = released {
-            tracing::warn!(topic = %self.topic, partition = p, error = %e,
-                "could not release a partition's lease; the next owner takes it when it runs out");
+    fn release(
+        &self,
+        p: u32,
+        fence: Arc<Fence>,
+        bound: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (conn, topic) = (self.shared.conn.clone(), self.topic.clone());
+        async move {
+            let args = vec![Value::from(fence.token.as_str())];
+            let release = LEASE_RELEASE.run::<i64>(&conn, vec![fence.lease_key.clone()], args);
+            let released =
+                tokio::time::timeout(bound, release).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
+            if let Err(e) = released {
+                tracing::warn!(topic = %topic, partition = p, error = %e,
+                    "could not release a partition's lease; the next owner takes it when it runs out");
+            }
         }
     }
 }

@@ -519,7 +519,7 @@ impl TopicConsumer {
                     }
                     if self.fence.is_some()
                         && !entries.is_empty()
-                        && Box::pin(self.pending_elsewhere(entries.len())).await
+                        && Box::pin(self.pending_elsewhere(entries[0].id, entries.len())).await
                     {
                         // Of a partition, a consumer that had it before holds entries older than
                         // these (a read of its, served after it lost the lease): everything is
