@@ -192,18 +192,8 @@ pub(crate) async fn info(conn: Connection, out: Output, topic: &str) -> Result<(
         return info_partitioned(&admin, &conn, out, topic, &streams).await;
     }
     let bounds = admin.first_and_last(topic).await?;
-    let at = |id: EntryId| {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms());
-        format!("{id} ({})", humantime::format_rfc3339_millis(time))
-    };
     let groups = admin.groups(topic).await?;
-    let retention = match admin.retention(topic).await {
-        Ok(Some(r)) => r.to_string(),
-        Ok(None) => "none".to_owned(),
-        // Shown, not fatal: the rest of the topic is still worth seeing.
-        Err(e @ StreamError::InvalidRetention { .. }) => e.to_string(),
-        Err(e) => return Err(e.into()),
-    };
+    let retention = retention_text(&admin, topic).await?;
     let mut rows = vec![
         vec![json!("length"), json!(admin.len(topic).await?)],
         vec![json!("retention"), json!(retention)],
@@ -235,6 +225,23 @@ pub(crate) async fn info(conn: Connection, out: Output, topic: &str) -> Result<(
     Ok(())
 }
 
+/// An entry id with its time, as `info` shows the first and last.
+fn at(id: EntryId) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms());
+    format!("{id} ({})", humantime::format_rfc3339_millis(time))
+}
+
+/// `topic`'s stored retention as `info` shows it; one that cannot be read is shown, not fatal
+/// (the rest of the topic is still worth seeing).
+async fn retention_text(admin: &Admin, topic: &str) -> Result<String, BoxError> {
+    Ok(match admin.retention(topic).await {
+        Ok(Some(r)) => r.to_string(),
+        Ok(None) => "none".to_owned(),
+        Err(e @ StreamError::InvalidRetention { .. }) => e.to_string(),
+        Err(e) => return Err(e.into()),
+    })
+}
+
 /// `info` of a partitioned topic: its partitions' and own stream's figures together, and each
 /// group's lag, pending entries and consumers over them (`groups` shows each partition).
 async fn info_partitioned(
@@ -250,16 +257,7 @@ async fn info_partitioned(
         futures::future::try_join_all(streams.iter().map(|(_, s)| admin.first_and_last(s))).await?;
     let first = bounds.iter().flatten().map(|(f, _)| *f).min();
     let last = bounds.iter().flatten().map(|(_, l)| *l).max();
-    let at = |id: EntryId| {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms());
-        format!("{id} ({})", humantime::format_rfc3339_millis(time))
-    };
-    let retention = match admin.retention(topic).await {
-        Ok(Some(r)) => r.to_string(),
-        Ok(None) => "none".to_owned(),
-        Err(e @ StreamError::InvalidRetention { .. }) => e.to_string(),
-        Err(e) => return Err(e.into()),
-    };
+    let retention = retention_text(admin, topic).await?;
     /// A group over every stream of the topic.
     #[derive(Default)]
     struct Group {

@@ -119,7 +119,7 @@ fn journaling_worker(conn: &Connection, name: &str, journal: &Arc<Mutex<Journal>
                 // Not running any more once returned, or dropped (its worker crashed).
                 let _running = Running(journal.clone(), o.key.clone());
                 let pause = (o.n * 7 + o.key.len() as u64) % 3;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tokio::time::sleep(Duration::from_millis(pause)).await; // the handler's work, simulated
                 Ok::<_, HandlerError>(())
             }
         })
@@ -175,7 +175,7 @@ async fn a_keys_messages_run_in_order_one_at_a_time_across_members_that_crash_an
                     send_keyed(&producer, n, &key).await;
                 }
                 if n % 10 == 9 {
-                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    tokio::time::sleep(Duration::from_millis(30)).await; // pacing: messages flow while members crash and join
                 }
             }
         })
@@ -363,7 +363,7 @@ async fn partition_member_process() {
                 let _: i64 = redis.rpush(format!("{ns}:journal:{}", o.key), o.n).await?;
                 let _: i64 = redis.incr(format!("{ns}:started")).await?;
                 let pause = (o.n * 31 + ctx.entry_id().seq()) % 3;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tokio::time::sleep(Duration::from_millis(pause)).await; // the handler's work, simulated
                 let _: i64 = redis.del(&mark).await?;
                 Ok::<_, HandlerError>(())
             }
@@ -375,6 +375,7 @@ async fn partition_member_process() {
     // Until killed; or once the test that started it is gone (it never leaves members behind).
     let parent = std::os::unix::process::parent_id();
     while std::os::unix::process::parent_id() == parent {
+        // Polled: a parent's exit has no notification to await (the process is reparented).
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -601,7 +602,7 @@ async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys
                 let key = format!("k{k}");
                 while producer.message("orders", &Order { n, key: key.clone() }).key(key.clone()).send().await.is_err()
                 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await; // backoff while Redis restarts
                 }
             }
         }

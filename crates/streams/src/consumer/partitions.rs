@@ -257,9 +257,7 @@ impl PartitionedTopic {
             next_tick = tokio::time::Instant::now() + tick;
             // Each step bounded by a tick: a slow Redis delays the next round, never stalls the
             // loop (leases not renewed in time run out, and their partitions stop).
-            let heard = tokio::time::timeout(tick, self.heartbeat(&members_key, &me, lease, false))
-                .await
-                .unwrap_or_else(|_| Err(no_reply_within("EVALSHA", tick)));
+            let heard = within(tick, "EVALSHA", self.heartbeat(&members_key, &me, lease, false)).await;
             let members = match heard {
                 Ok(heard) => alive.update(heard),
                 Err(e) => {
@@ -316,9 +314,7 @@ impl PartitionedTopic {
         }
         // Stopping: leave the members at once, so the others take over without waiting for this
         // membership to run out; renew the leases while the partitions drain.
-        let left = tokio::time::timeout(tick, self.heartbeat(&members_key, &me, lease, true))
-            .await
-            .unwrap_or_else(|_| Err(no_reply_within("EVALSHA", tick)));
+        let left = within(tick, "EVALSHA", self.heartbeat(&members_key, &me, lease, true)).await;
         if let Err(e) = left {
             tracing::warn!(topic = %self.topic, error = %e,
                 "could not leave the members of a partitioned topic; the others take over when its membership runs out");
@@ -395,7 +391,7 @@ impl PartitionedTopic {
         let sent_at = Instant::now();
         let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let set = call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms));
-        match tokio::time::timeout(bound, set).await.unwrap_or_else(|_| Err(no_reply_within("SET", bound))) {
+        match within(bound, "SET", set).await {
             Ok(Value::Null) => None,
             Ok(_) => Some(Arc::new(Fence::taken(key, token, sent_at, lease, self.shared.stats.clone()))),
             Err(e) => {
@@ -421,8 +417,7 @@ impl PartitionedTopic {
             let args = vec![Value::from(o.fence.token.as_str()), ms.clone()];
             async move {
                 let renew = LEASE_RENEW.run::<i64>(conn, vec![o.fence.lease_key.clone()], args);
-                let renewed =
-                    tokio::time::timeout(bound, renew).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
+                let renewed = within(bound, "EVALSHA", renew).await;
                 (*p, renewed)
             }
         });
@@ -459,8 +454,7 @@ impl PartitionedTopic {
         async move {
             let args = vec![Value::from(fence.token.as_str())];
             let release = LEASE_RELEASE.run::<i64>(&conn, vec![fence.lease_key.clone()], args);
-            let released =
-                tokio::time::timeout(bound, release).await.unwrap_or_else(|_| Err(no_reply_within("EVALSHA", bound)));
+            let released = within(bound, "EVALSHA", release).await;
             if let Err(e) = released {
                 tracing::warn!(topic = %topic, partition = p, error = %e,
                     "could not release a partition's lease; the next owner takes it when it runs out");
@@ -469,10 +463,17 @@ impl PartitionedTopic {
     }
 }
 
-/// The error of a command that did not answer within `bound` (it may have run all the same).
-fn no_reply_within(command: &'static str, bound: Duration) -> RedisError {
-    let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {bound:?}"));
-    RedisError::new(command, e)
+/// What `command` (`reply`) answers within `bound`, or a timeout error (it may have run all the
+/// same).
+async fn within<T>(
+    bound: Duration,
+    command: &'static str,
+    reply: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    tokio::time::timeout(bound, reply).await.unwrap_or_else(|_| {
+        let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {bound:?}"));
+        Err(RedisError::new(command, e))
+    })
 }
 
 /// What a heartbeat heard: Redis' time and every member with its score (ms).
