@@ -827,3 +827,174 @@ async fn creating_a_partitioned_topic_again_repairs_one_that_stopped_half_way() 
     let mark = redis.cli(&["GET", &format!("{}:topics:{{all}}:partitioned", redis.namespace())]);
     assert!(mark.trim().starts_with("orders@"), "running workers are told: {mark}");
 }
+
+/// Publishes messages `ns` of every key `k0`..`k<keys>` (in that order for each `n`).
+async fn publish_keys(producer: &Producer, keys: usize, ns: std::ops::Range<u64>) {
+    for n in ns {
+        for k in 0..keys {
+            send_keyed(producer, n, &format!("k{k}")).await;
+        }
+    }
+}
+
+/// Waits until every key's message `last` started.
+async fn wait_for_all(journal: &Arc<Mutex<Journal>>, keys: usize, last: u64, what: &str) {
+    let j = journal.clone();
+    wait_until(PATIENCE, what, move || {
+        let done = {
+            let j = j.lock().unwrap();
+            j.started.len() == keys && j.started.values().all(|s| s.iter().max() >= Some(&last))
+        };
+        async move { done }
+    })
+    .await;
+}
+
+/// An operator deletes the group of a partitioned topic (`tributary group delete`, on every
+/// partition) under running members: each partition's owner creates it again where it last
+/// read, so nothing handled is delivered again and nothing published since is skipped, and
+/// every key's messages still run once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partition_and_replays_nothing() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    let admin = Admin::new(conn.clone());
+    admin.create_topic("orders", 4).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker(&conn, "a", &journal);
+    let b = journaling_worker(&conn, "b", &journal);
+    for w in [&a, &b] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
+    }
+    let producer = Producer::new(conn.clone());
+    let keys = 20;
+    publish_keys(&producer, keys, 0..10).await;
+    wait_for_all(&journal, keys, 9, "the first ten of each key").await;
+    let ad = &admin;
+    wait_until(PATIENCE, "all acknowledged", || async move {
+        let mut pending = 0;
+        for p in 0..4 {
+            pending += ad.pending_count(&format!("orders#{p}"), "g").await.unwrap();
+        }
+        pending == 0
+    })
+    .await;
+
+    // The members' blocked reads fail at once (NOGROUP), so they create it again at once.
+    assert!(admin.delete_group("orders", "g").await.unwrap());
+    publish_keys(&producer, keys, 10..20).await;
+    wait_for_all(&journal, keys, 19, "what was published after the group was deleted").await;
+    {
+        let j = journal.lock().unwrap();
+        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
+        for (key, seq) in &j.started {
+            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
+        }
+    }
+    for p in 0..4 {
+        let groups = admin.groups(&format!("orders#{p}")).await.unwrap();
+        assert_eq!(groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["g"], "partition {p}");
+    }
+    let recreated = a.stats().groups_recreated + b.stats().groups_recreated;
+    assert_eq!(recreated, 5, "each partition's group and the topic's own stream's created again once");
+    for w in [a, b] {
+        w.shutdown().await;
+    }
+}
+
+/// Redis full (`maxmemory` reached: every command that would add data is refused with OOM)
+/// under the members of a partitioned topic: publishing fails with a retryable error, the
+/// members keep the partitions they hold (no member takes another's, none gives its own up
+/// because its heartbeat is refused), and once memory is freed every key's messages run once
+/// each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partition() {
+    init_tracing();
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker(&conn, "a", &journal);
+    let b = journaling_worker(&conn, "b", &journal);
+    for w in [&a, &b] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
+    }
+    let r = &redis;
+    let shared = tributary_core::partition::owners(&["a", "b"], 4);
+    let s = &shared;
+    wait_until(PATIENCE, "a and b share the partitions", || async move { owners(r, "orders", 4) == *s }).await;
+    let producer = Producer::new(conn.clone());
+    let keys = 20;
+    publish_keys(&producer, keys, 0..10).await;
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let refused = producer.message("orders", &Order { n: 10, key: "k0".into() }).key("k0").send().await.unwrap_err();
+    assert!(refused.kind().is_retryable(), "{refused:?}");
+    // Full for several leases: every heartbeat and every new lease would be refused.
+    let full_until = Instant::now() + LEASE * 4;
+    while Instant::now() < full_until {
+        assert_eq!(owners(&redis, "orders", 4), shared, "a partition moved while Redis was full");
+        tokio::time::sleep(Duration::from_millis(50)).await; // sampling the owners while full
+    }
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+
+    publish_keys(&producer, keys, 10..20).await;
+    wait_for_all(&journal, keys, 19, "every message, once memory was freed").await;
+    {
+        let j = journal.lock().unwrap();
+        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
+        for (key, seq) in &j.started {
+            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
+        }
+    }
+    assert_eq!(owners(&redis, "orders", 4), shared);
+    for w in [a, b] {
+        w.shutdown().await;
+    }
+}
+
+/// Redis frozen (SIGSTOP: connections open, nothing answered) for longer than a lease under the
+/// members of a partitioned topic: every member gives its partitions up when its leases run out
+/// by its own clock, none takes another's, and once Redis answers again the partitions are
+/// shared anew and every key's messages run once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_frozen_longer_than_a_lease_loses_nothing_of_a_partitioned_topic() {
+    init_tracing();
+    let redis = TestRedis::start_private().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker(&conn, "a", &journal);
+    let b = journaling_worker(&conn, "b", &journal);
+    for w in [&a, &b] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
+    }
+    let producer = Producer::new(conn.clone());
+    let keys = 20;
+    publish_keys(&producer, keys, 0..10).await;
+    wait_for_all(&journal, keys, 9, "the first ten of each key").await;
+
+    redis.pause();
+    // The outage: three leases, so every lease runs out by the members' clocks (they stop
+    // their partitions) and by Redis' own once it runs again.
+    tokio::time::sleep(LEASE * 3).await;
+    redis.resume();
+
+    publish_keys(&producer, keys, 10..20).await;
+    wait_for_all(&journal, keys, 19, "every message, once Redis answered again").await;
+    {
+        let j = journal.lock().unwrap();
+        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
+        for (key, seq) in &j.started {
+            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
+        }
+    }
+    let r = &redis;
+    let shared = tributary_core::partition::owners(&["a", "b"], 4);
+    let s = &shared;
+    wait_until(PATIENCE, "a and b share the partitions again", || async move { owners(r, "orders", 4) == *s }).await;
+    for w in [a, b] {
+        w.shutdown().await;
+    }
+}

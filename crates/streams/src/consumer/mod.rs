@@ -42,6 +42,8 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::{Connection, Topic, TopicPattern};
@@ -192,7 +194,7 @@ impl Worker {
             running.insert(topic.clone());
             let metrics = Arc::new(ConsumerMetrics::new(topic.as_str(), &shared.group));
             let route = Arc::new(Consuming { handler: handler.clone(), options: options.clone(), metrics });
-            loops.spawn(consume_topic(shared.clone(), topic.clone(), route, true));
+            loops.spawn(consume_topic_guarded(shared.clone(), topic.clone(), route, true));
         }
         if !self.patterns.is_empty() {
             // Every topic a pattern matches records under the pattern: labels stay bounded
@@ -222,7 +224,7 @@ impl Worker {
                             };
                             if running.insert(topic.clone()) {
                                 tracing::info!(pattern = %pattern, topic = %topic, "pattern matched a new topic");
-                                loops.spawn(consume_topic(shared.clone(), topic, route.clone(), false));
+                                loops.spawn(consume_topic_guarded(shared.clone(), topic, route.clone(), false));
                             }
                         }
                     }
@@ -243,6 +245,40 @@ impl Worker {
             let _ = tokio::time::timeout(Duration::from_secs(5), mover).await;
         }
     }
+}
+
+/// `consume_topic`, started again when it panics (`restarted_on_panic`).
+async fn consume_topic_guarded(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>, named: bool) {
+    let (s, t) = (shared.clone(), topic.clone());
+    restarted_on_panic(&shared, &topic, || consume_topic(s.clone(), t.clone(), route.clone(), named)).await;
+}
+
+/// Runs what `consume` makes, again a second later whenever it panics, saying so at `error`: a
+/// bug in one topic's loop must not end that topic's consumption in silence while the worker
+/// looks healthy. The entries it left pending are recovered as after a crash.
+pub(crate) async fn restarted_on_panic<F: Future<Output = ()>>(
+    shared: &Shared,
+    topic: &Topic,
+    mut consume: impl FnMut() -> F,
+) {
+    loop {
+        let Err(panic) = std::panic::AssertUnwindSafe(consume()).catch_unwind().await else { return };
+        tracing::error!(topic = %topic, group = %shared.group, panic = %panic_message(panic.as_ref()),
+            "consuming the topic panicked (a bug in tributary: please report it); starting it again in 1 s");
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 /// Consumes `topic` until the worker stops: each of its partitions in turn with the group's

@@ -105,8 +105,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
                     tracing::warn!(topic = %topic, partitions, group = %shared.group,
                         "the topic was partitioned while this worker consumed it; consuming its partitions too \
                          (per-key order holds within the partitions, not between entries written before and after)");
-                    let partitioned = PartitionedTopic::new(shared.clone(), topic, partitions, route, false);
-                    started.spawn(partitioned.run(false));
+                    let shared = shared.clone();
+                    started.spawn(async move {
+                        super::restarted_on_panic(&shared, &topic, || {
+                            PartitionedTopic::new(shared.clone(), topic.clone(), partitions, route.clone(), false)
+                                .run(false)
+                        })
+                        .await;
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -238,6 +238,8 @@ impl PartitionedTopic {
         // Releases run beside the loop: awaited in it, one slow node would hold back the
         // renewals of every lease.
         let mut releasing: JoinSet<()> = JoinSet::new();
+        // Since when, and when last said, heartbeats fail: said at once, then every 10 s.
+        let mut unheard: Option<(Instant, Option<Instant>)> = None;
         loop {
             tokio::select! {
                 biased;
@@ -258,27 +260,41 @@ impl PartitionedTopic {
             // Each step bounded by a tick: a slow Redis delays the next round, never stalls the
             // loop (leases not renewed in time run out, and their partitions stop).
             let heard = within(tick, "EVALSHA", self.heartbeat(&members_key, &me, lease, false)).await;
-            let members = match heard {
-                Ok(heard) => alive.update(heard),
+            // Unheard (Redis full, or unreachable), this member knows nothing new of the others:
+            // it keeps what it holds for as long as its leases renew, and takes nothing more.
+            let wanted = match heard {
+                Ok(heard) => {
+                    if let Some((since, _)) = unheard.take() {
+                        tracing::info!(topic = %self.topic, group = %self.shared.group,
+                            "heard by the group's members again after {:?}", since.elapsed());
+                    }
+                    // Computed again only when the members change (a sort of partitions x members).
+                    let mut members = alive.update(heard);
+                    members.sort_unstable();
+                    if assignment.0 != members {
+                        assignment = (members.clone(), assigned(&members, &me, self.partitions));
+                    }
+                    Some(assignment.1.clone())
+                }
                 Err(e) => {
-                    tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
-                        "cannot renew this member of a partitioned topic; partitions whose lease runs out stop");
-                    // Leases are still renewed below, where Redis answers.
-                    Vec::new()
+                    let now = Instant::now();
+                    let (since, said) = unheard.get_or_insert((now, None));
+                    if !said.is_some_and(|said| now - said < Duration::from_secs(10)) {
+                        *said = Some(now);
+                        tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
+                            failing_for = ?since.elapsed(),
+                            "cannot renew this member of a partitioned topic; it keeps the partitions it holds \
+                             while their leases renew, and takes no other");
+                    }
+                    None
                 }
             };
-            // Computed again only when the members change (a sort of partitions x members).
-            let mut members = members;
-            members.sort_unstable();
-            if assignment.0 != members {
-                assignment = (members.clone(), assigned(&members, &me, self.partitions));
-            }
-            let wanted = assignment.1.clone();
             // Renew what is held (being handed over included); stop what was lost or is no
             // longer assigned.
             self.renew(&mut owned, lease, tick).await;
             for (p, o) in owned.iter_mut() {
-                if !o.leaving && (!members.is_empty() && !wanted.contains(p) || !o.fence.holds()) {
+                let unassigned = wanted.as_ref().is_some_and(|wanted| !wanted.contains(p));
+                if !o.leaving && (unassigned || !o.fence.holds()) {
                     tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p,
                         held = o.fence.holds(), "handing over a partition");
                     o.leaving = true;
@@ -286,7 +302,7 @@ impl PartitionedTopic {
                 }
             }
             // Take what is assigned and free, all at once.
-            let free: Vec<u32> = wanted.into_iter().filter(|p| !owned.contains_key(p)).collect();
+            let free: Vec<u32> = wanted.into_iter().flatten().filter(|p| !owned.contains_key(p)).collect();
             let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
             for (p, fence) in free.into_iter().zip(taken) {
                 if let Some(fence) = fence {
@@ -511,11 +527,11 @@ impl Alive {
 }
 
 /// The partitions of `partitions` assigned to `me` among `members` (`partition::owners`).
-/// None when `me` is not among them.
+/// None when `me` is not among them (or there are no members).
 pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> Vec<u32> {
     let names: Vec<&str> = members.iter().map(String::as_str).collect();
     let owners = tributary_core::partition::owners(&names, partitions);
-    (0..partitions).filter(|p| owners[*p as usize] == me).collect()
+    (0..partitions).filter(|p| owners.get(*p as usize) == Some(&me)).collect()
 }
 
 /// A token no other holder has: the time and a counter, mixed.
@@ -540,6 +556,7 @@ mod tests {
         assert_eq!(assigned(&members, "d", 8), Vec::<u32>::new(), "not a member: nothing");
         let alone = vec!["a".to_owned()];
         assert_eq!(assigned(&alone, "a", 3), vec![0, 1, 2]);
+        assert_eq!(assigned(&[], "a", 3), Vec::<u32>::new(), "no members: nothing");
     }
 
     #[test]

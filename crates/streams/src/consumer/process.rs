@@ -212,11 +212,7 @@ impl TopicConsumer {
                 },
                 Some(Err(panic)) => {
                     Stats::add(&self.stats.panics, 1);
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".to_owned());
+                    let msg = super::panic_message(panic.as_ref());
                     (format!("handler panicked: {msg}"), self.config.retry.delay(attempt))
                 }
                 None => {
