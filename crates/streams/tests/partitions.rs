@@ -99,10 +99,19 @@ impl Drop for Running {
 }
 
 fn journaling_worker(conn: &Connection, name: &str, journal: &Arc<Mutex<Journal>>) -> WorkerHandle {
+    journaling_worker_leasing(conn, name, journal, LEASE)
+}
+
+fn journaling_worker_leasing(
+    conn: &Connection,
+    name: &str,
+    journal: &Arc<Mutex<Journal>>,
+    lease: Duration,
+) -> WorkerHandle {
     let journal = journal.clone();
     Worker::builder(conn.clone(), "g")
         .consumer_name(name)
-        .partition_lease(LEASE)
+        .partition_lease(lease)
         .claim_idle(Duration::from_secs(2))
         .concurrency(8)
         .on("orders", move |o: Order, _ctx: Context| {
@@ -868,6 +877,10 @@ async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partiti
         tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
     }
     let producer = Producer::new(conn.clone());
+    let r = &redis;
+    let shared = tributary_core::partition::owners(&["a", "b"], 4);
+    let s = &shared;
+    wait_until(PATIENCE, "a and b share the partitions", || async move { owners(r, "orders", 4) == *s }).await;
     let keys = 20;
     publish_keys(&producer, keys, 0..10).await;
     wait_for_all(&journal, keys, 9, "the first ten of each key").await;
@@ -915,8 +928,11 @@ async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partitio
     let conn = connect(&redis).await;
     Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
     let journal = Arc::new(Mutex::new(Journal::default()));
-    let a = journaling_worker(&conn, "a", &journal);
-    let b = journaling_worker(&conn, "b", &journal);
+    // A lease of 3 s: a renewal late by more than 2.7 s on a loaded machine costs the lease,
+    // and a full Redis lets nobody take it again (the test would see a partition unowned).
+    let lease = Duration::from_secs(3);
+    let a = journaling_worker_leasing(&conn, "a", &journal, lease);
+    let b = journaling_worker_leasing(&conn, "b", &journal, lease);
     for w in [&a, &b] {
         tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
     }
@@ -931,8 +947,8 @@ async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partitio
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     let refused = producer.message("orders", &Order { n: 10, key: "k0".into() }).key("k0").send().await.unwrap_err();
     assert!(refused.kind().is_retryable(), "{refused:?}");
-    // Full for several leases: every heartbeat and every new lease would be refused.
-    let full_until = Instant::now() + LEASE * 4;
+    // Full for two leases: every heartbeat is refused, and the members' memberships run out.
+    let full_until = Instant::now() + lease * 2;
     while Instant::now() < full_until {
         assert_eq!(owners(&redis, "orders", 4), shared, "a partition moved while Redis was full");
         tokio::time::sleep(Duration::from_millis(50)).await; // sampling the owners while full
