@@ -437,8 +437,11 @@ impl PartitionedTopic {
                 (*p, renewed)
             }
         });
-        let results: HashMap<u32, Result<i64, RedisError>> =
+        let results: BTreeMap<u32, Result<i64, RedisError>> =
             futures::future::join_all(renewals).await.into_iter().collect();
+        // Said once for all of them: in an outage every lease fails at every tick.
+        let mut failed: Vec<u32> = Vec::new();
+        let mut error = None;
         for (p, result) in results {
             let Some(o) = owned.get_mut(&p) else { continue };
             match result {
@@ -452,9 +455,15 @@ impl PartitionedTopic {
                     o.leaving = true;
                     o.stop.cancel();
                 }
-                Err(e) => tracing::warn!(topic = %self.topic, partition = p, error = %e,
-                    "cannot renew a partition's lease; it stops if its lease runs out"),
+                Err(e) => {
+                    failed.push(p);
+                    error.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = error {
+            tracing::warn!(topic = %self.topic, group = %self.shared.group, partitions = ?failed, error = %e,
+                "cannot renew partitions' leases; each stops if its lease runs out");
         }
     }
 
