@@ -247,28 +247,21 @@ impl Worker {
     }
 }
 
-/// `consume_topic`, started again when it panics (`restarted_on_panic`).
+/// `consume_topic`, a panic of which is said (`said_on_panic`).
 async fn consume_topic_guarded(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>, named: bool) {
-    let (s, t) = (shared.clone(), topic.clone());
-    restarted_on_panic(&shared, &topic, || consume_topic(s.clone(), t.clone(), route.clone(), named)).await;
+    let consume = consume_topic(shared.clone(), topic.clone(), route, named);
+    said_on_panic(&shared, &topic, consume).await;
 }
 
-/// Runs what `consume` makes, again a second later whenever it panics, saying so at `error`: a
-/// bug in one topic's loop must not end that topic's consumption in silence while the worker
-/// looks healthy. The entries it left pending are recovered as after a crash.
-pub(crate) async fn restarted_on_panic<F: Future<Output = ()>>(
-    shared: &Shared,
-    topic: &Topic,
-    mut consume: impl FnMut() -> F,
-) {
-    loop {
-        let Err(panic) = std::panic::AssertUnwindSafe(consume()).catch_unwind().await else { return };
+/// Runs `consume`, saying at `error` when it panics (a bug): one topic's loop must not end in
+/// silence while the worker looks healthy. It is not started again (its state is unknown);
+/// what it started was abandoned (`topic::Unfinished`), and its pending entries, and a
+/// partitioned topic's partitions, go to the group's other consumers.
+pub(crate) async fn said_on_panic(shared: &Shared, topic: &Topic, consume: impl Future<Output = ()>) {
+    if let Err(panic) = std::panic::AssertUnwindSafe(consume).catch_unwind().await {
         tracing::error!(topic = %topic, group = %shared.group, panic = %panic_message(panic.as_ref()),
-            "consuming the topic panicked (a bug in tributary: please report it); starting it again in 1 s");
-        tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+            "consuming the topic panicked (a bug in tributary: please report it); this worker no longer consumes \
+             it until it is restarted: its pending entries go to the group's other consumers after claim_idle");
     }
 }
 

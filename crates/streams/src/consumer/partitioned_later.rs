@@ -107,11 +107,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
                          (per-key order holds within the partitions, not between entries written before and after)");
                     let shared = shared.clone();
                     started.spawn(async move {
-                        super::restarted_on_panic(&shared, &topic, || {
-                            PartitionedTopic::new(shared.clone(), topic.clone(), partitions, route.clone(), false)
-                                .run(false)
-                        })
-                        .await;
+                        let partitioned =
+                            PartitionedTopic::new(shared.clone(), topic.clone(), partitions, route, false);
+                        super::said_on_panic(&shared, &topic, partitioned.run(false)).await;
                     });
                 }
                 Ok(None) => {}

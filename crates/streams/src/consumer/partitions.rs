@@ -247,8 +247,14 @@ impl PartitionedTopic {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     // A partition's consumer ended: handed over, or stopped itself when its
                     // lease may have run out. Its lease is released (if still its own).
-                    let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                    let (id, panicked) = done.map_or_else(|e| (e.id(), e.is_panic()), |(id, ())| (id, false));
                     if let Some((p, o)) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                        if panicked {
+                            // Its handlers were abandoned and its lease given up as it unwound.
+                            tracing::error!(topic = %self.topic, group = %self.shared.group, partition = p,
+                                "a partition's consumer panicked (a bug in tributary: please report it); \
+                                 taking the partition again afresh");
+                        }
                         releasing.spawn(self.release(p, o.fence, tick));
                     }
                     continue;

@@ -215,6 +215,32 @@ impl Drop for TopicConsumer {
     }
 }
 
+/// What `TopicConsumer::run` undoes when it does not finish: it panicked (a bug), or the
+/// worker's task was dropped. What the consumer started must not outlive it: its handlers are
+/// abandoned (as at a hard stop) and a partition's lease is given up, so nothing of it still
+/// runs when its entries are taken over.
+struct Unfinished {
+    consumer: Arc<TopicConsumer>,
+    /// Counted in `topics_running`.
+    running: bool,
+    finished: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.consumer.abandon.cancel();
+        if let Some(fence) = &self.consumer.fence {
+            fence.give_up();
+        }
+        if self.running {
+            self.consumer.topics_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl TopicConsumer {
     pub(crate) fn new(
         shared: &Shared,
@@ -298,15 +324,18 @@ impl TopicConsumer {
             let this = self.clone();
             AbortOnDropHandle::new(tokio::spawn(async move { this.ack_loop().await }))
         };
+        let mut unfinished = Unfinished { consumer: self.clone(), running: false, finished: false };
         if self.prepare().await {
             if named {
                 self.prepared.send_modify(|n| *n += 1);
             }
             self.topics_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            unfinished.running = true;
             // Sweeps run until a graceful stop (`upkeep.rs`).
             self.start_sweeps();
             self.read_loop().await;
             self.topics_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            unfinished.running = false;
         }
         // Stopping: what waits in per-key queues will not start here.
         self.release_queued();
@@ -335,6 +364,7 @@ impl TopicConsumer {
                     "Redis did not answer at stop; entries not started stay with this consumer until others take them after claim_idle");
             }
         }
+        unfinished.finished = true;
         tracing::info!(topic = %self.topic, group = %self.group, "consumer stopped");
     }
 
