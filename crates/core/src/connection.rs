@@ -805,10 +805,10 @@ pub fn slot_command(name: &'static str, slot: u16, blocking: bool) -> fred::type
 /// `pa/ss` or `pa?ss` is redacted too. When in doubt this redacts more than the password
 /// (an `@` in a query), never less.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
+    if !url.contains("://") {
         // Not a URL: nothing to tell the password from; show no more than its start.
         return if url.contains('@') { "***".to_owned() } else { url.chars().take(256).collect() };
-    };
+    }
     // A password parameter's value runs to the end (a raw `&`, `#` or `@` may be part of it):
     // cut it off before anything else is looked at.
     let cut;
@@ -819,7 +819,10 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url,
     };
-    let start = scheme_end + 3;
+    // Found again in what is left: a password parameter may come before the `://`.
+    let Some(start) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
     let rest = &url[start..];
     let at = userinfo_end(rest);
     let (userinfo, after) = match at {
@@ -957,6 +960,8 @@ mod tests {
     #[test]
     fn passwords_with_reserved_characters_are_redacted() {
         assert_eq!(redact_url("redis://app:pa/ss@127.0.0.1:6379"), "redis://app:***@127.0.0.1:6379");
+        // A password parameter before the `://` (a malformed URL) is cut off, not a panic.
+        assert_eq!(redact_url("redis?password=x://h"), "redis?password=***");
         assert_eq!(redact_url("redis://app:pa?ss@127.0.0.1:6379"), "redis://app:***@127.0.0.1:6379");
         assert_eq!(redact_url("redis://app:p#a@s?s/@h:1/0"), "redis://app:***@h:1/0");
         assert_eq!(

@@ -243,7 +243,8 @@ impl Scheduler {
                     let wait = match self.earliest_due().await {
                         Ok(None) => Some(poll),
                         Ok(Some(due)) => {
-                            let until = due - (due_score(SystemTime::now()) + offset);
+                            // Saturating: a score written by another program may be anything.
+                            let until = due.saturating_sub(due_score(SystemTime::now()).saturating_add(offset));
                             (until > 0).then(|| Duration::from_millis(until as u64).min(poll))
                         }
                         // The take below says what failed.
@@ -315,7 +316,7 @@ impl Scheduler {
                     more |= moved >= 1000;
                     match self.release(&index, topic, lease).await {
                         Ok(Some(earliest)) => {
-                            let until = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0));
+                            let until = Duration::from_millis(u64::try_from(earliest.saturating_sub(now)).unwrap_or(0));
                             next = Some(next.map_or(until, |n| n.min(until)));
                         }
                         Ok(None) => {}
