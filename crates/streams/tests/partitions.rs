@@ -1014,3 +1014,34 @@ async fn a_redis_frozen_longer_than_a_lease_loses_nothing_of_a_partitioned_topic
         w.shutdown().await;
     }
 }
+
+/// A member whose heartbeat fails for good (here its members' key holds a string, as a stray
+/// `SET` would leave it) while its leases renew: it keeps its partitions, and one it loses is
+/// taken back (it was last assigned to it), so the partition's messages are still handled.
+#[tokio::test]
+async fn an_unheard_member_takes_back_a_partition_it_was_last_assigned() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 2).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker(&conn, "a", &journal);
+    tokio::time::timeout(PATIENCE, a.ready()).await.unwrap();
+    let r = &redis;
+    wait_until(PATIENCE, "a holds both", || async move { owners(r, "orders", 2) == ["a", "a"] }).await;
+
+    let members = format!("{}:{{orders}}:members:g", redis.namespace());
+    redis.cli(&["DEL", &members]);
+    redis.cli(&["SET", &members, "not a sorted set"]);
+    // Partition 0's lease is lost: a stops the partition, and takes it again though unheard.
+    let lease = format!("{}:{{orders#0}}:lease:g", redis.namespace());
+    redis.cli(&["DEL", &lease]);
+    let w = &a;
+    wait_until(PATIENCE, "a finds the lease lost", || async move { w.stats().partitions_lost == 1 }).await;
+    wait_until(PATIENCE, "a holds both again", || async move { owners(r, "orders", 2) == ["a", "a"] }).await;
+    let producer = Producer::new(conn.clone());
+    publish_keys(&producer, 20, 0..3).await;
+    wait_for_all(&journal, 20, 2, "every key's messages, in both partitions").await;
+    assert_eq!(redis.cli(&["TYPE", &members]).trim(), "string", "the heartbeat failed throughout");
+    a.shutdown().await;
+}

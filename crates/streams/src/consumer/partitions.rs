@@ -266,9 +266,11 @@ impl PartitionedTopic {
             // Each step bounded by a tick: a slow Redis delays the next round, never stalls the
             // loop (leases not renewed in time run out, and their partitions stop).
             let heard = within(tick, "EVALSHA", self.heartbeat(&members_key, &me, lease, false)).await;
-            // Unheard (Redis full, or unreachable), this member knows nothing new of the others:
-            // it keeps what it holds for as long as its leases renew, and takes nothing more.
-            let wanted = match heard {
+            // Unheard (Redis full, or the members' key unreachable), this member knows nothing
+            // new of the others: it keeps what it holds for as long as its leases renew, and
+            // takes nothing but what it was last assigned (a partition it gave up comes back;
+            // the leases keep it from taking one another holds).
+            let heard = match heard {
                 Ok(heard) => {
                     if let Some((since, _)) = unheard.take() {
                         tracing::info!(topic = %self.topic, group = %self.shared.group,
@@ -280,7 +282,7 @@ impl PartitionedTopic {
                     if assignment.0 != members {
                         assignment = (members.clone(), assigned(&members, &me, self.partitions));
                     }
-                    Some(assignment.1.clone())
+                    true
                 }
                 Err(e) => {
                     let now = Instant::now();
@@ -290,16 +292,17 @@ impl PartitionedTopic {
                         tracing::warn!(topic = %self.topic, group = %self.shared.group, error = %e,
                             failing_for = ?since.elapsed(),
                             "cannot renew this member of a partitioned topic; it keeps the partitions it holds \
-                             while their leases renew, and takes no other");
+                             while their leases renew, and takes none but those last assigned to it");
                     }
-                    None
+                    false
                 }
             };
+            let wanted = &assignment.1;
             // Renew what is held (being handed over included); stop what was lost or is no
             // longer assigned.
             self.renew(&mut owned, lease, tick).await;
             for (p, o) in owned.iter_mut() {
-                let unassigned = wanted.as_ref().is_some_and(|wanted| !wanted.contains(p));
+                let unassigned = heard && !wanted.contains(p);
                 if !o.leaving && (unassigned || !o.fence.holds()) {
                     tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p,
                         held = o.fence.holds(), "handing over a partition");
@@ -308,7 +311,7 @@ impl PartitionedTopic {
                 }
             }
             // Take what is assigned and free, all at once.
-            let free: Vec<u32> = wanted.into_iter().flatten().filter(|p| !owned.contains_key(p)).collect();
+            let free: Vec<u32> = wanted.iter().copied().filter(|p| !owned.contains_key(p)).collect();
             let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
             for (p, fence) in free.into_iter().zip(taken) {
                 if let Some(fence) = fence {
