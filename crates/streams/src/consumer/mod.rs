@@ -248,21 +248,35 @@ impl Worker {
 }
 
 /// `consume_topic`, a panic of which is said (`said_on_panic`).
-async fn consume_topic_guarded(shared: Arc<Shared>, topic: Topic, route: Arc<Consuming>, named: bool) {
+fn consume_topic_guarded(
+    shared: Arc<Shared>,
+    topic: Topic,
+    route: Arc<Consuming>,
+    named: bool,
+) -> impl Future<Output = ()> {
     let consume = consume_topic(shared.clone(), topic.clone(), route, named);
-    said_on_panic(&shared, &topic, consume).await;
+    said_on_panic(shared, topic, consume)
 }
 
-/// Runs `consume`, saying at `error` when it panics (a bug): one topic's loop must not end in
+/// `consume`, saying at `error` when it panics (a bug): one topic's loop must not end in
 /// silence while the worker looks healthy. It is not started again (its state is unknown);
-/// what it started was abandoned (`topic::Unfinished`), and its pending entries, and a
-/// partitioned topic's partitions, go to the group's other consumers.
-pub(crate) async fn said_on_panic(shared: &Shared, topic: &Topic, consume: impl Future<Output = ()>) {
-    if let Err(panic) = std::panic::AssertUnwindSafe(consume).catch_unwind().await {
-        tracing::error!(topic = %topic, group = %shared.group, panic = %panic_message(panic.as_ref()),
-            "consuming the topic panicked (a bug in tributary: please report it); this worker no longer consumes \
-             it until it is restarted: its pending entries go to the group's other consumers after claim_idle");
-    }
+/// what it started was abandoned (`topic::Unfinished`): its pending entries go to the group's
+/// other consumers after `claim_idle`, a partition to another member once its lease runs out.
+///
+/// A plain function around a combinator, not an `async fn` taking the future: that would hold
+/// the future twice (rust-lang/rust#62958), and a worker keeps one per topic.
+pub(crate) fn said_on_panic(
+    shared: Arc<Shared>,
+    topic: Topic,
+    consume: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    std::panic::AssertUnwindSafe(consume).catch_unwind().map(move |result| {
+        if let Err(panic) = result {
+            tracing::error!(topic = %topic, group = %shared.group, panic = %panic_message(panic.as_ref()),
+                "consuming the topic panicked (a bug in tributary: please report it); this worker no longer \
+                 consumes it until it is restarted");
+        }
+    })
 }
 
 /// The text of a panic's payload.

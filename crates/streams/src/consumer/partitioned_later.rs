@@ -105,12 +105,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut seen: Option<String>) {
                     tracing::warn!(topic = %topic, partitions, group = %shared.group,
                         "the topic was partitioned while this worker consumed it; consuming its partitions too \
                          (per-key order holds within the partitions, not between entries written before and after)");
-                    let shared = shared.clone();
-                    started.spawn(async move {
-                        let partitioned =
-                            PartitionedTopic::new(shared.clone(), topic.clone(), partitions, route, false);
-                        super::said_on_panic(&shared, &topic, partitioned.run(false)).await;
-                    });
+                    let partitioned = PartitionedTopic::new(shared.clone(), topic.clone(), partitions, route, false);
+                    started.spawn(super::said_on_panic(shared.clone(), topic, partitioned.run(false)));
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -240,6 +240,8 @@ impl PartitionedTopic {
         let mut releasing: JoinSet<()> = JoinSet::new();
         // Since when, and when last said, heartbeats fail: said at once, then every 10 s.
         let mut unheard: Option<(Instant, Option<Instant>)> = None;
+        // Partitions whose consumer panicked, not taken again before the time given.
+        let mut resting: HashMap<u32, Instant> = HashMap::new();
         loop {
             tokio::select! {
                 biased;
@@ -247,13 +249,12 @@ impl PartitionedTopic {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     // A partition's consumer ended: handed over, or stopped itself when its
                     // lease may have run out. Its lease is released (if still its own).
-                    let (id, panicked) = done.map_or_else(|e| (e.id(), e.is_panic()), |(id, ())| (id, false));
-                    if let Some((p, o)) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                    let (p, panicked) = self.ended(done, &mut task_of);
+                    if let Some((p, o)) = p.and_then(|p| owned.remove(&p).map(|o| (p, o))) {
                         if panicked {
-                            // Its handlers were abandoned and its lease given up as it unwound.
-                            tracing::error!(topic = %self.topic, group = %self.shared.group, partition = p,
-                                "a partition's consumer panicked (a bug in tributary: please report it); \
-                                 taking the partition again afresh");
+                            // Taken again after a lease, as if this member had crashed: a panic
+                            // that comes back costs one line a lease, not one a tick.
+                            resting.insert(p, Instant::now() + lease);
                         }
                         releasing.spawn(self.release(p, o.fence, tick));
                     }
@@ -311,26 +312,43 @@ impl PartitionedTopic {
                 }
             }
             // Take what is assigned and free, all at once.
-            let free: Vec<u32> = wanted.iter().copied().filter(|p| !owned.contains_key(p)).collect();
+            let now = Instant::now();
+            resting.retain(|_, until| *until > now);
+            let free: Vec<u32> =
+                wanted.iter().copied().filter(|p| !owned.contains_key(p) && !resting.contains_key(p)).collect();
             let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
+            // Said once for all of them: with Redis full or away, every take fails at every tick.
+            let mut failed: Vec<u32> = Vec::new();
+            let mut error = None;
             for (p, fence) in free.into_iter().zip(taken) {
-                if let Some(fence) = fence {
-                    tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p, consumer = %me,
-                        "took a partition");
-                    let stop = self.shared.stop.child_token();
-                    let role = PartitionRole { stop: stop.clone(), fence: fence.clone() };
-                    let consumer = TopicConsumer::new(
-                        &self.shared,
-                        self.topic.partition(p),
-                        self.route.handler.clone(),
-                        &self.route.options,
-                        self.route.metrics.clone(),
-                        Some(role),
-                    );
-                    let task = tasks.spawn(consumer.run(false));
-                    task_of.insert(task.id(), p);
-                    owned.insert(p, Owned { fence, stop, leaving: false });
-                }
+                let fence = match fence {
+                    Ok(Some(fence)) => fence,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        failed.push(p);
+                        error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                tracing::info!(topic = %self.topic, group = %self.shared.group, partition = p, consumer = %me,
+                    "took a partition");
+                let stop = self.shared.stop.child_token();
+                let role = PartitionRole { stop: stop.clone(), fence: fence.clone() };
+                let consumer = TopicConsumer::new(
+                    &self.shared,
+                    self.topic.partition(p),
+                    self.route.handler.clone(),
+                    &self.route.options,
+                    self.route.metrics.clone(),
+                    Some(role),
+                );
+                let task = tasks.spawn(consumer.run(false));
+                task_of.insert(task.id(), p);
+                owned.insert(p, Owned { fence, stop, leaving: false });
+            }
+            if let Some(e) = error {
+                tracing::warn!(topic = %self.topic, group = %self.shared.group, partitions = ?failed, error = %e,
+                    "cannot take partitions' leases; trying again next tick");
             }
             if !counted {
                 counted = true;
@@ -349,8 +367,8 @@ impl PartitionedTopic {
             tokio::select! {
                 done = tasks.join_next_with_id() => {
                     let Some(done) = done else { break };
-                    let id = done.map_or_else(|e| e.id(), |(id, ())| id);
-                    if let Some((p, o)) = task_of.remove(&id).and_then(|p| owned.remove(&p).map(|o| (p, o))) {
+                    let (p, _) = self.ended(done, &mut task_of);
+                    if let Some((p, o)) = p.and_then(|p| owned.remove(&p).map(|o| (p, o))) {
                         releasing.spawn(self.release(p, o.fence, tick));
                     }
                 }
@@ -408,8 +426,36 @@ impl PartitionedTopic {
         Ok(Heard { now, rows })
     }
 
-    /// Takes partition `p`'s lease if nobody holds it, waiting at most `bound` for Redis.
-    async fn acquire(&self, p: u32, lease: Duration, bound: Duration) -> Option<Arc<Fence>> {
+    /// A task of this member ended: the partition it consumed (`None`: the topic's own stream),
+    /// and whether it panicked (said at `error`; its handlers were abandoned and a partition's
+    /// lease given up as it unwound, `topic::Unfinished`).
+    fn ended(
+        &self,
+        done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+        task_of: &mut HashMap<tokio::task::Id, u32>,
+    ) -> (Option<u32>, bool) {
+        let (id, panic) = match done {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), e.try_into_panic().ok()),
+        };
+        let p = task_of.remove(&id);
+        if let Some(panic) = &panic {
+            let panic = super::panic_message(panic.as_ref());
+            match p {
+                Some(p) => tracing::error!(topic = %self.topic, group = %self.shared.group, partition = p, panic,
+                    "a partition's consumer panicked (a bug in tributary: please report it); this member takes the \
+                     partition again after a lease"),
+                None => tracing::error!(topic = %self.topic, group = %self.shared.group, panic,
+                    "the consumer of the topic's own stream panicked (a bug in tributary: please report it); this \
+                     worker no longer consumes that stream until it is restarted"),
+            }
+        }
+        (p, panic.is_some())
+    }
+
+    /// Takes partition `p`'s lease if nobody holds it (`None` if somebody does), waiting at most
+    /// `bound` for Redis.
+    async fn acquire(&self, p: u32, lease: Duration, bound: Duration) -> Result<Option<Arc<Fence>>, RedisError> {
         let conn = &self.shared.conn;
         let key = conn.namespace().partition_lease(&self.topic.partition(p), &self.shared.group);
         let token = format!("{}/{:016x}", self.shared.config.consumer_name, rand_token());
@@ -417,15 +463,17 @@ impl PartitionedTopic {
         let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let set = call::<Value>(conn, "SET", &key, Args::new().arg(token.as_str()).arg("NX").arg("PX").arg(ms));
         match within(bound, "SET", set).await {
-            Ok(Value::Null) => None,
-            Ok(_) => Some(Arc::new(Fence::taken(key, token, sent_at, lease, self.shared.stats.clone()))),
+            Ok(Value::Null) => Ok(None),
+            Ok(_) => Ok(Some(Arc::new(Fence::taken(key, token, sent_at, lease, self.shared.stats.clone())))),
             Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = p, error = %e, "cannot take a partition's lease");
                 // It may have been taken all the same (the reply was lost): give it back, so
-                // the partition does not wait a whole lease for nobody.
-                let fence = Fence::taken(key, token, sent_at, Duration::ZERO, self.shared.stats.clone());
-                tokio::spawn(self.release(p, Arc::new(fence), bound));
-                None
+                // the partition does not wait a whole lease for nobody. A reply (a refusal such
+                // as OOM) says nothing was taken.
+                if matches!(e.kind(), tributary_core::ErrorKind::Timeout | tributary_core::ErrorKind::Connection) {
+                    let fence = Fence::taken(key, token, sent_at, Duration::ZERO, self.shared.stats.clone());
+                    tokio::spawn(self.release(p, Arc::new(fence), bound));
+                }
+                Err(e)
             }
         }
     }

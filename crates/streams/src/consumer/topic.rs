@@ -217,8 +217,8 @@ impl Drop for TopicConsumer {
 
 /// What `TopicConsumer::run` undoes when it does not finish: it panicked (a bug), or the
 /// worker's task was dropped. What the consumer started must not outlive it: its handlers are
-/// abandoned (as at a hard stop) and a partition's lease is given up, so nothing of it still
-/// runs when its entries are taken over.
+/// abandoned as at a hard stop (dropped at their next `.await`; blocking code runs to its end),
+/// its entries' leases no longer renewed, and a partition's lease given up.
 struct Unfinished {
     consumer: Arc<TopicConsumer>,
     /// Counted in `topics_running`.
@@ -232,6 +232,7 @@ impl Drop for Unfinished {
             return;
         }
         self.consumer.abandon.cancel();
+        self.consumer.leases_over.store(true, std::sync::atomic::Ordering::Release);
         if let Some(fence) = &self.consumer.fence {
             fence.give_up();
         }
