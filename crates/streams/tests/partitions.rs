@@ -859,6 +859,38 @@ async fn wait_for_all(journal: &Arc<Mutex<Journal>>, keys: usize, last: u64, wha
     .await;
 }
 
+/// Members `a` and `b` of group `g` on `orders` (4 partitions), with `lease`, both ready.
+async fn two_members(
+    redis: &TestRedis,
+    lease: Duration,
+) -> (Connection, Arc<Mutex<Journal>>, WorkerHandle, WorkerHandle) {
+    let conn = connect(redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let a = journaling_worker_leasing(&conn, "a", &journal, lease);
+    let b = journaling_worker_leasing(&conn, "b", &journal, lease);
+    for w in [&a, &b] {
+        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
+    }
+    (conn, journal, a, b)
+}
+
+/// Waits until `a` and `b` hold the 4 partitions of `orders` as assigned.
+async fn wait_shared(redis: &TestRedis, what: &str) {
+    let shared = tributary_core::partition::owners(&["a", "b"], 4);
+    let s = &shared;
+    wait_until(PATIENCE, what, || async move { owners(redis, "orders", 4) == *s }).await;
+}
+
+/// Every key's messages `0..per_key` started once each, in order, never two at once.
+fn assert_each_once_in_order(journal: &Arc<Mutex<Journal>>, per_key: u64) {
+    let j = journal.lock().unwrap();
+    assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
+    for (key, seq) in &j.started {
+        assert_eq!(*seq, (0..per_key).collect::<Vec<u64>>(), "key {key}: each once, in order");
+    }
+}
+
 /// An operator deletes the group of a partitioned topic (`tributary group delete`, on every
 /// partition) under running members: each partition's owner creates it again where it last
 /// read, so nothing handled is delivered again and nothing published since is skipped, and
@@ -867,20 +899,10 @@ async fn wait_for_all(journal: &Arc<Mutex<Journal>>, keys: usize, last: u64, wha
 async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partition_and_replays_nothing() {
     init_tracing();
     let redis = TestRedis::start().await;
-    let conn = connect(&redis).await;
+    let (conn, journal, a, b) = two_members(&redis, LEASE).await;
     let admin = Admin::new(conn.clone());
-    admin.create_topic("orders", 4).await.unwrap();
-    let journal = Arc::new(Mutex::new(Journal::default()));
-    let a = journaling_worker(&conn, "a", &journal);
-    let b = journaling_worker(&conn, "b", &journal);
-    for w in [&a, &b] {
-        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
-    }
     let producer = Producer::new(conn.clone());
-    let r = &redis;
-    let shared = tributary_core::partition::owners(&["a", "b"], 4);
-    let s = &shared;
-    wait_until(PATIENCE, "a and b share the partitions", || async move { owners(r, "orders", 4) == *s }).await;
+    wait_shared(&redis, "a and b share the partitions").await;
     let keys = 20;
     publish_keys(&producer, keys, 0..10).await;
     wait_for_all(&journal, keys, 9, "the first ten of each key").await;
@@ -898,13 +920,7 @@ async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partiti
     assert!(admin.delete_group("orders", "g").await.unwrap());
     publish_keys(&producer, keys, 10..20).await;
     wait_for_all(&journal, keys, 19, "what was published after the group was deleted").await;
-    {
-        let j = journal.lock().unwrap();
-        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
-        for (key, seq) in &j.started {
-            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
-        }
-    }
+    assert_each_once_in_order(&journal, 20);
     for p in 0..4 {
         let groups = admin.groups(&format!("orders#{p}")).await.unwrap();
         assert_eq!(groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["g"], "partition {p}");
@@ -925,21 +941,12 @@ async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partiti
 async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partition() {
     init_tracing();
     let redis = TestRedis::start_private().await;
-    let conn = connect(&redis).await;
-    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
-    let journal = Arc::new(Mutex::new(Journal::default()));
     // A lease of 3 s: a renewal late by more than 2.7 s on a loaded machine costs the lease,
     // and a full Redis lets nobody take it again (the test would see a partition unowned).
     let lease = Duration::from_secs(3);
-    let a = journaling_worker_leasing(&conn, "a", &journal, lease);
-    let b = journaling_worker_leasing(&conn, "b", &journal, lease);
-    for w in [&a, &b] {
-        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
-    }
-    let r = &redis;
+    let (conn, journal, a, b) = two_members(&redis, lease).await;
+    wait_shared(&redis, "a and b share the partitions").await;
     let shared = tributary_core::partition::owners(&["a", "b"], 4);
-    let s = &shared;
-    wait_until(PATIENCE, "a and b share the partitions", || async move { owners(r, "orders", 4) == *s }).await;
     let producer = Producer::new(conn.clone());
     let keys = 20;
     publish_keys(&producer, keys, 0..10).await;
@@ -957,13 +964,7 @@ async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partitio
 
     publish_keys(&producer, keys, 10..20).await;
     wait_for_all(&journal, keys, 19, "every message, once memory was freed").await;
-    {
-        let j = journal.lock().unwrap();
-        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
-        for (key, seq) in &j.started {
-            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
-        }
-    }
+    assert_each_once_in_order(&journal, 20);
     assert_eq!(owners(&redis, "orders", 4), shared);
     for w in [a, b] {
         w.shutdown().await;
@@ -978,14 +979,7 @@ async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partitio
 async fn a_redis_frozen_longer_than_a_lease_loses_nothing_of_a_partitioned_topic() {
     init_tracing();
     let redis = TestRedis::start_private().await;
-    let conn = connect(&redis).await;
-    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
-    let journal = Arc::new(Mutex::new(Journal::default()));
-    let a = journaling_worker(&conn, "a", &journal);
-    let b = journaling_worker(&conn, "b", &journal);
-    for w in [&a, &b] {
-        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
-    }
+    let (conn, journal, a, b) = two_members(&redis, LEASE).await;
     let producer = Producer::new(conn.clone());
     let keys = 20;
     publish_keys(&producer, keys, 0..10).await;
@@ -999,17 +993,8 @@ async fn a_redis_frozen_longer_than_a_lease_loses_nothing_of_a_partitioned_topic
 
     publish_keys(&producer, keys, 10..20).await;
     wait_for_all(&journal, keys, 19, "every message, once Redis answered again").await;
-    {
-        let j = journal.lock().unwrap();
-        assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", j.overlaps);
-        for (key, seq) in &j.started {
-            assert_eq!(*seq, (0..20).collect::<Vec<u64>>(), "key {key}: each once, in order");
-        }
-    }
-    let r = &redis;
-    let shared = tributary_core::partition::owners(&["a", "b"], 4);
-    let s = &shared;
-    wait_until(PATIENCE, "a and b share the partitions again", || async move { owners(r, "orders", 4) == *s }).await;
+    assert_each_once_in_order(&journal, 20);
+    wait_shared(&redis, "a and b share the partitions again").await;
     for w in [a, b] {
         w.shutdown().await;
     }
