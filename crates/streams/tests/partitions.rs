@@ -1030,3 +1030,48 @@ async fn an_unheard_member_takes_back_a_partition_it_was_last_assigned() {
     assert_eq!(redis.cli(&["TYPE", &members]).trim(), "string", "the heartbeat failed throughout");
     a.shutdown().await;
 }
+
+/// A rolling deploy of a partitioned topic's service: while keyed messages keep coming, each
+/// old instance is stopped gracefully once its replacement runs. Every key's messages run once
+/// each, in order, never two at once (a stopping member renews its leases until its running
+/// handlers are done, then hands over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_of_a_partitioned_topic_runs_every_keys_messages_once_in_order() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let (conn, journal, a, b) = two_members(&redis, LEASE).await;
+    let producer = Producer::new(conn.clone());
+    let (keys, per_key) = (20usize, 60u64);
+    let publish = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for n in 0..per_key {
+                publish_keys(&producer, keys, n..n + 1).await;
+                tokio::time::sleep(Duration::from_millis(20)).await; // pacing: messages flow through the deploy
+            }
+        })
+    };
+    let started = |j: &Arc<Mutex<Journal>>| j.lock().unwrap().started.values().map(Vec::len).sum::<usize>();
+    let mut at = 0;
+    let mut running = vec![a, b];
+    for new in ["c", "d"] {
+        // Some traffic handled, then the new instance starts and an old one stops.
+        let j = journal.clone();
+        wait_until(PATIENCE, "traffic before the step", move || {
+            let n = started(&j);
+            async move { n >= at + keys * 10 }
+        })
+        .await;
+        let replacement = journaling_worker(&conn, new, &journal);
+        tokio::time::timeout(PATIENCE, replacement.ready()).await.unwrap();
+        running.remove(0).shutdown().await;
+        running.push(replacement);
+        at = started(&journal);
+    }
+    publish.await.unwrap();
+    wait_for_all(&journal, keys, per_key - 1, "every message").await;
+    assert_each_once_in_order(&journal, per_key);
+    for w in running {
+        w.shutdown().await;
+    }
+}
