@@ -1075,3 +1075,49 @@ async fn a_rolling_deploy_of_a_partitioned_topic_runs_every_keys_messages_once_i
         w.shutdown().await;
     }
 }
+
+/// A wedged handler on a partition: bounded by `handler_timeout`, it is cancelled and its
+/// message retried; meanwhile the key's next messages wait for it, and other keys of the same
+/// partition go on.
+#[tokio::test]
+async fn a_wedged_handler_on_a_partition_holds_back_its_key_only_until_its_timeout() {
+    init_tracing();
+    let redis = TestRedis::start().await;
+    let conn = connect(&redis).await;
+    Admin::new(conn.clone()).create_topic("orders", 1).await.unwrap();
+    let seen: Seen<(String, u64, u64)> = Seen::new();
+    let s = seen.clone();
+    let worker = Worker::builder(conn.clone(), "g")
+        .consumer_name("a")
+        .partition_lease(LEASE)
+        .handler_timeout(Duration::from_millis(500))
+        .retry_policy(tributary_streams::RetryPolicy::exponential(Duration::from_millis(10), Duration::from_millis(10)))
+        .on("orders", move |o: Order, ctx: Context| {
+            let s = s.clone();
+            async move {
+                s.push((o.key.clone(), o.n, ctx.attempt()));
+                if o.key == "stuck" && o.n == 0 && ctx.attempt() == 1 {
+                    std::future::pending::<()>().await; // wedged: never returns
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::timeout(PATIENCE, worker.ready()).await.unwrap();
+    let producer = Producer::new(conn.clone());
+    send_keyed(&producer, 0, "stuck").await;
+    send_keyed(&producer, 1, "stuck").await;
+    for n in 0..5 {
+        send_keyed(&producer, n, "free").await;
+    }
+    seen.wait_for(1 + 5 + 2, "every message, the wedged one again").await;
+    let got = seen.get();
+    let stuck: Vec<(u64, u64)> = got.iter().filter(|(k, _, _)| k == "stuck").map(|(_, n, a)| (*n, *a)).collect();
+    assert_eq!(stuck, [(0, 1), (0, 2), (1, 1)], "the key's next waited for the retry");
+    let first_retry = got.iter().position(|(k, n, a)| k == "stuck" && *n == 0 && *a == 2).unwrap();
+    let free_done = got.iter().rposition(|(k, _, _)| k == "free").unwrap();
+    assert!(free_done < first_retry, "the other key went on while the handler was wedged: {got:?}");
+    worker.shutdown().await;
+}
