@@ -592,16 +592,23 @@ async fn retries_dead_letters_replay_expiry_and_scheduling_work_per_partition() 
 /// members' set was lost, and every key's messages run in order, one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys_order() {
+    restart_under_members(tributary_testkit::ServerOptions::new()).await; // no AOF, no RDB
+}
+
+/// Redis killed and restarted with its append-only file under running members: the leases,
+/// members and groups come back as they were (a lease that ran out meanwhile is taken again),
+/// and every key's messages run in order, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_persistence_keeps_each_keys_order() {
+    restart_under_members(tributary_testkit::ServerOptions::new().durable()).await;
+}
+
+/// Members `a` and `b` on a 4-partition topic, keyed traffic, Redis (started with `options`)
+/// killed and restarted midway: every key's messages in order, one at a time, the count kept.
+async fn restart_under_members(options: tributary_testkit::ServerOptions) {
     init_tracing();
-    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new()).await; // no AOF, no RDB
-    let conn = connect(&redis).await;
-    Admin::new(conn.clone()).create_topic("orders", 4).await.unwrap();
-    let journal = Arc::new(Mutex::new(Journal::default()));
-    let a = journaling_worker(&conn, "a", &journal);
-    let b = journaling_worker(&conn, "b", &journal);
-    for w in [&a, &b] {
-        tokio::time::timeout(PATIENCE, w.ready()).await.unwrap();
-    }
+    let redis = TestRedis::start_with(options).await;
+    let (conn, journal, a, b) = two_members(&redis, LEASE).await;
     let producer = Producer::new(conn.clone());
     let (keys, per_key) = (20usize, 40u64);
     // A publish is retried until confirmed (a retried one may be stored twice: handled twice).
@@ -627,7 +634,8 @@ async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys
     })
     .await;
     redis.kill();
-    redis.restart().await; // empty: streams, groups, leases, members and the count are gone
+    // Without persistence empty: streams, groups, leases, members and the count are gone.
+    redis.restart().await;
     for n in 10..per_key {
         publish(n).await;
     }
@@ -645,7 +653,7 @@ async fn a_restart_without_persistence_keeps_the_topic_partitioned_and_each_keys
         assert!(j.overlaps.is_empty(), "a key's messages ran at once: {:?}", &j.overlaps[..j.overlaps.len().min(5)]);
         check_order(&j, keys, per_key);
     }
-    assert_eq!(Admin::new(conn.clone()).partitions("orders").await.unwrap(), Some(4), "the count was put back");
+    assert_eq!(Admin::new(conn.clone()).partitions("orders").await.unwrap(), Some(4), "the count kept or put back");
     assert_eq!(xlen(&redis, &stream(&redis, "orders")), 0, "producers kept partitioning the topic");
     for w in [a, b] {
         w.shutdown().await;
