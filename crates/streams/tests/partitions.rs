@@ -1129,3 +1129,32 @@ async fn a_wedged_handler_on_a_partition_holds_back_its_key_only_until_its_timeo
     assert!(free_done < first_retry, "the other key went on while the handler was wedged: {got:?}");
     worker.shutdown().await;
 }
+
+/// Redis restarted without persistence loses the leases while their holders may still run
+/// (their fences hold up to a lease after their last renewal). The member that finds the
+/// partition count gone marks it, and no member takes a partition it does not hold until a
+/// lease has passed: here b, whose memory of a crashed a ran out during a long outage, would
+/// otherwise take every partition at its first tick after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_that_lost_the_leases_no_partition_is_taken_for_a_lease() {
+    init_tracing();
+    let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new()).await; // no AOF, no RDB
+    let (_conn, _journal, a, b) = two_members(&redis, LEASE).await;
+    wait_shared(&redis, "a and b share the partitions").await;
+    redis.kill();
+    drop(a); // crashes while Redis is away
+    // The outage: two leases, so b's memory of a and every fence run out.
+    tokio::time::sleep(LEASE * 2).await;
+    redis.restart().await;
+    // From b's first heartbeat after the restart: it puts the count back.
+    let r = &redis;
+    let count = format!("{}:{{orders}}:partitions", redis.namespace());
+    let c = &count;
+    wait_until(PATIENCE, "the count put back", || async move { r.cli(&["EXISTS", c]).trim() == "1" }).await;
+    let heard = Instant::now();
+    wait_until(PATIENCE, "b holds every partition", || async move { owners(r, "orders", 4) == vec!["b"; 4] }).await;
+    let took = heard.elapsed();
+    eprintln!("after the count was put back, partitions taken in {took:?}");
+    assert!(took >= LEASE * 8 / 10, "a partition was taken {took:?} after a restart that lost the leases");
+    b.shutdown().await;
+}

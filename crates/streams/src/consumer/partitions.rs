@@ -242,6 +242,8 @@ impl PartitionedTopic {
         let mut unheard: Option<(Instant, Option<Instant>)> = None;
         // Partitions whose consumer panicked, not taken again before the time given.
         let mut resting: HashMap<u32, Instant> = HashMap::new();
+        // No partition not held is taken before then (`Heard::settling`).
+        let mut settling: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -276,6 +278,15 @@ impl PartitionedTopic {
                     if let Some((since, _)) = unheard.take() {
                         tracing::info!(topic = %self.topic, group = %self.shared.group,
                             "heard by the group's members again after {:?}", since.elapsed());
+                    }
+                    if let Some(until) = heard.settling {
+                        if !settling.is_some_and(|s| s > Instant::now()) {
+                            tracing::warn!(topic = %self.topic, group = %self.shared.group,
+                                wait = ?until.saturating_duration_since(Instant::now()),
+                                "Redis lost the topic's keys, its partitions' leases with them; no partition is \
+                                 taken until the former holders' leases would have run out");
+                        }
+                        settling = Some(until);
                     }
                     // Computed again only when the members change (a sort of partitions x members).
                     let mut members = alive.update(heard);
@@ -314,8 +325,12 @@ impl PartitionedTopic {
             // Take what is assigned and free, all at once.
             let now = Instant::now();
             resting.retain(|_, until| *until > now);
-            let free: Vec<u32> =
-                wanted.iter().copied().filter(|p| !owned.contains_key(p) && !resting.contains_key(p)).collect();
+            let settled = !settling.is_some_and(|until| until > now);
+            let free: Vec<u32> = wanted
+                .iter()
+                .copied()
+                .filter(|p| settled && !owned.contains_key(p) && !resting.contains_key(p))
+                .collect();
             let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
             // Said once for all of them: with Redis full or away, every take fails at every tick.
             let mut failed: Vec<u32> = Vec::new();
@@ -419,11 +434,19 @@ impl PartitionedTopic {
         }
         let now = reply.next().and_then(|v| v.as_i64()).unwrap_or(0);
         let mut rows = Vec::new();
+        let mut settling = None;
         while let (Some(member), Some(score)) = (reply.next(), reply.next()) {
             let score = score.as_f64().unwrap_or(0.0) as i64;
-            rows.extend(member.into_string().map(|m| (m, score)));
+            match member.into_string() {
+                // Not a member: the count was put back, see `Heard::settling`.
+                Some(m) if m.is_empty() => {
+                    settling = Some(Instant::now() + Duration::from_millis(u64::try_from(score - now).unwrap_or(0)));
+                }
+                Some(m) => rows.push((m, score)),
+                None => {}
+            }
         }
-        Ok(Heard { now, rows })
+        Ok(Heard { now, rows, settling })
     }
 
     /// A task of this member ended: the partition it consumed (`None`: the topic's own stream),
@@ -562,6 +585,10 @@ async fn within<T>(
 struct Heard {
     now: i64,
     rows: Vec<(String, i64)>,
+    /// Until when (this process' clock) no member takes a partition it does not hold: Redis
+    /// lost the topic's keys (the count had to be put back), leases included, and their former
+    /// holders may still run until their leases would have run out.
+    settling: Option<Instant>,
 }
 
 /// The members this one knows alive, each until its membership runs out by this process' clock.
@@ -631,6 +658,7 @@ mod tests {
         let heard = |rows: &[(&str, i64)]| Heard {
             now: 1_000,
             rows: rows.iter().map(|(m, s)| ((*m).to_owned(), *s)).collect(),
+            settling: None,
         };
         let mut members = alive.update(heard(&[("a", 11_000), ("b", 11_000), ("c", 11_000)]));
         members.sort();

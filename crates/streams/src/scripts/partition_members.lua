@@ -8,6 +8,10 @@
 -- KEYS[2] the topic's partition count (same hash tag)
 -- ARGV[1] this member, ARGV[2] how long its membership lasts (ms), ARGV[3] 1 to leave,
 -- ARGV[4] the partition count this member consumes
+-- Putting the count back means Redis lost the topic's keys, the leases with them, while their
+-- holders may still run for up to a lease: the member named "" (no consumer's name: those have
+-- 1 to 200 bytes), scored by when that lease is over, tells every member to take no partition
+-- it does not hold until then.
 -- Returns 1 if the count was put back (else 0), Redis' time (ms), then each member and score.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,6 +28,7 @@ redis.call('PEXPIRE', KEYS[1], 2 * lease)
 local restored = 0
 if ARGV[3] ~= '1' and redis.call('SET', KEYS[2], ARGV[4], 'NX') then
   restored = 1
+  redis.call('ZADD', KEYS[1], now + lease, '')
 end
 local reply = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 table.insert(reply, 1, now)
