@@ -1141,9 +1141,10 @@ async fn after_a_restart_that_lost_the_leases_no_partition_is_taken_for_a_lease(
     let redis = TestRedis::start_with(tributary_testkit::ServerOptions::new()).await; // no AOF, no RDB
     let (_conn, _journal, a, b) = two_members(&redis, LEASE).await;
     wait_shared(&redis, "a and b share the partitions").await;
+    // a crashes while Redis is away. The outage: two leases, so b's memory of a and every
+    // fence run out.
     redis.kill();
-    drop(a); // crashes while Redis is away
-    // The outage: two leases, so b's memory of a and every fence run out.
+    drop(a);
     tokio::time::sleep(LEASE * 2).await;
     redis.restart().await;
     // From b's first heartbeat after the restart: it puts the count back.
