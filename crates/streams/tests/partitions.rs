@@ -902,6 +902,14 @@ async fn wait_acknowledged(admin: &Admin) {
     .await;
 }
 
+/// After a fault: publishes messages 10 to 19 of keys `k0`..`k19`, waits for them, and checks
+/// that every key's messages 0 to 19 ran once each, in order, never two at once.
+async fn publish_second_half_and_check(producer: &Producer, journal: &Arc<Mutex<Journal>>, what: &str) {
+    publish_keys(producer, 20, 10..20).await;
+    wait_for_all(journal, 20, 19, what).await;
+    assert_each_once_in_order(journal, 20);
+}
+
 /// Every key's messages `0..per_key` started once each, in order, never two at once.
 fn assert_each_once_in_order(journal: &Arc<Mutex<Journal>>, per_key: u64) {
     let j = journal.lock().unwrap();
@@ -930,9 +938,7 @@ async fn a_deleted_group_of_a_partitioned_topic_is_created_again_on_each_partiti
 
     // The members' blocked reads fail at once (NOGROUP), so they create it again at once.
     assert!(admin.delete_group("orders", "g").await.unwrap());
-    publish_keys(&producer, keys, 10..20).await;
-    wait_for_all(&journal, keys, 19, "what was published after the group was deleted").await;
-    assert_each_once_in_order(&journal, 20);
+    publish_second_half_and_check(&producer, &journal, "what was published after the group was deleted").await;
     for p in 0..4 {
         let groups = admin.groups(&format!("orders#{p}")).await.unwrap();
         assert_eq!(groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["g"], "partition {p}");
@@ -974,9 +980,7 @@ async fn a_full_redis_loses_nothing_of_a_partitioned_topic_and_moves_no_partitio
     }
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
 
-    publish_keys(&producer, keys, 10..20).await;
-    wait_for_all(&journal, keys, 19, "every message, once memory was freed").await;
-    assert_each_once_in_order(&journal, 20);
+    publish_second_half_and_check(&producer, &journal, "every message, once memory was freed").await;
     assert_eq!(owners(&redis, "orders", 4), shared);
     for w in [a, b] {
         w.shutdown().await;
@@ -1006,9 +1010,7 @@ async fn a_redis_frozen_longer_than_a_lease_loses_nothing_of_a_partitioned_topic
     tokio::time::sleep(LEASE * 3).await;
     redis.resume();
 
-    publish_keys(&producer, keys, 10..20).await;
-    wait_for_all(&journal, keys, 19, "every message, once Redis answered again").await;
-    assert_each_once_in_order(&journal, 20);
+    publish_second_half_and_check(&producer, &journal, "every message, once Redis answered again").await;
     wait_shared(&redis, "a and b share the partitions again").await;
     for w in [a, b] {
         w.shutdown().await;

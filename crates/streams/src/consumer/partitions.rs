@@ -332,16 +332,13 @@ impl PartitionedTopic {
                 .filter(|p| settled && !owned.contains_key(p) && !resting.contains_key(p))
                 .collect();
             let taken = futures::future::join_all(free.iter().map(|p| self.acquire(*p, lease, tick))).await;
-            // Said once for all of them: with Redis full or away, every take fails at every tick.
-            let mut failed: Vec<u32> = Vec::new();
-            let mut error = None;
+            let mut failed = Failed::default();
             for (p, fence) in free.into_iter().zip(taken) {
                 let fence = match fence {
                     Ok(Some(fence)) => fence,
                     Ok(None) => continue,
                     Err(e) => {
-                        failed.push(p);
-                        error.get_or_insert(e);
+                        failed.add(p, e);
                         continue;
                     }
                 };
@@ -361,10 +358,7 @@ impl PartitionedTopic {
                 task_of.insert(task.id(), p);
                 owned.insert(p, Owned { fence, stop, leaving: false });
             }
-            if let Some(e) = error {
-                tracing::warn!(topic = %self.topic, group = %self.shared.group, partitions = ?failed, error = %e,
-                    "cannot take partitions' leases; trying again next tick");
-            }
+            failed.say(&self.topic, &self.shared.group, "cannot take partitions' leases; trying again next tick");
             if !counted {
                 counted = true;
                 self.shared.prepared.send_modify(|n| *n += 1);
@@ -519,9 +513,7 @@ impl PartitionedTopic {
         });
         let results: BTreeMap<u32, Result<i64, RedisError>> =
             futures::future::join_all(renewals).await.into_iter().collect();
-        // Said once for all of them: in an outage every lease fails at every tick.
-        let mut failed: Vec<u32> = Vec::new();
-        let mut error = None;
+        let mut failed = Failed::default();
         for (p, result) in results {
             let Some(o) = owned.get_mut(&p) else { continue };
             match result {
@@ -535,16 +527,14 @@ impl PartitionedTopic {
                     o.leaving = true;
                     o.stop.cancel();
                 }
-                Err(e) => {
-                    failed.push(p);
-                    error.get_or_insert(e);
-                }
+                Err(e) => failed.add(p, e),
             }
         }
-        if let Some(e) = error {
-            tracing::warn!(topic = %self.topic, group = %self.shared.group, partitions = ?failed, error = %e,
-                "cannot renew partitions' leases; each stops if its lease runs out");
-        }
+        failed.say(
+            &self.topic,
+            &self.shared.group,
+            "cannot renew partitions' leases; each stops if its lease runs out",
+        );
     }
 
     /// Releases partition `p`'s lease after its consumer stopped, for the next owner to take it
@@ -579,6 +569,28 @@ async fn within<T>(
         let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, format!("no reply within {bound:?}"));
         Err(RedisError::new(command, e))
     })
+}
+
+/// The partitions a command failed for in one tick, said in one line: in an outage every
+/// partition's command fails at every tick.
+#[derive(Default)]
+struct Failed {
+    partitions: Vec<u32>,
+    first: Option<RedisError>,
+}
+
+impl Failed {
+    fn add(&mut self, p: u32, e: RedisError) {
+        self.partitions.push(p);
+        self.first.get_or_insert(e);
+    }
+
+    /// Says `what` at `warn`, if anything failed.
+    fn say(self, topic: &Topic, group: &str, what: &str) {
+        if let Some(e) = self.first {
+            tracing::warn!(topic = %topic, group, partitions = ?self.partitions, error = %e, "{what}");
+        }
+    }
 }
 
 /// What a heartbeat heard: Redis' time and every member with its score (ms).
